@@ -1,0 +1,161 @@
+// Package store is control's embedded database: SQLite (modernc.org/sqlite,
+// no cgo) in WAL mode with a busy timeout and foreign keys on, and numbered
+// migrations embedded in the binary, applied at open. Only control imports it.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// ErrTooNew means the database was written by a newer meshd.
+var ErrTooNew = errors.New("store: database is from a newer meshd")
+
+// Store is an open database.
+type Store struct {
+	DB *sql.DB
+}
+
+// Migration is one numbered schema step.
+type Migration struct {
+	Version int
+	Name    string
+	SQL     string
+}
+
+// Migrations returns the embedded migrations in order. Files are named
+// NNNN_name.sql; the numbers start at 1 and have no gaps.
+func Migrations() ([]Migration, error) {
+	entries, err := fs.ReadDir(migrationFS, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	var ms []Migration
+	for _, e := range entries {
+		num, name, ok := strings.Cut(strings.TrimSuffix(e.Name(), ".sql"), "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("store: migration file %s: want NNNN_name.sql", e.Name())
+		}
+		b, err := fs.ReadFile(migrationFS, path.Join("migrations", e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, Migration{Version: v, Name: name, SQL: string(b)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
+	for i, m := range ms {
+		if m.Version != i+1 {
+			return nil, fmt.Errorf("store: migrations must be numbered 1..n without gaps; found %d at position %d", m.Version, i+1)
+		}
+	}
+	return ms, nil
+}
+
+// Latest is the schema version this binary writes.
+func Latest() int {
+	ms, err := Migrations()
+	if err != nil {
+		panic(err)
+	}
+	return len(ms)
+}
+
+// Open opens (creating if needed) the database at file and migrates it to
+// the latest version.
+func Open(ctx context.Context, file string) (*Store, error) {
+	return OpenAt(ctx, file, Latest())
+}
+
+// OpenAt opens the database and migrates it up to version target. Tests use
+// it to build databases of earlier versions.
+func OpenAt(ctx context.Context, file string, target int) (*Store, error) {
+	q := url.Values{}
+	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(1)", "synchronous(NORMAL)"} {
+		q.Add("_pragma", p)
+	}
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+file+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", file, err)
+	}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: open %s: %w", file, err)
+	}
+	s := &Store{DB: db}
+	if err := s.migrate(ctx, target); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: %s: %w", file, err)
+	}
+	return s, nil
+}
+
+// Version returns the schema version of the open database.
+func (s *Store) Version(ctx context.Context) (int, error) {
+	var v int
+	err := s.DB.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v)
+	return v, err
+}
+
+func (s *Store) migrate(ctx context.Context, target int) error {
+	ms, err := Migrations()
+	if err != nil {
+		return err
+	}
+	cur, err := s.Version(ctx)
+	if err != nil {
+		return err
+	}
+	if cur > len(ms) {
+		return fmt.Errorf("%w: schema version %d, this binary knows up to %d; run a newer meshd", ErrTooNew, cur, len(ms))
+	}
+	for _, m := range ms[cur:target] {
+		tx, err := s.DB.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %04d_%s: %w", m.Version, m.Name, err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", m.Version)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %04d_%s: %w", m.Version, m.Name, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migration %04d_%s: %w", m.Version, m.Name, err)
+		}
+	}
+	return nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.DB.Close() }
+
+// Tx runs fn in a write transaction, committing when fn returns nil.
+func (s *Store) Tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
