@@ -1,0 +1,107 @@
+// Package wg is the WireGuard data plane of an agent: the interface (a TUN
+// with userspace wireguard-go, kernel WireGuard through wgctrl, or a netstack
+// that needs no root), its peers, and how packets to each peer travel —
+// straight from the WireGuard UDP socket (direct) or through a relayed
+// connection. The agent's engine drives it through Device and never needs to
+// know which mode runs underneath.
+package wg
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.zx2c4.com/wireguard/tun/netstack"
+
+	"meshd/internal/keys"
+)
+
+// Mode selects how the interface is made.
+type Mode string
+
+const (
+	// ModeAuto uses kernel WireGuard when the module is present, else userspace.
+	ModeAuto Mode = "auto"
+	// ModeUserspace runs wireguard-go on a TUN device (needs root or CAP_NET_ADMIN).
+	ModeUserspace Mode = "userspace"
+	// ModeKernel uses the kernel module through wgctrl and netlink.
+	ModeKernel Mode = "kernel"
+	// ModeNetstack runs wireguard-go on a gVisor netstack: no root, no TUN;
+	// programs reach the mesh only through Device.Net.
+	ModeNetstack Mode = "netstack"
+)
+
+// DefaultMTU is the interface MTU unless configured otherwise.
+const DefaultMTU = 1280
+
+// ErrUnsupported is returned for a mode this platform or machine lacks.
+var ErrUnsupported = errors.New("wg: mode not supported here")
+
+// Config makes a Device.
+type Config struct {
+	Mode Mode
+	// Name of the interface (e.g. "meshd0"); also names the UAPI socket
+	// (/var/run/wireguard/<name>.sock) so that `wg show <name>` works.
+	Name       string
+	PrivateKey keys.Private
+	// ListenPort is the WireGuard UDP port; 0 picks one.
+	ListenPort uint16
+	// Address is the overlay address with the overlay network's prefix
+	// length, e.g. 100.64.0.7/16.
+	Address netip.Prefix
+	MTU     int
+	Log     *zap.Logger
+}
+
+// Peer is the configuration of one remote peer.
+type Peer struct {
+	PublicKey  keys.Key
+	AllowedIPs []netip.Prefix
+	// PersistentKeepalive; zero turns it off.
+	PersistentKeepalive time.Duration
+}
+
+// PeerStats is what the device knows about one peer.
+type PeerStats struct {
+	PublicKey     keys.Key
+	Endpoint      string // as WireGuard reports it; "" when none
+	LastHandshake time.Time
+	RxBytes       int64
+	TxBytes       int64
+}
+
+// Device is a running WireGuard interface. Methods are safe for concurrent
+// use. Changing one peer never disturbs the tunnels of the others.
+type Device interface {
+	// Name returns the interface name.
+	Name() string
+	// ListenPort returns the WireGuard UDP port actually bound.
+	ListenPort() uint16
+	// STUNConn is the socket ICE's UDP mux must use for host and
+	// server-reflexive candidates. In userspace and netstack modes it is the
+	// WireGuard socket itself: STUN packets that arrive on it are handed
+	// here, and writes go out of it, so the NAT mapping ICE discovers is the
+	// one WireGuard uses.
+	STUNConn() net.PacketConn
+	// SetPeer adds the peer or updates its allowed IPs and keepalive (and the
+	// routes for its allowed IPs). It does not change how packets travel.
+	SetPeer(Peer) error
+	// RemovePeer removes the peer, its path and its routes.
+	RemovePeer(keys.Key) error
+	// SetDirect sends the peer's packets straight from the WireGuard socket
+	// to remote, replacing any relayed path.
+	SetDirect(peer keys.Key, remote netip.AddrPort) error
+	// SetRelayed sends the peer's packets through c (for example an ICE
+	// connection over a TURN allocation) and feeds what c receives into
+	// WireGuard, replacing any earlier path. The device reads c until c
+	// fails or the path is replaced; it does not close c.
+	SetRelayed(peer keys.Key, c net.Conn) error
+	// Stats returns the state of every peer.
+	Stats() ([]PeerStats, error)
+	// Net returns the netstack in ModeNetstack, nil otherwise.
+	Net() *netstack.Net
+	// Close removes the interface and its routes and releases the socket.
+	Close() error
+}
