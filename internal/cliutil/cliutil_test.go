@@ -1,0 +1,32 @@
+package cliutil
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+)
+
+func TestEnvSetsFlag(t *testing.T) {
+	var got string
+	cmd := &cli.Command{
+		Name:   "x",
+		Flags:  []cli.Flag{&cli.StringFlag{Name: "tls-pin"}},
+		Action: func(c *cli.Context) error { got = c.String("tls-pin"); return nil },
+	}
+	app := &cli.App{Commands: []*cli.Command{cmd}, Writer: &bytes.Buffer{}}
+	BindEnv(app.Flags, app.Commands)
+	t.Setenv("MESHD_TLS_PIN", "sha256:abc")
+	if err := app.Run([]string{"meshd", "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if got != "sha256:abc" {
+		t.Fatalf("--tls-pin from env = %q", got)
+	}
+	if err := app.Run([]string{"meshd", "x", "--tls-pin", "sha256:def"}); err != nil {
+		t.Fatal(err)
+	}
+	if got != "sha256:def" {
+		t.Fatalf("the flag must win over the env: %q", got)
+	}
+}
