@@ -16,11 +16,10 @@ RUN CGO_ENABLED=0 go build -trimpath \
       -ldflags "-s -w -X meshd/internal/version.Version=${VERSION}" \
       -o /out/meshd .
 
-FROM gcr.io/distroless/static-debian12:nonroot AS run
+FROM gcr.io/distroless/static-debian12 AS run
 COPY --from=build /out/meshd /usr/local/bin/meshd
 # The server's state lives here; mount a volume to keep it across upgrades.
 VOLUME ["/var/lib/meshd"]
 EXPOSE 33073/tcp 3478/udp 3478/tcp
-USER root
 ENTRYPOINT ["/usr/local/bin/meshd"]
 CMD ["all", "--data", "/var/lib/meshd"]
