@@ -1,0 +1,604 @@
+// Package path decides, for one remote peer, how WireGuard packets travel:
+// straight from the WireGuard socket (direct) or through a TURN relay, and
+// when the ICE sessions that find those paths start, stop and restart.
+//
+// Machine is a synchronous state machine in the style of etcd's raft: it does
+// no I/O and reads no clock. The agent's per-peer worker feeds it events
+// (an ICE session connected with a candidate pair, failed, a timer tick with
+// the WireGuard handshake time) and carries out the actions it returns (set
+// the direct path, set the relayed path, start or stop a session). Everything
+// time-dependent comes in as `at time.Time`, so tests drive it without
+// sleeping. Only internal/agent imports it.
+//
+// The rules:
+//   - A direct path always wins: when the direct session connects, the path
+//     becomes direct, even if it was relayed.
+//   - The relay is used only while no direct path works. Both sessions start
+//     together (relay first for the first packet, never waiting for ICE);
+//     once the direct path has carried a WireGuard handshake and stayed up
+//     for RelayLinger, the controlling side closes the relay session.
+//   - While relayed, the direct session keeps being retried with backoff, and
+//     the path upgrades as soon as it connects.
+//   - A failed session restarts with exponential backoff; a network change
+//     restarts the direct session at once.
+//   - The WireGuard handshake watchdog: a path that has not carried a first
+//     handshake within HandshakeTimeout, or whose last handshake is older
+//     than HandshakeStale (WireGuard re-handshakes every two minutes while
+//     keepalives flow), is dead and is replaced.
+//
+// Only the controlling peer (the larger public key) creates sessions; the
+// controlled peer asks it for one with a Request message. Machine takes that
+// into account: for a controlled peer, ActionStart means "send a request".
+package path
+
+import (
+	"fmt"
+	"time"
+)
+
+// Kind names one of the two ICE sessions between a pair of peers.
+type Kind int
+
+const (
+	// Direct finds a path without a relay (host, srflx, prflx candidates on
+	// the WireGuard socket).
+	Direct Kind = iota
+	// Relay uses TURN relay candidates only.
+	Relay
+)
+
+func (k Kind) String() string {
+	if k == Direct {
+		return "direct"
+	}
+	return "relay"
+}
+
+// Candidate is one end of an ICE candidate pair.
+type Candidate struct {
+	Type    string // host, srflx, prflx, relay
+	Address string // ip:port
+}
+
+func (c Candidate) String() string { return c.Type + " " + c.Address }
+
+// Pair is the candidate pair ICE selected.
+type Pair struct {
+	Local, Remote Candidate
+}
+
+func (p Pair) String() string { return p.Local.String() + " -> " + p.Remote.String() }
+
+// SessionState is what an ICE session reports.
+type SessionState int
+
+const (
+	// Checking: the session runs and looks for a pair.
+	Checking SessionState = iota
+	// Connected: a pair is selected (Pair is set).
+	Connected
+	// Disconnected: the selected pair stopped answering; it may recover.
+	Disconnected
+	// Failed: the session gave up; it needs a restart.
+	Failed
+	// Closed: the session was closed on purpose (by us or by the remote);
+	// no backoff.
+	Closed
+)
+
+func (s SessionState) String() string {
+	return [...]string{"checking", "connected", "disconnected", "failed", "closed"}[s]
+}
+
+// Path is how packets to the peer travel now.
+type Path int
+
+const (
+	// None: no path was set yet (or the last one died).
+	None Path = iota
+	// PathDirect: from the WireGuard socket to a remote address.
+	PathDirect
+	// PathRelayed: through the relay session's connection.
+	PathRelayed
+)
+
+func (p Path) String() string {
+	return [...]string{"none", "direct", "relayed"}[p]
+}
+
+// Config tunes a Machine. Zero durations take the defaults below.
+type Config struct {
+	// Controlling is true on the peer with the larger public key.
+	Controlling bool
+	// HaveRelay is false when the network map lists no TURN server: then the
+	// relay session is never started.
+	HaveRelay bool
+	// HandshakeTimeout: a path that carried no handshake this long after it
+	// was set is dead.
+	HandshakeTimeout time.Duration
+	// HandshakeStale: a last handshake older than this means the path is dead.
+	HandshakeStale time.Duration
+	// RelayLinger: how long the direct path must have been up and handshaking
+	// before the controlling side closes the relay session.
+	RelayLinger time.Duration
+	// BackoffMin and BackoffMax bound the restart delay of a failed session.
+	BackoffMin, BackoffMax time.Duration
+	// RequestTimeout: a controlled peer that asked for a session and got no
+	// offer in this time counts the attempt as failed.
+	RequestTimeout time.Duration
+	// RestartMinInterval rate-limits restarts asked for by the remote peer.
+	RestartMinInterval time.Duration
+	// Jitter spreads a backoff delay (e.g. ±20%); nil means none.
+	Jitter func(time.Duration) time.Duration
+}
+
+// Defaults of Config.
+const (
+	DefaultHandshakeTimeout   = 20 * time.Second
+	DefaultHandshakeStale     = 3*time.Minute + 15*time.Second
+	DefaultRelayLinger        = 30 * time.Second
+	DefaultBackoffMin         = time.Second
+	DefaultBackoffMax         = 30 * time.Second
+	DefaultRequestTimeout     = 5 * time.Second
+	DefaultRestartMinInterval = time.Second
+)
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.HandshakeTimeout, DefaultHandshakeTimeout)
+	def(&c.HandshakeStale, DefaultHandshakeStale)
+	def(&c.RelayLinger, DefaultRelayLinger)
+	def(&c.BackoffMin, DefaultBackoffMin)
+	def(&c.BackoffMax, DefaultBackoffMax)
+	def(&c.RequestTimeout, DefaultRequestTimeout)
+	def(&c.RestartMinInterval, DefaultRestartMinInterval)
+	if c.Jitter == nil {
+		c.Jitter = func(d time.Duration) time.Duration { return d }
+	}
+}
+
+// ActionType is what the worker must do.
+type ActionType int
+
+const (
+	// ActionStart starts a session of Kind: the controlling peer creates one
+	// and offers it; the controlled peer sends a Request.
+	ActionStart ActionType = iota
+	// ActionStop closes the session Kind/Session and tells the remote.
+	ActionStop
+	// ActionSetDirect sends WireGuard packets to Pair.Remote from the
+	// WireGuard socket.
+	ActionSetDirect
+	// ActionSetRelayed sends WireGuard packets through relay session Session.
+	ActionSetRelayed
+)
+
+// Action is one thing the worker must do, in order.
+type Action struct {
+	Type    ActionType
+	Kind    Kind
+	Session uint64
+	Pair    Pair
+	Reason  string
+}
+
+func (a Action) String() string {
+	switch a.Type {
+	case ActionStart:
+		return fmt.Sprintf("start %s (%s)", a.Kind, a.Reason)
+	case ActionStop:
+		return fmt.Sprintf("stop %s %d (%s)", a.Kind, a.Session, a.Reason)
+	case ActionSetDirect:
+		return fmt.Sprintf("set direct %d %s", a.Session, a.Pair)
+	default:
+		return fmt.Sprintf("set relayed %d %s", a.Session, a.Pair)
+	}
+}
+
+// Event is something that happened. Every event carries its time.
+type Event interface{ at() time.Time }
+
+// Started begins the machine's life: the peer appeared in the map.
+type Started struct{ At time.Time }
+
+// SessionStarted: a session of Kind now runs under id Session (the
+// controlling peer created it, or the controlled peer accepted an offer).
+type SessionStarted struct {
+	At      time.Time
+	Kind    Kind
+	Session uint64
+}
+
+// SessionChanged: the session's ICE state changed. Events for a session that
+// is not the current one of its kind are ignored.
+type SessionChanged struct {
+	At      time.Time
+	Kind    Kind
+	Session uint64
+	State   SessionState
+	Pair    Pair // set when State is Connected
+}
+
+// Tick is a timer tick with what the WireGuard device reports for the peer
+// (the zero time when it never completed a handshake).
+type Tick struct {
+	At            time.Time
+	LastHandshake time.Time
+}
+
+// NetworkChanged: a local address or route changed (or the machine woke).
+type NetworkChanged struct{ At time.Time }
+
+// RemoteRequest: the controlled peer asked for a session of Kind
+// (controlling side only). Session is the one it last knew (0: none).
+type RemoteRequest struct {
+	At      time.Time
+	Kind    Kind
+	Session uint64
+}
+
+// RemoteOnline: the map says the peer came online; retry without waiting
+// for backoff.
+type RemoteOnline struct{ At time.Time }
+
+func (e Started) at() time.Time        { return e.At }
+func (e SessionStarted) at() time.Time { return e.At }
+func (e SessionChanged) at() time.Time { return e.At }
+func (e Tick) at() time.Time           { return e.At }
+func (e NetworkChanged) at() time.Time { return e.At }
+func (e RemoteRequest) at() time.Time  { return e.At }
+func (e RemoteOnline) at() time.Time   { return e.At }
+
+// session is the machine's view of one kind of session.
+type session struct {
+	kind    Kind
+	running bool   // a session exists (controlling) or was offered (controlled)
+	id      uint64 // current session id; 0 before SessionStarted
+	up      bool
+	pair    Pair
+	// requested (controlled side): a Request was sent at this time and no
+	// offer arrived yet.
+	requested   time.Time
+	nextStart   time.Time // earliest (re)start; zero: now
+	backoff     time.Duration
+	lastStarted time.Time
+}
+
+// Machine is the path state machine of one peer. It is not safe for
+// concurrent use: one worker goroutine owns it.
+type Machine struct {
+	cfg     Config
+	started bool
+	direct  session
+	relay   session
+
+	path      Path
+	pathPair  Pair
+	pathID    uint64
+	pathSince time.Time // when the current path was set
+	// epoch is when a path was first set after the last death; the watchdog
+	// expects a handshake after it.
+	epoch         time.Time
+	lastHandshake time.Time
+	directGood    time.Time // since when the direct path is set and handshaking
+}
+
+// New returns a machine; nothing happens until Step(Started{...}).
+func New(cfg Config) *Machine {
+	cfg.setDefaults()
+	m := &Machine{cfg: cfg}
+	m.direct = session{kind: Direct, backoff: cfg.BackoffMin}
+	m.relay = session{kind: Relay, backoff: cfg.BackoffMin}
+	return m
+}
+
+// SetHaveRelay updates whether TURN servers exist (a new map may add or
+// remove them). Without relays the relay session is closed.
+func (m *Machine) SetHaveRelay(at time.Time, have bool) []Action {
+	m.cfg.HaveRelay = have
+	return m.decide(at, nil)
+}
+
+// Path returns the current path and, for a set path, its pair.
+func (m *Machine) Path() (Path, Pair) { return m.path, m.pathPair }
+
+// LastHandshake returns the last handshake time the machine saw.
+func (m *Machine) LastHandshake() time.Time { return m.lastHandshake }
+
+// Healthy reports whether a path is set and carried a handshake recently.
+func (m *Machine) Healthy(at time.Time) bool {
+	return m.path != None && !m.lastHandshake.IsZero() && !m.lastHandshake.Before(m.epoch) &&
+		at.Sub(m.lastHandshake) < m.cfg.HandshakeStale
+}
+
+// Session returns the current id and state of a kind of session.
+func (m *Machine) Session(k Kind) (id uint64, running, up bool) {
+	s := m.sess(k)
+	return s.id, s.running, s.up
+}
+
+func (m *Machine) sess(k Kind) *session {
+	if k == Direct {
+		return &m.direct
+	}
+	return &m.relay
+}
+
+// Next returns when the machine next needs a Tick even if nothing happens
+// (a scheduled restart, the relay linger, the watchdog); zero when it waits
+// only for events.
+func (m *Machine) Next() time.Time {
+	var next time.Time
+	earliest := func(t time.Time) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	if !m.started {
+		return next
+	}
+	for _, s := range []*session{&m.direct, &m.relay} {
+		if !s.running && m.wants(s.kind, s.nextStart) {
+			earliest(s.nextStart)
+		}
+		if !s.requested.IsZero() {
+			earliest(s.requested.Add(m.cfg.RequestTimeout))
+		}
+	}
+	if m.relay.running && !m.directGood.IsZero() {
+		earliest(m.directGood.Add(m.cfg.RelayLinger))
+	}
+	if m.path != None {
+		if m.lastHandshake.IsZero() || m.lastHandshake.Before(m.epoch) {
+			earliest(m.epoch.Add(m.cfg.HandshakeTimeout))
+		} else {
+			earliest(m.lastHandshake.Add(m.cfg.HandshakeStale))
+		}
+	}
+	return next
+}
+
+// Step feeds one event and returns the actions to carry out, in order.
+func (m *Machine) Step(e Event) []Action {
+	at := e.at()
+	var acts []Action
+	switch e := e.(type) {
+	case Started:
+		m.started = true
+	case SessionStarted:
+		s := m.sess(e.Kind)
+		if s.running && s.id != 0 && s.id != e.Session && s.up {
+			// A new session replaces one that worked (e.g. the remote
+			// restarted): the old one's path is gone with it.
+			m.sessionGone(s, at)
+		}
+		s.running, s.id, s.up, s.requested = true, e.Session, false, time.Time{}
+		s.lastStarted = at
+	case SessionChanged:
+		s := m.sess(e.Kind)
+		if !s.running || s.id != e.Session {
+			return nil
+		}
+		acts = m.sessionChanged(s, e, at, acts)
+	case Tick:
+		if e.LastHandshake.After(m.lastHandshake) {
+			m.lastHandshake = e.LastHandshake
+		}
+		acts = m.watchdog(at, acts)
+	case NetworkChanged:
+		acts = m.restart(&m.direct, at, "network changed", acts)
+		m.direct.backoff = m.cfg.BackoffMin
+		if m.relay.running && m.path == PathRelayed {
+			acts = m.restart(&m.relay, at, "network changed", acts)
+			m.relay.backoff = m.cfg.BackoffMin
+		}
+	case RemoteRequest:
+		if !m.cfg.Controlling {
+			return nil
+		}
+		s := m.sess(e.Kind)
+		if e.Kind == Relay && !m.cfg.HaveRelay {
+			return nil
+		}
+		if s.running {
+			acts = m.stop(s, at, "remote asked for a new session", acts)
+		}
+		s.backoff = m.cfg.BackoffMin
+		s.nextStart = s.lastStarted.Add(m.cfg.RestartMinInterval)
+		if e.Kind == Relay {
+			// The remote lacks a path: keep the relay, even over a direct path
+			// that works for us.
+			m.directGood = time.Time{}
+		}
+		acts = m.decide(at, acts)
+		return acts
+	case RemoteOnline:
+		for _, s := range []*session{&m.direct, &m.relay} {
+			s.backoff = m.cfg.BackoffMin
+			if !s.running {
+				s.nextStart = time.Time{}
+			}
+		}
+	}
+	return m.decide(at, acts)
+}
+
+func (m *Machine) sessionChanged(s *session, e SessionChanged, at time.Time, acts []Action) []Action {
+	switch e.State {
+	case Checking:
+	case Connected:
+		s.up, s.pair = true, e.Pair
+		s.backoff = m.cfg.BackoffMin
+	case Disconnected:
+		if s.up {
+			m.sessionGone(s, at)
+		}
+		s.up = false
+	case Failed:
+		s.running, s.up = false, false
+		m.sessionGone(s, at)
+		m.scheduleRetry(s, at)
+	case Closed:
+		s.running, s.up = false, false
+		m.sessionGone(s, at)
+		s.nextStart = s.lastStarted.Add(m.cfg.RestartMinInterval)
+	}
+	return acts
+}
+
+// sessionGone forgets a path that ran over s.
+func (m *Machine) sessionGone(s *session, at time.Time) {
+	if (s.kind == Direct && m.path == PathDirect) || (s.kind == Relay && m.path == PathRelayed) {
+		if m.pathID == s.id {
+			m.path, m.pathPair, m.pathID = None, Pair{}, 0
+		}
+	}
+	if s.kind == Direct {
+		m.directGood = time.Time{}
+	}
+}
+
+func (m *Machine) scheduleRetry(s *session, at time.Time) {
+	s.nextStart = at.Add(m.cfg.Jitter(s.backoff))
+	s.backoff *= 2
+	if s.backoff > m.cfg.BackoffMax {
+		s.backoff = m.cfg.BackoffMax
+	}
+}
+
+// watchdog checks the WireGuard handshake of the current path.
+func (m *Machine) watchdog(at time.Time, acts []Action) []Action {
+	if m.path == None {
+		return acts
+	}
+	hs := m.lastHandshake
+	fresh := !hs.IsZero() && !hs.Before(m.epoch)
+	var reason string
+	switch {
+	case !fresh && at.Sub(m.epoch) >= m.cfg.HandshakeTimeout:
+		reason = fmt.Sprintf("no wireguard handshake %s after the path was set", m.cfg.HandshakeTimeout)
+	case fresh && at.Sub(hs) >= m.cfg.HandshakeStale:
+		reason = fmt.Sprintf("last wireguard handshake %s ago", at.Sub(hs).Round(time.Second))
+	}
+	// The direct path is good once it carried a handshake of its own (one
+	// made before the switch may have gone over the relay).
+	if m.path == PathDirect && fresh && !hs.Before(m.pathSince) && at.Sub(hs) < m.cfg.HandshakeStale && m.directGood.IsZero() {
+		m.directGood = at
+	}
+	if reason == "" {
+		return acts
+	}
+	// The path is dead: fail the session under it and start over.
+	s := &m.direct
+	if m.path == PathRelayed {
+		s = &m.relay
+	}
+	acts = m.stop(s, at, reason, acts)
+	m.scheduleRetry(s, at)
+	m.path, m.pathPair, m.pathID = None, Pair{}, 0
+	m.epoch = time.Time{}
+	return acts
+}
+
+// stop closes a running session.
+func (m *Machine) stop(s *session, at time.Time, reason string, acts []Action) []Action {
+	if !s.running {
+		return acts
+	}
+	acts = append(acts, Action{Type: ActionStop, Kind: s.kind, Session: s.id, Reason: reason})
+	s.running, s.up = false, false
+	s.requested = time.Time{}
+	m.sessionGone(s, at)
+	return acts
+}
+
+// restart stops s (if running) and starts it again now.
+func (m *Machine) restart(s *session, at time.Time, reason string, acts []Action) []Action {
+	acts = m.stop(s, at, reason, acts)
+	s.nextStart = time.Time{}
+	return acts
+}
+
+// wants reports whether a session of kind k should run at time at.
+func (m *Machine) wants(k Kind, at time.Time) bool {
+	if k == Direct {
+		return true
+	}
+	if !m.cfg.HaveRelay {
+		return false
+	}
+	if !m.cfg.Controlling {
+		// Ask for a relay only while there is no direct path; keep whatever
+		// relay session the controlling peer offers.
+		return !m.direct.up
+	}
+	return m.directGood.IsZero() || at.Before(m.directGood.Add(m.cfg.RelayLinger))
+}
+
+// decide derives the actions that bring the world in line with the state.
+func (m *Machine) decide(at time.Time, acts []Action) []Action {
+	if !m.started {
+		return acts
+	}
+	// 1. The path: direct wins; relayed only without a direct path.
+	switch {
+	case m.direct.up:
+		if m.path != PathDirect || m.pathPair != m.direct.pair || m.pathID != m.direct.id {
+			acts = m.setPath(PathDirect, &m.direct, at, acts)
+		}
+	case m.relay.up:
+		if m.path != PathRelayed || m.pathID != m.relay.id {
+			acts = m.setPath(PathRelayed, &m.relay, at, acts)
+		}
+	}
+	if m.path != PathDirect {
+		m.directGood = time.Time{}
+	}
+	// 2. The sessions.
+	for _, s := range []*session{&m.direct, &m.relay} {
+		want := m.wants(s.kind, at)
+		switch {
+		case want && !s.running && !s.requested.IsZero() && at.Sub(s.requested) >= m.cfg.RequestTimeout:
+			// Controlled side: the request went unanswered.
+			s.requested = time.Time{}
+			m.scheduleRetry(s, at)
+		}
+		switch {
+		case want && !s.running && s.requested.IsZero() && !at.Before(s.nextStart):
+			reason := "no session"
+			if s.kind == Relay && !m.direct.up {
+				reason = "no direct path"
+			}
+			acts = append(acts, Action{Type: ActionStart, Kind: s.kind, Reason: reason})
+			s.lastStarted = at
+			if m.cfg.Controlling {
+				s.running, s.id, s.up = true, 0, false
+			} else {
+				s.requested = at
+			}
+		case !want && s.running && m.cfg.Controlling && s.kind == Relay:
+			reason := "direct path works"
+			if !m.cfg.HaveRelay {
+				reason = "no relay servers"
+			}
+			acts = m.stop(s, at, reason, acts)
+		}
+	}
+	return acts
+}
+
+func (m *Machine) setPath(p Path, s *session, at time.Time, acts []Action) []Action {
+	typ := ActionSetDirect
+	if p == PathRelayed {
+		typ = ActionSetRelayed
+	}
+	if m.path == None {
+		m.epoch = at
+	}
+	m.path, m.pathPair, m.pathID, m.pathSince = p, s.pair, s.id, at
+	return append(acts, Action{Type: typ, Kind: s.kind, Session: s.id, Pair: s.pair})
+}

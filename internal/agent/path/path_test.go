@@ -1,0 +1,302 @@
+package path
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func at(d time.Duration) time.Time { return t0.Add(d) }
+
+const s = time.Second
+
+var (
+	hostPair  = Pair{Local: Candidate{"host", "192.168.1.2:51820"}, Remote: Candidate{"host", "192.168.1.3:51820"}}
+	srflxPair = Pair{Local: Candidate{"srflx", "198.51.100.2:51820"}, Remote: Candidate{"srflx", "198.51.100.3:40000"}}
+	relayPair = Pair{Local: Candidate{"relay", "198.51.100.1:50000"}, Remote: Candidate{"relay", "198.51.100.1:50001"}}
+)
+
+// step is one event and the actions it must produce (as Action.String()).
+type step struct {
+	ev   Event
+	want []string
+}
+
+func run(t *testing.T, m *Machine, steps []step) {
+	t.Helper()
+	for i, st := range steps {
+		got := m.Step(st.ev)
+		var gs []string
+		for _, a := range got {
+			gs = append(gs, a.String())
+		}
+		if strings.Join(gs, "\n") != strings.Join(st.want, "\n") {
+			t.Fatalf("step %d %T%+v:\n got: %q\nwant: %q", i, st.ev, st.ev, gs, st.want)
+		}
+	}
+}
+
+func controlling() *Machine { return New(Config{Controlling: true, HaveRelay: true}) }
+
+func TestRelayFirstThenUpgradeToDirect(t *testing.T) {
+	m := controlling()
+	run(t, m, []step{
+		{Started{at(0)}, []string{"start direct (no session)", "start relay (no direct path)"}},
+		{SessionStarted{at(0), Direct, 11}, nil},
+		{SessionStarted{at(0), Relay, 21}, nil},
+		{SessionChanged{at(0), Direct, 11, Checking, Pair{}}, nil},
+		// The relay answers first: traffic starts there at once.
+		{SessionChanged{at(100 * time.Millisecond), Relay, 21, Connected, relayPair}, []string{"set relayed 21 " + relayPair.String()}},
+		{Tick{at(150 * time.Millisecond), at(120 * time.Millisecond)}, nil},
+		// Direct wins as soon as it connects.
+		{SessionChanged{at(300 * time.Millisecond), Direct, 11, Connected, srflxPair}, []string{"set direct 11 " + srflxPair.String()}},
+		// The handshake made over the relay does not prove the direct path:
+		// the relay stays.
+		{Tick{at(10 * s), at(120 * time.Millisecond)}, nil},
+		// A handshake over the direct path, then the linger: relay closed.
+		{Tick{at(2 * time.Minute), at(2*time.Minute - s)}, nil},
+		{Tick{at(2*time.Minute + 29*s), at(2*time.Minute - s)}, nil},
+		{Tick{at(2*time.Minute + 30*s), at(2*time.Minute - s)}, []string{"stop relay 21 (direct path works)"}},
+		{Tick{at(3 * time.Minute), at(2*time.Minute - s)}, nil},
+	})
+	if p, pair := m.Path(); p != PathDirect || pair != srflxPair {
+		t.Fatalf("path = %v %v, want direct %v", p, pair, srflxPair)
+	}
+	if !m.Healthy(at(3 * time.Minute)) {
+		t.Fatal("not healthy with a handshake a minute old")
+	}
+}
+
+func TestDirectFirstKeepsRelayUntilLinger(t *testing.T) {
+	m := controlling()
+	run(t, m, []step{
+		{Started{at(0)}, []string{"start direct (no session)", "start relay (no direct path)"}},
+		{SessionStarted{at(0), Direct, 1}, nil},
+		{SessionStarted{at(0), Relay, 2}, nil},
+		{SessionChanged{at(50 * time.Millisecond), Direct, 1, Connected, hostPair}, []string{"set direct 1 " + hostPair.String()}},
+		// The relay connecting later never replaces a direct path.
+		{SessionChanged{at(80 * time.Millisecond), Relay, 2, Connected, relayPair}, nil},
+		{Tick{at(time.Second), at(60 * time.Millisecond)}, nil},
+		{Tick{at(31 * s), at(60 * time.Millisecond)}, []string{"stop relay 2 (direct path works)"}},
+		// The direct path drops: the relay comes back, traffic waits for it.
+		{SessionChanged{at(40 * s), Direct, 1, Disconnected, Pair{}}, []string{"start relay (no direct path)"}},
+		{SessionStarted{at(40 * s), Relay, 3}, nil},
+		{SessionChanged{at(40*s + 100*time.Millisecond), Relay, 3, Connected, relayPair}, []string{"set relayed 3 " + relayPair.String()}},
+		// The direct session recovers: back to direct.
+		{SessionChanged{at(42 * s), Direct, 1, Connected, hostPair}, []string{"set direct 1 " + hostPair.String()}},
+	})
+}
+
+func TestFailedDirectRetriesWithBackoffWhileRelayed(t *testing.T) {
+	m := controlling()
+	run(t, m, []step{
+		{Started{at(0)}, []string{"start direct (no session)", "start relay (no direct path)"}},
+		{SessionStarted{at(0), Direct, 1}, nil},
+		{SessionStarted{at(0), Relay, 2}, nil},
+		{SessionChanged{at(s), Relay, 2, Connected, relayPair}, []string{"set relayed 2 " + relayPair.String()}},
+		{SessionChanged{at(9 * s), Direct, 1, Failed, Pair{}}, nil},
+	})
+	// Restarts at 1s, 2s, 4s, ... after each failure, capped at 30s.
+	now := at(9 * s)
+	id := uint64(100)
+	for _, wait := range []time.Duration{1, 2, 4, 8, 16, 30, 30} {
+		wait *= s
+		if got := m.Next(); !got.Equal(now.Add(wait)) {
+			t.Fatalf("next restart at %v, want %v", got.Sub(t0), now.Add(wait).Sub(t0))
+		}
+		run(t, m, []step{
+			{Tick{now.Add(wait - time.Millisecond), at(s)}, nil},
+			{Tick{now.Add(wait), at(s)}, []string{"start direct (no session)"}},
+			{SessionStarted{now.Add(wait), Direct, id}, nil},
+		})
+		now = now.Add(wait + 3*s)
+		run(t, m, []step{{SessionChanged{now, Direct, id, Failed, Pair{}}, nil}})
+		id++
+	}
+	// Finally direct works: upgrade, and the backoff starts over.
+	run(t, m, []step{
+		{Tick{now.Add(30 * s), now}, []string{"start direct (no session)"}},
+		{SessionStarted{now.Add(30 * s), Direct, 500}, nil},
+		{SessionChanged{now.Add(31 * s), Direct, 500, Connected, srflxPair}, []string{"set direct 500 " + srflxPair.String()}},
+		{SessionChanged{now.Add(40 * s), Direct, 500, Failed, Pair{}}, []string{"set relayed 2 " + relayPair.String()}},
+	})
+	if got, want := m.Next(), now.Add(41*s); !got.Equal(want) {
+		t.Fatalf("after a success the backoff restarts at 1s: next %v, want %v", got.Sub(t0), want.Sub(t0))
+	}
+}
+
+func TestStaleSessionEventsIgnored(t *testing.T) {
+	m := controlling()
+	run(t, m, []step{
+		{Started{at(0)}, []string{"start direct (no session)", "start relay (no direct path)"}},
+		{SessionStarted{at(0), Direct, 1}, nil},
+		{SessionStarted{at(0), Relay, 2}, nil},
+		{SessionChanged{at(s), Direct, 1, Failed, Pair{}}, nil},
+		{Tick{at(2 * s), time.Time{}}, []string{"start direct (no session)"}},
+		{SessionStarted{at(2 * s), Direct, 3}, nil},
+		// A late event of session 1 changes nothing.
+		{SessionChanged{at(2 * s), Direct, 1, Connected, hostPair}, nil},
+		{SessionChanged{at(3 * s), Direct, 3, Connected, hostPair}, []string{"set direct 3 " + hostPair.String()}},
+	})
+}
+
+func TestWatchdogNoFirstHandshake(t *testing.T) {
+	m := controlling()
+	run(t, m, []step{
+		{Started{at(0)}, []string{"start direct (no session)", "start relay (no direct path)"}},
+		{SessionStarted{at(0), Direct, 1}, nil},
+		{SessionStarted{at(0), Relay, 2}, nil},
+		{SessionChanged{at(s), Relay, 2, Connected, relayPair}, []string{"set relayed 2 " + relayPair.String()}},
+		{SessionChanged{at(2 * s), Direct, 1, Connected, hostPair}, []string{"set direct 1 " + hostPair.String()}},
+		{Tick{at(20*s + 999*time.Millisecond), time.Time{}}, nil},
+		// ICE says the path works, WireGuard never shook hands over it.
+		{Tick{at(21 * s), time.Time{}}, []string{
+			"stop direct 1 (no wireguard handshake 20s after the path was set)",
+			"set relayed 2 " + relayPair.String(),
+		}},
+		{Tick{at(22 * s), time.Time{}}, []string{"start direct (no session)"}},
+	})
+	if !m.Next().IsZero() && m.Next().Before(at(22*s)) {
+		t.Fatalf("next %v is in the past", m.Next().Sub(t0))
+	}
+}
+
+func TestWatchdogStaleHandshake(t *testing.T) {
+	m := New(Config{Controlling: true, HaveRelay: false})
+	run(t, m, []step{
+		{Started{at(0)}, []string{"start direct (no session)"}},
+		{SessionStarted{at(0), Direct, 1}, nil},
+		{SessionChanged{at(s), Direct, 1, Connected, hostPair}, []string{"set direct 1 " + hostPair.String()}},
+		{Tick{at(2 * s), at(2 * s)}, nil},
+		{Tick{at(2*s + DefaultHandshakeStale - time.Millisecond), at(2 * s)}, nil},
+		{Tick{at(2*s + DefaultHandshakeStale), at(2 * s)}, []string{"stop direct 1 (last wireguard handshake 3m15s ago)"}},
+	})
+	if p, _ := m.Path(); p != None {
+		t.Fatalf("path %v after the watchdog fired, want none", p)
+	}
+	if m.Healthy(at(2*s + DefaultHandshakeStale)) {
+		t.Fatal("healthy without a path")
+	}
+}
+
+func TestNoRelayServersNeverStartsRelay(t *testing.T) {
+	m := New(Config{Controlling: true})
+	run(t, m, []step{
+		{Started{at(0)}, []string{"start direct (no session)"}},
+		{SessionStarted{at(0), Direct, 1}, nil},
+		{SessionChanged{at(5 * s), Direct, 1, Failed, Pair{}}, nil},
+		{Tick{at(6 * s), time.Time{}}, []string{"start direct (no session)"}},
+	})
+	// The map gains a relay: it starts; it loses it: it stops.
+	run(t, m, nil)
+	if got := m.SetHaveRelay(at(7*s), true); len(got) != 1 || got[0].String() != "start relay (no direct path)" {
+		t.Fatalf("SetHaveRelay(true) = %v", got)
+	}
+	m.Step(SessionStarted{at(7 * s), Relay, 9})
+	if got := m.SetHaveRelay(at(8*s), false); len(got) != 1 || got[0].String() != "stop relay 9 (no relay servers)" {
+		t.Fatalf("SetHaveRelay(false) = %v", got)
+	}
+}
+
+func TestNetworkChangeRestartsDirectAtOnce(t *testing.T) {
+	m := controlling()
+	run(t, m, []step{
+		{Started{at(0)}, []string{"start direct (no session)", "start relay (no direct path)"}},
+		{SessionStarted{at(0), Direct, 1}, nil},
+		{SessionStarted{at(0), Relay, 2}, nil},
+		{SessionChanged{at(s), Relay, 2, Connected, relayPair}, []string{"set relayed 2 " + relayPair.String()}},
+		{SessionChanged{at(5 * s), Direct, 1, Failed, Pair{}}, nil},
+		{Tick{at(6 * s), at(s)}, []string{"start direct (no session)"}},
+		{SessionStarted{at(6 * s), Direct, 3}, nil},
+		{SessionChanged{at(9 * s), Direct, 3, Failed, Pair{}}, nil},
+		// Backoff says 11s; a new network address says now, and the relay is
+		// restarted too since it carries the traffic.
+		{NetworkChanged{at(10 * s)}, []string{
+			"stop relay 2 (network changed)",
+			"start direct (no session)",
+			"start relay (no direct path)",
+		}},
+	})
+}
+
+func TestControlledAsksAndRetries(t *testing.T) {
+	m := New(Config{Controlling: false, HaveRelay: true})
+	run(t, m, []step{
+		{Started{at(0)}, []string{"start direct (no session)", "start relay (no direct path)"}},
+		// Nobody answers the requests (the remote is offline).
+		{Tick{at(4 * s), time.Time{}}, nil},
+		{Tick{at(5 * s), time.Time{}}, nil},
+		{Tick{at(6 * s), time.Time{}}, []string{"start direct (no session)", "start relay (no direct path)"}},
+		// The controlling peer offers: the sessions run.
+		{SessionStarted{at(7 * s), Direct, 40}, nil},
+		{SessionStarted{at(7 * s), Relay, 41}, nil},
+		{SessionChanged{at(7 * s), Direct, 40, Connected, hostPair}, []string{"set direct 40 " + hostPair.String()}},
+		{SessionChanged{at(7 * s), Relay, 41, Connected, relayPair}, nil},
+		// The controlled side never closes the relay itself ...
+		{Tick{at(60 * s), at(8 * s)}, nil},
+		// ... the controlling one does.
+		{SessionChanged{at(61 * s), Relay, 41, Closed, Pair{}}, nil},
+		{Tick{at(70 * s), at(8 * s)}, nil},
+		// Direct fails: ask for both.
+		{SessionChanged{at(80 * s), Direct, 40, Failed, Pair{}}, []string{"start relay (no direct path)"}},
+		{Tick{at(81 * s), at(8 * s)}, []string{"start direct (no session)"}},
+	})
+}
+
+func TestRemoteRequestRestartsRateLimited(t *testing.T) {
+	m := controlling()
+	run(t, m, []step{
+		{Started{at(0)}, []string{"start direct (no session)", "start relay (no direct path)"}},
+		{SessionStarted{at(0), Direct, 1}, nil},
+		{SessionStarted{at(0), Relay, 2}, nil},
+		{SessionChanged{at(s), Direct, 1, Connected, hostPair}, []string{"set direct 1 " + hostPair.String()}},
+		// The remote restarted and asks for a direct session.
+		{RemoteRequest{at(10 * s), Direct, 0}, []string{"stop direct 1 (remote asked for a new session)", "start direct (no session)"}},
+		{SessionStarted{at(10 * s), Direct, 3}, nil},
+		// Asking again at once is held back for RestartMinInterval.
+		{RemoteRequest{at(10*s + 100*time.Millisecond), Direct, 3}, []string{"stop direct 3 (remote asked for a new session)"}},
+		{Tick{at(11 * s), time.Time{}}, []string{"start direct (no session)"}},
+	})
+	// A controlled machine ignores requests.
+	c := New(Config{HaveRelay: true})
+	c.Step(Started{at(0)})
+	if got := c.Step(RemoteRequest{at(s), Direct, 0}); got != nil {
+		t.Fatalf("controlled machine acted on a request: %v", got)
+	}
+}
+
+func TestRemoteCloseRestartsAfterMinInterval(t *testing.T) {
+	m := controlling()
+	run(t, m, []step{
+		{Started{at(0)}, []string{"start direct (no session)", "start relay (no direct path)"}},
+		{SessionStarted{at(0), Direct, 1}, nil},
+		{SessionStarted{at(0), Relay, 2}, nil},
+		{SessionChanged{at(500 * time.Millisecond), Direct, 1, Closed, Pair{}}, nil},
+		{Tick{at(s), time.Time{}}, []string{"start direct (no session)"}},
+	})
+}
+
+func TestNewSessionReplacesWorkingOne(t *testing.T) {
+	m := New(Config{HaveRelay: false})
+	run(t, m, []step{
+		{Started{at(0)}, []string{"start direct (no session)"}},
+		{SessionStarted{at(0), Direct, 1}, nil},
+		{SessionChanged{at(s), Direct, 1, Connected, hostPair}, []string{"set direct 1 " + hostPair.String()}},
+		// The controlling peer restarted and offers anew: the old path is
+		// gone until the new session connects.
+		{SessionStarted{at(9 * s), Direct, 7}, nil},
+		{SessionChanged{at(9 * s), Direct, 7, Connected, srflxPair}, []string{"set direct 7 " + srflxPair.String()}},
+	})
+}
+
+func TestNextIsZeroBeforeStart(t *testing.T) {
+	m := controlling()
+	if !m.Next().IsZero() {
+		t.Fatal("a machine that has not started wants a tick")
+	}
+	if got := m.Step(Tick{at(s), time.Time{}}); got != nil {
+		t.Fatalf("a machine that has not started acted: %v", got)
+	}
+}
