@@ -1,0 +1,114 @@
+package peerconn
+
+import (
+	"encoding/binary"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/pion/ice/v3"
+	"github.com/pion/transport/v3"
+	"go.uber.org/zap"
+)
+
+// Mux is the UDP mux every direct session of an agent shares: it runs pion's
+// ICE (host and server-reflexive candidates) over the WireGuard socket's STUN
+// side (wg.Device.STUNConn), so the NAT mapping ICE finds is the one
+// WireGuard sends from. It also measures the round-trip time of ICE checks
+// per remote address, which pion v3 does not report.
+type Mux struct {
+	*ice.UniversalUDPMuxDefault
+	rtt *rttConn
+}
+
+// NewMux starts a mux reading conn. Close it before conn goes away. tnet may
+// be nil (the host's network); it only lists local addresses when conn is
+// bound to an unspecified address.
+func NewMux(conn net.PacketConn, tnet transport.Net, log *zap.Logger) *Mux {
+	rc := &rttConn{PacketConn: conn, sent: make(map[[12]byte]sentCheck), rtt: make(map[string]time.Duration)}
+	m := ice.NewUniversalUDPMuxDefault(ice.UniversalUDPMuxParams{
+		Logger:  LoggerFactory(log).NewLogger("mux"),
+		UDPConn: rc,
+		Net:     tnet,
+		// Server-reflexive addresses are shared by every session; refresh
+		// them often enough to notice a new NAT mapping.
+		XORMappedAddrCacheTTL: 20 * time.Second,
+	})
+	return &Mux{UniversalUDPMuxDefault: m, rtt: rc}
+}
+
+// RTT returns the last measured round-trip time of an ICE check to addr
+// (ip:port), zero when unknown.
+func (m *Mux) RTT(addr string) time.Duration { return m.rtt.get(addr) }
+
+// rttConn notes when binding requests leave and matches the success
+// responses that come back.
+type rttConn struct {
+	net.PacketConn
+
+	mu   sync.Mutex
+	sent map[[12]byte]sentCheck
+	rtt  map[string]time.Duration
+}
+
+type sentCheck struct {
+	to string
+	at time.Time
+}
+
+const (
+	stunHeaderLen    = 20
+	stunMagicCookie  = 0x2112A442
+	bindingRequest   = 0x0001
+	bindingSuccess   = 0x0101
+	maxPendingChecks = 4096
+	maxRTTEntries    = 4096
+)
+
+// stunType returns the STUN message type of b, or 0 when b is not STUN.
+func stunType(b []byte) (uint16, bool) {
+	if len(b) < stunHeaderLen || b[0]&0xc0 != 0 || binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+		return 0, false
+	}
+	return binary.BigEndian.Uint16(b[0:2]), true
+}
+
+func (c *rttConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if t, ok := stunType(p); ok && t == bindingRequest {
+		var id [12]byte
+		copy(id[:], p[8:20])
+		c.mu.Lock()
+		if len(c.sent) >= maxPendingChecks {
+			clear(c.sent) // answers to these are long overdue
+		}
+		c.sent[id] = sentCheck{to: addr.String(), at: time.Now()}
+		c.mu.Unlock()
+	}
+	return c.PacketConn.WriteTo(p, addr)
+}
+
+func (c *rttConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	n, addr, err := c.PacketConn.ReadFrom(p)
+	if err == nil {
+		if t, ok := stunType(p[:n]); ok && t == bindingSuccess {
+			var id [12]byte
+			copy(id[:], p[8:20])
+			c.mu.Lock()
+			if s, ok := c.sent[id]; ok {
+				delete(c.sent, id)
+				if len(c.rtt) >= maxRTTEntries {
+					clear(c.rtt)
+				}
+				c.rtt[s.to] = time.Since(s.at)
+			}
+			c.mu.Unlock()
+		}
+	}
+	return n, addr, err
+}
+
+func (c *rttConn) get(addr string) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rtt[addr]
+}
