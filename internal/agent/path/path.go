@@ -245,6 +245,16 @@ type RemoteRequest struct {
 // for backoff.
 type RemoteOnline struct{ At time.Time }
 
+// SendFailed: an Offer (controlling) or Request (controlled) of Kind could
+// not be delivered (signal says the peer is not connected). The attempt
+// counts as failed and is retried with backoff; the remote peer asks for a
+// session itself when it comes back.
+type SendFailed struct {
+	At      time.Time
+	Kind    Kind
+	Session uint64 // the offered session (controlling); 0 for a request
+}
+
 func (e Started) at() time.Time        { return e.At }
 func (e SessionStarted) at() time.Time { return e.At }
 func (e SessionChanged) at() time.Time { return e.At }
@@ -252,6 +262,7 @@ func (e Tick) at() time.Time           { return e.At }
 func (e NetworkChanged) at() time.Time { return e.At }
 func (e RemoteRequest) at() time.Time  { return e.At }
 func (e RemoteOnline) at() time.Time   { return e.At }
+func (e SendFailed) at() time.Time     { return e.At }
 
 // session is the machine's view of one kind of session.
 type session struct {
@@ -404,11 +415,14 @@ func (m *Machine) Step(e Event) []Action {
 		if e.Kind == Relay && !m.cfg.HaveRelay {
 			return nil
 		}
-		if s.running {
-			acts = m.stop(s, at, "remote asked for a new session", acts)
-		}
 		s.backoff = m.cfg.BackoffMin
-		s.nextStart = s.lastStarted.Add(m.cfg.RestartMinInterval)
+		s.nextStart = time.Time{}
+		if s.running {
+			// Restarting a live session is rate limited; starting a missing
+			// one is not (the remote just came online).
+			acts = m.stop(s, at, "remote asked for a new session", acts)
+			s.nextStart = s.lastStarted.Add(m.cfg.RestartMinInterval)
+		}
 		if e.Kind == Relay {
 			// The remote lacks a path: keep the relay, even over a direct path
 			// that works for us.
@@ -416,6 +430,17 @@ func (m *Machine) Step(e Event) []Action {
 		}
 		acts = m.decide(at, acts)
 		return acts
+	case SendFailed:
+		sess := m.sess(e.Kind)
+		switch {
+		case m.cfg.Controlling && sess.running && sess.id == e.Session:
+			sess.running, sess.up = false, false
+			m.sessionGone(sess, at)
+			m.scheduleRetry(sess, at)
+		case !m.cfg.Controlling && !sess.requested.IsZero():
+			sess.requested = time.Time{}
+			m.scheduleRetry(sess, at)
+		}
 	case RemoteOnline:
 		for _, s := range []*session{&m.direct, &m.relay} {
 			s.backoff = m.cfg.BackoffMin

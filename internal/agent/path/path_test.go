@@ -300,3 +300,29 @@ func TestNextIsZeroBeforeStart(t *testing.T) {
 		t.Fatalf("a machine that has not started acted: %v", got)
 	}
 }
+
+func TestSendFailedBacksOff(t *testing.T) {
+	m := controlling()
+	run(t, m, []step{
+		{Started{at(0)}, []string{"start direct (no session)", "start relay (no direct path)"}},
+		{SessionStarted{at(0), Direct, 1}, nil},
+		{SessionStarted{at(0), Relay, 2}, nil},
+		// The peer is offline: both offers bounce.
+		{SendFailed{at(10 * time.Millisecond), Direct, 1}, nil},
+		{SendFailed{at(10 * time.Millisecond), Relay, 2}, nil},
+		{Tick{at(500 * time.Millisecond), time.Time{}}, nil},
+		// A bounce for an older session changes nothing.
+		{SendFailed{at(600 * time.Millisecond), Direct, 99}, nil},
+		// It comes online and asks: no waiting for the backoff.
+		{RemoteRequest{at(700 * time.Millisecond), Direct, 0}, []string{"start direct (no session)"}},
+		{SessionStarted{at(700 * time.Millisecond), Direct, 3}, nil},
+		{Tick{at(1010 * time.Millisecond), time.Time{}}, []string{"start relay (no direct path)"}},
+	})
+	c := New(Config{HaveRelay: false})
+	run(t, c, []step{
+		{Started{at(0)}, []string{"start direct (no session)"}},
+		{SendFailed{at(0), Direct, 0}, nil},
+		{Tick{at(999 * time.Millisecond), time.Time{}}, nil},
+		{Tick{at(s), time.Time{}}, []string{"start direct (no session)"}},
+	})
+}
