@@ -1,0 +1,92 @@
+package relay
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+
+	"github.com/pion/turn/v3"
+	"go.uber.org/zap"
+
+	"meshd/internal/turncred"
+)
+
+// authenticate is pion's AuthHandler: it returns the long-term key of a
+// TURN REST username (MD5(username:realm:password), the password being
+// the HMAC of the username under the shared secret) unless the username
+// is malformed, expired or for another realm. A forged password fails
+// pion's MESSAGE-INTEGRITY check against this key (error 400).
+func (s *Server) authenticate(username, realm string, src net.Addr) ([]byte, bool) {
+	if realm != s.opts.Realm {
+		s.m.authRefused("realm")
+		s.log.Debug("credential refused: wrong realm", zap.String("username", username), zap.String("realm", realm), zap.Stringer("src", src))
+		return nil, false
+	}
+	if _, err := turncred.Check(username, s.opts.Now()); err != nil {
+		reason := "malformed"
+		if errors.Is(err, turncred.ErrExpired) {
+			reason = "expired"
+		}
+		s.m.authRefused(reason)
+		s.log.Debug("credential refused", zap.String("username", username), zap.Stringer("src", src), zap.Error(err))
+		return nil, false
+	}
+	pw := s.password(username)
+	if pw == "" {
+		s.m.authRefused("no_secret")
+		s.log.Warn("credential refused: the TURN secret is empty")
+		return nil, false
+	}
+	return turn.GenerateAuthKey(username, realm, pw), true
+}
+
+// password is the TURN REST password of username under the current
+// secret, or "" without a secret.
+func (s *Server) password(username string) string {
+	secret := s.opts.SecretFunc()
+	if len(secret) == 0 {
+		return ""
+	}
+	return turncred.Password(secret, username)
+}
+
+// denyList is the built-in peer deny list plus extra.
+func denyList(public netip.Addr, extra []netip.Prefix) []netip.Prefix {
+	deny := []netip.Prefix{
+		netip.MustParsePrefix("0.0.0.0/8"),
+		netip.MustParsePrefix("169.254.0.0/16"), // link-local, cloud metadata
+		netip.MustParsePrefix("224.0.0.0/4"),    // multicast
+		netip.MustParsePrefix("240.0.0.0/4"),    // reserved, broadcast
+	}
+	if !public.IsLoopback() {
+		deny = append(deny, netip.MustParsePrefix("127.0.0.0/8"))
+	}
+	return append(deny, extra...)
+}
+
+// permit is pion's PermissionHandler: a client may relay to any IPv4 peer
+// but the relay's own neighbourhood (see denyList); the relay's public IP
+// is always allowed, since relay-to-relay is how two relayed peers meet.
+func (s *Server) permit(client net.Addr, peer net.IP) bool {
+	ip, ok := netip.AddrFromSlice(peer)
+	if !ok {
+		s.m.peerDenied.Add(1)
+		return false
+	}
+	ip = ip.Unmap()
+	if ip == s.opts.PublicIP {
+		return true
+	}
+	if !ip.Is4() {
+		s.m.peerDenied.Add(1)
+		return false
+	}
+	for _, p := range s.deny {
+		if p.Contains(ip) {
+			s.m.peerDenied.Add(1)
+			s.log.Debug("peer denied", zap.Stringer("client", client), zap.Stringer("peer", ip), zap.Stringer("rule", p))
+			return false
+		}
+	}
+	return true
+}

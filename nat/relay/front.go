@@ -1,0 +1,339 @@
+package relay
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/stun/v2"
+	"github.com/pion/turn/v3"
+	"go.uber.org/zap"
+)
+
+// Client-side transports, as metric labels.
+const (
+	transportUDP = "udp"
+	transportTCP = "tcp"
+	transportTLS = "tls"
+)
+
+// front is the net.PacketConn pion's read loop serves: one UDP worker
+// socket, or one TCP/TLS connection framed by turn.STUNConn. Between pion
+// and the socket it
+//   - reads and writes UDP with netip.AddrPort and hands pion one cached
+//     *net.UDPAddr per client, so the per-packet path does not allocate
+//     addresses;
+//   - notes who sends an Allocate request, so that the relay address
+//     generator pion calls next (on the same goroutine) can charge the
+//     allocation to that credential;
+//   - turns pion's 508 for an allocation refused by quota into the 486 the
+//     RFC asks for, and counts requests and error responses.
+type front struct {
+	s         *Server
+	transport string
+	local     net.Addr
+
+	udp *net.UDPConn // UDP worker, or:
+	raw net.Conn     // TCP/TLS connection, read through stream
+	str *turn.STUNConn
+
+	// Owned by the read loop goroutine (pion calls ReadFrom and the
+	// generator from one goroutine per PacketConn).
+	addrs   map[netip.AddrPort]*net.UDPAddr
+	pending allocRequest
+
+	refused atomic.Pointer[allocRequest] // the Allocate refused by quota
+	allocs  atomic.Int32                 // live allocations made through this front
+	idle    atomic.Bool                  // stream: a read deadline is armed
+
+	closeOnce sync.Once
+	doneOnce  sync.Once
+}
+
+// allocRequest is the authenticated Allocate request being handled.
+type allocRequest struct {
+	tx       [stun.TransactionIDSize]byte
+	username string
+	id       string // credential id: the quota key
+	realm    string
+}
+
+var _ net.PacketConn = (*front)(nil)
+
+const maxAddrCache = 4096
+
+func (s *Server) newFront(transport string, uc *net.UDPConn, c net.Conn) *front {
+	f := &front{s: s, transport: transport}
+	if uc != nil {
+		f.udp = uc
+		f.local = uc.LocalAddr()
+		f.addrs = make(map[netip.AddrPort]*net.UDPAddr)
+	} else {
+		f.raw = c
+		f.str = turn.NewSTUNConn(c)
+		f.local = c.LocalAddr()
+	}
+	return f
+}
+
+// cachedAddr returns one immutable *net.UDPAddr per address. pion keeps
+// the pointers it gets (in allocations' 5-tuples); nobody mutates them.
+func cachedAddr(cache map[netip.AddrPort]*net.UDPAddr, ap netip.AddrPort) *net.UDPAddr {
+	if a, ok := cache[ap]; ok {
+		return a
+	}
+	if len(cache) >= maxAddrCache {
+		clear(cache)
+	}
+	a := net.UDPAddrFromAddrPort(ap)
+	cache[ap] = a
+	return a
+}
+
+func (f *front) ReadFrom(p []byte) (int, net.Addr, error) {
+	if f.udp != nil {
+		n, ap, err := f.udp.ReadFromUDPAddrPort(p)
+		if err != nil {
+			return 0, nil, err
+		}
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		f.inspect(p[:n])
+		return n, cachedAddr(f.addrs, ap), nil
+	}
+	n, addr, err := f.str.ReadFrom(p)
+	if err != nil {
+		f.streamDone()
+		return 0, nil, err
+	}
+	if n <= len(p) {
+		f.inspect(p[:n])
+	}
+	f.armIdle()
+	return n, addr, nil
+}
+
+// inspect looks at a STUN message from a client (ChannelData passes with
+// one comparison).
+func (f *front) inspect(b []byte) {
+	if len(b) < stunHeader || b[0]&0xc0 != 0 {
+		return
+	}
+	t := binary.BigEndian.Uint16(b[0:2])
+	method, class := stunMethod(t), stunClass(t)
+	f.s.m.request(method)
+	if method != stun.MethodAllocate || class != stun.ClassRequest {
+		return
+	}
+	f.pending = allocRequest{}
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if err := m.Decode(); err != nil {
+		return
+	}
+	var user stun.Username
+	var realm stun.Realm
+	if user.GetFrom(m) != nil || realm.GetFrom(m) != nil {
+		return
+	}
+	username := user.String()
+	_, id, _ := strings.Cut(username, ":")
+	f.pending = allocRequest{tx: m.TransactionID, username: username, id: id, realm: realm.String()}
+}
+
+func (f *front) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if len(p) >= stunHeader && p[0]&0xc0 == 0 {
+		t := binary.BigEndian.Uint16(p[0:2])
+		if stunClass(t) == stun.ClassErrorResponse {
+			p = f.errorResponse(p, stunMethod(t))
+		}
+	}
+	if f.udp != nil {
+		ua, ok := addr.(*net.UDPAddr)
+		if !ok {
+			return 0, &net.AddrError{Err: "not a UDP address", Addr: addr.String()}
+		}
+		return f.udp.WriteToUDPAddrPort(p, ua.AddrPort())
+	}
+	return f.raw.Write(p)
+}
+
+// errorResponse counts an error response and replaces pion's 508 for an
+// allocation refused by quota with 486 (RFC 8656 section 7.2 step 10).
+func (f *front) errorResponse(p []byte, method stun.Method) []byte {
+	m := &stun.Message{Raw: append([]byte(nil), p...)}
+	if err := m.Decode(); err != nil {
+		return p
+	}
+	var code stun.ErrorCodeAttribute
+	if code.GetFrom(m) != nil {
+		return p
+	}
+	if method == stun.MethodAllocate && code.Code == stun.CodeInsufficientCapacity {
+		if r := f.refused.Load(); r != nil && r.tx == m.TransactionID {
+			f.refused.Store(nil)
+			quota, err := stun.Build(
+				stun.NewTransactionIDSetter(m.TransactionID),
+				stun.NewType(stun.MethodAllocate, stun.ClassErrorResponse),
+				stun.CodeAllocQuotaReached,
+				stun.NewRealm(f.s.opts.Realm),
+				stun.NewLongTermIntegrity(r.username, r.realm, f.s.password(r.username)),
+			)
+			if err == nil {
+				p, code.Code = quota.Raw, stun.CodeAllocQuotaReached
+			}
+		}
+	}
+	f.s.m.errorResponse(int(code.Code))
+	return p
+}
+
+// Close closes the socket or connection; pion's read loop then ends and
+// closes the allocations made through it.
+func (f *front) Close() error {
+	var err error
+	f.closeOnce.Do(func() {
+		if f.udp != nil {
+			err = f.udp.Close()
+		} else {
+			err = f.raw.Close()
+		}
+	})
+	return err
+}
+
+func (f *front) LocalAddr() net.Addr { return f.local }
+
+func (f *front) SetDeadline(t time.Time) error {
+	if f.udp != nil {
+		return f.udp.SetDeadline(t)
+	}
+	return f.raw.SetDeadline(t)
+}
+
+func (f *front) SetReadDeadline(t time.Time) error {
+	if f.udp != nil {
+		return f.udp.SetReadDeadline(t)
+	}
+	return f.raw.SetReadDeadline(t)
+}
+
+func (f *front) SetWriteDeadline(t time.Time) error {
+	if f.udp != nil {
+		return f.udp.SetWriteDeadline(t)
+	}
+	return f.raw.SetWriteDeadline(t)
+}
+
+// armIdle keeps a deadline on a stream without allocations, so that
+// connections that never allocate, or whose allocations ended, go away.
+func (f *front) armIdle() {
+	if f.allocs.Load() > 0 {
+		if f.idle.Swap(false) {
+			_ = f.raw.SetReadDeadline(time.Time{})
+		}
+		return
+	}
+	f.idle.Store(true)
+	_ = f.raw.SetReadDeadline(time.Now().Add(StreamIdleTimeout))
+}
+
+// allocationEnded is called when an allocation made through f closed.
+func (f *front) allocationEnded() {
+	if f.allocs.Add(-1) == 0 && f.raw != nil {
+		f.idle.Store(true)
+		_ = f.raw.SetReadDeadline(time.Now().Add(StreamIdleTimeout))
+	}
+}
+
+// streamDone runs once when a stream's read loop gets its last error.
+func (f *front) streamDone() {
+	f.doneOnce.Do(func() {
+		f.Close()
+		f.s.mu.Lock()
+		delete(f.s.streams, f)
+		f.s.mu.Unlock()
+		f.s.m.conns[f.transport].Add(-1)
+		f.s.loopsWG.Done()
+	})
+}
+
+// acceptLoop serves TURN on the TCP or TLS connections of ln.
+func (s *Server) acceptLoop(ln net.Listener, transport string) {
+	defer s.loopsWG.Done()
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept", zap.String("transport", transport), zap.Error(err), zap.Duration("retry_in", backoff))
+				time.Sleep(backoff)
+				continue
+			}
+			s.log.Error("accept failed; no more TURN over "+transport, zap.Error(err))
+			return
+		}
+		backoff = 0
+		s.serveStream(c, transport)
+	}
+}
+
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// serveStream runs a pion server of its own for one TCP or TLS
+// connection: pion's listener support frees allocations of closed
+// connections under the wrong 5-tuple, and a server per connection gives
+// the generator the connection it allocates for.
+func (s *Server) serveStream(c net.Conn, transport string) {
+	s.mu.Lock()
+	if s.closing || len(s.streams) >= s.opts.MaxConns {
+		full := !s.closing
+		s.mu.Unlock()
+		if full {
+			s.m.connsRefused.Add(1)
+		}
+		c.Close()
+		return
+	}
+	f := s.newFront(transport, nil, c)
+	s.streams[f] = struct{}{}
+	s.loopsWG.Add(1)
+	s.mu.Unlock()
+	s.m.conns[transport].Add(1)
+
+	_ = c.SetReadDeadline(time.Now().Add(StreamIdleTimeout))
+	f.idle.Store(true)
+	_, err := turn.NewServer(turn.ServerConfig{
+		PacketConnConfigs: []turn.PacketConnConfig{{PacketConn: f, RelayAddressGenerator: relayGen{f}, PermissionHandler: s.permit}},
+		LoggerFactory:     s.pionLog,
+		Realm:             s.opts.Realm,
+		AuthHandler:       s.authenticate,
+		InboundMTU:        streamInboundMTU,
+	})
+	if err != nil {
+		s.log.Warn("serve TURN connection", zap.Stringer("remote", c.RemoteAddr()), zap.Error(err))
+		f.streamDone()
+	}
+}
+
+// STUN header fields (RFC 5389 section 6).
+const stunHeader = 20
+
+func stunMethod(t uint16) stun.Method {
+	return stun.Method(t&0x000f | (t&0x00e0)>>1 | (t&0x3e00)>>2)
+}
+
+func stunClass(t uint16) stun.MessageClass {
+	return stun.MessageClass((t>>4)&0x1 | (t>>7)&0x2)
+}

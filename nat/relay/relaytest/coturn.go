@@ -1,0 +1,168 @@
+package relaytest
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v2"
+)
+
+// Coturn binaries; CI installs the Debian package coturn.
+const (
+	TurnServerBin = "turnserver"
+	UClientBin    = "turnutils_uclient"
+)
+
+// NeedBinary skips the test when name is not on PATH.
+func NeedBinary(tb testing.TB, name string) string {
+	tb.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		tb.Skipf("%s not installed (apt-get install coturn); skipping the coturn interop test", name)
+	}
+	return p
+}
+
+// Coturn is a coturn turnserver on loopback using the TURN REST secret.
+type Coturn struct {
+	// Addr is its UDP and TCP listening address.
+	Addr string
+	// PortMin and PortMax are its relay ports.
+	PortMin, PortMax int
+	cmd              *exec.Cmd
+	out              *syncBuffer
+}
+
+// Output is what the server logged so far.
+func (c *Coturn) Output() string { return c.out.String() }
+
+// StartCoturn runs turnserver on loopback with --use-auth-secret and
+// --static-auth-secret=secret, realm, on free ports, waits until it
+// answers STUN, and stops it (by PID) in cleanup. It skips the test when
+// coturn is not installed.
+func StartCoturn(tb testing.TB, secret, realm string) *Coturn {
+	tb.Helper()
+	bin := NeedBinary(tb, TurnServerBin)
+	port := FreePort(tb)
+	relayMin := min(FreePort(tb), 65535-50)
+	c := &Coturn{
+		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		PortMin: relayMin,
+		PortMax: relayMin + 50,
+		out:     &syncBuffer{},
+	}
+	dir := tb.TempDir()
+	args := []string{
+		"-n", // no configuration file
+		"--listening-ip=127.0.0.1",
+		"--listening-port=" + strconv.Itoa(port),
+		"--relay-ip=127.0.0.1",
+		"--min-port=" + strconv.Itoa(c.PortMin),
+		"--max-port=" + strconv.Itoa(c.PortMax),
+		"--use-auth-secret",
+		"--static-auth-secret=" + secret,
+		"--realm=" + realm,
+		"--allow-loopback-peers",
+		"--no-tls", "--no-dtls", "--no-cli",
+		"--no-software-attribute",
+		"--pidfile=" + filepath.Join(dir, "turnserver.pid"),
+		"--log-file=stdout", "--simple-log",
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = c.out, c.out
+	cmd.Dir = dir
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("start %s: %v", bin, err)
+	}
+	c.cmd = cmd
+	tb.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if tb.Failed() {
+			tb.Logf("turnserver output:\n%s", c.Output())
+		}
+	})
+	if err := WaitSTUN(c.Addr, 10*time.Second); err != nil {
+		tb.Fatalf("turnserver on %s: %v\n%s", c.Addr, err, c.Output())
+	}
+	return c
+}
+
+// WaitSTUN polls addr with STUN binding requests until one is answered.
+func WaitSTUN(addr string, timeout time.Duration) error {
+	ua, err := net.ResolveUDPAddr("udp4", addr)
+	if err != nil {
+		return err
+	}
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	deadline := time.Now().Add(timeout)
+	buf := make([]byte, 1500)
+	for attempt := 0; time.Now().Before(deadline) && attempt < 1000; attempt++ {
+		req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+		if _, err := conn.WriteToUDP(req.Raw, ua); err != nil {
+			return err
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		n, _, err := conn.ReadFromUDP(buf)
+		if err != nil {
+			continue
+		}
+		m := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
+		if m.Decode() == nil && m.Type == stun.BindingSuccess && m.TransactionID == req.TransactionID {
+			return nil
+		}
+	}
+	return fmt.Errorf("no STUN answer within %s", timeout)
+}
+
+// FreePort returns a loopback port that was free for both UDP and TCP a
+// moment ago (for programs that must be told a port).
+func FreePort(tb testing.TB) int {
+	tb.Helper()
+	for attempt := 0; attempt < 50; attempt++ {
+		u, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		port := u.LocalAddr().(*net.UDPAddr).Port
+		t, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		u.Close()
+		if err != nil {
+			continue
+		}
+		t.Close()
+		return port
+	}
+	tb.Fatal("no free port for UDP and TCP")
+	return 0
+}
+
+// syncBuffer is a bytes.Buffer for a child's output read while it runs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+

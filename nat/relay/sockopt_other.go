@@ -1,0 +1,11 @@
+//go:build !linux
+
+package relay
+
+import "syscall"
+
+const reusePortSupported = false
+
+func controlReusePort(_, _ string, _ syscall.RawConn) error { return nil }
+
+func forceBuffers(syscall.RawConn, int) {}
