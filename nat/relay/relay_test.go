@@ -365,4 +365,3 @@ func serverTLS(tb testing.TB) *tls.Config {
 	}
 	return srv.Config
 }
-

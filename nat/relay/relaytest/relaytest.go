@@ -200,4 +200,3 @@ func (quietLeveled) Warn(string)           {}
 func (quietLeveled) Warnf(string, ...any)  {}
 func (quietLeveled) Error(string)          {}
 func (quietLeveled) Errorf(string, ...any) {}
-
