@@ -26,7 +26,9 @@ func (c *Change) Merge(o Change) {
 }
 
 // Empty reports whether c touches nothing.
-func (c *Change) Empty() bool { return !c.All && len(c.Peers) == 0 && len(c.Groups) == 0 && len(c.Only) == 0 }
+func (c *Change) Empty() bool {
+	return !c.All && len(c.Peers) == 0 && len(c.Groups) == 0 && len(c.Only) == 0
+}
 
 // Affected returns the ids of the peers whose maps c may change, looking at
 // the index before (old, may be nil) and after (cur) the change; all is true
