@@ -131,6 +131,86 @@ func (Protocol) EnumDescriptor() ([]byte, []int) {
 	return file_api_control_v1_control_proto_rawDescGZIP(), []int{1}
 }
 
+// Reason says why control refused a call. Control attaches it to the error
+// (as a Connect error detail, ErrorDetail) so that an agent can tell the
+// refusals apart without parsing messages.
+type Reason int32
+
+const (
+	Reason_REASON_UNSPECIFIED Reason = 0
+	// The peer's login expired: log in again with a setup key.
+	Reason_REASON_LOGIN_EXPIRED Reason = 1
+	// No setup key with this value exists.
+	Reason_REASON_SETUP_KEY_UNKNOWN Reason = 2
+	Reason_REASON_SETUP_KEY_EXPIRED Reason = 3
+	Reason_REASON_SETUP_KEY_REVOKED Reason = 4
+	// A one-off key that was already used.
+	Reason_REASON_SETUP_KEY_USED Reason = 5
+	// A key that reached its usage limit.
+	Reason_REASON_SETUP_KEY_LIMIT Reason = 6
+	// The key proof did not verify (wrong key, stale or reused challenge).
+	Reason_REASON_PROOF_FAILED Reason = 7
+	// The peer is not registered (never joined, or deleted by an admin).
+	Reason_REASON_PEER_UNKNOWN Reason = 8
+	// The account's overlay network has no free address left.
+	Reason_REASON_NETWORK_FULL Reason = 9
+)
+
+// Enum value maps for Reason.
+var (
+	Reason_name = map[int32]string{
+		0: "REASON_UNSPECIFIED",
+		1: "REASON_LOGIN_EXPIRED",
+		2: "REASON_SETUP_KEY_UNKNOWN",
+		3: "REASON_SETUP_KEY_EXPIRED",
+		4: "REASON_SETUP_KEY_REVOKED",
+		5: "REASON_SETUP_KEY_USED",
+		6: "REASON_SETUP_KEY_LIMIT",
+		7: "REASON_PROOF_FAILED",
+		8: "REASON_PEER_UNKNOWN",
+		9: "REASON_NETWORK_FULL",
+	}
+	Reason_value = map[string]int32{
+		"REASON_UNSPECIFIED":       0,
+		"REASON_LOGIN_EXPIRED":     1,
+		"REASON_SETUP_KEY_UNKNOWN": 2,
+		"REASON_SETUP_KEY_EXPIRED": 3,
+		"REASON_SETUP_KEY_REVOKED": 4,
+		"REASON_SETUP_KEY_USED":    5,
+		"REASON_SETUP_KEY_LIMIT":   6,
+		"REASON_PROOF_FAILED":      7,
+		"REASON_PEER_UNKNOWN":      8,
+		"REASON_NETWORK_FULL":      9,
+	}
+)
+
+func (x Reason) Enum() *Reason {
+	p := new(Reason)
+	*p = x
+	return p
+}
+
+func (x Reason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Reason) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_control_v1_control_proto_enumTypes[2].Descriptor()
+}
+
+func (Reason) Type() protoreflect.EnumType {
+	return &file_api_control_v1_control_proto_enumTypes[2]
+}
+
+func (x Reason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Reason.Descriptor instead.
+func (Reason) EnumDescriptor() ([]byte, []int) {
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{2}
+}
+
 type ChallengeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1356,6 +1436,51 @@ func (x *RelayServer) GetExpires() *timestamppb.Timestamp {
 	return nil
 }
 
+// ErrorDetail travels as a Connect error detail on refusals.
+type ErrorDetail struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reason        Reason                 `protobuf:"varint,1,opt,name=reason,proto3,enum=meshd.control.v1.Reason" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ErrorDetail) Reset() {
+	*x = ErrorDetail{}
+	mi := &file_api_control_v1_control_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ErrorDetail) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ErrorDetail) ProtoMessage() {}
+
+func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
+	mi := &file_api_control_v1_control_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
+func (*ErrorDetail) Descriptor() ([]byte, []int) {
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ErrorDetail) GetReason() Reason {
+	if x != nil {
+		return x.Reason
+	}
+	return Reason_REASON_UNSPECIFIED
+}
+
 var File_api_control_v1_control_proto protoreflect.FileDescriptor
 
 const file_api_control_v1_control_proto_rawDesc = "" +
@@ -1461,7 +1586,9 @@ const file_api_control_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"credential\x18\x03 \x01(\tR\n" +
 	"credential\x124\n" +
-	"\aexpires\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires*K\n" +
+	"\aexpires\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"?\n" +
+	"\vErrorDetail\x120\n" +
+	"\x06reason\x18\x01 \x01(\x0e2\x18.meshd.control.v1.ReasonR\x06reason*K\n" +
 	"\tDirection\x12\x19\n" +
 	"\x15DIRECTION_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fDIRECTION_IN\x10\x01\x12\x11\n" +
@@ -1471,7 +1598,18 @@ const file_api_control_v1_control_proto_rawDesc = "" +
 	"\fPROTOCOL_ALL\x10\x01\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x02\x12\x10\n" +
 	"\fPROTOCOL_UDP\x10\x03\x12\x11\n" +
-	"\rPROTOCOL_ICMP\x10\x042\xf9\x01\n" +
+	"\rPROTOCOL_ICMP\x10\x04*\x96\x02\n" +
+	"\x06Reason\x12\x16\n" +
+	"\x12REASON_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14REASON_LOGIN_EXPIRED\x10\x01\x12\x1c\n" +
+	"\x18REASON_SETUP_KEY_UNKNOWN\x10\x02\x12\x1c\n" +
+	"\x18REASON_SETUP_KEY_EXPIRED\x10\x03\x12\x1c\n" +
+	"\x18REASON_SETUP_KEY_REVOKED\x10\x04\x12\x19\n" +
+	"\x15REASON_SETUP_KEY_USED\x10\x05\x12\x1a\n" +
+	"\x16REASON_SETUP_KEY_LIMIT\x10\x06\x12\x17\n" +
+	"\x13REASON_PROOF_FAILED\x10\a\x12\x17\n" +
+	"\x13REASON_PEER_UNKNOWN\x10\b\x12\x17\n" +
+	"\x13REASON_NETWORK_FULL\x10\t2\xf9\x01\n" +
 	"\x0eControlService\x12T\n" +
 	"\tChallenge\x12\".meshd.control.v1.ChallengeRequest\x1a#.meshd.control.v1.ChallengeResponse\x12H\n" +
 	"\x05Login\x12\x1e.meshd.control.v1.LoginRequest\x1a\x1f.meshd.control.v1.LoginResponse\x12G\n" +
@@ -1489,64 +1627,67 @@ func file_api_control_v1_control_proto_rawDescGZIP() []byte {
 	return file_api_control_v1_control_proto_rawDescData
 }
 
-var file_api_control_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_api_control_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_api_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_api_control_v1_control_proto_goTypes = []any{
 	(Direction)(0),                // 0: meshd.control.v1.Direction
 	(Protocol)(0),                 // 1: meshd.control.v1.Protocol
-	(*ChallengeRequest)(nil),      // 2: meshd.control.v1.ChallengeRequest
-	(*ChallengeResponse)(nil),     // 3: meshd.control.v1.ChallengeResponse
-	(*Proof)(nil),                 // 4: meshd.control.v1.Proof
-	(*PeerMeta)(nil),              // 5: meshd.control.v1.PeerMeta
-	(*LoginRequest)(nil),          // 6: meshd.control.v1.LoginRequest
-	(*LoginResponse)(nil),         // 7: meshd.control.v1.LoginResponse
-	(*SyncRequest)(nil),           // 8: meshd.control.v1.SyncRequest
-	(*SyncResponse)(nil),          // 9: meshd.control.v1.SyncResponse
-	(*NetworkMap)(nil),            // 10: meshd.control.v1.NetworkMap
-	(*SelfConfig)(nil),            // 11: meshd.control.v1.SelfConfig
-	(*RemotePeer)(nil),            // 12: meshd.control.v1.RemotePeer
-	(*PortRange)(nil),             // 13: meshd.control.v1.PortRange
-	(*FirewallRule)(nil),          // 14: meshd.control.v1.FirewallRule
-	(*Route)(nil),                 // 15: meshd.control.v1.Route
-	(*DNSConfig)(nil),             // 16: meshd.control.v1.DNSConfig
-	(*NameserverGroup)(nil),       // 17: meshd.control.v1.NameserverGroup
-	(*DNSRecord)(nil),             // 18: meshd.control.v1.DNSRecord
-	(*RelayServer)(nil),           // 19: meshd.control.v1.RelayServer
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(Reason)(0),                   // 2: meshd.control.v1.Reason
+	(*ChallengeRequest)(nil),      // 3: meshd.control.v1.ChallengeRequest
+	(*ChallengeResponse)(nil),     // 4: meshd.control.v1.ChallengeResponse
+	(*Proof)(nil),                 // 5: meshd.control.v1.Proof
+	(*PeerMeta)(nil),              // 6: meshd.control.v1.PeerMeta
+	(*LoginRequest)(nil),          // 7: meshd.control.v1.LoginRequest
+	(*LoginResponse)(nil),         // 8: meshd.control.v1.LoginResponse
+	(*SyncRequest)(nil),           // 9: meshd.control.v1.SyncRequest
+	(*SyncResponse)(nil),          // 10: meshd.control.v1.SyncResponse
+	(*NetworkMap)(nil),            // 11: meshd.control.v1.NetworkMap
+	(*SelfConfig)(nil),            // 12: meshd.control.v1.SelfConfig
+	(*RemotePeer)(nil),            // 13: meshd.control.v1.RemotePeer
+	(*PortRange)(nil),             // 14: meshd.control.v1.PortRange
+	(*FirewallRule)(nil),          // 15: meshd.control.v1.FirewallRule
+	(*Route)(nil),                 // 16: meshd.control.v1.Route
+	(*DNSConfig)(nil),             // 17: meshd.control.v1.DNSConfig
+	(*NameserverGroup)(nil),       // 18: meshd.control.v1.NameserverGroup
+	(*DNSRecord)(nil),             // 19: meshd.control.v1.DNSRecord
+	(*RelayServer)(nil),           // 20: meshd.control.v1.RelayServer
+	(*ErrorDetail)(nil),           // 21: meshd.control.v1.ErrorDetail
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
 }
 var file_api_control_v1_control_proto_depIdxs = []int32{
-	20, // 0: meshd.control.v1.ChallengeResponse.expires:type_name -> google.protobuf.Timestamp
-	4,  // 1: meshd.control.v1.LoginRequest.proof:type_name -> meshd.control.v1.Proof
-	5,  // 2: meshd.control.v1.LoginRequest.meta:type_name -> meshd.control.v1.PeerMeta
-	11, // 3: meshd.control.v1.LoginResponse.self:type_name -> meshd.control.v1.SelfConfig
-	4,  // 4: meshd.control.v1.SyncRequest.proof:type_name -> meshd.control.v1.Proof
-	5,  // 5: meshd.control.v1.SyncRequest.meta:type_name -> meshd.control.v1.PeerMeta
-	10, // 6: meshd.control.v1.SyncResponse.map:type_name -> meshd.control.v1.NetworkMap
-	11, // 7: meshd.control.v1.NetworkMap.self:type_name -> meshd.control.v1.SelfConfig
-	12, // 8: meshd.control.v1.NetworkMap.peers:type_name -> meshd.control.v1.RemotePeer
-	14, // 9: meshd.control.v1.NetworkMap.firewall_rules:type_name -> meshd.control.v1.FirewallRule
-	15, // 10: meshd.control.v1.NetworkMap.routes:type_name -> meshd.control.v1.Route
-	16, // 11: meshd.control.v1.NetworkMap.dns:type_name -> meshd.control.v1.DNSConfig
-	19, // 12: meshd.control.v1.NetworkMap.relays:type_name -> meshd.control.v1.RelayServer
-	20, // 13: meshd.control.v1.SelfConfig.login_expires:type_name -> google.protobuf.Timestamp
-	20, // 14: meshd.control.v1.RemotePeer.last_seen:type_name -> google.protobuf.Timestamp
+	22, // 0: meshd.control.v1.ChallengeResponse.expires:type_name -> google.protobuf.Timestamp
+	5,  // 1: meshd.control.v1.LoginRequest.proof:type_name -> meshd.control.v1.Proof
+	6,  // 2: meshd.control.v1.LoginRequest.meta:type_name -> meshd.control.v1.PeerMeta
+	12, // 3: meshd.control.v1.LoginResponse.self:type_name -> meshd.control.v1.SelfConfig
+	5,  // 4: meshd.control.v1.SyncRequest.proof:type_name -> meshd.control.v1.Proof
+	6,  // 5: meshd.control.v1.SyncRequest.meta:type_name -> meshd.control.v1.PeerMeta
+	11, // 6: meshd.control.v1.SyncResponse.map:type_name -> meshd.control.v1.NetworkMap
+	12, // 7: meshd.control.v1.NetworkMap.self:type_name -> meshd.control.v1.SelfConfig
+	13, // 8: meshd.control.v1.NetworkMap.peers:type_name -> meshd.control.v1.RemotePeer
+	15, // 9: meshd.control.v1.NetworkMap.firewall_rules:type_name -> meshd.control.v1.FirewallRule
+	16, // 10: meshd.control.v1.NetworkMap.routes:type_name -> meshd.control.v1.Route
+	17, // 11: meshd.control.v1.NetworkMap.dns:type_name -> meshd.control.v1.DNSConfig
+	20, // 12: meshd.control.v1.NetworkMap.relays:type_name -> meshd.control.v1.RelayServer
+	22, // 13: meshd.control.v1.SelfConfig.login_expires:type_name -> google.protobuf.Timestamp
+	22, // 14: meshd.control.v1.RemotePeer.last_seen:type_name -> google.protobuf.Timestamp
 	0,  // 15: meshd.control.v1.FirewallRule.direction:type_name -> meshd.control.v1.Direction
 	1,  // 16: meshd.control.v1.FirewallRule.protocol:type_name -> meshd.control.v1.Protocol
-	13, // 17: meshd.control.v1.FirewallRule.ports:type_name -> meshd.control.v1.PortRange
-	17, // 18: meshd.control.v1.DNSConfig.nameserver_groups:type_name -> meshd.control.v1.NameserverGroup
-	18, // 19: meshd.control.v1.DNSConfig.records:type_name -> meshd.control.v1.DNSRecord
-	20, // 20: meshd.control.v1.RelayServer.expires:type_name -> google.protobuf.Timestamp
-	2,  // 21: meshd.control.v1.ControlService.Challenge:input_type -> meshd.control.v1.ChallengeRequest
-	6,  // 22: meshd.control.v1.ControlService.Login:input_type -> meshd.control.v1.LoginRequest
-	8,  // 23: meshd.control.v1.ControlService.Sync:input_type -> meshd.control.v1.SyncRequest
-	3,  // 24: meshd.control.v1.ControlService.Challenge:output_type -> meshd.control.v1.ChallengeResponse
-	7,  // 25: meshd.control.v1.ControlService.Login:output_type -> meshd.control.v1.LoginResponse
-	9,  // 26: meshd.control.v1.ControlService.Sync:output_type -> meshd.control.v1.SyncResponse
-	24, // [24:27] is the sub-list for method output_type
-	21, // [21:24] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	14, // 17: meshd.control.v1.FirewallRule.ports:type_name -> meshd.control.v1.PortRange
+	18, // 18: meshd.control.v1.DNSConfig.nameserver_groups:type_name -> meshd.control.v1.NameserverGroup
+	19, // 19: meshd.control.v1.DNSConfig.records:type_name -> meshd.control.v1.DNSRecord
+	22, // 20: meshd.control.v1.RelayServer.expires:type_name -> google.protobuf.Timestamp
+	2,  // 21: meshd.control.v1.ErrorDetail.reason:type_name -> meshd.control.v1.Reason
+	3,  // 22: meshd.control.v1.ControlService.Challenge:input_type -> meshd.control.v1.ChallengeRequest
+	7,  // 23: meshd.control.v1.ControlService.Login:input_type -> meshd.control.v1.LoginRequest
+	9,  // 24: meshd.control.v1.ControlService.Sync:input_type -> meshd.control.v1.SyncRequest
+	4,  // 25: meshd.control.v1.ControlService.Challenge:output_type -> meshd.control.v1.ChallengeResponse
+	8,  // 26: meshd.control.v1.ControlService.Login:output_type -> meshd.control.v1.LoginResponse
+	10, // 27: meshd.control.v1.ControlService.Sync:output_type -> meshd.control.v1.SyncResponse
+	25, // [25:28] is the sub-list for method output_type
+	22, // [22:25] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_api_control_v1_control_proto_init() }
@@ -1559,8 +1700,8 @@ func file_api_control_v1_control_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_control_v1_control_proto_rawDesc), len(file_api_control_v1_control_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   18,
+			NumEnums:      3,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
