@@ -123,7 +123,9 @@ func (l *Lab) newRouter(name string, kind Kind) (*Router, error) {
 	l.mu.Unlock()
 
 	r := &Router{Node: Node{n}, lab: l, kind: kind, public: pub, lan: lan, nextHost: 2}
-	if err := n.sh("sysctl", "-q", "-w", "net.ipv4.ip_forward=1"); err != nil {
+	// No ICMP rate limit: a router answers every unsolicited datagram that
+	// reaches its input, so what the tests see does not depend on timing.
+	if err := n.sh("sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0"); err != nil {
 		return nil, err
 	}
 	if err := l.cable(n, "wan0", pub); err != nil {
