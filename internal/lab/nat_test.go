@@ -134,11 +134,9 @@ func TestNATMapping(t *testing.T) {
 				continue
 			}
 			seen = append(seen, m.String())
-			{
-				ports[m.Port()] = true
-				if m.Addr() != h.PublicIP() {
-					t.Errorf("%s: reflector saw %v, want the router's %v", k, m, h.PublicIP())
-				}
+			ports[m.Port()] = true
+			if m.Addr() != h.PublicIP() {
+				t.Errorf("%s: reflector saw %v, want the router's %v", k, m, h.PublicIP())
 			}
 		}
 		rows = append(rows, append([]string{string(k)}, seen...))
