@@ -39,6 +39,13 @@ const DefaultMTU = 1280
 // ErrUnsupported is returned for a mode this platform or machine lacks.
 var ErrUnsupported = errors.New("wg: mode not supported here")
 
+// ErrUnknownPeer is returned by SetDirect, SetRelayed and RemovePeer for a
+// peer that SetPeer has not added (or that was removed).
+var ErrUnknownPeer = errors.New("wg: unknown peer")
+
+// ErrClosed is returned by every method of a Device after Close.
+var ErrClosed = errors.New("wg: device closed")
+
 // Config makes a Device.
 type Config struct {
 	Mode Mode
@@ -65,8 +72,14 @@ type Peer struct {
 
 // PeerStats is what the device knows about one peer.
 type PeerStats struct {
-	PublicKey     keys.Key
-	Endpoint      string // as WireGuard reports it; "" when none
+	PublicKey keys.Key
+	// Endpoint is the peer's endpoint as WireGuard reports it (and `wg show`
+	// prints it); "" when none. A relayed path shows as [100::N]:0, an
+	// address in the discard-only prefix 100::/64 that names the path.
+	Endpoint string
+	// Relayed reports whether WireGuard currently sends to the peer through
+	// a relayed path (SetRelayed) rather than from the UDP socket.
+	Relayed       bool
 	LastHandshake time.Time
 	RxBytes       int64
 	TxBytes       int64
@@ -83,7 +96,14 @@ type Device interface {
 	// server-reflexive candidates. In userspace and netstack modes it is the
 	// WireGuard socket itself: STUN packets that arrive on it are handed
 	// here, and writes go out of it, so the NAT mapping ICE discovers is the
-	// one WireGuard uses.
+	// one WireGuard uses. Reads never hold WireGuard up: STUN that the
+	// reader does not take in time is dropped. Its LocalAddr is the
+	// unspecified address with the WireGuard port, so pion's UDP mux offers
+	// every local address — filter out the mesh interface's own address.
+	// Closing it (the mux closes its conn) detaches it and leaves the
+	// WireGuard socket open; the next call returns a fresh conn. In kernel
+	// mode it is a separate UDP socket whose non-STUN traffic the device
+	// forwards to the kernel for peers on a direct path.
 	STUNConn() net.PacketConn
 	// SetPeer adds the peer or updates its allowed IPs and keepalive (and the
 	// routes for its allowed IPs). It does not change how packets travel.
@@ -91,12 +111,27 @@ type Device interface {
 	// RemovePeer removes the peer, its path and its routes.
 	RemovePeer(keys.Key) error
 	// SetDirect sends the peer's packets straight from the WireGuard socket
-	// to remote, replacing any relayed path.
+	// to remote, replacing any relayed path for sending. The relayed conn,
+	// if any, is still read (packets the remote sends through it until it
+	// switches too are delivered) until SetRelayed replaces it, the peer is
+	// removed, or the conn fails; its owner may close it at any time.
+	// Returns ErrUnknownPeer for a peer SetPeer has not added.
+	//
+	// WireGuard roams: an authenticated packet that arrives straight from
+	// the remote moves the peer's sends to that address, as in any
+	// WireGuard. Packets that arrive through a relayed conn never move a
+	// peer that is on a direct path back to the relay.
 	SetDirect(peer keys.Key, remote netip.AddrPort) error
 	// SetRelayed sends the peer's packets through c (for example an ICE
 	// connection over a TURN allocation) and feeds what c receives into
-	// WireGuard, replacing any earlier path. The device reads c until c
-	// fails or the path is replaced; it does not close c.
+	// WireGuard, replacing any earlier path. c must keep message boundaries
+	// (one Write is one packet, one Read returns one). Calling it again with
+	// the same c (after SetDirect) moves the peer back to c. The device reads
+	// c until c fails, another conn replaces it, or the peer is removed, and
+	// then stops reading by setting a read deadline in the past (conns whose
+	// deadlines are stubs, like ice.Conn, are read once more, or until their
+	// owner closes them). It never closes c. Returns ErrUnknownPeer for a
+	// peer SetPeer has not added.
 	SetRelayed(peer keys.Key, c net.Conn) error
 	// Stats returns the state of every peer.
 	Stats() ([]PeerStats, error)

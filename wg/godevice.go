@@ -1,0 +1,314 @@
+package wg
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
+	"golang.zx2c4.com/wireguard/tun/netstack"
+
+	"meshd/internal/keys"
+	"meshd/wg/bind"
+)
+
+// goDevice is a Device run by wireguard-go (userspace and netstack modes)
+// over the one-socket bind. Everything it asks of wireguard-go goes through
+// UAPI (IpcSet/IpcGet), the interface `wg` uses too.
+type goDevice struct {
+	name   string
+	log    *zap.Logger
+	dev    *device.Device
+	bind   *bind.Bind
+	tnet   *netstack.Net // ModeNetstack only
+	prefix netip.Prefix  // the overlay network: no routes needed inside it
+	routes routeTable    // nil when the OS needs no routes (netstack)
+	onStop []func()      // run by Close before the device goes away (UAPI listener)
+	logOff *atomic.Bool  // silences log (see gatedLogger) once closed
+
+	mu      sync.Mutex
+	closed  bool
+	peers   map[keys.Key]*peerState
+	routeRC map[netip.Prefix]int
+}
+
+var _ Device = (*goDevice)(nil)
+
+var errRouteExists = errors.New("route exists")
+
+type peerState struct {
+	cfg   Peer
+	relay *bind.RelayEndpoint // the last relayed path, still read after SetDirect
+}
+
+// routeTable adds and removes routes through the interface.
+// Add returns errRouteExists for a prefix that is routed already and that
+// the device must therefore leave alone.
+type routeTable interface {
+	Add(netip.Prefix) error
+	Del(netip.Prefix) error
+}
+
+// startGoDevice runs wireguard-go on tdev with a new one-socket bind, sets
+// the key and port and brings it up. On error it closes tdev.
+func startGoDevice(cfg Config, tdev tun.Device) (*goDevice, error) {
+	logOff := new(atomic.Bool)
+	cfg.Log = gatedLogger(cfg.Log, logOff)
+	b := bind.New(bind.Options{MaxPacket: cfg.MTU + 128, Log: cfg.Log.Named("bind")})
+	sugar := cfg.Log.Named("wireguard-go").Sugar()
+	dev := device.NewDevice(tdev, b, &device.Logger{Verbosef: sugar.Debugf, Errorf: sugar.Errorf})
+	d := &goDevice{
+		name:    cfg.Name,
+		log:     cfg.Log,
+		logOff:  logOff,
+		dev:     dev,
+		bind:    b,
+		prefix:  cfg.Address.Masked(),
+		peers:   make(map[keys.Key]*peerState),
+		routeRC: make(map[netip.Prefix]int),
+	}
+	conf := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", cfg.PrivateKey.Hex(), cfg.ListenPort)
+	if err := dev.IpcSet(conf); err != nil {
+		d.shutdown()
+		return nil, fmt.Errorf("wg: configure %s: %w", cfg.Name, err)
+	}
+	if err := dev.Up(); err != nil {
+		d.shutdown()
+		return nil, fmt.Errorf("wg: up %s (port %d): %w", cfg.Name, cfg.ListenPort, err)
+	}
+	return d, nil
+}
+
+func (d *goDevice) shutdown() {
+	d.dev.Close() // closes the TUN and the bind
+	d.bind.Stop()
+	d.logOff.Store(true)
+}
+
+func (d *goDevice) Name() string             { return d.name }
+func (d *goDevice) ListenPort() uint16       { return d.bind.Port() }
+func (d *goDevice) STUNConn() net.PacketConn { return d.bind.STUNConn() }
+func (d *goDevice) Net() *netstack.Net       { return d.tnet }
+
+// lookup returns the state of a known peer; d.mu must be held.
+func (d *goDevice) lookup(k keys.Key) (*peerState, error) {
+	if d.closed {
+		return nil, ErrClosed
+	}
+	st, ok := d.peers[k]
+	if !ok {
+		return nil, fmt.Errorf("%w %s", ErrUnknownPeer, k)
+	}
+	return st, nil
+}
+
+func (d *goDevice) SetPeer(p Peer) error {
+	if p.PublicKey.IsZero() {
+		return errors.New("wg: set peer: zero public key")
+	}
+	for _, a := range p.AllowedIPs {
+		if !a.IsValid() {
+			return fmt.Errorf("wg: set peer %s: invalid allowed IP %v", p.PublicKey, a)
+		}
+	}
+	p.AllowedIPs = slices.Clone(p.AllowedIPs)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return ErrClosed
+	}
+	st, ok := d.peers[p.PublicKey]
+	var old *Peer
+	if ok {
+		if samePeer(st.cfg, p) {
+			return nil
+		}
+		old = &st.cfg
+	}
+	if err := d.dev.IpcSet(peerConfig(p, old)); err != nil {
+		return fmt.Errorf("wg: set peer %s: %w", p.PublicKey, err)
+	}
+	if !ok {
+		st = &peerState{}
+		d.peers[p.PublicKey] = st
+	}
+	var oldIPs []netip.Prefix
+	if old != nil {
+		oldIPs = old.AllowedIPs
+	}
+	st.cfg = p
+	return d.syncRoutes(oldIPs, p.AllowedIPs)
+}
+
+func samePeer(a, b Peer) bool {
+	return a.PublicKey == b.PublicKey && a.PersistentKeepalive == b.PersistentKeepalive &&
+		slices.Equal(a.AllowedIPs, b.AllowedIPs)
+}
+
+// syncRoutes adds routes for allowed IPs outside the overlay prefix that
+// are new and removes those that went away; routes are reference counted
+// because two peers may list the same prefix. d.mu must be held.
+func (d *goDevice) syncRoutes(old, cur []netip.Prefix) error {
+	if d.routes == nil {
+		return nil
+	}
+	var errs []error
+	for _, p := range cur {
+		p = p.Masked()
+		if d.inOverlay(p) || slices.ContainsFunc(old, func(o netip.Prefix) bool { return o.Masked() == p }) {
+			continue
+		}
+		if d.routeRC[p] == 0 {
+			if err := d.routes.Add(p); errors.Is(err, errRouteExists) {
+				continue // not ours: never removed either
+			} else if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		d.routeRC[p]++
+	}
+	for _, p := range old {
+		p = p.Masked()
+		if d.inOverlay(p) || slices.ContainsFunc(cur, func(c netip.Prefix) bool { return c.Masked() == p }) {
+			continue
+		}
+		d.dropRoute(p, &errs)
+	}
+	return errors.Join(errs...)
+}
+
+func (d *goDevice) dropRoute(p netip.Prefix, errs *[]error) {
+	switch d.routeRC[p] {
+	case 0:
+		return
+	case 1:
+		delete(d.routeRC, p)
+		if err := d.routes.Del(p); err != nil {
+			*errs = append(*errs, err)
+		}
+	default:
+		d.routeRC[p]--
+	}
+}
+
+func (d *goDevice) inOverlay(p netip.Prefix) bool {
+	return d.prefix.IsValid() && p.Bits() >= d.prefix.Bits() && d.prefix.Contains(p.Addr())
+}
+
+func (d *goDevice) RemovePeer(k keys.Key) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st, err := d.lookup(k)
+	if err != nil {
+		return err
+	}
+	if err := d.dev.IpcSet(removeConfig(k)); err != nil {
+		return fmt.Errorf("wg: remove peer %s: %w", k, err)
+	}
+	delete(d.peers, k)
+	if st.relay != nil {
+		st.relay.Stop()
+	}
+	return d.syncRoutes(st.cfg.AllowedIPs, nil)
+}
+
+func (d *goDevice) SetDirect(k keys.Key, remote netip.AddrPort) error {
+	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	if !remote.IsValid() || remote.Port() == 0 {
+		return fmt.Errorf("wg: set direct %s: invalid address %v", k, remote)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st, err := d.lookup(k)
+	if err != nil {
+		return err
+	}
+	if st.relay != nil {
+		// What the remote still sends through the relay must not pull the
+		// peer back to it.
+		st.relay.ReceiveAs(&conn.StdNetEndpoint{AddrPort: remote})
+	}
+	if err := d.dev.IpcSet(endpointConfig(k, remote.String())); err != nil {
+		return fmt.Errorf("wg: set direct %s %s: %w", k, remote, err)
+	}
+	return nil
+}
+
+func (d *goDevice) SetRelayed(k keys.Key, c net.Conn) error {
+	if c == nil {
+		return fmt.Errorf("wg: set relayed %s: nil conn", k)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st, err := d.lookup(k)
+	if err != nil {
+		return err
+	}
+	old := st.relay
+	r := old
+	if old == nil || old.Conn() != c {
+		if r, err = d.bind.Relay(c); err != nil {
+			return fmt.Errorf("wg: set relayed %s: %w", k, err)
+		}
+	}
+	r.ReceiveAs(nil)
+	if old != nil && old != r {
+		old.ReceiveAs(r) // its last packets must not pull the peer back
+	}
+	if err := d.dev.IpcSet(endpointConfig(k, r.String())); err != nil {
+		if r != old {
+			r.Stop()
+		}
+		return fmt.Errorf("wg: set relayed %s: %w", k, err)
+	}
+	if old != nil && old != r {
+		old.Stop()
+	}
+	st.relay = r
+	return nil
+}
+
+func (d *goDevice) Stats() ([]PeerStats, error) {
+	d.mu.Lock()
+	closed := d.closed
+	d.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	s, err := d.dev.IpcGet()
+	if err != nil {
+		return nil, fmt.Errorf("wg: stats: %w", err)
+	}
+	return parseStats(s)
+}
+
+// Close removes the routes, stops the UAPI listener, closes wireguard-go
+// (which closes the TUN, so the interface disappears, and the socket) and
+// stops the relay readers.
+func (d *goDevice) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	var errs []error
+	for p := range d.routeRC {
+		d.routeRC[p] = 1
+		d.dropRoute(p, &errs)
+	}
+	d.mu.Unlock()
+	for _, f := range d.onStop {
+		f()
+	}
+	d.shutdown()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,139 @@
+package wg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"go.uber.org/zap"
+	"golang.zx2c4.com/wireguard/ipc"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// newUserspace runs wireguard-go on a real TUN (with its offloads: virtio
+// net header, TSO/GRO) configured by netlink, and serves UAPI on
+// /var/run/wireguard/<name>.sock so that `wg show <name>` works.
+func newUserspace(_ context.Context, cfg Config) (Device, error) {
+	tdev, err := tun.CreateTUN(cfg.Name, cfg.MTU)
+	if err != nil {
+		if errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EPERM) {
+			return nil, fmt.Errorf("wg: create TUN %s: %w (needs root or CAP_NET_ADMIN; or run with --netstack)", cfg.Name, err)
+		}
+		return nil, fmt.Errorf("wg: create TUN %s: %w", cfg.Name, err)
+	}
+	name, err := tdev.Name()
+	if err != nil {
+		tdev.Close()
+		return nil, fmt.Errorf("wg: TUN name: %w", err)
+	}
+	cfg.Name = name
+	d, err := startGoDevice(cfg, tdev)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (Device, error) {
+		d.Close()
+		return nil, err
+	}
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return fail(fmt.Errorf("wg: find link %s: %w", name, err))
+	}
+	if err := netlink.AddrAdd(link, &netlink.Addr{IPNet: prefixNet(cfg.Address)}); err != nil {
+		return fail(fmt.Errorf("wg: add address %s to %s: %w", cfg.Address, name, err))
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fail(fmt.Errorf("wg: set %s up: %w", name, err))
+	}
+	d.routes = &linkRoutes{index: link.Attrs().Index, name: name, log: cfg.Log}
+	stop, err := serveUAPI(d, cfg.Log)
+	if err != nil {
+		return fail(err)
+	}
+	d.onStop = append(d.onStop, stop)
+	return d, nil
+}
+
+// serveUAPI answers `wg` on the interface's UAPI socket until stop.
+func serveUAPI(d *goDevice, log *zap.Logger) (stop func(), err error) {
+	f, err := ipc.UAPIOpen(d.name)
+	if err != nil {
+		return nil, fmt.Errorf("wg: UAPI socket for %s: %w (another WireGuard interface of that name runs on this machine, perhaps in another network namespace: choose another --iface)", d.name, err)
+	}
+	ln, err := ipc.UAPIListen(d.name, f)
+	f.Close() // the listener holds its own copy
+	if err != nil {
+		return nil, fmt.Errorf("wg: UAPI listen for %s: %w", d.name, err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d.dev.IpcHandle(c) // closes c
+			}()
+		}
+	}()
+	return func() {
+		if err := ln.Close(); err != nil {
+			log.Debug("close UAPI listener", zap.Error(err))
+		}
+		wg.Wait()
+	}, nil
+}
+
+// linkRoutes adds and removes routes through one link.
+type linkRoutes struct {
+	index int
+	name  string
+	log   *zap.Logger
+}
+
+func (r *linkRoutes) route(p netip.Prefix) *netlink.Route {
+	return &netlink.Route{LinkIndex: r.index, Dst: prefixNet(p), Scope: netlink.SCOPE_LINK}
+}
+
+func (r *linkRoutes) Add(p netip.Prefix) error {
+	if p.Bits() == 0 {
+		r.log.Warn("not routing a default route through the mesh (exit nodes need policy routing)", zap.Stringer("prefix", p))
+		return errRouteExists
+	}
+	err := netlink.RouteAdd(r.route(p))
+	if errors.Is(err, syscall.EEXIST) {
+		r.log.Warn("a route to the prefix exists already; leaving it", zap.Stringer("prefix", p))
+		return errRouteExists
+	}
+	if err != nil {
+		return fmt.Errorf("wg: route %s dev %s: %w", p, r.name, err)
+	}
+	return nil
+}
+
+func (r *linkRoutes) Del(p netip.Prefix) error {
+	err := netlink.RouteDel(r.route(p))
+	if err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("wg: delete route %s dev %s: %w", p, r.name, err)
+	}
+	return nil
+}
+
+func prefixNet(p netip.Prefix) *net.IPNet {
+	bits := 32
+	if p.Addr().Is6() {
+		bits = 128
+	}
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), bits)}
+}
