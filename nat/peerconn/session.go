@@ -125,6 +125,10 @@ type Config struct {
 	// IncludeLoopback offers and accepts loopback candidates (tests with
 	// several agents on one host).
 	IncludeLoopback bool
+	// Exclude: candidates with addresses in these prefixes are neither
+	// offered nor accepted (the mesh's own overlay network: a path through
+	// the tunnel to build the tunnel would be circular).
+	Exclude []netip.Prefix
 	// Timing; zero takes DirectTiming or RelayTiming.
 	Timing *Timing
 	Log    *zap.Logger
@@ -150,6 +154,9 @@ type Session struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	gathered     chan struct{}
+	gatheredOnce sync.Once
 
 	mu        sync.Mutex
 	connected bool
@@ -217,7 +224,7 @@ func New(cfg Config) (*Session, error) {
 		return nil, fmt.Errorf("peerconn: new %v agent: %w", cfg.Kind, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Session{cfg: cfg, log: log, agent: a, ufrag: ufrag, pwd: pwd, ctx: ctx, cancel: cancel}
+	s := &Session{cfg: cfg, log: log, agent: a, ufrag: ufrag, pwd: pwd, ctx: ctx, cancel: cancel, gathered: make(chan struct{})}
 	if err := s.handlers(); err != nil {
 		cancel()
 		_ = a.Close()
@@ -247,9 +254,10 @@ func (s *Session) handlers() error {
 
 func (s *Session) onCandidate(c ice.Candidate) {
 	if c == nil {
-		return // gathering done
+		s.gatheredOnce.Do(func() { close(s.gathered) })
+		return
 	}
-	if !s.cfg.IncludeLoopback && isLoopback(c.Address()) {
+	if !s.usable(c.Address()) {
 		return
 	}
 	s.log.Debug("local candidate", zap.String("candidate", c.String()))
@@ -324,6 +332,9 @@ func (s *Session) Gather() error {
 	return nil
 }
 
+// Gathered is closed when gathering has finished.
+func (s *Session) Gathered() <-chan struct{} { return s.gathered }
+
 // Connect starts connectivity checks with the remote peer's credentials.
 // It returns at once; progress arrives through OnState.
 func (s *Session) Connect(remoteUfrag, remotePwd string) error {
@@ -375,7 +386,7 @@ func (s *Session) AddCandidate(sdp string) error {
 	if relay != (s.cfg.Kind == peerv1.Kind_KIND_RELAY) {
 		return nil
 	}
-	if !s.cfg.IncludeLoopback && isLoopback(c.Address()) {
+	if !s.usable(c.Address()) {
 		return nil
 	}
 	s.log.Debug("remote candidate", zap.String("candidate", c.String()))
@@ -460,9 +471,22 @@ func candidate(c ice.Candidate) Candidate {
 	return Candidate{Type: c.Type().String(), Address: net.JoinHostPort(c.Address(), fmt.Sprint(c.Port()))}
 }
 
-func isLoopback(addr string) bool {
+// usable reports whether a candidate address may be offered or used.
+func (s *Session) usable(addr string) bool {
 	a, err := netip.ParseAddr(addr)
-	return err == nil && a.IsLoopback()
+	if err != nil {
+		return true // a name; pion resolves it
+	}
+	a = a.Unmap()
+	if a.IsLoopback() && !s.cfg.IncludeLoopback {
+		return false
+	}
+	for _, p := range s.cfg.Exclude {
+		if p.Contains(a) {
+			return false
+		}
+	}
+	return true
 }
 
 func randomString(n int) string {

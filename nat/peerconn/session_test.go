@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -299,5 +300,44 @@ func TestParseServers(t *testing.T) {
 	}
 	if !s.Equal(s) || s.Equal(s2) {
 		t.Fatal("Equal")
+	}
+}
+
+func TestExcludedCandidatesNeitherOfferedNorAccepted(t *testing.T) {
+	var mu sync.Mutex
+	var sent []string
+	s, err := New(Config{
+		Kind: peerv1.Kind_KIND_DIRECT, ID: 1, Mux: func() *Mux { a, _ := pair(t, peerv1.Kind_KIND_DIRECT, Servers{}, true); return a.mux }(),
+		IncludeLoopback: true, Exclude: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		Log: zaptest.NewLogger(t),
+		Send: func(m *peerv1.Message) {
+			mu.Lock()
+			sent = append(sent, m.GetCandidate().GetSdp())
+			mu.Unlock()
+		},
+		OnState: func(State, Pair) {},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Gather(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddCandidate("1 1 udp 2130706431 127.0.0.1 9 typ host"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.Gathered():
+	case <-time.After(5 * time.Second):
+		t.Fatal("gathering did not complete")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sent) != 0 {
+		t.Fatalf("excluded candidates offered: %q", sent)
+	}
+	if rc, _ := s.agent.GetRemoteCandidates(); len(rc) != 0 {
+		t.Fatalf("excluded remote candidate accepted: %v", rc)
 	}
 }
