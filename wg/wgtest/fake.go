@@ -81,12 +81,12 @@ type PeerState struct {
 	Stats  wg.PeerStats   // returned by Stats; set with SetStats
 }
 
-// ErrClosed is returned by every method after Close.
-var ErrClosed = errors.New("wgtest: device closed")
+// ErrClosed is returned by every method after Close (it is wg.ErrClosed).
+var ErrClosed = wg.ErrClosed
 
 // ErrUnknownPeer is returned by SetDirect, SetRelayed and RemovePeer for a
-// peer that SetPeer never added (the real devices fail the same way).
-var ErrUnknownPeer = errors.New("wgtest: unknown peer")
+// peer that SetPeer never added, as by the real devices (wg.ErrUnknownPeer).
+var ErrUnknownPeer = wg.ErrUnknownPeer
 
 // Device is a fake wg.Device. The zero value is not usable; use New.
 type Device struct {
