@@ -16,6 +16,7 @@
 package lab
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -77,8 +78,13 @@ type Lab struct {
 	nextLink  int // veth names on shared bridges
 	script    strings.Builder
 	closeOnce sync.Once
-	started   time.Time
-	lastStep  time.Time
+	// life orders teardown against creation: namespaces and processes are
+	// made under its read lock, Close takes the write lock, so nothing is
+	// made after Close looked (a signal may tear down mid-build).
+	life     sync.RWMutex
+	closed   bool
+	started  time.Time
+	lastStep time.Time
 }
 
 // New makes an empty lab with its internet (a bridge in its own namespace)
@@ -173,6 +179,9 @@ func (l *Lab) OnClose(fn func()) {
 // namespace. It runs once; tb.Cleanup and the signal handler call it.
 func (l *Lab) Close() {
 	l.closeOnce.Do(func() {
+		l.life.Lock()
+		l.closed = true
+		l.life.Unlock()
 		l.mu.Lock()
 		procs, closers, nodes := l.procs, l.closers, l.nodes
 		l.mu.Unlock()
@@ -222,6 +231,19 @@ func (l *Lab) linkName(prefix string) string {
 	defer l.mu.Unlock()
 	l.nextLink++
 	return fmt.Sprintf("%s%d", prefix, l.nextLink)
+}
+
+// errClosed is what building on a closed lab returns.
+var errClosed = errors.New("lab closed")
+
+// building runs fn unless the lab is closed, with teardown held off.
+func (l *Lab) building(fn func() error) error {
+	l.life.RLock()
+	defer l.life.RUnlock()
+	if l.closed {
+		return errClosed
+	}
+	return fn()
 }
 
 func (l *Lab) addProc(p *Proc) {
@@ -319,9 +341,18 @@ func Sweep(logf func(string, ...any)) {
 	}
 }
 
+// processAlive reports whether pid runs (a zombie does not).
 func processAlive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || err == syscall.EPERM
+	if err := syscall.Kill(pid, 0); err != nil && err != syscall.EPERM {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// "pid (comm) S ...": the state follows the last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
 }
 
 // removeNamespace kills what still runs in ns and deletes it.

@@ -98,12 +98,34 @@ func SkipIfNotBuilt(tb testing.TB, err error) {
 	tb.Fatal(err)
 }
 
-// notBuilt wraps the output of a command that says it is a placeholder.
-func notBuilt(what, out string) error {
-	if strings.Contains(out, "not built yet") {
-		return fmt.Errorf("%s: %w (%s)", what, ErrNotBuilt, strings.TrimSpace(tail(out, 1)))
+// notBuilt returns an ErrNotBuilt error when command cmd of bin, which
+// failed with output out, is a placeholder: it says "not built yet", or it
+// has no flags and no subcommands at all (so urfave/cli refused our flags
+// before the placeholder could say so). A real command that refuses a flag
+// is a failure, not a skip.
+func notBuilt(bin, cmd, out string) error {
+	if strings.Contains(out, "not built yet") || placeholder(bin, cmd) {
+		return fmt.Errorf("meshd %s: %w (%s)", cmd, ErrNotBuilt, strings.TrimSpace(tail(out, 1)))
 	}
 	return nil
+}
+
+var helpCache sync.Map // "bin cmd" → bool
+
+// placeholder reports whether `bin cmd --help` shows a command with no
+// options but --help and no subcommands.
+func placeholder(bin, cmd string) bool {
+	key := bin + " " + cmd
+	if v, ok := helpCache.Load(key); ok {
+		return v.(bool)
+	}
+	out, err := exec.Command(bin, cmd, "--help").CombinedOutput()
+	help := string(out)
+	_, opts, _ := strings.Cut(help, "OPTIONS:")
+	empty := err == nil && !strings.Contains(help, "COMMANDS:") &&
+		strings.Count(opts, "--") == 1 && strings.Contains(opts, "--help")
+	helpCache.Store(key, empty)
+	return empty
 }
 
 // Server is `meshd all` on a public host.
@@ -151,7 +173,7 @@ func (s *Server) Start(ctx context.Context) error {
 	defer cancel()
 	m, err := p.WaitOutput(ctx, joinLine)
 	if err != nil {
-		if nb := notBuilt("meshd all", p.Output()); nb != nil {
+		if nb := notBuilt(s.bin, "all", p.Output()); nb != nil {
 			return nb
 		}
 		return fmt.Errorf("meshd all on %s printed no join line: %w", s.Host.Name(), err)
@@ -173,7 +195,7 @@ func (s *Server) Admin(ctx context.Context, noun, verb string, args ...string) (
 	s.Host.lab.record("[" + s.Host.Name() + "] " + strings.Join(full, " "))
 	out, err := cmd.Output()
 	if err != nil {
-		if nb := notBuilt("meshd admin", string(out)+stderr.String()); nb != nil {
+		if nb := notBuilt(s.bin, "admin", string(out)+stderr.String()); nb != nil {
 			return nil, nb
 		}
 		return out, fmt.Errorf("meshd admin %s %s %s: %v: %s%s", noun, verb, strings.Join(args, " "), err, out, stderr.String())
@@ -301,10 +323,10 @@ func (a *Agent) Status(ctx context.Context) (*Status, error) {
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
-	if nb := notBuilt("meshd status", string(out)+stderr.String()); nb != nil {
-		return nil, nb
-	}
 	if err != nil {
+		if nb := notBuilt(a.bin, "status", string(out)+stderr.String()); nb != nil {
+			return nil, nb
+		}
 		return nil, fmt.Errorf("meshd status on %s: %v: %s", a.Host.Name(), err, strings.TrimSpace(stderr.String()))
 	}
 	var st Status
@@ -321,7 +343,7 @@ func (a *Agent) WaitStatus(ctx context.Context, what string, ok func(*Status) bo
 	var err error
 	for i := 0; i < 100000; i++ { // bounded; ctx ends sooner
 		if exited, _ := a.Proc.Exited(); exited {
-			if nb := notBuilt("meshd agent", a.Proc.Output()); nb != nil {
+			if nb := notBuilt(a.bin, "agent", a.Proc.Output()); nb != nil {
 				return nil, nb
 			}
 			return nil, &ExitError{Proc: a.Proc, Err: a.Proc.err}

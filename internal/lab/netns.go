@@ -43,12 +43,18 @@ func (l *Lab) newNode(name string) (*node, error) {
 	if len(n.ns) > 200 {
 		return nil, fmt.Errorf("node name %q too long", name)
 	}
-	if err := l.sh("ip", "netns", "add", n.ns); err != nil {
+	err := l.building(func() error {
+		if err := l.sh("ip", "netns", "add", n.ns); err != nil {
+			return err
+		}
+		l.mu.Lock()
+		l.nodes = append(l.nodes, n)
+		l.mu.Unlock()
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	l.mu.Lock()
-	l.nodes = append(l.nodes, n)
-	l.mu.Unlock()
 	if err := n.sh("sysctl", "-q", "-w",
 		"net.ipv6.conf.all.disable_ipv6=1",
 		"net.ipv6.conf.default.disable_ipv6=1",

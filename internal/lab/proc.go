@@ -22,7 +22,6 @@ type Proc struct {
 	LogPath string
 
 	cmd  *exec.Cmd
-	log  *os.File
 	done chan struct{}
 	err  error // the exit, valid once done is closed
 
@@ -39,7 +38,7 @@ func (h *Host) Start(name string, args ...string) (*Proc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	full := append([]string{"netns", "exec", h.n.ns, "sh", "-c", `hostname "$0" && exec "$@"`, h.Name()}, args...)
+	full := append([]string{"netns", "exec", h.n.ns, "sh", "-c", `echo "$0" >/proc/sys/kernel/hostname && exec "$@"`, h.Name()}, args...)
 	cmd := exec.Command("ip", full...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -48,17 +47,24 @@ func (h *Host) Start(name string, args ...string) (*Proc, error) {
 		Cloneflags: syscall.CLONE_NEWUTS,
 	}
 	l.record("[" + h.Name() + "] " + strings.Join(args, " ") + " &")
-	if err := cmd.Start(); err != nil {
+	var p *Proc
+	err = l.building(func() error {
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		p = &Proc{Name: name, PID: cmd.Process.Pid, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
+		go func() {
+			p.err = cmd.Wait()
+			f.Close()
+			close(p.done)
+		}()
+		l.addProc(p)
+		return nil
+	})
+	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start %s in %s: %w", name, h.Name(), err)
 	}
-	p := &Proc{Name: name, PID: cmd.Process.Pid, LogPath: logPath, cmd: cmd, log: f, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	l.addProc(p)
 	return p, nil
 }
 
