@@ -13,6 +13,18 @@
 //
 // Only tests and benchmarks import it (internal/lab's own tests, bench/).
 // Everything here needs root; New skips the test when not root.
+//
+// Running it (as root):
+//
+//	go test ./internal/lab/ -v                       # everything, a few minutes
+//	go test ./internal/lab/ -run 'TestNAT' -v        # the routers, plain UDP, no meshd
+//	go test ./internal/lab/ -run TestMeshMatrix -v   # the connectivity matrix
+//	go test ./internal/lab/ -short                   # without the meshd end-to-end tests
+//
+// The meshd tests build the binary once per run (go build from the module
+// root) unless $MESHD_LAB_BINARY names one. They skip only when a command
+// of the binary is still a placeholder ("not built yet"). With -v every
+// scenario logs how long each step took ("lab: step ...").
 package lab
 
 import (
@@ -191,9 +203,7 @@ func (l *Lab) Close() {
 				l.tb.Logf("lab: log of %s (%s), last lines:\n%s", p.Name, p.LogPath, tail(p.Output(), 60))
 			}
 		}
-		for i := len(procs) - 1; i >= 0; i-- {
-			procs[i].Stop()
-		}
+		stopAll(procs)
 		for i := len(closers) - 1; i >= 0; i-- {
 			closers[i]()
 		}

@@ -165,3 +165,14 @@ func (e *ExitError) Error() string {
 }
 
 func (e *ExitError) Unwrap() error { return e.Err }
+
+// stopAll stops procs at once: SIGTERM to all, up to 5 s for all of them
+// to exit, then SIGKILL.
+func stopAll(procs []*Proc) {
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.Stop() }()
+	}
+	wg.Wait()
+}
