@@ -83,6 +83,12 @@ func TestTopology(t *testing.T) {
 	if err := hosts[Bare].Ping(ctx, a.IP()); err == nil {
 		t.Errorf("a host behind another router reached LAN address %v", a.IP())
 	}
+	if d, err := a.WaitPing(ctx, pub.IP(), 5*time.Second); err != nil || d > 2*time.Second {
+		t.Errorf("WaitPing a → pub: %v after %v", err, d)
+	}
+	if d, err := pub.WaitPing(ctx, a.IP(), time.Second); err == nil || d > 4*time.Second {
+		t.Errorf("WaitPing pub → a's LAN address: %v after %v, want a failure after about 1 s", err, d)
+	}
 	if pub.LANIP().IsValid() || pub.PublicIP() != pub.IP() {
 		t.Errorf("public host: LAN %v public %v ip %v", pub.LANIP(), pub.PublicIP(), pub.IP())
 	}
