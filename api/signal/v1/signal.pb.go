@@ -36,6 +36,9 @@ const (
 	DeliveryStatus_DELIVERY_STATUS_RATE_LIMITED  DeliveryStatus = 4
 	// The recipient's queue is full (it is not reading).
 	DeliveryStatus_DELIVERY_STATUS_QUEUE_FULL DeliveryStatus = 5
+	// The envelope is malformed (a "to" that is not a 32-byte key, a nonce
+	// that is not 24 bytes); message says which field.
+	DeliveryStatus_DELIVERY_STATUS_INVALID DeliveryStatus = 6
 )
 
 // Enum value maps for DeliveryStatus.
@@ -47,6 +50,7 @@ var (
 		3: "DELIVERY_STATUS_TOO_LARGE",
 		4: "DELIVERY_STATUS_RATE_LIMITED",
 		5: "DELIVERY_STATUS_QUEUE_FULL",
+		6: "DELIVERY_STATUS_INVALID",
 	}
 	DeliveryStatus_value = map[string]int32{
 		"DELIVERY_STATUS_UNSPECIFIED":   0,
@@ -55,6 +59,7 @@ var (
 		"DELIVERY_STATUS_TOO_LARGE":     3,
 		"DELIVERY_STATUS_RATE_LIMITED":  4,
 		"DELIVERY_STATUS_QUEUE_FULL":    5,
+		"DELIVERY_STATUS_INVALID":       6,
 	}
 )
 
@@ -616,11 +621,14 @@ func (x *Envelope) GetSealed() []byte {
 
 // Delivery answers every envelope a peer sends.
 type Delivery struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	To            []byte                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
-	Status        DeliveryStatus         `protobuf:"varint,3,opt,name=status,proto3,enum=meshd.signal.v1.DeliveryStatus" json:"status,omitempty"`
-	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	To     []byte                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	Status DeliveryStatus         `protobuf:"varint,3,opt,name=status,proto3,enum=meshd.signal.v1.DeliveryStatus" json:"status,omitempty"`
+	// Why, for any status but QUEUED.
+	Message string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	// For RATE_LIMITED: when the sender may send again (ms).
+	RetryAfterMs  uint32 `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -681,6 +689,13 @@ func (x *Delivery) GetMessage() string {
 		return x.Message
 	}
 	return ""
+}
+
+func (x *Delivery) GetRetryAfterMs() uint32 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
 }
 
 type Heartbeat struct {
@@ -757,20 +772,22 @@ const file_api_signal_v1_signal_proto_rawDesc = "" +
 	"\x02to\x18\x02 \x01(\fR\x02to\x12\x0e\n" +
 	"\x02id\x18\x03 \x01(\x04R\x02id\x12\x14\n" +
 	"\x05nonce\x18\x04 \x01(\fR\x05nonce\x12\x16\n" +
-	"\x06sealed\x18\x05 \x01(\fR\x06sealed\"}\n" +
+	"\x06sealed\x18\x05 \x01(\fR\x06sealed\"\xa3\x01\n" +
 	"\bDelivery\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\fR\x02to\x127\n" +
 	"\x06status\x18\x03 \x01(\x0e2\x1f.meshd.signal.v1.DeliveryStatusR\x06status\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage\"\v\n" +
-	"\tHeartbeat*\xd1\x01\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12$\n" +
+	"\x0eretry_after_ms\x18\x05 \x01(\rR\fretryAfterMs\"\v\n" +
+	"\tHeartbeat*\xee\x01\n" +
 	"\x0eDeliveryStatus\x12\x1f\n" +
 	"\x1bDELIVERY_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16DELIVERY_STATUS_QUEUED\x10\x01\x12!\n" +
 	"\x1dDELIVERY_STATUS_NOT_CONNECTED\x10\x02\x12\x1d\n" +
 	"\x19DELIVERY_STATUS_TOO_LARGE\x10\x03\x12 \n" +
 	"\x1cDELIVERY_STATUS_RATE_LIMITED\x10\x04\x12\x1e\n" +
-	"\x1aDELIVERY_STATUS_QUEUE_FULL\x10\x052^\n" +
+	"\x1aDELIVERY_STATUS_QUEUE_FULL\x10\x05\x12\x1b\n" +
+	"\x17DELIVERY_STATUS_INVALID\x10\x062^\n" +
 	"\rSignalService\x12M\n" +
 	"\aConnect\x12\x1e.meshd.signal.v1.ClientMessage\x1a\x1e.meshd.signal.v1.ServerMessage(\x010\x01B\x1eZ\x1cmeshd/api/signal/v1;signalv1b\x06proto3"
 

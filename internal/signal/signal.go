@@ -1,0 +1,283 @@
+// Package signal is the signal server: the rendezvous through which agents
+// exchange the sealed messages (ICE credentials and candidates) that let two
+// peers find a path to each other. A peer opens one Connect stream, proves
+// that it holds the private key of the WireGuard public key it registers,
+// and from then on sends envelopes addressed by public key; signal stamps
+// the verified sender on each, queues it for the recipient's stream and
+// answers every envelope with a Delivery status (queued, not connected, too
+// large, rate limited, queue full). Signal never reads a payload (they are
+// sealed end to end with internal/seal) and stores nothing.
+//
+// Forwarding sits behind Router, so that several signal instances can share
+// routing later; LocalRouter is the in-memory one. roles/signal and
+// roles/all import this package; agents use internal/signalclient.
+package signal
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"go.uber.org/zap"
+
+	signalv1 "meshd/api/signal/v1"
+	"meshd/api/signal/v1/signalv1connect"
+	"meshd/internal/keys"
+	"meshd/internal/seal"
+	"meshd/internal/server"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultMaxMessageBytes   = 16 << 10
+	DefaultRatePerSecond     = 500
+	DefaultBurst             = 1000
+	DefaultQueueLen          = 256
+	DefaultHeartbeatInterval = 10 * time.Second
+	DefaultRegisterTimeout   = 10 * time.Second
+)
+
+// MissedHeartbeats is how many heartbeat intervals a stream may stay silent
+// before signal drops it.
+const MissedHeartbeats = 3
+
+// Options configure a Server. Zero fields take the defaults above.
+type Options struct {
+	Log *zap.Logger
+	// MaxMessageBytes is the largest sealed payload forwarded; larger ones
+	// are answered TOO_LARGE.
+	MaxMessageBytes int
+	// RatePerSecond and Burst are each peer's token bucket for envelopes;
+	// envelopes beyond it are answered RATE_LIMITED.
+	RatePerSecond float64
+	Burst         int
+	// QueueLen is how many envelopes wait for one peer's stream; beyond it
+	// senders are answered QUEUE_FULL.
+	QueueLen int
+	// HeartbeatInterval is how often signal sends a heartbeat and expects
+	// one; a stream silent for MissedHeartbeats intervals is dropped.
+	HeartbeatInterval time.Duration
+	// RegisterTimeout bounds Hello through Register.
+	RegisterTimeout time.Duration
+	// Router forwards envelopes; default a new LocalRouter.
+	Router Router
+	// Now is the clock for challenges and rate limits; default time.Now.
+	Now func() time.Time
+}
+
+func (o Options) withDefaults() Options {
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	if o.MaxMessageBytes <= 0 {
+		o.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if o.RatePerSecond <= 0 {
+		o.RatePerSecond = DefaultRatePerSecond
+	}
+	if o.Burst <= 0 {
+		o.Burst = DefaultBurst
+	}
+	if o.QueueLen <= 0 {
+		o.QueueLen = DefaultQueueLen
+	}
+	if o.HeartbeatInterval <= 0 {
+		o.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if o.RegisterTimeout <= 0 {
+		o.RegisterTimeout = DefaultRegisterTimeout
+	}
+	if o.Router == nil {
+		o.Router = NewLocalRouter()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// Server is the signal service. Mount it on a server.Server (or serve
+// Handler yourself, over HTTP/2), and Close it when done.
+type Server struct {
+	opts       Options
+	log        *zap.Logger
+	priv       keys.Private // per process; peers prove their key to it
+	pub        keys.Key
+	challenger *seal.Challenger
+	limits     *limiters
+
+	mu      sync.Mutex
+	closed  bool
+	streams map[*stream]struct{}
+	wg      sync.WaitGroup // handlers
+
+	stats counters
+}
+
+// New returns a Server with a fresh Curve25519 key for registration proofs.
+func New(opts Options) *Server {
+	opts = opts.withDefaults()
+	priv, err := keys.Generate()
+	if err != nil {
+		// crypto/rand does not fail on the systems we run on.
+		panic("signal: " + err.Error())
+	}
+	return &Server{
+		opts:       opts,
+		log:        opts.Log,
+		priv:       priv,
+		pub:        priv.Public(),
+		challenger: seal.NewChallenger(opts.RegisterTimeout),
+		limits:     newLimiters(opts.RatePerSecond, opts.Burst),
+		streams:    make(map[*stream]struct{}),
+	}
+}
+
+// ReadMaxBytes is the largest client message a stream accepts before it
+// fails: room for an envelope of twice the size limit, so that a modestly
+// oversized one still gets its TOO_LARGE answer.
+func (s *Server) ReadMaxBytes() int { return 2*s.opts.MaxMessageBytes + 4096 }
+
+// Handler returns the path and handler of the signal service. The handler
+// needs HTTP/2 (TLS or h2c), as Connect bidi streams do.
+func (s *Server) Handler() (string, http.Handler) {
+	path, h := signalv1connect.NewSignalServiceHandler(handler{s},
+		connect.WithReadMaxBytes(s.ReadMaxBytes()),
+		// Sealed payloads do not compress; gzip would only cost CPU.
+		connect.WithCompression("gzip", nil, nil),
+	)
+	return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctl := &streamControl{rc: http.NewResponseController(w)}
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), controlKey{}, ctl)))
+	})
+}
+
+// Mount puts the signal service on srv's mux.
+func (s *Server) Mount(srv *server.Server) { srv.Handle(s.Handler()) }
+
+// PublicKey returns the key peers prove their keys to.
+func (s *Server) PublicKey() keys.Key { return s.pub }
+
+// Close ends every stream (peers see Unavailable and reconnect elsewhere or
+// later), refuses new ones, and waits for their handlers to return.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	live := make([]*stream, 0, len(s.streams))
+	for st := range s.streams {
+		live = append(live, st)
+	}
+	s.mu.Unlock()
+	for _, st := range live {
+		st.end(errShuttingDown)
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// track registers a handler; false when the server is closed.
+func (s *Server) track(st *stream) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.streams[st] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(st *stream) {
+	s.mu.Lock()
+	delete(s.streams, st)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// Stats are counters since the server started.
+type Stats struct {
+	Streams      int // handlers running, registered or not
+	Registered   uint64
+	Refused      uint64 // failed registrations
+	Replaced     uint64
+	Queued       uint64
+	NotConnected uint64
+	TooLarge     uint64
+	RateLimited  uint64
+	QueueFull    uint64
+	Invalid      uint64
+	Sent         uint64 // envelopes written to recipients' streams
+}
+
+type counters struct {
+	registered, refused, replaced, sent atomic.Uint64
+	status                              [7]atomic.Uint64 // by DeliveryStatus
+}
+
+func (c *counters) count(st signalv1.DeliveryStatus) {
+	if int(st) < len(c.status) {
+		c.status[st].Add(1)
+	}
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	n := len(s.streams)
+	s.mu.Unlock()
+	c := &s.stats
+	return Stats{
+		Streams:      n,
+		Registered:   c.registered.Load(),
+		Refused:      c.refused.Load(),
+		Replaced:     c.replaced.Load(),
+		Queued:       c.status[signalv1.DeliveryStatus_DELIVERY_STATUS_QUEUED].Load(),
+		NotConnected: c.status[signalv1.DeliveryStatus_DELIVERY_STATUS_NOT_CONNECTED].Load(),
+		TooLarge:     c.status[signalv1.DeliveryStatus_DELIVERY_STATUS_TOO_LARGE].Load(),
+		RateLimited:  c.status[signalv1.DeliveryStatus_DELIVERY_STATUS_RATE_LIMITED].Load(),
+		QueueFull:    c.status[signalv1.DeliveryStatus_DELIVERY_STATUS_QUEUE_FULL].Load(),
+		Invalid:      c.status[signalv1.DeliveryStatus_DELIVERY_STATUS_INVALID].Load(),
+		Sent:         c.sent.Load(),
+	}
+}
+
+// Errors a stream ends with, as the peer sees them.
+var (
+	errShuttingDown = connect.NewError(connect.CodeUnavailable, errors.New("signal: server is shutting down; reconnect"))
+	errReplaced     = connect.NewError(connect.CodeAborted, errors.New("signal: replaced by a newer stream for the same key (is the key used twice?)"))
+)
+
+// handler adapts Server to the generated interface without exporting Connect
+// on Server.
+type handler struct{ s *Server }
+
+var _ signalv1connect.SignalServiceHandler = handler{}
+
+func (h handler) Connect(ctx context.Context, bs *connect.BidiStream[signalv1.ClientMessage, signalv1.ServerMessage]) error {
+	return h.s.serveStream(ctx, bs)
+}
+
+// streamControl ends the HTTP/2 stream under a handler: past deadlines make
+// a blocked Receive or Send return at once. It is how a stream is dropped
+// from outside its own goroutines (replacement, dead peer, shutdown).
+type streamControl struct{ rc *http.ResponseController }
+
+type controlKey struct{}
+
+var past = time.Unix(1, 0)
+
+func (c *streamControl) stopReads() {
+	if c != nil {
+		_ = c.rc.SetReadDeadline(past)
+	}
+}
+
+func (c *streamControl) stopWrites() {
+	if c != nil {
+		_ = c.rc.SetWriteDeadline(past)
+	}
+}

@@ -1,0 +1,373 @@
+package signal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"go.uber.org/zap"
+
+	signalv1 "meshd/api/signal/v1"
+	"meshd/internal/keys"
+	"meshd/internal/seal"
+)
+
+// writeGrace is how long a handler waits for its writer to finish a Send
+// before it cuts the stream's writes.
+const writeGrace = time.Second
+
+// deliveryQueueLen bounds the Delivery answers waiting for a peer's stream.
+// When they fill up (the peer sends but does not read), reading that peer's
+// envelopes waits: a peer slows only itself.
+const deliveryQueueLen = 64
+
+// stream is one peer's Connect stream. The handler goroutine reads (the
+// handshake, then envelopes and heartbeats); one writer goroutine, owned by
+// the handler, sends Delivery answers, envelopes from other peers and
+// heartbeats. Anything may end the stream with end(reason); the handler then
+// stops the writer and returns reason to the peer.
+type stream struct {
+	srv  *Server
+	ctx  context.Context
+	bs   *connect.BidiStream[signalv1.ClientMessage, signalv1.ServerMessage]
+	ctl  *streamControl
+	log  *zap.Logger
+	born time.Time
+
+	key    keys.Key
+	bucket *bucket
+
+	envelopes  chan *signalv1.Envelope // from other peers, bounded
+	deliveries chan *signalv1.Delivery // answers to this peer's envelopes
+
+	once     sync.Once
+	stop     chan struct{} // closed by end
+	stopped  atomic.Bool
+	reason   error        // set by end before stop is closed
+	lastRecv atomic.Int64 // when the peer last sent anything, as ns since born
+
+	watchMu sync.Mutex
+	watch   *time.Timer
+}
+
+var _ Mailbox = (*stream)(nil)
+
+func (s *Server) serveStream(ctx context.Context, bs *connect.BidiStream[signalv1.ClientMessage, signalv1.ServerMessage]) error {
+	ctl, _ := ctx.Value(controlKey{}).(*streamControl)
+	if ctl == nil || ctl.rc.SetReadDeadline(time.Time{}) != nil {
+		// Without deadlines a stream could not be dropped from outside.
+		return connect.NewError(connect.CodeInternal, errors.New("signal: the HTTP server does not support stream deadlines; serve Server.Handler over HTTP/2 without wrapping its ResponseWriter"))
+	}
+	st := &stream{srv: s, ctx: ctx, bs: bs, ctl: ctl, log: s.log, born: time.Now(), stop: make(chan struct{})}
+	if !s.track(st) {
+		return errShuttingDown
+	}
+	defer s.untrack(st)
+	stopOnCancel := context.AfterFunc(ctx, func() {
+		st.end(connect.NewError(connect.CodeCanceled, context.Cause(ctx)))
+	})
+	defer stopOnCancel()
+
+	key, err := st.handshake()
+	if err != nil {
+		s.stats.refused.Add(1)
+		s.log.Debug("registration refused", zap.String("remote", bs.Peer().Addr), zap.Error(err))
+		return err
+	}
+	st.key = key
+	st.log = s.log.With(zap.Stringer("peer", key))
+	st.bucket = s.limits.acquire(key, s.opts.Now())
+	defer s.limits.release(key)
+	st.envelopes = make(chan *signalv1.Envelope, s.opts.QueueLen)
+	st.deliveries = make(chan *signalv1.Delivery, deliveryQueueLen)
+
+	// Attach before answering, so that the peer can be reached the moment
+	// it knows it is registered; envelopes wait in the queue meanwhile.
+	detach := s.opts.Router.Attach(key, st)
+	defer detach()
+	s.stats.registered.Add(1)
+	err = bs.Send(&signalv1.ServerMessage{Msg: &signalv1.ServerMessage_Registered{Registered: &signalv1.Registered{
+		HeartbeatIntervalMs: uint32(s.opts.HeartbeatInterval / time.Millisecond),
+		MaxMessageBytes:     uint32(s.opts.MaxMessageBytes),
+	}}})
+	if err != nil {
+		st.end(err)
+		return st.result()
+	}
+	st.log.Debug("registered", zap.String("remote", bs.Peer().Addr))
+	st.touch()
+	st.startWatch()
+	defer st.stopWatch()
+
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		st.writeLoop()
+	}()
+	st.end(st.readLoop())
+	detach()
+	select {
+	case <-writerDone:
+	case <-time.After(writeGrace):
+		st.ctl.stopWrites()
+		<-writerDone
+	}
+	err = st.result()
+	st.log.Debug("stream ended", zap.Error(err))
+	return err
+}
+
+// end stops the stream with reason (nil: the peer closed it); the first call
+// wins. It never blocks.
+func (st *stream) end(reason error) {
+	st.once.Do(func() {
+		st.reason = reason
+		st.stopped.Store(true)
+		close(st.stop)
+		st.ctl.stopReads()
+	})
+}
+
+// result is what the handler returns once the stream has ended.
+func (st *stream) result() error {
+	<-st.stop
+	return st.reason
+}
+
+// failed returns why a Receive or Send failed: the reason the stream was
+// ended with, if it was, else err.
+func (st *stream) failed(err error) error {
+	if st.stopped.Load() {
+		return st.result()
+	}
+	return err
+}
+
+func (st *stream) handshake() (keys.Key, error) {
+	timeout := st.srv.opts.RegisterTimeout
+	timer := time.AfterFunc(timeout, func() {
+		st.end(connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("signal: no registration within %s", timeout)))
+	})
+	defer timer.Stop()
+	key, err := st.register()
+	if !timer.Stop() || (err == nil && st.stopped.Load()) {
+		return keys.Key{}, st.result()
+	}
+	return key, err
+}
+
+func (st *stream) register() (keys.Key, error) {
+	var none keys.Key
+	msg, err := st.bs.Receive()
+	if err != nil {
+		return none, st.failed(err)
+	}
+	key, err := helloKey(msg)
+	if err != nil {
+		return none, err
+	}
+	challenge, _ := st.srv.challenger.Issue(st.srv.opts.Now())
+	err = st.bs.Send(&signalv1.ServerMessage{Msg: &signalv1.ServerMessage_Challenge{Challenge: &signalv1.Challenge{
+		ServerPublicKey: st.srv.pub[:],
+		Challenge:       challenge,
+	}}})
+	if err != nil {
+		return none, st.failed(err)
+	}
+	msg, err = st.bs.Receive()
+	if err != nil {
+		return none, st.failed(err)
+	}
+	if err := st.srv.checkRegister(msg, challenge, key); err != nil {
+		if errors.Is(err, seal.ErrProof) {
+			st.srv.log.Info("key proof failed", zap.Stringer("claimed", key), zap.String("remote", st.bs.Peer().Addr))
+		}
+		return none, err
+	}
+	return key, nil
+}
+
+// helloKey returns the key a Hello claims.
+func helloKey(msg *signalv1.ClientMessage) (keys.Key, error) {
+	hello := msg.GetHello()
+	if hello == nil {
+		return keys.Key{}, connect.NewError(connect.CodeInvalidArgument, errors.New("signal: the first message must be Hello"))
+	}
+	key, err := keys.FromBytes(hello.PublicKey)
+	if err != nil || key.IsZero() {
+		return keys.Key{}, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("signal: hello: public key must be 32 bytes, not zero (got %d bytes)", len(hello.PublicKey)))
+	}
+	return key, nil
+}
+
+// checkRegister checks that msg is a Register proving key for challenge,
+// and uses the challenge up.
+func (s *Server) checkRegister(msg *signalv1.ClientMessage, challenge []byte, key keys.Key) error {
+	reg := msg.GetRegister()
+	if reg == nil {
+		return connect.NewError(connect.CodeInvalidArgument, errors.New("signal: the second message must be Register"))
+	}
+	if err := s.challenger.Use(challenge, s.opts.Now()); err != nil {
+		return connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("signal: register: %w; reconnect", err))
+	}
+	if err := seal.VerifyProof(seal.PurposeSignal, challenge, reg.Nonce, reg.Sealed, key, s.priv); err != nil {
+		return connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("signal: register: %w: the proof does not show the private key of %s", err, key))
+	}
+	return nil
+}
+
+func (st *stream) readLoop() error {
+	for {
+		msg, err := st.bs.Receive()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil // the peer closed its side
+			}
+			return err
+		}
+		st.touch()
+		d, err := st.handle(msg)
+		if err != nil {
+			return err
+		}
+		if d != nil {
+			select {
+			case st.deliveries <- d:
+			case <-st.stop:
+				return nil
+			}
+		}
+	}
+}
+
+// handle handles one message of a registered peer and returns the answer
+// to send, if any. An error ends the stream.
+func (st *stream) handle(msg *signalv1.ClientMessage) (*signalv1.Delivery, error) {
+	switch m := msg.Msg.(type) {
+	case *signalv1.ClientMessage_Envelope:
+		if m.Envelope == nil {
+			m.Envelope = &signalv1.Envelope{}
+		}
+		return st.srv.forward(st, m.Envelope), nil
+	case *signalv1.ClientMessage_Heartbeat, nil:
+		// Liveness only; nil is a message type this server does not know.
+		return nil, nil
+	default:
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("signal: unexpected %T after registration", m))
+	}
+}
+
+func (st *stream) writeLoop() {
+	hb := time.NewTicker(st.srv.opts.HeartbeatInterval)
+	defer hb.Stop()
+	heartbeat := &signalv1.ServerMessage{Msg: &signalv1.ServerMessage_Heartbeat{Heartbeat: &signalv1.Heartbeat{}}}
+	for {
+		var m *signalv1.ServerMessage
+		select {
+		case <-st.stop:
+			return
+		case d := <-st.deliveries:
+			m = &signalv1.ServerMessage{Msg: &signalv1.ServerMessage_Delivery{Delivery: d}}
+		case e := <-st.envelopes:
+			m = &signalv1.ServerMessage{Msg: &signalv1.ServerMessage_Envelope{Envelope: e}}
+			st.srv.stats.sent.Add(1)
+		case <-hb.C:
+			m = heartbeat
+		}
+		if err := st.bs.Send(m); err != nil {
+			st.end(err)
+			return
+		}
+	}
+}
+
+// Offer implements Mailbox.
+func (st *stream) Offer(env *signalv1.Envelope) signalv1.DeliveryStatus {
+	if st.stopped.Load() {
+		return signalv1.DeliveryStatus_DELIVERY_STATUS_NOT_CONNECTED
+	}
+	select {
+	case st.envelopes <- env:
+		return signalv1.DeliveryStatus_DELIVERY_STATUS_QUEUED
+	default:
+		return signalv1.DeliveryStatus_DELIVERY_STATUS_QUEUE_FULL
+	}
+}
+
+// Replaced implements Mailbox.
+func (st *stream) Replaced() {
+	st.srv.stats.replaced.Add(1)
+	st.log.Debug("replaced by a newer stream")
+	st.end(errReplaced)
+}
+
+func (st *stream) touch() { st.lastRecv.Store(int64(time.Since(st.born))) }
+
+// startWatch arms the dead-stream check: a stream from which nothing (not
+// even a heartbeat) arrived for MissedHeartbeats intervals is dropped. It
+// runs on a timer, so a writer stuck in Send does not delay it.
+func (st *stream) startWatch() {
+	st.watchMu.Lock()
+	defer st.watchMu.Unlock()
+	st.watch = time.AfterFunc(st.srv.opts.HeartbeatInterval, st.checkAlive)
+}
+
+func (st *stream) checkAlive() {
+	interval := st.srv.opts.HeartbeatInterval
+	silent := time.Since(st.born) - time.Duration(st.lastRecv.Load())
+	if silent > MissedHeartbeats*interval {
+		st.end(connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("signal: nothing from the peer for %s (heartbeat every %s); dropping the stream", silent.Round(time.Millisecond), interval)))
+		return
+	}
+	st.watchMu.Lock()
+	defer st.watchMu.Unlock()
+	if !st.stopped.Load() {
+		st.watch.Reset(interval)
+	}
+}
+
+func (st *stream) stopWatch() {
+	st.watchMu.Lock()
+	defer st.watchMu.Unlock()
+	st.watch.Stop()
+}
+
+// forward checks one envelope from st, routes it and returns the answer.
+func (s *Server) forward(st *stream, env *signalv1.Envelope) *signalv1.Delivery {
+	d := &signalv1.Delivery{Id: env.Id, To: env.To}
+	to, err := keys.FromBytes(env.To)
+	switch {
+	case err != nil:
+		d.Status = signalv1.DeliveryStatus_DELIVERY_STATUS_INVALID
+		d.Message = fmt.Sprintf("envelope: \"to\" must be a 32-byte public key, got %d bytes", len(env.To))
+	case len(env.Nonce) != seal.NonceLen:
+		d.Status = signalv1.DeliveryStatus_DELIVERY_STATUS_INVALID
+		d.Message = fmt.Sprintf("envelope: nonce must be %d bytes, got %d", seal.NonceLen, len(env.Nonce))
+	case len(env.Sealed) > s.opts.MaxMessageBytes:
+		d.Status = signalv1.DeliveryStatus_DELIVERY_STATUS_TOO_LARGE
+		d.Message = fmt.Sprintf("envelope: sealed payload is %d bytes, the limit is %d", len(env.Sealed), s.opts.MaxMessageBytes)
+	default:
+		if ok, wait := s.limits.take(st.bucket, s.opts.Now()); !ok {
+			d.Status = signalv1.DeliveryStatus_DELIVERY_STATUS_RATE_LIMITED
+			d.Message = fmt.Sprintf("rate limit of %g envelopes/s (burst %d) exceeded; retry in %s", s.opts.RatePerSecond, s.opts.Burst, wait.Round(time.Millisecond))
+			d.RetryAfterMs = uint32(min(math.Ceil(float64(wait)/float64(time.Millisecond)), math.MaxUint32))
+			break
+		}
+		env.From = st.key[:]
+		d.Status = s.opts.Router.Route(st.ctx, to, env)
+		switch d.Status {
+		case signalv1.DeliveryStatus_DELIVERY_STATUS_NOT_CONNECTED:
+			d.Message = "peer is not connected to signal"
+		case signalv1.DeliveryStatus_DELIVERY_STATUS_QUEUE_FULL:
+			d.Message = "peer's queue is full (it is not reading); retry later"
+		}
+	}
+	s.stats.count(d.Status)
+	return d
+}

@@ -1,0 +1,248 @@
+package signalclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"go.uber.org/zap"
+
+	signalv1 "meshd/api/signal/v1"
+	"meshd/internal/keys"
+	"meshd/internal/seal"
+)
+
+// session is one registered stream. Run's goroutine reads it; Send calls
+// write to it one at a time; a heartbeat goroutine, owned by runSession,
+// keeps it alive and drops it when the server falls silent.
+type session struct {
+	c      *Client
+	ctx    context.Context // ends with the stream
+	cancel context.CancelCauseFunc
+	bs     *connect.BidiStreamForClient[signalv1.ClientMessage, signalv1.ServerMessage]
+	born   time.Time
+
+	maxMessage int
+	heartbeat  time.Duration
+
+	sendSem  chan struct{} // one Send on the stream at a time
+	lastRecv atomic.Int64  // ns since born
+
+	mu      sync.Mutex
+	pending map[uint64]chan *signalv1.Delivery
+	ended   bool
+}
+
+// runSession connects, registers and serves one stream until it ends. It
+// reports whether registration succeeded and why the stream ended.
+func (c *Client) runSession(ctx context.Context) (registered bool, err error) {
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	s := &session{
+		c:       c,
+		ctx:     sctx,
+		cancel:  cancel,
+		bs:      c.rpc.Connect(sctx),
+		born:    time.Now(),
+		sendSem: make(chan struct{}, 1),
+		pending: make(map[uint64]chan *signalv1.Delivery),
+	}
+	// Cancelling the context alone does not end a stream whose request side
+	// is idle: closing the request side does.
+	stopClose := context.AfterFunc(sctx, func() { _ = s.bs.CloseRequest() })
+	defer func() {
+		stopClose()
+		_ = s.bs.CloseRequest()
+		_ = s.bs.CloseResponse()
+	}()
+	if err := s.handshake(); err != nil {
+		return false, err
+	}
+	c.current.Store(s)
+	c.setState(Connected, nil)
+	c.log.Info("registered with signal", zap.String("url", c.opts.URL), zap.Stringer("key", c.pub))
+
+	var wg sync.WaitGroup
+	wg.Go(s.keepAlive)
+	err = s.readLoop()
+	s.cancel(err)
+	c.current.CompareAndSwap(s, nil)
+	s.end()
+	wg.Wait()
+	return true, err
+}
+
+func (s *session) handshake() error {
+	timer := time.AfterFunc(HandshakeTimeout, func() {
+		s.cancel(fmt.Errorf("signal: no registration within %s", HandshakeTimeout))
+	})
+	defer timer.Stop()
+	c := s.c
+	if err := s.bs.Send(&signalv1.ClientMessage{Msg: &signalv1.ClientMessage_Hello{Hello: &signalv1.Hello{PublicKey: c.pub[:]}}}); err != nil {
+		return s.failed("hello", err)
+	}
+	msg, err := s.bs.Receive()
+	if err != nil {
+		return s.failed("hello", err)
+	}
+	ch := msg.GetChallenge()
+	if ch == nil {
+		return fmt.Errorf("signal: hello: expected a challenge, got %T", msg.Msg)
+	}
+	server, err := keys.FromBytes(ch.ServerPublicKey)
+	if err != nil {
+		return fmt.Errorf("signal: challenge: server key: %w", err)
+	}
+	nonce, sealed := seal.Prove(seal.PurposeSignal, ch.Challenge, server, c.opts.Private)
+	if err := s.bs.Send(&signalv1.ClientMessage{Msg: &signalv1.ClientMessage_Register{Register: &signalv1.Register{Nonce: nonce[:], Sealed: sealed}}}); err != nil {
+		return s.failed("register", err)
+	}
+	msg, err = s.bs.Receive()
+	if err != nil {
+		return s.failed("register", err)
+	}
+	reg := msg.GetRegistered()
+	if reg == nil {
+		return fmt.Errorf("signal: register: expected registered, got %T", msg.Msg)
+	}
+	s.maxMessage = int(reg.MaxMessageBytes)
+	s.heartbeat = time.Duration(reg.HeartbeatIntervalMs) * time.Millisecond
+	if s.heartbeat <= 0 {
+		s.heartbeat = 10 * time.Second
+	}
+	s.touch()
+	return nil
+}
+
+// failed explains why a Send or Receive failed: the server's error, or the
+// reason the session was cancelled.
+func (s *session) failed(step string, err error) error {
+	if cause := context.Cause(s.ctx); cause != nil && s.ctx.Err() != nil {
+		if errors.Is(cause, context.Canceled) {
+			return cause
+		}
+		return fmt.Errorf("signal: %s: %w", step, cause)
+	}
+	if connect.CodeOf(err) == connect.CodeAborted {
+		return fmt.Errorf("%w: %v", ErrReplaced, err)
+	}
+	return fmt.Errorf("signal: %s: %w", step, err)
+}
+
+func (s *session) readLoop() error {
+	for {
+		msg, err := s.bs.Receive()
+		if err != nil {
+			return s.failed("receive", err)
+		}
+		s.touch()
+		switch m := msg.Msg.(type) {
+		case *signalv1.ServerMessage_Envelope:
+			s.c.receive(m.Envelope)
+		case *signalv1.ServerMessage_Delivery:
+			s.resolve(m.Delivery)
+		case *signalv1.ServerMessage_Heartbeat, nil:
+			// Liveness only; nil is a message type this client does not know.
+		default:
+			return fmt.Errorf("signal: unexpected %T after registration", m)
+		}
+	}
+}
+
+// keepAlive sends a heartbeat every interval and drops the stream when the
+// server sent nothing for missedHeartbeats intervals.
+func (s *session) keepAlive() {
+	t := time.NewTicker(s.heartbeat)
+	defer t.Stop()
+	hb := &signalv1.ClientMessage{Msg: &signalv1.ClientMessage_Heartbeat{Heartbeat: &signalv1.Heartbeat{}}}
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if silent := time.Since(s.born) - time.Duration(s.lastRecv.Load()); silent > missedHeartbeats*s.heartbeat {
+			s.cancel(fmt.Errorf("%w for %s", ErrHeartbeat, silent.Round(time.Millisecond)))
+			return
+		}
+		if err := s.send(s.ctx, hb); err != nil {
+			return
+		}
+	}
+}
+
+func (s *session) touch() { s.lastRecv.Store(int64(time.Since(s.born))) }
+
+// send writes one message; a failed write ends the session.
+func (s *session) send(ctx context.Context, m *signalv1.ClientMessage) error {
+	select {
+	case s.sendSem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.ctx.Done():
+		return ErrDisconnected
+	}
+	err := s.bs.Send(m)
+	<-s.sendSem
+	if err != nil {
+		// The reader sees the server's error and reports it.
+		s.cancel(fmt.Errorf("signal: send: %w", err))
+		return fmt.Errorf("%w: %v", ErrDisconnected, err)
+	}
+	return nil
+}
+
+// roundTrip sends an envelope and waits for signal's Delivery answer.
+func (s *session) roundTrip(ctx context.Context, id uint64, m *signalv1.ClientMessage) (*signalv1.Delivery, error) {
+	ch := make(chan *signalv1.Delivery, 1)
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return nil, ErrDisconnected
+	}
+	s.pending[id] = ch
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.pending, id)
+		s.mu.Unlock()
+	}()
+	if err := s.send(ctx, m); err != nil {
+		return nil, err
+	}
+	select {
+	case d := <-ch:
+		return d, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-s.ctx.Done():
+		// The answer may have come in just before the end.
+		select {
+		case d := <-ch:
+			return d, nil
+		default:
+			return nil, ErrDisconnected
+		}
+	}
+}
+
+func (s *session) resolve(d *signalv1.Delivery) {
+	s.mu.Lock()
+	ch := s.pending[d.Id]
+	delete(s.pending, d.Id)
+	s.mu.Unlock()
+	if ch != nil {
+		ch <- d // buffered, one answer per id
+	}
+}
+
+// end refuses new round trips; waiting ones see s.ctx end.
+func (s *session) end() {
+	s.mu.Lock()
+	s.ended = true
+	s.mu.Unlock()
+}
