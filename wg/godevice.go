@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
-	"sync/atomic"
 
 	"go.uber.org/zap"
 	"golang.zx2c4.com/wireguard/conn"
@@ -23,15 +22,15 @@ import (
 // over the one-socket bind. Everything it asks of wireguard-go goes through
 // UAPI (IpcSet/IpcGet), the interface `wg` uses too.
 type goDevice struct {
-	name   string
-	log    *zap.Logger
-	dev    *device.Device
-	bind   *bind.Bind
-	tnet   *netstack.Net // ModeNetstack only
-	prefix netip.Prefix  // the overlay network: no routes needed inside it
-	routes routeTable    // nil when the OS needs no routes (netstack)
-	onStop []func()      // run by Close before the device goes away (UAPI listener)
-	logOff *atomic.Bool  // silences log (see gatedLogger) once closed
+	name    string
+	log     *zap.Logger
+	dev     *device.Device
+	bind    *bind.Bind
+	tnet    *netstack.Net // ModeNetstack only
+	prefix  netip.Prefix  // the overlay network: no routes needed inside it
+	routes  routeTable    // nil when the OS needs no routes (netstack)
+	onStop  []func()      // run by Close before the device goes away (UAPI listener)
+	logGate *logGate      // silences log once closed
 
 	mu      sync.Mutex
 	closed  bool
@@ -44,8 +43,9 @@ var _ Device = (*goDevice)(nil)
 var errRouteExists = errors.New("route exists")
 
 type peerState struct {
-	cfg   Peer
-	relay *bind.RelayEndpoint // the last relayed path, still read after SetDirect
+	cfg    Peer
+	relay  *bind.RelayEndpoint // the last relayed path, still read after SetDirect
+	direct netip.AddrPort      // the last direct address, claimed by relay while relayed
 }
 
 // routeTable adds and removes routes through the interface.
@@ -59,15 +59,15 @@ type routeTable interface {
 // startGoDevice runs wireguard-go on tdev with a new one-socket bind, sets
 // the key and port and brings it up. On error it closes tdev.
 func startGoDevice(cfg Config, tdev tun.Device) (*goDevice, error) {
-	logOff := new(atomic.Bool)
-	cfg.Log = gatedLogger(cfg.Log, logOff)
+	gate := new(logGate)
+	cfg.Log = gate.wrap(cfg.Log)
 	b := bind.New(bind.Options{MaxPacket: cfg.MTU + 128, Log: cfg.Log.Named("bind")})
 	sugar := cfg.Log.Named("wireguard-go").Sugar()
 	dev := device.NewDevice(tdev, b, &device.Logger{Verbosef: sugar.Debugf, Errorf: sugar.Errorf})
 	d := &goDevice{
 		name:    cfg.Name,
 		log:     cfg.Log,
-		logOff:  logOff,
+		logGate: gate,
 		dev:     dev,
 		bind:    b,
 		prefix:  cfg.Address.Masked(),
@@ -89,7 +89,7 @@ func startGoDevice(cfg Config, tdev tun.Device) (*goDevice, error) {
 func (d *goDevice) shutdown() {
 	d.dev.Close() // closes the TUN and the bind
 	d.bind.Stop()
-	d.logOff.Store(true)
+	d.logGate.close()
 }
 
 func (d *goDevice) Name() string             { return d.name }
@@ -214,6 +214,9 @@ func (d *goDevice) RemovePeer(k keys.Key) error {
 		return fmt.Errorf("wg: remove peer %s: %w", k, err)
 	}
 	delete(d.peers, k)
+	if st.direct.IsValid() {
+		d.bind.Claim(st.direct, nil)
+	}
 	if st.relay != nil {
 		st.relay.Stop()
 	}
@@ -236,6 +239,17 @@ func (d *goDevice) SetDirect(k keys.Key, remote netip.AddrPort) error {
 		// peer back to it.
 		st.relay.ReceiveAs(&conn.StdNetEndpoint{AddrPort: remote})
 	}
+	// remote is this peer's now: no relay may claim it any more.
+	if st.direct.IsValid() && st.direct != remote {
+		d.bind.Claim(st.direct, nil)
+	}
+	d.bind.Claim(remote, nil)
+	for _, o := range d.peers {
+		if o != st && o.direct == remote {
+			o.direct = netip.AddrPort{}
+		}
+	}
+	st.direct = remote
 	if err := d.dev.IpcSet(endpointConfig(k, remote.String())); err != nil {
 		return fmt.Errorf("wg: set direct %s %s: %w", k, remote, err)
 	}
@@ -263,7 +277,13 @@ func (d *goDevice) SetRelayed(k keys.Key, c net.Conn) error {
 	if old != nil && old != r {
 		old.ReceiveAs(r) // its last packets must not pull the peer back
 	}
+	if st.direct.IsValid() {
+		d.bind.Claim(st.direct, r) // nor may what the remote still sends direct
+	}
 	if err := d.dev.IpcSet(endpointConfig(k, r.String())); err != nil {
+		if st.direct.IsValid() {
+			d.bind.Claim(st.direct, nil)
+		}
 		if r != old {
 			r.Stop()
 		}

@@ -58,6 +58,7 @@ type Bind struct {
 	nextID uint64
 	stun   *stunConn
 
+	claims  atomic.Pointer[map[netip.AddrPort]*RelayEndpoint] // nil when empty
 	relayQ  chan relayPacket
 	bufPool sync.Pool
 	done    chan struct{} // closed by Stop
@@ -114,7 +115,7 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	v6 := false
 	for _, fn := range fns {
 		v6 = v6 || fn.PrettyName() == "v6"
-		out = append(out, b.demuxSTUN(fn))
+		out = append(out, b.demux(fn))
 	}
 	b.hasV6.Store(v6)
 	b.closed = make(chan struct{})
@@ -225,27 +226,73 @@ func (b *Bind) sendTo(p []byte, ap netip.AddrPort) error {
 	return b.std.Send([][]byte{p}, &conn.StdNetEndpoint{AddrPort: ap})
 }
 
-// demuxSTUN wraps one of StdNetBind's receive functions. StdNetBind hands
-// back single datagrams (GRO batches already split); STUN messages among
-// them are copied to STUNConn and their size set to zero, which the
-// ReceiveFunc contract tells wireguard-go to skip. The WireGuard packets stay
-// where they are: nothing is moved or copied. (Moving them would be wrong:
-// wireguard-go reads packet i from its own buffer array, not from bufs[i].)
-func (b *Bind) demuxSTUN(fn conn.ReceiveFunc) conn.ReceiveFunc {
+// demux wraps one of StdNetBind's receive functions. StdNetBind hands back
+// single datagrams (GRO batches already split); STUN messages among them are
+// copied to STUNConn and their size set to zero, which the ReceiveFunc
+// contract tells wireguard-go to skip. The WireGuard packets stay where they
+// are: nothing is moved or copied. (Moving them would be wrong: wireguard-go
+// reads packet i from its own buffer array, not from bufs[i].) Packets from
+// a claimed address get the claiming relay as their endpoint (see Claim).
+func (b *Bind) demux(fn conn.ReceiveFunc) conn.ReceiveFunc {
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 		n, err := fn(bufs, sizes, eps)
 		if err != nil {
 			return n, err
 		}
+		claims := b.claims.Load()
 		for i := 0; i < n; i++ {
+			if sizes[i] == 0 {
+				continue
+			}
 			if IsSTUN(bufs[i][:sizes[i]]) {
 				b.deliverSTUN(bufs[i][:sizes[i]], eps[i])
 				sizes[i] = 0
 				eps[i] = nil
+				continue
+			}
+			if claims != nil {
+				if se, ok := eps[i].(*conn.StdNetEndpoint); ok {
+					if r := (*claims)[unmap(se.AddrPort)]; r != nil && !r.stopped.Load() {
+						eps[i] = r
+					}
+				}
 			}
 		}
 		return n, nil
 	}
+}
+
+func unmap(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// Claim makes WireGuard packets that arrive on the UDP socket from addr
+// enter WireGuard as if they had come through r (r nil: undo). The device
+// claims a peer's former direct address for its relay while the peer is
+// relayed: otherwise wireguard-go's roaming would move the peer back to the
+// direct path on every packet the remote still sends there, and two peers
+// switching to a relay at slightly different times would keep pulling each
+// other back to direct. Packets from addresses nobody claimed roam as usual.
+func (b *Bind) Claim(addr netip.AddrPort, r *RelayEndpoint) {
+	addr = unmap(addr)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	next := make(map[netip.AddrPort]*RelayEndpoint)
+	if cur := b.claims.Load(); cur != nil {
+		for k, v := range *cur {
+			next[k] = v
+		}
+	}
+	if r == nil {
+		delete(next, addr)
+	} else {
+		next[addr] = r
+	}
+	if len(next) == 0 {
+		b.claims.Store(nil)
+		return
+	}
+	b.claims.Store(&next)
 }
 
 // STUN message header (RFC 5389 section 6).

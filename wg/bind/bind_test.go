@@ -1,0 +1,178 @@
+package bind
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v2"
+	"go.uber.org/goleak"
+	"golang.zx2c4.com/wireguard/conn"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func stunRequest(tb testing.TB) []byte {
+	tb.Helper()
+	m, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m.Raw
+}
+
+// wireguardMessages returns one of each WireGuard message type with the
+// magic cookie planted where STUN has it, the worst case for IsSTUN.
+func wireguardMessages() [][]byte {
+	var out [][]byte
+	for typ, size := range map[uint32]int{1: 148, 2: 92, 3: 64, 4: 32, 5: 1452} {
+		if typ == 5 {
+			typ = 4 // a full data packet
+		}
+		p := make([]byte, size)
+		binary.LittleEndian.PutUint32(p, typ)
+		binary.BigEndian.PutUint32(p[4:], stunMagicCookie)
+		out = append(out, p)
+	}
+	return out
+}
+
+func TestIsSTUN(t *testing.T) {
+	if !IsSTUN(stunRequest(t)) {
+		t.Fatal("a binding request is not recognised")
+	}
+	for _, p := range wireguardMessages() {
+		if IsSTUN(p) {
+			t.Fatalf("WireGuard message of type %d and %d bytes taken for STUN", p[0], len(p))
+		}
+	}
+	bad := stunRequest(t)
+	if IsSTUN(bad[:len(bad)-4]) {
+		t.Fatal("truncated STUN message accepted (length field no longer matches)")
+	}
+	bad[0] |= 0x80
+	if IsSTUN(bad) {
+		t.Fatal("first bits set but accepted")
+	}
+}
+
+// TestDemuxZeroesSTUNInPlace feeds a batch through the wrapper around a fake
+// receive function: STUN entries must become size 0 (and reach STUNConn),
+// WireGuard entries must stay at their index with their buffer untouched.
+func TestDemuxZeroesSTUNInPlace(t *testing.T) {
+	b := New(Options{STUNQueue: 1})
+	defer b.Stop()
+	sc := b.STUNConn()
+	wgs := wireguardMessages()
+	req := stunRequest(t)
+	batch := [][]byte{wgs[0], req, wgs[1], req, wgs[2]}
+	from := netip.MustParseAddrPort("192.0.2.7:3478")
+	fake := func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		for i, p := range batch {
+			sizes[i] = copy(bufs[i], p)
+			eps[i] = &conn.StdNetEndpoint{AddrPort: from}
+		}
+		return len(batch), nil
+	}
+	bufs := make([][]byte, 8)
+	orig := make([]*byte, 8)
+	for i := range bufs {
+		bufs[i] = make([]byte, 2048)
+		orig[i] = &bufs[i][0]
+	}
+	sizes := make([]int, 8)
+	eps := make([]conn.Endpoint, 8)
+	n, err := b.demux(fake)(bufs, sizes, eps)
+	if err != nil || n != len(batch) {
+		t.Fatalf("n=%d err=%v", n, err)
+	}
+	for i, p := range batch {
+		if &bufs[i][0] != orig[i] {
+			t.Fatalf("buffer %d moved", i)
+		}
+		switch {
+		case IsSTUN(p) && sizes[i] != 0:
+			t.Fatalf("STUN at %d kept with size %d", i, sizes[i])
+		case !IsSTUN(p) && (sizes[i] != len(p) || eps[i] == nil):
+			t.Fatalf("WireGuard packet at %d: size %d, want %d", i, sizes[i], len(p))
+		}
+	}
+	buf := make([]byte, 1500)
+	sc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	m, addr, err := sc.ReadFrom(buf)
+	if err != nil || m != len(req) || addr.(*net.UDPAddr).AddrPort() != from {
+		t.Fatalf("STUNConn read: %d %v %v", m, addr, err)
+	}
+	// The queue holds one: the second STUN packet was dropped, not waited for.
+	if s, _ := b.Drops(); s != 1 {
+		t.Fatalf("stun drops = %d, want 1", s)
+	}
+	sc.SetReadDeadline(time.Now())
+	if _, _, err := sc.ReadFrom(buf); err == nil || !err.(net.Error).Timeout() {
+		t.Fatalf("read past deadline: %v", err)
+	}
+}
+
+func TestRelayAddr(t *testing.T) {
+	ap := relayAddr(7)
+	if ap.String() != "[100::7]:0" {
+		t.Fatalf("relay address %s", ap)
+	}
+	if id, ok := relayID(ap); !ok || id != 7 || !IsRelayAddr(ap.String()) {
+		t.Fatal("relay address does not parse back")
+	}
+	if IsRelayAddr("[100::7]:1") || IsRelayAddr("192.0.2.1:0") {
+		t.Fatal("ordinary address taken for a relay")
+	}
+}
+
+func TestRelaySendReceiveAndStop(t *testing.T) {
+	b := New(Options{})
+	fns, _, err := b.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relayRecv := fns[len(fns)-1]
+	c1, c2 := net.Pipe()
+	defer c2.Close()
+	r, err := b.Relay(c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := b.ParseEndpoint(r.String())
+	if err != nil || ep != r {
+		t.Fatalf("ParseEndpoint(%s) = %v, %v", r, ep, err)
+	}
+	go func() { b.Send([][]byte{[]byte("hello")}, ep) }()
+	got := make([]byte, 16)
+	c2.SetDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c2.Read(got); err != nil || string(got[:n]) != "hello" {
+		t.Fatalf("relay send: %q %v", got[:n], err)
+	}
+	go c2.Write([]byte("back"))
+	bufs, sizes, eps := [][]byte{make([]byte, 64)}, make([]int, 1), make([]conn.Endpoint, 1)
+	if n, err := relayRecv(bufs, sizes, eps); err != nil || n != 1 || string(bufs[0][:sizes[0]]) != "back" || eps[0] != r {
+		t.Fatalf("relay receive: n=%d %q ep=%v err=%v", n, bufs[0][:sizes[0]], eps[0], err)
+	}
+	direct := &conn.StdNetEndpoint{AddrPort: netip.MustParseAddrPort("192.0.2.1:51820")}
+	r.ReceiveAs(direct)
+	go c2.Write([]byte("again"))
+	if _, err := relayRecv(bufs, sizes, eps); err != nil || eps[0] != direct {
+		t.Fatalf("ReceiveAs not applied: %v %v", eps[0], err)
+	}
+	r.Stop()
+	if _, err := b.ParseEndpoint(r.String()); err == nil {
+		t.Fatal("stopped relay still parses")
+	}
+	if err := b.Send([][]byte{[]byte("x")}, r); err == nil {
+		t.Fatal("send through a stopped relay succeeded")
+	}
+	b.Close()
+	if _, err := relayRecv(bufs, sizes, eps); err != net.ErrClosed {
+		t.Fatalf("relay receive after Close: %v, want net.ErrClosed", err)
+	}
+	b.Stop()
+	c1.Close()
+}
