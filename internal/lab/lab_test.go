@@ -104,6 +104,10 @@ func TestTopology(t *testing.T) {
 		t.Fatalf("process not inside host a: %v", err)
 	}
 
+	if rss, err := p.RSS(); err != nil || rss <= 0 {
+		t.Errorf("RSS of the probe: %d %v", rss, err)
+	}
+
 	l.Close()
 	if exited, _ := p.Exited(); !exited {
 		t.Errorf("process %d still runs after Close", p.PID)

@@ -252,12 +252,12 @@ func punch(t *testing.T, a, b *Host, pa, pb uint16, refl netip.AddrPort) punchOu
 	sa, sb := openSide(t, a, pa, refl), openSide(t, b, pb, refl)
 	both := func() bool { return sa.got.Load() && sb.got.Load() }
 	never := func() bool { return sa.refd.Load() || sa.got.Load() }
-	sa.run(sb, 5, never) // a's opening packets, before b sends anything
+	sa.run(sb, 15, never) // a's opening packets, before b sends anything
 	refused := sa.refd.Load()
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); sa.run(sb, 50, both) }()
-	go func() { defer wg.Done(); sb.run(sa, 50, both) }()
+	go func() { defer wg.Done(); sa.run(sb, 75, both) }()
+	go func() { defer wg.Done(); sb.run(sa, 75, both) }()
 	wg.Wait()
 	return punchOutcome{ok: both(), refused: refused, aGot: sa.got.Load(), bGt: sb.got.Load()}
 }
@@ -276,7 +276,7 @@ func TestNATPunch(t *testing.T) {
 	ps := pairs(world)
 	results := make([]result, len(ps))
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
+	sem := make(chan struct{}, 16)
 	for i, p := range ps {
 		wg.Add(1)
 		go func() {

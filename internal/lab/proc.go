@@ -176,3 +176,21 @@ func stopAll(procs []*Proc) {
 	}
 	wg.Wait()
 }
+
+// RSS is the process's resident memory in bytes (VmRSS).
+func (p *Proc) RSS() (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.PID))
+	if err != nil {
+		return 0, fmt.Errorf("rss of %s: %w", p.Name, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%d kB", &kb); err != nil {
+				return 0, fmt.Errorf("rss of %s: %q: %w", p.Name, line, err)
+			}
+			return kb * 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("rss of %s: no VmRSS (exited?)", p.Name)
+}
