@@ -22,7 +22,8 @@
 //	go test ./internal/lab/ -short                   # without the meshd end-to-end tests
 //
 // The meshd tests build the binary once per run (go build from the module
-// root) unless $MESHD_LAB_BINARY names one. They skip only when a command
+// root) unless $MESHD_LAB_BINARY names one; $MESHD_LAB_LOGS=DIR keeps
+// every process log after the run. They skip only when a command
 // of the binary is still a placeholder ("not built yet"). With -v every
 // scenario logs how long each step took ("lab: step ...").
 package lab
@@ -204,6 +205,7 @@ func (l *Lab) Close() {
 			}
 		}
 		stopAll(procs)
+		l.keepLogs(procs)
 		for i := len(closers) - 1; i >= 0; i-- {
 			closers[i]()
 		}
@@ -216,6 +218,29 @@ func (l *Lab) Close() {
 		delete(live, l)
 		liveMu.Unlock()
 	})
+}
+
+// LogsEnv names a directory where teardown copies every process log (to
+// DIR/<test name>/), so they outlive t.TempDir.
+const LogsEnv = "MESHD_LAB_LOGS"
+
+func (l *Lab) keepLogs(procs []*Proc) {
+	dir := os.Getenv(LogsEnv)
+	if dir == "" || len(procs) == 0 {
+		return
+	}
+	dir = filepath.Join(dir, strings.ReplaceAll(l.tb.Name(), "/", "_"))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		l.tb.Logf("lab: keep logs: %v", err)
+		return
+	}
+	for _, p := range procs {
+		if b, err := os.ReadFile(p.LogPath); err == nil {
+			os.WriteFile(filepath.Join(dir, filepath.Base(p.LogPath)), b, 0o644)
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "lab-script.txt"), []byte(l.Script()), 0o644)
+	l.tb.Logf("lab: process logs kept in %s", dir)
 }
 
 func (l *Lab) record(line string) {
