@@ -1,5 +1,118 @@
 package wg
 
-// helperMain runs the test binary as a helper process when asked to; it
-// reports whether it did.
-func helperMain() bool { return false }
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"go.uber.org/zap"
+
+	"meshd/internal/keys"
+)
+
+// The root tests run devices in network namespaces: they start this test
+// binary again under `ip netns exec`, with MESHD_WG_HELPER holding a
+// helperConfig. The helper brings a userspace device up, prints "ready",
+// waits for its stdin to close, closes the device and prints "closed".
+
+const helperEnv = "MESHD_WG_HELPER"
+
+type helperPeer struct {
+	Key      string   // base64 public key
+	Allowed  []string // prefixes
+	Endpoint string   // ip:port, optional
+}
+
+type helperConfig struct {
+	Name  string
+	Key   string // base64 private key
+	Addr  string // overlay address with prefix length
+	Port  uint16
+	Peers []helperPeer
+	Echo  string // TCP address to echo on, optional
+}
+
+// helperMain runs the helper and exits when the environment asks for it;
+// otherwise it returns false and the tests run.
+func helperMain() bool {
+	js := os.Getenv(helperEnv)
+	if js == "" {
+		return false
+	}
+	if err := runHelper(js); err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+	return true
+}
+
+func runHelper(js string) error {
+	var hc helperConfig
+	if err := json.Unmarshal([]byte(js), &hc); err != nil {
+		return err
+	}
+	priv, err := keys.ParsePrivate(hc.Key)
+	if err != nil {
+		return err
+	}
+	addr, err := netip.ParsePrefix(hc.Addr)
+	if err != nil {
+		return err
+	}
+	log, _ := zap.NewDevelopment(zap.IncreaseLevel(zap.WarnLevel))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dev, err := New(ctx, Config{Mode: ModeUserspace, Name: hc.Name, PrivateKey: priv, ListenPort: hc.Port, Address: addr, Log: log})
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	for _, p := range hc.Peers {
+		k, err := keys.Parse(p.Key)
+		if err != nil {
+			return err
+		}
+		peer := Peer{PublicKey: k}
+		for _, a := range p.Allowed {
+			peer.AllowedIPs = append(peer.AllowedIPs, netip.MustParsePrefix(a))
+		}
+		if err := dev.SetPeer(peer); err != nil {
+			return err
+		}
+		if p.Endpoint != "" {
+			if err := dev.SetDirect(k, netip.MustParseAddrPort(p.Endpoint)); err != nil {
+				return err
+			}
+		}
+	}
+	if hc.Echo != "" {
+		ln, err := net.Listen("tcp", hc.Echo)
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() { defer c.Close(); io.Copy(c, c) }()
+			}
+		}()
+	}
+	fmt.Printf("ready %s %d\n", dev.Name(), dev.ListenPort())
+	io.Copy(io.Discard, bufio.NewReader(os.Stdin))
+	if err := dev.Close(); err != nil {
+		return err
+	}
+	fmt.Println("closed")
+	return nil
+}

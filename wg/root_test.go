@@ -1,0 +1,191 @@
+package wg
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"meshd/internal/keys"
+)
+
+// requireRoot skips tests that need root, a TUN device and iproute2.
+func requireRoot(tb testing.TB) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Skip("needs root")
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		tb.Skip("no /dev/net/tun")
+	}
+	for _, bin := range []string{"ip", "wg", "ping"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			tb.Skipf("no %s", bin)
+		}
+	}
+}
+
+func run(tb testing.TB, name string, args ...string) string {
+	tb.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		tb.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// netnsPair makes two namespaces joined by a veth (10.77.0.1/24 and
+// 10.77.0.2/24), removed when the test ends.
+func netnsPair(tb testing.TB) (a, b string) {
+	tb.Helper()
+	id := fmt.Sprintf("mwg%d", os.Getpid()%100000)
+	a, b = id+"a", id+"b"
+	for _, ns := range []string{a, b} {
+		run(tb, "ip", "netns", "add", ns)
+		tb.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+		run(tb, "ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	run(tb, "ip", "link", "add", "veth0", "netns", a, "type", "veth", "peer", "name", "veth0", "netns", b)
+	for i, ns := range []string{a, b} {
+		run(tb, "ip", "-n", ns, "addr", "add", fmt.Sprintf("10.77.0.%d/24", i+1), "dev", "veth0")
+		run(tb, "ip", "-n", ns, "link", "set", "veth0", "up")
+	}
+	return a, b
+}
+
+// helperProc is a device running in a namespace (see helper_test.go).
+type helperProc struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *bufio.Scanner
+}
+
+func startHelper(tb testing.TB, ns string, hc helperConfig) (*helperProc, string) {
+	tb.Helper()
+	js, err := json.Marshal(hc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+string(js))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	must(tb, err)
+	stdout, err := cmd.StdoutPipe()
+	must(tb, err)
+	must(tb, cmd.Start())
+	h := &helperProc{cmd: cmd, stdin: stdin, out: bufio.NewScanner(stdout)}
+	tb.Cleanup(func() {
+		h.stdin.Close()
+		done := make(chan struct{})
+		go func() { h.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			h.cmd.Process.Kill()
+			<-done
+		}
+	})
+	return h, h.line(tb)
+}
+
+// line returns the helper's next line of output, failing after 20 s.
+func (h *helperProc) line(tb testing.TB) string {
+	tb.Helper()
+	got := make(chan string, 1)
+	go func() {
+		if h.out.Scan() {
+			got <- h.out.Text()
+		} else {
+			got <- "EOF"
+		}
+	}()
+	select {
+	case l := <-got:
+		return l
+	case <-time.After(20 * time.Second):
+		tb.Fatal("helper said nothing for 20 s")
+		return ""
+	}
+}
+
+// TestUserspaceInNamespaces runs two userspace devices on real TUNs in two
+// namespaces joined by a veth: ping and TCP through the tunnel, `wg show`,
+// routes for allowed IPs outside the overlay, a clean Close, and a clear
+// error when an interface name (UAPI socket) is taken.
+func TestUserspaceInNamespaces(t *testing.T) {
+	requireRoot(t)
+	nsA, nsB := netnsPair(t)
+	privA, _ := keys.Generate()
+	privB, _ := keys.Generate()
+	ifA := fmt.Sprintf("mwt%da", os.Getpid()%100000)
+	ifB := fmt.Sprintf("mwt%db", os.Getpid()%100000)
+
+	ha, ready := startHelper(t, nsA, helperConfig{
+		Name: ifA, Key: privA.String(), Addr: "100.64.0.1/16", Port: 51820,
+		Peers: []helperPeer{{Key: privB.Public().String(), Allowed: []string{"100.64.0.2/32", "10.200.2.0/24"}, Endpoint: "10.77.0.2:51820"}},
+	})
+	if ready != "ready "+ifA+" 51820" {
+		t.Fatalf("helper A: %s", ready)
+	}
+	_, ready = startHelper(t, nsB, helperConfig{
+		Name: ifB, Key: privB.String(), Addr: "100.64.0.2/16", Port: 51820, Echo: "100.64.0.2:7",
+		Peers: []helperPeer{{Key: privA.Public().String(), Allowed: []string{"100.64.0.1/32"}, Endpoint: "10.77.0.1:51820"}},
+	})
+	if ready != "ready "+ifB+" 51820" {
+		t.Fatalf("helper B: %s", ready)
+	}
+
+	run(t, "ip", "netns", "exec", nsA, "ping", "-c", "3", "-i", "0.2", "-W", "5", "100.64.0.2")
+	echo := run(t, "ip", "netns", "exec", nsA, "bash", "-c",
+		"exec 3<>/dev/tcp/100.64.0.2/7; echo meshd-through-the-tunnel >&3; head -n1 <&3")
+	if strings.TrimSpace(echo) != "meshd-through-the-tunnel" {
+		t.Fatalf("TCP echo through the tunnel: %q", echo)
+	}
+
+	show := run(t, "wg", "show", ifA)
+	for _, want := range []string{
+		"peer: " + privB.Public().String(),
+		"endpoint: 10.77.0.2:51820",
+		"allowed ips: 100.64.0.2/32, 10.200.2.0/24",
+		"latest handshake:",
+		"listening port: 51820",
+	} {
+		if !strings.Contains(show, want) {
+			t.Errorf("wg show %s lacks %q:\n%s", ifA, want, show)
+		}
+	}
+	routes := run(t, "ip", "-n", nsA, "route", "show", "dev", ifA)
+	if !strings.Contains(routes, "10.200.2.0/24") || !strings.Contains(routes, "100.64.0.0/16") {
+		t.Fatalf("routes on %s:\n%s", ifA, routes)
+	}
+	if mtu := run(t, "ip", "-n", nsA, "link", "show", ifA); !strings.Contains(mtu, "mtu 1280") {
+		t.Fatalf("link: %s", mtu)
+	}
+
+	// The UAPI socket is per name on the shared file system: a second
+	// device called like A (in B's namespace) must fail clearly.
+	_, dup := startHelper(t, nsB, helperConfig{Name: ifA, Key: privB.String(), Addr: "100.64.0.9/16", Port: 51821})
+	if !strings.Contains(dup, "--iface") {
+		t.Fatalf("duplicate interface name: got %q, want an error naming --iface", dup)
+	}
+
+	ha.stdin.Close()
+	if l := ha.line(t); l != "closed" {
+		t.Fatalf("helper A on close: %s", l)
+	}
+	if out, err := exec.Command("ip", "-n", nsA, "link", "show", ifA).CombinedOutput(); err == nil {
+		t.Fatalf("%s still exists after Close:\n%s", ifA, out)
+	}
+	if r := run(t, "ip", "-n", nsA, "route"); strings.Contains(r, "10.200.2.0") {
+		t.Fatalf("route left after Close:\n%s", r)
+	}
+	if _, err := os.Stat("/var/run/wireguard/" + ifA + ".sock"); err == nil {
+		t.Fatal("UAPI socket left after Close")
+	}
+}
