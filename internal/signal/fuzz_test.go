@@ -1,0 +1,94 @@
+package signal
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	signalv1 "meshd/api/signal/v1"
+	"meshd/internal/keys"
+	"meshd/internal/seal"
+)
+
+// recorder is a Mailbox that keeps what it is offered.
+type recorder struct{ got []*signalv1.Envelope }
+
+func (r *recorder) Offer(env *signalv1.Envelope) signalv1.DeliveryStatus {
+	r.got = append(r.got, env)
+	return signalv1.DeliveryStatus_DELIVERY_STATUS_QUEUED
+}
+func (r *recorder) Replaced() {}
+
+// FuzzClientMessage feeds arbitrary bytes, decoded as a client message, to
+// everything the server does with a message: the Hello and Register checks
+// of the handshake and the handling of a registered peer's messages. It must
+// never panic, never register a key without a proof, and forward only
+// well-formed envelopes stamped with the sender's key.
+func FuzzClientMessage(f *testing.F) {
+	sender, _ := keys.Generate()
+	recipient, _ := keys.Generate()
+	sealed, nonce := seal.NewBox(sender, recipient.Public()).SealMessage([]byte("candidate"), time.Now())
+	to := recipient.Public()
+	for _, m := range []*signalv1.ClientMessage{
+		{Msg: &signalv1.ClientMessage_Envelope{Envelope: &signalv1.Envelope{To: to[:], Id: 7, Nonce: nonce[:], Sealed: sealed}}},
+		{Msg: &signalv1.ClientMessage_Envelope{Envelope: &signalv1.Envelope{To: to[:1], Nonce: nonce[:3]}}},
+		{Msg: &signalv1.ClientMessage_Hello{Hello: &signalv1.Hello{PublicKey: to[:]}}},
+		{Msg: &signalv1.ClientMessage_Register{Register: &signalv1.Register{Nonce: nonce[:], Sealed: sealed}}},
+		{Msg: &signalv1.ClientMessage_Heartbeat{Heartbeat: &signalv1.Heartbeat{}}},
+		{},
+	} {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte{0x1a, 0xff, 0xff, 0xff, 0xff, 0x0f})
+
+	const maxBytes = 512
+	rec := &recorder{}
+	router := NewLocalRouter()
+	router.Attach(to, rec)
+	s := New(Options{Log: zap.NewNop(), MaxMessageBytes: maxBytes, RatePerSecond: 1e9, Burst: 1e9, Router: router})
+	st := &stream{srv: s, ctx: context.Background(), log: zap.NewNop(), stop: make(chan struct{}), key: sender.Public()}
+	st.bucket = s.limits.acquire(st.key, time.Now())
+
+	f.Fuzz(func(t *testing.T, b []byte) {
+		msg := new(signalv1.ClientMessage)
+		if err := proto.Unmarshal(b, msg); err != nil {
+			return // connect refuses it before the server sees it
+		}
+		if k, err := helloKey(msg); err == nil && (k.IsZero() || !bytes.Equal(k[:], msg.GetHello().GetPublicKey())) {
+			t.Fatalf("hello accepted with key %s from %x", k, msg.GetHello().GetPublicKey())
+		}
+		challenge, _ := s.challenger.Issue(time.Now())
+		if err := s.checkRegister(msg, challenge, recipient.Public()); err == nil {
+			t.Fatal("a registration without the recipient's key was accepted")
+		}
+		rec.got = rec.got[:0]
+		d, err := st.handle(msg)
+		if env := msg.GetEnvelope(); env != nil {
+			if err != nil || d == nil || d.Id != env.Id {
+				t.Fatalf("envelope: answer %v, %v", d, err)
+			}
+			queued := d.Status == signalv1.DeliveryStatus_DELIVERY_STATUS_QUEUED
+			if queued != (len(rec.got) == 1) {
+				t.Fatalf("status %s but %d forwarded", d.Status, len(rec.got))
+			}
+			if queued {
+				got := rec.got[0]
+				if !bytes.Equal(got.From, st.key[:]) || len(got.Sealed) > maxBytes || len(got.Nonce) != seal.NonceLen {
+					t.Fatalf("forwarded a bad envelope: %v", got)
+				}
+			} else if d.Message == "" {
+				t.Fatalf("refusal %s without an explanation", d.Status)
+			}
+		} else if len(rec.got) != 0 {
+			t.Fatalf("%v forwarded something", msg)
+		}
+	})
+}
