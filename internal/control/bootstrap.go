@@ -1,0 +1,230 @@
+package control
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	adminv1 "meshd/api/admin/v1"
+	"meshd/internal/jointoken"
+	"meshd/store"
+)
+
+// Files Bootstrap keeps in the data directory (mode 0600).
+const (
+	// AdminTokenFile holds the plaintext of the bootstrap admin token.
+	AdminTokenFile = "admin-token"
+	// JoinTokenFile holds the join token (control URL, pin, setup key).
+	JoinTokenFile = "join-token"
+)
+
+// Bootstrap is what a first start made, or a later start found again.
+type Bootstrap struct {
+	AccountID string
+	// Created is true on the first start.
+	Created bool
+	// AdminToken is the plaintext admin token kept in AdminTokenPath.
+	AdminToken     string
+	AdminTokenPath string
+	// SetupKey is the reusable setup key in the join token.
+	SetupKey      string
+	JoinToken     string
+	JoinTokenPath string
+	// JoinCommand is the line to print: "meshd agent --join <TOKEN>".
+	JoinCommand string
+}
+
+// Bootstrap makes sure there is an account, an admin token and a reusable
+// setup key. The first start creates them and writes DIR/admin-token and
+// DIR/join-token (mode 0600); later starts reuse them. If a file was removed,
+// or its key revoked or deleted, a new token or key replaces it.
+func (s *Service) Bootstrap(ctx context.Context, dir string) (Bootstrap, error) {
+	var b Bootstrap
+	if s.opts.PublicURL == "" {
+		return b, errors.New("control: bootstrap needs the public URL of control (--public-url)")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return b, fmt.Errorf("control: bootstrap: %w", err)
+	}
+	accts := s.accountList()
+	var a *account
+	if len(accts) > 0 {
+		a = accts[0]
+	} else {
+		var err error
+		if a, err = s.createAccount(ctx, "default"); err != nil {
+			return b, err
+		}
+		b.Created = true
+	}
+	b.AccountID = a.id
+
+	b.AdminTokenPath = filepath.Join(dir, AdminTokenFile)
+	tok, err := s.bootstrapToken(ctx, a, b.AdminTokenPath)
+	if err != nil {
+		return b, err
+	}
+	b.AdminToken = tok
+
+	b.JoinTokenPath = filepath.Join(dir, JoinTokenFile)
+	jt, err := s.bootstrapJoin(ctx, a, b.JoinTokenPath)
+	if err != nil {
+		return b, err
+	}
+	b.SetupKey, b.JoinToken = jt.SetupKey, jt.Encode()
+	b.JoinCommand = "meshd agent --join " + b.JoinToken
+	return b, nil
+}
+
+// createAccount makes an account with its All group and the default policy
+// "All -> All, bidirectional".
+func (s *Service) createAccount(ctx context.Context, name string) (*account, error) {
+	now := s.now()
+	d := &store.AccountData{Account: store.Account{ID: newID(), Name: name, OverlayNetwork: DefaultOverlayNetwork,
+		DNSDomain: DefaultDNSDomain, EphemeralOffline: 10 * time.Minute, Created: now}}
+	all := store.Group{ID: newID(), AccountID: d.Account.ID, Name: "All", IsAll: true, Created: now}
+	d.Groups = []store.Group{all}
+	d.Policies = []store.Policy{{ID: newID(), AccountID: d.Account.ID, Name: "Default",
+		Description: "every peer reaches every peer", Enabled: true, Protocol: "all", Bidirectional: true,
+		Action: "accept", Created: now, Sources: []string{all.ID}, Destinations: []string{all.ID}}}
+	err := s.st.Write(ctx, func(tx *store.Tx) error {
+		if err := tx.PutAccount(d.Account); err != nil {
+			return err
+		}
+		if err := tx.PutGroup(all); err != nil {
+			return err
+		}
+		if err := tx.PutPolicy(d.Policies[0]); err != nil {
+			return err
+		}
+		return tx.AddEvent(store.Event{AccountID: d.Account.ID, Time: now, Actor: "system", Action: "account.created",
+			TargetType: "account", TargetID: d.Account.ID, TargetName: name})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("control: create account: %w", err)
+	}
+	a, err := newAccount(s, d)
+	if err != nil {
+		return nil, fmt.Errorf("control: create account: %w", err)
+	}
+	s.mu.Lock()
+	s.accounts = append(s.accounts, a)
+	s.mu.Unlock()
+	s.start(a)
+	s.log.Info("created account", zap.String("account", a.id), zap.String("network", d.Account.OverlayNetwork))
+	return a, nil
+}
+
+// bootstrapToken returns the admin token in path, making a new one when
+// the file is missing or its token unknown.
+func (s *Service) bootstrapToken(ctx context.Context, a *account, path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		tok := strings.TrimSpace(string(b))
+		s.mu.RLock()
+		t := s.tokens[string(hashSecret(tok))]
+		s.mu.RUnlock()
+		if t != nil && t.AccountID == a.id {
+			return tok, nil
+		}
+		s.log.Warn("the admin token in the data directory is not known to the database; making a new one", zap.String("file", path))
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("control: bootstrap: %w", err)
+	}
+	tok, err := s.CreateAdminToken(ctx, a.id, "bootstrap")
+	if err != nil {
+		return "", err
+	}
+	if err := writeSecretFile(path, tok+"\n"); err != nil {
+		return "", err
+	}
+	return tok, nil
+}
+
+// CreateAdminToken makes an admin token for an account and returns its
+// plaintext, which is not kept.
+func (s *Service) CreateAdminToken(ctx context.Context, accountID, name string) (string, error) {
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", fmt.Errorf("control: admin token: %w", err)
+	}
+	tok := "mat_" + idEncoding.EncodeToString(raw[:])
+	t := &store.AdminToken{ID: newID(), AccountID: accountID, Name: name, Hash: hashSecret(tok), Created: s.now()}
+	err := s.st.Write(ctx, func(tx *store.Tx) error {
+		if err := tx.PutAdminToken(*t); err != nil {
+			return err
+		}
+		return tx.AddEvent(store.Event{AccountID: accountID, Time: t.Created, Actor: "system", Action: "admin_token.created",
+			TargetType: "admin_token", TargetID: t.ID, TargetName: name})
+	})
+	if err != nil {
+		return "", fmt.Errorf("control: admin token: %w", err)
+	}
+	s.mu.Lock()
+	s.tokens[string(t.Hash)] = t
+	s.mu.Unlock()
+	return tok, nil
+}
+
+// bootstrapJoin returns the join token in path, making a new reusable setup
+// key when the file is missing or its key no longer works, and rewriting
+// it when control's URL or pin changed.
+func (s *Service) bootstrapJoin(ctx context.Context, a *account, path string) (jointoken.Token, error) {
+	want := jointoken.Token{ControlURL: s.opts.PublicURL, Pin: s.opts.TLSPin}
+	if b, err := os.ReadFile(path); err == nil {
+		if t, err := jointoken.Decode(string(b)); err == nil {
+			a.mu.Lock()
+			k := a.keyHash[string(hashSecret(t.SetupKey))]
+			ok := k != nil && useKey(k, s.now()) == nil
+			a.mu.Unlock()
+			if ok {
+				want.SetupKey = t.SetupKey
+				if t != want {
+					return want, writeSecretFile(path, want.Encode()+"\n")
+				}
+				return t, nil
+			}
+		}
+		s.log.Warn("the setup key of the join token no longer works; making a new one", zap.String("file", path))
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return want, fmt.Errorf("control: bootstrap: %w", err)
+	}
+	a.mu.Lock()
+	_, plain, err := a.createKeyLocked(ctx, "system", &adminv1.CreateSetupKeyRequest{Name: "bootstrap"})
+	a.mu.Unlock()
+	if err != nil {
+		return want, fmt.Errorf("control: bootstrap setup key: %w", err)
+	}
+	want.SetupKey = plain
+	return want, writeSecretFile(path, want.Encode()+"\n")
+}
+
+// writeSecretFile writes data to path with mode 0600, atomically.
+func writeSecretFile(path, data string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("control: write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("control: write %s: %w", path, err)
+	}
+	if _, err := tmp.WriteString(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("control: write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("control: write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("control: write %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,327 @@
+// Package control is meshd's management service: it registers peers (setup
+// keys, key proofs, login expiry), keeps the account's peers, groups,
+// policies, routes and DNS, computes each peer's network map (through
+// internal/netmap) and streams it, and serves the admin API. It serves two
+// Connect services on a shared mux: meshd.control.v1.ControlService for
+// agents and meshd.admin.v1.AdminService for admins. roles/control and
+// roles/all create it; controltest runs it in-process for tests.
+package control
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"meshd/api/admin/v1/adminv1connect"
+	controlv1 "meshd/api/control/v1"
+	"meshd/api/control/v1/controlv1connect"
+	"meshd/internal/keys"
+	"meshd/internal/seal"
+	"meshd/internal/turncred"
+	"meshd/store"
+)
+
+// Defaults of Options.
+const (
+	DefaultHeartbeat       = 15 * time.Second
+	DefaultCoalesce        = 20 * time.Millisecond
+	DefaultJanitorInterval = 30 * time.Second
+	DefaultTURNTTL         = 12 * time.Hour
+	DefaultOverlayNetwork  = "100.64.0.0/16"
+	DefaultDNSDomain       = "meshd.internal"
+	ChallengeTTL           = 2 * time.Minute
+)
+
+// Names of control's secrets in the store.
+const (
+	secretControlKey = "control_key"
+	secretTURN       = "turn_secret"
+)
+
+// RelayOptions are the STUN/TURN servers put into every map.
+type RelayOptions struct {
+	// URLs: stun:host:port, turn:host:port?transport=udp|tcp,
+	// turns:host:port?transport=tcp.
+	URLs []string
+	// Secret is the TURN REST secret shared with the relays; nil: the one
+	// control keeps in its database (see TURNSecret).
+	Secret []byte
+	// TTL of the TURN credentials; zero: DefaultTURNTTL. Maps are refreshed
+	// before credentials expire.
+	TTL time.Duration
+}
+
+// Options configure a Service.
+type Options struct {
+	Store *store.Store
+	Log   *zap.Logger
+	// PublicURL is how agents reach control (https://host:port); it goes into
+	// join tokens.
+	PublicURL string
+	// TLSPin is the pin of control's self-signed certificate ("sha256:HEX"),
+	// for join tokens; empty with a CA-signed certificate.
+	TLSPin string
+	// SignalURL and SignalPin go into every map.
+	SignalURL string
+	SignalPin string
+	Relays    RelayOptions
+	// Now is the clock (tests); nil: time.Now.
+	Now func() time.Time
+
+	// Tuning; zero values mean the defaults above.
+	Heartbeat       time.Duration // between heartbeats on a Sync stream
+	Coalesce        time.Duration // how long a burst of changes is gathered
+	JanitorInterval time.Duration // ephemeral peers, expired logins
+	MTU             uint32        // tunnel MTU in maps (netmap.DefaultMTU)
+}
+
+// Service is the control service. Create it with New, mount it on a server
+// with Mount, stop it with Close.
+type Service struct {
+	opts       Options
+	log        *zap.Logger
+	st         *store.Store
+	now        func() time.Time
+	key        keys.Private
+	turnSecret []byte
+	stunURLs   []string
+	turnURLs   []string
+	challenger *seal.Challenger
+
+	mu       sync.RWMutex
+	accounts []*account
+	tokens   map[string]*store.AdminToken // string(hash) → token
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // background goroutines
+
+	streamMu sync.Mutex
+	closed   bool
+	streams  sync.WaitGroup // open Sync streams
+}
+
+// New loads the state of every account from the store (creating control's
+// key and TURN secret the first time) and starts the background work.
+func New(ctx context.Context, opts Options) (*Service, error) {
+	if opts.Store == nil {
+		return nil, errors.New("control: no store")
+	}
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = DefaultHeartbeat
+	}
+	if opts.Coalesce <= 0 {
+		opts.Coalesce = DefaultCoalesce
+	}
+	if opts.JanitorInterval <= 0 {
+		opts.JanitorInterval = DefaultJanitorInterval
+	}
+	if opts.Relays.TTL <= 0 {
+		opts.Relays.TTL = DefaultTURNTTL
+	}
+	s := &Service{opts: opts, log: opts.Log, st: opts.Store, now: opts.Now,
+		challenger: seal.NewChallenger(ChallengeTTL), tokens: map[string]*store.AdminToken{}}
+	for _, u := range opts.Relays.URLs {
+		switch scheme, _, _ := strings.Cut(u, ":"); scheme {
+		case "stun", "stuns":
+			s.stunURLs = append(s.stunURLs, u)
+		case "turn", "turns":
+			s.turnURLs = append(s.turnURLs, u)
+		default:
+			return nil, fmt.Errorf("control: relay url %q: want stun:, turn: or turns:", u)
+		}
+	}
+	if opts.SignalURL != "" {
+		if u, err := url.Parse(opts.SignalURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return nil, fmt.Errorf("control: signal url %q: want https://host:port", opts.SignalURL)
+		}
+	}
+
+	raw, err := s.st.SecretOrCreate(ctx, secretControlKey, func() ([]byte, error) {
+		k, err := keys.Generate()
+		if err != nil {
+			return nil, err
+		}
+		return k.Bytes()[:], nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	k, err := keys.FromBytes(raw)
+	if err != nil {
+		return nil, fmt.Errorf("control: stored key: %w", err)
+	}
+	if s.key, err = keys.ParsePrivate(k.String()); err != nil {
+		return nil, fmt.Errorf("control: stored key: %w", err)
+	}
+	s.turnSecret = opts.Relays.Secret
+	if len(s.turnSecret) == 0 {
+		s.turnSecret, err = s.st.SecretOrCreate(ctx, secretTURN, func() ([]byte, error) {
+			b := make([]byte, 32)
+			_, err := rand.Read(b)
+			return b, err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("control: %w", err)
+		}
+	}
+
+	if err := s.load(ctx); err != nil {
+		return nil, err
+	}
+	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	s.mu.RLock()
+	for _, a := range s.accounts {
+		s.start(a)
+	}
+	s.mu.RUnlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.janitor(s.ctx)
+	}()
+	return s, nil
+}
+
+func (s *Service) load(ctx context.Context) error {
+	accts, err := s.st.Accounts(ctx)
+	if err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	for _, acct := range accts {
+		d, err := s.st.LoadAccount(ctx, acct.ID)
+		if err != nil {
+			return fmt.Errorf("control: %w", err)
+		}
+		a, err := newAccount(s, d)
+		if err != nil {
+			return fmt.Errorf("control: %w", err)
+		}
+		s.accounts = append(s.accounts, a)
+	}
+	toks, err := s.st.AdminTokens(ctx)
+	if err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	for i := range toks {
+		s.tokens[string(toks[i].Hash)] = &toks[i]
+	}
+	return nil
+}
+
+// start builds an account's first index and runs its distributor.
+func (s *Service) start(a *account) {
+	a.dist.flush()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		a.dist.run(s.ctx, s.opts.Coalesce)
+	}()
+}
+
+// Mux is where Mount registers handlers: *server.Server or *http.ServeMux.
+type Mux interface {
+	Handle(pattern string, h http.Handler)
+}
+
+// Mount serves the peer service and the admin service on m.
+func (s *Service) Mount(m Mux) {
+	m.Handle(controlv1connect.NewControlServiceHandler(&peerAPI{s}))
+	m.Handle(adminv1connect.NewAdminServiceHandler(&adminAPI{s}, connect.WithInterceptors(&adminAuth{s})))
+}
+
+// Close ends every Sync stream (recording when its peer was last seen) and
+// stops the background work. It does not close the store.
+func (s *Service) Close() error {
+	s.streamMu.Lock()
+	s.closed = true
+	s.streamMu.Unlock()
+	s.cancel()
+	s.streams.Wait()
+	s.wg.Wait()
+	return nil
+}
+
+// streamStarted registers an open stream; false after Close.
+func (s *Service) streamStarted() bool {
+	s.streamMu.Lock()
+	defer s.streamMu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.streams.Add(1)
+	return true
+}
+
+// TURNSecret is the secret TURN credentials are made with: the one given
+// in Options.Relays, or the one control generated once and keeps in its
+// database. `meshd all` hands it to its in-process relay.
+func (s *Service) TURNSecret() []byte { return append([]byte(nil), s.turnSecret...) }
+
+// PublicKey is control's Curve25519 key that peers prove their keys to.
+func (s *Service) PublicKey() keys.Key { return s.key.Public() }
+
+// relays returns the relay servers of a peer's map, with fresh TURN
+// credentials, and when those expire (zero without TURN servers).
+func (s *Service) relays(peerID string) ([]*controlv1.RelayServer, time.Time) {
+	var out []*controlv1.RelayServer
+	if len(s.stunURLs) > 0 {
+		out = append(out, &controlv1.RelayServer{Urls: s.stunURLs})
+	}
+	if len(s.turnURLs) == 0 {
+		return out, time.Time{}
+	}
+	c := turncred.Issue(s.turnSecret, peerID, s.now(), s.opts.Relays.TTL)
+	out = append(out, &controlv1.RelayServer{Urls: s.turnURLs, Username: c.Username, Credential: c.Password,
+		Expires: timestamppb.New(c.Expires)})
+	return out, c.Expires
+}
+
+// accountList returns the accounts.
+func (s *Service) accountList() []*account {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return append([]*account(nil), s.accounts...)
+}
+
+// peerByKey finds the account and peer with a public key.
+func (s *Service) peerByKey(pub string) (*account, *store.Peer) {
+	for _, a := range s.accountList() {
+		a.mu.Lock()
+		p := a.byKey[pub]
+		a.mu.Unlock()
+		if p != nil {
+			return a, p
+		}
+	}
+	return nil, nil
+}
+
+// accountByKeyHash finds the account of a setup key.
+func (s *Service) accountByKeyHash(hash []byte) *account {
+	for _, a := range s.accountList() {
+		a.mu.Lock()
+		k := a.keyHash[string(hash)]
+		a.mu.Unlock()
+		if k != nil {
+			return a
+		}
+	}
+	return nil
+}

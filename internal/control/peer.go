@@ -1,0 +1,378 @@
+package control
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"time"
+
+	"connectrpc.com/connect"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	controlv1 "meshd/api/control/v1"
+	"meshd/api/control/v1/controlv1connect"
+	"meshd/internal/keys"
+	"meshd/internal/netmap"
+	"meshd/internal/seal"
+	"meshd/store"
+)
+
+// peerAPI is the agent-facing Connect service.
+type peerAPI struct{ s *Service }
+
+var _ controlv1connect.ControlServiceHandler = (*peerAPI)(nil)
+
+func (p *peerAPI) Challenge(ctx context.Context, _ *connect.Request[controlv1.ChallengeRequest]) (*connect.Response[controlv1.ChallengeResponse], error) {
+	ch, exp := p.s.challenger.Issue(p.s.now())
+	pub := p.s.key.Public()
+	return connect.NewResponse(&controlv1.ChallengeResponse{ServerPublicKey: pub[:], Challenge: ch,
+		Expires: timestamppb.New(exp)}), nil
+}
+
+// verify checks a proof made for purpose and returns the proven key.
+func (s *Service) verify(pr *controlv1.Proof, purpose string) (keys.Key, error) {
+	if pr == nil {
+		return keys.Key{}, refuseProof.err("no proof")
+	}
+	pub, err := keys.FromBytes(pr.PublicKey)
+	if err != nil {
+		return keys.Key{}, refuseProof.err("public key is not 32 bytes")
+	}
+	if err := s.challenger.Use(pr.Challenge, s.now()); err != nil {
+		return keys.Key{}, refuseProof.err("challenge unknown, expired or used; ask for a new one")
+	}
+	if err := seal.VerifyProof(purpose, pr.Challenge, pr.Nonce, pr.Sealed, pub, s.key); err != nil {
+		return keys.Key{}, refuseProof.err("the proof was not made with the private key of " + pub.String())
+	}
+	return pub, nil
+}
+
+func (p *peerAPI) Login(ctx context.Context, req *connect.Request[controlv1.LoginRequest]) (*connect.Response[controlv1.LoginResponse], error) {
+	s := p.s
+	pub, err := s.verify(req.Msg.Proof, seal.PurposeLogin)
+	if err != nil {
+		return nil, err
+	}
+	meta := req.Msg.Meta
+	if meta == nil {
+		meta = &controlv1.PeerMeta{}
+	}
+	a, peer := s.peerByKey(pub.String())
+	var self *controlv1.SelfConfig
+	switch {
+	case peer != nil:
+		self, err = a.relogin(ctx, peer.ID, req.Msg.SetupKey, meta)
+	case req.Msg.SetupKey == "":
+		return nil, refusePeerUnknown.err("")
+	default:
+		hash := hashSecret(req.Msg.SetupKey)
+		if a = s.accountByKeyHash(hash); a == nil {
+			return nil, refuseKeyUnknown.err("")
+		}
+		self, err = a.register(ctx, pub.String(), hash, meta)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&controlv1.LoginResponse{Self: self}), nil
+}
+
+func hashSecret(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:]
+}
+
+// useKey checks that setup key k may register a peer now, returning the
+// refusal when not. Callers hold mu.
+func useKey(k *store.SetupKey, now time.Time) error {
+	switch {
+	case k.Revoked:
+		return refuseKeyRevoked.err(k.Name)
+	case !k.Expires.IsZero() && !now.Before(k.Expires):
+		return refuseKeyExpired.err(fmt.Sprintf("%s expired %s", k.Name, k.Expires.UTC().Format(time.RFC3339)))
+	case k.OneOff && k.Used > 0:
+		return refuseKeyUsed.err(k.Name)
+	case k.UsageLimit > 0 && k.Used >= k.UsageLimit:
+		return refuseKeyLimit.err(fmt.Sprintf("%s was used %d of %d times", k.Name, k.Used, k.UsageLimit))
+	}
+	return nil
+}
+
+// keyState is the admin's word for a setup key's state.
+func keyState(k *store.SetupKey, now time.Time) string {
+	switch {
+	case k.Revoked:
+		return "revoked"
+	case !k.Expires.IsZero() && !now.Before(k.Expires):
+		return "expired"
+	case (k.OneOff && k.Used > 0) || (k.UsageLimit > 0 && k.Used >= k.UsageLimit):
+		return "used up"
+	}
+	return "valid"
+}
+
+// register adds a new peer with a setup key.
+func (a *account) register(ctx context.Context, pub string, hash []byte, meta *controlv1.PeerMeta) (*controlv1.SelfConfig, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.s.now()
+	if p := a.byKey[pub]; p != nil { // registered by a concurrent login
+		return a.selfConfig(p, now), nil
+	}
+	k := a.keyHash[string(hash)]
+	if k == nil {
+		return nil, refuseKeyUnknown.err("")
+	}
+	if err := useKey(k, now); err != nil {
+		return nil, err
+	}
+	ip, ok := a.allocIP()
+	if !ok {
+		return nil, refuseNetworkFull.err(a.network.String())
+	}
+	label := a.label(meta.Hostname, "")
+	p := &store.Peer{ID: newID(), AccountID: a.id, PublicKey: pub, Name: label, DNSLabel: label,
+		OverlayIP: ip.String(), Hostname: meta.Hostname, OS: meta.Os, Version: meta.Version, SetupKeyID: k.ID,
+		Ephemeral: k.Ephemeral, LoginExpirationEnabled: true, LastLogin: now, LastSeen: now, Created: now,
+		Groups: a.existingGroups(k.AutoGroups)}
+	nk := *k
+	nk.Used++
+	nk.LastUsed = now
+	err := a.commit(ctx, audit{actor: "setup-key:" + k.Name, action: "peer.added", targetType: "peer", targetID: p.ID,
+		targetName: p.Name, detail: fmt.Sprintf("ip %s, key %s…", p.OverlayIP, pub[:8])},
+		func(tx *store.Tx) error {
+			if err := tx.PutPeer(*p); err != nil {
+				return err
+			}
+			return tx.PutSetupKey(nk)
+		},
+		func() { a.putPeer(p); a.putKey(&nk) },
+		netmap.Change{Peers: []string{p.ID}})
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	a.log.Info("peer joined", zap.String("peer", p.Name), zap.String("ip", p.OverlayIP), zap.String("setup_key", k.Name))
+	return a.selfConfig(p, now), nil
+}
+
+// existingGroups drops ids of groups deleted since. Callers hold mu.
+func (a *account) existingGroups(ids []string) []string {
+	var out []string
+	for _, id := range ids {
+		if g, ok := a.groups[id]; ok && !g.IsAll {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// relogin logs a known peer in again; with a setup key it renews an
+// expired login.
+func (a *account) relogin(ctx context.Context, id, setupKey string, meta *controlv1.PeerMeta) (*controlv1.SelfConfig, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.s.now()
+	p := a.peers[id]
+	if p == nil {
+		return nil, refusePeerUnknown.err("")
+	}
+	np := *p
+	np.Hostname, np.OS, np.Version = meta.Hostname, meta.Os, meta.Version
+	ev := audit{actor: "peer:" + p.Name, action: "peer.login", targetType: "peer", targetID: p.ID, targetName: p.Name}
+	var nk *store.SetupKey
+	if setupKey != "" {
+		k := a.keyHash[string(hashSecret(setupKey))]
+		if k == nil {
+			return nil, refuseKeyUnknown.err("")
+		}
+		if err := useKey(k, now); err != nil {
+			return nil, err
+		}
+		c := *k
+		c.Used++
+		c.LastUsed = now
+		nk = &c
+		np.LastLogin = now
+		ev.actor, ev.detail = "setup-key:"+k.Name, "login renewed"
+	} else if a.loginExpired(p, now) {
+		return nil, refuseLoginExpired.err("")
+	}
+	err := a.commit(ctx, ev,
+		func(tx *store.Tx) error {
+			if nk != nil {
+				if err := tx.PutSetupKey(*nk); err != nil {
+					return err
+				}
+			}
+			return tx.PutPeer(np)
+		},
+		func() {
+			a.putPeer(&np)
+			if nk != nil {
+				a.putKey(nk)
+			}
+		},
+		netmap.Change{Only: []string{id}}) // login_expires may have moved
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	return a.selfConfig(&np, now), nil
+}
+
+func (a *account) selfConfig(p *store.Peer, now time.Time) *controlv1.SelfConfig {
+	sc := &controlv1.SelfConfig{PeerId: p.ID, Name: p.Name, DnsName: fqdn(p.DNSLabel, a.a.DNSDomain),
+		OverlayIp: p.OverlayIP, OverlayNetwork: a.network.String(), PublicKey: p.PublicKey, Mtu: a.s.mtu()}
+	if exp := a.loginExpires(p, now); !exp.IsZero() {
+		sc.LoginExpires = timestamppb.New(exp)
+	}
+	return sc
+}
+
+func fqdn(label, domain string) string {
+	if domain == "" {
+		return label
+	}
+	return label + "." + domain
+}
+
+func (s *Service) mtu() uint32 {
+	if s.opts.MTU == 0 {
+		return netmap.DefaultMTU
+	}
+	return s.opts.MTU
+}
+
+// Sync streams the peer's maps until the peer goes away, control stops,
+// the peer is deleted or its login expires.
+func (p *peerAPI) Sync(ctx context.Context, req *connect.Request[controlv1.SyncRequest], stream *connect.ServerStream[controlv1.SyncResponse]) error {
+	s := p.s
+	pub, err := s.verify(req.Msg.Proof, seal.PurposeSync)
+	if err != nil {
+		return err
+	}
+	a, peer := s.peerByKey(pub.String())
+	if peer == nil {
+		return refusePeerUnknown.err("")
+	}
+	if !s.streamStarted() {
+		return connect.NewError(connect.CodeUnavailable, errors.New("control is shutting down"))
+	}
+	defer s.streams.Done()
+	c, err := a.goOnline(peer.ID, req.Msg.Meta)
+	if err != nil {
+		return err
+	}
+	defer a.goOffline(c)
+	return s.stream(ctx, a, c, stream)
+}
+
+func (s *Service) stream(ctx context.Context, a *account, c *conn, stream *connect.ServerStream[controlv1.SyncResponse]) error {
+	heartbeat := time.NewTicker(s.opts.Heartbeat)
+	defer heartbeat.Stop()
+	refresh := time.NewTimer(time.Hour)
+	refresh.Stop()
+	defer refresh.Stop()
+	send := func() error {
+		m := a.dist.indexWith(c.peerID).Map(c.peerID)
+		if m == nil {
+			return refusePeerUnknown.err("deleted")
+		}
+		serial, err := a.dist.nextSerial(ctx)
+		if err != nil {
+			return connect.NewError(connect.CodeInternal, err)
+		}
+		m.Serial = serial
+		var exp time.Time
+		m.Relays, exp = s.relays(c.peerID)
+		m.SignalUrl, m.SignalTlsPin = s.opts.SignalURL, s.opts.SignalPin
+		if err := stream.Send(&controlv1.SyncResponse{Map: m}); err != nil {
+			return err
+		}
+		if !exp.IsZero() {
+			// Refresh when a fifth of the credential's lifetime is left.
+			refresh.Reset(max(time.Second, exp.Sub(s.now())*4/5))
+		}
+		return nil
+	}
+	if err := send(); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.ctx.Done():
+			return connect.NewError(connect.CodeUnavailable, errors.New("control is shutting down"))
+		case err := <-c.kick:
+			return err
+		case <-c.wake:
+			if err := send(); err != nil {
+				return err
+			}
+		case <-refresh.C:
+			if err := send(); err != nil {
+				return err
+			}
+		case <-heartbeat.C:
+			if err := stream.Send(&controlv1.SyncResponse{}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// goOnline registers a stream of peer id: the peer is online while it has
+// one. Its meta is updated when it changed.
+func (a *account) goOnline(id string, meta *controlv1.PeerMeta) (*conn, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.s.now()
+	p := a.peers[id]
+	if p == nil {
+		return nil, refusePeerUnknown.err("")
+	}
+	if a.loginExpired(p, now) {
+		return nil, refuseLoginExpired.err("")
+	}
+	if meta != nil && (meta.Hostname != p.Hostname || meta.Os != p.OS || meta.Version != p.Version) {
+		np := *p
+		np.Hostname, np.OS, np.Version = meta.Hostname, meta.Os, meta.Version
+		if err := a.s.st.Write(context.Background(), func(tx *store.Tx) error { return tx.PutPeer(np) }); err != nil {
+			return nil, connect.NewError(connect.CodeInternal, err)
+		}
+		a.putPeer(&np)
+		p = &np
+	}
+	c := a.dist.attach(id)
+	a.online[id]++
+	if a.online[id] == 1 {
+		a.change(netmap.Change{Peers: []string{id}})
+	}
+	return c, nil
+}
+
+// goOffline unregisters a stream; the peer's last-seen time is recorded when
+// its last stream ends.
+func (a *account) goOffline(c *conn) {
+	a.dist.detach(c)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p := a.peers[c.peerID]
+	if p == nil {
+		return // deleted
+	}
+	a.online[c.peerID]--
+	if a.online[c.peerID] > 0 {
+		return
+	}
+	delete(a.online, c.peerID)
+	np := *p
+	np.LastSeen = a.s.now()
+	if err := a.s.st.SetPeerLastSeen(context.Background(), np.ID, np.LastSeen); err != nil {
+		a.log.Warn("record last seen", zap.String("peer", np.Name), zap.Error(err))
+	}
+	a.putPeer(&np)
+	a.change(netmap.Change{Peers: []string{np.ID}})
+}

@@ -1,0 +1,257 @@
+// Package controlclient is the agent's side of control: it proves the
+// peer's key, logs in (with a setup key to join) and keeps a Sync stream
+// open, handing each newer network map to the agent. The agent imports it,
+// and so do controltest's fake agents.
+package controlclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"go.uber.org/zap"
+
+	controlv1 "meshd/api/control/v1"
+	"meshd/api/control/v1/controlv1connect"
+	"meshd/internal/keys"
+	"meshd/internal/rpcclient"
+	"meshd/internal/seal"
+	"meshd/internal/version"
+)
+
+// Defaults of Options.
+const (
+	DefaultHeartbeatTimeout = 45 * time.Second // three missed heartbeats
+	DefaultMinBackoff       = time.Second
+	DefaultMaxBackoff       = time.Minute
+)
+
+// Meta describes the machine; empty fields are filled from the system.
+type Meta struct {
+	Hostname string
+	OS       string
+	Version  string
+}
+
+// Options configure a Client.
+type Options struct {
+	// URL of control (https://host:port, or http:// for an --insecure lab).
+	URL string
+	// Pin of control's certificate ("sha256:HEX"); empty: system roots.
+	Pin     string
+	Private keys.Private
+	Meta    Meta
+	Log     *zap.Logger
+	// HTTPClient to use instead of one made by rpcclient (tests).
+	HTTPClient *http.Client
+
+	// HeartbeatTimeout: a stream silent for this long is dead.
+	HeartbeatTimeout time.Duration
+	// Reconnect backoff bounds; each wait is jittered.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// Client talks to control for one peer. Login and Sync may be called
+// concurrently.
+type Client struct {
+	opts Options
+	log  *zap.Logger
+	rpc  controlv1connect.ControlServiceClient
+	pub  keys.Key
+	meta *controlv1.PeerMeta
+
+	mu     sync.Mutex
+	serial uint64 // of the newest map handed to onMap
+}
+
+// New returns a client; it does not connect yet.
+func New(opts Options) (*Client, error) {
+	if opts.Private.IsZero() {
+		return nil, errors.New("controlclient: no private key")
+	}
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	if opts.HeartbeatTimeout <= 0 {
+		opts.HeartbeatTimeout = DefaultHeartbeatTimeout
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = DefaultMinBackoff
+	}
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = max(DefaultMaxBackoff, opts.MinBackoff)
+	}
+	hc := opts.HTTPClient
+	if hc == nil {
+		var err error
+		if hc, err = rpcclient.New(opts.URL, opts.Pin); err != nil {
+			return nil, fmt.Errorf("controlclient: %w", err)
+		}
+	}
+	m := opts.Meta
+	if m.Hostname == "" {
+		m.Hostname, _ = os.Hostname()
+	}
+	if m.OS == "" {
+		m.OS = runtime.GOOS
+	}
+	if m.Version == "" {
+		m.Version = version.String()
+	}
+	return &Client{
+		opts: opts,
+		log:  opts.Log,
+		rpc:  controlv1connect.NewControlServiceClient(hc, opts.URL),
+		pub:  opts.Private.Public(),
+		meta: &controlv1.PeerMeta{Hostname: m.Hostname, Os: m.OS, Version: m.Version},
+	}, nil
+}
+
+// PublicKey is the peer's public key.
+func (c *Client) PublicKey() keys.Key { return c.pub }
+
+// Serial is the serial of the newest map handed to onMap (0: none yet).
+func (c *Client) Serial() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.serial
+}
+
+// prove fetches a challenge and proves the peer's key for purpose.
+func (c *Client) prove(ctx context.Context, purpose string) (*controlv1.Proof, error) {
+	resp, err := c.rpc.Challenge(ctx, connect.NewRequest(&controlv1.ChallengeRequest{}))
+	if err != nil {
+		return nil, fmt.Errorf("challenge: %w", err)
+	}
+	server, err := keys.FromBytes(resp.Msg.ServerPublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("challenge: control's key: %w", err)
+	}
+	nonce, sealed := seal.Prove(purpose, resp.Msg.Challenge, server, c.opts.Private)
+	return &controlv1.Proof{PublicKey: c.pub[:], Challenge: resp.Msg.Challenge, Nonce: nonce[:], Sealed: sealed}, nil
+}
+
+// Login registers the peer (setupKey needed for a new peer and after the
+// login expired) and returns its configuration. Refusals wrap the ErrX
+// values of this package.
+func (c *Client) Login(ctx context.Context, setupKey string) (*controlv1.SelfConfig, error) {
+	proof, err := c.prove(ctx, seal.PurposeLogin)
+	if err != nil {
+		return nil, fmt.Errorf("login: %w", err)
+	}
+	resp, err := c.rpc.Login(ctx, connect.NewRequest(&controlv1.LoginRequest{Proof: proof, SetupKey: setupKey, Meta: c.meta}))
+	if err != nil {
+		return nil, refusedOr(err, "login")
+	}
+	return resp.Msg.Self, nil
+}
+
+// refusedOr returns a refusal as it is (its message is for the user) and
+// other errors with context.
+func refusedOr(err error, what string) error {
+	if r := refused(err); r != err {
+		return r
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// Sync keeps a map stream open until ctx ends, reconnecting with jittered
+// exponential backoff. onMap gets every map newer than the last one it got
+// (older or repeated serials are dropped); onState (may be nil) hears when
+// the stream is up (connected, nil) and when it drops (false, why). Sync
+// returns ctx.Err() when ctx ends, or a refusal that retrying cannot fix:
+// ErrPeerUnknown (deleted), ErrLoginExpired, ErrProofFailed.
+func (c *Client) Sync(ctx context.Context, onMap func(*controlv1.NetworkMap), onState func(connected bool, err error)) error {
+	if onState == nil {
+		onState = func(bool, error) {}
+	}
+	backoff := c.opts.MinBackoff
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		healthy, err := c.syncOnce(ctx, onMap, onState)
+		if ctx.Err() != nil {
+			onState(false, ctx.Err())
+			return ctx.Err()
+		}
+		if permanent(err) {
+			onState(false, err)
+			return err
+		}
+		onState(false, err)
+		if healthy {
+			backoff = c.opts.MinBackoff
+		}
+		// Equal jitter: wait between half and all of the backoff, so that
+		// agents cut off together do not come back together.
+		wait := backoff/2 + rand.N(backoff/2+1)
+		c.log.Debug("sync: reconnecting", zap.Duration("in", wait), zap.Error(err))
+		backoff = min(backoff*2, c.opts.MaxBackoff)
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			onState(false, ctx.Err())
+			return ctx.Err()
+		case <-timer.C:
+		}
+	}
+}
+
+// syncOnce runs one stream; healthy is true when it delivered a map.
+func (c *Client) syncOnce(ctx context.Context, onMap func(*controlv1.NetworkMap), onState func(bool, error)) (healthy bool, err error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	proof, err := c.prove(ctx, seal.PurposeSync)
+	if err != nil {
+		return false, refusedOr(err, "sync")
+	}
+	stream, err := c.rpc.Sync(ctx, connect.NewRequest(&controlv1.SyncRequest{Proof: proof, Meta: c.meta, KnownSerial: c.Serial()}))
+	if err != nil {
+		return false, refusedOr(err, "sync")
+	}
+	defer stream.Close()
+	// A stream silent for longer than the timeout is dead (a half-open
+	// connection, a hung control): cancel it so that Receive returns.
+	watchdog := time.AfterFunc(c.opts.HeartbeatTimeout, func() { cancel(ErrNoHeartbeat) })
+	defer watchdog.Stop()
+	for stream.Receive() {
+		watchdog.Reset(c.opts.HeartbeatTimeout)
+		m := stream.Msg().Map
+		if m == nil {
+			continue // heartbeat
+		}
+		if !healthy {
+			healthy = true
+			onState(true, nil)
+		}
+		c.mu.Lock()
+		stale := m.Serial <= c.serial
+		if !stale {
+			c.serial = m.Serial
+		}
+		held := c.serial
+		c.mu.Unlock()
+		if stale {
+			c.log.Debug("sync: dropped an older map", zap.Uint64("serial", m.Serial), zap.Uint64("held", held))
+			continue
+		}
+		onMap(m)
+	}
+	err = stream.Err()
+	if cause := context.Cause(ctx); errors.Is(cause, ErrNoHeartbeat) {
+		err = fmt.Errorf("sync: %w for %s", ErrNoHeartbeat, c.opts.HeartbeatTimeout)
+	} else if err == nil {
+		err = errors.New("sync: control closed the stream")
+	} else {
+		err = refusedOr(err, "sync")
+	}
+	return healthy, err
+}
