@@ -128,7 +128,6 @@ func TestJoinWithSetupKeys(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
-
 // A known peer logs in again without a key; an unknown one cannot.
 func TestReloginAndUnknownPeer(t *testing.T) {
 	h := controltest.NewHarness(t, 1)
