@@ -266,6 +266,8 @@ func TestSTUNOnWireGuardPort(t *testing.T) {
 	c := dial(t, a, b, 7)
 	roundTrip(t, c, 64<<10)
 
+	sc := a.dev.STUNConn() // STUN that arrives while no conn is attached is dropped
+	defer sc.Close()
 	probe, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	must(t, err)
 	defer probe.Close()
@@ -273,8 +275,6 @@ func TestSTUNOnWireGuardPort(t *testing.T) {
 	_, err = probe.WriteToUDPAddrPort(req.Raw, a.loopback())
 	must(t, err)
 
-	sc := a.dev.STUNConn()
-	defer sc.Close()
 	if la := sc.LocalAddr().(*net.UDPAddr); la.Port != int(a.dev.ListenPort()) {
 		t.Fatalf("STUNConn local port %d, WireGuard port %d", la.Port, a.dev.ListenPort())
 	}
