@@ -1,19 +1,145 @@
 // Package signal wires the signal role: flags to configuration, start, stop.
+// `meshd signal` serves internal/signal alone; roles/all mounts the same
+// service next to control on one listener through Start.
 package signal
 
 import (
-	"errors"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os"
+	"time"
 
 	"github.com/urfave/cli/v2"
+	"go.uber.org/zap"
+
+	"meshd/internal/cliutil"
+	"meshd/internal/server"
+	"meshd/internal/signal"
+	"meshd/internal/tlsconf"
 )
+
+// DefaultListen is where `meshd signal` listens alone.
+const DefaultListen = ":10000"
+
+// Config is the signal service's configuration (the listener's belongs to
+// whoever owns the server).
+type Config struct {
+	MaxMessageBytes   int
+	RatePerSecond     float64
+	Burst             int
+	QueueLen          int
+	HeartbeatInterval time.Duration
+}
+
+// Flags are the signal service's own flags; roles/all includes them too.
+func Flags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "signal-max-message-bytes", Value: signal.DefaultMaxMessageBytes, Usage: "largest sealed message signal forwards, in `BYTES`"},
+		&cli.Float64Flag{Name: "signal-rate", Value: signal.DefaultRatePerSecond, Usage: "each peer may send `RATE` messages a second on average (a token bucket)"},
+		&cli.IntFlag{Name: "signal-burst", Value: signal.DefaultBurst, Usage: "each peer may send `N` messages at once before --signal-rate applies"},
+		&cli.IntFlag{Name: "signal-queue", Value: signal.DefaultQueueLen, Usage: "`N` messages may wait for one peer; beyond that, senders are told its queue is full"},
+		&cli.DurationFlag{Name: "signal-heartbeat", Value: signal.DefaultHeartbeatInterval, Usage: "heartbeat `INTERVAL`; a stream silent for three intervals is dropped"},
+	}
+}
+
+// ConfigFromFlags reads Flags.
+func ConfigFromFlags(c *cli.Context) (Config, error) {
+	cfg := Config{
+		MaxMessageBytes:   c.Int("signal-max-message-bytes"),
+		RatePerSecond:     c.Float64("signal-rate"),
+		Burst:             c.Int("signal-burst"),
+		QueueLen:          c.Int("signal-queue"),
+		HeartbeatInterval: c.Duration("signal-heartbeat"),
+	}
+	switch {
+	case cfg.MaxMessageBytes < 1024 || cfg.MaxMessageBytes > 1<<20:
+		return cfg, fmt.Errorf("--signal-max-message-bytes %d: want 1024 to 1048576", cfg.MaxMessageBytes)
+	case cfg.RatePerSecond <= 0:
+		return cfg, fmt.Errorf("--signal-rate %g: want more than 0", cfg.RatePerSecond)
+	case cfg.Burst < 1:
+		return cfg, fmt.Errorf("--signal-burst %d: want at least 1", cfg.Burst)
+	case cfg.QueueLen < 1:
+		return cfg, fmt.Errorf("--signal-queue %d: want at least 1", cfg.QueueLen)
+	case cfg.HeartbeatInterval < time.Second:
+		return cfg, fmt.Errorf("--signal-heartbeat %s: want at least 1s", cfg.HeartbeatInterval)
+	}
+	return cfg, nil
+}
+
+// Start makes the signal service and mounts it on srv. It closes itself
+// when ctx ends; closing it earlier (after srv.Serve returned) is fine too.
+func Start(ctx context.Context, cfg Config, srv *server.Server, log *zap.Logger) (*signal.Server, error) {
+	sig := signal.New(signal.Options{
+		Log:               log.Named("signal"),
+		MaxMessageBytes:   cfg.MaxMessageBytes,
+		RatePerSecond:     cfg.RatePerSecond,
+		Burst:             cfg.Burst,
+		QueueLen:          cfg.QueueLen,
+		HeartbeatInterval: cfg.HeartbeatInterval,
+	})
+	sig.Mount(srv)
+	context.AfterFunc(ctx, func() { _ = sig.Close() })
+	return sig, nil
+}
 
 // Command is `meshd signal`.
 func Command() *cli.Command {
 	return &cli.Command{
 		Name:  "signal",
-		Usage: "run the signal role",
-		Action: func(*cli.Context) error {
-			return errors.New("signal: not built yet")
-		},
+		Usage: "run the signal role: forwards peers' sealed connection offers",
+		Description: "Signal forwards end-to-end sealed messages (ICE offers and candidates) between agents,\n" +
+			"addressed by WireGuard public key. It stores nothing. `meshd all` includes it.",
+		Flags:  append(append(cliutil.ServerFlags(DefaultListen), Flags()...), cliutil.LogFlags()...),
+		Action: run,
 	}
+}
+
+func run(c *cli.Context) error {
+	log, err := cliutil.Logger(c)
+	if err != nil {
+		return cliutil.Exit(2, "%v", err)
+	}
+	defer func() { _ = log.Sync() }()
+	cfg, err := ConfigFromFlags(c)
+	if err != nil {
+		return cliutil.Exit(2, "%v", err)
+	}
+	listen := c.String("listen")
+	var tlsConfig *tls.Config
+	if c.Bool("insecure") {
+		log.Warn("serving without TLS (--insecure): for labs only")
+	} else {
+		dir := c.String("data")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return cliutil.Exit(1, "signal: data dir: %v", err)
+		}
+		host, _, _ := net.SplitHostPort(listen)
+		ts, err := tlsconf.ServerConfig(cliutil.TLSOptions(c, host))
+		if err != nil {
+			return cliutil.Exit(1, "signal: %v", err)
+		}
+		tlsConfig = ts.Config
+		if ts.Pin != "" {
+			fmt.Fprintf(c.App.Writer, "signal TLS pin (self-signed certificate): %s\n", ts.Pin)
+		}
+	}
+	ctx, stop := cliutil.SignalContext(c.Context)
+	defer stop()
+	srv := server.New(log, tlsConfig)
+	sig, err := Start(ctx, cfg, srv, log)
+	if err != nil {
+		return cliutil.Exit(1, "signal: %v", err)
+	}
+	ln, err := srv.Listen(listen)
+	if err != nil {
+		return cliutil.Exit(1, "signal: %v (is another process on that port? pick one with --listen)", err)
+	}
+	err = srv.Serve(ctx, ln)
+	_ = sig.Close()
+	if err != nil {
+		return cliutil.Exit(1, "signal: %v", err)
+	}
+	return nil
 }

@@ -1,0 +1,141 @@
+package signal
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"regexp"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"go.uber.org/goleak"
+	"go.uber.org/zap/zaptest"
+
+	"meshd/internal/keys"
+	"meshd/internal/signalclient"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freePort(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+var pinLine = regexp.MustCompile(`signal TLS pin \(self-signed certificate\): (sha256:[0-9a-f]{64})`)
+
+func TestCommandServesPinnedTLSAndStops(t *testing.T) {
+	addr := freePort(t)
+	out := &syncBuffer{}
+	app := &cli.App{Commands: []*cli.Command{Command()}, Writer: out, ErrWriter: out}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- app.RunContext(ctx, []string{"meshd", "signal", "--listen", addr, "--data", t.TempDir(), "--log-level", "warn", "--signal-heartbeat", "2s"})
+	}()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("meshd signal: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("meshd signal did not stop")
+		}
+	}()
+
+	var pin string
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for pin == "" {
+		if m := pinLine.FindStringSubmatch(out.String()); m != nil {
+			pin = m[1]
+			break
+		}
+		select {
+		case <-tick.C:
+		case err := <-done:
+			t.Fatalf("meshd signal exited: %v; output %q", err, out.String())
+		case <-deadline:
+			t.Fatalf("no pin printed; output %q", out.String())
+		}
+	}
+
+	priv, _ := keys.Generate()
+	c, err := signalclient.New(signalclient.Options{URL: "https://" + addr, Pin: pin, Private: priv, Log: zaptest.NewLogger(t), MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	c.OnMessage(func(_ keys.Key, p []byte) { got <- string(p) })
+	cctx, stopClient := context.WithCancel(context.Background())
+	clientDone := make(chan error, 1)
+	go func() { clientDone <- c.Run(cctx) }()
+	defer func() {
+		stopClient()
+		<-clientDone
+	}()
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	if err := c.WaitConnected(wctx); err != nil {
+		t.Fatalf("client did not register: %v (%+v)", err, c.State())
+	}
+	if err := c.Send(wctx, priv.Public(), []byte("loop")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-got:
+		if p != "loop" {
+			t.Fatalf("got %q", p)
+		}
+	case <-wctx.Done():
+		t.Fatal("no message")
+	}
+	other, _ := keys.Generate()
+	if err := c.Send(wctx, other.Public(), []byte("x")); !errors.Is(err, signalclient.ErrNotConnected) {
+		t.Fatalf("send to offline peer: %v", err)
+	}
+}
+
+func TestBadFlagsAreRefused(t *testing.T) {
+	for _, args := range [][]string{
+		{"--signal-max-message-bytes", "10"},
+		{"--signal-rate", "0"},
+		{"--signal-heartbeat", "10ms"},
+		{"--log-level", "loud"},
+	} {
+		app := &cli.App{Commands: []*cli.Command{Command()}, Writer: &syncBuffer{}, ErrWriter: &syncBuffer{}, ExitErrHandler: func(*cli.Context, error) {}}
+		err := app.Run(append([]string{"meshd", "signal", "--insecure", "--listen", "127.0.0.1:0"}, args...))
+		var ec cli.ExitCoder
+		if !errors.As(err, &ec) || ec.ExitCode() != 2 {
+			t.Errorf("%v: err %v, want exit code 2", args, err)
+		}
+	}
+}
