@@ -27,33 +27,21 @@ type goDevice struct {
 	dev     *device.Device
 	bind    *bind.Bind
 	tnet    *netstack.Net // ModeNetstack only
-	prefix  netip.Prefix  // the overlay network: no routes needed inside it
-	routes  routeTable    // nil when the OS needs no routes (netstack)
+	routes  *routeSet     // nil when the OS needs no routes (netstack)
 	onStop  []func()      // run by Close before the device goes away (UAPI listener)
 	logGate *logGate      // silences log once closed
 
-	mu      sync.Mutex
-	closed  bool
-	peers   map[keys.Key]*peerState
-	routeRC map[netip.Prefix]int
+	mu     sync.Mutex
+	closed bool
+	peers  map[keys.Key]*peerState
 }
 
 var _ Device = (*goDevice)(nil)
-
-var errRouteExists = errors.New("route exists")
 
 type peerState struct {
 	cfg    Peer
 	relay  *bind.RelayEndpoint // the last relayed path, still read after SetDirect
 	direct netip.AddrPort      // the last direct address, claimed by relay while relayed
-}
-
-// routeTable adds and removes routes through the interface.
-// Add returns errRouteExists for a prefix that is routed already and that
-// the device must therefore leave alone.
-type routeTable interface {
-	Add(netip.Prefix) error
-	Del(netip.Prefix) error
 }
 
 // startGoDevice runs wireguard-go on tdev with a new one-socket bind, sets
@@ -70,9 +58,7 @@ func startGoDevice(cfg Config, tdev tun.Device) (*goDevice, error) {
 		logGate: gate,
 		dev:     dev,
 		bind:    b,
-		prefix:  cfg.Address.Masked(),
 		peers:   make(map[keys.Key]*peerState),
-		routeRC: make(map[netip.Prefix]int),
 	}
 	conf := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", cfg.PrivateKey.Hex(), cfg.ListenPort)
 	if err := dev.IpcSet(conf); err != nil {
@@ -144,63 +130,12 @@ func (d *goDevice) SetPeer(p Peer) error {
 		oldIPs = old.AllowedIPs
 	}
 	st.cfg = p
-	return d.syncRoutes(oldIPs, p.AllowedIPs)
+	return d.routes.sync(oldIPs, p.AllowedIPs)
 }
 
 func samePeer(a, b Peer) bool {
 	return a.PublicKey == b.PublicKey && a.PersistentKeepalive == b.PersistentKeepalive &&
 		slices.Equal(a.AllowedIPs, b.AllowedIPs)
-}
-
-// syncRoutes adds routes for allowed IPs outside the overlay prefix that
-// are new and removes those that went away; routes are reference counted
-// because two peers may list the same prefix. d.mu must be held.
-func (d *goDevice) syncRoutes(old, cur []netip.Prefix) error {
-	if d.routes == nil {
-		return nil
-	}
-	var errs []error
-	for _, p := range cur {
-		p = p.Masked()
-		if d.inOverlay(p) || slices.ContainsFunc(old, func(o netip.Prefix) bool { return o.Masked() == p }) {
-			continue
-		}
-		if d.routeRC[p] == 0 {
-			if err := d.routes.Add(p); errors.Is(err, errRouteExists) {
-				continue // not ours: never removed either
-			} else if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-		}
-		d.routeRC[p]++
-	}
-	for _, p := range old {
-		p = p.Masked()
-		if d.inOverlay(p) || slices.ContainsFunc(cur, func(c netip.Prefix) bool { return c.Masked() == p }) {
-			continue
-		}
-		d.dropRoute(p, &errs)
-	}
-	return errors.Join(errs...)
-}
-
-func (d *goDevice) dropRoute(p netip.Prefix, errs *[]error) {
-	switch d.routeRC[p] {
-	case 0:
-		return
-	case 1:
-		delete(d.routeRC, p)
-		if err := d.routes.Del(p); err != nil {
-			*errs = append(*errs, err)
-		}
-	default:
-		d.routeRC[p]--
-	}
-}
-
-func (d *goDevice) inOverlay(p netip.Prefix) bool {
-	return d.prefix.IsValid() && p.Bits() >= d.prefix.Bits() && d.prefix.Contains(p.Addr())
 }
 
 func (d *goDevice) RemovePeer(k keys.Key) error {
@@ -220,7 +155,7 @@ func (d *goDevice) RemovePeer(k keys.Key) error {
 	if st.relay != nil {
 		st.relay.Stop()
 	}
-	return d.syncRoutes(st.cfg.AllowedIPs, nil)
+	return d.routes.sync(st.cfg.AllowedIPs, nil)
 }
 
 func (d *goDevice) SetDirect(k keys.Key, remote netip.AddrPort) error {
@@ -320,15 +255,11 @@ func (d *goDevice) Close() error {
 		return nil
 	}
 	d.closed = true
-	var errs []error
-	for p := range d.routeRC {
-		d.routeRC[p] = 1
-		d.dropRoute(p, &errs)
-	}
+	err := d.routes.clear()
 	d.mu.Unlock()
 	for _, f := range d.onStop {
 		f()
 	}
 	d.shutdown()
-	return errors.Join(errs...)
+	return err
 }

@@ -51,7 +51,7 @@ func newUserspace(_ context.Context, cfg Config) (Device, error) {
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fail(fmt.Errorf("wg: set %s up: %w", name, err))
 	}
-	d.routes = &linkRoutes{index: link.Attrs().Index, name: name, log: cfg.Log}
+	d.routes = newRouteSet(&linkRoutes{index: link.Attrs().Index, name: name, log: cfg.Log}, cfg.Address)
 	stop, err := serveUAPI(d, cfg.Log)
 	if err != nil {
 		return fail(err)
