@@ -30,6 +30,7 @@ type helperPeer struct {
 }
 
 type helperConfig struct {
+	Mode  Mode // default ModeUserspace
 	Name  string
 	Key   string // base64 private key
 	Addr  string // overlay address with prefix length
@@ -69,7 +70,10 @@ func runHelper(js string) error {
 	log, _ := zap.NewDevelopment(zap.IncreaseLevel(zap.WarnLevel))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	dev, err := New(ctx, Config{Mode: ModeUserspace, Name: hc.Name, PrivateKey: priv, ListenPort: hc.Port, Address: addr, Log: log})
+	if hc.Mode == "" {
+		hc.Mode = ModeUserspace
+	}
+	dev, err := New(ctx, Config{Mode: hc.Mode, Name: hc.Name, PrivateKey: priv, ListenPort: hc.Port, Address: addr, Log: log})
 	if err != nil {
 		return err
 	}
