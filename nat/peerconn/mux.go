@@ -25,7 +25,12 @@ type Mux struct {
 // be nil (the host's network); it only lists local addresses when conn is
 // bound to an unspecified address.
 func NewMux(conn net.PacketConn, tnet transport.Net, log *zap.Logger) *Mux {
-	rc := &rttConn{PacketConn: conn, sent: make(map[[12]byte]sentCheck), rtt: make(map[string]time.Duration)}
+	rc := &rttConn{PacketConn: conn, sent: make(map[[12]byte]sentCheck), rtt: make(map[string]time.Duration), ready: make(chan struct{})}
+	// pion v3.0.16 starts the mux's reader before it has finished building
+	// the mux (UniversalUDPMuxDefault.UDPMuxDefault is assigned after the
+	// reader runs): a packet arriving in that window would crash it. The
+	// reader waits for ready.
+	defer close(rc.ready)
 	m := ice.NewUniversalUDPMuxDefault(ice.UniversalUDPMuxParams{
 		Logger:  LoggerFactory(log).NewLogger("mux"),
 		UDPConn: rc,
@@ -45,6 +50,7 @@ func (m *Mux) RTT(addr string) time.Duration { return m.rtt.get(addr) }
 // responses that come back.
 type rttConn struct {
 	net.PacketConn
+	ready chan struct{}
 
 	mu   sync.Mutex
 	sent map[[12]byte]sentCheck
@@ -88,6 +94,7 @@ func (c *rttConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 }
 
 func (c *rttConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	<-c.ready
 	n, addr, err := c.PacketConn.ReadFrom(p)
 	if err == nil {
 		if t, ok := stunType(p[:n]); ok && t == bindingSuccess {

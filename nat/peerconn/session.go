@@ -332,6 +332,25 @@ func (s *Session) Gather() error {
 	return nil
 }
 
+// Candidates returns the local candidates gathered so far as messages, for
+// sending them again with a repeated Offer.
+func (s *Session) Candidates() []*peerv1.Message {
+	cs, err := s.agent.GetLocalCandidates()
+	if err != nil {
+		return nil
+	}
+	out := make([]*peerv1.Message, 0, len(cs))
+	for _, c := range cs {
+		if !s.usable(c.Address()) {
+			continue
+		}
+		out = append(out, &peerv1.Message{Version: peerv1.Version_VERSION_1, Body: &peerv1.Message_Candidate{Candidate: &peerv1.Candidate{
+			Kind: s.cfg.Kind, Session: s.cfg.ID, Sdp: c.Marshal(),
+		}}})
+	}
+	return out
+}
+
 // Gathered is closed when gathering has finished.
 func (s *Session) Gathered() <-chan struct{} { return s.gathered }
 

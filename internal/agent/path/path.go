@@ -175,6 +175,9 @@ const (
 	ActionSetDirect
 	// ActionSetRelayed sends WireGuard packets through relay session Session.
 	ActionSetRelayed
+	// ActionResend sends the offer (and the local candidates) of session
+	// Kind/Session again.
+	ActionResend
 )
 
 // Action is one thing the worker must do, in order.
@@ -194,6 +197,8 @@ func (a Action) String() string {
 		return fmt.Sprintf("stop %s %d (%s)", a.Kind, a.Session, a.Reason)
 	case ActionSetDirect:
 		return fmt.Sprintf("set direct %d %s", a.Session, a.Pair)
+	case ActionResend:
+		return fmt.Sprintf("resend %s %d (%s)", a.Kind, a.Session, a.Reason)
 	default:
 		return fmt.Sprintf("set relayed %d %s", a.Session, a.Pair)
 	}
@@ -241,6 +246,13 @@ type RemoteRequest struct {
 	Session uint64
 }
 
+// Answered: the controlled peer answered our offer of Kind/Session.
+type Answered struct {
+	At      time.Time
+	Kind    Kind
+	Session uint64
+}
+
 // RemoteOnline: the map says the peer came online; retry without waiting
 // for backoff.
 type RemoteOnline struct{ At time.Time }
@@ -263,18 +275,24 @@ func (e NetworkChanged) at() time.Time { return e.At }
 func (e RemoteRequest) at() time.Time  { return e.At }
 func (e RemoteOnline) at() time.Time   { return e.At }
 func (e SendFailed) at() time.Time     { return e.At }
+func (e Answered) at() time.Time       { return e.At }
 
 // session is the machine's view of one kind of session.
 type session struct {
 	kind    Kind
 	running bool   // a session exists (controlling) or was offered (controlled)
 	id      uint64 // current session id; 0 before SessionStarted
-	up      bool
-	pair    Pair
+	// answered (controlling side): the remote answered the offer.
+	answered bool
+	up       bool
+	pair     Pair
 	// requested (controlled side): a Request was sent at this time and no
 	// offer arrived yet.
-	requested   time.Time
-	nextStart   time.Time // earliest (re)start; zero: now
+	requested time.Time
+	nextStart time.Time // earliest (re)start; zero: now
+	// awaitOffer (controlled side): the remote closed the session; expect
+	// its new offer until then before asking.
+	awaitOffer  time.Time
 	backoff     time.Duration
 	lastStarted time.Time
 }
@@ -355,6 +373,7 @@ func (m *Machine) Next() time.Time {
 	for _, s := range []*session{&m.direct, &m.relay} {
 		if !s.running && m.wants(s.kind, s.nextStart) {
 			earliest(s.nextStart)
+			earliest(s.awaitOffer)
 		}
 		if !s.requested.IsZero() {
 			earliest(s.requested.Add(m.cfg.RequestTimeout))
@@ -387,7 +406,8 @@ func (m *Machine) Step(e Event) []Action {
 			// restarted): the old one's path is gone with it.
 			m.sessionGone(s, at)
 		}
-		s.running, s.id, s.up, s.requested = true, e.Session, false, time.Time{}
+		s.running, s.id, s.up, s.requested, s.awaitOffer = true, e.Session, false, time.Time{}, time.Time{}
+		s.answered = !m.cfg.Controlling // the controlled side answered it itself
 		s.lastStarted = at
 	case SessionChanged:
 		s := m.sess(e.Kind)
@@ -416,12 +436,25 @@ func (m *Machine) Step(e Event) []Action {
 			return nil
 		}
 		s.backoff = m.cfg.BackoffMin
-		s.nextStart = time.Time{}
-		if s.running {
-			// Restarting a live session is rate limited; starting a missing
-			// one is not (the remote just came online).
+		switch {
+		case !s.running:
+			// Nothing runs (the remote just came online): start now.
+			s.nextStart = time.Time{}
+		case e.Session == s.id:
+			// The remote has our session and gave up on it: restart, rate
+			// limited.
 			acts = m.stop(s, at, "remote asked for a new session", acts)
 			s.nextStart = s.lastStarted.Add(m.cfg.RestartMinInterval)
+		case !s.answered:
+			// Our offer is not answered yet: the request crossed it, or the
+			// offer was lost. Send it again instead of starting over.
+			acts = append(acts, Action{Type: ActionResend, Kind: s.kind, Session: s.id, Reason: "remote asked before answering"})
+			return m.decide(at, acts)
+		default:
+			// The remote does not know our session (it restarted): start
+			// over at once.
+			acts = m.stop(s, at, "remote lost the session", acts)
+			s.nextStart = time.Time{}
 		}
 		if e.Kind == Relay {
 			// The remote lacks a path: keep the relay, even over a direct path
@@ -430,6 +463,10 @@ func (m *Machine) Step(e Event) []Action {
 		}
 		acts = m.decide(at, acts)
 		return acts
+	case Answered:
+		if sess := m.sess(e.Kind); sess.running && sess.id == e.Session {
+			sess.answered = true
+		}
 	case SendFailed:
 		sess := m.sess(e.Kind)
 		switch {
@@ -471,6 +508,11 @@ func (m *Machine) sessionChanged(s *session, e SessionChanged, at time.Time, act
 		s.running, s.up = false, false
 		m.sessionGone(s, at)
 		s.nextStart = s.lastStarted.Add(m.cfg.RestartMinInterval)
+		if !m.cfg.Controlling {
+			// The controlling peer closed it and offers again if it wants
+			// to; ask only if no offer comes.
+			s.awaitOffer = at.Add(m.cfg.RequestTimeout)
+		}
 	}
 	return acts
 }
@@ -593,7 +635,7 @@ func (m *Machine) decide(at time.Time, acts []Action) []Action {
 			m.scheduleRetry(s, at)
 		}
 		switch {
-		case want && !s.running && s.requested.IsZero() && !at.Before(s.nextStart):
+		case want && !s.running && s.requested.IsZero() && !at.Before(s.nextStart) && !at.Before(s.awaitOffer):
 			reason := "no session"
 			if s.kind == Relay && !m.direct.up {
 				reason = "no direct path"

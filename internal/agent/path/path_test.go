@@ -251,9 +251,10 @@ func TestRemoteRequestRestartsRateLimited(t *testing.T) {
 		{Started{at(0)}, []string{"start direct (no session)", "start relay (no direct path)"}},
 		{SessionStarted{at(0), Direct, 1}, nil},
 		{SessionStarted{at(0), Relay, 2}, nil},
+		{Answered{at(s), Direct, 1}, nil},
 		{SessionChanged{at(s), Direct, 1, Connected, hostPair}, []string{"set direct 1 " + hostPair.String()}},
 		// The remote restarted and asks for a direct session.
-		{RemoteRequest{at(10 * s), Direct, 0}, []string{"stop direct 1 (remote asked for a new session)", "start direct (no session)"}},
+		{RemoteRequest{at(10 * s), Direct, 0}, []string{"stop direct 1 (remote lost the session)", "start direct (no session)"}},
 		{SessionStarted{at(10 * s), Direct, 3}, nil},
 		// Asking again at once is held back for RestartMinInterval.
 		{RemoteRequest{at(10*s + 100*time.Millisecond), Direct, 3}, []string{"stop direct 3 (remote asked for a new session)"}},
@@ -324,5 +325,37 @@ func TestSendFailedBacksOff(t *testing.T) {
 		{SendFailed{at(0), Direct, 0}, nil},
 		{Tick{at(999 * time.Millisecond), time.Time{}}, nil},
 		{Tick{at(s), time.Time{}}, []string{"start direct (no session)"}},
+	})
+}
+
+func TestRequestCrossingAnOfferResendsIt(t *testing.T) {
+	m := New(Config{Controlling: true})
+	run(t, m, []step{
+		{Started{at(0)}, []string{"start direct (no session)"}},
+		{SessionStarted{at(0), Direct, 1}, nil},
+		// The controlled peer started at the same time and asked before our
+		// offer reached it (or the offer was lost): send it again.
+		{RemoteRequest{at(10 * time.Millisecond), Direct, 0}, []string{"resend direct 1 (remote asked before answering)"}},
+		{Answered{at(20 * time.Millisecond), Direct, 1}, nil},
+		// Once answered, a request naming no session means the remote
+		// restarted and lost it: start over at once.
+		{RemoteRequest{at(100 * time.Millisecond), Direct, 0}, []string{"stop direct 1 (remote lost the session)", "start direct (no session)"}},
+	})
+}
+
+func TestControlledWaitsForTheNextOfferAfterClose(t *testing.T) {
+	m := New(Config{})
+	run(t, m, []step{
+		{Started{at(0)}, []string{"start direct (no session)"}},
+		{SessionStarted{at(100 * time.Millisecond), Direct, 1}, nil},
+		// The controlling peer restarts the session: no request from us ...
+		{SessionChanged{at(2 * s), Direct, 1, Closed, Pair{}}, nil},
+		{Tick{at(3 * s), time.Time{}}, nil},
+		// ... its offer arrives.
+		{SessionStarted{at(3 * s), Direct, 2}, nil},
+		// Closed again and no offer this time: ask after RequestTimeout.
+		{SessionChanged{at(4 * s), Direct, 2, Closed, Pair{}}, nil},
+		{Tick{at(8*s + 999*time.Millisecond), time.Time{}}, nil},
+		{Tick{at(9 * s), time.Time{}}, []string{"start direct (no session)"}},
 	})
 }

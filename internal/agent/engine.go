@@ -1,0 +1,285 @@
+// Package agent is the engine of `meshd agent`: it logs in to control with
+// the machine's WireGuard key, keeps the network map in sync, and turns each
+// map into WireGuard peers and paths (design steps 1–6). For every remote
+// peer a worker runs ICE sessions (nat/peerconn) through signal and lets the
+// path machine (internal/agent/path) choose between a direct and a relayed
+// path; the firewall rules of the map become an internal/filter Filter.
+//
+// The engine outlives the tunnel: `meshd down` (Engine.Down) stops the
+// tunnel and removes the interface but keeps the identity and the daemon
+// socket; `meshd up` brings it back. roles/agent wires it, and
+// internal/daemon serves its Status, Up and Down on the local socket.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/pion/transport/v3"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	controlv1 "meshd/api/control/v1"
+	peerv1 "meshd/api/peer/v1"
+	"meshd/internal/agent/path"
+	"meshd/internal/filter"
+	"meshd/internal/keys"
+	"meshd/internal/version"
+	"meshd/wg"
+)
+
+// Options configure an Engine.
+type Options struct {
+	// StateDir keeps the key and the saved state (mode 0700/0600).
+	StateDir string
+	// ControlURL and Pin override the saved ones (from --control/--join).
+	ControlURL, Pin string
+	// SetupKey is used for the first login (or when control asks again).
+	SetupKey string
+	Hostname string
+	// Device is the template of the WireGuard device (mode, name, port,
+	// MTU); the engine fills in the key and the overlay address.
+	Device wg.Config
+	// NewDevice makes the device; wg.New in production.
+	NewDevice func(context.Context, wg.Config) (wg.Device, error)
+	// OnDevice, when set, is called with each new device and the packet
+	// filter the engine keeps in line with the map's firewall rules, for a
+	// data plane that hooks the filter in.
+	OnDevice func(wg.Device, *filter.Filter)
+	Clients  Clients
+	// Path tunes the path machine; zero fields take its defaults.
+	Path path.Config
+	// ICENet is pion's network for TURN and interface listing (nil: the
+	// host's).
+	ICENet transport.Net
+	// IncludeLoopback lets ICE use loopback candidates (several agents on
+	// one host in tests).
+	IncludeLoopback bool
+	Log             *zap.Logger
+}
+
+// Engine is the agent. Make it with New, run it with Run.
+type Engine struct {
+	opts Options
+	log  *zap.Logger
+	priv keys.Private
+
+	mu      sync.Mutex
+	st      saved
+	tun     *tunnel
+	stop    context.CancelFunc
+	done    chan struct{}
+	lastErr error
+	pending string // setup key for the next login
+	started time.Time
+	ctx     context.Context
+}
+
+// New loads (or creates) the identity in opts.StateDir.
+func New(opts Options) (*Engine, error) {
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	if opts.NewDevice == nil {
+		opts.NewDevice = wg.New
+	}
+	if opts.Clients.Control == nil || opts.Clients.Signal == nil {
+		return nil, errors.New("agent: no control or signal client constructor")
+	}
+	priv, st, err := openState(opts.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	if opts.ControlURL != "" {
+		if st.ControlURL != "" && st.ControlURL != opts.ControlURL {
+			opts.Log.Warn("control url changed", zap.String("old", st.ControlURL), zap.String("new", opts.ControlURL))
+		}
+		st.ControlURL, st.TLSPin = opts.ControlURL, opts.Pin
+	}
+	if st.ControlURL == "" {
+		return nil, fmt.Errorf("agent: no control server known in %s: pass --join TOKEN or --control URL --setup-key KEY", opts.StateDir)
+	}
+	if !st.Joined && opts.SetupKey == "" {
+		return nil, errors.New("agent: this machine has not joined yet: pass --join TOKEN or --setup-key KEY")
+	}
+	if opts.Hostname == "" {
+		opts.Hostname, _ = os.Hostname()
+	}
+	e := &Engine{opts: opts, log: opts.Log, priv: priv, st: st, pending: opts.SetupKey}
+	if err := st.save(opts.StateDir); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// PublicKey returns the machine's WireGuard public key.
+func (e *Engine) PublicKey() keys.Key { return e.priv.Public() }
+
+// Run runs the engine until ctx ends: the tunnel is up unless `meshd down`
+// said otherwise. It returns nil when ctx ends.
+func (e *Engine) Run(ctx context.Context) error {
+	e.mu.Lock()
+	e.ctx = ctx
+	e.started = time.Now()
+	want := e.st.WantRunning
+	e.mu.Unlock()
+	if want {
+		e.startTunnel()
+	}
+	<-ctx.Done()
+	e.stopTunnel()
+	return nil
+}
+
+// Up starts the tunnel (and remembers that it should run). A setup key is
+// needed only when control asks for one. It waits until the login succeeded
+// or failed, or ctx ends (the tunnel keeps trying then).
+func (e *Engine) Up(ctx context.Context, setupKey string) error {
+	e.mu.Lock()
+	if e.ctx == nil {
+		e.mu.Unlock()
+		return errors.New("agent: engine not running")
+	}
+	if setupKey != "" {
+		e.pending = setupKey
+	}
+	e.st.WantRunning = true
+	err := e.st.save(e.opts.StateDir)
+	running := e.tun != nil && e.lastErr == nil
+	e.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if running && setupKey == "" {
+		return nil
+	}
+	e.stopTunnel()
+	e.startTunnel()
+	// Wait for the login's outcome.
+	for {
+		e.mu.Lock()
+		t, lastErr := e.tun, e.lastErr
+		e.mu.Unlock()
+		if lastErr != nil {
+			return lastErr
+		}
+		if t == nil {
+			return errors.New("agent: tunnel stopped")
+		}
+		t.mu.RLock()
+		phase, msg := t.phase, t.message
+		t.mu.RUnlock()
+		if phase == "up" {
+			return nil
+		}
+		if phase == "needs-login" {
+			return errors.New(msg)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("agent: still connecting (%s); it keeps trying", msg)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Down stops the tunnel and removes the interface, keeping the identity; a
+// restart stays down until Up.
+func (e *Engine) Down(ctx context.Context) error {
+	e.mu.Lock()
+	e.st.WantRunning = false
+	err := e.st.save(e.opts.StateDir)
+	e.mu.Unlock()
+	e.stopTunnel()
+	return err
+}
+
+func (e *Engine) startTunnel() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.tun != nil || e.ctx == nil || e.ctx.Err() != nil {
+		return
+	}
+	t := newTunnel(e)
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan struct{})
+	e.tun, e.stop, e.done, e.lastErr = t, cancel, done, nil
+	key := e.pending
+	go func() {
+		defer close(done)
+		for {
+			err := t.run(ctx, key)
+			if errors.Is(err, errRestart) && ctx.Err() == nil {
+				t = newTunnel(e)
+				e.mu.Lock()
+				e.tun = t
+				e.mu.Unlock()
+				continue
+			}
+			if err != nil && ctx.Err() == nil {
+				e.log.Error("tunnel stopped", zap.Error(err))
+				e.mu.Lock()
+				e.lastErr = err
+				e.mu.Unlock()
+			}
+			return
+		}
+	}()
+}
+
+func (e *Engine) stopTunnel() {
+	e.mu.Lock()
+	stop, done := e.stop, e.done
+	e.tun, e.stop, e.done = nil, nil, nil
+	e.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+}
+
+// loggedIn records a successful login.
+func (e *Engine) loggedIn(self *controlv1.SelfConfig) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	changed := !e.st.Joined || e.st.OverlayIP != self.GetOverlayIp() || e.st.Name != self.GetName() || e.st.DNSName != self.GetDnsName()
+	e.st.Joined = true
+	e.pending = ""
+	e.st.Name, e.st.DNSName, e.st.OverlayIP = self.GetName(), self.GetDnsName(), self.GetOverlayIp()
+	if changed {
+		if err := e.st.save(e.opts.StateDir); err != nil {
+			e.log.Error("save state", zap.Error(err))
+		}
+	}
+}
+
+func (e *Engine) controlURL() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.st.ControlURL
+}
+
+func (e *Engine) controlPin() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.st.TLSPin
+}
+
+func (e *Engine) meta() *controlv1.PeerMeta {
+	return &controlv1.PeerMeta{Hostname: e.opts.Hostname, Os: runtime.GOOS, Version: version.String()}
+}
+
+// unmarshalPeer reads a peer message; unknown fields are kept aside by
+// protobuf and ignored.
+func unmarshalPeer(b []byte) (*peerv1.Message, error) {
+	m := new(peerv1.Message)
+	if err := proto.Unmarshal(b, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}

@@ -1,0 +1,536 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	controlv1 "meshd/api/control/v1"
+	peerv1 "meshd/api/peer/v1"
+	"meshd/internal/filter"
+	"meshd/internal/keys"
+	"meshd/nat/peerconn"
+	"meshd/wg"
+)
+
+// Tunnel timings.
+const (
+	statsInterval   = time.Second
+	netmonInterval  = 3 * time.Second
+	loginBackoffMin = 500 * time.Millisecond
+	loginBackoffMax = 30 * time.Second
+	keepalive       = 25 * time.Second
+	earlyTTL        = 5 * time.Second
+	earlyMax        = 256
+	earlyPerPeer    = 32
+)
+
+type earlyMsg struct {
+	at time.Time
+	m  *peerv1.Message
+}
+
+// errRestart asks the engine to bring the tunnel down and up again (the
+// overlay address changed).
+var errRestart = errors.New("tunnel must restart")
+
+// tunnel is one "up" lifetime: login, the device, the sync stream, the
+// signal client and a worker per peer. The engine makes a new one on every
+// `meshd up` and drops it on `meshd down`.
+type tunnel struct {
+	e   *Engine
+	log *zap.Logger
+	ctl Control
+
+	mu      sync.RWMutex // guards what status and the signal handler read
+	self    *controlv1.SelfConfig
+	dev     wg.Device
+	mux     *peerconn.Mux
+	sig     Signal
+	sigURL  string
+	sigStop context.CancelFunc
+	sigDone chan struct{}
+	peers   map[keys.Key]*peerWorker
+	// early holds messages from peers that are not (yet) in our map: the
+	// peer's map often arrives before ours, and its first offer must not be
+	// lost. Bounded, and forgotten after earlyTTL.
+	early   map[keys.Key][]earlyMsg
+	nEarly  int
+	stats   map[keys.Key]wg.PeerStats
+	phase   string // "connecting", "up", "needs-login"
+	message string
+
+	// Owned by run.
+	serial  uint64
+	servers peerconn.Servers
+	filter  *filter.Filter
+	maps    chan *controlv1.NetworkMap // latest map only
+	addrs   []netip.Addr
+}
+
+func newTunnel(e *Engine) *tunnel {
+	return &tunnel{
+		e:      e,
+		log:    e.log,
+		peers:  make(map[keys.Key]*peerWorker),
+		early:  make(map[keys.Key][]earlyMsg),
+		stats:  make(map[keys.Key]wg.PeerStats),
+		phase:  "connecting",
+		maps:   make(chan *controlv1.NetworkMap, 1),
+		filter: filter.New(nil),
+	}
+}
+
+func (t *tunnel) setPhase(phase, msg string) {
+	t.mu.Lock()
+	t.phase, t.message = phase, msg
+	t.mu.Unlock()
+}
+
+// run brings the tunnel up and keeps it until ctx ends. It returns
+// ErrNeedsLogin (or ErrRefused) when control wants a setup key, errRestart
+// when the tunnel must be rebuilt, nil when ctx ended.
+func (t *tunnel) run(ctx context.Context, setupKey string) error {
+	defer t.teardown()
+	self, err := t.login(ctx, setupKey)
+	if err != nil {
+		return err
+	}
+	if err := t.open(ctx, self); err != nil {
+		return err
+	}
+	t.setPhase("up", "")
+	syncCtx, stopSync := context.WithCancel(ctx)
+	syncDone := make(chan struct{})
+	go func() {
+		defer close(syncDone)
+		err := t.ctl.Sync(syncCtx, func(m *controlv1.NetworkMap) {
+			select { // keep only the newest map
+			case <-t.maps:
+			default:
+			}
+			t.maps <- m
+		})
+		if err != nil && syncCtx.Err() == nil {
+			t.log.Error("sync ended", zap.Error(err))
+		}
+	}()
+	defer func() { stopSync(); <-syncDone }()
+
+	statsTick := time.NewTicker(statsInterval)
+	defer statsTick.Stop()
+	netTick := time.NewTicker(netmonInterval)
+	defer netTick.Stop()
+	t.addrs = localAddrs(t.exclude())
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-t.maps:
+			if err := t.apply(ctx, m); err != nil {
+				if errors.Is(err, errRestart) {
+					return err
+				}
+				t.log.Warn("apply map", zap.Uint64("serial", m.GetSerial()), zap.Error(err))
+			}
+		case <-statsTick.C:
+			t.pollStats()
+		case <-netTick.C:
+			if a := localAddrs(t.exclude()); !slices.Equal(a, t.addrs) {
+				t.log.Info("network changed; restarting direct paths", zap.Any("addrs", a))
+				t.addrs = a
+				t.broadcast(evNetwork{})
+			}
+		}
+	}
+}
+
+// login logs in, retrying with backoff and jitter while control is
+// unreachable. A refusal ends it.
+func (t *tunnel) login(ctx context.Context, setupKey string) (*controlv1.SelfConfig, error) {
+	e := t.e
+	ctl, err := e.opts.Clients.Control(ControlConfig{URL: e.controlURL(), Pin: e.controlPin(), Private: e.priv, Meta: e.meta(), Log: e.log.Named("control")})
+	if err != nil {
+		return nil, fmt.Errorf("control client: %w", err)
+	}
+	t.ctl = ctl
+	backoff := loginBackoffMin
+	for {
+		self, err := ctl.Login(ctx, setupKey)
+		if err == nil {
+			e.loggedIn(self)
+			return self, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if errors.Is(err, ErrNeedsLogin) || errors.Is(err, ErrRefused) {
+			t.setPhase("needs-login", err.Error())
+			return nil, err
+		}
+		d := backoff/2 + rand.N(backoff/2+1)
+		t.setPhase("connecting", fmt.Sprintf("cannot log in to control (retrying in %s): %v", d.Round(time.Millisecond), err))
+		t.log.Warn("login failed; retrying", zap.Error(err), zap.Duration("in", d))
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(d):
+		}
+		backoff = min(backoff*2, loginBackoffMax)
+	}
+}
+
+// open makes the device and the ICE mux.
+func (t *tunnel) open(ctx context.Context, self *controlv1.SelfConfig) error {
+	addr, err := overlayPrefix(self)
+	if err != nil {
+		return err
+	}
+	cfg := t.e.opts.Device
+	cfg.PrivateKey = t.e.priv
+	cfg.Address = addr
+	if self.GetMtu() > 0 && cfg.MTU == 0 {
+		cfg.MTU = int(self.GetMtu())
+	}
+	if cfg.Log == nil {
+		cfg.Log = t.log.Named("wg")
+	}
+	dev, err := t.e.opts.NewDevice(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("wireguard device: %w", err)
+	}
+	mux := peerconn.NewMux(dev.STUNConn(), t.e.opts.ICENet, t.log.Named("ice"))
+	t.mu.Lock()
+	t.self, t.dev, t.mux = self, dev, mux
+	t.mu.Unlock()
+	if t.e.opts.OnDevice != nil {
+		t.e.opts.OnDevice(dev, t.filter)
+	}
+	return nil
+}
+
+func overlayPrefix(self *controlv1.SelfConfig) (netip.Prefix, error) {
+	ip, err := netip.ParseAddr(self.GetOverlayIp())
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("control gave overlay ip %q: %w", self.GetOverlayIp(), err)
+	}
+	bits := ip.BitLen()
+	if n, err := netip.ParsePrefix(self.GetOverlayNetwork()); err == nil && n.Contains(ip) {
+		bits = n.Bits()
+	}
+	return netip.PrefixFrom(ip, bits), nil
+}
+
+// teardown stops everything the tunnel started, the device last.
+func (t *tunnel) teardown() {
+	t.mu.Lock()
+	peers := t.peers
+	t.peers = make(map[keys.Key]*peerWorker)
+	sigStop, sigDone := t.sigStop, t.sigDone
+	t.sig, t.sigStop, t.sigDone = nil, nil, nil
+	dev, mux := t.dev, t.mux
+	t.dev, t.mux = nil, nil
+	t.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, w := range peers {
+		wg.Add(1)
+		go func() { defer wg.Done(); w.stop() }()
+	}
+	wg.Wait()
+	if sigStop != nil {
+		sigStop()
+		<-sigDone
+	}
+	if mux != nil {
+		mux.Close()
+	}
+	if dev != nil {
+		if err := dev.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			t.log.Warn("close device", zap.Error(err))
+		}
+	}
+}
+
+// apply brings the tunnel in line with a map.
+func (t *tunnel) apply(ctx context.Context, m *controlv1.NetworkMap) error {
+	if m.GetSerial() < t.serial {
+		t.log.Debug("older map dropped", zap.Uint64("serial", m.GetSerial()), zap.Uint64("have", t.serial))
+		return nil
+	}
+	t.serial = m.GetSerial()
+	var errs []error
+	if s := m.GetSelf(); s != nil {
+		t.mu.RLock()
+		old := t.self
+		t.mu.RUnlock()
+		if s.GetOverlayIp() != old.GetOverlayIp() || s.GetOverlayNetwork() != old.GetOverlayNetwork() {
+			t.log.Warn("overlay address changed; restarting the tunnel", zap.String("old", old.GetOverlayIp()), zap.String("new", s.GetOverlayIp()))
+			return errRestart
+		}
+		t.mu.Lock()
+		t.self = s
+		t.mu.Unlock()
+		t.e.loggedIn(s)
+	}
+	servers, err := peerconn.ParseServers(m.GetRelays())
+	if err != nil {
+		errs = append(errs, err)
+	}
+	serversChanged := !servers.Equal(t.servers)
+	t.servers = servers
+	rules, err := filter.Compile(m.GetFirewallRules())
+	if err != nil {
+		errs = append(errs, err)
+	}
+	t.filter.SetRules(rules)
+	t.filter.Sweep()
+	t.signal(ctx, m.GetSignalUrl(), m.GetSignalTlsPin())
+
+	// Peers: add, update, remove. One peer's change never touches another.
+	self := t.e.priv.Public()
+	want := make(map[keys.Key]*controlv1.RemotePeer, len(m.GetPeers()))
+	for _, rp := range m.GetPeers() {
+		k, err := keys.Parse(rp.GetPublicKey())
+		if err != nil || k == self {
+			if err != nil {
+				errs = append(errs, fmt.Errorf("peer %q: %w", rp.GetName(), err))
+			}
+			continue
+		}
+		want[k] = rp
+	}
+	t.mu.RLock()
+	var gone []keys.Key
+	for k := range t.peers {
+		if _, ok := want[k]; !ok {
+			gone = append(gone, k)
+		}
+	}
+	t.mu.RUnlock()
+	for _, k := range gone {
+		t.removePeer(k)
+	}
+	for k, rp := range want {
+		if err := t.setPeer(ctx, k, rp, serversChanged); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (t *tunnel) setPeer(ctx context.Context, k keys.Key, rp *controlv1.RemotePeer, serversChanged bool) error {
+	allowed, perr := parsePrefixes(rp.GetAllowedIps())
+	if perr != nil {
+		perr = fmt.Errorf("peer %s: allowed ips: %w", rp.GetName(), perr)
+	}
+	t.mu.RLock()
+	w := t.peers[k]
+	t.mu.RUnlock()
+	if w != nil {
+		old := w.snapshot().meta
+		if !slices.Equal(old.GetAllowedIps(), rp.GetAllowedIps()) {
+			if err := t.dev.SetPeer(wg.Peer{PublicKey: k, AllowedIPs: allowed, PersistentKeepalive: keepalive}); err != nil {
+				return fmt.Errorf("peer %s: %w", rp.GetName(), err)
+			}
+		}
+		w.push(evMeta{meta: rp})
+		if serversChanged {
+			w.push(evServers{servers: t.servers})
+		}
+		return perr
+	}
+	if err := t.dev.SetPeer(wg.Peer{PublicKey: k, AllowedIPs: allowed, PersistentKeepalive: keepalive}); err != nil {
+		return fmt.Errorf("peer %s: %w", rp.GetName(), err)
+	}
+	env := peerEnv{
+		self:            t.e.priv.Public(),
+		dev:             t.dev,
+		mux:             t.mux,
+		signal:          t.currentSignal,
+		includeLoopback: t.e.opts.IncludeLoopback,
+		exclude:         t.exclude(),
+		pathCfg:         t.e.opts.Path,
+		log:             t.log.Named("peer"),
+	}
+	w = startPeer(ctx, env, rp, k, t.servers)
+	t.mu.Lock()
+	t.peers[k] = w
+	early := t.early[k]
+	delete(t.early, k)
+	t.nEarly -= len(early)
+	t.mu.Unlock()
+	for _, em := range early {
+		if time.Since(em.at) < earlyTTL {
+			w.push(evMessage{m: em.m})
+		}
+	}
+	t.log.Info("peer added", zap.String("name", rp.GetName()), zap.Stringer("key", k), zap.Strings("allowed_ips", rp.GetAllowedIps()))
+	return perr
+}
+
+func (t *tunnel) removePeer(k keys.Key) {
+	t.mu.Lock()
+	w := t.peers[k]
+	delete(t.peers, k)
+	delete(t.stats, k)
+	t.mu.Unlock()
+	if w == nil {
+		return
+	}
+	w.stop()
+	if err := t.dev.RemovePeer(k); err != nil {
+		t.log.Warn("remove peer", zap.Stringer("key", k), zap.Error(err))
+	}
+	t.log.Info("peer removed", zap.String("name", w.snapshot().meta.GetName()), zap.Stringer("key", k))
+}
+
+// signal (re)starts the signal client when the map names another server.
+func (t *tunnel) signal(ctx context.Context, url, pin string) {
+	t.mu.RLock()
+	same := url == t.sigURL
+	t.mu.RUnlock()
+	if same {
+		return
+	}
+	t.mu.Lock()
+	stop, done := t.sigStop, t.sigDone
+	t.sig, t.sigURL, t.sigStop, t.sigDone = nil, url, nil, nil
+	t.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+	if url == "" {
+		return
+	}
+	sig, err := t.e.opts.Clients.Signal(SignalConfig{URL: url, Pin: pin, Private: t.e.priv, Log: t.log.Named("signal")})
+	if err != nil {
+		t.log.Error("signal client", zap.String("url", url), zap.Error(err))
+		return
+	}
+	sig.OnMessage(t.dispatch)
+	sctx, cancel := context.WithCancel(ctx)
+	d := make(chan struct{})
+	go func() {
+		defer close(d)
+		if err := sig.Run(sctx); err != nil {
+			t.log.Error("signal client stopped", zap.Error(err))
+		}
+	}()
+	t.mu.Lock()
+	t.sig, t.sigStop, t.sigDone = sig, cancel, d
+	t.mu.Unlock()
+}
+
+// exclude is the overlay network: never a candidate.
+func (t *tunnel) exclude() []netip.Prefix {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if p, err := overlayPrefix(t.self); err == nil {
+		return []netip.Prefix{p.Masked()}
+	}
+	return nil
+}
+
+func (t *tunnel) currentSignal() Signal {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.sig
+}
+
+// dispatch hands a message from a peer to its worker. Messages from peers
+// that are not in the map are dropped: the map decides who may talk to us.
+func (t *tunnel) dispatch(from keys.Key, payload []byte) {
+	m, err := unmarshalPeer(payload)
+	if err != nil {
+		t.log.Debug("malformed peer message dropped", zap.Stringer("from", from), zap.Error(err))
+		return
+	}
+	t.mu.Lock()
+	w := t.peers[from]
+	if w == nil {
+		// Not in our map (yet): hold it briefly; it is acted on only if
+		// the peer shows up in the map.
+		if t.nEarly < earlyMax && len(t.early[from]) < earlyPerPeer {
+			t.early[from] = append(t.early[from], earlyMsg{at: time.Now(), m: m})
+			t.nEarly++
+		}
+		t.mu.Unlock()
+		t.log.Debug("message from a peer not in the map held", zap.Stringer("from", from))
+		return
+	}
+	t.mu.Unlock()
+	w.push(evMessage{m: m})
+}
+
+func (t *tunnel) pollStats() {
+	t.mu.RLock()
+	dev := t.dev
+	t.mu.RUnlock()
+	if dev == nil {
+		return
+	}
+	st, err := dev.Stats()
+	if err != nil {
+		t.log.Warn("device stats", zap.Error(err))
+		return
+	}
+	t.mu.Lock()
+	for _, s := range st {
+		t.stats[s.PublicKey] = s
+	}
+	for k, ms := range t.early {
+		if time.Since(ms[len(ms)-1].at) > earlyTTL {
+			delete(t.early, k)
+			t.nEarly -= len(ms)
+		}
+	}
+	peers := make([]*peerWorker, 0, len(t.peers))
+	for _, w := range t.peers {
+		peers = append(peers, w)
+	}
+	t.mu.Unlock()
+	for _, w := range peers {
+		t.mu.RLock()
+		hs := t.stats[w.key].LastHandshake
+		t.mu.RUnlock()
+		w.push(evStats{lastHandshake: hs})
+	}
+}
+
+func (t *tunnel) broadcast(ev any) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for _, w := range t.peers {
+		w.push(ev)
+	}
+}
+
+// localAddrs lists the machine's unicast addresses outside the overlay,
+// sorted, for noticing a network change.
+func localAddrs(exclude []netip.Prefix) []netip.Addr {
+	as, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range as {
+		if n, ok := a.(*net.IPNet); ok {
+			ip, ok := netip.AddrFromSlice(n.IP)
+			if !ok || ip.IsLoopback() || ip.IsLinkLocalUnicast() || slices.ContainsFunc(exclude, func(p netip.Prefix) bool { return p.Contains(ip.Unmap()) }) {
+				continue
+			}
+			out = append(out, ip.Unmap())
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Addr) int { return a.Compare(b) })
+	return out
+}
