@@ -172,7 +172,7 @@ func (c *Client) Sync(ctx context.Context, onMap func(*controlv1.NetworkMap), on
 	if onState == nil {
 		onState = func(bool, error) {}
 	}
-	backoff := c.opts.MinBackoff
+	b := backoff{min: c.opts.MinBackoff, max: c.opts.MaxBackoff}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -188,13 +188,10 @@ func (c *Client) Sync(ctx context.Context, onMap func(*controlv1.NetworkMap), on
 		}
 		onState(false, err)
 		if healthy {
-			backoff = c.opts.MinBackoff
+			b.reset()
 		}
-		// Equal jitter: wait between half and all of the backoff, so that
-		// agents cut off together do not come back together.
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := b.next()
 		c.log.Debug("sync: reconnecting", zap.Duration("in", wait), zap.Error(err))
-		backoff = min(backoff*2, c.opts.MaxBackoff)
 		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
@@ -254,4 +251,23 @@ func (c *Client) syncOnce(ctx context.Context, onMap func(*controlv1.NetworkMap)
 		err = refusedOr(err, "sync")
 	}
 	return healthy, err
+}
+
+// backoff is exponential backoff with equal jitter: each wait is between
+// half and all of the current step, and the step doubles up to max, so that
+// agents cut off together do not all come back at the same moment.
+type backoff struct {
+	min, max time.Duration
+	cur      time.Duration
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	}
+	wait := b.cur/2 + rand.N(b.cur/2+1)
+	b.cur = min(b.cur*2, b.max)
+	return wait
 }
