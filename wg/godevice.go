@@ -203,7 +203,7 @@ func (d *goDevice) SetRelayed(k keys.Key, c net.Conn) error {
 	}
 	old := st.relay
 	r := old
-	if old == nil || old.Conn() != c {
+	if old == nil || old.Conn() != c || !old.Reading() {
 		if r, err = d.bind.Relay(c); err != nil {
 			return fmt.Errorf("wg: set relayed %s: %w", k, err)
 		}

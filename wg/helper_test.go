@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -27,6 +28,9 @@ type helperPeer struct {
 	Key      string   // base64 public key
 	Allowed  []string // prefixes
 	Endpoint string   // ip:port, optional
+	// Relay, "LOCAL>REMOTE" (two ip:port), relays the peer over a connected
+	// UDP socket instead of the direct path.
+	Relay string
 }
 
 type helperConfig struct {
@@ -92,6 +96,18 @@ func runHelper(js string) error {
 		}
 		if p.Endpoint != "" {
 			if err := dev.SetDirect(k, netip.MustParseAddrPort(p.Endpoint)); err != nil {
+				return err
+			}
+		}
+		if p.Relay != "" {
+			local, remote, _ := strings.Cut(p.Relay, ">")
+			c, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(local)),
+				net.UDPAddrFromAddrPort(netip.MustParseAddrPort(remote)))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if err := dev.SetRelayed(k, c); err != nil {
 				return err
 			}
 		}

@@ -298,7 +298,7 @@ func (d *kernelDevice) SetRelayed(k keys.Key, c net.Conn) error {
 	if err != nil {
 		return err
 	}
-	if p.relay == nil || p.relay.Conn() != c {
+	if p.relay == nil || p.relay.Conn() != c || !p.relay.Reading() {
 		r, err := d.bind.Relay(c)
 		if err != nil {
 			return fmt.Errorf("wg: set relayed %s: %w", k, err)

@@ -174,6 +174,30 @@ func TestUserspaceInNamespaces(t *testing.T) {
 		t.Fatalf("link: %s", mtu)
 	}
 
+	// A third pair of devices over a relayed path (a connected UDP socket
+	// standing in for the relay): ping, and `wg show` prints the relay's
+	// address.
+	ifC := fmt.Sprintf("mwt%dc", os.Getpid()%100000)
+	ifD := fmt.Sprintf("mwt%dd", os.Getpid()%100000)
+	_, ready = startHelper(t, nsA, helperConfig{
+		Name: ifC, Key: privA.String(), Addr: "100.65.0.1/16", Port: 51830,
+		Peers: []helperPeer{{Key: privB.Public().String(), Allowed: []string{"100.65.0.2/32"}, Relay: "10.77.0.1:3478>10.77.0.2:3478"}},
+	})
+	if ready != "ready "+ifC+" 51830" {
+		t.Fatalf("helper C: %s", ready)
+	}
+	_, ready = startHelper(t, nsB, helperConfig{
+		Name: ifD, Key: privB.String(), Addr: "100.65.0.2/16", Port: 51830,
+		Peers: []helperPeer{{Key: privA.Public().String(), Allowed: []string{"100.65.0.1/32"}, Relay: "10.77.0.2:3478>10.77.0.1:3478"}},
+	})
+	if ready != "ready "+ifD+" 51830" {
+		t.Fatalf("helper D: %s", ready)
+	}
+	run(t, "ip", "netns", "exec", nsA, "ping", "-c", "3", "-i", "0.2", "-W", "5", "100.65.0.2")
+	if show := run(t, "wg", "show", ifC); !strings.Contains(show, "endpoint: [100::1]:0") || !strings.Contains(show, "latest handshake:") {
+		t.Fatalf("wg show %s on a relayed path:\n%s", ifC, show)
+	}
+
 	// The UAPI socket is per name on the shared file system: a second
 	// device called like A (in B's namespace) must fail clearly.
 	_, dup := startHelper(t, nsB, helperConfig{Name: ifA, Key: privB.String(), Addr: "100.64.0.9/16", Port: 51821})

@@ -163,6 +163,11 @@ func TestRelaySendReceiveAndStop(t *testing.T) {
 		t.Fatalf("ReceiveAs not applied: %v %v", eps[0], err)
 	}
 	r.Stop()
+	for deadline := time.Now().Add(5 * time.Second); r.Reading(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("reader still running after Stop")
+		}
+	}
 	if _, err := b.ParseEndpoint(r.String()); err == nil {
 		t.Fatal("stopped relay still parses")
 	}

@@ -42,6 +42,7 @@ type RelayEndpoint struct {
 	stopped  atomic.Bool
 	stop     chan struct{}
 	stopOnce sync.Once
+	readDone chan struct{} // closed when readLoop returns
 }
 
 type endpointBox struct{ ep conn.Endpoint }
@@ -92,7 +93,7 @@ func (b *Bind) Relay(c net.Conn) (*RelayEndpoint, error) {
 		return nil, net.ErrClosed
 	}
 	b.nextID++
-	r := &RelayEndpoint{b: b, id: b.nextID, addr: relayAddr(b.nextID), c: c, stop: make(chan struct{})}
+	r := &RelayEndpoint{b: b, id: b.nextID, addr: relayAddr(b.nextID), c: c, stop: make(chan struct{}), readDone: make(chan struct{})}
 	b.relays[r.id] = r
 	b.mu.Unlock()
 	_ = c.SetReadDeadline(time.Time{})
@@ -102,6 +103,17 @@ func (b *Bind) Relay(c net.Conn) (*RelayEndpoint, error) {
 
 // Conn returns the conn the path runs over.
 func (r *RelayEndpoint) Conn() net.Conn { return r.c }
+
+// Reading reports whether the path still reads its conn (false once the
+// conn failed or the path was stopped).
+func (r *RelayEndpoint) Reading() bool {
+	select {
+	case <-r.readDone:
+		return false
+	default:
+		return !r.stopped.Load()
+	}
+}
 
 // String returns the path's address, the form UAPI and `wg show` use.
 func (r *RelayEndpoint) String() string { return r.addr.String() }
@@ -158,10 +170,12 @@ type relayPacket struct {
 	r   *RelayEndpoint
 }
 
-// readLoop reads the conn until Stop, Bind.Stop or a lasting error. A few
-// transient errors in a row (a connected UDP socket reports ICMP port
-// unreachable as ECONNREFUSED on the next read) are retried.
+// readLoop reads the conn until Stop, Bind.Stop, or the conn is closed or
+// times out. Other errors (a connected UDP socket reports ICMP port
+// unreachable as ECONNREFUSED on the next read) are retried with a backoff
+// of up to a second.
 func (r *RelayEndpoint) readLoop() {
+	defer close(r.readDone)
 	b := r.b
 	log := b.log.With(zap.Stringer("relay", r.addr))
 	failures := 0
@@ -175,11 +189,11 @@ func (r *RelayEndpoint) readLoop() {
 		if err != nil {
 			b.bufPool.Put(bp)
 			var ne net.Error
-			if errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || (errors.As(err, &ne) && ne.Timeout()) || failures >= 10 {
+			if errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || (errors.As(err, &ne) && ne.Timeout()) {
 				log.Debug("relay conn read ended", zap.Error(err))
 				return
 			}
-			failures++
+			failures = min(failures+1, 100)
 			select {
 			case <-time.After(time.Duration(failures) * 10 * time.Millisecond):
 				continue
