@@ -77,7 +77,9 @@ func (s *Server) allocate(f *front, network string, requestedPort int) (net.Pack
 		s.log.Info("allocation reached its maximum lifetime", zap.String("id", rc.id), zap.Stringer("relay", rc.public), zap.Duration("max_lifetime", s.opts.MaxLifetime))
 		rc.Close()
 	})
-	s.m.allocated(f.transport)
+	// Counted when pion answers the request with success: pion also
+	// opens and closes sockets here to find an even port.
+	f.lastAlloc = rc
 	s.log.Debug("allocation", zap.String("id", req.id), zap.String("transport", f.transport), zap.Stringer("relay", rc.public))
 	return rc, rc.public, nil
 }
@@ -110,6 +112,10 @@ type relayConn struct {
 	hairpin *hairpin
 	expire  *time.Timer
 
+	// state: allocNew until pion confirmed the allocation to the client,
+	// then allocCounted (in the gauges), allocClosed at the end.
+	state atomic.Int32
+
 	toPeer, fromPeer         atomic.Uint64
 	pktsToPeer, pktsFromPeer atomic.Uint64
 
@@ -119,6 +125,19 @@ type relayConn struct {
 }
 
 var _ net.PacketConn = (*relayConn)(nil)
+
+const (
+	allocNew = iota
+	allocCounted
+	allocClosed
+)
+
+// confirmed counts the allocation once pion told the client about it.
+func (rc *relayConn) confirmed() {
+	if rc.state.CompareAndSwap(allocNew, allocCounted) {
+		rc.s.m.allocated(rc.f.transport)
+	}
+}
 
 func (rc *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	n, ap, err := rc.uc.ReadFromUDPAddrPort(p)
@@ -155,7 +174,9 @@ func (rc *relayConn) Close() error {
 		rc.expire.Stop()
 		err = rc.uc.Close()
 		rc.f.allocationEnded()
-		rc.s.m.deallocated(rc.f.transport)
+		if rc.state.Swap(allocClosed) == allocCounted {
+			rc.s.m.deallocated(rc.f.transport)
+		}
 		rc.s.log.Debug("allocation closed", zap.String("id", rc.id), zap.Stringer("relay", rc.public),
 			zap.Duration("age", time.Since(rc.created)),
 			zap.Uint64("bytes_to_peer", rc.toPeer.Load()), zap.Uint64("bytes_from_peer", rc.fromPeer.Load()))

@@ -44,8 +44,9 @@ type front struct {
 
 	// Owned by the read loop goroutine (pion calls ReadFrom and the
 	// generator from one goroutine per PacketConn).
-	addrs   map[netip.AddrPort]*net.UDPAddr
-	pending allocRequest
+	addrs     map[netip.AddrPort]*net.UDPAddr
+	pending   allocRequest
+	lastAlloc *relayConn // made for pending, not yet confirmed
 
 	refused atomic.Pointer[allocRequest] // the Allocate refused by quota
 	allocs  atomic.Int32                 // live allocations made through this front
@@ -147,8 +148,15 @@ func (f *front) inspect(b []byte) {
 func (f *front) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if len(p) >= stunHeader && p[0]&0xc0 == 0 {
 		t := binary.BigEndian.Uint16(p[0:2])
-		if stunClass(t) == stun.ClassErrorResponse {
+		switch class := stunClass(t); {
+		case class == stun.ClassErrorResponse:
 			p = f.errorResponse(p, stunMethod(t))
+		case class == stun.ClassSuccessResponse && stunMethod(t) == stun.MethodAllocate:
+			// Written by the read loop that made the allocation.
+			if rc := f.lastAlloc; rc != nil {
+				f.lastAlloc = nil
+				rc.confirmed()
+			}
 		}
 	}
 	if f.udp != nil {

@@ -70,9 +70,9 @@ type Options struct {
 	ListenAddr string
 	// NoTCP turns TURN over TCP on ListenAddr off.
 	NoTCP bool
-	// TLSListener, when set, serves TURN over TLS. Its connections must be
-	// TLS (*tls.Conn, as SplitTLS and TURNOverTLS yield). The Server owns
-	// it and closes it on Close.
+	// TLSListener, when set, serves TURN over TLS. Its connections must
+	// already speak TLS (as from SplitTLS, TURNOverTLS or tls.NewListener).
+	// The Server owns it and closes it on Close.
 	TLSListener net.Listener
 	// PortMin and PortMax bound relayed ports; default 49152-65535.
 	PortMin, PortMax uint16

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"slices"
 	"sync"
@@ -33,16 +34,20 @@ const (
 // goroutine under HandshakeTimeout (a slow or silent client delays nobody
 // else), and routes by the negotiated ALPN protocol:
 //
-//   - "stun.turn" or none: turnLn. pion/ice's TURN client offers no ALPN;
-//     coturn's offers "http/1.1", "stun.turn", "stun.nat-discovery", and
-//     the server prefers "stun.turn", so both land here.
+//   - "stun.turn": turnLn. coturn's client offers "http/1.1", "stun.turn"
+//     and "stun.nat-discovery"; the server prefers "stun.turn".
 //   - anything else ("h2", "http/1.1", "acme-tls/1"): httpLn, as
 //     *tls.Conn with the handshake done, so net/http serves HTTP/2 on it.
+//   - no ALPN: pion/ice's TURN client offers none, and neither does a Go
+//     HTTP/1-only client (a Prometheus scraper, say). Both speak first, so
+//     the first byte decides: a STUN message (RFC 5389: first two bits 0)
+//     goes to turnLn, anything else to httpLn. These connections are
+//     wrapped to replay that byte, so net/http sees no *tls.Conn and serves
+//     them HTTP/1.1 with Request.TLS nil.
 //
 // cfg is cloned; "stun.turn" is put first in its NextProtos and "h2" and
-// "http/1.1" appended when missing. An HTTP client that offers no ALPN at
-// all (rare: curl, browsers and Go all offer it) reaches TURN and is
-// closed. The raw listener is closed when both returned listeners are.
+// "http/1.1" appended when missing. The raw listener is closed when both
+// returned listeners are.
 func SplitTLS(ln net.Listener, cfg *tls.Config) (httpLn, turnLn net.Listener) {
 	c := cfg.Clone()
 	protos := []string{ALPNTURN}
@@ -59,12 +64,13 @@ func SplitTLS(ln net.Listener, cfg *tls.Config) (httpLn, turnLn net.Listener) {
 	c.NextProtos = protos
 	m := newTLSMux(ln, c, 2)
 	httpLn, turnLn = m.subs[0], m.subs[1]
-	m.route = func(proto string) *subListener {
-		if proto == "" || proto == ALPNTURN {
+	m.route = func(proto string, first byte) *subListener {
+		if proto == ALPNTURN || proto == "" && first < 0x40 {
 			return m.subs[1]
 		}
 		return m.subs[0]
 	}
+	m.sniff = true
 	go m.acceptLoop()
 	return httpLn, turnLn
 }
@@ -76,7 +82,7 @@ func TURNOverTLS(ln net.Listener, cfg *tls.Config) net.Listener {
 	c := cfg.Clone()
 	c.NextProtos = []string{ALPNTURN}
 	m := newTLSMux(ln, c, 1)
-	m.route = func(string) *subListener { return m.subs[0] }
+	m.route = func(string, byte) *subListener { return m.subs[0] }
 	go m.acceptLoop()
 	return m.subs[0]
 }
@@ -84,10 +90,13 @@ func TURNOverTLS(ln net.Listener, cfg *tls.Config) net.Listener {
 // tlsMux accepts raw connections, handshakes them and queues them on the
 // sub-listener their ALPN routes to.
 type tlsMux struct {
-	raw   net.Listener
-	cfg   *tls.Config
-	subs  []*subListener
-	route func(proto string) *subListener
+	raw  net.Listener
+	cfg  *tls.Config
+	subs []*subListener
+	// route picks the sub-listener of a connection by its ALPN protocol
+	// and, if sniff and the protocol is "", its first byte.
+	route func(proto string, first byte) *subListener
+	sniff bool
 	sem   chan struct{}
 
 	ctx    context.Context // ends when every sub-listener is closed
@@ -148,13 +157,31 @@ func (m *tlsMux) handshake(c net.Conn) {
 		c.Close()
 		return
 	}
-	sub := m.route(tc.ConnectionState().NegotiatedProtocol)
+	var conn net.Conn = tc
+	proto := tc.ConnectionState().NegotiatedProtocol
+	var first byte
+	if m.sniff && proto == "" {
+		deadline, _ := ctx.Deadline()
+		_ = tc.SetReadDeadline(deadline)
+		// Shutdown must not wait for a silent client's deadline.
+		stop := context.AfterFunc(ctx, func() { _ = tc.SetReadDeadline(time.Now()) })
+		var b [1]byte
+		_, err := io.ReadFull(tc, b[:])
+		if !stop() || err != nil {
+			tc.Close()
+			return
+		}
+		_ = tc.SetReadDeadline(time.Time{})
+		first = b[0]
+		conn = &replayConn{Conn: tc, first: b[:]}
+	}
+	sub := m.route(proto, first)
 	select {
-	case sub.ch <- tc:
+	case sub.ch <- conn:
 	case <-sub.closed:
-		tc.Close()
+		conn.Close()
 	case <-ctx.Done(): // nobody accepts in time
-		tc.Close()
+		conn.Close()
 	}
 }
 
@@ -190,7 +217,8 @@ type subListener struct {
 
 var _ net.Listener = (*subListener)(nil)
 
-// Accept returns the next handshaken *tls.Conn.
+// Accept returns the next handshaken connection: a *tls.Conn, or one
+// wrapping it for a connection without ALPN (see SplitTLS).
 func (s *subListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-s.ch:
@@ -230,3 +258,18 @@ func (s *subListener) drain() {
 }
 
 func (s *subListener) Addr() net.Addr { return s.m.raw.Addr() }
+
+// replayConn returns first before the rest of Conn.
+type replayConn struct {
+	net.Conn
+	first []byte
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if len(c.first) > 0 {
+		n := copy(p, c.first)
+		c.first = c.first[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}

@@ -98,7 +98,7 @@ func AllocateOn(tb testing.TB, conn net.PacketConn, server string, cred turncred
 		Conn:           conn,
 		Username:       cred.Username,
 		Password:       cred.Password,
-		LoggerFactory:  quietLogger{},
+		LoggerFactory:  QuietLogger{},
 	})
 	if err != nil {
 		return nil, err
@@ -183,10 +183,10 @@ func Exchange(tb testing.TB, a, b *Allocation, n, size int) int {
 	return total
 }
 
-// quietLogger silences pion's client logs.
-type quietLogger struct{}
+// QuietLogger is a pion logging.LoggerFactory that drops everything.
+type QuietLogger struct{}
 
-func (quietLogger) NewLogger(string) logging.LeveledLogger { return quietLeveled{} }
+func (QuietLogger) NewLogger(string) logging.LeveledLogger { return quietLeveled{} }
 
 type quietLeveled struct{}
 
