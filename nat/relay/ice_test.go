@@ -141,7 +141,7 @@ func TestICEThroughRelay(t *testing.T) {
 	addr, s := sharedPort(t)
 	tlsPort := portOf(t, addr)
 	udpURLs := relay.URLs("127.0.0.1", int(s.UDPAddr().Port()), tlsPort)
-	urlsA := iceURIs(t, cred("ice-a"), udpURLs[1])             // turn:...?transport=udp
+	urlsA := iceURIs(t, cred("ice-a"), udpURLs[1])              // turn:...?transport=udp
 	urlsB := iceURIs(t, cred("ice-b"), udpURLs[len(udpURLs)-1]) // turns:...?transport=tcp
 	if got := iceRelayPair(t, urlsA, urlsB); got != 100*1280 {
 		t.Fatalf("got %d bytes", got)
@@ -167,4 +167,3 @@ func TestICEThroughCoturn(t *testing.T) {
 		t.Fatalf("got %d bytes", got)
 	}
 }
-
