@@ -7,6 +7,9 @@
 #                the module cache, configured with wg(8) and ip(8)
 #   meshd        package wg's userspace device with the one-socket bind
 #                (bench/wgpair, static peers; not the full agent)
+#   meshd relayed the same, with the peers on a relayed path: a connected
+#                UDP socket per side as the net.Conn (no TURN server), which
+#                measures the relay endpoint's own cost
 # Tunnels use MTU 1280; veth and TUN offloads stay at their defaults (on).
 #
 # Usage (root):  bench/tunnel.sh [SECONDS] [REPEATS]
@@ -100,20 +103,25 @@ run_wggo() {
 	wait "$pa" "$pb" 2>/dev/null || true
 }
 
+# run_meshd [relay-port]
 run_meshd() {
 	read -r KA PA <<<"$(keypair)"
 	read -r KB PB <<<"$(keypair)"
-	local pa pb profa="" profb=""
+	local pa pb profa="" profb="" relay="" tag=direct
+	if [ -n "${1:-}" ]; then
+		relay="-relay-port=$1"
+		tag=relayed
+	fi
 	if [ -n "${PROFILE:-}" ]; then
 		mkdir -p "$PROFILE"
-		profa="-cpuprofile=$PROFILE/meshd-sender.pprof"
-		profb="-cpuprofile=$PROFILE/meshd-receiver.pprof"
+		profa="-cpuprofile=$PROFILE/meshd-$tag-sender.pprof"
+		profb="-cpuprofile=$PROFILE/meshd-$tag-receiver.pprof"
 	fi
 	ip netns exec "$NA" "$WORK/wgpair" -iface "${ID}m0" -key "$KA" -addr 100.66.0.1/24 -port 51820 \
-		-peer "$PB,100.66.0.2/32,10.88.0.2:51820" $profa >"$WORK/ma.out" &
+		-peer "$PB,100.66.0.2/32,10.88.0.2:51820" $relay $profa >"$WORK/ma.out" &
 	pa=$!
 	ip netns exec "$NB" "$WORK/wgpair" -iface "${ID}m1" -key "$KB" -addr 100.66.0.2/24 -port 51820 \
-		-peer "$PA,100.66.0.1/32,10.88.0.1:51820" $profb >"$WORK/mb.out" &
+		-peer "$PA,100.66.0.1/32,10.88.0.1:51820" $relay $profb >"$WORK/mb.out" &
 	pb=$!
 	PIDS+=("$pa" "$pb")
 	for _ in $(seq 100); do
@@ -125,7 +133,7 @@ run_meshd() {
 	wait "$pa" "$pb" 2>/dev/null || true
 }
 
-declare -a RAW WGGO MESHD
+declare -a RAW WGGO MESHD RELAYED
 for r in $(seq "$REPS"); do
 	echo "round $r/$REPS: raw veth" >&2
 	RAW+=("$(measure 10.88.0.2)")
@@ -133,12 +141,15 @@ for r in $(seq "$REPS"); do
 	WGGO+=("$(run_wggo)")
 	echo "round $r/$REPS: meshd" >&2
 	MESHD+=("$(run_meshd)")
+	echo "round $r/$REPS: meshd relayed" >&2
+	RELAYED+=("$(run_meshd 3478)")
 done
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 raw=$(median "${RAW[@]}")
 wggo=$(median "${WGGO[@]}")
 meshd=$(median "${MESHD[@]}")
+relayed=$(median "${RELAYED[@]}")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
 
 cat <<EOF
@@ -149,4 +160,7 @@ Tunnel throughput, single-stream TCP (iperf3, ${SECS} s, median of ${REPS}), $(d
 | raw veth | ${raw} | ${RAW[*]} | $(ratio "$meshd" "$raw") |
 | wireguard-go | ${wggo} | ${WGGO[*]} | $(ratio "$meshd" "$wggo") |
 | meshd (wg.Device, one-socket bind) | ${meshd} | ${MESHD[*]} | 1.00 |
+| meshd relayed (UDP net.Conn as relay) | ${relayed} | ${RELAYED[*]} | $(ratio "$meshd" "$relayed") |
+
+meshd / wireguard-go = $(ratio "$meshd" "$wggo"), meshd / raw = $(ratio "$meshd" "$raw"), meshd relayed / wireguard-go = $(ratio "$relayed" "$wggo")
 EOF

@@ -4,12 +4,18 @@
 // the full agent is benchmarked separately. It runs until SIGINT/SIGTERM.
 //
 //	wgpair -iface wgm0 -key PRIV -addr 100.66.0.1/24 -port 51820 \
-//	       -peer PUB,100.66.0.2/32,10.88.0.2:51820 [-cpuprofile FILE]
+//	       -peer PUB,100.66.0.2/32,10.88.0.2:51820 [-relay-port 3478] [-cpuprofile FILE]
+//
+// With -relay-port the peers are relayed: each peer's packets go through a
+// UDP socket connected from this port to the same port at the peer's
+// endpoint address (SetRelayed over a net.Conn, as a TURN path would be)
+// instead of the direct path.
 package main
 
 import (
 	"context"
 	"flag"
+	"net"
 	"fmt"
 	"net/netip"
 	"os"
@@ -45,6 +51,7 @@ func run() error {
 	port := flag.Uint("port", 51820, "WireGuard UDP port")
 	mtu := flag.Int("mtu", wg.DefaultMTU, "interface MTU")
 	mode := flag.String("mode", string(wg.ModeUserspace), "device mode")
+	relayPort := flag.Uint("relay-port", 0, "relay every peer over a UDP conn between this port on both sides")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Var(&peers, "peer", "PUBKEY,ALLOWED[,ALLOWED...],ENDPOINT (repeatable)")
 	flag.Parse()
@@ -92,7 +99,19 @@ func run() error {
 		if err := dev.SetPeer(pc); err != nil {
 			return err
 		}
-		if err := dev.SetDirect(pub, ep); err != nil {
+		if *relayPort == 0 {
+			if err := dev.SetDirect(pub, ep); err != nil {
+				return err
+			}
+			continue
+		}
+		c, err := net.DialUDP("udp", &net.UDPAddr{Port: int(*relayPort)},
+			net.UDPAddrFromAddrPort(netip.AddrPortFrom(ep.Addr(), uint16(*relayPort))))
+		if err != nil {
+			return fmt.Errorf("relay conn: %w", err)
+		}
+		defer c.Close()
+		if err := dev.SetRelayed(pub, c); err != nil {
 			return err
 		}
 	}
