@@ -77,10 +77,18 @@ func SplitTLS(ln net.Listener, cfg *tls.Config) (httpLn, turnLn net.Listener) {
 
 // TURNOverTLS serves TURN over TLS alone on ln (meshd relay
 // --turn-tls-listen): handshakes as in SplitTLS, every connection to the
-// returned listener. Closing it closes ln.
+// returned listener. cfg is cloned with "stun.turn" first in NextProtos
+// and HTTP's protocols removed (ACME's "acme-tls/1" stays). Closing the
+// returned listener closes ln.
 func TURNOverTLS(ln net.Listener, cfg *tls.Config) net.Listener {
 	c := cfg.Clone()
-	c.NextProtos = []string{ALPNTURN}
+	protos := []string{ALPNTURN}
+	for _, p := range c.NextProtos {
+		if p != ALPNTURN && p != alpnH2 && p != alpnH1 {
+			protos = append(protos, p)
+		}
+	}
+	c.NextProtos = protos
 	m := newTLSMux(ln, c, 1)
 	m.route = func(string, byte) *subListener { return m.subs[0] }
 	go m.acceptLoop()
