@@ -1,19 +1,240 @@
-// Package control wires the control role: flags to configuration, start, stop.
+// Package control wires the control role: flags to configuration, start,
+// stop. `meshd control` serves internal/control alone; roles/all runs the
+// same service next to signal and relay on one listener through Start.
 package control
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
+	"go.uber.org/zap"
+
+	"meshd/internal/cliutil"
+	"meshd/internal/control"
+	"meshd/internal/server"
+	"meshd/internal/tlsconf"
+	"meshd/store"
 )
+
+// DefaultListen is where `meshd control` listens alone.
+const DefaultListen = ":33073"
+
+// DBFile is the database's name in the data directory.
+const DBFile = "meshd.db"
+
+// Config is the control service's configuration (the listener's belongs to
+// whoever owns the server).
+type Config struct {
+	// DataDir holds the database and the bootstrap files.
+	DataDir string
+	// PublicURL is how agents reach control; it goes into join tokens.
+	PublicURL string
+	// TLSPin of control's self-signed certificate, for join tokens.
+	TLSPin string
+	// SignalURL and SignalPin go into every map.
+	SignalURL string
+	SignalPin string
+	// RelayURLs are the STUN/TURN servers in every map.
+	RelayURLs []string
+	// TURNSecret is the relays' shared secret; nil: the one control keeps
+	// in its database (Control.Service.TURNSecret()).
+	TURNSecret []byte
+	// TURNTTL is how long TURN credentials live (0: control's default).
+	TURNTTL time.Duration
+}
+
+// Flags are the control service's own flags (without the server's and
+// logging's); roles/all may reuse the ones it needs.
+func Flags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "public-url", Usage: "`URL` agents reach control at, e.g. https://vpn.example.org:33073 (goes into join tokens)"},
+		&cli.StringFlag{Name: "signal-url", Usage: "`URL` of the signal service put into network maps, e.g. https://vpn.example.org:10000"},
+		&cli.StringFlag{Name: "signal-pin", Usage: "TLS `PIN` (sha256:HEX) of signal's self-signed certificate, put into network maps"},
+		&cli.StringSliceFlag{Name: "relay-url", Usage: "STUN/TURN `URL` put into network maps (repeatable): stun:host:3478, turn:host:3478?transport=udp, turns:host:5349?transport=tcp"},
+		&cli.StringFlag{Name: "turn-secret", Usage: "TURN REST `SECRET` shared with the relays (prefer --turn-secret-file)"},
+		&cli.StringFlag{Name: "turn-secret-file", Usage: "`FILE` holding the TURN REST secret shared with the relays"},
+		&cli.DurationFlag{Name: "turn-ttl", Value: control.DefaultTURNTTL, Usage: "lifetime of the TURN credentials in maps (refreshed before they expire)"},
+	}
+}
+
+// ConfigFromFlags reads Flags (and --data).
+func ConfigFromFlags(c *cli.Context) (Config, error) {
+	cfg := Config{
+		DataDir:   c.String("data"),
+		PublicURL: strings.TrimRight(c.String("public-url"), "/"),
+		SignalURL: c.String("signal-url"),
+		SignalPin: c.String("signal-pin"),
+		RelayURLs: c.StringSlice("relay-url"),
+		TURNTTL:   c.Duration("turn-ttl"),
+	}
+	if cfg.PublicURL == "" {
+		return cfg, errors.New("--public-url is required: the URL agents reach control at, e.g. https://vpn.example.org:33073")
+	}
+	if u, err := url.Parse(cfg.PublicURL); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return cfg, fmt.Errorf("--public-url %q: want https://host:port", cfg.PublicURL)
+	}
+	if cfg.SignalPin != "" {
+		pin, err := tlsconf.ParsePin(cfg.SignalPin)
+		if err != nil {
+			return cfg, fmt.Errorf("--signal-pin: %w", err)
+		}
+		cfg.SignalPin = pin
+	}
+	switch s, f := c.String("turn-secret"), c.String("turn-secret-file"); {
+	case s != "" && f != "":
+		return cfg, errors.New("--turn-secret and --turn-secret-file: give one of them")
+	case s != "":
+		cfg.TURNSecret = []byte(s)
+	case f != "":
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return cfg, fmt.Errorf("--turn-secret-file: %w", err)
+		}
+		if cfg.TURNSecret = []byte(strings.TrimSpace(string(b))); len(cfg.TURNSecret) == 0 {
+			return cfg, fmt.Errorf("--turn-secret-file %s is empty", f)
+		}
+	}
+	if cfg.TURNTTL < time.Minute && cfg.TURNTTL != 0 {
+		return cfg, fmt.Errorf("--turn-ttl %s: want at least 1m", cfg.TURNTTL)
+	}
+	return cfg, nil
+}
+
+// Control is a running control service with its store.
+type Control struct {
+	Service *control.Service
+	Store   *store.Store
+	// Boot holds the admin token and the join line.
+	Boot control.Bootstrap
+}
+
+// Start opens the database in cfg.DataDir, starts the control service,
+// bootstraps the account (first start) and mounts control's services on
+// srv. Close it after srv.Serve returned.
+func Start(ctx context.Context, cfg Config, srv *server.Server, log *zap.Logger) (*Control, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("control: data dir: %w", err)
+	}
+	st, err := store.Open(ctx, filepath.Join(cfg.DataDir, DBFile))
+	if err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	svc, err := control.New(ctx, control.Options{
+		Store:     st,
+		Log:       log.Named("control"),
+		PublicURL: cfg.PublicURL,
+		TLSPin:    cfg.TLSPin,
+		SignalURL: cfg.SignalURL,
+		SignalPin: cfg.SignalPin,
+		Relays:    control.RelayOptions{URLs: cfg.RelayURLs, Secret: cfg.TURNSecret, TTL: cfg.TURNTTL},
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	boot, err := svc.Bootstrap(ctx, cfg.DataDir)
+	if err != nil {
+		svc.Close()
+		st.Close()
+		return nil, err
+	}
+	svc.Mount(srv)
+	return &Control{Service: svc, Store: st, Boot: boot}, nil
+}
+
+// Close stops the service and closes the database.
+func (c *Control) Close() error {
+	return errors.Join(c.Service.Close(), c.Store.Close())
+}
+
+// PrintJoin prints the copy-paste line that joins a machine, and how to
+// administer the network.
+func PrintJoin(w io.Writer, boot control.Bootstrap, dataDir string) {
+	if boot.Created {
+		fmt.Fprintf(w, "meshd: created a new network (admin token in %s)\n", boot.AdminTokenPath)
+	}
+	fmt.Fprintf(w, "\nTo join a machine, run on it:\n\n  %s\n\nTo manage the network here: meshd admin --data %s peers list\n\n", boot.JoinCommand, dataDir)
+}
 
 // Command is `meshd control`.
 func Command() *cli.Command {
 	return &cli.Command{
 		Name:  "control",
-		Usage: "run the control role",
-		Action: func(*cli.Context) error {
-			return errors.New("control: not built yet")
-		},
+		Usage: "run the control role: peers, policies and network maps",
+		Description: "Control registers peers (setup keys), keeps the account's groups, policies, routes and DNS,\n" +
+			"and streams each peer its network map. The first start creates the network and prints the\n" +
+			"line that joins a machine. `meshd all` includes it.",
+		Flags:  append(append(cliutil.ServerFlags(DefaultListen), Flags()...), cliutil.LogFlags()...),
+		Action: run,
 	}
+}
+
+func run(c *cli.Context) error {
+	log, err := cliutil.Logger(c)
+	if err != nil {
+		return cliutil.Exit(2, "%v", err)
+	}
+	defer func() { _ = log.Sync() }()
+	cfg, err := ConfigFromFlags(c)
+	if err != nil {
+		return cliutil.Exit(2, "%v", err)
+	}
+	for _, u := range cfg.RelayURLs {
+		if (strings.HasPrefix(u, "turn:") || strings.HasPrefix(u, "turns:")) && cfg.TURNSecret == nil {
+			return cliutil.Exit(2, "--relay-url %s needs the relay's secret: --turn-secret-file FILE", u)
+		}
+	}
+	insecure := c.Bool("insecure")
+	if scheme, _, _ := strings.Cut(cfg.PublicURL, ":"); insecure != (scheme == "http") {
+		return cliutil.Exit(2, "--public-url %s: use https:// (or http:// only together with --insecure)", cfg.PublicURL)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return cliutil.Exit(1, "control: data dir %s: %v", cfg.DataDir, err)
+	}
+	if cfg.SignalURL == "" {
+		log.Warn("no --signal-url: maps carry no signal address, so agents cannot set up connections; run `meshd all` or pass --signal-url")
+	}
+	var tlsConfig *tls.Config
+	if insecure {
+		log.Warn("serving without TLS (--insecure): for labs only")
+	} else {
+		u, _ := url.Parse(cfg.PublicURL)
+		host, _, _ := net.SplitHostPort(c.String("listen"))
+		ts, err := tlsconf.ServerConfig(cliutil.TLSOptions(c, u.Hostname(), host))
+		if err != nil {
+			return cliutil.Exit(1, "control: %v", err)
+		}
+		tlsConfig, cfg.TLSPin = ts.Config, ts.Pin
+	}
+	ctx, stop := cliutil.SignalContext(c.Context)
+	defer stop()
+	srv := server.New(log, tlsConfig)
+	ctl, err := Start(ctx, cfg, srv, log)
+	if err != nil {
+		return cliutil.Exit(1, "%v", err)
+	}
+	ln, err := srv.Listen(c.String("listen"))
+	if err != nil {
+		ctl.Close()
+		return cliutil.Exit(1, "control: %v (is another process on that port? pick one with --listen)", err)
+	}
+	PrintJoin(c.App.Writer, ctl.Boot, cfg.DataDir)
+	err = srv.Serve(ctx, ln)
+	if cerr := ctl.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return cliutil.Exit(1, "control: %v", err)
+	}
+	return nil
 }
