@@ -40,7 +40,9 @@ func runAdmin(t *testing.T, h *controltest.Harness, args ...string) (string, int
 	return out.String(), code, msg
 }
 
-func auth(h *controltest.Harness) []string { return []string{"--control", h.URL, "--token", h.Boot.AdminToken} }
+func auth(h *controltest.Harness) []string {
+	return []string{"--control", h.URL, "--token", h.Boot.AdminToken}
+}
 
 func ok(t *testing.T, h *controltest.Harness, args ...string) string {
 	t.Helper()

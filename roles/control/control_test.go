@@ -43,7 +43,9 @@ func runControl(t *testing.T, args ...string) (string, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- app.RunContext(ctx, append([]string{"meshd", "control", "--log-level", "error"}, args...)) }()
+	go func() {
+		done <- app.RunContext(ctx, append([]string{"meshd", "control", "--log-level", "error"}, args...))
+	}()
 	deadline := time.After(20 * time.Second)
 	for !strings.Contains(out.String(), "meshd agent --join") {
 		select {
