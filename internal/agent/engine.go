@@ -283,3 +283,17 @@ func unmarshalPeer(b []byte) (*peerv1.Message, error) {
 	}
 	return m, nil
 }
+
+// Device returns the current WireGuard device (nil while the tunnel is down
+// or not up yet). In netstack mode its Net is how programs reach the mesh.
+func (e *Engine) Device() wg.Device {
+	e.mu.Lock()
+	t := e.tun
+	e.mu.Unlock()
+	if t == nil {
+		return nil
+	}
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.dev
+}

@@ -110,6 +110,7 @@ func (t *tunnel) run(ctx context.Context, setupKey string) error {
 	t.setPhase("up", "")
 	syncCtx, stopSync := context.WithCancel(ctx)
 	syncDone := make(chan struct{})
+	syncErr := make(chan error, 1)
 	go func() {
 		defer close(syncDone)
 		err := t.ctl.Sync(syncCtx, func(m *controlv1.NetworkMap) {
@@ -120,7 +121,7 @@ func (t *tunnel) run(ctx context.Context, setupKey string) error {
 			t.maps <- m
 		})
 		if err != nil && syncCtx.Err() == nil {
-			t.log.Error("sync ended", zap.Error(err))
+			syncErr <- err
 		}
 	}()
 	defer func() { stopSync(); <-syncDone }()
@@ -141,6 +142,12 @@ func (t *tunnel) run(ctx context.Context, setupKey string) error {
 				}
 				t.log.Warn("apply map", zap.Uint64("serial", m.GetSerial()), zap.Error(err))
 			}
+		case err := <-syncErr:
+			// Control refused us for good (the peer was deleted, or its
+			// login expired): the tunnel goes, the identity stays.
+			t.log.Error("control ended the session", zap.Error(err))
+			t.setPhase("needs-login", err.Error())
+			return err
 		case <-statsTick.C:
 			t.pollStats()
 		case <-netTick.C:
@@ -161,7 +168,9 @@ func (t *tunnel) login(ctx context.Context, setupKey string) (*controlv1.SelfCon
 	if err != nil {
 		return nil, fmt.Errorf("control client: %w", err)
 	}
+	t.mu.Lock()
 	t.ctl = ctl
+	t.mu.Unlock()
 	backoff := loginBackoffMin
 	for {
 		self, err := ctl.Login(ctx, setupKey)
@@ -335,19 +344,17 @@ func (t *tunnel) setPeer(ctx context.Context, k keys.Key, rp *controlv1.RemotePe
 	w := t.peers[k]
 	t.mu.RUnlock()
 	if w != nil {
-		old := w.snapshot().meta
-		if !slices.Equal(old.GetAllowedIps(), rp.GetAllowedIps()) {
-			if err := t.dev.SetPeer(wg.Peer{PublicKey: k, AllowedIPs: allowed, PersistentKeepalive: keepalive}); err != nil {
-				return fmt.Errorf("peer %s: %w", rp.GetName(), err)
-			}
-		}
-		w.push(evMeta{meta: rp})
+		// The worker owns the peer's device configuration from here on.
+		w.push(evMeta{meta: rp, allowed: allowed})
 		if serversChanged {
 			w.push(evServers{servers: t.servers})
 		}
 		return perr
 	}
-	if err := t.dev.SetPeer(wg.Peer{PublicKey: k, AllowedIPs: allowed, PersistentKeepalive: keepalive}); err != nil {
+	// No keepalive until the peer has a path: WireGuard would try a
+	// handshake with no endpoint, fail, and hold the next one back for
+	// five seconds.
+	if err := t.dev.SetPeer(wg.Peer{PublicKey: k, AllowedIPs: allowed}); err != nil {
 		return fmt.Errorf("peer %s: %w", rp.GetName(), err)
 	}
 	env := peerEnv{
@@ -360,7 +367,7 @@ func (t *tunnel) setPeer(ctx context.Context, k keys.Key, rp *controlv1.RemotePe
 		pathCfg:         t.e.opts.Path,
 		log:             t.log.Named("peer"),
 	}
-	w = startPeer(ctx, env, rp, k, t.servers)
+	w = startPeer(ctx, env, rp, wg.Peer{PublicKey: k, AllowedIPs: allowed, PersistentKeepalive: keepalive}, t.servers)
 	t.mu.Lock()
 	t.peers[k] = w
 	early := t.early[k]

@@ -1,0 +1,123 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	controlv1 "meshd/api/control/v1"
+	"meshd/internal/controlclient"
+	"meshd/internal/keys"
+	"meshd/internal/signalclient"
+)
+
+// RealClients are the engine's clients of a real control and signal.
+func RealClients() Clients {
+	return Clients{Control: NewControl, Signal: NewSignal}
+}
+
+// NewControl makes a Control on internal/controlclient.
+func NewControl(cfg ControlConfig) (Control, error) {
+	c, err := controlclient.New(controlclient.Options{
+		URL: cfg.URL, Pin: cfg.Pin, Private: cfg.Private, Log: cfg.Log,
+		Meta: controlclient.Meta{Hostname: cfg.Meta.GetHostname(), OS: cfg.Meta.GetOs(), Version: cfg.Meta.GetVersion()},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &realControl{c: c, url: cfg.URL}, nil
+}
+
+type realControl struct {
+	c   *controlclient.Client
+	url string
+
+	mu        sync.Mutex
+	connected bool
+	lastErr   error
+}
+
+func (r *realControl) Login(ctx context.Context, setupKey string) (*controlv1.SelfConfig, error) {
+	self, err := r.c.Login(ctx, setupKey)
+	if err != nil {
+		r.mu.Lock()
+		r.lastErr = err
+		r.mu.Unlock()
+		return nil, controlError(err)
+	}
+	return self, nil
+}
+
+func (r *realControl) Sync(ctx context.Context, onMap func(*controlv1.NetworkMap)) error {
+	err := r.c.Sync(ctx, onMap, func(up bool, err error) {
+		r.mu.Lock()
+		r.connected = up
+		if err != nil && ctx.Err() == nil {
+			r.lastErr = err
+		}
+		r.mu.Unlock()
+	})
+	if ctx.Err() != nil {
+		return nil
+	}
+	return controlError(err)
+}
+
+func (r *realControl) Status() ServerStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := ServerStatus{URL: r.url, State: StateConnecting}
+	if r.connected {
+		s.State = StateConnected
+	} else if r.lastErr != nil {
+		s.Error = r.lastErr.Error()
+	}
+	return s
+}
+
+// controlError maps the control client's refusals onto the engine's.
+func controlError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, controlclient.ErrLoginExpired), errors.Is(err, controlclient.ErrPeerUnknown):
+		return fmt.Errorf("%w (%v)", ErrNeedsLogin, err)
+	case errors.Is(err, controlclient.ErrSetupKeyInvalid), errors.Is(err, controlclient.ErrProofFailed),
+		errors.Is(err, controlclient.ErrNetworkFull):
+		return fmt.Errorf("%w: %v", ErrRefused, err)
+	}
+	return err
+}
+
+// NewSignal makes a Signal on internal/signalclient.
+func NewSignal(cfg SignalConfig) (Signal, error) {
+	c, err := signalclient.New(signalclient.Options{URL: cfg.URL, Pin: cfg.Pin, Private: cfg.Private, Log: cfg.Log})
+	if err != nil {
+		return nil, err
+	}
+	return realSignal{c}, nil
+}
+
+type realSignal struct{ c *signalclient.Client }
+
+func (r realSignal) Run(ctx context.Context) error           { return r.c.Run(ctx) }
+func (r realSignal) OnMessage(fn func(keys.Key, []byte))     { r.c.OnMessage(fn) }
+func (r realSignal) WaitConnected(ctx context.Context) error { return r.c.WaitConnected(ctx) }
+
+func (r realSignal) Send(ctx context.Context, to keys.Key, payload []byte) error {
+	err := r.c.Send(ctx, to, payload)
+	if errors.Is(err, signalclient.ErrNotConnected) {
+		return fmt.Errorf("%w: %v", ErrPeerOffline, err)
+	}
+	return err
+}
+
+func (r realSignal) Status() ServerStatus {
+	st := r.c.State()
+	s := ServerStatus{URL: st.URL, State: st.State.String()}
+	if st.State != signalclient.Connected && st.LastError != nil {
+		s.Error = st.LastError.Error()
+	}
+	return s
+}
