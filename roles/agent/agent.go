@@ -1,33 +1,215 @@
-// Package agent wires the agent role and its local clients: `meshd agent`,
-// `meshd status`, `meshd up` and `meshd down`.
+// Package agent wires the agent role and its local clients: `meshd agent`
+// (internal/agent's engine plus internal/daemon's socket), and `meshd
+// status`, `meshd up` and `meshd down`, which talk to a running agent
+// through that socket.
 package agent
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
 
+	"connectrpc.com/connect"
 	"github.com/urfave/cli/v2"
+	"go.uber.org/zap"
+
+	daemonv1 "meshd/api/daemon/v1"
+	"meshd/internal/agent"
+	"meshd/internal/cliutil"
+	"meshd/internal/daemon"
+	"meshd/internal/jointoken"
+	"meshd/internal/tlsconf"
+	"meshd/wg"
 )
+
+// Defaults of the agent's flags.
+const (
+	DefaultState  = "/var/lib/meshd-agent"
+	DefaultSocket = "/var/run/meshd.sock"
+	DefaultPort   = 51820
+)
+
+func socketFlag() cli.Flag {
+	return &cli.StringFlag{Name: "socket", Value: DefaultSocket, Usage: "the agent's local API socket `PATH`"}
+}
 
 // Command is `meshd agent`.
 func Command() *cli.Command {
-	return &cli.Command{Name: "agent", Usage: "run on every machine: join the mesh and keep its tunnels",
-		Action: func(*cli.Context) error { return errors.New("agent: not built yet") }}
+	return &cli.Command{
+		Name:  "agent",
+		Usage: "run on every machine: join the mesh and keep its tunnels",
+		Description: "Joins with a join token (printed by `meshd all`), or with --control and --setup-key.\n" +
+			"After the first join the state directory holds the identity: restarts need neither.\n" +
+			"Several agents can share a machine (in different network namespaces) when --state,\n" +
+			"--iface and --socket differ.",
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "join", Usage: "join `TOKEN` from `meshd all` (control URL, pin and setup key in one)"},
+			&cli.StringFlag{Name: "control", Usage: "control's `URL` (https://host:port)"},
+			&cli.StringFlag{Name: "setup-key", Usage: "setup `KEY` for the first join (or after the login expired)"},
+			&cli.StringFlag{Name: "tls-pin", Usage: "pin of control's self-signed certificate, `sha256:HEX`"},
+			&cli.StringFlag{Name: "state", Value: DefaultState, Usage: "state `DIR`: the WireGuard key and what a restart needs"},
+			&cli.StringFlag{Name: "iface", Value: wg.DefaultName, Usage: "WireGuard interface `NAME`"},
+			&cli.IntFlag{Name: "port", Value: DefaultPort, Usage: "WireGuard UDP `PORT` (0: any)"},
+			socketFlag(),
+			&cli.StringFlag{Name: "socket-mode", Value: "0600", Usage: "file `MODE` of the socket (0660 lets the socket's group use the CLI)"},
+			&cli.StringFlag{Name: "wg-mode", Value: string(wg.ModeAuto), Usage: "`MODE`: auto, userspace, kernel or netstack (no root; reachable only from this process)"},
+			&cli.StringFlag{Name: "hostname", Usage: "`NAME` to register (default: the machine's hostname)"},
+		}, cliutil.LogFlags()...),
+		Action: runAgent,
+	}
+}
+
+// agentOptions turns the flags into engine options.
+func agentOptions(c *cli.Context) (agent.Options, os.FileMode, error) {
+	var o agent.Options
+	o.ControlURL, o.Pin, o.SetupKey = c.String("control"), c.String("tls-pin"), c.String("setup-key")
+	if j := c.String("join"); j != "" {
+		if o.ControlURL != "" || o.Pin != "" {
+			return o, 0, errors.New("--join carries the control URL and pin: drop --control and --tls-pin")
+		}
+		t, err := jointoken.Decode(j)
+		if err != nil {
+			return o, 0, err
+		}
+		o.ControlURL, o.Pin = t.ControlURL, t.Pin
+		if o.SetupKey == "" {
+			o.SetupKey = t.SetupKey
+		}
+	}
+	if o.Pin != "" {
+		p, err := tlsconf.ParsePin(o.Pin)
+		if err != nil {
+			return o, 0, err
+		}
+		o.Pin = p
+	}
+	if o.SetupKey != "" && o.ControlURL == "" {
+		return o, 0, errors.New("--setup-key needs --control URL (or use --join TOKEN)")
+	}
+	port := c.Int("port")
+	if port < 0 || port > 65535 {
+		return o, 0, fmt.Errorf("--port %d: want 0 to 65535", port)
+	}
+	mode := wg.Mode(c.String("wg-mode"))
+	switch mode {
+	case wg.ModeAuto, wg.ModeUserspace, wg.ModeKernel, wg.ModeNetstack:
+	default:
+		return o, 0, fmt.Errorf("--wg-mode %q: want auto, userspace, kernel or netstack", mode)
+	}
+	sm, err := strconv.ParseUint(c.String("socket-mode"), 8, 32)
+	if err != nil || sm&^0o777 != 0 || sm&0o600 != 0o600 {
+		return o, 0, fmt.Errorf("--socket-mode %q: want an octal mode the owner can use, e.g. 0600 or 0660", c.String("socket-mode"))
+	}
+	o.StateDir = c.String("state")
+	o.Hostname = c.String("hostname")
+	o.Device = wg.Config{Mode: mode, Name: c.String("iface"), ListenPort: uint16(port)}
+	o.Clients = agent.RealClients()
+	return o, os.FileMode(sm), nil
+}
+
+func runAgent(c *cli.Context) error {
+	log, err := cliutil.Logger(c)
+	if err != nil {
+		return cliutil.Exit(2, "%v", err)
+	}
+	defer func() { _ = log.Sync() }()
+	opts, mode, err := agentOptions(c)
+	if err != nil {
+		return cliutil.Exit(2, "%v", err)
+	}
+	opts.Log = log
+	eng, err := agent.New(opts)
+	if err != nil {
+		return cliutil.Exit(1, "%v", err)
+	}
+	ln, err := daemon.Listen(c.String("socket"), mode)
+	if err != nil {
+		return cliutil.Exit(1, "%v", err)
+	}
+	ctx, cancel := cliutil.SignalContext(c.Context)
+	defer cancel()
+	log.Info("agent starting", zap.Stringer("public_key", eng.PublicKey()), zap.String("state", opts.StateDir),
+		zap.String("iface", opts.Device.Name), zap.String("socket", c.String("socket")))
+	served := make(chan error, 1)
+	go func() { served <- daemon.Serve(ctx, ln, eng, log.Named("daemon")) }()
+	err = eng.Run(ctx)
+	cancel()
+	if serr := <-served; serr != nil && err == nil {
+		log.Warn("local api", zap.Error(serr))
+	}
+	if err != nil {
+		return cliutil.Exit(1, "%v", err)
+	}
+	log.Info("agent stopped")
+	return nil
 }
 
 // StatusCommand is `meshd status`.
 func StatusCommand() *cli.Command {
-	return &cli.Command{Name: "status", Usage: "show this machine's peers and paths",
-		Action: func(*cli.Context) error { return errors.New("status: not built yet") }}
+	return &cli.Command{
+		Name:  "status",
+		Usage: "show this machine's peers and paths",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print JSON (field names are stable, for scripts)"},
+			socketFlag(),
+		},
+		Action: func(c *cli.Context) error {
+			path := c.String("socket")
+			ctx, cancel := context.WithTimeout(c.Context, 10*time.Second)
+			defer cancel()
+			resp, err := daemon.Client(path).Status(ctx, connect.NewRequest(&daemonv1.StatusRequest{}))
+			if err != nil {
+				return cliutil.Exit(1, "%v", daemon.Explain(path, err))
+			}
+			if c.Bool("json") {
+				return daemon.WriteJSON(c.App.Writer, resp.Msg)
+			}
+			return daemon.WriteTable(c.App.Writer, resp.Msg, time.Now())
+		},
+	}
 }
 
 // UpCommand is `meshd up`.
 func UpCommand() *cli.Command {
-	return &cli.Command{Name: "up", Usage: "start the tunnel",
-		Action: func(*cli.Context) error { return errors.New("up: not built yet") }}
+	return &cli.Command{
+		Name:  "up",
+		Usage: "start the tunnel (after `meshd down`, or with a new setup key)",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "setup-key", Usage: "setup `KEY`, when control asks for one"},
+			socketFlag(),
+		},
+		Action: func(c *cli.Context) error {
+			path := c.String("socket")
+			ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
+			defer cancel()
+			_, err := daemon.Client(path).Up(ctx, connect.NewRequest(&daemonv1.UpRequest{SetupKey: c.String("setup-key")}))
+			if err != nil {
+				return cliutil.Exit(1, "%v", daemon.Explain(path, err))
+			}
+			fmt.Fprintln(c.App.Writer, "up")
+			return nil
+		},
+	}
 }
 
 // DownCommand is `meshd down`.
 func DownCommand() *cli.Command {
-	return &cli.Command{Name: "down", Usage: "stop the tunnel, keeping this machine's identity",
-		Action: func(*cli.Context) error { return errors.New("down: not built yet") }}
+	return &cli.Command{
+		Name:  "down",
+		Usage: "stop the tunnel, keeping this machine's identity",
+		Flags: []cli.Flag{socketFlag()},
+		Action: func(c *cli.Context) error {
+			path := c.String("socket")
+			ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
+			defer cancel()
+			if _, err := daemon.Client(path).Down(ctx, connect.NewRequest(&daemonv1.DownRequest{})); err != nil {
+				return cliutil.Exit(1, "%v", daemon.Explain(path, err))
+			}
+			fmt.Fprintln(c.App.Writer, "down")
+			return nil
+		},
+	}
 }

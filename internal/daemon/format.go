@@ -1,0 +1,170 @@
+package daemon
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	daemonv1 "meshd/api/daemon/v1"
+)
+
+// StatusJSON is what `meshd status --json` prints. Scripts rely on these
+// names; add fields, never rename or remove one.
+type StatusJSON struct {
+	State   string     `json:"state"`
+	Message string     `json:"message,omitempty"`
+	Self    SelfJSON   `json:"self"`
+	Peers   []PeerJSON `json:"peers"`
+}
+
+// SelfJSON is this machine.
+type SelfJSON struct {
+	Name       string     `json:"name"`
+	DNSName    string     `json:"dns_name"`
+	OverlayIP  string     `json:"overlay_ip"`
+	PublicKey  string     `json:"public_key"`
+	Control    ServerJSON `json:"control"`
+	Signal     ServerJSON `json:"signal"`
+	Interface  string     `json:"interface"`
+	ListenPort uint32     `json:"listen_port"`
+}
+
+// ServerJSON is the connection to control or signal.
+type ServerJSON struct {
+	URL   string `json:"url"`
+	State string `json:"state"` // connected, connecting, disconnected
+	Error string `json:"error,omitempty"`
+}
+
+// PeerJSON is one remote peer.
+type PeerJSON struct {
+	Name            string         `json:"name"`
+	DNSName         string         `json:"dns_name"`
+	OverlayIP       string         `json:"overlay_ip"`
+	PublicKey       string         `json:"public_key"`
+	State           string         `json:"state"` // connected, connecting, idle
+	Path            string         `json:"path"`  // direct, relayed, "" when not connected
+	LocalCandidate  *CandidateJSON `json:"local_candidate"`
+	RemoteCandidate *CandidateJSON `json:"remote_candidate"`
+	LatencyMS       float64        `json:"latency_ms"`
+	// LastHandshake is RFC 3339 (UTC), "" when there was none.
+	LastHandshake string `json:"last_handshake"`
+	RxBytes       int64  `json:"rx_bytes"`
+	TxBytes       int64  `json:"tx_bytes"`
+}
+
+// CandidateJSON is one end of the path; null when there is no path.
+type CandidateJSON struct {
+	Type    string `json:"type"` // host, srflx, prflx, relay
+	Address string `json:"address"`
+}
+
+// ToJSON converts a status response.
+func ToJSON(r *daemonv1.StatusResponse) StatusJSON {
+	s := StatusJSON{State: r.GetState(), Message: r.GetMessage(), Peers: []PeerJSON{}}
+	self := r.GetSelf()
+	s.Self = SelfJSON{
+		Name: self.GetName(), DNSName: self.GetDnsName(), OverlayIP: self.GetOverlayIp(), PublicKey: self.GetPublicKey(),
+		Control:   ServerJSON{URL: self.GetControl().GetUrl(), State: self.GetControl().GetState(), Error: self.GetControl().GetError()},
+		Signal:    ServerJSON{URL: self.GetSignal().GetUrl(), State: self.GetSignal().GetState(), Error: self.GetSignal().GetError()},
+		Interface: self.GetInterface(), ListenPort: self.GetListenPort(),
+	}
+	for _, p := range r.GetPeers() {
+		pj := PeerJSON{
+			Name: p.GetName(), DNSName: p.GetDnsName(), OverlayIP: p.GetOverlayIp(), PublicKey: p.GetPublicKey(),
+			State: p.GetState(), Path: p.GetPath(), LatencyMS: p.GetLatencyMs(),
+			RxBytes: p.GetRxBytes(), TxBytes: p.GetTxBytes(),
+		}
+		if c := p.GetLocalCandidate(); c != nil && c.GetAddress() != "" {
+			pj.LocalCandidate = &CandidateJSON{Type: c.GetType(), Address: c.GetAddress()}
+		}
+		if c := p.GetRemoteCandidate(); c != nil && c.GetAddress() != "" {
+			pj.RemoteCandidate = &CandidateJSON{Type: c.GetType(), Address: c.GetAddress()}
+		}
+		if hs := p.GetLastHandshake(); hs != nil && hs.AsTime().Unix() > 0 {
+			pj.LastHandshake = hs.AsTime().UTC().Format(time.RFC3339)
+		}
+		s.Peers = append(s.Peers, pj)
+	}
+	return s
+}
+
+// WriteJSON prints the status as indented JSON.
+func WriteJSON(w io.Writer, r *daemonv1.StatusResponse) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(ToJSON(r))
+}
+
+// WriteTable prints the status for people.
+func WriteTable(w io.Writer, r *daemonv1.StatusResponse, now time.Time) error {
+	s := ToJSON(r)
+	b := &strings.Builder{}
+	fmt.Fprintf(b, "%s  %s  %s  (%s)\n", orDash(s.Self.Name), orDash(s.Self.OverlayIP), s.State, s.Self.PublicKey)
+	if s.Message != "" {
+		fmt.Fprintf(b, "  %s\n", s.Message)
+	}
+	fmt.Fprintf(b, "  control %s  %s%s\n", orDash(s.Self.Control.State), s.Self.Control.URL, errSuffix(s.Self.Control.Error))
+	fmt.Fprintf(b, "  signal  %s  %s%s\n", orDash(s.Self.Signal.State), s.Self.Signal.URL, errSuffix(s.Self.Signal.Error))
+	if len(s.Peers) == 0 {
+		b.WriteString("\nno peers\n")
+		_, err := io.WriteString(w, b.String())
+		return err
+	}
+	b.WriteString("\n")
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER\tIP\tSTATE\tPATH\tENDPOINT\tLATENCY\tHANDSHAKE\tRX\tTX")
+	for _, p := range s.Peers {
+		path, endpoint := p.Path, "-"
+		if path == "" {
+			path = "-"
+		}
+		if p.RemoteCandidate != nil {
+			endpoint = p.RemoteCandidate.Type + " " + p.RemoteCandidate.Address
+		}
+		lat := "-"
+		if p.LatencyMS > 0 {
+			lat = fmt.Sprintf("%.1fms", p.LatencyMS)
+		}
+		hs := "never"
+		if t, err := time.Parse(time.RFC3339, p.LastHandshake); err == nil {
+			hs = now.Sub(t).Round(time.Second).String() + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", orDash(p.Name), orDash(p.OverlayIP), p.State, path, endpoint, lat, hs,
+			bytesText(p.RxBytes), bytesText(p.TxBytes))
+	}
+	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func errSuffix(e string) string {
+	if e == "" {
+		return ""
+	}
+	return "  (" + e + ")"
+}
+
+func bytesText(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,58 @@
+package agent
+
+import (
+	"flag"
+	"strings"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+
+	"meshd/internal/jointoken"
+	"meshd/wg"
+)
+
+func ctxFor(t *testing.T, args ...string) *cli.Context {
+	t.Helper()
+	cmd := Command()
+	set := flag.NewFlagSet("agent", flag.ContinueOnError)
+	for _, f := range cmd.Flags {
+		if err := f.Apply(set); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := set.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return cli.NewContext(cli.NewApp(), set, nil)
+}
+
+func TestAgentFlags(t *testing.T) {
+	pin := "sha256:" + strings.Repeat("ab", 32)
+	tok := jointoken.Token{ControlURL: "https://c.example:443", Pin: pin, SetupKey: "K1"}.Encode()
+	o, mode, err := agentOptions(ctxFor(t, "--join", tok, "--state", "/tmp/s", "--iface", "m1", "--port", "0", "--wg-mode", "netstack", "--socket-mode", "0660"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.ControlURL != "https://c.example:443" || o.Pin != pin || o.SetupKey != "K1" || o.StateDir != "/tmp/s" ||
+		o.Device.Name != "m1" || o.Device.ListenPort != 0 || o.Device.Mode != wg.ModeNetstack || mode != 0o660 {
+		t.Fatalf("options %+v mode %o", o, mode)
+	}
+	o, _, err = agentOptions(ctxFor(t, "--control", "https://c:1", "--setup-key", "K"))
+	if err != nil || o.Device.ListenPort != DefaultPort || o.StateDir != DefaultState || o.Device.Mode != wg.ModeAuto {
+		t.Fatalf("defaults: %+v %v", o, err)
+	}
+	for _, bad := range [][]string{
+		{"--join", tok, "--control", "https://x:1"},
+		{"--join", "nonsense"},
+		{"--setup-key", "K"},
+		{"--control", "https://c:1", "--tls-pin", "md5:00"},
+		{"--port", "70000"},
+		{"--wg-mode", "fast"},
+		{"--socket-mode", "0400"},
+		{"--socket-mode", "rw"},
+	} {
+		if _, _, err := agentOptions(ctxFor(t, bad...)); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
