@@ -4,6 +4,18 @@
 // straight from the WireGuard UDP socket (direct) or through a relayed
 // connection. The agent's engine drives it through Device and never needs to
 // know which mode runs underneath.
+//
+// The engine's flow for one peer, roughly:
+//
+//	dev, _ := wg.New(ctx, wg.Config{Mode: wg.ModeAuto, Name: "meshd0", ...})
+//	mux := ice.NewUniversalUDPMuxDefault(ice.UniversalUDPMuxParams{UDPConn: dev.STUNConn()})
+//	// per peer: ice.NewAgent(&ice.AgentConfig{UDPMux: mux, UDPMuxSrflx: mux, ...})
+//	dev.SetPeer(wg.Peer{PublicKey: k, AllowedIPs: ...})
+//	dev.SetRelayed(k, turnConn)             // first packets need not wait for ICE
+//	dev.SetDirect(k, selectedRemoteAddrPort) // once ICE selects a host/srflx pair
+//
+// Fakes for the engine's tests are in package wgtest; the one-socket bind
+// is package wg/bind.
 package wg
 
 import (

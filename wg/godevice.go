@@ -51,7 +51,11 @@ func startGoDevice(cfg Config, tdev tun.Device) (*goDevice, error) {
 	cfg.Log = gate.wrap(cfg.Log)
 	b := bind.New(bind.Options{MaxPacket: cfg.MTU + 128, Log: cfg.Log.Named("bind")})
 	sugar := cfg.Log.Named("wireguard-go").Sugar()
-	dev := device.NewDevice(tdev, b, &device.Logger{Verbosef: sugar.Debugf, Errorf: sugar.Errorf})
+	wlog := &device.Logger{Verbosef: sugar.Debugf, Errorf: sugar.Errorf}
+	if !cfg.Log.Core().Enabled(zap.DebugLevel) {
+		wlog.Verbosef = device.DiscardLogf // as wireguard-go does below verbose: no formatting on hot paths
+	}
+	dev := device.NewDevice(tdev, b, wlog)
 	d := &goDevice{
 		name:    cfg.Name,
 		log:     cfg.Log,

@@ -71,7 +71,12 @@ func serveUAPI(d *goDevice, log *zap.Logger) (stop func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("wg: UAPI listen for %s: %w", d.name, err)
 	}
-	var wg sync.WaitGroup
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		conns   = make(map[net.Conn]struct{})
+		stopped bool
+	)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -80,10 +85,19 @@ func serveUAPI(d *goDevice, log *zap.Logger) (stop func(), err error) {
 			if err != nil {
 				return
 			}
+			mu.Lock()
+			if stopped {
+				c.Close()
+			}
+			conns[c] = struct{}{}
+			mu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				d.dev.IpcHandle(c) // closes c
+				mu.Lock()
+				delete(conns, c)
+				mu.Unlock()
 			}()
 		}
 	}()
@@ -91,6 +105,12 @@ func serveUAPI(d *goDevice, log *zap.Logger) (stop func(), err error) {
 		if err := ln.Close(); err != nil {
 			log.Debug("close UAPI listener", zap.Error(err))
 		}
+		mu.Lock()
+		stopped = true
+		for c := range conns {
+			c.Close() // a client that keeps its connection open must not hold Close up
+		}
+		mu.Unlock()
 		wg.Wait()
 	}, nil
 }
