@@ -133,14 +133,21 @@ run_meshd() {
 	wait "$pa" "$pb" 2>/dev/null || true
 }
 
-declare -a RAW WGGO MESHD RELAYED
+declare -a RAW WGGO MESHD RELAYED PAIR
 for r in $(seq "$REPS"); do
 	echo "round $r/$REPS: raw veth" >&2
 	RAW+=("$(measure 10.88.0.2)")
-	echo "round $r/$REPS: wireguard-go" >&2
-	WGGO+=("$(run_wggo)")
-	echo "round $r/$REPS: meshd" >&2
-	MESHD+=("$(run_meshd)")
+	# alternate the order so that neither side always runs first
+	if [ $((r % 2)) = 1 ]; then
+		echo "round $r/$REPS: wireguard-go, meshd" >&2
+		WGGO+=("$(run_wggo)")
+		MESHD+=("$(run_meshd)")
+	else
+		echo "round $r/$REPS: meshd, wireguard-go" >&2
+		MESHD+=("$(run_meshd)")
+		WGGO+=("$(run_wggo)")
+	fi
+	PAIR+=("$(awk -v a="${MESHD[-1]}" -v b="${WGGO[-1]}" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print 0 }')")
 	echo "round $r/$REPS: meshd relayed" >&2
 	RELAYED+=("$(run_meshd 3478)")
 done
@@ -162,5 +169,5 @@ Tunnel throughput, single-stream TCP (iperf3, ${SECS} s, median of ${REPS}), $(d
 | meshd (wg.Device, one-socket bind) | ${meshd} | ${MESHD[*]} | 1.00 |
 | meshd relayed (UDP net.Conn as relay) | ${relayed} | ${RELAYED[*]} | $(ratio "$meshd" "$relayed") |
 
-meshd / wireguard-go = $(ratio "$meshd" "$wggo"), meshd / raw = $(ratio "$meshd" "$raw"), meshd relayed / wireguard-go = $(ratio "$relayed" "$wggo")
+meshd / wireguard-go = $(ratio "$meshd" "$wggo") (median of the per-round ratios: $(median "${PAIR[@]}"), rounds: ${PAIR[*]}), meshd / raw = $(ratio "$meshd" "$raw"), meshd relayed / wireguard-go = $(ratio "$relayed" "$wggo")
 EOF
