@@ -500,6 +500,9 @@ func (s *Session) usable(addr string) bool {
 	if a.IsLoopback() && !s.cfg.IncludeLoopback {
 		return false
 	}
+	if a.IsLinkLocalUnicast() {
+		return false // needs a zone; useless to the remote peer
+	}
 	for _, p := range s.cfg.Exclude {
 		if p.Contains(a) {
 			return false

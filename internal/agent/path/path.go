@@ -121,6 +121,12 @@ type Config struct {
 	// RelayLinger: how long the direct path must have been up and handshaking
 	// before the controlling side closes the relay session.
 	RelayLinger time.Duration
+	// RelayDelay is the direct session's head start: the relay session
+	// starts only if no direct path works this long after the peer appeared
+	// (or at once when the direct session fails). A direct path usually
+	// connects within tens of milliseconds, so most pairs never allocate a
+	// relay. Negative: relay first, at once.
+	RelayDelay time.Duration
 	// BackoffMin and BackoffMax bound the restart delay of a failed session.
 	BackoffMin, BackoffMax time.Duration
 	// RequestTimeout: a controlled peer that asked for a session and got no
@@ -137,6 +143,7 @@ const (
 	DefaultHandshakeTimeout   = 20 * time.Second
 	DefaultHandshakeStale     = 3*time.Minute + 15*time.Second
 	DefaultRelayLinger        = 30 * time.Second
+	DefaultRelayDelay         = 500 * time.Millisecond
 	DefaultBackoffMin         = time.Second
 	DefaultBackoffMax         = 30 * time.Second
 	DefaultRequestTimeout     = 5 * time.Second
@@ -152,6 +159,12 @@ func (c *Config) setDefaults() {
 	def(&c.HandshakeTimeout, DefaultHandshakeTimeout)
 	def(&c.HandshakeStale, DefaultHandshakeStale)
 	def(&c.RelayLinger, DefaultRelayLinger)
+	switch {
+	case c.RelayDelay == 0:
+		c.RelayDelay = DefaultRelayDelay
+	case c.RelayDelay < 0:
+		c.RelayDelay = 0
+	}
 	def(&c.BackoffMin, DefaultBackoffMin)
 	def(&c.BackoffMax, DefaultBackoffMax)
 	def(&c.RequestTimeout, DefaultRequestTimeout)
@@ -314,6 +327,9 @@ type Machine struct {
 	epoch         time.Time
 	lastHandshake time.Time
 	directGood    time.Time // since when the direct path is set and handshaking
+	// relayAfter: no relay session before then, unless the direct session
+	// failed (Config.RelayDelay).
+	relayAfter time.Time
 }
 
 // New returns a machine; nothing happens until Step(Started{...}).
@@ -379,6 +395,9 @@ func (m *Machine) Next() time.Time {
 			earliest(s.requested.Add(m.cfg.RequestTimeout))
 		}
 	}
+	if !m.relay.running && !m.direct.up && m.cfg.HaveRelay {
+		earliest(m.relayAfter)
+	}
 	if m.relay.running && !m.directGood.IsZero() {
 		earliest(m.directGood.Add(m.cfg.RelayLinger))
 	}
@@ -399,6 +418,7 @@ func (m *Machine) Step(e Event) []Action {
 	switch e := e.(type) {
 	case Started:
 		m.started = true
+		m.relayAfter = at.Add(m.cfg.RelayDelay)
 	case SessionStarted:
 		s := m.sess(e.Kind)
 		if s.running && s.id != 0 && s.id != e.Session && s.up {
@@ -500,10 +520,12 @@ func (m *Machine) sessionChanged(s *session, e SessionChanged, at time.Time, act
 			m.sessionGone(s, at)
 		}
 		s.up = false
+		m.directLost(s, at)
 	case Failed:
 		s.running, s.up = false, false
 		m.sessionGone(s, at)
 		m.scheduleRetry(s, at)
+		m.directLost(s, at)
 	case Closed:
 		s.running, s.up = false, false
 		m.sessionGone(s, at)
@@ -515,6 +537,14 @@ func (m *Machine) sessionChanged(s *session, e SessionChanged, at time.Time, act
 		}
 	}
 	return acts
+}
+
+// directLost ends the direct session's head start: it failed or dropped,
+// so the relay is needed now.
+func (m *Machine) directLost(s *session, at time.Time) {
+	if s.kind == Direct && at.Before(m.relayAfter) {
+		m.relayAfter = at
+	}
 }
 
 // sessionGone forgets a path that ran over s.
@@ -598,12 +628,20 @@ func (m *Machine) wants(k Kind, at time.Time) bool {
 	if !m.cfg.HaveRelay {
 		return false
 	}
+	if !m.direct.up && at.Before(m.relayAfter) {
+		return false // the direct session's head start
+	}
 	if !m.cfg.Controlling {
 		// Ask for a relay only while there is no direct path; keep whatever
 		// relay session the controlling peer offers.
 		return !m.direct.up
 	}
-	return m.directGood.IsZero() || at.Before(m.directGood.Add(m.cfg.RelayLinger))
+	if m.direct.up {
+		// Never start a relay next to a working direct path; keep a running
+		// one until the direct path has proven itself for RelayLinger.
+		return m.relay.running && (m.directGood.IsZero() || at.Before(m.directGood.Add(m.cfg.RelayLinger)))
+	}
+	return true
 }
 
 // decide derives the actions that bring the world in line with the state.

@@ -38,7 +38,12 @@ func run(t *testing.T, m *Machine, steps []step) {
 	}
 }
 
-func controlling() *Machine { return New(Config{Controlling: true, HaveRelay: true}) }
+// relayFirst is the relay-first configuration most tests use.
+const relayFirst = -1
+
+func controlling() *Machine {
+	return New(Config{Controlling: true, HaveRelay: true, RelayDelay: relayFirst})
+}
 
 func TestRelayFirstThenUpgradeToDirect(t *testing.T) {
 	m := controlling()
@@ -222,7 +227,7 @@ func TestNetworkChangeRestartsDirectAtOnce(t *testing.T) {
 }
 
 func TestControlledAsksAndRetries(t *testing.T) {
-	m := New(Config{Controlling: false, HaveRelay: true})
+	m := New(Config{Controlling: false, HaveRelay: true, RelayDelay: relayFirst})
 	run(t, m, []step{
 		{Started{at(0)}, []string{"start direct (no session)", "start relay (no direct path)"}},
 		// Nobody answers the requests (the remote is offline).
@@ -261,7 +266,7 @@ func TestRemoteRequestRestartsRateLimited(t *testing.T) {
 		{Tick{at(11 * s), time.Time{}}, []string{"start direct (no session)"}},
 	})
 	// A controlled machine ignores requests.
-	c := New(Config{HaveRelay: true})
+	c := New(Config{HaveRelay: true, RelayDelay: relayFirst})
 	c.Step(Started{at(0)})
 	if got := c.Step(RemoteRequest{at(s), Direct, 0}); got != nil {
 		t.Fatalf("controlled machine acted on a request: %v", got)
@@ -358,4 +363,37 @@ func TestControlledWaitsForTheNextOfferAfterClose(t *testing.T) {
 		{Tick{at(8*s + 999*time.Millisecond), time.Time{}}, nil},
 		{Tick{at(9 * s), time.Time{}}, []string{"start direct (no session)"}},
 	})
+}
+
+func TestDirectHeadStartBeforeRelay(t *testing.T) {
+	m := New(Config{Controlling: true, HaveRelay: true})
+	ms := time.Millisecond
+	run(t, m, []step{
+		{Started{at(0)}, []string{"start direct (no session)"}},
+		{SessionStarted{at(0), Direct, 1}, nil},
+		{Tick{at(499 * ms), time.Time{}}, nil},
+		// Direct did not make it in time: the relay starts.
+		{Tick{at(500 * ms), time.Time{}}, []string{"start relay (no direct path)"}},
+	})
+	// Direct connects within the head start: no relay at all, even later.
+	m = New(Config{Controlling: true, HaveRelay: true})
+	run(t, m, []step{
+		{Started{at(0)}, []string{"start direct (no session)"}},
+		{SessionStarted{at(0), Direct, 1}, nil},
+		{SessionChanged{at(60 * ms), Direct, 1, Connected, hostPair}, []string{"set direct 1 " + hostPair.String()}},
+		{Tick{at(5 * s), at(100 * ms)}, nil},
+		{Tick{at(60 * s), at(100 * ms)}, nil},
+		// It drops: the relay starts at once.
+		{SessionChanged{at(61 * s), Direct, 1, Disconnected, Pair{}}, []string{"start relay (no direct path)"}},
+	})
+	// The direct session fails early: no need to wait out the head start.
+	m = New(Config{Controlling: true, HaveRelay: true, RelayDelay: 5 * s})
+	run(t, m, []step{
+		{Started{at(0)}, []string{"start direct (no session)"}},
+		{SessionStarted{at(0), Direct, 1}, nil},
+		{SessionChanged{at(s), Direct, 1, Failed, Pair{}}, []string{"start relay (no direct path)"}},
+	})
+	if got := New(Config{Controlling: true, HaveRelay: true}); got.Next() != (time.Time{}) {
+		t.Fatal("next before start")
+	}
 }
