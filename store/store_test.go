@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 )
@@ -50,5 +51,23 @@ func TestRefusesNewerDatabase(t *testing.T) {
 	s.Close()
 	if _, err := Open(ctx, file); !errors.Is(err, ErrTooNew) {
 		t.Fatalf("err = %v, want ErrTooNew", err)
+	}
+}
+
+func TestDatabaseIsPrivate(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "meshd.db")
+	s, err := Open(context.Background(), file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, f := range []string{file, file + "-wal"} {
+		st, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", filepath.Base(f), st.Mode().Perm())
+		}
 	}
 }
