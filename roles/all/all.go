@@ -1,19 +1,255 @@
-// Package all wires the all role: flags to configuration, start, stop.
+// Package all wires `meshd all`: control, signal and relay in one process
+// for a single VPS. Control and signal share one HTTPS listener; TURN over
+// TLS shares it too, told apart by ALPN (relay.SplitTLS); STUN and TURN over
+// UDP and TCP listen on --stun-listen. It is the only package that imports
+// every server role.
 package all
 
 import (
+	"crypto/tls"
 	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/urfave/cli/v2"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"meshd/internal/cliutil"
+	"meshd/internal/server"
+	"meshd/internal/tlsconf"
+	natrelay "meshd/nat/relay"
+	"meshd/roles/control"
+	"meshd/roles/relay"
+	"meshd/roles/signal"
 )
+
+// DefaultListen is the HTTPS port of control, signal and TURN over TLS.
+const DefaultListen = ":33073"
 
 // Command is `meshd all`.
 func Command() *cli.Command {
 	return &cli.Command{
 		Name:  "all",
-		Usage: "run the all role",
-		Action: func(*cli.Context) error {
-			return errors.New("all: not built yet")
-		},
+		Usage: "run control, signal and relay in one process (one VPS)",
+		Description: "The simplest server: everything a mesh needs on one machine. The first start creates the\n" +
+			"network in --data and prints the line that joins a machine; later starts reuse it.\n" +
+			"Ports: --listen (TCP, HTTPS for control and signal, and TURN over TLS) and --stun-listen\n" +
+			"(UDP and TCP, STUN and TURN) plus the relay's UDP port range (--relay-ports).",
+		Flags:  flags(),
+		Action: run,
 	}
+}
+
+// flags are the server flags, control's (less what `all` derives itself),
+// signal's and the relay's.
+func flags() []cli.Flag {
+	derived := []string{"signal-url", "signal-pin", "turn-secret", "turn-secret-file"}
+	fs := cliutil.ServerFlags(DefaultListen)
+	for _, f := range control.Flags() {
+		if !slices.Contains(derived, f.Names()[0]) {
+			fs = append(fs, f)
+		}
+	}
+	fs = append(fs, signal.Flags()...)
+	fs = append(fs, relay.Flags()...)
+	return append(fs, cliutil.LogFlags()...)
+}
+
+// plan is what run derives from the flags before it starts anything.
+type plan struct {
+	publicURL *url.URL
+	relayIP   netip.Addr
+	tls       *tlsconf.Server // nil with --insecure
+}
+
+func run(c *cli.Context) error {
+	log, err := cliutil.Logger(c)
+	if err != nil {
+		return cliutil.Exit(2, "%v", err)
+	}
+	defer func() { _ = log.Sync() }()
+	dataDir := c.String("data")
+	if err := checkDataDir(dataDir); err != nil {
+		return cliutil.Exit(1, "all: %v", err)
+	}
+	p, err := makePlan(c)
+	if err != nil {
+		return cliutil.Exit(2, "all: %v", err)
+	}
+	ctlCfg, err := control.ConfigFromFlags(withPublicURL(c, p.publicURL.String()))
+	if err != nil {
+		return cliutil.Exit(2, "all: %v", err)
+	}
+	sigCfg, err := signal.ConfigFromFlags(c)
+	if err != nil {
+		return cliutil.Exit(2, "all: %v", err)
+	}
+	relCfg, err := relay.ConfigFromFlags(c)
+	if err != nil {
+		return cliutil.Exit(2, "all: %v", err)
+	}
+	if !relCfg.PublicIP.IsValid() {
+		relCfg.PublicIP = p.relayIP
+	}
+
+	// Signal shares control's listener, so maps point agents back here.
+	ctlCfg.SignalURL = ctlCfg.PublicURL
+	var tlsConfig *tls.Config
+	if p.tls != nil {
+		tlsConfig, ctlCfg.TLSPin, ctlCfg.SignalPin = p.tls.Config, p.tls.Pin, p.tls.Pin
+	}
+	ctlCfg.RelayURLs = append(relayURLs(p.publicURL, relCfg.Listen, p.tls != nil), ctlCfg.RelayURLs...)
+
+	ctx, stop := cliutil.SignalContext(c.Context)
+	defer stop()
+	srv := server.New(log, tlsConfig)
+	ctl, err := control.Start(ctx, ctlCfg, srv, log)
+	if err != nil {
+		return cliutil.Exit(1, "all: %v", err)
+	}
+	defer ctl.Close()
+	if _, err := signal.Start(ctx, sigCfg, srv, log); err != nil {
+		return cliutil.Exit(1, "all: %v", err)
+	}
+
+	listen := c.String("listen")
+	raw, err := net.Listen("tcp", listen)
+	if err != nil {
+		return cliutil.Exit(1, "all: listen %s: %v (is another process on that port? pick one with --listen)", listen, err)
+	}
+	httpLn := raw
+	if p.tls != nil {
+		httpLn, relCfg.TLSListener = natrelay.SplitTLS(raw, srv.TLSConfig())
+	}
+	relCfg.Secret = ctl.Service.TURNSecret()
+	rel, err := relay.Start(ctx, relCfg, log)
+	if err != nil {
+		httpLn.Close()
+		if relCfg.TLSListener != nil {
+			relCfg.TLSListener.Close()
+		}
+		return cliutil.Exit(1, "all: %v (is another process on the port? pick one with --stun-listen)", err)
+	}
+	srv.Handle("GET /metrics", rel.Metrics())
+
+	control.PrintJoin(c.App.Writer, ctl.Boot, dataDir)
+	log.Info("meshd all is up",
+		zap.String("public_url", ctlCfg.PublicURL),
+		zap.String("tls_pin", ctlCfg.TLSPin),
+		zap.Strings("relays", ctlCfg.RelayURLs))
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(gctx, httpLn) })
+	g.Go(func() error {
+		<-gctx.Done()
+		return rel.Close()
+	})
+	if err := g.Wait(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return cliutil.Exit(1, "all: %v", err)
+	}
+	return nil
+}
+
+// makePlan derives the public URL, the relay address and TLS from the flags.
+func makePlan(c *cli.Context) (plan, error) {
+	var p plan
+	insecure := c.Bool("insecure")
+	listen := c.String("listen")
+	_, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return p, fmt.Errorf("--listen %q: want HOST:PORT (e.g. :33073)", listen)
+	}
+	raw := strings.TrimRight(c.String("public-url"), "/")
+	if raw == "" {
+		// No URL given: the address of the default route's interface, which
+		// is right on a VPS with its public address on an interface.
+		ip, err := relay.DefaultPublicIP()
+		if err != nil {
+			return p, fmt.Errorf("cannot guess the public address (%v): give --public-url https://HOST:%s", err, port)
+		}
+		scheme := "https"
+		if insecure {
+			scheme = "http"
+		}
+		raw = scheme + "://" + net.JoinHostPort(ip.String(), port)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return p, fmt.Errorf("--public-url %q: want https://HOST:PORT", raw)
+	}
+	if insecure != (u.Scheme == "http") {
+		return p, fmt.Errorf("--public-url %s: use https:// (or http:// only together with --insecure)", raw)
+	}
+	p.publicURL = u
+	if ip, err := netip.ParseAddr(u.Hostname()); err == nil && ip.Unmap().Is4() {
+		p.relayIP = ip.Unmap()
+	}
+	if !insecure {
+		listenHost, _, _ := net.SplitHostPort(listen)
+		ts, err := tlsconf.ServerConfig(cliutil.TLSOptions(c, u.Hostname(), listenHost))
+		if err != nil {
+			return p, err
+		}
+		p.tls = ts
+	}
+	return p, nil
+}
+
+// relayURLs are the STUN/TURN servers of `meshd all` as agents reach them:
+// on the public URL's host, STUN and TURN over UDP and TCP on the
+// --stun-listen port, TURN over TLS on the HTTPS port.
+func relayURLs(public *url.URL, stunListen string, withTLS bool) []string {
+	host := public.Hostname()
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	_, stunPort, _ := net.SplitHostPort(stunListen)
+	if _, err := strconv.Atoi(stunPort); err != nil || stunPort == "" {
+		stunPort = "3478"
+	}
+	hp := host + ":" + stunPort
+	urls := []string{"stun:" + hp, "turn:" + hp + "?transport=udp", "turn:" + hp + "?transport=tcp"}
+	if withTLS {
+		httpsPort := public.Port()
+		if httpsPort == "" {
+			httpsPort = "443"
+		}
+		urls = append(urls, "turns:"+host+":"+httpsPort+"?transport=tcp")
+	}
+	return urls
+}
+
+// withPublicURL makes --public-url visible to control's flag parsing when
+// `all` derived it.
+func withPublicURL(c *cli.Context, u string) *cli.Context {
+	if c.String("public-url") == "" {
+		_ = c.Set("public-url", u)
+	}
+	return c
+}
+
+// checkDataDir creates the data directory and checks that it is a
+// writable directory, so a wrong --data fails at once with a clear error.
+func checkDataDir(dir string) error {
+	if dir == "" {
+		return errors.New("--data is empty: give the directory for the database and certificate")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data dir %s: %w (choose another with --data)", dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".write-test-*")
+	if err != nil {
+		return fmt.Errorf("data dir %s is not writable: %w (fix its permissions or choose another with --data)", dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(filepath.Clean(name))
 }

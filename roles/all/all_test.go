@@ -1,0 +1,213 @@
+package all
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"meshd/internal/cliutil"
+	"meshd/internal/jointoken"
+	"meshd/internal/rpcclient"
+	"meshd/internal/tlsconf"
+)
+
+// syncBuffer is a bytes.Buffer safe for the server goroutine and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freePort(tb testing.TB, network string) string {
+	tb.Helper()
+	switch network {
+	case "udp":
+		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().String()
+	default:
+		l, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().String()
+	}
+}
+
+type running struct {
+	out  *syncBuffer
+	done chan error
+	stop context.CancelFunc
+}
+
+// start runs `meshd all` in-process on loopback ports.
+func start(tb testing.TB, dir, listen, stun string) *running {
+	tb.Helper()
+	app := &cli.App{Name: "meshd", Commands: []*cli.Command{Command()}, ExitErrHandler: func(*cli.Context, error) {}}
+	cliutil.BindEnv(app.Flags, app.Commands)
+	r := &running{out: &syncBuffer{}, done: make(chan error, 1)}
+	app.Writer, app.ErrWriter = r.out, r.out
+	ctx, cancel := context.WithCancel(context.Background())
+	r.stop = cancel
+	go func() {
+		r.done <- app.RunContext(ctx, []string{"meshd", "all", "--data", dir, "--listen", listen,
+			"--public-url", "https://" + listen, "--stun-listen", stun, "--relay-ports", "50000-50100",
+			"--log-level", "warn"})
+	}()
+	tb.Cleanup(func() { r.shutdown(tb) })
+	return r
+}
+
+func (r *running) shutdown(tb testing.TB) {
+	tb.Helper()
+	if r.stop == nil {
+		return
+	}
+	r.stop()
+	r.stop = nil
+	select {
+	case err := <-r.done:
+		if err != nil {
+			tb.Errorf("meshd all exited with %v\n%s", err, r.out)
+		}
+	case <-time.After(15 * time.Second):
+		tb.Errorf("meshd all did not stop within 15s")
+	}
+}
+
+var joinRE = regexp.MustCompile(`meshd agent --join (\S+)`)
+
+// waitJoin waits for the join line and returns its token.
+func (r *running) waitJoin(tb testing.TB) jointoken.Token {
+	tb.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if m := joinRE.FindStringSubmatch(r.out.String()); m != nil {
+			tok, err := jointoken.Decode(m[1])
+			if err != nil {
+				tb.Fatalf("join line does not decode: %v", err)
+			}
+			return tok
+		}
+		select {
+		case err := <-r.done:
+			tb.Fatalf("meshd all exited early: %v\n%s", err, r.out)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	tb.Fatalf("no join line within 20s:\n%s", r.out)
+	return jointoken.Token{}
+}
+
+func healthz(tb testing.TB, url, pin string) {
+	tb.Helper()
+	c, err := rpcclient.New(url, pin)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.CloseIdleConnections()
+	resp, err := c.Get(url + "/healthz")
+	if err != nil {
+		tb.Fatalf("healthz over pinned TLS: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.TLS == nil {
+		tb.Fatalf("healthz: status %d, tls %v", resp.StatusCode, resp.TLS != nil)
+	}
+}
+
+func TestAllFirstStartAndRestart(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	listen, stun := freePort(t, "tcp"), freePort(t, "udp")
+
+	r := start(t, dir, listen, stun)
+	tok := r.waitJoin(t)
+	if tok.ControlURL != "https://"+listen || tok.SetupKey == "" {
+		t.Fatalf("join token %+v", tok)
+	}
+	if _, err := tlsconf.ParsePin(tok.Pin); err != nil {
+		t.Fatalf("join token pin: %v", err)
+	}
+	healthz(t, tok.ControlURL, tok.Pin)
+	// A wrong pin is refused: the pin really is checked.
+	if c, _ := tls.Dial("tcp", listen, mustClientConfig(t, "sha256:"+strings.Repeat("0", 64))); c != nil {
+		c.Close()
+		t.Fatal("a wrong pin was accepted")
+	}
+	token1, err := os.ReadFile(filepath.Join(dir, "admin-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(filepath.Join(dir, "admin-token")); st.Mode().Perm() != 0o600 {
+		t.Fatalf("admin-token mode %v", st.Mode().Perm())
+	}
+	if !strings.Contains(r.out.String(), "created a new network") {
+		t.Fatalf("first start did not say it created the network:\n%s", r.out)
+	}
+	r.shutdown(t)
+
+	// The restart reuses the account, token, certificate and join line.
+	r2 := start(t, dir, listen, stun)
+	tok2 := r2.waitJoin(t)
+	if tok2 != tok {
+		t.Fatalf("join token changed across a restart:\n%+v\n%+v", tok, tok2)
+	}
+	healthz(t, tok.ControlURL, tok.Pin)
+	token2, _ := os.ReadFile(filepath.Join(dir, "admin-token"))
+	if !bytes.Equal(token1, token2) {
+		t.Fatal("admin token changed across a restart")
+	}
+	if strings.Contains(r2.out.String(), "created a new network") {
+		t.Fatal("restart created a new network")
+	}
+}
+
+func mustClientConfig(tb testing.TB, pin string) *tls.Config {
+	tb.Helper()
+	c, err := tlsconf.ClientConfig(pin)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+func TestAllUnusableDataDir(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "not-a-dir")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	app := &cli.App{Name: "meshd", Commands: []*cli.Command{Command()}, ExitErrHandler: func(*cli.Context, error) {}}
+	var out bytes.Buffer
+	app.Writer, app.ErrWriter = &out, &out
+	err := app.Run([]string{"meshd", "all", "--data", file, "--listen", freePort(t, "tcp")})
+	ec, ok := err.(cli.ExitCoder)
+	if !ok || ec.ExitCode() != 1 || !strings.Contains(err.Error(), "--data") {
+		t.Fatalf("err = %v; want exit 1 naming --data", err)
+	}
+}
