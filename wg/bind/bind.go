@@ -58,7 +58,7 @@ type Bind struct {
 	nextID uint64
 	stun   *stunConn
 
-	claims  atomic.Pointer[map[netip.AddrPort]*RelayEndpoint] // nil when empty
+	claims  atomic.Pointer[map[claimKey]*RelayEndpoint] // nil when empty
 	relayQ  chan relayPacket
 	bufPool sync.Pool
 	done    chan struct{} // closed by Stop
@@ -240,6 +240,10 @@ func (b *Bind) demux(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			return n, err
 		}
 		claims := b.claims.Load()
+		var (
+			lastFrom  netip.AddrPort // batches mostly come from one sender:
+			lastRelay *RelayEndpoint // look its claim up once
+		)
 		for i := 0; i < n; i++ {
 			if sizes[i] == 0 {
 				continue
@@ -252,8 +256,11 @@ func (b *Bind) demux(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			}
 			if claims != nil {
 				if se, ok := eps[i].(*conn.StdNetEndpoint); ok {
-					if r := (*claims)[unmap(se.AddrPort)]; r != nil && !r.stopped.Load() {
-						eps[i] = r
+					if se.AddrPort != lastFrom {
+						lastFrom, lastRelay = se.AddrPort, (*claims)[keyOf(se.AddrPort)]
+					}
+					if lastRelay != nil && !lastRelay.stopped.Load() {
+						eps[i] = lastRelay
 					}
 				}
 			}
@@ -266,6 +273,17 @@ func unmap(ap netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
+// claimKey is an address and port in a form that is cheap to hash (IPv4 as
+// IPv4-mapped IPv6); zones are ignored.
+type claimKey struct {
+	addr [16]byte
+	port uint16
+}
+
+func keyOf(ap netip.AddrPort) claimKey {
+	return claimKey{addr: ap.Addr().As16(), port: ap.Port()}
+}
+
 // Claim makes WireGuard packets that arrive on the UDP socket from addr
 // enter WireGuard as if they had come through r (r nil: undo). The device
 // claims a peer's former direct address for its relay while the peer is
@@ -274,19 +292,19 @@ func unmap(ap netip.AddrPort) netip.AddrPort {
 // switching to a relay at slightly different times would keep pulling each
 // other back to direct. Packets from addresses nobody claimed roam as usual.
 func (b *Bind) Claim(addr netip.AddrPort, r *RelayEndpoint) {
-	addr = unmap(addr)
+	key := keyOf(addr)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	next := make(map[netip.AddrPort]*RelayEndpoint)
+	next := make(map[claimKey]*RelayEndpoint)
 	if cur := b.claims.Load(); cur != nil {
 		for k, v := range *cur {
 			next[k] = v
 		}
 	}
 	if r == nil {
-		delete(next, addr)
+		delete(next, key)
 	} else {
-		next[addr] = r
+		next[key] = r
 	}
 	if len(next) == 0 {
 		b.claims.Store(nil)
