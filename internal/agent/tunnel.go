@@ -216,7 +216,17 @@ func (t *tunnel) open(ctx context.Context, self *controlv1.SelfConfig) error {
 	if err != nil {
 		return fmt.Errorf("wireguard device: %w", err)
 	}
-	mux := peerconn.NewMux(dev.STUNConn(), t.e.opts.ICENet, t.log.Named("ice"))
+	// The mux lists local addresses for host candidates: not the overlay's.
+	exclude := []netip.Prefix{addr.Masked()}
+	if !t.e.opts.IncludeLoopback {
+		exclude = append(exclude, netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"))
+	}
+	tnet, err := peerconn.ExcludingNet(t.e.opts.ICENet, exclude)
+	if err != nil {
+		dev.Close()
+		return err
+	}
+	mux := peerconn.NewMux(dev.STUNConn(), tnet, t.log.Named("ice"))
 	t.mu.Lock()
 	t.self, t.dev, t.mux = self, dev, mux
 	t.mu.Unlock()

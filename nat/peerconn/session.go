@@ -85,23 +85,27 @@ type Timing struct {
 }
 
 // DirectTiming is the default timing of direct sessions.
+//
+// Every pair of a direct session is a path without a relay, so the first
+// pair that works is nominated (no acceptance waits): on a LAN host pairs
+// answer first anyway.
 var DirectTiming = Timing{
-	CheckInterval:      50 * time.Millisecond,
-	MaxBindingRequests: 40, // 2 s of checks per pair
+	CheckInterval:      25 * time.Millisecond,
+	MaxBindingRequests: 80, // 2 s of checks per pair
 	Keepalive:          time.Second,
 	Disconnected:       3 * time.Second,
 	Failed:             5 * time.Second,
 	HostWait:           0,
-	SrflxWait:          50 * time.Millisecond,
-	PrflxWait:          50 * time.Millisecond,
+	SrflxWait:          0,
+	PrflxWait:          0,
 	RelayWait:          time.Second, // unused: direct sessions have no relay candidates
 	STUNGatherTimeout:  3 * time.Second,
 }
 
 // RelayTiming is the default timing of relay sessions.
 var RelayTiming = Timing{
-	CheckInterval:      50 * time.Millisecond,
-	MaxBindingRequests: 60,
+	CheckInterval:      25 * time.Millisecond,
+	MaxBindingRequests: 120,
 	Keepalive:          2 * time.Second,
 	Disconnected:       5 * time.Second,
 	Failed:             10 * time.Second,
