@@ -137,7 +137,7 @@ func TestTwoAgentsFindADirectPath(t *testing.T) {
 	if got, want := pa.Remote.String(), b.dev().STUNConn().LocalAddr().String(); got != want {
 		t.Fatalf("a sends to %s, b's socket is %s", got, want)
 	}
-	if len(pa.Config.AllowedIPs) != 1 || pa.Config.AllowedIPs[0].String() != "100.64.0.2/32" || pa.Config.PersistentKeepalive != keepalive {
+	if len(pa.Config.AllowedIPs) != 1 || pa.Config.AllowedIPs[0].String() != "100.64.0.2/32" {
 		t.Fatalf("peer config %+v", pa.Config)
 	}
 	// Status: connecting until WireGuard shakes hands, then connected/direct.
@@ -150,6 +150,11 @@ func TestTwoAgentsFindADirectPath(t *testing.T) {
 			}
 		}
 		return false
+	})
+	// After the first handshake both sides keep the tunnel alive.
+	waitFor(t, 5*time.Second, "keepalive on", func() bool {
+		p, _ := a.dev().Peer(b.key())
+		return p.Config.PersistentKeepalive == keepalive
 	})
 	st := a.e.Status()
 	if st.State != "up" || st.Self.OverlayIp != "100.64.0.1" || st.Self.Control.State != StateConnected || len(st.Peers) != 1 {
