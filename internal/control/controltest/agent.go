@@ -18,7 +18,8 @@ import (
 // Map is a network map.
 type Map = controlv1.NetworkMap
 
-// WaitTimeout bounds every wait of the harness.
+// WaitTimeout bounds every wait of the harness unless Patience says
+// otherwise.
 const WaitTimeout = 10 * time.Second
 
 // AgentOptions describe a fake agent.
@@ -112,7 +113,7 @@ func (a *Agent) Login(setupKey string) error {
 
 // LoginWith logs in with exactly setupKey, which may be empty.
 func (a *Agent) LoginWith(setupKey string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), WaitTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), a.h.cfg.patience)
 	defer cancel()
 	self, err := a.Client.Login(ctx, setupKey)
 	if err == nil {
@@ -208,7 +209,7 @@ func (a *Agent) Connected() bool {
 // waitUntil waits until cond holds (checked under the agent's lock).
 func (a *Agent) waitUntil(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.NewTimer(WaitTimeout)
+	deadline := time.NewTimer(a.h.cfg.patience)
 	defer deadline.Stop()
 	for {
 		a.mu.Lock()
@@ -220,7 +221,7 @@ func (a *Agent) waitUntil(tb testing.TB, what string, cond func() bool) {
 		select {
 		case <-ch:
 		case <-deadline.C:
-			tb.Fatalf("controltest: agent %s: no %s within %s (maps %v, err %v)", a.Name, what, WaitTimeout, a.Serials(), a.SyncErr())
+			tb.Fatalf("controltest: agent %s: no %s within %s (maps %v, err %v)", a.Name, what, a.h.cfg.patience, a.Serials(), a.SyncErr())
 		}
 	}
 }

@@ -51,10 +51,11 @@ func (c *Clock) Advance(d time.Duration) {
 type Option func(*config)
 
 type config struct {
-	opts    func(*control.Options)
-	quiet   bool
-	dir     string
-	hostFmt func(i int) string
+	patience time.Duration
+	opts     func(*control.Options)
+	quiet    bool
+	dir      string
+	hostFmt  func(i int) string
 }
 
 // WithOptions lets a test change the service's options (relays, timings...).
@@ -63,6 +64,10 @@ func WithOptions(fn func(*control.Options)) Option { return func(c *config) { c.
 
 // WithDir keeps the data directory (database, token files) in dir.
 func WithDir(dir string) Option { return func(c *config) { c.dir = dir } }
+
+// Patience bounds the harness's waits (default WaitTimeout); benchmarks
+// with many agents on a busy machine need more.
+func Patience(d time.Duration) Option { return func(c *config) { c.patience = d } }
 
 // Quiet logs at warn level and above only (benchmarks with many agents).
 func Quiet() Option { return func(c *config) { c.quiet = true } }
@@ -95,6 +100,7 @@ func NewHarness(tb testing.TB, n int, opts ...Option) *Harness {
 	tb.Helper()
 	h := &Harness{tb: tb, Clock: NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))}
 	h.cfg.hostFmt = func(i int) string { return "agent-" + itoa(i) }
+	h.cfg.patience = WaitTimeout
 	for _, o := range opts {
 		o(&h.cfg)
 	}
