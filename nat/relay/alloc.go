@@ -6,8 +6,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -57,7 +55,10 @@ func (s *Server) allocate(f *front, network string, requestedPort int) (net.Pack
 		return nil, nil, ErrQuota
 	}
 	s.users[req.id]++
-	rc := &relayConn{s: s, f: f, id: req.id, created: time.Now()}
+	rc := &relayConn{s: s, f: f, id: req.id, client: req.src, created: time.Now()}
+	if f.udp != nil && req.src.IsValid() {
+		rc.out = newOutBatch(f, req.src)
+	}
 	s.allocs[rc] = struct{}{}
 	s.allocsWG.Add(1)
 	s.mu.Unlock()
@@ -71,7 +72,8 @@ func (s *Server) allocate(f *front, network string, requestedPort int) (net.Pack
 	}
 	rc.uc = uc
 	rc.public = &net.UDPAddr{IP: s.opts.PublicIP.AsSlice(), Port: port}
-	rc.hairpin = s.ports.hairpin
+	rc.port = uint16(port)
+	s.relays[port-int(s.opts.PortMin)].Store(rc)
 	f.allocs.Add(1)
 	rc.expire = time.AfterFunc(s.opts.MaxLifetime, func() {
 		s.log.Info("allocation reached its maximum lifetime", zap.String("id", rc.id), zap.Stringer("relay", rc.public), zap.Duration("max_lifetime", s.opts.MaxLifetime))
@@ -99,104 +101,12 @@ func (s *Server) release(rc *relayConn) {
 	s.allocsWG.Done()
 }
 
-// relayConn is an allocation's relay socket. pion reads peers' packets
-// from it in the allocation's goroutine and writes clients' packets to it
-// from the front's read loop; it counts both.
-type relayConn struct {
-	s       *Server
-	f       *front
-	id      string
-	created time.Time
-	uc      *net.UDPConn
-	public  *net.UDPAddr
-	hairpin *hairpin
-	expire  *time.Timer
-
-	// state: allocNew until pion confirmed the allocation to the client,
-	// then allocCounted (in the gauges), allocClosed at the end.
-	state atomic.Int32
-
-	toPeer, fromPeer         atomic.Uint64
-	pktsToPeer, pktsFromPeer atomic.Uint64
-
-	addrs map[netip.AddrPort]*net.UDPAddr // read goroutine only
-
-	closeOnce sync.Once
-}
-
-var _ net.PacketConn = (*relayConn)(nil)
-
-const (
-	allocNew = iota
-	allocCounted
-	allocClosed
-)
-
-// confirmed counts the allocation once pion told the client about it.
-func (rc *relayConn) confirmed() {
-	if rc.state.CompareAndSwap(allocNew, allocCounted) {
-		rc.s.m.allocated(rc.f.transport)
-	}
-}
-
-func (rc *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, ap, err := rc.uc.ReadFromUDPAddrPort(p)
-	if err != nil {
-		return 0, nil, err
-	}
-	ap = rc.hairpin.fromPeer(ap)
-	rc.fromPeer.Add(uint64(n))
-	rc.pktsFromPeer.Add(1)
-	if rc.addrs == nil {
-		rc.addrs = make(map[netip.AddrPort]*net.UDPAddr)
-	}
-	return n, cachedAddr(rc.addrs, ap), nil
-}
-
-func (rc *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	ua, ok := addr.(*net.UDPAddr)
-	if !ok {
-		return 0, &net.AddrError{Err: "not a UDP address", Addr: addr.String()}
-	}
-	n, err := rc.uc.WriteToUDPAddrPort(p, rc.hairpin.toPeer(ua.AddrPort()))
-	if err == nil {
-		rc.toPeer.Add(uint64(n))
-		rc.pktsToPeer.Add(1)
-	}
-	return n, err
-}
-
-// Close ends the allocation's socket; pion's allocation goroutine then
-// deletes the allocation. Later calls return nil.
-func (rc *relayConn) Close() error {
-	var err error
-	rc.closeOnce.Do(func() {
-		rc.expire.Stop()
-		err = rc.uc.Close()
-		rc.f.allocationEnded()
-		if rc.state.Swap(allocClosed) == allocCounted {
-			rc.s.m.deallocated(rc.f.transport)
-		}
-		rc.s.log.Debug("allocation closed", zap.String("id", rc.id), zap.Stringer("relay", rc.public),
-			zap.Duration("age", time.Since(rc.created)),
-			zap.Uint64("bytes_to_peer", rc.toPeer.Load()), zap.Uint64("bytes_from_peer", rc.fromPeer.Load()))
-		rc.s.release(rc)
-	})
-	return err
-}
-
-func (rc *relayConn) LocalAddr() net.Addr                { return rc.public }
-func (rc *relayConn) SetDeadline(t time.Time) error      { return rc.uc.SetDeadline(t) }
-func (rc *relayConn) SetReadDeadline(t time.Time) error  { return rc.uc.SetReadDeadline(t) }
-func (rc *relayConn) SetWriteDeadline(t time.Time) error { return rc.uc.SetWriteDeadline(t) }
-
 // portRange binds relay sockets in [min, max] on bind and announces them
 // on public.
 type portRange struct {
 	public   netip.Addr
 	bind     netip.Addr
 	min, max uint16
-	hairpin  *hairpin
 }
 
 func newPortRange(public, bind netip.Addr, lo, hi uint16) (*portRange, error) {
@@ -211,13 +121,7 @@ func newPortRange(public, bind netip.Addr, lo, hi uint16) (*portRange, error) {
 	if !bind.Is4() {
 		return nil, fmt.Errorf("relay: relay bind address %s: want IPv4", bind)
 	}
-	pr := &portRange{public: public, bind: bind, min: lo, max: hi}
-	if !local {
-		// Packets from one of our relay ports to another, addressed to
-		// the public IP, would leave for a NAT that may not hairpin.
-		pr.hairpin = &hairpin{public: public, loopback: netip.AddrFrom4([4]byte{127, 0, 0, 1}), min: lo, max: hi}
-	}
-	return pr, nil
+	return &portRange{public: public, bind: bind, min: lo, max: hi}, nil
 }
 
 // isLocal reports whether ip is assigned to this host.
@@ -267,27 +171,4 @@ func (pr *portRange) listen(port int) (*net.UDPConn, int, error) {
 		}
 	}
 	return nil, 0, fmt.Errorf("%w (%d-%d on %s): %v", ErrNoPorts, pr.min, pr.max, pr.bind, lastErr)
-}
-
-// hairpin maps traffic between two of our own relay sockets onto
-// loopback when the public IP is not local (1:1 NAT), and the source back
-// to the public IP on the receiving side, so permissions still match. nil
-// means no mapping.
-type hairpin struct {
-	public, loopback netip.Addr
-	min, max         uint16
-}
-
-func (h *hairpin) toPeer(ap netip.AddrPort) netip.AddrPort {
-	if h == nil || ap.Addr().Unmap() != h.public || ap.Port() < h.min || ap.Port() > h.max {
-		return ap
-	}
-	return netip.AddrPortFrom(h.loopback, ap.Port())
-}
-
-func (h *hairpin) fromPeer(ap netip.AddrPort) netip.AddrPort {
-	if h == nil || ap.Addr() != h.loopback || ap.Port() < h.min || ap.Port() > h.max {
-		return ap
-	}
-	return netip.AddrPortFrom(h.public, ap.Port())
 }

@@ -69,10 +69,11 @@ func TestCoturnClient(t *testing.T) {
 			if sent != 2*n || recv != 2*n {
 				t.Fatalf("uclient sent %d and received %d messages, want %d each:\n%s", sent, recv, 2*n, out)
 			}
-			st := s.Stats()
-			if st.BytesToPeers < 2*n*size || st.BytesFromPeers < 2*n*size {
-				t.Fatalf("relay counted %d bytes to and %d from peers, want at least %d", st.BytesToPeers, st.BytesFromPeers, 2*n*size)
-			}
+			var st relay.Stats
+			waitFor(t, "the byte counters", func() bool {
+				st = s.Stats()
+				return st.BytesToPeers >= 2*n*size && st.BytesFromPeers >= 2*n*size
+			})
 			if st.AllocationsByTransport[tc.transport] == 0 && st.AllocationsTotal < 2 {
 				t.Fatalf("stats %+v: no allocations over %s", st, tc.transport)
 			}

@@ -46,9 +46,9 @@
 //     "http/1.1", "stun.turn" and "stun.nat-discovery". SplitTLS prefers
 //     "stun.turn" and sends connections with no ALPN to TURN, so both reach
 //     the relay on the shared HTTPS port.
-//   - Both ends of a relayed pair may hold allocations on the same relay; a
-//     relay-to-relay path works (the server hairpins traffic between its own
-//     relay ports internally when PublicIP is not a local address).
+//   - Both ends of a relayed pair may hold allocations on the same relay:
+//     the server passes packets between its own relay addresses in process
+//     (no hairpin through the network, also behind 1:1 NAT).
 //
 // Data goes over channels (ChannelBind), which pion's client sets up by
 // itself after the first send; Send indications work too but cost 36 bytes

@@ -45,6 +45,7 @@ type front struct {
 	// Owned by the read loop goroutine (pion calls ReadFrom and the
 	// generator from one goroutine per PacketConn).
 	addrs     map[netip.AddrPort]*net.UDPAddr
+	batch     *readBatch // UDP: recvmmsg
 	pending   allocRequest
 	lastAlloc *relayConn // made for pending, not yet confirmed
 
@@ -52,12 +53,18 @@ type front struct {
 	allocs  atomic.Int32                 // live allocations made through this front
 	idle    atomic.Bool                  // stream: a read deadline is armed
 
+	// UDP: clients' allocations by client address, for batching their
+	// ChannelData (see outBatch), when the socket can do UDP GSO.
+	gso     atomic.Bool
+	clients sync.Map // netip.AddrPort -> *relayConn
+
 	closeOnce sync.Once
 	doneOnce  sync.Once
 }
 
 // allocRequest is the authenticated Allocate request being handled.
 type allocRequest struct {
+	src      netip.AddrPort // UDP clients only
 	tx       [stun.TransactionIDSize]byte
 	username string
 	id       string // credential id: the quota key
@@ -74,6 +81,8 @@ func (s *Server) newFront(transport string, uc *net.UDPConn, c net.Conn) *front 
 		f.udp = uc
 		f.local = uc.LocalAddr()
 		f.addrs = make(map[netip.AddrPort]*net.UDPAddr)
+		f.batch = newReadBatch(uc)
+		f.gso.Store(gsoSupported(uc))
 	} else {
 		f.raw = c
 		f.str = turn.NewSTUNConn(c)
@@ -98,12 +107,11 @@ func cachedAddr(cache map[netip.AddrPort]*net.UDPAddr, ap netip.AddrPort) *net.U
 
 func (f *front) ReadFrom(p []byte) (int, net.Addr, error) {
 	if f.udp != nil {
-		n, ap, err := f.udp.ReadFromUDPAddrPort(p)
+		n, ap, err := f.batch.read(p)
 		if err != nil {
 			return 0, nil, err
 		}
-		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-		f.inspect(p[:n])
+		f.inspect(p[:n], ap)
 		return n, cachedAddr(f.addrs, ap), nil
 	}
 	n, addr, err := f.str.ReadFrom(p)
@@ -112,7 +120,7 @@ func (f *front) ReadFrom(p []byte) (int, net.Addr, error) {
 		return 0, nil, err
 	}
 	if n <= len(p) {
-		f.inspect(p[:n])
+		f.inspect(p[:n], netip.AddrPort{})
 	}
 	f.armIdle()
 	return n, addr, nil
@@ -120,7 +128,7 @@ func (f *front) ReadFrom(p []byte) (int, net.Addr, error) {
 
 // inspect looks at a STUN message from a client (ChannelData passes with
 // one comparison).
-func (f *front) inspect(b []byte) {
+func (f *front) inspect(b []byte, src netip.AddrPort) {
 	if len(b) < stunHeader || b[0]&0xc0 != 0 {
 		return
 	}
@@ -142,7 +150,7 @@ func (f *front) inspect(b []byte) {
 	}
 	username := user.String()
 	_, id, _ := strings.Cut(username, ":")
-	f.pending = allocRequest{tx: m.TransactionID, username: username, id: id, realm: realm.String()}
+	f.pending = allocRequest{src: src, tx: m.TransactionID, username: username, id: id, realm: realm.String()}
 }
 
 func (f *front) WriteTo(p []byte, addr net.Addr) (int, error) {
@@ -164,7 +172,15 @@ func (f *front) WriteTo(p []byte, addr net.Addr) (int, error) {
 		if !ok {
 			return 0, &net.AddrError{Err: "not a UDP address", Addr: addr.String()}
 		}
-		return f.udp.WriteToUDPAddrPort(p, ua.AddrPort())
+		ap := ua.AddrPort()
+		if len(p) >= 4 && p[0]&0xc0 == 0x40 && f.gso.Load() {
+			// ChannelData, written by the client's allocation goroutine.
+			if rc, ok := f.clients.Load(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())); ok {
+				rc.(*relayConn).out.add(p)
+				return len(p), nil
+			}
+		}
+		return f.udp.WriteToUDPAddrPort(p, ap)
 	}
 	return f.raw.Write(p)
 }

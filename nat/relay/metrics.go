@@ -28,6 +28,8 @@ type metrics struct {
 
 	requests [len(methodNames)]atomic.Uint64
 
+	gsoSends, gsoPackets atomic.Uint64 // batched sends to clients
+
 	mu          sync.Mutex
 	refusals    map[string]uint64 // quota, capacity, ports
 	authRefusal map[string]uint64 // expired, malformed, realm, no_secret
@@ -130,6 +132,9 @@ type Stats struct {
 	PacketsToPeers, PacketsFromPeers uint64
 	// PeersDenied counts permissions refused by the peer policy.
 	PeersDenied uint64
+	// BatchedSends is how many UDP GSO writes carried BatchedPackets
+	// ChannelData packets to clients.
+	BatchedSends, BatchedPackets uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -140,6 +145,8 @@ func (s *Server) Stats() Stats {
 		AuthRefused:            map[string]uint64{},
 		ErrorResponses:         map[int]uint64{},
 		PeersDenied:            s.m.peerDenied.Load(),
+		BatchedSends:           s.m.gsoSends.Load(),
+		BatchedPackets:         s.m.gsoPackets.Load(),
 	}
 	for _, t := range transports {
 		n := int(s.m.allocs[t].Load())
@@ -201,6 +208,10 @@ var (
 		"Credentials refused before the integrity check, by reason (expired, malformed, realm, no_secret).", []string{"reason"}, nil)
 	descDenied = prometheus.NewDesc("meshd_relay_peer_denied_total",
 		"Permissions refused by the peer address policy.", nil, nil)
+	descBatches = prometheus.NewDesc("meshd_relay_batched_sends_total",
+		"UDP GSO writes of several ChannelData packets to one client.", nil, nil)
+	descBatched = prometheus.NewDesc("meshd_relay_batched_packets_total",
+		"ChannelData packets sent to clients in UDP GSO writes.", nil, nil)
 )
 
 var _ prometheus.Collector = (*Server)(nil)
@@ -209,7 +220,7 @@ var _ prometheus.Collector = (*Server)(nil)
 // register the Server in a registry shared with other components.
 func (s *Server) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAllocs, descAllocsTotal, descRefused, descUsers, descConns,
-		descConnsRefused, descBytes, descPackets, descRequests, descErrors, descAuth, descDenied} {
+		descConnsRefused, descBytes, descPackets, descRequests, descErrors, descAuth, descDenied, descBatches, descBatched} {
 		ch <- d
 	}
 }
@@ -248,6 +259,8 @@ func (s *Server) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRequests, prometheus.CounterValue, float64(s.m.requests[i].Load()), name)
 	}
 	ch <- prometheus.MustNewConstMetric(descDenied, prometheus.CounterValue, float64(s.m.peerDenied.Load()))
+	ch <- prometheus.MustNewConstMetric(descBatches, prometheus.CounterValue, float64(st.BatchedSends))
+	ch <- prometheus.MustNewConstMetric(descBatched, prometheus.CounterValue, float64(st.BatchedPackets))
 }
 
 // Metrics serves the relay's metrics (only these) in the Prometheus text

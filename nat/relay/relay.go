@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/turn/v3"
@@ -159,6 +160,7 @@ type Server struct {
 	log     *zap.Logger
 	pionLog pionLoggerFactory
 	ports   *portRange
+	relays  []atomic.Pointer[relayConn] // by port - PortMin
 	deny    []netip.Prefix
 	m       *metrics
 
@@ -199,6 +201,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.ports = ports
+	s.relays = make([]atomic.Pointer[relayConn], int(opts.PortMax)-int(opts.PortMin)+1)
 
 	udpConns, tcpLn, err := listen(opts.ListenAddr, opts.Workers, !opts.NoTCP)
 	if err != nil {

@@ -170,9 +170,11 @@ func TestRelay(t *testing.T) {
 			}
 			// Each direction crosses the relay twice (client to a's relay
 			// socket to b's relay socket), so both counters see both ways.
-			if st.BytesToPeers < 2*n*size || st.BytesFromPeers < 2*n*size {
-				t.Fatalf("relayed %d bytes to peers, %d from peers; want at least %d each", st.BytesToPeers, st.BytesFromPeers, 2*n*size)
-			}
+			// (A packet is counted just after it was passed on.)
+			waitFor(t, "the byte counters", func() bool {
+				st = s.Stats()
+				return st.BytesToPeers >= 2*n*size && st.BytesFromPeers >= 2*n*size
+			})
 			h := s.Metrics()
 			if v := scrape(t, h, `meshd_relay_stun_messages_total{method="channel_bind"}`); v < 2 {
 				t.Fatalf("%v channel binds: pion's client should have bound channels", v)
@@ -194,6 +196,73 @@ func TestRelay(t *testing.T) {
 			waitFor(t, "a's allocation to end", func() bool { return s.Stats().Allocations == 1 })
 		})
 	}
+}
+
+// TestRelayToPlainPeer relays between an allocation and a peer that is a
+// plain UDP socket (a peer reached on its server-reflexive address), the
+// path through the kernel rather than between two relay sockets.
+func TestRelayToPlainPeer(t *testing.T) {
+	s := startRelay(t, nil)
+	a := mustAllocate(t, s.UDPAddr().String(), relaytest.UDP, cred("a"), nil)
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	buf := make([]byte, 2048)
+	const n = 50
+	got := 0
+	for i := 0; i < 500 && got < n; i++ {
+		msg := []byte("to peer " + strconv.Itoa(i))
+		if _, err := a.Relay.WriteTo(msg, peer.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+		_ = peer.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		m, from, err := peer.ReadFromUDP(buf)
+		if err != nil {
+			continue // the first packets may race the permission
+		}
+		if from.String() != a.RelayAddr().String() || string(buf[:m]) != string(msg) {
+			t.Fatalf("peer got %q from %s, want %q from %s", buf[:m], from, msg, a.RelayAddr())
+		}
+		reply := []byte("from peer " + strconv.Itoa(i))
+		if _, err := peer.WriteToUDP(reply, a.RelayAddr()); err != nil {
+			t.Fatal(err)
+		}
+		_ = a.Relay.SetReadDeadline(time.Now().Add(5 * time.Second))
+		m, back, err := a.Relay.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("reply %d: %v", i, err)
+		}
+		if back.String() != peer.LocalAddr().String() || string(buf[:m]) != string(reply) {
+			t.Fatalf("client got %q from %s, want %q from %s", buf[:m], back, reply, peer.LocalAddr())
+		}
+		got++
+	}
+	if got < n {
+		t.Fatalf("%d of %d round trips", got, n)
+	}
+	// The relay counts a packet after its send returned, which may be
+	// after the peer has it.
+	waitFor(t, "the relay to count the packets", func() bool {
+		st := s.Stats()
+		return st.PacketsToPeers >= n && st.PacketsFromPeers >= n
+	})
+}
+
+// TestDualStack serves on the default kind of address (all addresses,
+// IPv6 socket taking IPv4 too) and relays IPv4 clients: the batched
+// sends then go to IPv4-mapped addresses on an IPv6 socket.
+func TestDualStack(t *testing.T) {
+	s := startRelay(t, func(o *relay.Options) { o.ListenAddr = "[::]:0" })
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(s.UDPAddr().Port())))
+	a := mustAllocate(t, addr, relaytest.UDP, cred("a"), nil)
+	b := mustAllocate(t, addr, relaytest.UDP, cred("b"), nil)
+	if got := relaytest.Exchange(t, a, b, 200, 1280); got != 200*1280 {
+		t.Fatalf("got %d bytes", got)
+	}
+	st := s.Stats()
+	t.Logf("%d packets in %d batched sends", st.BatchedPackets, st.BatchedSends)
 }
 
 func TestCredentials(t *testing.T) {

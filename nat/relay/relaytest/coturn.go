@@ -49,16 +49,34 @@ func (c *Coturn) Output() string { return c.out.String() }
 // coturn is not installed.
 func StartCoturn(tb testing.TB, secret, realm string) *Coturn {
 	tb.Helper()
-	bin := NeedBinary(tb, TurnServerBin)
-	port := FreePort(tb)
-	relayMin := min(FreePort(tb), 65535-50)
+	NeedBinary(tb, TurnServerBin)
+	c, err := RunCoturn(secret, realm, FreePort(tb), min(FreePort(tb), 65535-50), tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		c.Stop()
+		if tb.Failed() {
+			tb.Logf("turnserver output:\n%s", c.Output())
+		}
+	})
+	return c
+}
+
+// RunCoturn starts turnserver listening on 127.0.0.1:port, relaying on
+// relayMin to relayMin+50, with its pid file in dir, and waits until it
+// answers STUN. Stop it with Stop.
+func RunCoturn(secret, realm string, port, relayMin int, dir string) (*Coturn, error) {
+	bin, err := exec.LookPath(TurnServerBin)
+	if err != nil {
+		return nil, err
+	}
 	c := &Coturn{
 		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		PortMin: relayMin,
 		PortMax: relayMin + 50,
 		out:     &syncBuffer{},
 	}
-	dir := tb.TempDir()
 	args := []string{
 		"-n", // no configuration file
 		"--listening-ip=127.0.0.1",
@@ -79,20 +97,23 @@ func StartCoturn(tb testing.TB, secret, realm string) *Coturn {
 	cmd.Stdout, cmd.Stderr = c.out, c.out
 	cmd.Dir = dir
 	if err := cmd.Start(); err != nil {
-		tb.Fatalf("start %s: %v", bin, err)
+		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	c.cmd = cmd
-	tb.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if tb.Failed() {
-			tb.Logf("turnserver output:\n%s", c.Output())
-		}
-	})
 	if err := WaitSTUN(c.Addr, 10*time.Second); err != nil {
-		tb.Fatalf("turnserver on %s: %v\n%s", c.Addr, err, c.Output())
+		c.Stop()
+		return nil, fmt.Errorf("turnserver on %s: %w\n%s", c.Addr, err, c.Output())
 	}
-	return c
+	return c, nil
+}
+
+// Pid is the server's process id.
+func (c *Coturn) Pid() int { return c.cmd.Process.Pid }
+
+// Stop kills the server (by its PID) and waits for it.
+func (c *Coturn) Stop() {
+	_ = c.cmd.Process.Kill()
+	_ = c.cmd.Wait()
 }
 
 // WaitSTUN polls addr with STUN binding requests until one is answered.
