@@ -222,7 +222,7 @@ func measure(srv *server, pairs, packets, size, runs int) error {
 		}
 		gb := float64(res.Bytes()) / 1e9
 		fmt.Printf("%-7s %5d %10.0f %13.0f %7.2f %14.2f %15.2f\n", srv.name, pairs, res.Mbps(), res.Mbps()/float64(pairs),
-			100*res.Loss(), (relay1 - relay0).Seconds()/gb, (selfCPU() - self0).Seconds()/gb)
+			100*res.Loss(), (relay1-relay0).Seconds()/gb, (selfCPU()-self0).Seconds()/gb)
 		best = max(best, res.Mbps())
 	}
 	if runs > 1 {
