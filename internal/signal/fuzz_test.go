@@ -39,6 +39,9 @@ func FuzzClientMessage(f *testing.F) {
 		{Msg: &signalv1.ClientMessage_Hello{Hello: &signalv1.Hello{PublicKey: to[:]}}},
 		{Msg: &signalv1.ClientMessage_Register{Register: &signalv1.Register{Nonce: nonce[:], Sealed: sealed}}},
 		{Msg: &signalv1.ClientMessage_Heartbeat{Heartbeat: &signalv1.Heartbeat{}}},
+		{Msg: &signalv1.ClientMessage_Batch{Batch: &signalv1.ClientBatch{Envelopes: []*signalv1.Envelope{
+			{To: to[:], Id: 8, Nonce: nonce[:], Sealed: sealed}, {To: to[:5], Id: 9}, {}, {To: to[:], Id: 10, Nonce: nonce[:], Sealed: make([]byte, 600)},
+		}}}},
 		{},
 	} {
 		b, err := proto.Marshal(m)
@@ -70,25 +73,41 @@ func FuzzClientMessage(f *testing.F) {
 			t.Fatal("a registration without the recipient's key was accepted")
 		}
 		rec.got = rec.got[:0]
-		d, err := st.handle(msg)
-		if env := msg.GetEnvelope(); env != nil {
-			if err != nil || d == nil || d.Id != env.Id {
-				t.Fatalf("envelope: answer %v, %v", d, err)
+		var answers []*signalv1.Delivery
+		err := st.handle(msg, func(d *signalv1.Delivery) bool { answers = append(answers, d); return true })
+		var envs []*signalv1.Envelope
+		switch {
+		case msg.GetEnvelope() != nil:
+			envs = []*signalv1.Envelope{msg.GetEnvelope()}
+		case msg.GetBatch() != nil:
+			envs = msg.GetBatch().GetEnvelopes()
+		}
+		if hs := msg.GetHello() != nil || msg.GetRegister() != nil; hs != (err != nil) {
+			t.Fatalf("%v: err %v; want an error for handshake messages only", msg, err)
+		}
+		if len(answers) != len(envs) {
+			t.Fatalf("%d envelopes, %d answers", len(envs), len(answers))
+		}
+		forwarded := 0
+		for i, env := range envs {
+			d := answers[i]
+			if d.Id != env.GetId() {
+				t.Fatalf("answer %d is for id %d, not %d", i, d.Id, env.GetId())
 			}
-			queued := d.Status == signalv1.DeliveryStatus_DELIVERY_STATUS_QUEUED
-			if queued != (len(rec.got) == 1) {
-				t.Fatalf("status %s but %d forwarded", d.Status, len(rec.got))
-			}
-			if queued {
-				got := rec.got[0]
-				if !bytes.Equal(got.From, st.key[:]) || len(got.Sealed) > maxBytes || len(got.Nonce) != seal.NonceLen {
-					t.Fatalf("forwarded a bad envelope: %v", got)
+			if d.Status != signalv1.DeliveryStatus_DELIVERY_STATUS_QUEUED {
+				if d.Message == "" {
+					t.Fatalf("refusal %s without an explanation", d.Status)
 				}
-			} else if d.Message == "" {
-				t.Fatalf("refusal %s without an explanation", d.Status)
+				continue
 			}
-		} else if len(rec.got) != 0 {
-			t.Fatalf("%v forwarded something", msg)
+			got := rec.got[forwarded]
+			forwarded++
+			if got != env || !bytes.Equal(got.From, st.key[:]) || len(got.Sealed) > maxBytes || len(got.Nonce) != seal.NonceLen {
+				t.Fatalf("forwarded a bad envelope: %v", got)
+			}
+		}
+		if forwarded != len(rec.got) {
+			t.Fatalf("%d queued answers, %d envelopes forwarded", forwarded, len(rec.got))
 		}
 	})
 }

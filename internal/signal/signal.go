@@ -211,10 +211,16 @@ type Stats struct {
 	QueueFull    uint64
 	Invalid      uint64
 	Sent         uint64 // envelopes written to recipients' streams
+	// Writes counts stream writes that carried envelopes or answers; with
+	// Sent and the answers (Queued+NotConnected+...), it shows how much
+	// batching saved.
+	Writes uint64
+	// Batched counts envelopes that came in a ClientBatch.
+	Batched uint64
 }
 
 type counters struct {
-	registered, refused, replaced, sent atomic.Uint64
+	registered, refused, replaced, sent, writes, batched atomic.Uint64
 	status                              [7]atomic.Uint64 // by DeliveryStatus
 }
 
@@ -242,6 +248,8 @@ func (s *Server) Stats() Stats {
 		QueueFull:    c.status[signalv1.DeliveryStatus_DELIVERY_STATUS_QUEUE_FULL].Load(),
 		Invalid:      c.status[signalv1.DeliveryStatus_DELIVERY_STATUS_INVALID].Load(),
 		Sent:         c.sent.Load(),
+		Writes:       c.writes.Load(),
+		Batched:      c.batched.Load(),
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,8 +41,9 @@ type stream struct {
 	log  *zap.Logger
 	born time.Time
 
-	key    keys.Key
-	bucket *bucket
+	key     keys.Key
+	bucket  *bucket
+	batches bool // the peer accepts ServerBatch
 
 	envelopes  chan *signalv1.Envelope // from other peers, bounded
 	deliveries chan *signalv1.Delivery // answers to this peer's envelopes
@@ -172,6 +174,7 @@ func (st *stream) register() (keys.Key, error) {
 	if err != nil {
 		return none, err
 	}
+	st.batches = msg.GetHello().GetAcceptsBatches()
 	challenge, _ := st.srv.challenger.Issue(st.srv.opts.Now())
 	err = st.bs.Send(&signalv1.ServerMessage{Msg: &signalv1.ServerMessage_Challenge{Challenge: &signalv1.Challenge{
 		ServerPublicKey: st.srv.pub[:],
@@ -223,6 +226,14 @@ func (s *Server) checkRegister(msg *signalv1.ClientMessage, challenge []byte, ke
 }
 
 func (st *stream) readLoop() error {
+	emit := func(d *signalv1.Delivery) bool {
+		select {
+		case st.deliveries <- d:
+			return true
+		case <-st.stop:
+			return false
+		}
+	}
 	for {
 		msg, err := st.bs.Receive()
 		if err != nil {
@@ -232,59 +243,118 @@ func (st *stream) readLoop() error {
 			return err
 		}
 		st.touch()
-		d, err := st.handle(msg)
-		if err != nil {
+		if err := st.handle(msg, emit); err != nil {
 			return err
 		}
-		if d != nil {
-			select {
-			case st.deliveries <- d:
-			case <-st.stop:
-				return nil
-			}
+		if st.stopped.Load() {
+			return nil
 		}
 	}
 }
 
-// handle handles one message of a registered peer and returns the answer
-// to send, if any. An error ends the stream.
-func (st *stream) handle(msg *signalv1.ClientMessage) (*signalv1.Delivery, error) {
+// handle handles one message of a registered peer, handing each answer to
+// emit (which returns false once the stream has ended). An error ends the
+// stream.
+func (st *stream) handle(msg *signalv1.ClientMessage, emit func(*signalv1.Delivery) bool) error {
 	switch m := msg.Msg.(type) {
 	case *signalv1.ClientMessage_Envelope:
 		if m.Envelope == nil {
 			m.Envelope = &signalv1.Envelope{}
 		}
-		return st.srv.forward(st, m.Envelope), nil
+		emit(st.srv.forward(st, m.Envelope))
+	case *signalv1.ClientMessage_Batch:
+		st.srv.stats.batched.Add(uint64(len(m.Batch.GetEnvelopes())))
+		for _, env := range m.Batch.GetEnvelopes() {
+			if env == nil {
+				env = &signalv1.Envelope{}
+			}
+			if !emit(st.srv.forward(st, env)) {
+				return nil
+			}
+		}
 	case *signalv1.ClientMessage_Heartbeat, nil:
 		// Liveness only; nil is a message type this server does not know.
-		return nil, nil
 	default:
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("signal: unexpected %T after registration", m))
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("signal: unexpected %T after registration", m))
 	}
+	return nil
 }
 
+// Bounds of one ServerBatch.
+const (
+	maxBatchItems = 128
+	maxBatchBytes = 64 << 10
+)
+
+// writeLoop sends what the stream has to send. Whatever is queued when it
+// writes goes out in one ServerBatch (to a peer that accepts batches), so
+// the cost of a write is shared under load and nothing waits when idle.
 func (st *stream) writeLoop() {
 	hb := time.NewTicker(st.srv.opts.HeartbeatInterval)
 	defer hb.Stop()
 	heartbeat := &signalv1.ServerMessage{Msg: &signalv1.ServerMessage_Heartbeat{Heartbeat: &signalv1.Heartbeat{}}}
+	var batch signalv1.ServerBatch
 	for {
 		var m *signalv1.ServerMessage
+		batch.Envelopes, batch.Deliveries = batch.Envelopes[:0], batch.Deliveries[:0]
 		select {
 		case <-st.stop:
 			return
 		case d := <-st.deliveries:
-			m = &signalv1.ServerMessage{Msg: &signalv1.ServerMessage_Delivery{Delivery: d}}
+			batch.Deliveries = append(batch.Deliveries, d)
 		case e := <-st.envelopes:
-			m = &signalv1.ServerMessage{Msg: &signalv1.ServerMessage_Envelope{Envelope: e}}
-			st.srv.stats.sent.Add(1)
+			batch.Envelopes = append(batch.Envelopes, e)
 		case <-hb.C:
 			m = heartbeat
+		}
+		if m == nil {
+			if st.batches {
+				// Let whatever else is ready run first: under load it
+				// adds to this batch; when idle this returns at once.
+				runtime.Gosched()
+				st.fill(&batch)
+			}
+			switch {
+			case len(batch.Envelopes)+len(batch.Deliveries) > 1:
+				m = &signalv1.ServerMessage{Msg: &signalv1.ServerMessage_Batch{Batch: &batch}}
+			case len(batch.Envelopes) == 1:
+				m = &signalv1.ServerMessage{Msg: &signalv1.ServerMessage_Envelope{Envelope: batch.Envelopes[0]}}
+			default:
+				m = &signalv1.ServerMessage{Msg: &signalv1.ServerMessage_Delivery{Delivery: batch.Deliveries[0]}}
+			}
+			st.srv.stats.sent.Add(uint64(len(batch.Envelopes)))
+			st.srv.stats.writes.Add(1)
 		}
 		if err := st.bs.Send(m); err != nil {
 			st.end(err)
 			return
 		}
 	}
+}
+
+// fill adds to b what is queued right now, within the batch bounds.
+func (st *stream) fill(b *signalv1.ServerBatch) {
+	size := 0
+	for _, e := range b.Envelopes {
+		size += envelopeSize(e)
+	}
+	for n := len(b.Envelopes) + len(b.Deliveries); n < maxBatchItems && size < maxBatchBytes; n++ {
+		select {
+		case d := <-st.deliveries:
+			b.Deliveries = append(b.Deliveries, d)
+			size += 32 + len(d.To) + len(d.Message)
+		case e := <-st.envelopes:
+			b.Envelopes = append(b.Envelopes, e)
+			size += envelopeSize(e)
+		default:
+			return
+		}
+	}
+}
+
+// envelopeSize is about what e takes on the wire.
+func envelopeSize(e *signalv1.Envelope) int {
+	return 16 + len(e.From) + len(e.To) + len(e.Nonce) + len(e.Sealed)
 }
 
 // Offer implements Mailbox.

@@ -369,12 +369,7 @@ func (c *Client) Send(ctx context.Context, to keys.Key, payload []byte) error {
 	}
 	sealed, nonce := c.peers.box(to, c.opts.Now()).SealMessage(payload, c.opts.Now())
 	id := c.nextID.Add(1)
-	d, err := s.roundTrip(ctx, id, &signalv1.ClientMessage{Msg: &signalv1.ClientMessage_Envelope{Envelope: &signalv1.Envelope{
-		To:     to[:],
-		Id:     id,
-		Nonce:  nonce[:],
-		Sealed: sealed,
-	}}})
+	d, err := s.roundTrip(ctx, &signalv1.Envelope{To: to[:], Id: id, Nonce: nonce[:], Sealed: sealed})
 	if err != nil {
 		return err
 	}

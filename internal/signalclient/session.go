@@ -17,8 +17,9 @@ import (
 )
 
 // session is one registered stream. Run's goroutine reads it; Send calls
-// write to it one at a time; a heartbeat goroutine, owned by runSession,
-// keeps it alive and drops it when the server falls silent.
+// write to it (one at a time: whoever finds nobody writing writes what has
+// queued up meanwhile too, as one ClientBatch); a heartbeat goroutine, owned
+// by runSession, keeps it alive and drops it when the server falls silent.
 type session struct {
 	c      *Client
 	ctx    context.Context // ends with the stream
@@ -29,8 +30,12 @@ type session struct {
 	maxMessage int
 	heartbeat  time.Duration
 
-	sendSem  chan struct{} // one Send on the stream at a time
-	lastRecv atomic.Int64  // ns since born
+	lastRecv atomic.Int64 // ns since born
+
+	outMu   sync.Mutex
+	out     []*signalv1.Envelope // queued for the writer
+	writing bool                 // a caller is writing
+	broken  error                // a write failed
 
 	mu      sync.Mutex
 	pending map[uint64]chan *signalv1.Delivery
@@ -48,7 +53,6 @@ func (c *Client) runSession(ctx context.Context) (registered bool, err error) {
 		cancel:  cancel,
 		bs:      c.rpc.Connect(sctx),
 		born:    time.Now(),
-		sendSem: make(chan struct{}, 1),
 		pending: make(map[uint64]chan *signalv1.Delivery),
 	}
 	// Cancelling the context alone does not end a stream whose request side
@@ -82,7 +86,7 @@ func (s *session) handshake() error {
 	})
 	defer timer.Stop()
 	c := s.c
-	if err := s.bs.Send(&signalv1.ClientMessage{Msg: &signalv1.ClientMessage_Hello{Hello: &signalv1.Hello{PublicKey: c.pub[:]}}}); err != nil {
+	if err := s.bs.Send(&signalv1.ClientMessage{Msg: &signalv1.ClientMessage_Hello{Hello: &signalv1.Hello{PublicKey: c.pub[:], AcceptsBatches: true}}}); err != nil {
 		return s.failed("hello", err)
 	}
 	msg, err := s.bs.Receive()
@@ -145,6 +149,13 @@ func (s *session) readLoop() error {
 			s.c.receive(m.Envelope)
 		case *signalv1.ServerMessage_Delivery:
 			s.resolve(m.Delivery)
+		case *signalv1.ServerMessage_Batch:
+			for _, env := range m.Batch.GetEnvelopes() {
+				s.c.receive(env)
+			}
+			for _, d := range m.Batch.GetDeliveries() {
+				s.resolve(d)
+			}
 		case *signalv1.ServerMessage_Heartbeat, nil:
 			// Liveness only; nil is a message type this client does not know.
 		default:
@@ -158,7 +169,6 @@ func (s *session) readLoop() error {
 func (s *session) keepAlive() {
 	t := time.NewTicker(s.heartbeat)
 	defer t.Stop()
-	hb := &signalv1.ClientMessage{Msg: &signalv1.ClientMessage_Heartbeat{Heartbeat: &signalv1.Heartbeat{}}}
 	for {
 		select {
 		case <-s.ctx.Done():
@@ -169,7 +179,7 @@ func (s *session) keepAlive() {
 			s.cancel(fmt.Errorf("%w for %s", ErrHeartbeat, silent.Round(time.Millisecond)))
 			return
 		}
-		if err := s.send(s.ctx, hb); err != nil {
+		if err := s.write(nil); err != nil {
 			return
 		}
 	}
@@ -177,41 +187,92 @@ func (s *session) keepAlive() {
 
 func (s *session) touch() { s.lastRecv.Store(int64(time.Since(s.born))) }
 
-// send writes one message; a failed write ends the session.
-func (s *session) send(ctx context.Context, m *signalv1.ClientMessage) error {
-	select {
-	case s.sendSem <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-s.ctx.Done():
-		return ErrDisconnected
+// maxBatchItems bounds one ClientBatch.
+const maxBatchItems = 128
+
+var heartbeat = &signalv1.ClientMessage{Msg: &signalv1.ClientMessage_Heartbeat{Heartbeat: &signalv1.Heartbeat{}}}
+
+// write queues env (nil: a heartbeat) and, unless another caller is
+// writing already (then that one writes env next, and a heartbeat is moot),
+// writes everything queued, in order, batching what queued up meanwhile. A
+// failed write ends the session.
+func (s *session) write(env *signalv1.Envelope) error {
+	s.outMu.Lock()
+	if s.broken != nil {
+		s.outMu.Unlock()
+		return s.broken
 	}
-	err := s.bs.Send(m)
-	<-s.sendSem
-	if err != nil {
-		// The reader sees the server's error and reports it.
-		s.cancel(fmt.Errorf("signal: send: %w", err))
-		return fmt.Errorf("%w: %v", ErrDisconnected, err)
+	if env != nil {
+		s.out = append(s.out, env)
 	}
-	return nil
+	if s.writing {
+		s.outMu.Unlock()
+		return nil
+	}
+	s.writing = true
+	beat := env == nil
+	for {
+		var m *signalv1.ClientMessage
+		switch n := s.batchLen(); {
+		case n == 0 && !beat:
+			s.writing = false
+			s.outMu.Unlock()
+			return nil
+		case n == 0:
+			m, beat = heartbeat, false
+		case n == 1:
+			m = &signalv1.ClientMessage{Msg: &signalv1.ClientMessage_Envelope{Envelope: s.out[0]}}
+		default:
+			m = &signalv1.ClientMessage{Msg: &signalv1.ClientMessage_Batch{Batch: &signalv1.ClientBatch{Envelopes: append([]*signalv1.Envelope(nil), s.out[:n]...)}}}
+		}
+		if n := s.batchLen(); n > 0 {
+			clear(s.out[:n])
+			s.out = append(s.out[:0], s.out[n:]...)
+		}
+		s.outMu.Unlock()
+		err := s.bs.Send(m)
+		s.outMu.Lock()
+		if err != nil {
+			s.writing = false
+			s.broken = fmt.Errorf("%w: %v", ErrDisconnected, err)
+			err = s.broken
+			s.outMu.Unlock()
+			// The reader sees the server's error and reports it.
+			s.cancel(fmt.Errorf("signal: send: %w", err))
+			return err
+		}
+	}
+}
+
+// batchLen is how many queued envelopes go into the next write: as many as
+// fit the server's message limit, at least one.
+func (s *session) batchLen() int {
+	size := 0
+	for i, e := range s.out {
+		size += 16 + len(e.To) + len(e.Nonce) + len(e.Sealed)
+		if i == maxBatchItems || (i > 0 && size > s.maxMessage) {
+			return i
+		}
+	}
+	return len(s.out)
 }
 
 // roundTrip sends an envelope and waits for signal's Delivery answer.
-func (s *session) roundTrip(ctx context.Context, id uint64, m *signalv1.ClientMessage) (*signalv1.Delivery, error) {
+func (s *session) roundTrip(ctx context.Context, env *signalv1.Envelope) (*signalv1.Delivery, error) {
 	ch := make(chan *signalv1.Delivery, 1)
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
 		return nil, ErrDisconnected
 	}
-	s.pending[id] = ch
+	s.pending[env.Id] = ch
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		delete(s.pending, id)
+		delete(s.pending, env.Id)
 		s.mu.Unlock()
 	}()
-	if err := s.send(ctx, m); err != nil {
+	if err := s.write(env); err != nil {
 		return nil, err
 	}
 	select {

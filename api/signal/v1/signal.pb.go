@@ -98,6 +98,7 @@ type ClientMessage struct {
 	//	*ClientMessage_Register
 	//	*ClientMessage_Envelope
 	//	*ClientMessage_Heartbeat
+	//	*ClientMessage_Batch
 	Msg           isClientMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -176,6 +177,15 @@ func (x *ClientMessage) GetHeartbeat() *Heartbeat {
 	return nil
 }
 
+func (x *ClientMessage) GetBatch() *ClientBatch {
+	if x != nil {
+		if x, ok := x.Msg.(*ClientMessage_Batch); ok {
+			return x.Batch
+		}
+	}
+	return nil
+}
+
 type isClientMessage_Msg interface {
 	isClientMessage_Msg()
 }
@@ -196,6 +206,10 @@ type ClientMessage_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,4,opt,name=heartbeat,proto3,oneof"`
 }
 
+type ClientMessage_Batch struct {
+	Batch *ClientBatch `protobuf:"bytes,5,opt,name=batch,proto3,oneof"`
+}
+
 func (*ClientMessage_Hello) isClientMessage_Msg() {}
 
 func (*ClientMessage_Register) isClientMessage_Msg() {}
@@ -203,6 +217,8 @@ func (*ClientMessage_Register) isClientMessage_Msg() {}
 func (*ClientMessage_Envelope) isClientMessage_Msg() {}
 
 func (*ClientMessage_Heartbeat) isClientMessage_Msg() {}
+
+func (*ClientMessage_Batch) isClientMessage_Msg() {}
 
 type ServerMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -213,6 +229,7 @@ type ServerMessage struct {
 	//	*ServerMessage_Envelope
 	//	*ServerMessage_Delivery
 	//	*ServerMessage_Heartbeat
+	//	*ServerMessage_Batch
 	Msg           isServerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -300,6 +317,15 @@ func (x *ServerMessage) GetHeartbeat() *Heartbeat {
 	return nil
 }
 
+func (x *ServerMessage) GetBatch() *ServerBatch {
+	if x != nil {
+		if x, ok := x.Msg.(*ServerMessage_Batch); ok {
+			return x.Batch
+		}
+	}
+	return nil
+}
+
 type isServerMessage_Msg interface {
 	isServerMessage_Msg()
 }
@@ -324,6 +350,10 @@ type ServerMessage_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,5,opt,name=heartbeat,proto3,oneof"`
 }
 
+type ServerMessage_Batch struct {
+	Batch *ServerBatch `protobuf:"bytes,6,opt,name=batch,proto3,oneof"`
+}
+
 func (*ServerMessage_Challenge) isServerMessage_Msg() {}
 
 func (*ServerMessage_Registered) isServerMessage_Msg() {}
@@ -334,16 +364,121 @@ func (*ServerMessage_Delivery) isServerMessage_Msg() {}
 
 func (*ServerMessage_Heartbeat) isServerMessage_Msg() {}
 
-type Hello struct {
+func (*ServerMessage_Batch) isServerMessage_Msg() {}
+
+// ClientBatch is several envelopes from a peer, handled in order.
+type ClientBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	PublicKey     []byte                 `protobuf:"bytes,1,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"` // the peer's WireGuard public key (32 bytes)
+	Envelopes     []*Envelope            `protobuf:"bytes,1,rep,name=envelopes,proto3" json:"envelopes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
+func (x *ClientBatch) Reset() {
+	*x = ClientBatch{}
+	mi := &file_api_signal_v1_signal_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientBatch) ProtoMessage() {}
+
+func (x *ClientBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_api_signal_v1_signal_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientBatch.ProtoReflect.Descriptor instead.
+func (*ClientBatch) Descriptor() ([]byte, []int) {
+	return file_api_signal_v1_signal_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ClientBatch) GetEnvelopes() []*Envelope {
+	if x != nil {
+		return x.Envelopes
+	}
+	return nil
+}
+
+// ServerBatch is several envelopes and answers for a peer, sent only to a
+// peer whose Hello said it accepts batches. Envelopes are in the order
+// signal queued them; so are deliveries.
+type ServerBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Envelopes     []*Envelope            `protobuf:"bytes,1,rep,name=envelopes,proto3" json:"envelopes,omitempty"`
+	Deliveries    []*Delivery            `protobuf:"bytes,2,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServerBatch) Reset() {
+	*x = ServerBatch{}
+	mi := &file_api_signal_v1_signal_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerBatch) ProtoMessage() {}
+
+func (x *ServerBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_api_signal_v1_signal_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerBatch.ProtoReflect.Descriptor instead.
+func (*ServerBatch) Descriptor() ([]byte, []int) {
+	return file_api_signal_v1_signal_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ServerBatch) GetEnvelopes() []*Envelope {
+	if x != nil {
+		return x.Envelopes
+	}
+	return nil
+}
+
+func (x *ServerBatch) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+type Hello struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	PublicKey []byte                 `protobuf:"bytes,1,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"` // the peer's WireGuard public key (32 bytes)
+	// The peer understands ServerBatch; without it, signal sends every
+	// envelope and answer as a message of its own.
+	AcceptsBatches bool `protobuf:"varint,2,opt,name=accepts_batches,json=acceptsBatches,proto3" json:"accepts_batches,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_api_signal_v1_signal_proto_msgTypes[2]
+	mi := &file_api_signal_v1_signal_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -355,7 +490,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_api_signal_v1_signal_proto_msgTypes[2]
+	mi := &file_api_signal_v1_signal_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -368,7 +503,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_api_signal_v1_signal_proto_rawDescGZIP(), []int{2}
+	return file_api_signal_v1_signal_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Hello) GetPublicKey() []byte {
@@ -376,6 +511,13 @@ func (x *Hello) GetPublicKey() []byte {
 		return x.PublicKey
 	}
 	return nil
+}
+
+func (x *Hello) GetAcceptsBatches() bool {
+	if x != nil {
+		return x.AcceptsBatches
+	}
+	return false
 }
 
 type Challenge struct {
@@ -388,7 +530,7 @@ type Challenge struct {
 
 func (x *Challenge) Reset() {
 	*x = Challenge{}
-	mi := &file_api_signal_v1_signal_proto_msgTypes[3]
+	mi := &file_api_signal_v1_signal_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -400,7 +542,7 @@ func (x *Challenge) String() string {
 func (*Challenge) ProtoMessage() {}
 
 func (x *Challenge) ProtoReflect() protoreflect.Message {
-	mi := &file_api_signal_v1_signal_proto_msgTypes[3]
+	mi := &file_api_signal_v1_signal_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -413,7 +555,7 @@ func (x *Challenge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Challenge.ProtoReflect.Descriptor instead.
 func (*Challenge) Descriptor() ([]byte, []int) {
-	return file_api_signal_v1_signal_proto_rawDescGZIP(), []int{3}
+	return file_api_signal_v1_signal_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Challenge) GetServerPublicKey() []byte {
@@ -442,7 +584,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_api_signal_v1_signal_proto_msgTypes[4]
+	mi := &file_api_signal_v1_signal_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -454,7 +596,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_api_signal_v1_signal_proto_msgTypes[4]
+	mi := &file_api_signal_v1_signal_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -467,7 +609,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_api_signal_v1_signal_proto_rawDescGZIP(), []int{4}
+	return file_api_signal_v1_signal_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Register) GetNonce() []byte {
@@ -497,7 +639,7 @@ type Registered struct {
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_api_signal_v1_signal_proto_msgTypes[5]
+	mi := &file_api_signal_v1_signal_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -509,7 +651,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_api_signal_v1_signal_proto_msgTypes[5]
+	mi := &file_api_signal_v1_signal_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -522,7 +664,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_api_signal_v1_signal_proto_rawDescGZIP(), []int{5}
+	return file_api_signal_v1_signal_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Registered) GetHeartbeatIntervalMs() uint32 {
@@ -556,7 +698,7 @@ type Envelope struct {
 
 func (x *Envelope) Reset() {
 	*x = Envelope{}
-	mi := &file_api_signal_v1_signal_proto_msgTypes[6]
+	mi := &file_api_signal_v1_signal_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +710,7 @@ func (x *Envelope) String() string {
 func (*Envelope) ProtoMessage() {}
 
 func (x *Envelope) ProtoReflect() protoreflect.Message {
-	mi := &file_api_signal_v1_signal_proto_msgTypes[6]
+	mi := &file_api_signal_v1_signal_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +723,7 @@ func (x *Envelope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Envelope.ProtoReflect.Descriptor instead.
 func (*Envelope) Descriptor() ([]byte, []int) {
-	return file_api_signal_v1_signal_proto_rawDescGZIP(), []int{6}
+	return file_api_signal_v1_signal_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Envelope) GetFrom() []byte {
@@ -635,7 +777,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_api_signal_v1_signal_proto_msgTypes[7]
+	mi := &file_api_signal_v1_signal_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +789,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_api_signal_v1_signal_proto_msgTypes[7]
+	mi := &file_api_signal_v1_signal_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +802,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_api_signal_v1_signal_proto_rawDescGZIP(), []int{7}
+	return file_api_signal_v1_signal_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Delivery) GetId() uint64 {
@@ -706,7 +848,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_api_signal_v1_signal_proto_msgTypes[8]
+	mi := &file_api_signal_v1_signal_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -718,7 +860,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_api_signal_v1_signal_proto_msgTypes[8]
+	mi := &file_api_signal_v1_signal_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -731,20 +873,21 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_api_signal_v1_signal_proto_rawDescGZIP(), []int{8}
+	return file_api_signal_v1_signal_proto_rawDescGZIP(), []int{10}
 }
 
 var File_api_signal_v1_signal_proto protoreflect.FileDescriptor
 
 const file_api_signal_v1_signal_proto_rawDesc = "" +
 	"\n" +
-	"\x1aapi/signal/v1/signal.proto\x12\x0fmeshd.signal.v1\"\xf4\x01\n" +
+	"\x1aapi/signal/v1/signal.proto\x12\x0fmeshd.signal.v1\"\xaa\x02\n" +
 	"\rClientMessage\x12.\n" +
 	"\x05hello\x18\x01 \x01(\v2\x16.meshd.signal.v1.HelloH\x00R\x05hello\x127\n" +
 	"\bregister\x18\x02 \x01(\v2\x19.meshd.signal.v1.RegisterH\x00R\bregister\x127\n" +
 	"\benvelope\x18\x03 \x01(\v2\x19.meshd.signal.v1.EnvelopeH\x00R\benvelope\x12:\n" +
-	"\theartbeat\x18\x04 \x01(\v2\x1a.meshd.signal.v1.HeartbeatH\x00R\theartbeatB\x05\n" +
-	"\x03msg\"\xbf\x02\n" +
+	"\theartbeat\x18\x04 \x01(\v2\x1a.meshd.signal.v1.HeartbeatH\x00R\theartbeat\x124\n" +
+	"\x05batch\x18\x05 \x01(\v2\x1c.meshd.signal.v1.ClientBatchH\x00R\x05batchB\x05\n" +
+	"\x03msg\"\xf5\x02\n" +
 	"\rServerMessage\x12:\n" +
 	"\tchallenge\x18\x01 \x01(\v2\x1a.meshd.signal.v1.ChallengeH\x00R\tchallenge\x12=\n" +
 	"\n" +
@@ -752,11 +895,20 @@ const file_api_signal_v1_signal_proto_rawDesc = "" +
 	"registered\x127\n" +
 	"\benvelope\x18\x03 \x01(\v2\x19.meshd.signal.v1.EnvelopeH\x00R\benvelope\x127\n" +
 	"\bdelivery\x18\x04 \x01(\v2\x19.meshd.signal.v1.DeliveryH\x00R\bdelivery\x12:\n" +
-	"\theartbeat\x18\x05 \x01(\v2\x1a.meshd.signal.v1.HeartbeatH\x00R\theartbeatB\x05\n" +
-	"\x03msg\"&\n" +
+	"\theartbeat\x18\x05 \x01(\v2\x1a.meshd.signal.v1.HeartbeatH\x00R\theartbeat\x124\n" +
+	"\x05batch\x18\x06 \x01(\v2\x1c.meshd.signal.v1.ServerBatchH\x00R\x05batchB\x05\n" +
+	"\x03msg\"F\n" +
+	"\vClientBatch\x127\n" +
+	"\tenvelopes\x18\x01 \x03(\v2\x19.meshd.signal.v1.EnvelopeR\tenvelopes\"\x81\x01\n" +
+	"\vServerBatch\x127\n" +
+	"\tenvelopes\x18\x01 \x03(\v2\x19.meshd.signal.v1.EnvelopeR\tenvelopes\x129\n" +
+	"\n" +
+	"deliveries\x18\x02 \x03(\v2\x19.meshd.signal.v1.DeliveryR\n" +
+	"deliveries\"O\n" +
 	"\x05Hello\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x01 \x01(\fR\tpublicKey\"U\n" +
+	"public_key\x18\x01 \x01(\fR\tpublicKey\x12'\n" +
+	"\x0faccepts_batches\x18\x02 \x01(\bR\x0eacceptsBatches\"U\n" +
 	"\tChallenge\x12*\n" +
 	"\x11server_public_key\x18\x01 \x01(\fR\x0fserverPublicKey\x12\x1c\n" +
 	"\tchallenge\x18\x02 \x01(\fR\tchallenge\"8\n" +
@@ -804,37 +956,44 @@ func file_api_signal_v1_signal_proto_rawDescGZIP() []byte {
 }
 
 var file_api_signal_v1_signal_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_signal_v1_signal_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_api_signal_v1_signal_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_api_signal_v1_signal_proto_goTypes = []any{
 	(DeliveryStatus)(0),   // 0: meshd.signal.v1.DeliveryStatus
 	(*ClientMessage)(nil), // 1: meshd.signal.v1.ClientMessage
 	(*ServerMessage)(nil), // 2: meshd.signal.v1.ServerMessage
-	(*Hello)(nil),         // 3: meshd.signal.v1.Hello
-	(*Challenge)(nil),     // 4: meshd.signal.v1.Challenge
-	(*Register)(nil),      // 5: meshd.signal.v1.Register
-	(*Registered)(nil),    // 6: meshd.signal.v1.Registered
-	(*Envelope)(nil),      // 7: meshd.signal.v1.Envelope
-	(*Delivery)(nil),      // 8: meshd.signal.v1.Delivery
-	(*Heartbeat)(nil),     // 9: meshd.signal.v1.Heartbeat
+	(*ClientBatch)(nil),   // 3: meshd.signal.v1.ClientBatch
+	(*ServerBatch)(nil),   // 4: meshd.signal.v1.ServerBatch
+	(*Hello)(nil),         // 5: meshd.signal.v1.Hello
+	(*Challenge)(nil),     // 6: meshd.signal.v1.Challenge
+	(*Register)(nil),      // 7: meshd.signal.v1.Register
+	(*Registered)(nil),    // 8: meshd.signal.v1.Registered
+	(*Envelope)(nil),      // 9: meshd.signal.v1.Envelope
+	(*Delivery)(nil),      // 10: meshd.signal.v1.Delivery
+	(*Heartbeat)(nil),     // 11: meshd.signal.v1.Heartbeat
 }
 var file_api_signal_v1_signal_proto_depIdxs = []int32{
-	3,  // 0: meshd.signal.v1.ClientMessage.hello:type_name -> meshd.signal.v1.Hello
-	5,  // 1: meshd.signal.v1.ClientMessage.register:type_name -> meshd.signal.v1.Register
-	7,  // 2: meshd.signal.v1.ClientMessage.envelope:type_name -> meshd.signal.v1.Envelope
-	9,  // 3: meshd.signal.v1.ClientMessage.heartbeat:type_name -> meshd.signal.v1.Heartbeat
-	4,  // 4: meshd.signal.v1.ServerMessage.challenge:type_name -> meshd.signal.v1.Challenge
-	6,  // 5: meshd.signal.v1.ServerMessage.registered:type_name -> meshd.signal.v1.Registered
-	7,  // 6: meshd.signal.v1.ServerMessage.envelope:type_name -> meshd.signal.v1.Envelope
-	8,  // 7: meshd.signal.v1.ServerMessage.delivery:type_name -> meshd.signal.v1.Delivery
-	9,  // 8: meshd.signal.v1.ServerMessage.heartbeat:type_name -> meshd.signal.v1.Heartbeat
-	0,  // 9: meshd.signal.v1.Delivery.status:type_name -> meshd.signal.v1.DeliveryStatus
-	1,  // 10: meshd.signal.v1.SignalService.Connect:input_type -> meshd.signal.v1.ClientMessage
-	2,  // 11: meshd.signal.v1.SignalService.Connect:output_type -> meshd.signal.v1.ServerMessage
-	11, // [11:12] is the sub-list for method output_type
-	10, // [10:11] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	5,  // 0: meshd.signal.v1.ClientMessage.hello:type_name -> meshd.signal.v1.Hello
+	7,  // 1: meshd.signal.v1.ClientMessage.register:type_name -> meshd.signal.v1.Register
+	9,  // 2: meshd.signal.v1.ClientMessage.envelope:type_name -> meshd.signal.v1.Envelope
+	11, // 3: meshd.signal.v1.ClientMessage.heartbeat:type_name -> meshd.signal.v1.Heartbeat
+	3,  // 4: meshd.signal.v1.ClientMessage.batch:type_name -> meshd.signal.v1.ClientBatch
+	6,  // 5: meshd.signal.v1.ServerMessage.challenge:type_name -> meshd.signal.v1.Challenge
+	8,  // 6: meshd.signal.v1.ServerMessage.registered:type_name -> meshd.signal.v1.Registered
+	9,  // 7: meshd.signal.v1.ServerMessage.envelope:type_name -> meshd.signal.v1.Envelope
+	10, // 8: meshd.signal.v1.ServerMessage.delivery:type_name -> meshd.signal.v1.Delivery
+	11, // 9: meshd.signal.v1.ServerMessage.heartbeat:type_name -> meshd.signal.v1.Heartbeat
+	4,  // 10: meshd.signal.v1.ServerMessage.batch:type_name -> meshd.signal.v1.ServerBatch
+	9,  // 11: meshd.signal.v1.ClientBatch.envelopes:type_name -> meshd.signal.v1.Envelope
+	9,  // 12: meshd.signal.v1.ServerBatch.envelopes:type_name -> meshd.signal.v1.Envelope
+	10, // 13: meshd.signal.v1.ServerBatch.deliveries:type_name -> meshd.signal.v1.Delivery
+	0,  // 14: meshd.signal.v1.Delivery.status:type_name -> meshd.signal.v1.DeliveryStatus
+	1,  // 15: meshd.signal.v1.SignalService.Connect:input_type -> meshd.signal.v1.ClientMessage
+	2,  // 16: meshd.signal.v1.SignalService.Connect:output_type -> meshd.signal.v1.ServerMessage
+	16, // [16:17] is the sub-list for method output_type
+	15, // [15:16] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_api_signal_v1_signal_proto_init() }
@@ -847,6 +1006,7 @@ func file_api_signal_v1_signal_proto_init() {
 		(*ClientMessage_Register)(nil),
 		(*ClientMessage_Envelope)(nil),
 		(*ClientMessage_Heartbeat)(nil),
+		(*ClientMessage_Batch)(nil),
 	}
 	file_api_signal_v1_signal_proto_msgTypes[1].OneofWrappers = []any{
 		(*ServerMessage_Challenge)(nil),
@@ -854,6 +1014,7 @@ func file_api_signal_v1_signal_proto_init() {
 		(*ServerMessage_Envelope)(nil),
 		(*ServerMessage_Delivery)(nil),
 		(*ServerMessage_Heartbeat)(nil),
+		(*ServerMessage_Batch)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -861,7 +1022,7 @@ func file_api_signal_v1_signal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_signal_v1_signal_proto_rawDesc), len(file_api_signal_v1_signal_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,7 @@ type Raw struct {
 	Key    keys.Private
 	Stream *connect.BidiStreamForClient[signalv1.ClientMessage, signalv1.ServerMessage]
 	cancel context.CancelFunc
+	boxes  map[keys.Key]*seal.Box
 }
 
 // Dial opens a stream and sends nothing yet. The test's cleanup closes it.
@@ -109,8 +110,17 @@ func (r *Raw) Register(nonce, sealed []byte) (*signalv1.Registered, error) {
 func (r *Raw) Send(m *signalv1.ClientMessage) error { return r.Stream.Send(m) }
 
 // Seal seals payload for to as signalclient does, and returns the envelope.
+// Not safe for concurrent use.
 func (r *Raw) Seal(to keys.Key, id uint64, payload []byte) *signalv1.Envelope {
-	sealed, nonce := seal.NewBox(r.Key, to).SealMessage(payload, time.Now())
+	if r.boxes == nil {
+		r.boxes = make(map[keys.Key]*seal.Box)
+	}
+	box := r.boxes[to]
+	if box == nil {
+		box = seal.NewBox(r.Key, to)
+		r.boxes[to] = box
+	}
+	sealed, nonce := box.SealMessage(payload, time.Now())
 	return &signalv1.Envelope{To: to[:], Id: id, Nonce: nonce[:], Sealed: sealed}
 }
 
