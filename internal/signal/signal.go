@@ -221,7 +221,7 @@ type Stats struct {
 
 type counters struct {
 	registered, refused, replaced, sent, writes, batched atomic.Uint64
-	status                              [7]atomic.Uint64 // by DeliveryStatus
+	status                                               [7]atomic.Uint64 // by DeliveryStatus
 }
 
 func (c *counters) count(st signalv1.DeliveryStatus) {
