@@ -21,7 +21,8 @@ func startMesh(ctx context.Context, t *testing.T, l *Lab, hosts ...*Host) (*Serv
 	if testing.Short() {
 		t.Skip("lab: end-to-end with the meshd binary; skipped with -short")
 	}
-	Binary(t) // build before timing the steps
+	Binary(t)
+	l.Step("meshd binary ready")
 	srv := StartServer(ctx, t, l.Host("srv", nil))
 	l.Step("meshd all started")
 	agents := StartAgents(ctx, t, srv.Join, hosts...)
