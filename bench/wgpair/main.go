@@ -15,8 +15,8 @@ package main
 import (
 	"context"
 	"flag"
-	"net"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
