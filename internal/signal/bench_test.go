@@ -29,7 +29,9 @@ var benchPeers, benchPartners = 1000, 8
 // (two Curve25519 multiplications per pair, once), which would otherwise
 // dominate.
 //
-// It reports messages per second (sealed by the sender, forwarded, opened
+// The rate=N variants pace the peers to N messages a second in all, for
+// the latency at that load (closed loops saturate, and then the latency is
+// only queueing). It reports messages per second (sealed by the sender, forwarded, opened
 // and replay-checked by the recipient), the p50/p99 latency from Send to
 // the recipient's handler, the CPU time per message of the server and of
 // the clients (they share the cores, so msgs/s is a lower bound for the
@@ -40,17 +42,28 @@ var benchPeers, benchPartners = 1000, 8
 //	go test ./internal/signal -run '^$' -bench Forward -benchtime 100000x
 func BenchmarkForward(b *testing.B) {
 	for _, h2c := range []bool{false, true} {
+		proto := "tls"
+		if h2c {
+			proto = "h2c"
+		}
 		for _, inflight := range []int{1, 8} {
-			name := fmt.Sprintf("tls/inflight=%d", inflight)
-			if h2c {
-				name = fmt.Sprintf("h2c/inflight=%d", inflight)
-			}
-			b.Run(name, func(b *testing.B) { benchForward(b, benchPeers, inflight, 150, h2c) })
+			b.Run(fmt.Sprintf("%s/inflight=%d", proto, inflight), func(b *testing.B) {
+				benchForward(b, benchPeers, inflight, 0, 150, h2c)
+			})
+		}
+		for _, rate := range []int{5000, 20000} {
+			b.Run(fmt.Sprintf("%s/rate=%d", proto, rate), func(b *testing.B) {
+				benchForward(b, benchPeers, 1, rate, 150, h2c)
+			})
 		}
 	}
 }
 
-func benchForward(b *testing.B, peers, inflight, payloadBytes int, h2c bool) {
+// benchForward runs b.N messages: closed loop (each peer keeps inflight
+// sends open) when rate is 0, else paced at rate messages a second in all
+// (each peer sends at rate/peers a second; a send that takes longer than
+// the interval skips ticks, so msgs/s shows the rate achieved).
+func benchForward(b *testing.B, peers, inflight, rate, payloadBytes int, h2c bool) {
 	h := startBenchServer(b, h2c)
 	base := time.Now()
 	var (
@@ -121,7 +134,27 @@ func benchForward(b *testing.B, peers, inflight, payloadBytes int, h2c bool) {
 		for j := range inflight {
 			wg.Go(func() {
 				payload := make([]byte, payloadBytes)
+				var pace <-chan time.Time
+				if rate > 0 {
+					interval := time.Duration(float64(peers) / float64(rate) * float64(time.Second))
+					// Spread the peers' first sends over one interval.
+					select {
+					case <-time.After(interval * time.Duration(i) / time.Duration(peers)):
+					case <-ctx.Done():
+						return
+					}
+					t := time.NewTicker(interval)
+					defer t.Stop()
+					pace = t.C
+				}
 				for n := 0; sent.Add(1) <= int64(b.N); n++ {
+					if pace != nil {
+						select {
+						case <-pace:
+						case <-ctx.Done():
+							return
+						}
+					}
 					// Conversation j of peer i goes around its partners.
 					to := partner(i, (j+n*inflight)%benchPartners)
 					binary.BigEndian.PutUint64(payload, uint64(time.Since(base)))

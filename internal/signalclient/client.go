@@ -36,8 +36,9 @@ const (
 	HandshakeTimeout = 10 * time.Second
 	// receiveQueueLen bounds opened messages waiting for the handler.
 	receiveQueueLen = 1024
-	// readMaxBytes bounds one message from the server.
-	readMaxBytes = 1 << 20
+	// readMaxBytes bounds one message from the server: a batch, or one
+	// envelope of the largest size signal can be configured for (1 MiB).
+	readMaxBytes = 4 << 20
 )
 
 // missedHeartbeats is how many heartbeat intervals the server may stay silent
