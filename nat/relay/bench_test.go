@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,4 +59,62 @@ func cpuTime(tb testing.TB) time.Duration {
 		tb.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkRelayPionClient relays one pair through pion/turn's client,
+// the one the agent's pion/ice uses (one packet per system call, a
+// goroutine hop per received packet), to show what an agent gets rather
+// than what the relay can carry.
+func BenchmarkRelayPionClient(b *testing.B) {
+	s := startRelay(b, func(o *relay.Options) { o.Log = zap.NewNop() })
+	x := mustAllocate(b, s.UDPAddr().String(), relaytest.UDP, cred("pion-a"), nil)
+	y := mustAllocate(b, s.UDPAddr().String(), relaytest.UDP, cred("pion-b"), nil)
+	relaytest.Exchange(b, x, y, 10, 1280) // permissions and channels
+	const size, window = 1280, 256
+	var got atomic.Int64
+	progress := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for got.Load() < int64(b.N) {
+			_ = y.Relay.SetReadDeadline(time.Now().Add(time.Second))
+			n, _, err := y.Relay.ReadFrom(buf)
+			if err != nil {
+				return // lost packets: the sender's stall ends the run
+			}
+			if n == size {
+				got.Add(1)
+				select {
+				case progress <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	b.SetBytes(size)
+	pkt := make([]byte, size)
+	cpu0 := cpuTime(b)
+	start := time.Now()
+	b.ResetTimer()
+	lost := int64(0)
+	for i := 0; i < b.N; i++ {
+		for int64(i)-lost-got.Load() >= window {
+			select {
+			case <-progress:
+			case <-time.After(100 * time.Millisecond):
+				lost = int64(i) - got.Load() // dropped on the way
+			}
+		}
+		if _, err := x.Relay.WriteTo(pkt, y.RelayAddr()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	<-done
+	b.StopTimer()
+	elapsed, cpu := time.Since(start), cpuTime(b)-cpu0
+	bytes := float64(got.Load()) * size
+	b.ReportMetric(bytes*8/elapsed.Seconds()/1e6, "Mb/s")
+	b.ReportMetric(100*(1-float64(got.Load())/float64(b.N)), "%loss")
+	b.ReportMetric(cpu.Seconds()/(bytes/1e9), "cpu-s/GB")
 }

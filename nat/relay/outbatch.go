@@ -2,6 +2,7 @@ package relay
 
 import (
 	"net/netip"
+	"sync"
 
 	"go.uber.org/zap"
 )
@@ -17,11 +18,13 @@ const (
 // its goroutine works through what is queued, and sends them as one UDP
 // GSO write when the goroutine is about to wait: same-size packets (the
 // usual WireGuard bulk transfer) cost one trip through the network stack
-// per batch instead of one per packet. Only the allocation's goroutine
-// (pion's packetHandler, which alone writes ChannelData to that client)
-// uses it, so it needs no lock; nothing waits in it while that goroutine
-// sleeps.
+// per batch instead of one per packet. The allocation's goroutine (pion's
+// packetHandler, which alone writes ChannelData to that client) uses it,
+// so nothing waits in it while that goroutine sleeps; the mutex only
+// covers the moment a replaced allocation of the same client is still
+// finishing a packet.
 type outBatch struct {
+	mu    sync.Mutex
 	f     *front
 	dst   netip.AddrPort
 	buf   []byte // segments back to back
@@ -36,8 +39,10 @@ func newOutBatch(f *front, dst netip.AddrPort) *outBatch {
 
 // add queues p, sending what is queued first if p cannot join it.
 func (b *outBatch) add(p []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.n > 0 && (b.short || len(p) > b.seg || b.n == maxGSOSegments || len(b.buf)+len(p) > maxGSOBytes) {
-		b.flush()
+		b.flushLocked()
 	}
 	if b.n == 0 {
 		b.seg = len(p)
@@ -49,6 +54,12 @@ func (b *outBatch) add(p []byte) {
 
 // flush sends what is queued.
 func (b *outBatch) flush() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.flushLocked()
+}
+
+func (b *outBatch) flushLocked() {
 	switch {
 	case b.n == 0:
 		return
