@@ -126,6 +126,7 @@ func benchForward(b *testing.B, peers, inflight, rate, payloadBytes int, h2c boo
 	var sent, refused atomic.Int64
 	stats0 := h.stats(b)
 	srvCPU0 := h.cpu(b)
+	srvR0, srvW0 := h.syscalls(b)
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu0, sys0 := cpuTime(b)
@@ -176,6 +177,7 @@ func benchForward(b *testing.B, peers, inflight, rate, payloadBytes int, h2c boo
 	elapsed := time.Since(start)
 	cpu1, sys1 := cpuTime(b)
 	srvCPU := h.cpu(b) - srvCPU0
+	srvR, srvW := h.syscalls(b)
 	b.StopTimer()
 	stats := h.stats(b)
 
@@ -184,6 +186,8 @@ func benchForward(b *testing.B, peers, inflight, rate, payloadBytes int, h2c boo
 	b.ReportMetric(float64(latencies[len(latencies)/2])/1e3, "p50-µs")
 	b.ReportMetric(float64(latencies[len(latencies)*99/100])/1e3, "p99-µs")
 	b.ReportMetric(float64(srvCPU.Microseconds())/float64(b.N), "server-cpu-µs/msg")
+	b.ReportMetric(float64(srvR-srvR0)/float64(b.N), "server-reads/msg")
+	b.ReportMetric(float64(srvW-srvW0)/float64(b.N), "server-writes/msg")
 	b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "clients-cpu-µs/msg")
 	b.ReportMetric(float64((sys1-sys0).Microseconds())/float64(b.N), "clients-sys-µs/msg")
 	items := (stats.Sent - stats0.Sent) + (stats.Queued - stats0.Queued)

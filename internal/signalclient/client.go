@@ -175,7 +175,12 @@ func New(opts Options) (*Client, error) {
 		}
 		c.http, c.ownHTTP = hc, true
 	}
-	c.rpc = signalv1connect.NewSignalServiceClient(c.http, opts.URL,
+	base := c.http.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	framed := &http.Client{Transport: wholeMessages{base}, Timeout: c.http.Timeout, Jar: c.http.Jar, CheckRedirect: c.http.CheckRedirect}
+	c.rpc = signalv1connect.NewSignalServiceClient(framed, opts.URL,
 		connect.WithAcceptCompression("gzip", nil, nil), // sealed payloads do not compress
 		connect.WithReadMaxBytes(readMaxBytes),
 	)
