@@ -267,10 +267,21 @@ func (s *Service) Close() error {
 	s.closed = true
 	s.streamMu.Unlock()
 	s.cancel()
-	s.streams.Wait()
+	// Streams end at once, except one blocked sending to an agent that
+	// stopped reading: that one ends when the server closes its connection.
+	done := make(chan struct{})
+	go func() { s.streams.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(closeWait):
+		s.log.Warn("control closed while streams are still blocked sending; they end with the server")
+	}
 	s.wg.Wait()
 	return nil
 }
+
+// closeWait bounds how long Close waits for streams to end.
+const closeWait = 5 * time.Second
 
 // streamStarted registers an open stream; false after Close.
 func (s *Service) streamStarted() bool {
