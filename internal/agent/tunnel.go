@@ -217,7 +217,12 @@ func (t *tunnel) open(ctx context.Context, self *controlv1.SelfConfig) error {
 		return fmt.Errorf("wireguard device: %w", err)
 	}
 	// The mux lists local addresses for host candidates: not the overlay's.
-	exclude := []netip.Prefix{addr.Masked()}
+	// IPv4 only for now: direct sessions are UDP4 (peerconn), and with
+	// IPv6 host pairs (through pion's mux, which ignores the network
+	// types) the first WireGuard handshake was sometimes lost in the no-root
+	// test (to be understood together with wg/bind). Link-local addresses
+	// need a zone and are useless to the remote.
+	exclude := []netip.Prefix{addr.Masked(), netip.MustParsePrefix("::/0"), netip.MustParsePrefix("169.254.0.0/16")}
 	if !t.e.opts.IncludeLoopback {
 		exclude = append(exclude, netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"))
 	}

@@ -163,6 +163,7 @@ type Session struct {
 	gatheredOnce sync.Once
 
 	mu        sync.Mutex
+	offered   map[string]bool // candidates sent, by "type addr:port"
 	connected bool
 	started   bool
 	conn      *ice.Conn
@@ -262,6 +263,19 @@ func (s *Session) onCandidate(c ice.Candidate) {
 		return
 	}
 	if !s.usable(c.Address()) {
+		return
+	}
+	// pion's mux finds a server-reflexive address once per local address:
+	// offer each distinct candidate once.
+	k := c.Type().String() + " " + c.Address() + ":" + fmt.Sprint(c.Port())
+	s.mu.Lock()
+	dup := s.offered[k]
+	if s.offered == nil {
+		s.offered = map[string]bool{}
+	}
+	s.offered[k] = true
+	s.mu.Unlock()
+	if dup {
 		return
 	}
 	s.log.Debug("local candidate", zap.String("candidate", c.String()))
