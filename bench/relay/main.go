@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command relay benchmarks TURN relays on loopback: relayed throughput for
 // N pairs of clients and the relay process's CPU seconds per GB relayed.
 // It is not part of meshd.
@@ -13,6 +15,7 @@
 //	go run ./bench/relay -target meshd,coturn -pairs 1,10 -packets 400000
 //
 // -cpuprofile writes the meshd relay's CPU profile (meshd target only).
+// Linux only (/proc, getrusage).
 package main
 
 import (

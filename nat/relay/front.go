@@ -299,7 +299,11 @@ func (s *Server) acceptLoop(ln net.Listener, transport string) {
 			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				s.log.Warn("accept", zap.String("transport", transport), zap.Error(err), zap.Duration("retry_in", backoff))
-				time.Sleep(backoff)
+				select {
+				case <-time.After(backoff):
+				case <-s.done:
+					return
+				}
 				continue
 			}
 			s.log.Error("accept failed; no more TURN over "+transport, zap.Error(err))

@@ -177,6 +177,7 @@ type Server struct {
 	allocsWG sync.WaitGroup // one per live relayConn
 	loopsWG  sync.WaitGroup // accept loops and stream read loops
 
+	done      chan struct{} // closed when Close starts
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -194,6 +195,7 @@ func New(opts Options) (*Server, error) {
 		allocs:  make(map[*relayConn]struct{}),
 		users:   make(map[string]int),
 		streams: make(map[*front]struct{}),
+		done:    make(chan struct{}),
 	}
 	s.deny = denyList(opts.PublicIP, opts.DenyPeers)
 	ports, err := newPortRange(opts.PublicIP, opts.RelayBindIP, opts.PortMin, opts.PortMax)
@@ -264,6 +266,7 @@ func (s *Server) Run(ctx context.Context) error {
 // for them. It is safe to call more than once.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
+		close(s.done)
 		s.mu.Lock()
 		s.closing = true
 		streams := make([]*front, 0, len(s.streams))
