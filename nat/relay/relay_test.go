@@ -163,6 +163,14 @@ func TestRelay(t *testing.T) {
 			if got := relaytest.Exchange(t, b, a, n, size); got != n*size {
 				t.Fatalf("a got %d bytes, want %d", got, n*size)
 			}
+			// ChannelData over TCP is padded to 4 bytes; odd sizes must
+			// arrive unpadded.
+			if got := relaytest.Exchange(t, a, b, 20, 1001); got != 20*1001 {
+				t.Fatalf("b got %d bytes of odd-sized packets", got)
+			}
+			if got := relaytest.Exchange(t, b, a, 20, 1001); got != 20*1001 {
+				t.Fatalf("a got %d bytes of odd-sized packets", got)
+			}
 
 			st := s.Stats()
 			if st.Allocations != 2 || st.AllocationsByTransport[transport] < 1 || st.Users != 2 {
