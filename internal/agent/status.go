@@ -9,6 +9,7 @@ import (
 
 	daemonv1 "meshd/api/daemon/v1"
 	"meshd/internal/agent/path"
+	"meshd/internal/keys"
 	"meshd/wg"
 )
 
@@ -73,11 +74,20 @@ func (e *Engine) Status() *daemonv1.StatusResponse {
 	for _, w := range t.peers {
 		workers = append(workers, w)
 	}
-	stats := make(map[[32]byte]wg.PeerStats, len(t.stats))
+	stats := make(map[keys.Key]wg.PeerStats, len(t.stats))
 	for k, s := range t.stats {
 		stats[k] = s
 	}
+	dev := t.dev
 	t.mu.RUnlock()
+	if dev != nil {
+		// Fresh figures: the cached ones are up to a second old.
+		if st, err := dev.Stats(); err == nil {
+			for _, s := range st {
+				stats[s.PublicKey] = s
+			}
+		}
+	}
 	if resp.State == "up" && resp.Self.Control.State != StateConnected {
 		resp.Message = "control is unreachable; existing tunnels keep working"
 		if e := resp.Self.Control.Error; e != "" {
