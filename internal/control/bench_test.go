@@ -1,10 +1,15 @@
 package control_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"os"
+	"os/exec"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +18,7 @@ import (
 	adminv1 "meshd/api/admin/v1"
 	"meshd/internal/control"
 	"meshd/internal/control/controltest"
+	"meshd/internal/tlsconf"
 )
 
 // fanoutWorld joins n agents in groups of 50 (each group reaches itself)
@@ -103,16 +109,103 @@ func BenchmarkPolicyChangeFanout(b *testing.B) {
 	b.ReportMetric(float64((cpuTime()-cpu).Milliseconds())/float64(b.N), "cpu-ms/op")
 }
 
-// BenchmarkMemoryPerConnectedPeer: heap and stacks per connected peer, both
-// ends in one process (an upper bound for control alone: it includes the
-// fake agents, their HTTP/2 client streams and the maps they hold).
+// BenchmarkMemoryPerConnectedPeer: what control holds per connected peer
+// (heap and goroutine stacks, after GC). 1,000 agents run in a child
+// process, each on its own TLS connection as real agents are, in groups of
+// 50 as in fanoutWorld, so only control's side is measured here.
 func BenchmarkMemoryPerConnectedPeer(b *testing.B) {
+	const n = 1000
 	for b.Loop() {
+		h := controltest.NewHarness(b, 0, controltest.Quiet(), controltest.Patience(2*time.Minute))
+		ctx := context.Background()
+		must[adminv1.DeletePolicyResponse](b)(h.Admin.DeletePolicy(ctx, connect.NewRequest(&adminv1.DeletePolicyRequest{Id: "Default"})))
+		var keys []string
+		for g := range n / 50 {
+			name := fmt.Sprintf("g%d", g)
+			must[adminv1.Group](b)(h.Admin.CreateGroup(ctx, connect.NewRequest(&adminv1.CreateGroupRequest{Name: name})))
+			must[adminv1.Policy](b)(h.Admin.CreatePolicy(ctx, connect.NewRequest(&adminv1.CreatePolicyRequest{Name: name,
+				Sources: []string{name}, Destinations: []string{name}, Bidirectional: true})))
+			k := must[adminv1.SetupKey](b)(h.Admin.CreateSetupKey(ctx, connect.NewRequest(&adminv1.CreateSetupKeyRequest{
+				Name: name, AutoGroups: []string{name}})))
+			keys = append(keys, k.Key)
+		}
 		before := memInUse()
-		h, as := fanoutWorld(b, 1000)
+		p := startAgents(b, h, n, keys)
+		p.waitReady(b)
+		deadline := time.Now().Add(2 * time.Minute)
+		for online := 0; online < n; {
+			peers := must[adminv1.ListPeersResponse](b)(h.Admin.ListPeers(ctx, connect.NewRequest(&adminv1.ListPeersRequest{})))
+			online = 0
+			for _, p := range peers.Peers {
+				if p.Online {
+					online++
+				}
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("%d of %d peers online", online, n)
+			}
+			time.Sleep(50 * time.Millisecond) // poll
+		}
 		after := memInUse()
-		b.ReportMetric(float64(after-before)/float64(len(as)+1), "bytes/peer")
-		runtime.KeepAlive(h)
+		b.ReportMetric(float64(after-before)/n, "bytes/peer")
+		p.stop()
+	}
+}
+
+// agentProc is a child process running fake agents (see runAgents).
+type agentProc struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	lines chan string
+}
+
+func startAgents(b *testing.B, h *controltest.Harness, n int, keys []string) *agentProc {
+	b.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", agentsEnv, n), "MESHD_BENCH_URL="+h.URL,
+		"MESHD_BENCH_PIN="+tlsconf.Pin(h.Server.Certificate().Raw), "MESHD_BENCH_KEYS="+strings.Join(keys, ","))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	p := &agentProc{cmd: cmd, stdin: stdin, lines: make(chan string, 1)}
+	go func() {
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		p.lines <- line
+	}()
+	b.Cleanup(p.stop)
+	return p
+}
+
+func (p *agentProc) waitReady(b *testing.B) {
+	b.Helper()
+	select {
+	case line := <-p.lines:
+		if strings.TrimSpace(line) != "ready" {
+			b.Fatalf("agents process: %q", line)
+		}
+	case <-time.After(3 * time.Minute):
+		b.Fatal("agents process not ready")
+	}
+}
+
+func (p *agentProc) stop() {
+	if p.stdin != nil {
+		p.stdin.Close()
+		p.cmd.Wait()
+		p.stdin = nil
 	}
 }
 

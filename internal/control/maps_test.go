@@ -36,7 +36,7 @@ func agents(t *testing.T, h *controltest.Harness, names ...string) []*controltes
 	return out
 }
 
-func must[T any](t *testing.T) func(*connect.Response[T], error) *T {
+func must[T any](t testing.TB) func(*connect.Response[T], error) *T {
 	return func(r *connect.Response[T], err error) *T {
 		t.Helper()
 		if err != nil {
