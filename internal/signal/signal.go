@@ -153,6 +153,8 @@ func (s *Server) Handler() (string, http.Handler) {
 	return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctl := &streamControl{rc: http.NewResponseController(w)}
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), controlKey{}, ctl)))
+		ctl.finish() // w is not ours any more once we return
+
 	})
 }
 
@@ -272,20 +274,41 @@ func (h handler) Connect(ctx context.Context, bs *connect.BidiStream[signalv1.Cl
 // streamControl ends the HTTP/2 stream under a handler: past deadlines make
 // a blocked Receive or Send return at once. It is how a stream is dropped
 // from outside its own goroutines (replacement, dead peer, shutdown).
-type streamControl struct{ rc *http.ResponseController }
+// Calls after the handler returned do nothing.
+type streamControl struct {
+	mu       sync.Mutex
+	rc       *http.ResponseController
+	finished bool
+}
 
 type controlKey struct{}
 
 var past = time.Unix(1, 0)
 
 func (c *streamControl) stopReads() {
-	if c != nil {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.finished {
 		_ = c.rc.SetReadDeadline(past)
 	}
 }
 
 func (c *streamControl) stopWrites() {
-	if c != nil {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.finished {
 		_ = c.rc.SetWriteDeadline(past)
 	}
+}
+
+func (c *streamControl) finish() {
+	c.mu.Lock()
+	c.finished = true
+	c.mu.Unlock()
 }

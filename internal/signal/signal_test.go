@@ -575,3 +575,29 @@ func TestCloseEndsStreams(t *testing.T) {
 		t.Fatalf("send while disconnected: %v, want ErrDisconnected", err)
 	}
 }
+
+func TestNoGoroutinesLeftAfterStreamsClose(t *testing.T) {
+	h := signaltest.Start(t, signaltest.Options{})
+	baseline := goleak.IgnoreCurrent()
+	in := newInbox()
+	b := h.Peer(t, signaltest.PeerOptions{OnMessage: in.add})
+	for i := range 10 {
+		a := h.Peer(t, signaltest.PeerOptions{})
+		if err := a.Send(ctx(t), b.PublicKey(), seqPayload(i, 0)); err != nil {
+			t.Fatal(err)
+		}
+		a.Stop()
+	}
+	in.wait(t, 10)
+	r := h.Register(t, keys.Private{}) // cut off without closing its side
+	r2 := h.Register(t, r.Key)         // replaces r
+	r.Close()
+	r2.Close()
+	dead := h.Dial(t) // never registers
+	if _, err := dead.Hello(b.PublicKey()); err != nil {
+		t.Fatal(err)
+	}
+	dead.Close()
+	b.Stop()
+	goleak.VerifyNone(t, baseline)
+}

@@ -62,7 +62,7 @@ var _ Mailbox = (*stream)(nil)
 
 func (s *Server) serveStream(ctx context.Context, bs *connect.BidiStream[signalv1.ClientMessage, signalv1.ServerMessage]) error {
 	ctl, _ := ctx.Value(controlKey{}).(*streamControl)
-	if ctl == nil || ctl.rc.SetReadDeadline(time.Time{}) != nil {
+	if ctl == nil || ctl.rc.SetReadDeadline(time.Time{}) != nil { // no lock needed: the handler runs
 		// Without deadlines a stream could not be dropped from outside.
 		return connect.NewError(connect.CodeInternal, errors.New("signal: the HTTP server does not support stream deadlines; serve Server.Handler over HTTP/2 without wrapping its ResponseWriter"))
 	}

@@ -113,7 +113,7 @@ type Client struct {
 	log     *zap.Logger
 	pub     keys.Key
 	http    *http.Client
-	ownHTTP bool
+	conns   *conns // of http, when the client made it
 	rpc     signalv1connect.SignalServiceClient
 	peers   *peers
 
@@ -173,7 +173,10 @@ func New(opts Options) (*Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("signalclient: %w", err)
 		}
-		c.http, c.ownHTTP = hc, true
+		c.http = hc
+		if t, ok := hc.Transport.(*http.Transport); ok {
+			c.conns = track(t)
+		}
 	}
 	base := c.http.Transport
 	if base == nil {
@@ -261,8 +264,8 @@ func (c *Client) Run(ctx context.Context) error {
 		return errors.New("signalclient: Run is already running")
 	}
 	defer c.running.Store(false)
-	if c.ownHTTP {
-		defer c.http.CloseIdleConnections()
+	if c.conns != nil {
+		defer c.conns.closeAll()
 	}
 	var wg sync.WaitGroup
 	dctx, stopDispatch := context.WithCancel(ctx)

@@ -3,6 +3,7 @@ package signaltest
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
@@ -22,6 +23,8 @@ type Raw struct {
 	Key    keys.Private
 	Stream *connect.BidiStreamForClient[signalv1.ClientMessage, signalv1.ServerMessage]
 	cancel context.CancelFunc
+	http   *http.Client
+	conns  *conns
 	boxes  map[keys.Key]*seal.Box
 }
 
@@ -32,21 +35,21 @@ func (h *Harness) Dial(tb testing.TB) *Raw {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	cs := track(hc.Transport.(*http.Transport))
 	ctx, cancel := context.WithCancel(context.Background())
 	c := signalv1connect.NewSignalServiceClient(hc, h.URL, connect.WithAcceptCompression("gzip", nil, nil))
-	r := &Raw{Stream: c.Connect(ctx), cancel: cancel}
-	tb.Cleanup(func() {
-		r.Close()
-		hc.CloseIdleConnections()
-	})
+	r := &Raw{Stream: c.Connect(ctx), cancel: cancel, http: hc, conns: cs}
+	tb.Cleanup(r.Close)
 	return r
 }
 
-// Close ends the stream.
+// Close ends the stream and closes its connection.
 func (r *Raw) Close() {
 	r.cancel()
 	_ = r.Stream.CloseRequest()
 	_ = r.Stream.CloseResponse()
+	r.http.CloseIdleConnections()
+	r.conns.closeAll()
 }
 
 // Register dials and registers priv (a fresh key when zero) with a correct

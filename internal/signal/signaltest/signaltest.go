@@ -17,7 +17,6 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"meshd/internal/keys"
-	"meshd/internal/rpcclient"
 	"meshd/internal/signal"
 	"meshd/internal/signalclient"
 	"meshd/internal/tlsconf"
@@ -116,12 +115,8 @@ func (h *Harness) Peer(tb testing.TB, o PeerOptions) *Peer {
 			tb.Fatal(err)
 		}
 	}
-	hc, err := rpcclient.New(h.URL, h.Pin)
-	if err != nil {
-		tb.Fatal(err)
-	}
 	c, err := signalclient.New(signalclient.Options{
-		URL: h.URL, Pin: h.Pin, Private: priv, HTTPClient: hc,
+		URL: h.URL, Pin: h.Pin, Private: priv,
 		Log:        logger(tb, o.Quiet).Named("client"),
 		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 	})
@@ -144,7 +139,6 @@ func (h *Harness) Peer(tb testing.TB, o PeerOptions) *Peer {
 		once.Do(func() {
 			cancel()
 			<-done
-			hc.CloseIdleConnections()
 		})
 	}
 	tb.Cleanup(stop)
