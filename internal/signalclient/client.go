@@ -109,13 +109,13 @@ type Status struct {
 
 // Client is one peer's connection to signal.
 type Client struct {
-	opts    Options
-	log     *zap.Logger
-	pub     keys.Key
-	http    *http.Client
-	conns   *conns // of http, when the client made it
-	rpc     signalv1connect.SignalServiceClient
-	peers   *peers
+	opts  Options
+	log   *zap.Logger
+	pub   keys.Key
+	http  *http.Client
+	conns *conns // of http, when the client made it
+	rpc   signalv1connect.SignalServiceClient
+	peers *peers
 
 	running   atomic.Bool
 	current   atomic.Pointer[session]
