@@ -3,10 +3,12 @@ package peerconn
 import (
 	"encoding/binary"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/pion/ice/v3"
+	"github.com/pion/stun/v2"
 	"github.com/pion/transport/v3"
 	"go.uber.org/zap"
 )
@@ -45,6 +47,34 @@ func NewMux(conn net.PacketConn, tnet transport.Net, log *zap.Logger) *Mux {
 // RTT returns the last measured round-trip time of an ICE check to addr
 // (ip:port), zero when unknown.
 func (m *Mux) RTT(addr string) time.Duration { return m.rtt.get(addr) }
+
+// Answered reports whether a binding request to addr (ip:port) was ever
+// answered over the WireGuard socket: for a STUN server, that UDP reaches it.
+func (m *Mux) Answered(addr string) bool { return m.rtt.get(addr) > 0 }
+
+// RelayURLs picks the TURN servers a relay session should allocate on. Each
+// allocation costs a slot of the peer's quota on the relay, so when UDP to
+// a relay's STUN port is known to work, only its turn:...?transport=udp
+// URL is used; otherwise (UDP blocked, or not known yet) every transport.
+func (m *Mux) RelayURLs(s Servers) Servers {
+	var udp []*stun.URI
+	for _, u := range s.TURN {
+		if u.Scheme != stun.SchemeTypeTURN || u.Proto != stun.ProtoTypeUDP {
+			continue
+		}
+		ip, err := netip.ParseAddr(u.Host)
+		if err != nil {
+			continue // a name: not resolved here; keep every transport
+		}
+		if m.Answered(netip.AddrPortFrom(ip.Unmap(), uint16(u.Port)).String()) {
+			udp = append(udp, u)
+		}
+	}
+	if len(udp) == 0 {
+		return s
+	}
+	return Servers{STUN: s.STUN, TURN: udp}
+}
 
 // rttConn notes when binding requests leave and matches the success
 // responses that come back.

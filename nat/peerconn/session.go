@@ -222,7 +222,11 @@ func New(cfg Config) (*Session, error) {
 		ac.UDPMuxSrflx = cfg.Mux
 	} else {
 		ac.CandidateTypes = []ice.CandidateType{ice.CandidateTypeRelay}
-		ac.Urls = cfg.Servers.TURN
+		servers := cfg.Servers
+		if cfg.Mux != nil {
+			servers = cfg.Mux.RelayURLs(servers)
+		}
+		ac.Urls = servers.TURN
 	}
 	a, err := ice.NewAgent(ac)
 	if err != nil {
