@@ -178,6 +178,7 @@ func benchForward(b *testing.B, peers, inflight, rate, payloadBytes int, h2c boo
 	cpu1, sys1 := cpuTime(b)
 	srvCPU := h.cpu(b) - srvCPU0
 	srvR, srvW := h.syscalls(b)
+	srvRSS := h.rss(b)
 	b.StopTimer()
 	stats := h.stats(b)
 
@@ -186,6 +187,7 @@ func benchForward(b *testing.B, peers, inflight, rate, payloadBytes int, h2c boo
 	b.ReportMetric(float64(latencies[len(latencies)/2])/1e3, "p50-µs")
 	b.ReportMetric(float64(latencies[len(latencies)*99/100])/1e3, "p99-µs")
 	b.ReportMetric(float64(srvCPU.Microseconds())/float64(b.N), "server-cpu-µs/msg")
+	b.ReportMetric(float64(srvRSS)/(1<<20), "server-rss-MB")
 	b.ReportMetric(float64(srvR-srvR0)/float64(b.N), "server-reads/msg")
 	b.ReportMetric(float64(srvW-srvW0)/float64(b.N), "server-writes/msg")
 	b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "clients-cpu-µs/msg")
