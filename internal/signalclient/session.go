@@ -114,9 +114,12 @@ func (s *session) handshake() error {
 		return fmt.Errorf("signal: register: expected registered, got %T", msg.Msg)
 	}
 	s.maxMessage = int(reg.MaxMessageBytes)
+	if s.maxMessage <= 0 {
+		s.maxMessage = defaultMaxMessage
+	}
 	s.heartbeat = time.Duration(reg.HeartbeatIntervalMs) * time.Millisecond
 	if s.heartbeat <= 0 {
-		s.heartbeat = 10 * time.Second
+		s.heartbeat = defaultHeartbeat
 	}
 	s.touch()
 	return nil
@@ -186,6 +189,12 @@ func (s *session) keepAlive() {
 }
 
 func (s *session) touch() { s.lastRecv.Store(int64(time.Since(s.born))) }
+
+// What a server that does not say assumes.
+const (
+	defaultMaxMessage = 16 << 10
+	defaultHeartbeat  = 10 * time.Second
+)
 
 // maxBatchItems bounds one ClientBatch.
 const maxBatchItems = 128
