@@ -248,9 +248,11 @@ func (s *Service) Mount(m Mux) {
 	m.Handle(adminv1connect.NewAdminServiceHandler(&adminAPI{s}, connect.WithInterceptors(&adminAuth{s})))
 }
 
-// Maps are compressed, but with gzip's fastest level: a change fans out to
-// many streams at once, and the default level costs several times the CPU
-// for a little less size. Heartbeats and small maps are not compressed.
+// Maps of 4 KiB and more (a few dozen peers) are compressed, with gzip's
+// fastest level: a change fans out to many streams at once, and the default
+// level costs several times the CPU of BestSpeed for a little less size
+// (BenchmarkPolicyChangeFanout: marshalling, not compression, dominates at
+// BestSpeed). Heartbeats and small maps are sent as they are.
 var fastGzip = connect.WithCompression("gzip",
 	func() connect.Decompressor { return &gzip.Reader{} },
 	func() connect.Compressor {
@@ -258,7 +260,7 @@ var fastGzip = connect.WithCompression("gzip",
 		return w
 	})
 
-const compressMinBytes = 1024
+const compressMinBytes = 4 << 10
 
 // Close ends every Sync stream (recording when its peer was last seen) and
 // stops the background work. It does not close the store.
