@@ -7,12 +7,13 @@
 // Each pair is two allocations bound to each other by channels, as two
 // relayed WireGuard peers are: A sends 1280-byte payloads as ChannelData
 // (sendmmsg), the relay moves them from A's relayed address to B's and on
-// to B as ChannelData (recvmmsg), with a window of packets in flight per
-// pair. The relay runs in a process of its own (meshd's nat/relay in a
+// to B as ChannelData (recvmmsg), with a window of packets in flight.
+// With -mode peer, B is a plain UDP socket (a peer reached directly) that
+// gets the bare payloads from A's relayed address. The relay runs in a process of its own (meshd's nat/relay in a
 // re-executed copy of this program, or coturn's turnserver) so that its
 // CPU time is read from /proc apart from the clients'.
 //
-//	go run ./bench/relay -target meshd,coturn -pairs 1,10 -packets 400000
+//	go run ./bench/relay -target meshd,coturn -pairs 1,10 -packets 300000 [-mode peer]
 //
 // -cpuprofile writes the meshd relay's CPU profile (meshd target only).
 // Linux only (/proc, getrusage).
@@ -53,6 +54,7 @@ func main() {
 	packets := flag.Int("packets", 300000, "packets per run, split over the pairs")
 	size := flag.Int("size", 1280, "payload bytes per packet (WireGuard-sized)")
 	runs := flag.Int("runs", 1, "runs per configuration (the best is reported too)")
+	mode := flag.String("mode", "relayed", "relayed: both ends allocate (relay to relay); peer: the receiver is a plain UDP socket")
 	flag.Parse()
 
 	if *serve != "" {
@@ -62,7 +64,11 @@ func main() {
 		}
 		return
 	}
-	if err := run(strings.Split(*targets, ","), *pairsList, *packets, *size, *runs, *workers, *cpuprofile); err != nil {
+	if *mode != "relayed" && *mode != "peer" {
+		fmt.Fprintln(os.Stderr, "relay bench: -mode: want relayed or peer")
+		os.Exit(2)
+	}
+	if err := run(strings.Split(*targets, ","), *pairsList, *mode, *packets, *size, *runs, *workers, *cpuprofile); err != nil {
 		fmt.Fprintln(os.Stderr, "relay bench:", err)
 		os.Exit(1)
 	}
@@ -158,7 +164,7 @@ func startCoturn() (*server, error) {
 	}}, nil
 }
 
-func run(targets []string, pairsList string, packets, size, runs, workers int, cpuprofile string) error {
+func run(targets []string, pairsList, mode string, packets, size, runs, workers int, cpuprofile string) error {
 	var pairCounts []int
 	for _, s := range strings.Split(pairsList, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -167,7 +173,7 @@ func run(targets []string, pairsList string, packets, size, runs, workers int, c
 		}
 		pairCounts = append(pairCounts, n)
 	}
-	fmt.Printf("# %d-byte payloads, %d packets per run, loopback; relay CPU from /proc, clients' from getrusage\n", size, packets)
+	fmt.Printf("# %s mode, %d-byte payloads, %d packets per run, loopback; relay CPU from /proc, clients' from getrusage\n", mode, size, packets)
 	fmt.Printf("%-7s %5s %10s %13s %7s %14s %15s\n", "relay", "pairs", "Mb/s", "Mb/s/pair", "loss%", "relay cpu-s/GB", "client cpu-s/GB")
 	for _, target := range targets {
 		for _, pairs := range pairCounts {
@@ -184,7 +190,7 @@ func run(targets []string, pairsList string, packets, size, runs, workers int, c
 			if err != nil {
 				return err
 			}
-			err = measure(srv, pairs, packets, size, runs)
+			err = measure(srv, mode, pairs, packets, size, runs)
 			srv.stop()
 			if err != nil {
 				return err
@@ -194,10 +200,14 @@ func run(targets []string, pairsList string, packets, size, runs, workers int, c
 	return nil
 }
 
-func measure(srv *server, pairs, packets, size, runs int) error {
+func measure(srv *server, mode string, pairs, packets, size, runs int) error {
+	newPair := relaytest.NewPair
+	if mode == "peer" {
+		newPair = relaytest.NewPeerPair
+	}
 	ps := make([]*relaytest.Pair, pairs)
 	for i := range ps {
-		p, err := relaytest.NewPair(srv.addr, []byte(secret), fmt.Sprintf("pair%d", i))
+		p, err := newPair(srv.addr, []byte(secret), fmt.Sprintf("pair%d", i))
 		if err != nil {
 			return fmt.Errorf("%s: pair %d: %w", srv.name, i, err)
 		}

@@ -57,7 +57,7 @@ func (s *Server) allocate(f *front, network string, requestedPort int) (net.Pack
 	s.users[req.id]++
 	rc := &relayConn{s: s, f: f, id: req.id, client: req.src, created: time.Now()}
 	if f.udp != nil && req.src.IsValid() {
-		rc.out = newOutBatch(f, req.src)
+		rc.out = newOutBatch(s, f.udp, &f.gso, req.src)
 	}
 	s.allocs[rc] = struct{}{}
 	s.allocsWG.Add(1)
@@ -71,6 +71,9 @@ func (s *Server) allocate(f *front, network string, requestedPort int) (net.Pack
 		return nil, nil, err
 	}
 	rc.uc = uc
+	if f.udp != nil {
+		rc.peerOut = newOutBatch(s, uc, &s.relayGSO, netip.AddrPort{})
+	}
 	rc.public = &net.UDPAddr{IP: s.opts.PublicIP.AsSlice(), Port: port}
 	rc.port = uint16(port)
 	s.relays[port-int(s.opts.PortMin)].Store(rc)

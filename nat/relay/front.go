@@ -45,7 +45,8 @@ type front struct {
 	// Owned by the read loop goroutine (pion calls ReadFrom and the
 	// generator from one goroutine per PacketConn).
 	addrs     map[netip.AddrPort]*net.UDPAddr
-	batch     *readBatch // UDP: recvmmsg
+	batch     *readBatch   // UDP: recvmmsg
+	dirty     []*relayConn // UDP: relay sockets with datagrams for peers queued
 	pending   allocRequest
 	lastAlloc *relayConn // made for pending, not yet confirmed
 
@@ -82,6 +83,7 @@ func (s *Server) newFront(transport string, uc *net.UDPConn, c net.Conn) *front 
 		f.local = uc.LocalAddr()
 		f.addrs = make(map[netip.AddrPort]*net.UDPAddr)
 		f.batch = newReadBatch(uc)
+		f.batch.before = f.flushPeers
 		f.gso.Store(gsoSupported(uc))
 	} else {
 		f.raw = c
@@ -124,6 +126,25 @@ func (f *front) ReadFrom(p []byte) (int, net.Addr, error) {
 	}
 	f.armIdle()
 	return n, addr, nil
+}
+
+// queuedForPeer notes that rc has datagrams for peers queued; they go out
+// before the read loop's next recvmmsg. Read loop only.
+func (f *front) queuedForPeer(rc *relayConn) {
+	if !rc.dirty {
+		rc.dirty = true
+		f.dirty = append(f.dirty, rc)
+	}
+}
+
+// flushPeers sends what the read loop queued for peers.
+func (f *front) flushPeers() {
+	for i, rc := range f.dirty {
+		rc.peerOut.flush()
+		rc.dirty = false
+		f.dirty[i] = nil
+	}
+	f.dirty = f.dirty[:0]
 }
 
 // inspect looks at a STUN message from a client (ChannelData passes with
@@ -176,7 +197,8 @@ func (f *front) WriteTo(p []byte, addr net.Addr) (int, error) {
 		if len(p) >= 4 && p[0]&0xc0 == 0x40 && f.gso.Load() {
 			// ChannelData, written by the client's allocation goroutine.
 			if rc, ok := f.clients.Load(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())); ok {
-				rc.(*relayConn).out.add(p)
+				rc := rc.(*relayConn)
+				rc.out.add(p, rc.client)
 				return len(p), nil
 			}
 		}

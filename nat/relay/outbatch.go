@@ -1,8 +1,10 @@
 package relay
 
 import (
+	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 )
@@ -14,42 +16,62 @@ const (
 	maxGSOBytes    = 65000
 )
 
-// outBatch gathers the ChannelData an allocation sends its client while
-// its goroutine works through what is queued, and sends them as one UDP
-// GSO write when the goroutine is about to wait: same-size packets (the
-// usual WireGuard bulk transfer) cost one trip through the network stack
-// per batch instead of one per packet. The allocation's goroutine (pion's
-// packetHandler, which alone writes ChannelData to that client) uses it,
-// so nothing waits in it while that goroutine sleeps; the mutex only
-// covers the moment a replaced allocation of the same client is still
-// finishing a packet.
+// outBatch gathers datagrams for one destination while the goroutine
+// that writes them works through what is queued, and sends them as one
+// UDP GSO write before that goroutine waits: same-size packets (the usual
+// WireGuard bulk transfer) cost one trip through the network stack per
+// batch instead of one per packet.
+//
+// Two kinds: an allocation's ChannelData to its client (on the front's
+// socket; only the allocation's goroutine, pion's packetHandler, writes
+// those, and flushes before it reads), and a relay socket's datagrams to
+// peers (only the front's read loop writes those, and flushes before its
+// next recvmmsg). The mutex covers the rare other caller (a replaced
+// allocation of the same client finishing a packet, a Close). The buffer
+// is taken from a pool while something is queued, so idle allocations
+// hold none.
 type outBatch struct {
 	mu    sync.Mutex
-	f     *front
+	s     *Server
+	uc    *net.UDPConn
+	gso   *atomic.Bool // cleared when the kernel refuses GSO on this kind of socket
 	dst   netip.AddrPort
-	buf   []byte // segments back to back
-	seg   int    // segment size; the last segment may be shorter
-	n     int    // segments in buf
-	short bool   // the last segment is shorter: the batch is closed
+	buf   *[]byte // segments back to back
+	seg   int     // segment size; the last segment may be shorter
+	n     int     // segments in buf
+	short bool    // the last segment is shorter: the batch is closed
 }
 
-func newOutBatch(f *front, dst netip.AddrPort) *outBatch {
-	return &outBatch{f: f, dst: dst, buf: make([]byte, 0, maxGSOBytes)}
+var batchPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, maxGSOBytes)
+	return &b
+}}
+
+func newOutBatch(s *Server, uc *net.UDPConn, gso *atomic.Bool, dst netip.AddrPort) *outBatch {
+	return &outBatch{s: s, uc: uc, gso: gso, dst: dst}
 }
 
-// add queues p, sending what is queued first if p cannot join it.
-func (b *outBatch) add(p []byte) {
+// add queues p for dst, sending what is queued first if p cannot join it.
+func (b *outBatch) add(p []byte, dst netip.AddrPort) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.n > 0 && (b.short || len(p) > b.seg || b.n == maxGSOSegments || len(b.buf)+len(p) > maxGSOBytes) {
+	if b.n > 0 && (dst != b.dst || b.short || len(p) > b.seg || b.n == maxGSOSegments || len(*b.buf)+len(p) > maxGSOBytes) {
 		b.flushLocked()
 	}
 	if b.n == 0 {
-		b.seg = len(p)
+		b.seg, b.dst = len(p), dst
+		b.buf = batchPool.Get().(*[]byte)
 	}
-	b.buf = append(b.buf, p...)
+	*b.buf = append(*b.buf, p...)
 	b.n++
 	b.short = len(p) < b.seg
+}
+
+// pending reports whether something is queued.
+func (b *outBatch) pending() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.n > 0
 }
 
 // flush sends what is queued.
@@ -60,29 +82,33 @@ func (b *outBatch) flush() {
 }
 
 func (b *outBatch) flushLocked() {
-	switch {
-	case b.n == 0:
+	if b.n == 0 {
 		return
-	case b.n == 1 || !b.f.gso.Load():
-		b.sendEach()
+	}
+	buf := *b.buf
+	switch {
+	case b.n == 1 || !b.gso.Load():
+		b.sendEach(buf)
 	default:
-		err := sendSegments(b.f.udp, b.buf, b.seg, b.dst)
+		err := sendSegments(b.uc, buf, b.seg, b.dst)
 		switch {
 		case err == nil:
-			b.f.s.m.gsoSends.Add(1)
-			b.f.s.m.gsoPackets.Add(uint64(b.n))
+			b.s.m.gsoSends.Add(1)
+			b.s.m.gsoPackets.Add(uint64(b.n))
 		case gsoFatal(err):
-			b.f.gso.Store(false)
-			b.f.s.log.Info("UDP GSO refused; sending datagrams one by one", zap.Error(err))
-			b.sendEach()
+			b.gso.Store(false)
+			b.s.log.Info("UDP GSO refused; sending datagrams one by one", zap.Error(err))
+			b.sendEach(buf)
 		}
 	}
-	b.buf, b.n, b.short = b.buf[:0], 0, false
+	*b.buf = buf[:0]
+	batchPool.Put(b.buf)
+	b.buf, b.n, b.short = nil, 0, false
 }
 
-func (b *outBatch) sendEach() {
-	for off := 0; off < len(b.buf); off += b.seg {
-		end := min(off+b.seg, len(b.buf))
-		_, _ = b.f.udp.WriteToUDPAddrPort(b.buf[off:end], b.dst)
+func (b *outBatch) sendEach(buf []byte) {
+	for off := 0; off < len(buf); off += b.seg {
+		end := min(off+b.seg, len(buf))
+		_, _ = b.uc.WriteToUDPAddrPort(buf[off:end], b.dst)
 	}
 }

@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,9 +28,10 @@ func TestOutBatch(t *testing.T) {
 		t.Skip("no UDP GSO here")
 	}
 	s := &Server{m: newMetrics(), log: zaptest.NewLogger(t)}
-	f := &front{s: s, udp: send}
-	f.gso.Store(true)
-	b := newOutBatch(f, recv.LocalAddr().(*net.UDPAddr).AddrPort())
+	var gso atomic.Bool
+	gso.Store(true)
+	dst := recv.LocalAddr().(*net.UDPAddr).AddrPort()
+	b := newOutBatch(s, send, &gso, dst)
 
 	sizes := []int{1284, 1284, 1284, 600, 1284, 1284, 1400, 100, 100}
 	for i := 0; i < 70; i++ { // more than maxGSOSegments of one size
@@ -39,7 +41,7 @@ func TestOutBatch(t *testing.T) {
 	for i, n := range sizes {
 		p := bytes.Repeat([]byte{byte(i)}, n)
 		want = append(want, p)
-		b.add(p)
+		b.add(p, dst)
 	}
 	b.flush()
 

@@ -22,6 +22,8 @@ type readBatch struct {
 	pc   *ipv4.PacketConn // works on IPv6 sockets too: reading needs no family
 	msgs []ipv4.Message
 	n, i int
+	// before runs before each recvmmsg (which may wait).
+	before func()
 }
 
 func newReadBatch(uc *net.UDPConn) *readBatch {
@@ -44,6 +46,9 @@ func (b *readBatch) read(p []byte) (int, netip.AddrPort, error) {
 			}
 			ap := ua.AddrPort()
 			return copy(p, m.Buffers[0][:m.N]), netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+		}
+		if b.before != nil {
+			b.before()
 		}
 		n, err := b.pc.ReadBatch(b.msgs, 0)
 		if err != nil {

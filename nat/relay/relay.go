@@ -161,8 +161,10 @@ type Server struct {
 	pionLog pionLoggerFactory
 	ports   *portRange
 	relays  []atomic.Pointer[relayConn] // by port - PortMin
-	deny    []netip.Prefix
-	m       *metrics
+	// relayGSO: relay sockets may send UDP GSO batches to peers.
+	relayGSO atomic.Bool
+	deny     []netip.Prefix
+	m        *metrics
 
 	udp     *turn.Server
 	udpAddr netip.AddrPort
@@ -210,6 +212,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.udpAddr = udpConns[0].LocalAddr().(*net.UDPAddr).AddrPort()
+	s.relayGSO.Store(gsoSupported(udpConns[0]))
 	s.tcpLn = tcpLn
 	cfgs := make([]turn.PacketConnConfig, len(udpConns))
 	for i, uc := range udpConns {

@@ -40,6 +40,11 @@ type relayConn struct {
 	toPeer, fromPeer         atomic.Uint64
 	pktsToPeer, pktsFromPeer atomic.Uint64
 
+	// UDP clients: datagrams to peers, written and flushed by the front's
+	// read loop (dirty: listed in the front's dirty list).
+	peerOut *outBatch
+	dirty   bool
+
 	// Owned by the reader (pion's allocation goroutine).
 	out     *outBatch // UDP clients: ChannelData to the client
 	addrs   map[netip.AddrPort]*net.UDPAddr
@@ -184,6 +189,13 @@ func (rc *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 			rc.pktsToPeer.Add(1)
 		}
 		return len(p), nil // a drop is silent, as with UDP
+	}
+	if rc.peerOut != nil {
+		rc.peerOut.add(p, dst)
+		rc.f.queuedForPeer(rc)
+		rc.toPeer.Add(uint64(len(p)))
+		rc.pktsToPeer.Add(1)
+		return len(p), nil
 	}
 	n, err := rc.uc.WriteToUDPAddrPort(p, dst)
 	if err == nil {

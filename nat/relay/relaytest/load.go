@@ -15,10 +15,36 @@ import (
 	"meshd/internal/turncred"
 )
 
-// Pair is two allocations relaying to each other over channels, as two
-// relayed WireGuard peers do: A's ChannelData goes to A's relayed address,
-// from there to B's relayed address, and to B as ChannelData.
-type Pair struct{ A, B *RawClient }
+// Pair is a client A relaying to a peer: either another allocation B, as
+// two relayed WireGuard peers (A's ChannelData goes to A's relayed
+// address, from there to B's relayed address, and to B as ChannelData),
+// or a plain UDP socket Peer, as a peer reached directly (A's relayed
+// address sends it the bare payload).
+type Pair struct {
+	A, B *RawClient
+	Peer *net.UDPConn
+}
+
+// NewPeerPair allocates for A with a credential for id+"-a" and binds
+// channel FirstChannel to a plain UDP socket on loopback.
+func NewPeerPair(server netip.AddrPort, secret []byte, id string) (*Pair, error) {
+	a, err := DialRaw(server, turncred.Issue(secret, id+"-a", time.Now(), time.Hour))
+	if err != nil {
+		return nil, err
+	}
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	_ = peer.SetReadBuffer(4 << 20)
+	if err := a.ChannelBind(FirstChannel, peer.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
+		a.Close()
+		peer.Close()
+		return nil, err
+	}
+	return &Pair{A: a, Peer: peer}, nil
+}
 
 // NewPair allocates twice on server with credentials for id+"-a" and
 // id+"-b" and binds channel FirstChannel both ways.
@@ -45,10 +71,24 @@ func NewPair(server netip.AddrPort, secret []byte, id string) (*Pair, error) {
 	return p, nil
 }
 
-// Close deallocates both sides.
+// Close deallocates and closes both sides.
 func (p *Pair) Close() {
 	p.A.Close()
-	p.B.Close()
+	if p.B != nil {
+		p.B.Close()
+	}
+	if p.Peer != nil {
+		p.Peer.Close()
+	}
+}
+
+// receiver is the socket the pair's packets arrive on, and whether they
+// arrive bare (not as ChannelData).
+func (p *Pair) receiver() (*net.UDPConn, bool) {
+	if p.Peer != nil {
+		return p.Peer, true
+	}
+	return p.B.Conn, false
 }
 
 // LoadResult is what Load measured.
@@ -127,7 +167,8 @@ func Load(pairs []*Pair, size, packets int, timeout time.Duration) (LoadResult, 
 		}()
 		go func() {
 			defer wg.Done()
-			n, err := receive(p.B.Conn, size, packets, &got, progress, senderEnd, deadline, &lastRecv)
+			conn, bare := p.receiver()
+			n, err := receive(conn, bare, size, packets, &got, progress, senderEnd, deadline, &lastRecv)
 			received.Add(uint64(n))
 			if err != nil {
 				setErr(err)
@@ -178,7 +219,7 @@ func send(conn *net.UDPConn, size, packets, window int, got *atomic.Int64, progr
 	return sent, nil
 }
 
-func receive(conn *net.UDPConn, size, packets int, got *atomic.Int64, progress chan<- struct{}, sendersDone <-chan struct{}, deadline time.Time, last *atomic.Int64) (int, error) {
+func receive(conn *net.UDPConn, bare bool, size, packets int, got *atomic.Int64, progress chan<- struct{}, sendersDone <-chan struct{}, deadline time.Time, last *atomic.Int64) (int, error) {
 	pc := ipv4.NewPacketConn(conn)
 	msgs := make([]ipv4.Message, loadBatch*2)
 	for i := range msgs {
@@ -210,7 +251,7 @@ func receive(conn *net.UDPConn, size, packets int, got *atomic.Int64, progress c
 		c := 0
 		for _, m := range msgs[:k] {
 			b := m.Buffers[0][:m.N]
-			if m.N == ChannelDataHeader+size && binary.BigEndian.Uint16(b) == FirstChannel {
+			if bare && m.N == size || !bare && m.N == ChannelDataHeader+size && binary.BigEndian.Uint16(b) == FirstChannel {
 				c++
 			}
 		}
