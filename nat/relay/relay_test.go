@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"net"
 	"net/http"
@@ -249,6 +250,29 @@ func TestRelayToPlainPeer(t *testing.T) {
 	}
 	if got < n {
 		t.Fatalf("%d of %d round trips", got, n)
+	}
+	// A burst (queued for the peer and sent in batches): all of it, in
+	// order, intact. (The peer's buffer must hold it: nobody paces.)
+	if err := peer.SetReadBuffer(4 << 20); err != nil {
+		t.Fatal(err)
+	}
+	const burst = 300
+	for i := 0; i < burst; i++ {
+		pkt := bytes.Repeat([]byte{byte(i)}, 1280)
+		pkt[0], pkt[1] = byte(i>>8), byte(i)
+		if _, err := a.Relay.WriteTo(pkt, peer.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < burst; i++ {
+		_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		m, _, err := peer.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("burst packet %d: %v", i, err)
+		}
+		if m != 1280 || int(buf[0])<<8|int(buf[1]) != i || buf[m-1] != byte(i) {
+			t.Fatalf("burst packet %d: %d bytes, number %d", i, m, int(buf[0])<<8|int(buf[1]))
+		}
 	}
 	// The relay counts a packet after its send returned, which may be
 	// after the peer has it.
