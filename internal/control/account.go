@@ -46,6 +46,7 @@ type account struct {
 	records  map[string]*store.DNSRecord
 	online   map[string]int // peer id → open Sync streams
 	nextIP   netip.Addr     // where the search for a free address starts
+	lastNew  time.Time      // creation time of the newest entity (see stamp)
 	pending  netmap.Change  // not yet pushed
 	dirty    bool
 
@@ -109,6 +110,7 @@ func newAccount(s *Service, d *store.AccountData) (*account, error) {
 		a.records[d.DNSRecords[i].ID] = &d.DNSRecords[i]
 	}
 	a.nextIP = a.network.Addr().Next()
+	a.lastNew = newest(d)
 	a.dist.init(a, d.Account.Serial)
 	return a, nil
 }
@@ -214,6 +216,50 @@ func (a *account) input() *netmap.Input {
 		in.Records = append(in.Records, netmap.Record{Name: r.Name, Type: r.Type, Value: r.Value, TTL: r.TTL})
 	}
 	return in
+}
+
+// stamp returns the creation time of a new entity: now, but always after
+// the previous one, so that lists ordered by creation (and the rules in
+// maps) keep the order things were made in, even within one clock tick.
+// Callers hold mu.
+func (a *account) stamp() time.Time {
+	t := a.s.now()
+	if !t.After(a.lastNew) {
+		t = a.lastNew.Add(time.Nanosecond)
+	}
+	a.lastNew = t
+	return t
+}
+
+func newest(d *store.AccountData) time.Time {
+	t := d.Account.Created
+	later := func(c time.Time) {
+		if c.After(t) {
+			t = c
+		}
+	}
+	for _, x := range d.Groups {
+		later(x.Created)
+	}
+	for _, x := range d.SetupKeys {
+		later(x.Created)
+	}
+	for _, x := range d.Peers {
+		later(x.Created)
+	}
+	for _, x := range d.Policies {
+		later(x.Created)
+	}
+	for _, x := range d.Routes {
+		later(x.Created)
+	}
+	for _, x := range d.NameserverGroups {
+		later(x.Created)
+	}
+	for _, x := range d.DNSRecords {
+		later(x.Created)
+	}
+	return t
 }
 
 // loginExpires returns when p's login expires, zero when it does not.

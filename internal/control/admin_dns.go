@@ -108,7 +108,7 @@ func (a *account) createNameserverGroup(ctx context.Context, actor string, m *ad
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	n := &store.NameserverGroup{ID: newID(), AccountID: a.id, Name: m.Name, Nameservers: m.Nameservers,
-		MatchDomains: m.MatchDomains, Enabled: true, Created: a.s.now()}
+		MatchDomains: m.MatchDomains, Enabled: true, Created: a.stamp()}
 	if m.Enabled != nil {
 		n.Enabled = *m.Enabled
 	}
@@ -250,7 +250,7 @@ func checkRecord(r *store.DNSRecord) error {
 func (a *account) createDNSRecord(ctx context.Context, actor string, m *adminv1.CreateDNSRecordRequest) (*adminv1.DNSRecord, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	r := &store.DNSRecord{ID: newID(), AccountID: a.id, Name: m.Name, Type: m.Type, Value: m.Value, TTL: m.Ttl, Created: a.s.now()}
+	r := &store.DNSRecord{ID: newID(), AccountID: a.id, Name: m.Name, Type: m.Type, Value: m.Value, TTL: m.Ttl, Created: a.stamp()}
 	if err := checkRecord(r); err != nil {
 		return nil, err
 	}

@@ -95,7 +95,7 @@ func (a *account) createGroup(ctx context.Context, actor string, m *adminv1.Crea
 	if err != nil {
 		return nil, err
 	}
-	g := &store.Group{ID: newID(), AccountID: a.id, Name: name, Created: a.s.now()}
+	g := &store.Group{ID: newID(), AccountID: a.id, Name: name, Created: a.stamp()}
 	changed := a.setMembers(g.ID, members)
 	err = a.commit(ctx, audit{actor: actor, action: "group.created", targetType: "group", targetID: g.ID, targetName: name,
 		detail: "peers: " + strings.Join(a.peerNames(members), ",")},
@@ -299,7 +299,7 @@ func (a *account) createKeyLocked(ctx context.Context, actor string, m *adminv1.
 	plain := newSetupKey()
 	now := a.s.now()
 	k := &store.SetupKey{ID: newID(), AccountID: a.id, Name: name, Hash: hashSecret(plain), Prefix: plain[:8],
-		OneOff: m.OneOff, UsageLimit: int(m.UsageLimit), Ephemeral: m.Ephemeral, Created: now, AutoGroups: groups}
+		OneOff: m.OneOff, UsageLimit: int(m.UsageLimit), Ephemeral: m.Ephemeral, Created: a.stamp(), AutoGroups: groups}
 	if m.ExpiresInSeconds > 0 {
 		k.Expires = now.Add(time.Duration(m.ExpiresInSeconds) * time.Second)
 	}

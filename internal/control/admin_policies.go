@@ -80,7 +80,7 @@ func (a *account) createPolicy(ctx context.Context, actor string, m *adminv1.Cre
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	p := &store.Policy{ID: newID(), AccountID: a.id, Name: m.Name, Description: m.Description, Enabled: true,
-		Protocol: m.Protocol, Ports: slices.Clone(m.Ports), Bidirectional: m.Bidirectional, Created: a.s.now()}
+		Protocol: m.Protocol, Ports: slices.Clone(m.Ports), Bidirectional: m.Bidirectional, Created: a.stamp()}
 	if m.Enabled != nil {
 		p.Enabled = *m.Enabled
 	}
@@ -262,7 +262,7 @@ func (a *account) createRoute(ctx context.Context, actor string, m *adminv1.Crea
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	r := &store.Route{ID: newID(), AccountID: a.id, Network: m.Network, Metric: int(m.Metric), Masquerade: m.Masquerade,
-		Description: m.Description, Enabled: true, Created: a.s.now()}
+		Description: m.Description, Enabled: true, Created: a.stamp()}
 	if m.Enabled != nil {
 		r.Enabled = *m.Enabled
 	}

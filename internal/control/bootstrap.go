@@ -89,11 +89,11 @@ func (s *Service) createAccount(ctx context.Context, name string) (*account, err
 	now := s.now()
 	d := &store.AccountData{Account: store.Account{ID: newID(), Name: name, OverlayNetwork: DefaultOverlayNetwork,
 		DNSDomain: DefaultDNSDomain, EphemeralOffline: 10 * time.Minute, Created: now}}
-	all := store.Group{ID: newID(), AccountID: d.Account.ID, Name: "All", IsAll: true, Created: now}
+	all := store.Group{ID: newID(), AccountID: d.Account.ID, Name: "All", IsAll: true, Created: now.Add(1)}
 	d.Groups = []store.Group{all}
 	d.Policies = []store.Policy{{ID: newID(), AccountID: d.Account.ID, Name: "Default",
 		Description: "every peer reaches every peer", Enabled: true, Protocol: "all", Bidirectional: true,
-		Action: "accept", Created: now, Sources: []string{all.ID}, Destinations: []string{all.ID}}}
+		Action: "accept", Created: now.Add(2), Sources: []string{all.ID}, Destinations: []string{all.ID}}}
 	err := s.st.Write(ctx, func(tx *store.Tx) error {
 		if err := tx.PutAccount(d.Account); err != nil {
 			return err

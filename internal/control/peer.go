@@ -135,7 +135,7 @@ func (a *account) register(ctx context.Context, pub string, hash []byte, meta *c
 	label := a.label(meta.Hostname, "")
 	p := &store.Peer{ID: newID(), AccountID: a.id, PublicKey: pub, Name: label, DNSLabel: label,
 		OverlayIP: ip.String(), Hostname: meta.Hostname, OS: meta.Os, Version: meta.Version, SetupKeyID: k.ID,
-		Ephemeral: k.Ephemeral, LoginExpirationEnabled: true, LastLogin: now, LastSeen: now, Created: now,
+		Ephemeral: k.Ephemeral, LoginExpirationEnabled: true, LastLogin: now, LastSeen: now, Created: a.stamp(),
 		Groups: a.existingGroups(k.AutoGroups)}
 	nk := *k
 	nk.Used++
