@@ -40,7 +40,11 @@ func connFlags() []cli.Flag {
 	}
 }
 
-// HTTPClient, when set, replaces the client made from --control/--tls-pin
+// DefaultDataDir is where `meshd control` and `meshd all` keep their data
+// unless told otherwise; `meshd admin` looks there when given nothing.
+const DefaultDataDir = "/var/lib/meshd"
+
+// Options: HTTPClient, when set, replaces the client made from --control/--tls-pin
 // (tests run the command against an in-process server).
 type Options struct {
 	HTTPClient *http.Client
@@ -206,6 +210,12 @@ func arg(c *cli.Context, what string) (string, error) {
 // back to --data DIR.
 func newSession(c *cli.Context) (*session, error) {
 	url, token, pin, dir := flag(c, "control"), flag(c, "token"), flag(c, "tls-pin"), flag(c, "data")
+	if url == "" && token == "" && dir == "" {
+		// On the control host, the default data directory is enough.
+		if _, err := os.Stat(filepath.Join(DefaultDataDir, control.AdminTokenFile)); err == nil {
+			dir = DefaultDataDir
+		}
+	}
 	if dir != "" {
 		if token == "" {
 			b, err := os.ReadFile(filepath.Join(dir, control.AdminTokenFile))
