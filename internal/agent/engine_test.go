@@ -302,3 +302,17 @@ func TestDownRemovesInterfaceUpRestoresIt(t *testing.T) {
 		return a.dev() != first && a.pathTo(b.key()) == wgtest.PathDirect
 	})
 }
+
+func TestRestartWithAUsedSetupKeyLogsInWithoutIt(t *testing.T) {
+	h := newHarness(t)
+	dir := filepath.Join(t.TempDir(), "state")
+	a := h.start(dir, "SETUP", false)
+	waitFor(t, 5*time.Second, "up", func() bool { return a.e.Status().State == "up" })
+	a.stop()
+	// The key is retired (a one-off key, used); the command line still has it.
+	h.hub.mu.Lock()
+	h.hub.setupKey = "RETIRED"
+	h.hub.mu.Unlock()
+	a2 := h.start(dir, "SETUP", false)
+	waitFor(t, 5*time.Second, "up again", func() bool { return a2.e.Status().State == "up" })
+}

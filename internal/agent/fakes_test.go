@@ -71,14 +71,16 @@ func (h *hub) login(k keys.Key, setupKey string) (*controlv1.SelfConfig, error) 
 	if h.down {
 		return nil, errors.New("dial tcp 127.0.0.1:1: connect: connection refused")
 	}
+	// Like control, a setup key that is given must be valid, even for a
+	// peer that joined before.
+	if setupKey != "" && setupKey != h.setupKey {
+		return nil, fmt.Errorf("setup key unknown: %w", ErrRefused)
+	}
 	if s, ok := h.joined[k]; ok {
 		return s, nil
 	}
 	if setupKey == "" {
 		return nil, fmt.Errorf("unknown peer: %w", ErrNeedsLogin)
-	}
-	if setupKey != h.setupKey {
-		return nil, fmt.Errorf("setup key unknown: %w", ErrRefused)
 	}
 	n := len(h.joined) + 1
 	s := &controlv1.SelfConfig{

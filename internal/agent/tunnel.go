@@ -172,8 +172,20 @@ func (t *tunnel) login(ctx context.Context, setupKey string) (*controlv1.SelfCon
 	t.ctl = ctl
 	t.mu.Unlock()
 	backoff := loginBackoffMin
+	// A machine that joined before logs in with its key alone: the setup
+	// key (often still on the command line) may be a used one-off key.
+	e.mu.Lock()
+	joined := e.st.Joined
+	e.mu.Unlock()
 	for {
-		self, err := ctl.Login(ctx, setupKey)
+		key := setupKey
+		if joined {
+			key = ""
+		}
+		self, err := ctl.Login(ctx, key)
+		if joined && setupKey != "" && errors.Is(err, ErrNeedsLogin) {
+			self, err = ctl.Login(ctx, setupKey)
+		}
 		if err == nil {
 			e.loggedIn(self)
 			return self, nil
