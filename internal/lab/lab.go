@@ -138,6 +138,9 @@ func New(tb testing.TB) *Lab {
 	); err != nil {
 		tb.Fatalf("lab: internet: %v", err)
 	}
+	if err := inet.fastARP("br0"); err != nil {
+		tb.Fatalf("lab: internet: %v", err)
+	}
 	l.inet = inet
 	return l
 }

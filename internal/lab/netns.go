@@ -109,6 +109,12 @@ func (n *node) ipBatch(cmds ...string) error {
 	return nil
 }
 
+// fastARP makes ARP on ifname ask again after 100 ms instead of 1 s: a
+// link just brought up sometimes loses the first request (see ready).
+func (n *node) fastARP(ifname string) error {
+	return n.sh("sysctl", "-q", "-w", "net.ipv4.neigh."+ifname+".retrans_time_ms=100")
+}
+
 // nft replaces the namespace's ruleset.
 func (n *node) nft(ruleset string) error {
 	n.lab.record("[" + n.name + "] nft -f - <<EOF\n" + ruleset + "EOF")

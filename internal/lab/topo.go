@@ -139,6 +139,9 @@ func (l *Lab) newRouter(name string, kind Kind) (*Router, error) {
 	); err != nil {
 		return nil, err
 	}
+	if err := n.fastARP("lan0"); err != nil {
+		return nil, err
+	}
 	if err := n.nft(rules); err != nil {
 		return nil, err
 	}
@@ -155,11 +158,29 @@ func (l *Lab) cable(n *node, ifname string, addr netip.Addr) error {
 	); err != nil {
 		return err
 	}
-	return n.ipBatch(
+	if err := n.fastARP(ifname); err != nil {
+		return err
+	}
+	if err := n.ipBatch(
 		fmt.Sprintf("addr add %s/24 dev %s", addr, ifname),
 		fmt.Sprintf("link set %s up", ifname),
 		"route add default via "+internetBridge.String(),
-	)
+	); err != nil {
+		return err
+	}
+	return n.ready(internetBridge)
+}
+
+// ready waits until the namespace reaches gw, its next hop: a link that
+// is still coming up loses the first ARP request, and the kernel asks
+// again only a second later, which a test would see as lost packets.
+func (n *node) ready(gw netip.Addr) error {
+	// Every 50 ms until the first answer, for up to 5 s.
+	_, err := n.run(context.Background(), "ping", "-n", "-q", "-c", "1", "-i", "0.05", "-w", "5", gw.String())
+	if err != nil {
+		return fmt.Errorf("%s cannot reach its gateway %s: %w", n.name, gw, err)
+	}
+	return nil
 }
 
 // Kind is the router's current kind.
@@ -255,11 +276,17 @@ func (h *Host) attach(r *Router) error {
 	); err != nil {
 		return err
 	}
+	if err := h.n.fastARP("eth0"); err != nil {
+		return err
+	}
 	if err := h.n.ipBatch(
 		fmt.Sprintf("addr add %s/24 dev eth0", addr),
 		"link set eth0 up",
 		"route add default via "+r.gateway().String(),
 	); err != nil {
+		return err
+	}
+	if err := h.n.ready(r.gateway()); err != nil {
 		return err
 	}
 	h.set(r, addr)
