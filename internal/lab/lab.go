@@ -80,8 +80,8 @@ type Lab struct {
 	id  string // "mlab-<pid>-<n>"
 	dir string
 
-	socks     string // short directory for unix sockets
-	mu        sync.Mutex
+	mu        sync.Mutex // guards what follows, up to life
+	socks     string     // short directory for unix sockets
 	nodes     []*node
 	procs     []*Proc
 	closers   []func()
