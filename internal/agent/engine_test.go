@@ -128,6 +128,7 @@ func (n *node) pathTo(peer keys.Key) wgtest.Path {
 func TestTwoAgentsFindADirectPath(t *testing.T) {
 	h := newHarness(t)
 	a := h.start("", "SETUP", false)
+	waitFor(t, 5*time.Second, "a up", func() bool { return a.e.Status().State == "up" }) // a is peer1
 	b := h.start("", "SETUP", false)
 	waitFor(t, 10*time.Second, "direct paths both ways", func() bool {
 		return a.pathTo(b.key()) == wgtest.PathDirect && b.pathTo(a.key()) == wgtest.PathDirect

@@ -112,7 +112,7 @@ type (
 		allowed []netip.Prefix
 	}
 	evServers struct{ servers peerconn.Servers }
-	evNetwork struct{}
+	evNetwork struct{ mux *peerconn.Mux }
 )
 
 // controls reports whether self is the controlling side towards remote: the
@@ -246,6 +246,9 @@ func (w *peerWorker) handle(ctx context.Context, ev any) {
 		w.servers = ev.servers
 		w.do(ctx, w.m.SetHaveRelay(now, len(ev.servers.TURN) > 0))
 	case evNetwork:
+		if ev.mux != nil {
+			w.env.mux = ev.mux
+		}
 		w.do(ctx, w.m.Step(path.NetworkChanged{At: now}))
 	}
 }

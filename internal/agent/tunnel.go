@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pion/transport/v3"
 	"go.uber.org/zap"
 
 	controlv1 "meshd/api/control/v1"
@@ -54,6 +55,7 @@ type tunnel struct {
 	self    *controlv1.SelfConfig
 	dev     wg.Device
 	mux     *peerconn.Mux
+	tnet    transport.Net // what the mux lists local addresses through
 	sig     Signal
 	sigURL  string
 	sigStop context.CancelFunc
@@ -154,7 +156,7 @@ func (t *tunnel) run(ctx context.Context, setupKey string) error {
 			if a := localAddrs(t.exclude()); !slices.Equal(a, t.addrs) {
 				t.log.Info("network changed; restarting direct paths", zap.Any("addrs", a))
 				t.addrs = a
-				t.broadcast(evNetwork{})
+				t.renewMux()
 			}
 		}
 	}
@@ -245,7 +247,7 @@ func (t *tunnel) open(ctx context.Context, self *controlv1.SelfConfig) error {
 	}
 	mux := peerconn.NewMux(dev.STUNConn(), tnet, t.log.Named("ice"))
 	t.mu.Lock()
-	t.self, t.dev, t.mux = self, dev, mux
+	t.self, t.dev, t.mux, t.tnet = self, dev, mux, tnet
 	t.mu.Unlock()
 	if t.e.opts.OnDevice != nil {
 		t.e.opts.OnDevice(dev, t.filter)
@@ -462,6 +464,26 @@ func (t *tunnel) signal(ctx context.Context, url, pin string) {
 	t.mu.Lock()
 	t.sig, t.sigStop, t.sigDone = sig, cancel, d
 	t.mu.Unlock()
+}
+
+// renewMux rebuilds the ICE mux after a network change (it lists the local
+// addresses once, and caches server-reflexive ones) and has every worker
+// restart its direct session on the new one.
+func (t *tunnel) renewMux() {
+	t.mu.Lock()
+	old, dev := t.mux, t.dev
+	t.mu.Unlock()
+	if dev == nil {
+		return
+	}
+	// Closing the old mux detaches its STUNConn; the device hands out a
+	// fresh one for the new mux.
+	old.Close()
+	mux := peerconn.NewMux(dev.STUNConn(), t.tnet, t.log.Named("ice"))
+	t.mu.Lock()
+	t.mux = mux
+	t.mu.Unlock()
+	t.broadcast(evNetwork{mux: mux})
 }
 
 // exclude is the overlay network: never a candidate.
