@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package lab builds test networks on one Linux machine: every host and
 // every router is a network namespace, veth pairs are the cables, a bridge in
 // an "internet" namespace is the public side (198.51.100.0/24), and nftables
