@@ -18,11 +18,15 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultListenAddr            = ":3478"
-	DefaultPortMin               = 49152
-	DefaultPortMax               = 65535
-	DefaultRealm                 = "meshd"
-	DefaultMaxAllocationsPerUser = 8
+	DefaultListenAddr = ":3478"
+	DefaultPortMin    = 49152
+	DefaultPortMax    = 65535
+	DefaultRealm      = "meshd"
+	// DefaultMaxAllocationsPerUser bounds one credential (one peer). An
+	// agent holds one allocation per peer it reaches through the relay, so
+	// this is also how many relayed peers one machine can have; the lab's
+	// ten-host matrix needs nine.
+	DefaultMaxAllocationsPerUser = 256
 	DefaultMaxAllocations        = 16384
 	DefaultMaxLifetime           = 24 * time.Hour
 	DefaultMaxConns              = 8192
