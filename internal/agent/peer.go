@@ -552,8 +552,14 @@ func (w *peerWorker) sender(ctx context.Context) {
 
 func (w *peerWorker) sendOne(ctx context.Context, b []byte) error {
 	sig := w.env.signal()
-	if sig == nil {
-		return errors.New("no signal server in the map")
+	for sig == nil {
+		// No signal client yet (the map has none, or it is being replaced).
+		select {
+		case <-ctx.Done():
+			return errors.New("no signal server")
+		case <-time.After(10 * time.Millisecond):
+		}
+		sig = w.env.signal()
 	}
 	if err := sig.WaitConnected(ctx); err != nil {
 		return err

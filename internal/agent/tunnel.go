@@ -58,6 +58,7 @@ type tunnel struct {
 	tnet    transport.Net // what the mux lists local addresses through
 	sig     Signal
 	sigURL  string
+	sigPin  string
 	sigStop context.CancelFunc
 	sigDone chan struct{}
 	peers   map[keys.Key]*peerWorker
@@ -110,23 +111,9 @@ func (t *tunnel) run(ctx context.Context, setupKey string) error {
 		return err
 	}
 	t.setPhase("up", "")
-	syncCtx, stopSync := context.WithCancel(ctx)
-	syncDone := make(chan struct{})
 	syncErr := make(chan error, 1)
-	go func() {
-		defer close(syncDone)
-		err := t.ctl.Sync(syncCtx, func(m *controlv1.NetworkMap) {
-			select { // keep only the newest map
-			case <-t.maps:
-			default:
-			}
-			t.maps <- m
-		})
-		if err != nil && syncCtx.Err() == nil {
-			syncErr <- err
-		}
-	}()
-	defer func() { stopSync(); <-syncDone }()
+	stopSync := t.startSync(ctx, t.ctl, syncErr)
+	defer func() { stopSync() }()
 
 	statsTick := time.NewTicker(statsInterval)
 	defer statsTick.Stop()
@@ -156,17 +143,60 @@ func (t *tunnel) run(ctx context.Context, setupKey string) error {
 			if a := localAddrs(t.exclude()); !slices.Equal(a, t.addrs) {
 				t.log.Info("network changed; restarting direct paths", zap.Any("addrs", a))
 				t.addrs = a
+				// Streams from the old address are dead but take a while
+				// to notice: connect afresh (new clients, new connections),
+				// signal first, since the new ICE sessions need it.
+				t.mu.RLock()
+				url, pin := t.sigURL, t.sigPin
+				t.mu.RUnlock()
+				t.signal(ctx, url, pin, true)
 				t.renewMux()
+				if ctl, err := t.newControl(); err == nil {
+					stopSync()
+					t.mu.Lock()
+					t.ctl = ctl
+					t.mu.Unlock()
+					stopSync = t.startSync(ctx, ctl, syncErr)
+				}
 			}
 		}
 	}
+}
+
+// startSync runs ctl's Sync stream, feeding t.maps, until the returned stop
+// is called (it waits for the stream to end). A refusal goes to errc.
+func (t *tunnel) startSync(ctx context.Context, ctl Control, errc chan<- error) (stop func()) {
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		err := ctl.Sync(sctx, func(m *controlv1.NetworkMap) {
+			select { // keep only the newest map
+			case <-t.maps:
+			default:
+			}
+			t.maps <- m
+		})
+		if err != nil && sctx.Err() == nil {
+			select {
+			case errc <- err:
+			default:
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+func (t *tunnel) newControl() (Control, error) {
+	e := t.e
+	return e.opts.Clients.Control(ControlConfig{URL: e.controlURL(), Pin: e.controlPin(), Private: e.priv, Meta: e.meta(), Log: e.log.Named("control")})
 }
 
 // login logs in, retrying with backoff and jitter while control is
 // unreachable. A refusal ends it.
 func (t *tunnel) login(ctx context.Context, setupKey string) (*controlv1.SelfConfig, error) {
 	e := t.e
-	ctl, err := e.opts.Clients.Control(ControlConfig{URL: e.controlURL(), Pin: e.controlPin(), Private: e.priv, Meta: e.meta(), Log: e.log.Named("control")})
+	ctl, err := t.newControl()
 	if err != nil {
 		return nil, fmt.Errorf("control client: %w", err)
 	}
@@ -330,7 +360,7 @@ func (t *tunnel) apply(ctx context.Context, m *controlv1.NetworkMap) error {
 	}
 	t.filter.SetRules(rules)
 	t.filter.Sweep()
-	t.signal(ctx, m.GetSignalUrl(), m.GetSignalTlsPin())
+	t.signal(ctx, m.GetSignalUrl(), m.GetSignalTlsPin(), false)
 
 	// Peers: add, update, remove. One peer's change never touches another.
 	self := t.e.priv.Public()
@@ -428,17 +458,18 @@ func (t *tunnel) removePeer(k keys.Key) {
 	t.log.Info("peer removed", zap.String("name", w.snapshot().meta.GetName()), zap.Stringer("key", k))
 }
 
-// signal (re)starts the signal client when the map names another server.
-func (t *tunnel) signal(ctx context.Context, url, pin string) {
+// signal (re)starts the signal client when the map names another server
+// (or when force is set).
+func (t *tunnel) signal(ctx context.Context, url, pin string, force bool) {
 	t.mu.RLock()
-	same := url == t.sigURL
+	same := url == t.sigURL && pin == t.sigPin
 	t.mu.RUnlock()
-	if same {
+	if same && !force {
 		return
 	}
 	t.mu.Lock()
 	stop, done := t.sigStop, t.sigDone
-	t.sig, t.sigURL, t.sigStop, t.sigDone = nil, url, nil, nil
+	t.sig, t.sigURL, t.sigPin, t.sigStop, t.sigDone = nil, url, pin, nil, nil
 	t.mu.Unlock()
 	if stop != nil {
 		stop()

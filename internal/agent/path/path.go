@@ -441,6 +441,8 @@ func (m *Machine) Step(e Event) []Action {
 		}
 		acts = m.watchdog(at, acts)
 	case NetworkChanged:
+		// The direct session gets its head start again before a relay.
+		m.relayAfter = at.Add(m.cfg.RelayDelay)
 		acts = m.restart(&m.direct, at, "network changed", acts)
 		m.direct.backoff = m.cfg.BackoffMin
 		if m.relay.running && m.path == PathRelayed {
