@@ -158,7 +158,7 @@ func TestCompileReportsBadRulesButKeepsGoodOnes(t *testing.T) {
 	r, err := Compile([]*controlv1.FirewallRule{
 		in("not-an-ip", controlv1.Protocol_PROTOCOL_ALL),
 		{PeerIp: "100.64.0.2", Protocol: controlv1.Protocol_PROTOCOL_ALL}, // no direction
-		in("100.64.0.2", controlv1.Protocol_PROTOCOL_TCP, 10, 5),           // bad range
+		in("100.64.0.2", controlv1.Protocol_PROTOCOL_TCP, 10, 5),          // bad range
 		in("100.64.0.0/24", controlv1.Protocol_PROTOCOL_UDP),
 	})
 	if err == nil {
