@@ -56,11 +56,7 @@ func Listen(path string, mode os.FileMode) (net.Listener, error) {
 			return nil, fmt.Errorf("daemon: remove stale socket: %w", err)
 		}
 	}
-	// Create the socket with no access for anyone, then open it up: no
-	// window in which another user could connect.
-	old := syscall.Umask(0o777)
-	ln, err := net.Listen("unix", path)
-	syscall.Umask(old)
+	ln, err := listenPrivate(path)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: listen %s: %w", path, err)
 	}
