@@ -1,0 +1,26 @@
+package dns
+
+import (
+	"os"
+	"os/exec"
+)
+
+// resolvedUsable reports whether systemd-resolved runs and may be told
+// about the mesh interface from this process: resolvectl exists, resolved's
+// runtime directory exists, and this process shares the network namespace
+// of PID 1 (resolved names links by index, and an index from another
+// namespace would point at the wrong interface).
+func resolvedUsable() (bool, string) {
+	if _, err := os.Stat("/run/systemd/resolve"); err != nil {
+		return false, "systemd-resolved is not running"
+	}
+	if _, err := exec.LookPath("resolvectl"); err != nil {
+		return false, "resolvectl is not installed"
+	}
+	self, err1 := os.Readlink("/proc/self/ns/net")
+	init, err2 := os.Readlink("/proc/1/ns/net")
+	if err1 != nil || err2 != nil || self != init {
+		return false, "the agent runs in another network namespace than systemd-resolved"
+	}
+	return true, ""
+}

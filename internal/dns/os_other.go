@@ -1,0 +1,8 @@
+//go:build !linux
+
+package dns
+
+// resolvedUsable: systemd-resolved exists on Linux only.
+func resolvedUsable() (bool, string) {
+	return false, "automatic DNS configuration is not supported on this OS yet"
+}
