@@ -66,9 +66,14 @@ type StatusResponse struct {
 	// "up", "down", "connecting" or "needs-login".
 	State string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
 	// Why the agent is not up, when it is not.
-	Message       string        `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	Self          *SelfStatus   `protobuf:"bytes,3,opt,name=self,proto3" json:"self,omitempty"`
-	Peers         []*PeerStatus `protobuf:"bytes,4,rep,name=peers,proto3" json:"peers,omitempty"`
+	Message string        `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Self    *SelfStatus   `protobuf:"bytes,3,opt,name=self,proto3" json:"self,omitempty"`
+	Peers   []*PeerStatus `protobuf:"bytes,4,rep,name=peers,proto3" json:"peers,omitempty"`
+	// The routes of the network map: those this machine serves as a routing
+	// peer and those it reaches through one.
+	Routes []*RouteStatus `protobuf:"bytes,5,rep,name=routes,proto3" json:"routes,omitempty"`
+	// The mesh resolver; unset while the tunnel is down.
+	Dns           *DNSStatus `protobuf:"bytes,6,opt,name=dns,proto3" json:"dns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -131,6 +136,188 @@ func (x *StatusResponse) GetPeers() []*PeerStatus {
 	return nil
 }
 
+func (x *StatusResponse) GetRoutes() []*RouteStatus {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetDns() *DNSStatus {
+	if x != nil {
+		return x.Dns
+	}
+	return nil
+}
+
+type RouteStatus struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Network string                 `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"` // CIDR
+	// The routing peer's name and key; empty name when this machine routes it.
+	Via          string `protobuf:"bytes,2,opt,name=via,proto3" json:"via,omitempty"`
+	ViaPublicKey string `protobuf:"bytes,3,opt,name=via_public_key,json=viaPublicKey,proto3" json:"via_public_key,omitempty"`
+	Masquerade   bool   `protobuf:"varint,4,opt,name=masquerade,proto3" json:"masquerade,omitempty"`
+	Metric       int32  `protobuf:"varint,5,opt,name=metric,proto3" json:"metric,omitempty"`
+	// "serving" (this machine routes it), "active" (reached through via),
+	// "unsupported" (this machine cannot route: netstack mode, or its OS) or
+	// "error" (see message).
+	State         string `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
+	Message       string `protobuf:"bytes,7,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RouteStatus) Reset() {
+	*x = RouteStatus{}
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RouteStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RouteStatus) ProtoMessage() {}
+
+func (x *RouteStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RouteStatus.ProtoReflect.Descriptor instead.
+func (*RouteStatus) Descriptor() ([]byte, []int) {
+	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RouteStatus) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *RouteStatus) GetVia() string {
+	if x != nil {
+		return x.Via
+	}
+	return ""
+}
+
+func (x *RouteStatus) GetViaPublicKey() string {
+	if x != nil {
+		return x.ViaPublicKey
+	}
+	return ""
+}
+
+func (x *RouteStatus) GetMasquerade() bool {
+	if x != nil {
+		return x.Masquerade
+	}
+	return false
+}
+
+func (x *RouteStatus) GetMetric() int32 {
+	if x != nil {
+		return x.Metric
+	}
+	return 0
+}
+
+func (x *RouteStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *RouteStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type DNSStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where the resolver answers, e.g. "100.64.0.1:53".
+	Addresses []string `protobuf:"bytes,1,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// The mesh domain, e.g. "meshd.internal".
+	Domain string `protobuf:"bytes,2,opt,name=domain,proto3" json:"domain,omitempty"`
+	// "systemd-resolved" (the system sends the mesh domain to the resolver),
+	// "manual" (ask the resolver directly), "off" (--dns=false) or "error".
+	Mode          string `protobuf:"bytes,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DNSStatus) Reset() {
+	*x = DNSStatus{}
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DNSStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DNSStatus) ProtoMessage() {}
+
+func (x *DNSStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DNSStatus.ProtoReflect.Descriptor instead.
+func (*DNSStatus) Descriptor() ([]byte, []int) {
+	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *DNSStatus) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *DNSStatus) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *DNSStatus) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *DNSStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type ServerStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Url   string                 `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
@@ -143,7 +330,7 @@ type ServerStatus struct {
 
 func (x *ServerStatus) Reset() {
 	*x = ServerStatus{}
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[2]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -155,7 +342,7 @@ func (x *ServerStatus) String() string {
 func (*ServerStatus) ProtoMessage() {}
 
 func (x *ServerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[2]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -168,7 +355,7 @@ func (x *ServerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerStatus.ProtoReflect.Descriptor instead.
 func (*ServerStatus) Descriptor() ([]byte, []int) {
-	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{2}
+	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ServerStatus) GetUrl() string {
@@ -208,7 +395,7 @@ type SelfStatus struct {
 
 func (x *SelfStatus) Reset() {
 	*x = SelfStatus{}
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[3]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -220,7 +407,7 @@ func (x *SelfStatus) String() string {
 func (*SelfStatus) ProtoMessage() {}
 
 func (x *SelfStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[3]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -233,7 +420,7 @@ func (x *SelfStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SelfStatus.ProtoReflect.Descriptor instead.
 func (*SelfStatus) Descriptor() ([]byte, []int) {
-	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{3}
+	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SelfStatus) GetName() string {
@@ -302,7 +489,7 @@ type Candidate struct {
 
 func (x *Candidate) Reset() {
 	*x = Candidate{}
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[4]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -314,7 +501,7 @@ func (x *Candidate) String() string {
 func (*Candidate) ProtoMessage() {}
 
 func (x *Candidate) ProtoReflect() protoreflect.Message {
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[4]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -327,7 +514,7 @@ func (x *Candidate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Candidate.ProtoReflect.Descriptor instead.
 func (*Candidate) Descriptor() ([]byte, []int) {
-	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{4}
+	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Candidate) GetType() string {
@@ -366,7 +553,7 @@ type PeerStatus struct {
 
 func (x *PeerStatus) Reset() {
 	*x = PeerStatus{}
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[5]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -378,7 +565,7 @@ func (x *PeerStatus) String() string {
 func (*PeerStatus) ProtoMessage() {}
 
 func (x *PeerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[5]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -391,7 +578,7 @@ func (x *PeerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatus.ProtoReflect.Descriptor instead.
 func (*PeerStatus) Descriptor() ([]byte, []int) {
-	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{5}
+	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PeerStatus) GetName() string {
@@ -487,7 +674,7 @@ type UpRequest struct {
 
 func (x *UpRequest) Reset() {
 	*x = UpRequest{}
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[6]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -499,7 +686,7 @@ func (x *UpRequest) String() string {
 func (*UpRequest) ProtoMessage() {}
 
 func (x *UpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[6]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -512,7 +699,7 @@ func (x *UpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpRequest.ProtoReflect.Descriptor instead.
 func (*UpRequest) Descriptor() ([]byte, []int) {
-	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{6}
+	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UpRequest) GetSetupKey() string {
@@ -530,7 +717,7 @@ type UpResponse struct {
 
 func (x *UpResponse) Reset() {
 	*x = UpResponse{}
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[7]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -542,7 +729,7 @@ func (x *UpResponse) String() string {
 func (*UpResponse) ProtoMessage() {}
 
 func (x *UpResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[7]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -555,7 +742,7 @@ func (x *UpResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpResponse.ProtoReflect.Descriptor instead.
 func (*UpResponse) Descriptor() ([]byte, []int) {
-	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{7}
+	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{9}
 }
 
 type DownRequest struct {
@@ -566,7 +753,7 @@ type DownRequest struct {
 
 func (x *DownRequest) Reset() {
 	*x = DownRequest{}
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[8]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -578,7 +765,7 @@ func (x *DownRequest) String() string {
 func (*DownRequest) ProtoMessage() {}
 
 func (x *DownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[8]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -591,7 +778,7 @@ func (x *DownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownRequest.ProtoReflect.Descriptor instead.
 func (*DownRequest) Descriptor() ([]byte, []int) {
-	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{8}
+	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{10}
 }
 
 type DownResponse struct {
@@ -602,7 +789,7 @@ type DownResponse struct {
 
 func (x *DownResponse) Reset() {
 	*x = DownResponse{}
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[9]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +801,7 @@ func (x *DownResponse) String() string {
 func (*DownResponse) ProtoMessage() {}
 
 func (x *DownResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[9]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +814,7 @@ func (x *DownResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownResponse.ProtoReflect.Descriptor instead.
 func (*DownResponse) Descriptor() ([]byte, []int) {
-	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{9}
+	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{11}
 }
 
 var File_api_daemon_v1_daemon_proto protoreflect.FileDescriptor
@@ -635,12 +822,29 @@ var File_api_daemon_v1_daemon_proto protoreflect.FileDescriptor
 const file_api_daemon_v1_daemon_proto_rawDesc = "" +
 	"\n" +
 	"\x1aapi/daemon/v1/daemon.proto\x12\x0fmeshd.daemon.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0f\n" +
-	"\rStatusRequest\"\xa4\x01\n" +
+	"\rStatusRequest\"\x88\x02\n" +
 	"\x0eStatusResponse\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12/\n" +
 	"\x04self\x18\x03 \x01(\v2\x1b.meshd.daemon.v1.SelfStatusR\x04self\x121\n" +
-	"\x05peers\x18\x04 \x03(\v2\x1b.meshd.daemon.v1.PeerStatusR\x05peers\"L\n" +
+	"\x05peers\x18\x04 \x03(\v2\x1b.meshd.daemon.v1.PeerStatusR\x05peers\x124\n" +
+	"\x06routes\x18\x05 \x03(\v2\x1c.meshd.daemon.v1.RouteStatusR\x06routes\x12,\n" +
+	"\x03dns\x18\x06 \x01(\v2\x1a.meshd.daemon.v1.DNSStatusR\x03dns\"\xc7\x01\n" +
+	"\vRouteStatus\x12\x18\n" +
+	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x10\n" +
+	"\x03via\x18\x02 \x01(\tR\x03via\x12$\n" +
+	"\x0evia_public_key\x18\x03 \x01(\tR\fviaPublicKey\x12\x1e\n" +
+	"\n" +
+	"masquerade\x18\x04 \x01(\bR\n" +
+	"masquerade\x12\x16\n" +
+	"\x06metric\x18\x05 \x01(\x05R\x06metric\x12\x14\n" +
+	"\x05state\x18\x06 \x01(\tR\x05state\x12\x18\n" +
+	"\amessage\x18\a \x01(\tR\amessage\"o\n" +
+	"\tDNSStatus\x12\x1c\n" +
+	"\taddresses\x18\x01 \x03(\tR\taddresses\x12\x16\n" +
+	"\x06domain\x18\x02 \x01(\tR\x06domain\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\tR\x04mode\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"L\n" +
 	"\fServerStatus\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x14\n" +
@@ -702,39 +906,43 @@ func file_api_daemon_v1_daemon_proto_rawDescGZIP() []byte {
 	return file_api_daemon_v1_daemon_proto_rawDescData
 }
 
-var file_api_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_api_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_api_daemon_v1_daemon_proto_goTypes = []any{
 	(*StatusRequest)(nil),         // 0: meshd.daemon.v1.StatusRequest
 	(*StatusResponse)(nil),        // 1: meshd.daemon.v1.StatusResponse
-	(*ServerStatus)(nil),          // 2: meshd.daemon.v1.ServerStatus
-	(*SelfStatus)(nil),            // 3: meshd.daemon.v1.SelfStatus
-	(*Candidate)(nil),             // 4: meshd.daemon.v1.Candidate
-	(*PeerStatus)(nil),            // 5: meshd.daemon.v1.PeerStatus
-	(*UpRequest)(nil),             // 6: meshd.daemon.v1.UpRequest
-	(*UpResponse)(nil),            // 7: meshd.daemon.v1.UpResponse
-	(*DownRequest)(nil),           // 8: meshd.daemon.v1.DownRequest
-	(*DownResponse)(nil),          // 9: meshd.daemon.v1.DownResponse
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*RouteStatus)(nil),           // 2: meshd.daemon.v1.RouteStatus
+	(*DNSStatus)(nil),             // 3: meshd.daemon.v1.DNSStatus
+	(*ServerStatus)(nil),          // 4: meshd.daemon.v1.ServerStatus
+	(*SelfStatus)(nil),            // 5: meshd.daemon.v1.SelfStatus
+	(*Candidate)(nil),             // 6: meshd.daemon.v1.Candidate
+	(*PeerStatus)(nil),            // 7: meshd.daemon.v1.PeerStatus
+	(*UpRequest)(nil),             // 8: meshd.daemon.v1.UpRequest
+	(*UpResponse)(nil),            // 9: meshd.daemon.v1.UpResponse
+	(*DownRequest)(nil),           // 10: meshd.daemon.v1.DownRequest
+	(*DownResponse)(nil),          // 11: meshd.daemon.v1.DownResponse
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_api_daemon_v1_daemon_proto_depIdxs = []int32{
-	3,  // 0: meshd.daemon.v1.StatusResponse.self:type_name -> meshd.daemon.v1.SelfStatus
-	5,  // 1: meshd.daemon.v1.StatusResponse.peers:type_name -> meshd.daemon.v1.PeerStatus
-	2,  // 2: meshd.daemon.v1.SelfStatus.control:type_name -> meshd.daemon.v1.ServerStatus
-	2,  // 3: meshd.daemon.v1.SelfStatus.signal:type_name -> meshd.daemon.v1.ServerStatus
-	4,  // 4: meshd.daemon.v1.PeerStatus.local_candidate:type_name -> meshd.daemon.v1.Candidate
-	4,  // 5: meshd.daemon.v1.PeerStatus.remote_candidate:type_name -> meshd.daemon.v1.Candidate
-	10, // 6: meshd.daemon.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
-	0,  // 7: meshd.daemon.v1.DaemonService.Status:input_type -> meshd.daemon.v1.StatusRequest
-	6,  // 8: meshd.daemon.v1.DaemonService.Up:input_type -> meshd.daemon.v1.UpRequest
-	8,  // 9: meshd.daemon.v1.DaemonService.Down:input_type -> meshd.daemon.v1.DownRequest
-	1,  // 10: meshd.daemon.v1.DaemonService.Status:output_type -> meshd.daemon.v1.StatusResponse
-	7,  // 11: meshd.daemon.v1.DaemonService.Up:output_type -> meshd.daemon.v1.UpResponse
-	9,  // 12: meshd.daemon.v1.DaemonService.Down:output_type -> meshd.daemon.v1.DownResponse
-	10, // [10:13] is the sub-list for method output_type
-	7,  // [7:10] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	5,  // 0: meshd.daemon.v1.StatusResponse.self:type_name -> meshd.daemon.v1.SelfStatus
+	7,  // 1: meshd.daemon.v1.StatusResponse.peers:type_name -> meshd.daemon.v1.PeerStatus
+	2,  // 2: meshd.daemon.v1.StatusResponse.routes:type_name -> meshd.daemon.v1.RouteStatus
+	3,  // 3: meshd.daemon.v1.StatusResponse.dns:type_name -> meshd.daemon.v1.DNSStatus
+	4,  // 4: meshd.daemon.v1.SelfStatus.control:type_name -> meshd.daemon.v1.ServerStatus
+	4,  // 5: meshd.daemon.v1.SelfStatus.signal:type_name -> meshd.daemon.v1.ServerStatus
+	6,  // 6: meshd.daemon.v1.PeerStatus.local_candidate:type_name -> meshd.daemon.v1.Candidate
+	6,  // 7: meshd.daemon.v1.PeerStatus.remote_candidate:type_name -> meshd.daemon.v1.Candidate
+	12, // 8: meshd.daemon.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
+	0,  // 9: meshd.daemon.v1.DaemonService.Status:input_type -> meshd.daemon.v1.StatusRequest
+	8,  // 10: meshd.daemon.v1.DaemonService.Up:input_type -> meshd.daemon.v1.UpRequest
+	10, // 11: meshd.daemon.v1.DaemonService.Down:input_type -> meshd.daemon.v1.DownRequest
+	1,  // 12: meshd.daemon.v1.DaemonService.Status:output_type -> meshd.daemon.v1.StatusResponse
+	9,  // 13: meshd.daemon.v1.DaemonService.Up:output_type -> meshd.daemon.v1.UpResponse
+	11, // 14: meshd.daemon.v1.DaemonService.Down:output_type -> meshd.daemon.v1.DownResponse
+	12, // [12:15] is the sub-list for method output_type
+	9,  // [9:12] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_api_daemon_v1_daemon_proto_init() }
@@ -748,7 +956,7 @@ func file_api_daemon_v1_daemon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_daemon_v1_daemon_proto_rawDesc), len(file_api_daemon_v1_daemon_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
