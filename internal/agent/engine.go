@@ -60,7 +60,9 @@ type Options struct {
 	// IncludeLoopback lets ICE use loopback candidates (several agents on
 	// one host in tests).
 	IncludeLoopback bool
-	Log             *zap.Logger
+	// DNS configures the mesh resolver (on unless DNS.Disabled).
+	DNS DNSOptions
+	Log *zap.Logger
 }
 
 // Engine is the agent. Make it with New, run it with Run.

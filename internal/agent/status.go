@@ -79,6 +79,7 @@ func (e *Engine) Status() *daemonv1.StatusResponse {
 		stats[k] = s
 	}
 	dev := t.dev
+	resp.Routes, resp.Dns = t.svc.status()
 	t.mu.RUnlock()
 	if dev != nil {
 		// Fresh figures: the cached ones are up to a second old.

@@ -61,6 +61,7 @@ type tunnel struct {
 	sigPin  string
 	sigStop context.CancelFunc
 	sigDone chan struct{}
+	svc     *services // routes served and the mesh resolver (services.go)
 	peers   map[keys.Key]*peerWorker
 	// early holds messages from peers that are not (yet) in our map: the
 	// peer's map often arrives before ours, and its first offer must not be
@@ -276,8 +277,9 @@ func (t *tunnel) open(ctx context.Context, self *controlv1.SelfConfig) error {
 		return err
 	}
 	mux := peerconn.NewMux(dev.STUNConn(), tnet, t.log.Named("ice"))
+	svc := newServices(t.log, t.e.opts.DNS, dev, addr)
 	t.mu.Lock()
-	t.self, t.dev, t.mux, t.tnet = self, dev, mux, tnet
+	t.self, t.dev, t.mux, t.tnet, t.svc = self, dev, mux, tnet, svc
 	t.mu.Unlock()
 	if t.e.opts.OnDevice != nil {
 		t.e.opts.OnDevice(dev, t.filter)
@@ -304,7 +306,7 @@ func (t *tunnel) teardown() {
 	t.peers = make(map[keys.Key]*peerWorker)
 	sigStop, sigDone := t.sigStop, t.sigDone
 	t.sig, t.sigStop, t.sigDone = nil, nil, nil
-	dev, mux := t.dev, t.mux
+	dev, mux, svc := t.dev, t.mux, t.svc
 	t.dev, t.mux = nil, nil
 	t.mu.Unlock()
 	var wg sync.WaitGroup
@@ -320,6 +322,7 @@ func (t *tunnel) teardown() {
 	if mux != nil {
 		mux.Close()
 	}
+	svc.close() // routing rules and the resolver go before the interface
 	if dev != nil {
 		if err := dev.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			t.log.Warn("close device", zap.Error(err))
@@ -354,13 +357,14 @@ func (t *tunnel) apply(ctx context.Context, m *controlv1.NetworkMap) error {
 	}
 	serversChanged := !servers.Equal(t.servers)
 	t.servers = servers
-	rules, err := filter.Compile(m.GetFirewallRules())
+	rules, err := filter.Compile(firewallRules(m))
 	if err != nil {
 		errs = append(errs, err)
 	}
 	t.filter.SetRules(rules)
 	t.filter.Sweep()
 	t.signal(ctx, m.GetSignalUrl(), m.GetSignalTlsPin(), false)
+	t.svc.apply(ctx, m)
 
 	// Peers: add, update, remove. One peer's change never touches another.
 	self := t.e.priv.Public()
