@@ -18,6 +18,29 @@ type StatusJSON struct {
 	Message string     `json:"message,omitempty"`
 	Self    SelfJSON   `json:"self"`
 	Peers   []PeerJSON `json:"peers"`
+	// Routes are the map's routes: served here or used through a peer.
+	Routes []RouteJSON `json:"routes"`
+	// DNS is the mesh resolver; null while the tunnel is down.
+	DNS *DNSJSON `json:"dns"`
+}
+
+// RouteJSON is one route of the map.
+type RouteJSON struct {
+	Network      string `json:"network"`
+	Via          string `json:"via"` // the routing peer's name; "" when this machine routes it
+	ViaPublicKey string `json:"via_public_key"`
+	Masquerade   bool   `json:"masquerade"`
+	Metric       int32  `json:"metric"`
+	State        string `json:"state"` // serving, active, unsupported, error
+	Message      string `json:"message,omitempty"`
+}
+
+// DNSJSON is the mesh resolver.
+type DNSJSON struct {
+	Addresses []string `json:"addresses"`
+	Domain    string   `json:"domain"`
+	Mode      string   `json:"mode"` // systemd-resolved, manual, off, error
+	Message   string   `json:"message,omitempty"`
 }
 
 // SelfJSON is this machine.
@@ -64,7 +87,14 @@ type CandidateJSON struct {
 
 // ToJSON converts a status response.
 func ToJSON(r *daemonv1.StatusResponse) StatusJSON {
-	s := StatusJSON{State: r.GetState(), Message: r.GetMessage(), Peers: []PeerJSON{}}
+	s := StatusJSON{State: r.GetState(), Message: r.GetMessage(), Peers: []PeerJSON{}, Routes: []RouteJSON{}}
+	for _, rt := range r.GetRoutes() {
+		s.Routes = append(s.Routes, RouteJSON{Network: rt.GetNetwork(), Via: rt.GetVia(), ViaPublicKey: rt.GetViaPublicKey(),
+			Masquerade: rt.GetMasquerade(), Metric: rt.GetMetric(), State: rt.GetState(), Message: rt.GetMessage()})
+	}
+	if d := r.GetDns(); d != nil {
+		s.DNS = &DNSJSON{Addresses: append([]string{}, d.GetAddresses()...), Domain: d.GetDomain(), Mode: d.GetMode(), Message: d.GetMessage()}
+	}
 	self := r.GetSelf()
 	s.Self = SelfJSON{
 		Name: self.GetName(), DNSName: self.GetDnsName(), OverlayIP: self.GetOverlayIp(), PublicKey: self.GetPublicKey(),
@@ -109,6 +139,26 @@ func WriteTable(w io.Writer, r *daemonv1.StatusResponse, now time.Time) error {
 	}
 	fmt.Fprintf(b, "  control %s  %s%s\n", orDash(s.Self.Control.State), s.Self.Control.URL, errSuffix(s.Self.Control.Error))
 	fmt.Fprintf(b, "  signal  %s  %s%s\n", orDash(s.Self.Signal.State), s.Self.Signal.URL, errSuffix(s.Self.Signal.Error))
+	if d := s.DNS; d != nil {
+		fmt.Fprintf(b, "  dns     %s  %s  %s%s\n", orDash(strings.Join(d.Addresses, ", ")), orDash(d.Domain), d.Mode, errSuffix(d.Message))
+	}
+	if len(s.Routes) > 0 {
+		b.WriteString("\n")
+		tw := tabwriter.NewWriter(b, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ROUTE\tVIA\tSTATE\tMASQUERADE\tMETRIC")
+		for _, r := range s.Routes {
+			via := r.Via
+			if via == "" {
+				via = "this machine"
+			}
+			masq := "no"
+			if r.Masquerade {
+				masq = "yes"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d%s\n", r.Network, via, r.State, masq, r.Metric, errSuffix(r.Message))
+		}
+		tw.Flush()
+	}
 	if len(s.Peers) == 0 {
 		b.WriteString("\nno peers\n")
 		_, err := io.WriteString(w, b.String())

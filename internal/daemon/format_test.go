@@ -111,3 +111,63 @@ func TestStatusTable(t *testing.T) {
 		}
 	}
 }
+
+func withRoutes() *daemonv1.StatusResponse {
+	r := sample()
+	r.Routes = []*daemonv1.RouteStatus{
+		{Network: "10.99.0.0/24", State: "serving", Masquerade: true, Metric: 9999},
+		{Network: "192.168.7.0/24", Via: "beta", ViaPublicKey: "PUBB=", State: "active", Metric: 10},
+	}
+	r.Dns = &daemonv1.DNSStatus{Addresses: []string{"100.64.0.1:53"}, Domain: "meshd.internal", Mode: "manual"}
+	return r
+}
+
+func TestStatusRoutesAndDNS(t *testing.T) {
+	var buf bytes.Buffer
+	if err := WriteJSON(&buf, withRoutes()); err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &m); err != nil {
+		t.Fatal(err)
+	}
+	routes := m["routes"].([]any)
+	if len(routes) != 2 {
+		t.Fatalf("routes %v", routes)
+	}
+	r0, r1 := routes[0].(map[string]any), routes[1].(map[string]any)
+	if r0["network"] != "10.99.0.0/24" || r0["via"] != "" || r0["state"] != "serving" || r0["masquerade"] != true ||
+		r1["via"] != "beta" || r1["via_public_key"] != "PUBB=" || r1["state"] != "active" || r1["metric"] != float64(10) {
+		t.Errorf("routes %v", routes)
+	}
+	d := m["dns"].(map[string]any)
+	if d["domain"] != "meshd.internal" || d["mode"] != "manual" || d["addresses"].([]any)[0] != "100.64.0.1:53" {
+		t.Errorf("dns %v", d)
+	}
+	// The fields scripts already use are unchanged.
+	if keys(m["self"].(map[string]any)) != "control,dns_name,interface,listen_port,name,overlay_ip,public_key,signal" {
+		t.Errorf("self fields %s", keys(m["self"].(map[string]any)))
+	}
+
+	buf.Reset()
+	if err := WriteTable(&buf, withRoutes(), hs); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, want := range []string{
+		"dns     100.64.0.1:53  meshd.internal  manual",
+		"ROUTE           VIA           STATE    MASQUERADE  METRIC",
+		"10.99.0.0/24    this machine  serving  yes         9999",
+		"192.168.7.0/24  beta          active   no          10",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	// Without a tunnel: no dns line, empty routes.
+	var empty bytes.Buffer
+	WriteJSON(&empty, sample())
+	if !strings.Contains(empty.String(), `"routes": []`) || !strings.Contains(empty.String(), `"dns": null`) {
+		t.Errorf("no routes and no resolver:\n%s", empty.String())
+	}
+}
