@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strconv"
 	"time"
@@ -57,6 +58,9 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "socket-mode", Value: "0600", Usage: "file `MODE` of the socket (0660 lets the socket's group use the CLI)"},
 			&cli.StringFlag{Name: "wg-mode", Value: string(wg.ModeAuto), Usage: "`MODE`: auto, userspace, kernel or netstack (no root; reachable only from this process)"},
 			&cli.StringFlag{Name: "hostname", Usage: "`NAME` to register (default: the machine's hostname)"},
+			&cli.BoolFlag{Name: "dns", Value: true, Usage: "run the mesh resolver on the overlay address, port 53 (peer names, custom records, nameserver groups); " +
+				"with systemd-resolved, send the mesh domain to it (--dns=false: off)"},
+			&cli.StringFlag{Name: "dns-listen", Usage: "also answer DNS on `ADDR:PORT`, e.g. 127.0.0.1:5353 (netstack mode: loopback, a free port unless given)"},
 		}, cliutil.LogFlags()...),
 		Action: runAgent,
 	}
@@ -106,6 +110,14 @@ func agentOptions(c *cli.Context) (agent.Options, os.FileMode, error) {
 	o.StateDir = c.String("state")
 	o.Hostname = c.String("hostname")
 	o.Device = wg.Config{Mode: mode, Name: c.String("iface"), ListenPort: uint16(port)}
+	o.DNS = agent.DNSOptions{Disabled: !c.Bool("dns"), ConfigureOS: true}
+	if l := c.String("dns-listen"); l != "" {
+		ap, err := netip.ParseAddrPort(l)
+		if err != nil {
+			return o, 0, fmt.Errorf("--dns-listen %q: want ADDR:PORT, e.g. 127.0.0.1:5353", l)
+		}
+		o.DNS.Listen = ap
+	}
 	o.Clients = agent.RealClients()
 	return o, os.FileMode(sm), nil
 }

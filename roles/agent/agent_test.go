@@ -41,6 +41,13 @@ func TestAgentFlags(t *testing.T) {
 	if err != nil || o.Device.ListenPort != DefaultPort || o.StateDir != DefaultState || o.Device.Mode != wg.ModeAuto {
 		t.Fatalf("defaults: %+v %v", o, err)
 	}
+	if o.DNS.Disabled || !o.DNS.ConfigureOS || o.DNS.Listen.IsValid() {
+		t.Fatalf("dns defaults: %+v", o.DNS)
+	}
+	o, _, err = agentOptions(ctxFor(t, "--control", "https://c:1", "--setup-key", "K", "--dns=false", "--dns-listen", "127.0.0.1:5353"))
+	if err != nil || !o.DNS.Disabled || o.DNS.Listen.String() != "127.0.0.1:5353" {
+		t.Fatalf("dns flags: %+v %v", o.DNS, err)
+	}
 	for _, bad := range [][]string{
 		{"--join", tok, "--control", "https://x:1"},
 		{"--join", "nonsense"},
@@ -50,6 +57,7 @@ func TestAgentFlags(t *testing.T) {
 		{"--wg-mode", "fast"},
 		{"--socket-mode", "0400"},
 		{"--socket-mode", "rw"},
+		{"--control", "https://c:1", "--setup-key", "K", "--dns-listen", "localhost"},
 	} {
 		if _, _, err := agentOptions(ctxFor(t, bad...)); err == nil {
 			t.Errorf("%v accepted", bad)
