@@ -21,6 +21,7 @@ import (
 	"meshd/internal/agent"
 	"meshd/internal/cliutil"
 	"meshd/internal/daemon"
+	"meshd/internal/debugpprof"
 	"meshd/internal/jointoken"
 	"meshd/internal/tlsconf"
 	"meshd/wg"
@@ -61,6 +62,7 @@ func Command() *cli.Command {
 			&cli.BoolFlag{Name: "dns", Value: true, Usage: "run the mesh resolver on the overlay address, port 53 (peer names, custom records, nameserver groups); " +
 				"with systemd-resolved, send the mesh domain to it (--dns=false: off)"},
 			&cli.StringFlag{Name: "dns-listen", Usage: "also answer DNS on `ADDR:PORT`, e.g. 127.0.0.1:5353 (netstack mode: loopback, a free port unless given)"},
+			&cli.StringFlag{Name: "pprof-listen", Hidden: true, Usage: "serve Go profiles (net/http/pprof) on `ADDR`: a unix socket path, or a loopback host:port; for debugging"},
 		}, cliutil.LogFlags()...),
 		Action: runAgent,
 	}
@@ -143,6 +145,16 @@ func runAgent(c *cli.Context) error {
 	}
 	ctx, cancel := cliutil.SignalContext(c.Context)
 	defer cancel()
+	if addr := c.String("pprof-listen"); addr != "" {
+		pln, err := debugpprof.Listen(addr)
+		if err != nil {
+			return cliutil.Exit(1, "--pprof-listen: %v", err)
+		}
+		profDone := make(chan struct{})
+		go func() { defer close(profDone); _ = debugpprof.Serve(ctx, pln) }()
+		defer func() { cancel(); <-profDone }()
+		log.Warn("serving Go profiles (debug)", zap.String("pprof_listen", addr))
+	}
 	log.Info("agent starting", zap.Stringer("public_key", eng.PublicKey()), zap.String("state", opts.StateDir),
 		zap.String("iface", opts.Device.Name), zap.String("socket", c.String("socket")))
 	served := make(chan error, 1)
