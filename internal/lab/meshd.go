@@ -226,6 +226,10 @@ type Agent struct {
 	Iface  string // --iface, unique on the machine (UAPI sockets are shared)
 	Port   int    // --port
 	Join   string
+	// Args are more flags for `meshd agent`, after the ones above, e.g.
+	// "--setup-key", KEY (joins with the token's URL and pin but KEY) or
+	// "--wg-mode", "netstack". Launch uses them.
+	Args []string
 
 	bin string
 	ip  netip.Addr
@@ -252,10 +256,7 @@ func StartAgents(ctx context.Context, tb testing.TB, join string, hosts ...*Host
 func NewAgent(tb testing.TB, h *Host, join string) *Agent {
 	tb.Helper()
 	l := h.lab
-	seqMu.Lock()
-	ifaceSeq++
-	iface := fmt.Sprintf("ml%d-%d", os.Getpid(), ifaceSeq)
-	seqMu.Unlock()
+	iface := IfaceName()
 	return &Agent{
 		Host:   h,
 		State:  filepath.Join(l.dir, h.Name()+"-state"),
@@ -265,6 +266,17 @@ func NewAgent(tb testing.TB, h *Host, join string) *Agent {
 		Join:   join,
 		bin:    Binary(tb),
 	}
+}
+
+// IfaceName returns a new network interface name, unique on the machine
+// ("ml<pid>-<n>", at most 15 bytes for pids up to 7 digits): userspace
+// WireGuard's UAPI sockets in /var/run/wireguard are shared by every
+// namespace. Sweep removes the sockets of dead processes.
+func IfaceName() string {
+	seqMu.Lock()
+	defer seqMu.Unlock()
+	ifaceSeq++
+	return fmt.Sprintf("ml%d-%d", os.Getpid(), ifaceSeq)
 }
 
 // sockDir is a short directory for unix sockets (108-byte path limit).
@@ -285,13 +297,14 @@ func (l *Lab) sockDir(tb testing.TB) string {
 
 // Launch starts the agent process without waiting for it.
 func (a *Agent) Launch() error {
-	p, err := a.Host.Start("meshd-agent-"+a.Host.Name(), a.bin, "agent",
+	args := append([]string{a.bin, "agent",
 		"--join", a.Join,
 		"--state", a.State,
 		"--iface", a.Iface,
 		"--port", strconv.Itoa(a.Port),
 		"--socket", a.Socket,
-	)
+	}, a.Args...)
+	p, err := a.Host.Start("meshd-agent-"+a.Host.Name(), args...)
 	if err != nil {
 		return err
 	}
