@@ -72,13 +72,23 @@ type Config struct {
 	Address netip.Prefix
 	MTU     int
 	Log     *zap.Logger
+	// Filter, when set, judges every packet that leaves or enters the
+	// tunnel (userspace and netstack modes): the engine passes the
+	// firewall rules of its network map here. Kernel WireGuard cannot
+	// apply it (packets never pass through this process), so ModeAuto
+	// runs userspace when a Filter is set, and ModeKernel logs that the
+	// rules are not enforced.
+	Filter PacketFilter
 }
 
 // Peer is the configuration of one remote peer.
 type Peer struct {
 	PublicKey  keys.Key
 	AllowedIPs []netip.Prefix
-	// PersistentKeepalive; zero turns it off.
+	// PersistentKeepalive; zero turns it off. In userspace and netstack
+	// modes it takes effect once the peer has a path (SetDirect or
+	// SetRelayed): before, it would only make handshakes that cannot go
+	// out.
 	PersistentKeepalive time.Duration
 }
 
@@ -97,8 +107,31 @@ type PeerStats struct {
 	TxBytes       int64
 }
 
+// Counters count what a device dropped since it started.
+type Counters struct {
+	// STUNDropped: STUN messages that arrived on the WireGuard socket while
+	// ICE did not read STUNConn (absent or too slow).
+	STUNDropped uint64
+	// RelayDropped: packets read from a relayed conn after its path was
+	// replaced or the device stopped, before WireGuard took them.
+	RelayDropped uint64
+	// FilteredIn and FilteredOut: packets Config.Filter denied, coming out
+	// of the tunnel and going into it.
+	FilteredIn, FilteredOut uint64
+}
+
 // Device is a running WireGuard interface. Methods are safe for concurrent
 // use. Changing one peer never disturbs the tunnels of the others.
+//
+// The first path a peer gets (SetDirect or SetRelayed after SetPeer) starts
+// the handshake at once in userspace and netstack modes, even when traffic
+// sent before the peer had a path made wireguard-go try one already (it
+// would otherwise hold the next attempt back for 5 s), and packets queued
+// meanwhile are kept. Only one side starts it, so that two initiations do
+// not cross and cancel each other: the peer with the larger public key
+// (compared as bytes, the rule ICE's controlling side follows in the
+// agent); the other one starts it itself if no handshake completed within
+// a second of its own first path.
 type Device interface {
 	// Name returns the interface name.
 	Name() string
@@ -147,6 +180,8 @@ type Device interface {
 	SetRelayed(peer keys.Key, c net.Conn) error
 	// Stats returns the state of every peer.
 	Stats() ([]PeerStats, error)
+	// Counters returns the device's drop counters.
+	Counters() Counters
 	// Net returns the netstack in ModeNetstack, nil otherwise.
 	Net() *netstack.Net
 	// Close removes the interface and its routes and releases the socket.

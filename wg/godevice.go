@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 	"golang.zx2c4.com/wireguard/conn"
@@ -23,13 +24,16 @@ import (
 // UAPI (IpcSet/IpcGet), the interface `wg` uses too.
 type goDevice struct {
 	name    string
+	pub     keys.Key
 	log     *zap.Logger
 	dev     *device.Device
 	bind    *bind.Bind
-	tnet    *netstack.Net // ModeNetstack only
-	routes  *routeSet     // nil when the OS needs no routes (netstack)
-	onStop  []func()      // run by Close before the device goes away (UAPI listener)
-	logGate *logGate      // silences log once closed
+	filter  *filteredTUN        // nil without Config.Filter
+	failed  *initiationFailures // see handshake.go
+	tnet    *netstack.Net       // ModeNetstack only
+	routes  *routeSet           // nil when the OS needs no routes (netstack)
+	onStop  []func()            // run by Close before the device goes away (UAPI listener)
+	logGate *logGate            // silences log once closed
 
 	mu     sync.Mutex
 	closed bool
@@ -42,6 +46,20 @@ type peerState struct {
 	cfg    Peer
 	relay  *bind.RelayEndpoint // the last relayed path, still read after SetDirect
 	direct netip.AddrPort      // the last direct address, claimed by relay while relayed
+	// hadPath: a path was set since SetPeer added the peer. keepalive:
+	// wireguard-go has cfg.PersistentKeepalive (0 until then). grace: the
+	// controlled side's wait for the first handshake (handshake.go).
+	hadPath   bool
+	keepalive bool
+	grace     *time.Timer
+}
+
+// stop ends what the peer's state keeps running; d.mu is held.
+func (st *peerState) stop() {
+	if st.grace != nil {
+		st.grace.Stop()
+		st.grace = nil
+	}
 }
 
 // startGoDevice runs wireguard-go on tdev with a new one-socket bind, sets
@@ -50,18 +68,22 @@ func startGoDevice(cfg Config, tdev tun.Device) (*goDevice, error) {
 	gate := new(logGate)
 	cfg.Log = gate.wrap(cfg.Log)
 	b := bind.New(bind.Options{MaxPacket: cfg.MTU + 128, Log: cfg.Log.Named("bind")})
-	sugar := cfg.Log.Named("wireguard-go").Sugar()
-	wlog := &device.Logger{Verbosef: sugar.Debugf, Errorf: sugar.Errorf}
-	if !cfg.Log.Core().Enabled(zap.DebugLevel) {
-		wlog.Verbosef = device.DiscardLogf // as wireguard-go does below verbose: no formatting on hot paths
+	failed := new(initiationFailures)
+	var ft *filteredTUN
+	if cfg.Filter != nil {
+		ft = &filteredTUN{Device: tdev, f: cfg.Filter}
+		tdev = ft
 	}
-	dev := device.NewDevice(tdev, b, wlog)
+	dev := device.NewDevice(tdev, b, goLogger(cfg.Log, failed))
 	d := &goDevice{
 		name:    cfg.Name,
+		pub:     cfg.PrivateKey.Public(),
 		log:     cfg.Log,
 		logGate: gate,
 		dev:     dev,
 		bind:    b,
+		filter:  ft,
+		failed:  failed,
 		peers:   make(map[keys.Key]*peerState),
 	}
 	conf := fmt.Sprintf("private_key=%s\nlisten_port=%d\n", cfg.PrivateKey.Hex(), cfg.ListenPort)
@@ -122,7 +144,11 @@ func (d *goDevice) SetPeer(p Peer) error {
 		}
 		old = &st.cfg
 	}
-	if err := d.dev.IpcSet(peerConfig(p, old)); err != nil {
+	eff := p // what wireguard-go gets: no keepalive before the first path
+	if !ok || !st.keepalive {
+		eff.PersistentKeepalive = 0
+	}
+	if err := d.dev.IpcSet(peerConfig(eff, old)); err != nil {
 		return fmt.Errorf("wg: set peer %s: %w", p.PublicKey, err)
 	}
 	if !ok {
@@ -153,6 +179,7 @@ func (d *goDevice) RemovePeer(k keys.Key) error {
 		return fmt.Errorf("wg: remove peer %s: %w", k, err)
 	}
 	delete(d.peers, k)
+	st.stop()
 	if st.direct.IsValid() {
 		d.bind.Claim(st.direct, nil)
 	}
@@ -189,9 +216,11 @@ func (d *goDevice) SetDirect(k keys.Key, remote netip.AddrPort) error {
 		}
 	}
 	st.direct = remote
+	first := d.beforePath(k, st)
 	if err := d.dev.IpcSet(endpointConfig(k, remote.String())); err != nil {
 		return fmt.Errorf("wg: set direct %s %s: %w", k, remote, err)
 	}
+	d.afterPath(k, st, first)
 	return nil
 }
 
@@ -219,6 +248,7 @@ func (d *goDevice) SetRelayed(k keys.Key, c net.Conn) error {
 	if st.direct.IsValid() {
 		d.bind.Claim(st.direct, r) // nor may what the remote still sends direct
 	}
+	first := d.beforePath(k, st)
 	if err := d.dev.IpcSet(endpointConfig(k, r.String())); err != nil {
 		if st.direct.IsValid() {
 			d.bind.Claim(st.direct, nil)
@@ -232,6 +262,7 @@ func (d *goDevice) SetRelayed(k keys.Key, c net.Conn) error {
 		old.Stop()
 	}
 	st.relay = r
+	d.afterPath(k, st, first)
 	return nil
 }
 
@@ -249,6 +280,15 @@ func (d *goDevice) Stats() ([]PeerStats, error) {
 	return parseStats(s)
 }
 
+func (d *goDevice) Counters() Counters {
+	var c Counters
+	c.STUNDropped, c.RelayDropped = d.bind.Drops()
+	if d.filter != nil {
+		c.FilteredIn, c.FilteredOut = d.filter.droppedIn.Load(), d.filter.droppedOut.Load()
+	}
+	return c
+}
+
 // Close removes the routes, stops the UAPI listener, closes wireguard-go
 // (which closes the TUN, so the interface disappears, and the socket) and
 // stops the relay readers.
@@ -259,6 +299,9 @@ func (d *goDevice) Close() error {
 		return nil
 	}
 	d.closed = true
+	for _, st := range d.peers {
+		st.stop()
+	}
 	err := d.routes.clear()
 	d.mu.Unlock()
 	for _, f := range d.onStop {

@@ -124,6 +124,13 @@ func newKernel(_ context.Context, cfg Config) (Device, error) {
 		d.wg.Add(1)
 		go d.receive(fn)
 	}
+	if cfg.Filter != nil {
+		// Packets pass between the kernel's TUN side and its crypto
+		// without ever reaching this process: Config.Filter cannot see
+		// them. Enforcing the rules here needs nftables on the interface
+		// (not written yet).
+		cfg.Log.Warn("the map's firewall rules are NOT enforced with kernel WireGuard yet: every peer the map lists can reach every port; use --wg-mode userspace to enforce them")
+	}
 	return d, nil
 }
 
@@ -312,6 +319,13 @@ func (d *kernelDevice) SetRelayed(k keys.Key, c net.Conn) error {
 	}
 	p.out = p.relay
 	return nil
+}
+
+// Counters reports the bind's drops; Config.Filter does not run here.
+func (d *kernelDevice) Counters() Counters {
+	var c Counters
+	c.STUNDropped, c.RelayDropped = d.bind.Drops()
+	return c
 }
 
 func (d *kernelDevice) Stats() ([]PeerStats, error) {

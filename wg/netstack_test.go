@@ -36,6 +36,12 @@ type node struct {
 
 func newNode(tb testing.TB, i int) *node {
 	tb.Helper()
+	return newNodeWith(tb, i, nil)
+}
+
+// newNodeWith makes node i with its config changed by edit (may be nil).
+func newNodeWith(tb testing.TB, i int, edit func(*Config)) *node {
+	tb.Helper()
 	priv, err := keys.Generate()
 	if err != nil {
 		tb.Fatal(err)
@@ -43,13 +49,17 @@ func newNode(tb testing.TB, i int) *node {
 	addr := netip.AddrFrom4([4]byte{100, 64, 0, byte(i)})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	dev, err := New(ctx, Config{
+	cfg := Config{
 		Mode:       ModeNetstack,
 		Name:       fmt.Sprintf("ns%d", i),
 		PrivateKey: priv,
 		Address:    netip.PrefixFrom(addr, 16),
 		Log:        zaptest.NewLogger(tb),
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	dev, err := New(ctx, cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

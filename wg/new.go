@@ -14,7 +14,7 @@ const DefaultName = "meshd0"
 // New makes the interface cfg describes and brings it up with no peers.
 // ctx bounds the setup only; the device runs until Close. In ModeAuto it
 // uses kernel WireGuard when the module is present (it tries to create a
-// wireguard link) and userspace otherwise.
+// wireguard link) and cfg.Filter is nil, and userspace otherwise.
 func New(ctx context.Context, cfg Config) (Device, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("wg: new: %w", err)
@@ -30,7 +30,9 @@ func New(ctx context.Context, cfg Config) (Device, error) {
 	case ModeKernel:
 		return newKernel(ctx, cfg)
 	case ModeAuto:
-		if kernelAvailable(ctx, cfg.Log) {
+		// Kernel WireGuard cannot apply a packet filter (see Config.Filter):
+		// with one, userspace it is, so that the map's firewall rules hold.
+		if cfg.Filter == nil && kernelAvailable(ctx, cfg.Log) {
 			return newKernel(ctx, cfg)
 		}
 		return newUserspace(ctx, cfg)

@@ -55,6 +55,11 @@ func endpointConfig(k keys.Key, endpoint string) string {
 	return fmt.Sprintf("public_key=%s\nupdate_only=true\nendpoint=%s\n", k.Hex(), endpoint)
 }
 
+// keepaliveConfig sets an existing peer's persistent keepalive.
+func keepaliveConfig(k keys.Key, d time.Duration) string {
+	return fmt.Sprintf("public_key=%s\nupdate_only=true\npersistent_keepalive_interval=%d\n", k.Hex(), int(d/time.Second))
+}
+
 // removeConfig removes a peer.
 func removeConfig(k keys.Key) string {
 	return fmt.Sprintf("public_key=%s\nremove=true\n", k.Hex())

@@ -316,6 +316,9 @@ func (d *Device) SetRelayed(k keys.Key, c net.Conn) error {
 	})
 }
 
+// Counters implements wg.Device; the fake drops nothing.
+func (d *Device) Counters() wg.Counters { return wg.Counters{} }
+
 // Stats implements wg.Device. It reports what SetStats set, with Endpoint
 // following the last path call.
 func (d *Device) Stats() ([]wg.PeerStats, error) {
