@@ -31,8 +31,6 @@ const (
 	sendTimeout = 10 * time.Second
 	// relayConnWait bounds the wait for a connected relay session's conn.
 	relayConnWait = 2 * time.Second
-	// controlledKeepaliveDelay: see firstPath.
-	controlledKeepaliveDelay = 3 * time.Second
 )
 
 // peerEnv is what a worker needs from its tunnel.
@@ -64,12 +62,9 @@ type peerWorker struct {
 	servers  peerconn.Servers
 	lastHS   time.Time
 	online   bool
-	// peer is the device configuration; the device has it without the
-	// keepalive until the first path (see firstPath).
-	peer        wg.Peer
-	hadPath     bool
-	firstPathAt time.Time
-	keepalive   bool // the device has the keepalive
+	// peer is the device configuration. The device starts the first
+	// handshake (and the keepalive) once the peer has a path.
+	peer wg.Peer
 
 	inboxMu sync.Mutex
 	inbox   []any
@@ -220,9 +215,6 @@ func (w *peerWorker) handle(ctx context.Context, ev any) {
 		if ev.lastHandshake.After(w.lastHS) {
 			w.lastHS = ev.lastHandshake
 		}
-		if w.hadPath && !w.keepalive && (!w.lastHS.IsZero() || now.Sub(w.firstPathAt) > controlledKeepaliveDelay) {
-			w.keepaliveOn()
-		}
 		w.do(ctx, w.m.Step(path.Tick{At: now, LastHandshake: w.lastHS}))
 	case evMeta:
 		w.snapMu.Lock()
@@ -230,11 +222,7 @@ func (w *peerWorker) handle(ctx context.Context, ev any) {
 		w.snapMu.Unlock()
 		if !slices.Equal(ev.allowed, w.peer.AllowedIPs) {
 			w.peer.AllowedIPs = ev.allowed
-			p := w.peer
-			if !w.keepalive {
-				p.PersistentKeepalive = 0
-			}
-			if err := w.env.dev.SetPeer(p); err != nil {
+			if err := w.env.dev.SetPeer(w.peer); err != nil {
 				w.log.Warn("update peer", zap.Error(err))
 			}
 		}
@@ -397,9 +385,7 @@ func (w *peerWorker) do(ctx context.Context, acts []path.Action) {
 		case path.ActionSetDirect:
 			ap, err := peerconn.RemoteAddrPort(peerconn.Candidate(a.Pair.Remote))
 			if err == nil {
-				after := w.firstPath()
 				err = w.env.dev.SetDirect(w.key, ap)
-				after()
 			}
 			if err != nil {
 				w.log.Warn("set direct path", zap.Error(err))
@@ -415,9 +401,7 @@ func (w *peerWorker) do(ctx context.Context, acts []path.Action) {
 			c, err := s.WaitConn(cctx)
 			cancel()
 			if err == nil {
-				after := w.firstPath()
 				err = w.env.dev.SetRelayed(w.key, c)
-				after()
 			}
 			if err != nil {
 				w.log.Warn("set relayed path", zap.Error(err))
@@ -425,51 +409,6 @@ func (w *peerWorker) do(ctx context.Context, acts []path.Action) {
 			}
 			w.log.Info("path relayed", zap.String("local", a.Pair.Local.String()), zap.String("remote", a.Pair.Remote.String()))
 		}
-	}
-}
-
-// firstPath prepares the device for a path to a peer that never completed
-// a handshake, and returns what to do once the path is set.
-//
-// Two things in wireguard-go would make the first packet wait seconds:
-// after a handshake attempt (even one that failed for want of an endpoint,
-// as traffic sent before ICE finished makes them), it holds the next one
-// back for five seconds; and when both peers initiate at the same moment,
-// each answers the other's initiation and drops the answer to its own, so
-// neither completes until the retry. So only the controlling peer starts
-// the handshake: it re-adds the peer (which clears the hold-back) and turns
-// the keepalive on once the path is set, which initiates at once. The
-// controlled peer turns its keepalive on after the first handshake (or
-// after controlledKeepaliveDelay, should the controlling one stay silent).
-func (w *peerWorker) firstPath() (after func()) {
-	after = func() {}
-	if w.hadPath {
-		return after
-	}
-	w.hadPath = true
-	w.firstPathAt = time.Now()
-	if !w.controlling || !w.lastHS.IsZero() {
-		return after
-	}
-	quiet := w.peer
-	quiet.PersistentKeepalive = 0
-	if err := w.env.dev.RemovePeer(w.key); err != nil {
-		w.log.Warn("re-add peer: remove", zap.Error(err))
-	}
-	if err := w.env.dev.SetPeer(quiet); err != nil {
-		w.log.Warn("re-add peer", zap.Error(err))
-	}
-	return w.keepaliveOn
-}
-
-// keepaliveOn gives the device the peer's keepalive.
-func (w *peerWorker) keepaliveOn() {
-	if w.keepalive {
-		return
-	}
-	w.keepalive = true
-	if err := w.env.dev.SetPeer(w.peer); err != nil {
-		w.log.Warn("peer keepalive", zap.Error(err))
 	}
 }
 

@@ -257,6 +257,9 @@ func (t *tunnel) open(ctx context.Context, self *controlv1.SelfConfig) error {
 	if cfg.Log == nil {
 		cfg.Log = t.log.Named("wg")
 	}
+	if cfg.Filter == nil {
+		cfg.Filter = t.filter // the map's firewall rules, on every packet
+	}
 	dev, err := t.e.opts.NewDevice(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("wireguard device: %w", err)
@@ -414,10 +417,9 @@ func (t *tunnel) setPeer(ctx context.Context, k keys.Key, rp *controlv1.RemotePe
 		}
 		return perr
 	}
-	// No keepalive until the peer has a path: WireGuard would try a
-	// handshake with no endpoint, fail, and hold the next one back for
-	// five seconds.
-	if err := t.dev.SetPeer(wg.Peer{PublicKey: k, AllowedIPs: allowed}); err != nil {
+	// The device applies the keepalive, and starts the first handshake,
+	// once the peer has a path.
+	if err := t.dev.SetPeer(wg.Peer{PublicKey: k, AllowedIPs: allowed, PersistentKeepalive: keepalive}); err != nil {
 		return fmt.Errorf("peer %s: %w", rp.GetName(), err)
 	}
 	env := peerEnv{
