@@ -184,7 +184,7 @@ labbench tunnel '^BenchmarkTunnel$' "$ROUNDS"
 labbench relayed-symmetric '^BenchmarkRelayed$/^symmetric$' "$RELAY_ROUNDS"
 if [ "$QUICK" != 1 ]; then
 	labbench relayed-udp-blocked '^BenchmarkRelayed$/^udp-blocked$' 1
-	step tunnel-device "$ROOT" "bench/tunnel.sh $SECS 1 > tunnel-device.md   # package wg's device alone, static peers" \
+	step tunnel-device "$SRC" "bench/tunnel.sh $SECS 1 > tunnel-device.md   # package wg's device alone, static peers" \
 		bash -c "bench/tunnel.sh $SECS 1 >$WORK/tunnel-device.md"
 fi
 # 2. Connection setup.
