@@ -75,6 +75,7 @@ type peerWorker struct {
 	snap   peerSnapshot
 
 	cancel context.CancelFunc
+	halted chan struct{} // closed when run stops acting (before its sessions close)
 	done   chan struct{}
 }
 
@@ -130,6 +131,7 @@ func startPeer(ctx context.Context, env peerEnv, meta *controlv1.RemotePeer, cfg
 		online:      meta.GetOnline(),
 		notify:      make(chan struct{}, 1),
 		out:         make(chan *peerv1.Message, peerOutMax),
+		halted:      make(chan struct{}),
 		done:        make(chan struct{}),
 	}
 	w.snap = peerSnapshot{meta: meta, started: time.Now()}
@@ -143,6 +145,14 @@ func startPeer(ctx context.Context, env peerEnv, meta *controlv1.RemotePeer, cfg
 }
 
 // stop ends the worker and waits for it; its sessions are closed.
+// halt makes the worker stop acting on the device and waits for that; its
+// sessions may still be closing. Removing the peer from the device after
+// halt cuts the tunnel at once: nothing adds it back.
+func (w *peerWorker) halt() {
+	w.cancel()
+	<-w.halted
+}
+
 func (w *peerWorker) stop() {
 	w.cancel()
 	<-w.done
@@ -166,6 +176,7 @@ func (w *peerWorker) push(ev any) {
 
 func (w *peerWorker) run(ctx context.Context) {
 	defer w.closeSessions("peer removed")
+	defer close(w.halted)
 	w.do(ctx, w.m.Step(path.Started{At: time.Now()}))
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()

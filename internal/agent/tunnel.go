@@ -264,13 +264,10 @@ func (t *tunnel) open(ctx context.Context, self *controlv1.SelfConfig) error {
 	if err != nil {
 		return fmt.Errorf("wireguard device: %w", err)
 	}
-	// The mux lists local addresses for host candidates: not the overlay's.
-	// IPv4 only for now: direct sessions are UDP4 (peerconn), and with
-	// IPv6 host pairs (through pion's mux, which ignores the network
-	// types) the first WireGuard handshake was sometimes lost in the no-root
-	// test (to be understood together with wg/bind). Link-local addresses
-	// need a zone and are useless to the remote.
-	exclude := []netip.Prefix{addr.Masked(), netip.MustParsePrefix("::/0"), netip.MustParsePrefix("169.254.0.0/16")}
+	// The mux lists local addresses for host candidates (IPv4 and IPv6):
+	// not the overlay's. Link-local addresses need a zone and are useless
+	// to the remote.
+	exclude := []netip.Prefix{addr.Masked(), netip.MustParsePrefix("fe80::/10"), netip.MustParsePrefix("169.254.0.0/16")}
 	if !t.e.opts.IncludeLoopback {
 		exclude = append(exclude, netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"))
 	}
@@ -448,19 +445,24 @@ func (t *tunnel) setPeer(ctx context.Context, k keys.Key, rp *controlv1.RemotePe
 	return perr
 }
 
+// removePeer cuts the peer's tunnel first (status shows the peer until
+// then), and then waits for its ICE sessions to close, which takes longer.
 func (t *tunnel) removePeer(k keys.Key) {
-	t.mu.Lock()
+	t.mu.RLock()
 	w := t.peers[k]
-	delete(t.peers, k)
-	delete(t.stats, k)
-	t.mu.Unlock()
+	t.mu.RUnlock()
 	if w == nil {
 		return
 	}
-	w.stop()
+	w.halt()
 	if err := t.dev.RemovePeer(k); err != nil {
 		t.log.Warn("remove peer", zap.Stringer("key", k), zap.Error(err))
 	}
+	t.mu.Lock()
+	delete(t.peers, k)
+	delete(t.stats, k)
+	t.mu.Unlock()
+	w.stop()
 	t.log.Info("peer removed", zap.String("name", w.snapshot().meta.GetName()), zap.Stringer("key", k))
 }
 

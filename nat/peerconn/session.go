@@ -199,7 +199,7 @@ func New(cfg Config) (*Session, error) {
 		LocalUfrag:             ufrag,
 		LocalPwd:               pwd,
 		MulticastDNSMode:       ice.MulticastDNSModeDisabled,
-		NetworkTypes:           []ice.NetworkType{ice.NetworkTypeUDP4},
+		NetworkTypes:           []ice.NetworkType{ice.NetworkTypeUDP4, ice.NetworkTypeUDP6},
 		CheckInterval:          &t.CheckInterval,
 		MaxBindingRequests:     &t.MaxBindingRequests,
 		KeepaliveInterval:      &t.Keepalive,
