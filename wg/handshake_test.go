@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -162,5 +163,49 @@ func TestNoEndpointIsNotAnError(t *testing.T) {
 	l.Errorf("%v - Failed to send handshake response: %v", p, net.ErrClosed)
 	if errs := logs.FilterLevelExact(zap.ErrorLevel).Len(); errs != 2 {
 		t.Fatalf("other send failures logged %d times at error, want 2", errs)
+	}
+}
+
+// TestFirstPathNoCrossingOverIPv6 is how the agent lost 5 s on IPv6 host
+// pairs: the controlled side got its path first and sent at once, its
+// packet started an initiation, the controlling side's initiation crossed
+// it, each side answered the other's and dropped the answer to its own,
+// and nothing worked until wireguard-go's retransmission 5 s later. Here
+// over ::1 (the dual-stack socket), several rounds: the controlled side
+// must leave the first handshake to the controlling one.
+func TestFirstPathNoCrossingOverIPv6(t *testing.T) {
+	if c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback}); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		c.Close()
+	}
+	for round := 0; round < 6; round++ {
+		coreA, logsA := observer.New(zap.DebugLevel)
+		coreB, logsB := observer.New(zap.DebugLevel)
+		ctl := newNodeWith(t, 1, func(c *Config) { c.Log = zap.New(coreA) })
+		led := newNodeWith(t, 2, func(c *Config) { c.Log = zap.New(coreB) })
+		logs := logsA // the controlling side's
+		if !ctl.dev.(*goDevice).controls(led.pub) {
+			ctl, led, logs = led, ctl, logsB
+		}
+		must(t, ctl.dev.SetPeer(ctl.peer(led)))
+		must(t, led.dev.SetPeer(led.peer(ctl)))
+		v6 := func(n *node) netip.AddrPort { return netip.AddrPortFrom(netip.IPv6Loopback(), n.dev.ListenPort()) }
+		start := time.Now()
+		must(t, led.dev.SetDirect(ctl.pub, v6(ctl)))
+		reply := startPing(t, led, ctl, start.Add(device.RekeyTimeout-time.Second))
+		must(t, ctl.dev.SetDirect(led.pub, v6(led)))
+		if err := <-reply; err != nil {
+			t.Fatalf("round %d: no answer within 4 s: %v", round, err)
+		}
+		took := time.Since(start)
+		got := logs.FilterMessageSnippet("Received handshake initiation").Len()
+		if took < controlledGrace && got != 0 {
+			t.Fatalf("round %d: the controlled side initiated too (%d initiations received by the controlling one)", round, got)
+		}
+		if ep := peerStats(t, ctl, led.pub).Endpoint; ep != v6(led).String() {
+			t.Fatalf("round %d: endpoint %s, want %s", round, ep, v6(led))
+		}
+		t.Logf("round %d: answer after %v", round, took.Round(time.Millisecond))
 	}
 }
