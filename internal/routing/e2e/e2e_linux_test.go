@@ -7,12 +7,14 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	mdns "github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 
 	"meshd/internal/daemon"
 	"meshd/internal/lab"
@@ -60,7 +62,7 @@ func until(tb testing.TB, d time.Duration, what string, ok func() bool) {
 // the host's namespace.
 func resolve(h *lab.Host, server netip.Addr, name string) ([]string, error) {
 	var out []string
-	err := h.Do(func() error {
+	err := inNS(h, func() error {
 		q := new(mdns.Msg)
 		q.SetQuestion(mdns.Fqdn(name), mdns.TypeA)
 		r, _, err := (&mdns.Client{Timeout: 2 * time.Second}).Exchange(q, netip.AddrPortFrom(server, 53).String())
@@ -115,6 +117,11 @@ func TestRoutesAndDNS(t *testing.T) {
 
 	agents := lab.StartAgents(ctx, t, srv.Join, ha, hr)
 	a, r := agents[0], agents[1]
+	t.Cleanup(func() {
+		if t.Failed() {
+			diagnose(t, a, r)
+		}
+	})
 	if _, err := a.Host.WaitPing(ctx, r.OverlayIP(), 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -144,26 +151,40 @@ func TestRoutesAndDNS(t *testing.T) {
 		t.Errorf("r's ip_forward %q", fwd)
 	}
 	// n sees r's address, not a's overlay address: masquerade.
-	ln, err := hn.ListenTCP(netip.MustParseAddrPort("10.99.0.2:7070"))
-	if err != nil {
+	var ln net.Listener
+	if err := inNS(hn, func() (err error) { ln, err = net.Listen("tcp4", "10.99.0.2:7070"); return err }); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { ln.Close() })
 	accepted := make(chan netip.Addr, 1)
 	go func() {
 		c, err := ln.Accept()
 		if err != nil {
+			close(accepted)
 			return
 		}
 		accepted <- c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()
 		c.Close()
 	}()
-	c, err := ha.DialTCP(ctx, netip.MustParseAddrPort("10.99.0.2:7070"))
+	err = inNS(ha, func() error {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		c, err := (&net.Dialer{}).DialContext(dctx, "tcp4", "10.99.0.2:7070")
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Close()
-	if from := <-accepted; from != netip.MustParseAddr("10.99.0.1") {
-		t.Errorf("n saw the connection from %s, want r's 10.99.0.1 (masquerade)", from)
+	select {
+	case from := <-accepted:
+		if from != netip.MustParseAddr("10.99.0.1") {
+			t.Errorf("n saw the connection from %s, want r's 10.99.0.1 (masquerade)", from)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("n accepted no connection")
 	}
 	stA, stR := status(ctx, t, a), status(ctx, t, r)
 	if len(stR.Routes) != 1 || stR.Routes[0].State != "serving" || stR.Routes[0].Via != "" {
@@ -210,11 +231,65 @@ func TestRoutesAndDNS(t *testing.T) {
 	l.Step("route deleted")
 }
 
+// inNS runs fn on an OS thread inside h's network namespace, so that the
+// sockets fn opens live there, and then puts the thread back in this
+// process's namespace. lab's Node.Do lets its thread die instead, and a
+// dying thread kills the processes it forked with Pdeathsig (lab.Host.Start
+// starts the agents so): a Do on the wrong thread kills an agent mid-test.
+func inNS(h *lab.Host, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- err
+			return // the thread dies locked: harmless, nothing was changed
+		}
+		defer unix.Close(orig)
+		fd, err := unix.Open("/run/netns/"+h.Namespace(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		err = unix.Setns(fd, unix.CLONE_NEWNET)
+		unix.Close(fd)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		err = fn()
+		if unix.Setns(orig, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread() // back home: the thread may be reused
+		}
+		errc <- err
+	}()
+	return <-errc
+}
+
+// diagnose logs the state of the hosts' routing, for a failed run.
+func diagnose(tb testing.TB, agents ...*lab.Agent) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, a := range agents {
+		exited, err := a.Proc.Exited()
+		tb.Logf("diagnose %s: agent exited=%v (%v)", a.Host.Name(), exited, err)
+		for _, c := range [][]string{
+			{"ip", "-br", "addr"}, {"ip", "route"}, {"ip", "route", "get", "10.99.0.2"}, {"wg", "show", a.Iface},
+			{"nft", "list", "ruleset"}, {"sysctl", "net.ipv4.ip_forward"},
+		} {
+			out, err := a.Host.Run(ctx, c...)
+			tb.Logf("diagnose %s: %s: %v\n%s", a.Host.Name(), strings.Join(c, " "), err, out)
+		}
+	}
+}
+
 // startUpstream runs a DNS server on 10.99.0.2:53 inside n.
 func startUpstream(tb testing.TB, n *lab.Host, answers map[string]string) {
 	tb.Helper()
-	pc, err := n.ListenUDP(netip.MustParseAddrPort("10.99.0.2:53"))
-	if err != nil {
+	var pc net.PacketConn
+	if err := inNS(n, func() (err error) { pc, err = net.ListenPacket("udp4", "10.99.0.2:53"); return err }); err != nil {
 		tb.Fatal(err)
 	}
 	h := mdns.HandlerFunc(func(w mdns.ResponseWriter, req *mdns.Msg) {
