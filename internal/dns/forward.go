@@ -16,10 +16,10 @@ import (
 // errBusy: too many queries in flight.
 var errBusy = errors.New("too many queries in flight")
 
-// forward sends req to servers in order (each within the timeout), then to
-// the system resolver, and returns the first usable answer: one that is
-// not SERVFAIL or REFUSED. nil servers means the system resolver only.
-func (s *Server) forward(ctx context.Context, req *mdns.Msg, servers []netip.AddrPort) (*mdns.Msg, error) {
+// forward sends req to servers in order (each within the timeout), then,
+// when fallback is set, to the system resolver, and returns the first
+// usable answer: one that is not SERVFAIL or REFUSED.
+func (s *Server) forward(ctx context.Context, req *mdns.Msg, servers []netip.AddrPort, fallback bool) (*mdns.Msg, error) {
 	select {
 	case s.slots <- struct{}{}:
 		defer func() { <-s.slots }()
@@ -47,7 +47,7 @@ func (s *Server) forward(ctx context.Context, req *mdns.Msg, servers []netip.Add
 	if out := try(servers); out != nil {
 		return out, nil
 	}
-	if sys := s.sys.servers(); !slices.Equal(sys, servers) {
+	if sys := s.sys.servers(); fallback && !slices.Equal(sys, servers) {
 		if out := try(sys); out != nil {
 			return out, nil
 		}

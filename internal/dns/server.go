@@ -281,7 +281,10 @@ func (s *Server) Resolve(ctx context.Context, req *mdns.Msg, src netip.Addr) *md
 		}
 		return resp
 	}
-	out, err := s.forward(ctx, req, z.upstreams(name))
+	// Names in the mesh domain (a group's longer match domain) never fall
+	// back to the system resolver: with systemd-resolved that would send
+	// them straight back here.
+	out, err := s.forward(ctx, req, z.upstreams(name), !z.inDomain(name))
 	if err != nil {
 		s.log.Debug("dns forward failed", zap.String("name", name), zap.Error(err))
 		return resp.SetRcode(req, mdns.RcodeServerFailure)
@@ -324,7 +327,7 @@ func (s *Server) answerLocal(ctx context.Context, z *zone, req *mdns.Msg, name s
 		sub := new(mdns.Msg)
 		sub.SetQuestion(c.Target, qt)
 		sub.RecursionDesired = true
-		if out, err := s.forward(ctx, sub, z.upstreams(c.Target)); err == nil {
+		if out, err := s.forward(ctx, sub, z.upstreams(c.Target), !z.inDomain(c.Target)); err == nil {
 			resp.Answer = append(resp.Answer, out.Answer...)
 		}
 		break

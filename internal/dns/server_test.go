@@ -210,6 +210,22 @@ func TestFallsBackToTheSystemResolver(t *testing.T) {
 	}
 }
 
+// TestNoFallbackInsideTheMeshDomain: with systemd-resolved as the system
+// resolver, a mesh-domain name sent there would come straight back.
+func TestNoFallbackInsideTheMeshDomain(t *testing.T) {
+	dead := dnstest.Start(t, nil)
+	dead.Silence()
+	system := dnstest.Start(t, map[string]string{"git.corp.meshd.internal": "192.0.2.9"})
+	m := testMap(&controlv1.NameserverGroup{Name: "corp", Nameservers: []string{dead.Addr.String()}, MatchDomains: []string{"corp.meshd.internal"}})
+	_, addr := server(t, m, Options{System: []netip.AddrPort{system.Addr}, Timeout: 100 * time.Millisecond})
+	if resp := ask(t, addr, "git.corp.meshd.internal", mdns.TypeA); resp.Rcode != mdns.RcodeServerFailure {
+		t.Errorf("rcode %s answers %q, want SERVFAIL", mdns.RcodeToString[resp.Rcode], answers(resp))
+	}
+	if got := system.Asked(); len(got) != 0 {
+		t.Errorf("the system resolver was asked %q", got)
+	}
+}
+
 func TestSystemResolverFromResolvConf(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "resolv.conf")
 	writeFile(t, path, "# test\nnameserver 127.0.0.1\nnameserver ::1\nsearch example.org\n")

@@ -167,6 +167,11 @@ func reverseAddr(name string) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
+// inDomain reports whether name is the mesh domain or under it.
+func (z *zone) inDomain(name string) bool {
+	return z.domain != "" && mdns.IsSubDomain(z.domain, name)
+}
+
 // upstreams are the servers for name: the group with the longest matching
 // domain, else the default groups (nil: the system resolver).
 func (z *zone) upstreams(name string) []netip.AddrPort {
