@@ -71,7 +71,7 @@ func startGoDevice(cfg Config, tdev tun.Device) (*goDevice, error) {
 	failed := new(initiationFailures)
 	var ft *filteredTUN
 	if cfg.Filter != nil {
-		ft = &filteredTUN{Device: tdev, f: cfg.Filter}
+		ft = newFilteredTUN(tdev, cfg.Filter)
 		tdev = ft
 	}
 	dev := device.NewDevice(tdev, b, goLogger(cfg.Log, failed))
