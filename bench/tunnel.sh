@@ -10,11 +10,15 @@
 #   meshd relayed the same, with the peers on a relayed path: a connected
 #                UDP socket per side as the net.Conn (no TURN server), which
 #                measures the relay endpoint's own cost
+#   meshd rules  (RULES=1 only) the direct device enforcing firewall rules
+#                (only TCP 5201 to and from the peer, stateful), which
+#                measures the packet filter's cost
 # Tunnels use MTU 1280; veth and TUN offloads stay at their defaults (on).
 #
 # Usage (root):  bench/tunnel.sh [SECONDS] [REPEATS]
 #   defaults 10 s, 1 repeat; results as a Markdown table on stdout.
 #   PROFILE=DIR  also write CPU profiles of both meshd devices to DIR.
+#   RULES=1      also measure the device with firewall rules (a row more).
 set -euo pipefail
 
 SECS=${1:-10}
@@ -103,14 +107,18 @@ run_wggo() {
 	wait "$pa" "$pb" 2>/dev/null || true
 }
 
-# run_meshd [relay-port]
+# run_meshd [relay-port] [allowed-tcp-ports]
 run_meshd() {
 	read -r KA PA <<<"$(keypair)"
 	read -r KB PB <<<"$(keypair)"
-	local pa pb profa="" profb="" relay="" tag=direct
+	local pa pb profa="" profb="" relay="" rules="" tag=direct
 	if [ -n "${1:-}" ]; then
 		relay="-relay-port=$1"
 		tag=relayed
+	fi
+	if [ -n "${2:-}" ]; then
+		rules="-allow-tcp=$2"
+		tag=rules
 	fi
 	if [ -n "${PROFILE:-}" ]; then
 		mkdir -p "$PROFILE"
@@ -118,10 +126,10 @@ run_meshd() {
 		profb="-cpuprofile=$PROFILE/meshd-$tag-receiver.pprof"
 	fi
 	ip netns exec "$NA" "$WORK/wgpair" -iface "${ID}m0" -key "$KA" -addr 100.66.0.1/24 -port 51820 \
-		-peer "$PB,100.66.0.2/32,10.88.0.2:51820" $relay $profa >"$WORK/ma.out" &
+		-peer "$PB,100.66.0.2/32,10.88.0.2:51820" $relay $rules $profa >"$WORK/ma.out" &
 	pa=$!
 	ip netns exec "$NB" "$WORK/wgpair" -iface "${ID}m1" -key "$KB" -addr 100.66.0.2/24 -port 51820 \
-		-peer "$PA,100.66.0.1/32,10.88.0.1:51820" $relay $profb >"$WORK/mb.out" &
+		-peer "$PA,100.66.0.1/32,10.88.0.1:51820" $relay $rules $profb >"$WORK/mb.out" &
 	pb=$!
 	PIDS+=("$pa" "$pb")
 	for _ in $(seq 100); do
@@ -133,7 +141,7 @@ run_meshd() {
 	wait "$pa" "$pb" 2>/dev/null || true
 }
 
-declare -a RAW WGGO MESHD RELAYED PAIR
+declare -a RAW WGGO MESHD RELAYED RULES_ PAIR
 for r in $(seq "$REPS"); do
 	echo "round $r/$REPS: raw veth" >&2
 	RAW+=("$(measure 10.88.0.2)")
@@ -150,6 +158,10 @@ for r in $(seq "$REPS"); do
 	PAIR+=("$(awk -v a="${MESHD[-1]}" -v b="${WGGO[-1]}" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print 0 }')")
 	echo "round $r/$REPS: meshd relayed" >&2
 	RELAYED+=("$(run_meshd 3478)")
+	if [ -n "${RULES:-}" ]; then
+		echo "round $r/$REPS: meshd with firewall rules" >&2
+		RULES_+=("$(run_meshd "" 5201)")
+	fi
 done
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -158,6 +170,12 @@ wggo=$(median "${WGGO[@]}")
 meshd=$(median "${MESHD[@]}")
 relayed=$(median "${RELAYED[@]}")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
+
+RULESROW=""
+if [ -n "${RULES:-}" ]; then
+	rules=$(median "${RULES_[@]}")
+	RULESROW="| meshd with rules (TCP 5201 only, stateful filter) | ${rules} | ${RULES_[*]} | $(ratio "$meshd" "$rules") |"
+fi
 
 cat <<EOF
 Tunnel throughput, single-stream TCP (iperf3, ${SECS} s, median of ${REPS}), $(date -u +%Y-%m-%d), $(nproc) CPUs, kernel $(uname -r), commit $(cd "$ROOT" && git rev-parse --short HEAD), wireguard-go ${WGVER}
@@ -168,6 +186,7 @@ Tunnel throughput, single-stream TCP (iperf3, ${SECS} s, median of ${REPS}), $(d
 | wireguard-go | ${wggo} | ${WGGO[*]} | $(ratio "$meshd" "$wggo") |
 | meshd (wg.Device, one-socket bind) | ${meshd} | ${MESHD[*]} | 1.00 |
 | meshd relayed (UDP net.Conn as relay) | ${relayed} | ${RELAYED[*]} | $(ratio "$meshd" "$relayed") |
+${RULESROW}
 
 meshd / wireguard-go = $(ratio "$meshd" "$wggo") (median of the per-round ratios: $(median "${PAIR[@]}"), rounds: ${PAIR[*]}), meshd / raw = $(ratio "$meshd" "$raw"), meshd relayed / wireguard-go = $(ratio "$relayed" "$wggo")
 EOF
