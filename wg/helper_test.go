@@ -14,6 +14,8 @@ import (
 
 	"go.uber.org/zap"
 
+	controlv1 "meshd/api/control/v1"
+	"meshd/internal/filter"
 	"meshd/internal/keys"
 )
 
@@ -41,6 +43,10 @@ type helperConfig struct {
 	Port  uint16
 	Peers []helperPeer
 	Echo  string // TCP address to echo on, optional
+	// AllowTCP, when set, enforces firewall rules: each peer (its first
+	// allowed IP) may reach this device, and this device each peer, on
+	// these TCP ports only.
+	AllowTCP []uint32
 }
 
 // helperMain runs the helper and exits when the environment asks for it;
@@ -77,7 +83,26 @@ func runHelper(js string) error {
 	if hc.Mode == "" {
 		hc.Mode = ModeUserspace
 	}
-	dev, err := New(ctx, Config{Mode: hc.Mode, Name: hc.Name, PrivateKey: priv, ListenPort: hc.Port, Address: addr, Log: log})
+	cfg := Config{Mode: hc.Mode, Name: hc.Name, PrivateKey: priv, ListenPort: hc.Port, Address: addr, Log: log}
+	if len(hc.AllowTCP) > 0 {
+		var rules []*controlv1.FirewallRule
+		var ports []*controlv1.PortRange
+		for _, p := range hc.AllowTCP {
+			ports = append(ports, &controlv1.PortRange{Start: p})
+		}
+		for _, p := range hc.Peers {
+			ip := netip.MustParsePrefix(p.Allowed[0]).Addr()
+			for _, d := range []controlv1.Direction{controlv1.Direction_DIRECTION_IN, controlv1.Direction_DIRECTION_OUT} {
+				rules = append(rules, &controlv1.FirewallRule{PeerIp: ip.String(), Direction: d, Protocol: controlv1.Protocol_PROTOCOL_TCP, Ports: ports})
+			}
+		}
+		r, err := filter.Compile(rules)
+		if err != nil {
+			return err
+		}
+		cfg.Filter = filter.New(r)
+	}
+	dev, err := New(ctx, cfg)
 	if err != nil {
 		return err
 	}

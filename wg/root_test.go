@@ -3,6 +3,7 @@ package wg
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -217,5 +218,76 @@ func TestUserspaceInNamespaces(t *testing.T) {
 	}
 	if _, err := os.Stat("/var/run/wireguard/" + ifA + ".sock"); err == nil {
 		t.Fatal("UAPI socket left after Close")
+	}
+}
+
+// TestUserspaceFilterInNamespaces enforces firewall rules on a real TUN
+// with its offloads: wireguard-go reads TSO super-packets split into
+// segments and writes segments that the TUN coalesces (GRO), and the
+// filter must judge each one. b lets a in on TCP 5201 only: bulk TCP both
+// ways passes (iperf3, and -R for the answers to a's connection), ping and
+// TCP 22 do not.
+func TestUserspaceFilterInNamespaces(t *testing.T) {
+	requireRoot(t)
+	for _, bin := range []string{"iperf3", "timeout"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("no %s", bin)
+		}
+	}
+	nsA, nsB := netnsPair(t)
+	privA, _ := keys.Generate()
+	privB, _ := keys.Generate()
+	ifA := fmt.Sprintf("mwf%da", os.Getpid()%100000)
+	ifB := fmt.Sprintf("mwf%db", os.Getpid()%100000)
+	_, ready := startHelper(t, nsA, helperConfig{
+		Name: ifA, Key: privA.String(), Addr: "100.64.0.1/16", Port: 51820,
+		Peers: []helperPeer{{Key: privB.Public().String(), Allowed: []string{"100.64.0.2/32"}, Endpoint: "10.77.0.2:51820"}},
+	})
+	if ready != "ready "+ifA+" 51820" {
+		t.Fatalf("helper A: %s", ready)
+	}
+	_, ready = startHelper(t, nsB, helperConfig{
+		Name: ifB, Key: privB.String(), Addr: "100.64.0.2/16", Port: 51820, AllowTCP: []uint32{5201},
+		Peers: []helperPeer{{Key: privA.Public().String(), Allowed: []string{"100.64.0.1/32"}, Endpoint: "10.77.0.1:51820"}},
+	})
+	if ready != "ready "+ifB+" 51820" {
+		t.Fatalf("helper B: %s", ready)
+	}
+	srv := exec.Command("ip", "netns", "exec", nsB, "iperf3", "-s", "-B", "100.64.0.2")
+	must(t, srv.Start())
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+
+	for _, reverse := range []bool{false, true} {
+		args := []string{"netns", "exec", nsA, "iperf3", "-c", "100.64.0.2", "-t", "1", "-J"}
+		if reverse {
+			args = append(args, "-R")
+		}
+		var out []byte
+		var err error
+		eventually(t, 10*time.Second, func() bool { // until the server listens
+			out, err = exec.Command("ip", args...).CombinedOutput()
+			return err == nil
+		}, "iperf3 (reverse %v) through the filter: %v\n%s", reverse, err, out)
+		var res struct {
+			End struct {
+				SumReceived struct {
+					Bytes int64 `json:"bytes"`
+				} `json:"sum_received"`
+			} `json:"end"`
+		}
+		must(t, json.Unmarshal(out, &res))
+		if res.End.SumReceived.Bytes < 1<<20 {
+			t.Fatalf("iperf3 (reverse %v) moved %d bytes through the filter", reverse, res.End.SumReceived.Bytes)
+		}
+	}
+	if out, err := exec.Command("ip", "netns", "exec", nsA, "ping", "-c", "2", "-i", "0.2", "-W", "1", "100.64.0.2").CombinedOutput(); err == nil {
+		t.Fatalf("ping passed a TCP-5201-only filter:\n%s", out)
+	}
+	// Nothing listens on 22: a SYN that got through would be refused at
+	// once (exit 1); a dropped one times out (exit 124).
+	err := exec.Command("ip", "netns", "exec", nsA, "timeout", "2", "bash", "-c", "exec 3<>/dev/tcp/100.64.0.2/22").Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 124 {
+		t.Fatalf("TCP to port 22: %v, want a timeout (the filter drops the SYN)", err)
 	}
 }
