@@ -48,8 +48,9 @@ type Options struct {
 	// NewDevice makes the device; wg.New in production.
 	NewDevice func(context.Context, wg.Config) (wg.Device, error)
 	// OnDevice, when set, is called with each new device and the packet
-	// filter the engine keeps in line with the map's firewall rules, for a
-	// data plane that hooks the filter in.
+	// filter the engine keeps in line with the map's firewall rules (the
+	// device enforces it already: it is Device.Filter unless the template
+	// set another one). For tests and diagnostics.
 	OnDevice func(wg.Device, *filter.Filter)
 	Clients  Clients
 	// Path tunes the path machine; zero fields take its defaults.
