@@ -30,7 +30,8 @@ type DNSOptions struct {
 	// ConfigureOS lets the agent point systemd-resolved at the resolver for
 	// the mesh domain (undone on exit). roles/agent sets it; tests do not.
 	ConfigureOS bool
-	// System overrides the fallback resolvers (nil: /etc/resolv.conf).
+	// System overrides the fallback resolvers (nil: those of
+	// /etc/resolv.conf; empty: none, SERVFAIL instead).
 	System []netip.AddrPort
 }
 

@@ -21,6 +21,7 @@ import (
 	"meshd/internal/agent"
 	"meshd/internal/cliutil"
 	"meshd/internal/daemon"
+	"meshd/internal/dns"
 	"meshd/internal/debugpprof"
 	"meshd/internal/jointoken"
 	"meshd/internal/tlsconf"
@@ -62,6 +63,8 @@ func Command() *cli.Command {
 			&cli.BoolFlag{Name: "dns", Value: true, Usage: "run the mesh resolver on the overlay address, port 53 (peer names, custom records, nameserver groups); " +
 				"with systemd-resolved, send the mesh domain to it (--dns=false: off)"},
 			&cli.StringFlag{Name: "dns-listen", Usage: "also answer DNS on `ADDR:PORT`, e.g. 127.0.0.1:5353 (netstack mode: loopback, a free port unless given)"},
+			&cli.StringSliceFlag{Name: "dns-fallback", Usage: "resolvers (`IP[:PORT]`) for names outside the mesh that no nameserver group takes, or when a group's servers fail " +
+				"(default: those of /etc/resolv.conf; none: answer SERVFAIL instead)"},
 			&cli.StringFlag{Name: "pprof-listen", Hidden: true, Usage: "serve Go profiles (net/http/pprof) on `ADDR`: a unix socket path, or a loopback host:port; for debugging"},
 		}, cliutil.LogFlags()...),
 		Action: runAgent,
@@ -119,6 +122,19 @@ func agentOptions(c *cli.Context) (agent.Options, os.FileMode, error) {
 			return o, 0, fmt.Errorf("--dns-listen %q: want ADDR:PORT, e.g. 127.0.0.1:5353", l)
 		}
 		o.DNS.Listen = ap
+	}
+	if fb := c.StringSlice("dns-fallback"); len(fb) > 0 {
+		o.DNS.System = []netip.AddrPort{}
+		for _, f := range fb {
+			if f == "none" {
+				continue
+			}
+			ap, err := dns.ParseServer(f)
+			if err != nil {
+				return o, 0, fmt.Errorf("--dns-fallback: %v", err)
+			}
+			o.DNS.System = append(o.DNS.System, ap)
+		}
 	}
 	o.Clients = agent.RealClients()
 	return o, os.FileMode(sm), nil

@@ -45,8 +45,16 @@ func TestAgentFlags(t *testing.T) {
 		t.Fatalf("dns defaults: %+v", o.DNS)
 	}
 	o, _, err = agentOptions(ctxFor(t, "--control", "https://c:1", "--setup-key", "K", "--dns=false", "--dns-listen", "127.0.0.1:5353"))
-	if err != nil || !o.DNS.Disabled || o.DNS.Listen.String() != "127.0.0.1:5353" {
+	if err != nil || !o.DNS.Disabled || o.DNS.Listen.String() != "127.0.0.1:5353" || o.DNS.System != nil {
 		t.Fatalf("dns flags: %+v %v", o.DNS, err)
+	}
+	o, _, err = agentOptions(ctxFor(t, "--control", "https://c:1", "--setup-key", "K", "--dns-fallback", "192.0.2.53,[2001:db8::53]:5353"))
+	if err != nil || len(o.DNS.System) != 2 || o.DNS.System[0].String() != "192.0.2.53:53" || o.DNS.System[1].String() != "[2001:db8::53]:5353" {
+		t.Fatalf("--dns-fallback: %+v %v", o.DNS.System, err)
+	}
+	o, _, err = agentOptions(ctxFor(t, "--control", "https://c:1", "--setup-key", "K", "--dns-fallback", "none"))
+	if err != nil || o.DNS.System == nil || len(o.DNS.System) != 0 {
+		t.Fatalf("--dns-fallback none: %#v %v", o.DNS.System, err)
 	}
 	for _, bad := range [][]string{
 		{"--join", tok, "--control", "https://x:1"},
@@ -58,6 +66,7 @@ func TestAgentFlags(t *testing.T) {
 		{"--socket-mode", "0400"},
 		{"--socket-mode", "rw"},
 		{"--control", "https://c:1", "--setup-key", "K", "--dns-listen", "localhost"},
+		{"--control", "https://c:1", "--setup-key", "K", "--dns-fallback", "dns.example"},
 	} {
 		if _, _, err := agentOptions(ctxFor(t, bad...)); err == nil {
 			t.Errorf("%v accepted", bad)

@@ -115,7 +115,18 @@ func TestRoutesAndDNS(t *testing.T) {
 	target := netip.MustParseAddr("10.99.0.2")
 	l.Step("topology")
 
-	agents := lab.StartAgents(ctx, t, srv.Join, ha, hr)
+	// No fallback resolver: the host's /etc/resolv.conf names a server
+	// outside the lab.
+	var agents []*lab.Agent
+	for _, h := range []*lab.Host{ha, hr} {
+		ag := lab.NewAgent(t, h, srv.Join)
+		ag.Args = []string{"--dns-fallback", "none"}
+		lab.SkipIfNotBuilt(t, ag.Launch())
+		agents = append(agents, ag)
+	}
+	for _, ag := range agents {
+		lab.SkipIfNotBuilt(t, ag.WaitReady(ctx))
+	}
 	a, r := agents[0], agents[1]
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -229,6 +240,24 @@ func TestRoutesAndDNS(t *testing.T) {
 		t.Errorf("a still lists routes %+v", st.Routes)
 	}
 	l.Step("route deleted")
+
+	// Stopping the routing peer's agent removes its table and restores
+	// forwarding as well.
+	admin(ctx, t, srv, "routes", "create", "--network", "10.99.0.0/24", "--peer", rName)
+	until(t, 20*time.Second, "r's table back", func() bool {
+		out, err := hr.Run(ctx, "nft", "list", "tables")
+		return err == nil && strings.Contains(out, table)
+	})
+	if err := r.Proc.Stop(); err != nil {
+		t.Logf("stop r: %v", err)
+	}
+	if out, _ := hr.Run(ctx, "nft", "list", "tables"); strings.Contains(out, table) {
+		t.Errorf("r's table outlived its agent: %q", out)
+	}
+	if fwd, _ := hr.Run(ctx, "sysctl", "-n", "net.ipv4.ip_forward"); strings.TrimSpace(fwd) != "0" {
+		t.Errorf("r's ip_forward %q after its agent stopped, want 0", fwd)
+	}
+	l.Step("routing agent stopped")
 }
 
 // inNS runs fn on an OS thread inside h's network namespace, so that the
