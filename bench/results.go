@@ -52,6 +52,11 @@ type Row struct {
 	Ref      string    `json:"ref,omitempty"`
 	RefValue float64   `json:"ref_value,omitempty"`
 	RefRuns  []float64 `json:"ref_runs,omitempty"`
+	// PairedRatios are Value's runs over RefRuns round by round, when
+	// meshd and the reference alternated within each round: their median
+	// is steadier than the ratio of the medians on a shared machine, and
+	// it is what Met is decided on then.
+	PairedRatios []float64 `json:"paired_ratios,omitempty"`
 	// RefMeasured: the reference was measured in this run, alternating
 	// with meshd. Otherwise it is an anchor measured elsewhere (NetBird in
 	// the same kind of lab on this machine, per issue 8) and given as is.

@@ -108,7 +108,7 @@ fi
 if [ "$QUICK" = 1 ]; then
 	MODE=quick SECS=3 ROUNDS=1 RELAY_ROUNDS=1 SETUP_RUNS=3 SIGNAL_N=5000x NETMAP_N=1x RELAY_PACKETS=100000
 else
-	MODE=full SECS=10 ROUNDS=3 RELAY_ROUNDS=2 SETUP_RUNS=10 SIGNAL_N=20000x NETMAP_N=5x RELAY_PACKETS=300000
+	MODE=full SECS=10 ROUNDS=5 RELAY_ROUNDS=2 SETUP_RUNS=10 SIGNAL_N=20000x NETMAP_N=5x RELAY_PACKETS=300000
 fi
 log "$MODE run of $DESC; work directory $WORK"
 
@@ -218,6 +218,7 @@ for n in netmap control signal; do [ -f "$WORK/$n.log" ] && args+=(-gobench "$WO
 for n in relay-1 relay-2; do [ -f "$WORK/$n.log" ] && args+=(-relay "$WORK/$n.log"); done
 [ -s "$WORK/tunnel-device.md" ] && args+=(-extra "1. Tunnel throughput::**The data plane alone** (\`bench/tunnel.sh\`: package wg's device with the one-socket bind and static peers, no agent, in two namespaces joined by one veth; its relayed row is a plain UDP conn standing in for TURN)::$WORK/tunnel-device.md")
 for f in "${FAILED[@]}"; do args+=(-failed "$f"); done
+[ -f "$ROOT/bench/NOTES.md" ] && args+=(-notes "$ROOT/bench/NOTES.md")
 "$WORK/bin/report" "${args[@]}"
 log "done: $OUT${FAILED:+ (failed steps: ${FAILED[*]})}"
 [ "${#FAILED[@]}" = 0 ]

@@ -178,7 +178,7 @@ if [ -n "${RULES:-}" ]; then
 fi
 
 cat <<EOF
-Tunnel throughput, single-stream TCP (iperf3, ${SECS} s, median of ${REPS}), $(date -u +%Y-%m-%d), $(nproc) CPUs, kernel $(uname -r), commit $(cd "$ROOT" && git rev-parse --short HEAD), wireguard-go ${WGVER}
+Tunnel throughput, single-stream TCP (iperf3, ${SECS} s, median of ${REPS}), $(date -u +%Y-%m-%d), $(nproc) CPUs, kernel $(uname -r), commit $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo "(not a git tree)"), wireguard-go ${WGVER}
 
 | path | Gb/s | runs | meshd / this |
 | --- | ---: | --- | ---: |

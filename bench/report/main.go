@@ -55,6 +55,7 @@ func run() error {
 	started := flag.String("started", "", "start time (RFC 3339)")
 	loadStart := flag.String("load-start", "", "load averages at the start")
 	tools := flag.String("tools", "", "versions of iperf3, wireguard-go, coturn")
+	notes := flag.String("notes", "", "`FILE` of hand-written analysis to append")
 	out := flag.String("out", "BENCHMARKS.md", "`FILE` to write")
 	flag.Parse()
 
@@ -127,6 +128,13 @@ func run() error {
 		}
 		m.Commands = string(b)
 	}
+	if *notes != "" {
+		b, err := os.ReadFile(*notes)
+		if err != nil {
+			return err
+		}
+		m.Notes = string(b)
+	}
 	if *profiles != "" {
 		var err error
 		if m.Profiles, err = readProfiles(*profiles, 12); err != nil {
@@ -171,6 +179,8 @@ func readProfiles(dir string, n int) ([]profile, error) {
 		taking := false
 		for _, line := range strings.Split(string(b), "\n") {
 			line = strings.TrimRight(line, " -")
+			line = strings.TrimRight(strings.TrimSuffix(line, "[IPC Coverage]"), " ")
+			line = strings.TrimRight(strings.TrimSuffix(line, "IPC"), " ")
 			switch {
 			case strings.HasPrefix(line, "# Samples"), strings.HasPrefix(line, "Showing nodes"):
 				keep = append(keep, line)

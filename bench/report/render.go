@@ -20,6 +20,7 @@ type meta struct {
 	Commands                     string
 	Profiles                     []profile
 	Extras                       []extra
+	Notes                        string // hand-written analysis (bench/NOTES.md)
 	Failed                       []string
 }
 
@@ -91,7 +92,7 @@ func render(w io.Writer, m meta, rows []bench.Row) {
 	p("| machine | %s, %d cores, %s RAM, kernel %s |\n", m.CPU, m.Cores, m.Memory, m.Kernel)
 	p("| load average (1, 5, 15 min) | at start %s; at end %s |\n", m.LoadStart, m.LoadEnd)
 	p("| software | %s, %s |\n\n", m.Go, m.Tools)
-	p("The machine has %d cores and was shared with other work: the *load* column is the 1-minute load average at the end of each run of that figure. Figures taken under a load above the core count are noisy; ratios of runs that alternated with their reference are steadier than absolute figures.\n\n", m.Cores)
+	p("The machine has %d cores and was shared with other work: the *load* column is the 1-minute load average at the end of each run of that figure. Figures taken under a load above the core count are noisy; ratios of runs that alternated with their reference are steadier than absolute figures: *paired* is the median of the round-by-round ratios, and the aim is judged on it where given.\n\n", m.Cores)
 
 	if len(m.Failed) > 0 {
 		p("**Steps that failed** (their figures are missing; see the step's log): %s.\n\n", strings.Join(m.Failed, "; "))
@@ -102,6 +103,7 @@ func render(w io.Writer, m meta, rows []bench.Row) {
 			aims = append(aims, r)
 		}
 	}
+	slices.SortStableFunc(aims, func(a, b bench.Row) int { return strings.Compare(a.Section, b.Section) })
 	if len(aims) > 0 {
 		p("## Aims\n\n| figure | meshd | aim | |\n| --- | ---: | --- | --- |\n")
 		for _, r := range aims {
@@ -139,6 +141,9 @@ func render(w io.Writer, m meta, rows []bench.Row) {
 				}
 				ref = fmt.Sprintf("%s: %s %s (%s)", r.Ref, num(r.RefValue), r.Unit, kind)
 				ratio = num(r.Ratio()) + "×"
+				if len(r.PairedRatios) > 0 {
+					ratio += fmt.Sprintf(" (paired: %s×)", num(bench.Median(r.PairedRatios)))
+				}
 			}
 			runs := nums(r.Runs)
 			if len(r.RefRuns) > 0 {
@@ -173,4 +178,7 @@ func render(w io.Writer, m meta, rows []bench.Row) {
 		}
 	}
 	p("## Commands\n\n```sh\n%s\n```\n", strings.TrimRight(m.Commands, "\n"))
+	if m.Notes != "" {
+		p("\n%s\n", strings.TrimRight(m.Notes, "\n"))
+	}
 }

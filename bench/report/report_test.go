@@ -84,7 +84,8 @@ func TestRelayRows(t *testing.T) {
 func TestRender(t *testing.T) {
 	rows := []bench.Row{
 		{Section: "1. Tunnel throughput", Figure: "TCP | direct", Unit: "Gb/s", Value: 2.5, Ref: "wireguard-go", RefValue: 2,
-			RefMeasured: true, Aim: "≥ 1.0× wireguard-go", Met: bench.Met(true), Load: []float64{1.5, 2.5}, Note: "per round 1.25"},
+			RefMeasured: true, PairedRatios: []float64{1.3, 1.1, 0.9}, Aim: "≥ 1.0× wireguard-go", Met: bench.Met(true),
+			Load: []float64{1.5, 2.5}, Note: "per round 1.25"},
 		{Section: "5. Memory", Figure: "RSS idle", Unit: "MB", Value: 31.2, Ref: "NetBird", RefValue: 54, Aim: "< 30 MB", Met: bench.Met(false)},
 	}
 	var buf bytes.Buffer
@@ -92,7 +93,7 @@ func TestRender(t *testing.T) {
 		Extras: []extra{{Section: "1. Tunnel throughput", Title: "Also:", Text: "| a | b |\n"}}}, rows)
 	out := buf.String()
 	for _, want := range []string{
-		"| TCP \\| direct [1] | 2.50 Gb/s | wireguard-go: 2.00 Gb/s (same run) | 1.25× | ≥ 1.0× wireguard-go | met | 1.50–2.50 |",
+		"| TCP \\| direct [1] | 2.50 Gb/s | wireguard-go: 2.00 Gb/s (same run) | 1.25× (paired: 1.10×) | ≥ 1.0× wireguard-go | met | 1.50–2.50 |",
 		"| RSS idle | 31.2 MB | NetBird: 54.0 MB (anchor) | 0.58× | < 30 MB | **missed** |",
 		"1. per round 1.25",
 		"relay-1 (exit 1)",

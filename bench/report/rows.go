@@ -66,8 +66,13 @@ func signalRow(r benchResult, load []float64) bench.Row {
 	proto, load2, _ := strings.Cut(variant, "/")
 	switch {
 	case strings.HasPrefix(load2, "inflight="):
-		row.Figure = fmt.Sprintf("Signal messages/s, 1,000 peers, %s, %s sends open per peer (closed loop: sealed, forwarded, opened)",
-			strings.ToUpper(proto), strings.TrimPrefix(load2, "inflight="))
+		open := strings.TrimPrefix(load2, "inflight=")
+		sends := "sends"
+		if open == "1" {
+			sends = "send"
+		}
+		row.Figure = fmt.Sprintf("Signal messages/s, 1,000 peers, %s, %s %s open per peer (closed loop: sealed, forwarded, opened)",
+			strings.ToUpper(proto), open, sends)
 		row.Unit, row.Value = "msgs/s", m["msgs/s"]
 		if load2 == "inflight=8" {
 			row.Aim, row.Met = "many thousands/s (≥ 5,000)", bench.Met(m["msgs/s"] >= 5000)
