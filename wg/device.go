@@ -14,6 +14,10 @@
 //	dev.SetRelayed(k, turnConn)             // first packets need not wait for ICE
 //	dev.SetDirect(k, selectedRemoteAddrPort) // once ICE selects a host/srflx pair
 //
+// Config.Filter (the engine passes its internal/filter Filter) judges every
+// packet on the TUN side of wireguard-go: the map's firewall rules hold in
+// userspace and netstack modes.
+//
 // Fakes for the engine's tests are in package wgtest; the one-socket bind
 // is package wg/bind.
 package wg
