@@ -132,21 +132,36 @@ func (n *node) nft(ruleset string) error {
 func (n *node) do(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
-		// The thread never leaves the namespace: the goroutine ends locked,
-		// so the runtime throws the thread away instead of reusing it.
+		// The thread enters the namespace and comes back before it is
+		// unlocked. It must not be thrown away: processes started with
+		// Pdeathsig (Host.Start) die when the thread that forked them exits,
+		// and the runtime may fork from any thread.
 		runtime.LockOSThread()
+		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open own namespace: %w", err)
+			return
+		}
+		defer unix.Close(home)
 		fd, err := unix.Open("/run/netns/"+n.ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("open namespace %s: %w", n.name, err)
 			return
 		}
 		err = unix.Setns(fd, unix.CLONE_NEWNET)
 		unix.Close(fd)
 		if err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("enter namespace %s: %w", n.name, err)
 			return
 		}
-		errc <- fn()
+		ferr := fn()
+		if err := unix.Setns(home, unix.CLONE_NEWNET); err == nil {
+			runtime.UnlockOSThread()
+		} // else: the goroutine ends locked and the runtime discards the thread
+		errc <- ferr
 	}()
 	return <-errc
 }
