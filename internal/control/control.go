@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	adminv1 "meshd/api/admin/v1"
 	"meshd/api/admin/v1/adminv1connect"
 	controlv1 "meshd/api/control/v1"
 	"meshd/api/control/v1/controlv1connect"
@@ -85,6 +86,10 @@ type Options struct {
 	Coalesce        time.Duration // how long a burst of changes is gathered
 	JanitorInterval time.Duration // ephemeral peers, expired logins
 	MTU             uint32        // tunnel MTU in maps (netmap.DefaultMTU)
+
+	// Status, when set, adds what runs beside control in this process
+	// (signal's and the relay's counters) to the admin API's server status.
+	Status func(*adminv1.ServerStatus)
 }
 
 // Service is the control service. Create it with New, mount it on a server
@@ -99,6 +104,7 @@ type Service struct {
 	stunURLs   []string
 	turnURLs   []string
 	challenger *seal.Challenger
+	started    time.Time
 
 	mu       sync.RWMutex
 	accounts []*account
@@ -137,7 +143,7 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	if opts.Relays.TTL <= 0 {
 		opts.Relays.TTL = DefaultTURNTTL
 	}
-	s := &Service{opts: opts, log: opts.Log, st: opts.Store, now: opts.Now,
+	s := &Service{opts: opts, log: opts.Log, st: opts.Store, now: opts.Now, started: opts.Now(),
 		challenger: seal.NewChallenger(ChallengeTTL), tokens: map[string]*store.AdminToken{}}
 	for _, u := range opts.Relays.URLs {
 		switch scheme, _, _ := strings.Cut(u, ":"); scheme {

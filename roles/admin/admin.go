@@ -55,7 +55,7 @@ func Command() *cli.Command { return NewCommand(Options{}) }
 
 // NewCommand is `meshd admin` with options (tests).
 func NewCommand(o Options) *cli.Command {
-	nouns := []*cli.Command{accountCmd(), peersCmd(), groupsCmd(), setupKeysCmd(), policiesCmd(), routesCmd(), dnsCmd(), eventsCmd()}
+	nouns := []*cli.Command{accountCmd(), peersCmd(), groupsCmd(), setupKeysCmd(), policiesCmd(), routesCmd(), dnsCmd(), eventsCmd(), serverCmd()}
 	for _, n := range nouns {
 		prepare(n, o)
 	}

@@ -22,8 +22,10 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	adminv1 "meshd/api/admin/v1"
 	"meshd/internal/cliutil"
 	"meshd/internal/server"
+	natsignal "meshd/internal/signal"
 	"meshd/internal/tlsconf"
 	natrelay "meshd/nat/relay"
 	"meshd/roles/control"
@@ -108,6 +110,14 @@ func run(c *cli.Context) error {
 	}
 	ctlCfg.RelayURLs = append(relayURLs(p.publicURL, relCfg.Listen, p.tls != nil), ctlCfg.RelayURLs...)
 
+	// The admin API's server status includes signal's and the relay's
+	// counters; both exist before the server serves its first request.
+	var (
+		sig *natsignal.Server
+		rel *natrelay.Server
+	)
+	ctlCfg.Status = func(st *adminv1.ServerStatus) { fillStatus(st, sig, rel, ctlCfg.RelayURLs) }
+
 	ctx, stop := cliutil.SignalContext(c.Context)
 	defer stop()
 	srv := server.New(log, tlsConfig)
@@ -116,7 +126,7 @@ func run(c *cli.Context) error {
 		return cliutil.Exit(1, "all: %v", err)
 	}
 	defer ctl.Close()
-	if _, err := signal.Start(ctx, sigCfg, srv, log); err != nil {
+	if sig, err = signal.Start(ctx, sigCfg, srv, log); err != nil {
 		return cliutil.Exit(1, "all: %v", err)
 	}
 
@@ -130,8 +140,7 @@ func run(c *cli.Context) error {
 		httpLn, relCfg.TLSListener = natrelay.SplitTLS(raw, srv.TLSConfig())
 	}
 	relCfg.Secret = ctl.Service.TURNSecret()
-	rel, err := relay.Start(ctx, relCfg, log)
-	if err != nil {
+	if rel, err = relay.Start(ctx, relCfg, log); err != nil {
 		httpLn.Close()
 		if relCfg.TLSListener != nil {
 			relCfg.TLSListener.Close()
@@ -252,4 +261,25 @@ func checkDataDir(dir string) error {
 	name := f.Name()
 	f.Close()
 	return os.Remove(filepath.Clean(name))
+}
+
+// fillStatus adds signal's and the relay's counters to the server status.
+func fillStatus(st *adminv1.ServerStatus, sig *natsignal.Server, rel *natrelay.Server, relayURLs []string) {
+	if sig != nil {
+		s := sig.Stats()
+		st.Signal = &adminv1.SignalStatus{Streams: int64(s.Streams), Registered: s.Registered,
+			Forwarded: s.Sent, NotConnected: s.NotConnected, Refused: s.Refused}
+	}
+	if rel != nil {
+		r := rel.Stats()
+		var refused uint64
+		for _, n := range r.Refused {
+			refused += n
+		}
+		for _, n := range r.AuthRefused {
+			refused += n
+		}
+		st.Relay = &adminv1.RelayStatus{Allocations: int64(r.Allocations), AllocationsTotal: r.AllocationsTotal,
+			BytesToPeers: r.BytesToPeers, BytesFromPeers: r.BytesFromPeers, Refused: refused, Urls: relayURLs}
+	}
 }

@@ -14,7 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/urfave/cli/v2"
+
+	adminv1 "meshd/api/admin/v1"
+	"meshd/api/admin/v1/adminv1connect"
 
 	"meshd/internal/cliutil"
 	"meshd/internal/jointoken"
@@ -167,6 +171,7 @@ func TestAllFirstStartAndRestart(t *testing.T) {
 	if st, _ := os.Stat(filepath.Join(dir, "admin-token")); st.Mode().Perm() != 0o600 {
 		t.Fatalf("admin-token mode %v", st.Mode().Perm())
 	}
+	checkServerStatus(t, tok, strings.TrimSpace(string(token1)))
 	if !strings.Contains(r.out.String(), "created a new network") {
 		t.Fatalf("first start did not say it created the network:\n%s", r.out)
 	}
@@ -209,5 +214,35 @@ func TestAllUnusableDataDir(t *testing.T) {
 	ec, ok := err.(cli.ExitCoder)
 	if !ok || ec.ExitCode() != 1 || !strings.Contains(err.Error(), "--data") {
 		t.Fatalf("err = %v; want exit 1 naming --data", err)
+	}
+}
+
+// checkServerStatus asks the admin API how the server is doing: in `all`,
+// the status carries signal's and the relay's counters.
+func checkServerStatus(tb testing.TB, tok jointoken.Token, adminToken string) {
+	tb.Helper()
+	hc, err := rpcclient.New(tok.ControlURL, tok.Pin)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer hc.CloseIdleConnections()
+	api := adminv1connect.NewAdminServiceClient(hc, tok.ControlURL)
+	req := connect.NewRequest(&adminv1.GetServerStatusRequest{})
+	req.Header().Set("Authorization", "Bearer "+adminToken)
+	res, err := api.GetServerStatus(context.Background(), req)
+	if err != nil {
+		tb.Fatalf("server status: %v", err)
+	}
+	st := res.Msg
+	if st.Signal == nil || st.Relay == nil || st.Peers != 0 || st.Version == "" {
+		tb.Fatalf("server status %v: want signal and relay counters, no peers", st)
+	}
+	if len(st.Relay.Urls) != 4 || !strings.HasPrefix(st.Relay.Urls[3], "turns:") {
+		tb.Fatalf("relay urls %v: want stun, turn udp, turn tcp, turns", st.Relay.Urls)
+	}
+	bad := connect.NewRequest(&adminv1.GetServerStatusRequest{})
+	bad.Header().Set("Authorization", "Bearer wrong")
+	if _, err := api.GetServerStatus(context.Background(), bad); connect.CodeOf(err) != connect.CodeUnauthenticated {
+		tb.Fatalf("a wrong admin token: err = %v, want unauthenticated", err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"go.uber.org/zap"
 
+	adminv1 "meshd/api/admin/v1"
 	"meshd/internal/cliutil"
 	"meshd/internal/control"
 	"meshd/internal/server"
@@ -51,6 +52,9 @@ type Config struct {
 	TURNSecret []byte
 	// TURNTTL is how long TURN credentials live (0: control's default).
 	TURNTTL time.Duration
+	// Status adds the counters of roles running in the same process to the
+	// admin API's server status (roles/all sets it).
+	Status func(*adminv1.ServerStatus)
 }
 
 // Flags are the control service's own flags (without the server's and
@@ -137,6 +141,7 @@ func Start(ctx context.Context, cfg Config, srv *server.Server, log *zap.Logger)
 		SignalURL: cfg.SignalURL,
 		SignalPin: cfg.SignalPin,
 		Relays:    control.RelayOptions{URLs: cfg.RelayURLs, Secret: cfg.TURNSecret, TTL: cfg.TURNTTL},
+		Status:    cfg.Status,
 	})
 	if err != nil {
 		st.Close()

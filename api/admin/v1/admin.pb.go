@@ -3842,6 +3842,290 @@ func (x *ListEventsResponse) GetEvents() []*Event {
 	return nil
 }
 
+type GetServerStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetServerStatusRequest) Reset() {
+	*x = GetServerStatusRequest{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetServerStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetServerStatusRequest) ProtoMessage() {}
+
+func (x *GetServerStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetServerStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetServerStatusRequest) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{65}
+}
+
+type ServerStatus struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Version     string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	Started     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=started,proto3" json:"started,omitempty"`
+	Peers       int32                  `protobuf:"varint,3,opt,name=peers,proto3" json:"peers,omitempty"`
+	PeersOnline int32                  `protobuf:"varint,4,opt,name=peers_online,json=peersOnline,proto3" json:"peers_online,omitempty"`
+	// Unset when signal runs in another process.
+	Signal *SignalStatus `protobuf:"bytes,5,opt,name=signal,proto3" json:"signal,omitempty"`
+	// Unset when the relay runs in another process.
+	Relay         *RelayStatus `protobuf:"bytes,6,opt,name=relay,proto3" json:"relay,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServerStatus) Reset() {
+	*x = ServerStatus{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerStatus) ProtoMessage() {}
+
+func (x *ServerStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerStatus.ProtoReflect.Descriptor instead.
+func (*ServerStatus) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *ServerStatus) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *ServerStatus) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *ServerStatus) GetPeers() int32 {
+	if x != nil {
+		return x.Peers
+	}
+	return 0
+}
+
+func (x *ServerStatus) GetPeersOnline() int32 {
+	if x != nil {
+		return x.PeersOnline
+	}
+	return 0
+}
+
+func (x *ServerStatus) GetSignal() *SignalStatus {
+	if x != nil {
+		return x.Signal
+	}
+	return nil
+}
+
+func (x *ServerStatus) GetRelay() *RelayStatus {
+	if x != nil {
+		return x.Relay
+	}
+	return nil
+}
+
+type SignalStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Streams open now (registered or registering).
+	Streams       int64  `protobuf:"varint,1,opt,name=streams,proto3" json:"streams,omitempty"`
+	Registered    uint64 `protobuf:"varint,2,opt,name=registered,proto3" json:"registered,omitempty"`
+	Forwarded     uint64 `protobuf:"varint,3,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	NotConnected  uint64 `protobuf:"varint,4,opt,name=not_connected,json=notConnected,proto3" json:"not_connected,omitempty"`
+	Refused       uint64 `protobuf:"varint,5,opt,name=refused,proto3" json:"refused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignalStatus) Reset() {
+	*x = SignalStatus{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignalStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignalStatus) ProtoMessage() {}
+
+func (x *SignalStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignalStatus.ProtoReflect.Descriptor instead.
+func (*SignalStatus) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *SignalStatus) GetStreams() int64 {
+	if x != nil {
+		return x.Streams
+	}
+	return 0
+}
+
+func (x *SignalStatus) GetRegistered() uint64 {
+	if x != nil {
+		return x.Registered
+	}
+	return 0
+}
+
+func (x *SignalStatus) GetForwarded() uint64 {
+	if x != nil {
+		return x.Forwarded
+	}
+	return 0
+}
+
+func (x *SignalStatus) GetNotConnected() uint64 {
+	if x != nil {
+		return x.NotConnected
+	}
+	return 0
+}
+
+func (x *SignalStatus) GetRefused() uint64 {
+	if x != nil {
+		return x.Refused
+	}
+	return 0
+}
+
+type RelayStatus struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Allocations      int64                  `protobuf:"varint,1,opt,name=allocations,proto3" json:"allocations,omitempty"`
+	AllocationsTotal uint64                 `protobuf:"varint,2,opt,name=allocations_total,json=allocationsTotal,proto3" json:"allocations_total,omitempty"`
+	BytesToPeers     uint64                 `protobuf:"varint,3,opt,name=bytes_to_peers,json=bytesToPeers,proto3" json:"bytes_to_peers,omitempty"`
+	BytesFromPeers   uint64                 `protobuf:"varint,4,opt,name=bytes_from_peers,json=bytesFromPeers,proto3" json:"bytes_from_peers,omitempty"`
+	// Allocations refused for quota, capacity or ports, and refused credentials.
+	Refused       uint64   `protobuf:"varint,5,opt,name=refused,proto3" json:"refused,omitempty"`
+	Urls          []string `protobuf:"bytes,6,rep,name=urls,proto3" json:"urls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RelayStatus) Reset() {
+	*x = RelayStatus{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelayStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelayStatus) ProtoMessage() {}
+
+func (x *RelayStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelayStatus.ProtoReflect.Descriptor instead.
+func (*RelayStatus) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *RelayStatus) GetAllocations() int64 {
+	if x != nil {
+		return x.Allocations
+	}
+	return 0
+}
+
+func (x *RelayStatus) GetAllocationsTotal() uint64 {
+	if x != nil {
+		return x.AllocationsTotal
+	}
+	return 0
+}
+
+func (x *RelayStatus) GetBytesToPeers() uint64 {
+	if x != nil {
+		return x.BytesToPeers
+	}
+	return 0
+}
+
+func (x *RelayStatus) GetBytesFromPeers() uint64 {
+	if x != nil {
+		return x.BytesFromPeers
+	}
+	return 0
+}
+
+func (x *RelayStatus) GetRefused() uint64 {
+	if x != nil {
+		return x.Refused
+	}
+	return 0
+}
+
+func (x *RelayStatus) GetUrls() []string {
+	if x != nil {
+		return x.Urls
+	}
+	return nil
+}
+
 var File_api_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_api_admin_v1_admin_proto_rawDesc = "" +
@@ -4154,7 +4438,30 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x11ListEventsRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\"C\n" +
 	"\x12ListEventsResponse\x12-\n" +
-	"\x06events\x18\x01 \x03(\v2\x15.meshd.admin.v1.EventR\x06events2\x8d\x1a\n" +
+	"\x06events\x18\x01 \x03(\v2\x15.meshd.admin.v1.EventR\x06events\"\x18\n" +
+	"\x16GetServerStatusRequest\"\x80\x02\n" +
+	"\fServerStatus\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x124\n" +
+	"\astarted\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x12\x14\n" +
+	"\x05peers\x18\x03 \x01(\x05R\x05peers\x12!\n" +
+	"\fpeers_online\x18\x04 \x01(\x05R\vpeersOnline\x124\n" +
+	"\x06signal\x18\x05 \x01(\v2\x1c.meshd.admin.v1.SignalStatusR\x06signal\x121\n" +
+	"\x05relay\x18\x06 \x01(\v2\x1b.meshd.admin.v1.RelayStatusR\x05relay\"\xa5\x01\n" +
+	"\fSignalStatus\x12\x18\n" +
+	"\astreams\x18\x01 \x01(\x03R\astreams\x12\x1e\n" +
+	"\n" +
+	"registered\x18\x02 \x01(\x04R\n" +
+	"registered\x12\x1c\n" +
+	"\tforwarded\x18\x03 \x01(\x04R\tforwarded\x12#\n" +
+	"\rnot_connected\x18\x04 \x01(\x04R\fnotConnected\x12\x18\n" +
+	"\arefused\x18\x05 \x01(\x04R\arefused\"\xda\x01\n" +
+	"\vRelayStatus\x12 \n" +
+	"\vallocations\x18\x01 \x01(\x03R\vallocations\x12+\n" +
+	"\x11allocations_total\x18\x02 \x01(\x04R\x10allocationsTotal\x12$\n" +
+	"\x0ebytes_to_peers\x18\x03 \x01(\x04R\fbytesToPeers\x12(\n" +
+	"\x10bytes_from_peers\x18\x04 \x01(\x04R\x0ebytesFromPeers\x12\x18\n" +
+	"\arefused\x18\x05 \x01(\x04R\arefused\x12\x12\n" +
+	"\x04urls\x18\x06 \x03(\tR\x04urls2\xe6\x1a\n" +
 	"\fAdminService\x12H\n" +
 	"\n" +
 	"GetAccount\x12!.meshd.admin.v1.GetAccountRequest\x1a\x17.meshd.admin.v1.Account\x12N\n" +
@@ -4200,7 +4507,8 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x0fUpdateDNSRecord\x12&.meshd.admin.v1.UpdateDNSRecordRequest\x1a\x19.meshd.admin.v1.DNSRecord\x12b\n" +
 	"\x0fDeleteDNSRecord\x12&.meshd.admin.v1.DeleteDNSRecordRequest\x1a'.meshd.admin.v1.DeleteDNSRecordResponse\x12S\n" +
 	"\n" +
-	"ListEvents\x12!.meshd.admin.v1.ListEventsRequest\x1a\".meshd.admin.v1.ListEventsResponseB\x1cZ\x1ameshd/api/admin/v1;adminv1b\x06proto3"
+	"ListEvents\x12!.meshd.admin.v1.ListEventsRequest\x1a\".meshd.admin.v1.ListEventsResponse\x12W\n" +
+	"\x0fGetServerStatus\x12&.meshd.admin.v1.GetServerStatusRequest\x1a\x1c.meshd.admin.v1.ServerStatusB\x1cZ\x1ameshd/api/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_api_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -4214,7 +4522,7 @@ func file_api_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_api_admin_v1_admin_proto_rawDescData
 }
 
-var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
+var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
 var file_api_admin_v1_admin_proto_goTypes = []any{
 	(*StringList)(nil),                    // 0: meshd.admin.v1.StringList
 	(*Account)(nil),                       // 1: meshd.admin.v1.Account
@@ -4281,29 +4589,33 @@ var file_api_admin_v1_admin_proto_goTypes = []any{
 	(*Event)(nil),                         // 62: meshd.admin.v1.Event
 	(*ListEventsRequest)(nil),             // 63: meshd.admin.v1.ListEventsRequest
 	(*ListEventsResponse)(nil),            // 64: meshd.admin.v1.ListEventsResponse
-	(*timestamppb.Timestamp)(nil),         // 65: google.protobuf.Timestamp
+	(*GetServerStatusRequest)(nil),        // 65: meshd.admin.v1.GetServerStatusRequest
+	(*ServerStatus)(nil),                  // 66: meshd.admin.v1.ServerStatus
+	(*SignalStatus)(nil),                  // 67: meshd.admin.v1.SignalStatus
+	(*RelayStatus)(nil),                   // 68: meshd.admin.v1.RelayStatus
+	(*timestamppb.Timestamp)(nil),         // 69: google.protobuf.Timestamp
 }
 var file_api_admin_v1_admin_proto_depIdxs = []int32{
-	65, // 0: meshd.admin.v1.Account.created:type_name -> google.protobuf.Timestamp
-	65, // 1: meshd.admin.v1.Peer.last_seen:type_name -> google.protobuf.Timestamp
-	65, // 2: meshd.admin.v1.Peer.login_expires:type_name -> google.protobuf.Timestamp
-	65, // 3: meshd.admin.v1.Peer.created:type_name -> google.protobuf.Timestamp
+	69, // 0: meshd.admin.v1.Account.created:type_name -> google.protobuf.Timestamp
+	69, // 1: meshd.admin.v1.Peer.last_seen:type_name -> google.protobuf.Timestamp
+	69, // 2: meshd.admin.v1.Peer.login_expires:type_name -> google.protobuf.Timestamp
+	69, // 3: meshd.admin.v1.Peer.created:type_name -> google.protobuf.Timestamp
 	4,  // 4: meshd.admin.v1.ListPeersResponse.peers:type_name -> meshd.admin.v1.Peer
 	0,  // 5: meshd.admin.v1.UpdatePeerRequest.groups:type_name -> meshd.admin.v1.StringList
-	65, // 6: meshd.admin.v1.Group.created:type_name -> google.protobuf.Timestamp
+	69, // 6: meshd.admin.v1.Group.created:type_name -> google.protobuf.Timestamp
 	11, // 7: meshd.admin.v1.ListGroupsResponse.groups:type_name -> meshd.admin.v1.Group
 	0,  // 8: meshd.admin.v1.UpdateGroupRequest.peers:type_name -> meshd.admin.v1.StringList
-	65, // 9: meshd.admin.v1.SetupKey.expires:type_name -> google.protobuf.Timestamp
-	65, // 10: meshd.admin.v1.SetupKey.last_used:type_name -> google.protobuf.Timestamp
-	65, // 11: meshd.admin.v1.SetupKey.created:type_name -> google.protobuf.Timestamp
+	69, // 9: meshd.admin.v1.SetupKey.expires:type_name -> google.protobuf.Timestamp
+	69, // 10: meshd.admin.v1.SetupKey.last_used:type_name -> google.protobuf.Timestamp
+	69, // 11: meshd.admin.v1.SetupKey.created:type_name -> google.protobuf.Timestamp
 	19, // 12: meshd.admin.v1.ListSetupKeysResponse.setup_keys:type_name -> meshd.admin.v1.SetupKey
 	0,  // 13: meshd.admin.v1.UpdateSetupKeyRequest.auto_groups:type_name -> meshd.admin.v1.StringList
-	65, // 14: meshd.admin.v1.Policy.created:type_name -> google.protobuf.Timestamp
+	69, // 14: meshd.admin.v1.Policy.created:type_name -> google.protobuf.Timestamp
 	27, // 15: meshd.admin.v1.ListPoliciesResponse.policies:type_name -> meshd.admin.v1.Policy
 	0,  // 16: meshd.admin.v1.UpdatePolicyRequest.sources:type_name -> meshd.admin.v1.StringList
 	0,  // 17: meshd.admin.v1.UpdatePolicyRequest.destinations:type_name -> meshd.admin.v1.StringList
 	0,  // 18: meshd.admin.v1.UpdatePolicyRequest.ports:type_name -> meshd.admin.v1.StringList
-	65, // 19: meshd.admin.v1.Route.created:type_name -> google.protobuf.Timestamp
+	69, // 19: meshd.admin.v1.Route.created:type_name -> google.protobuf.Timestamp
 	35, // 20: meshd.admin.v1.ListRoutesResponse.routes:type_name -> meshd.admin.v1.Route
 	0,  // 21: meshd.admin.v1.UpdateRouteRequest.peers:type_name -> meshd.admin.v1.StringList
 	0,  // 22: meshd.admin.v1.UpdateRouteRequest.groups:type_name -> meshd.admin.v1.StringList
@@ -4312,91 +4624,96 @@ var file_api_admin_v1_admin_proto_depIdxs = []int32{
 	0,  // 25: meshd.admin.v1.UpdateNameserverGroupRequest.match_domains:type_name -> meshd.admin.v1.StringList
 	0,  // 26: meshd.admin.v1.UpdateNameserverGroupRequest.groups:type_name -> meshd.admin.v1.StringList
 	54, // 27: meshd.admin.v1.ListDNSRecordsResponse.records:type_name -> meshd.admin.v1.DNSRecord
-	65, // 28: meshd.admin.v1.Event.time:type_name -> google.protobuf.Timestamp
+	69, // 28: meshd.admin.v1.Event.time:type_name -> google.protobuf.Timestamp
 	62, // 29: meshd.admin.v1.ListEventsResponse.events:type_name -> meshd.admin.v1.Event
-	2,  // 30: meshd.admin.v1.AdminService.GetAccount:input_type -> meshd.admin.v1.GetAccountRequest
-	3,  // 31: meshd.admin.v1.AdminService.UpdateAccount:input_type -> meshd.admin.v1.UpdateAccountRequest
-	5,  // 32: meshd.admin.v1.AdminService.ListPeers:input_type -> meshd.admin.v1.ListPeersRequest
-	7,  // 33: meshd.admin.v1.AdminService.GetPeer:input_type -> meshd.admin.v1.GetPeerRequest
-	8,  // 34: meshd.admin.v1.AdminService.UpdatePeer:input_type -> meshd.admin.v1.UpdatePeerRequest
-	9,  // 35: meshd.admin.v1.AdminService.DeletePeer:input_type -> meshd.admin.v1.DeletePeerRequest
-	12, // 36: meshd.admin.v1.AdminService.ListGroups:input_type -> meshd.admin.v1.ListGroupsRequest
-	14, // 37: meshd.admin.v1.AdminService.GetGroup:input_type -> meshd.admin.v1.GetGroupRequest
-	15, // 38: meshd.admin.v1.AdminService.CreateGroup:input_type -> meshd.admin.v1.CreateGroupRequest
-	16, // 39: meshd.admin.v1.AdminService.UpdateGroup:input_type -> meshd.admin.v1.UpdateGroupRequest
-	17, // 40: meshd.admin.v1.AdminService.DeleteGroup:input_type -> meshd.admin.v1.DeleteGroupRequest
-	20, // 41: meshd.admin.v1.AdminService.ListSetupKeys:input_type -> meshd.admin.v1.ListSetupKeysRequest
-	22, // 42: meshd.admin.v1.AdminService.GetSetupKey:input_type -> meshd.admin.v1.GetSetupKeyRequest
-	23, // 43: meshd.admin.v1.AdminService.CreateSetupKey:input_type -> meshd.admin.v1.CreateSetupKeyRequest
-	24, // 44: meshd.admin.v1.AdminService.UpdateSetupKey:input_type -> meshd.admin.v1.UpdateSetupKeyRequest
-	25, // 45: meshd.admin.v1.AdminService.DeleteSetupKey:input_type -> meshd.admin.v1.DeleteSetupKeyRequest
-	28, // 46: meshd.admin.v1.AdminService.ListPolicies:input_type -> meshd.admin.v1.ListPoliciesRequest
-	30, // 47: meshd.admin.v1.AdminService.GetPolicy:input_type -> meshd.admin.v1.GetPolicyRequest
-	31, // 48: meshd.admin.v1.AdminService.CreatePolicy:input_type -> meshd.admin.v1.CreatePolicyRequest
-	32, // 49: meshd.admin.v1.AdminService.UpdatePolicy:input_type -> meshd.admin.v1.UpdatePolicyRequest
-	33, // 50: meshd.admin.v1.AdminService.DeletePolicy:input_type -> meshd.admin.v1.DeletePolicyRequest
-	36, // 51: meshd.admin.v1.AdminService.ListRoutes:input_type -> meshd.admin.v1.ListRoutesRequest
-	38, // 52: meshd.admin.v1.AdminService.GetRoute:input_type -> meshd.admin.v1.GetRouteRequest
-	39, // 53: meshd.admin.v1.AdminService.CreateRoute:input_type -> meshd.admin.v1.CreateRouteRequest
-	40, // 54: meshd.admin.v1.AdminService.UpdateRoute:input_type -> meshd.admin.v1.UpdateRouteRequest
-	41, // 55: meshd.admin.v1.AdminService.DeleteRoute:input_type -> meshd.admin.v1.DeleteRouteRequest
-	44, // 56: meshd.admin.v1.AdminService.GetDNSSettings:input_type -> meshd.admin.v1.GetDNSSettingsRequest
-	45, // 57: meshd.admin.v1.AdminService.UpdateDNSSettings:input_type -> meshd.admin.v1.UpdateDNSSettingsRequest
-	47, // 58: meshd.admin.v1.AdminService.ListNameserverGroups:input_type -> meshd.admin.v1.ListNameserverGroupsRequest
-	49, // 59: meshd.admin.v1.AdminService.GetNameserverGroup:input_type -> meshd.admin.v1.GetNameserverGroupRequest
-	50, // 60: meshd.admin.v1.AdminService.CreateNameserverGroup:input_type -> meshd.admin.v1.CreateNameserverGroupRequest
-	51, // 61: meshd.admin.v1.AdminService.UpdateNameserverGroup:input_type -> meshd.admin.v1.UpdateNameserverGroupRequest
-	52, // 62: meshd.admin.v1.AdminService.DeleteNameserverGroup:input_type -> meshd.admin.v1.DeleteNameserverGroupRequest
-	55, // 63: meshd.admin.v1.AdminService.ListDNSRecords:input_type -> meshd.admin.v1.ListDNSRecordsRequest
-	57, // 64: meshd.admin.v1.AdminService.GetDNSRecord:input_type -> meshd.admin.v1.GetDNSRecordRequest
-	58, // 65: meshd.admin.v1.AdminService.CreateDNSRecord:input_type -> meshd.admin.v1.CreateDNSRecordRequest
-	59, // 66: meshd.admin.v1.AdminService.UpdateDNSRecord:input_type -> meshd.admin.v1.UpdateDNSRecordRequest
-	60, // 67: meshd.admin.v1.AdminService.DeleteDNSRecord:input_type -> meshd.admin.v1.DeleteDNSRecordRequest
-	63, // 68: meshd.admin.v1.AdminService.ListEvents:input_type -> meshd.admin.v1.ListEventsRequest
-	1,  // 69: meshd.admin.v1.AdminService.GetAccount:output_type -> meshd.admin.v1.Account
-	1,  // 70: meshd.admin.v1.AdminService.UpdateAccount:output_type -> meshd.admin.v1.Account
-	6,  // 71: meshd.admin.v1.AdminService.ListPeers:output_type -> meshd.admin.v1.ListPeersResponse
-	4,  // 72: meshd.admin.v1.AdminService.GetPeer:output_type -> meshd.admin.v1.Peer
-	4,  // 73: meshd.admin.v1.AdminService.UpdatePeer:output_type -> meshd.admin.v1.Peer
-	10, // 74: meshd.admin.v1.AdminService.DeletePeer:output_type -> meshd.admin.v1.DeletePeerResponse
-	13, // 75: meshd.admin.v1.AdminService.ListGroups:output_type -> meshd.admin.v1.ListGroupsResponse
-	11, // 76: meshd.admin.v1.AdminService.GetGroup:output_type -> meshd.admin.v1.Group
-	11, // 77: meshd.admin.v1.AdminService.CreateGroup:output_type -> meshd.admin.v1.Group
-	11, // 78: meshd.admin.v1.AdminService.UpdateGroup:output_type -> meshd.admin.v1.Group
-	18, // 79: meshd.admin.v1.AdminService.DeleteGroup:output_type -> meshd.admin.v1.DeleteGroupResponse
-	21, // 80: meshd.admin.v1.AdminService.ListSetupKeys:output_type -> meshd.admin.v1.ListSetupKeysResponse
-	19, // 81: meshd.admin.v1.AdminService.GetSetupKey:output_type -> meshd.admin.v1.SetupKey
-	19, // 82: meshd.admin.v1.AdminService.CreateSetupKey:output_type -> meshd.admin.v1.SetupKey
-	19, // 83: meshd.admin.v1.AdminService.UpdateSetupKey:output_type -> meshd.admin.v1.SetupKey
-	26, // 84: meshd.admin.v1.AdminService.DeleteSetupKey:output_type -> meshd.admin.v1.DeleteSetupKeyResponse
-	29, // 85: meshd.admin.v1.AdminService.ListPolicies:output_type -> meshd.admin.v1.ListPoliciesResponse
-	27, // 86: meshd.admin.v1.AdminService.GetPolicy:output_type -> meshd.admin.v1.Policy
-	27, // 87: meshd.admin.v1.AdminService.CreatePolicy:output_type -> meshd.admin.v1.Policy
-	27, // 88: meshd.admin.v1.AdminService.UpdatePolicy:output_type -> meshd.admin.v1.Policy
-	34, // 89: meshd.admin.v1.AdminService.DeletePolicy:output_type -> meshd.admin.v1.DeletePolicyResponse
-	37, // 90: meshd.admin.v1.AdminService.ListRoutes:output_type -> meshd.admin.v1.ListRoutesResponse
-	35, // 91: meshd.admin.v1.AdminService.GetRoute:output_type -> meshd.admin.v1.Route
-	35, // 92: meshd.admin.v1.AdminService.CreateRoute:output_type -> meshd.admin.v1.Route
-	35, // 93: meshd.admin.v1.AdminService.UpdateRoute:output_type -> meshd.admin.v1.Route
-	42, // 94: meshd.admin.v1.AdminService.DeleteRoute:output_type -> meshd.admin.v1.DeleteRouteResponse
-	43, // 95: meshd.admin.v1.AdminService.GetDNSSettings:output_type -> meshd.admin.v1.DNSSettings
-	43, // 96: meshd.admin.v1.AdminService.UpdateDNSSettings:output_type -> meshd.admin.v1.DNSSettings
-	48, // 97: meshd.admin.v1.AdminService.ListNameserverGroups:output_type -> meshd.admin.v1.ListNameserverGroupsResponse
-	46, // 98: meshd.admin.v1.AdminService.GetNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
-	46, // 99: meshd.admin.v1.AdminService.CreateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
-	46, // 100: meshd.admin.v1.AdminService.UpdateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
-	53, // 101: meshd.admin.v1.AdminService.DeleteNameserverGroup:output_type -> meshd.admin.v1.DeleteNameserverGroupResponse
-	56, // 102: meshd.admin.v1.AdminService.ListDNSRecords:output_type -> meshd.admin.v1.ListDNSRecordsResponse
-	54, // 103: meshd.admin.v1.AdminService.GetDNSRecord:output_type -> meshd.admin.v1.DNSRecord
-	54, // 104: meshd.admin.v1.AdminService.CreateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
-	54, // 105: meshd.admin.v1.AdminService.UpdateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
-	61, // 106: meshd.admin.v1.AdminService.DeleteDNSRecord:output_type -> meshd.admin.v1.DeleteDNSRecordResponse
-	64, // 107: meshd.admin.v1.AdminService.ListEvents:output_type -> meshd.admin.v1.ListEventsResponse
-	69, // [69:108] is the sub-list for method output_type
-	30, // [30:69] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	69, // 30: meshd.admin.v1.ServerStatus.started:type_name -> google.protobuf.Timestamp
+	67, // 31: meshd.admin.v1.ServerStatus.signal:type_name -> meshd.admin.v1.SignalStatus
+	68, // 32: meshd.admin.v1.ServerStatus.relay:type_name -> meshd.admin.v1.RelayStatus
+	2,  // 33: meshd.admin.v1.AdminService.GetAccount:input_type -> meshd.admin.v1.GetAccountRequest
+	3,  // 34: meshd.admin.v1.AdminService.UpdateAccount:input_type -> meshd.admin.v1.UpdateAccountRequest
+	5,  // 35: meshd.admin.v1.AdminService.ListPeers:input_type -> meshd.admin.v1.ListPeersRequest
+	7,  // 36: meshd.admin.v1.AdminService.GetPeer:input_type -> meshd.admin.v1.GetPeerRequest
+	8,  // 37: meshd.admin.v1.AdminService.UpdatePeer:input_type -> meshd.admin.v1.UpdatePeerRequest
+	9,  // 38: meshd.admin.v1.AdminService.DeletePeer:input_type -> meshd.admin.v1.DeletePeerRequest
+	12, // 39: meshd.admin.v1.AdminService.ListGroups:input_type -> meshd.admin.v1.ListGroupsRequest
+	14, // 40: meshd.admin.v1.AdminService.GetGroup:input_type -> meshd.admin.v1.GetGroupRequest
+	15, // 41: meshd.admin.v1.AdminService.CreateGroup:input_type -> meshd.admin.v1.CreateGroupRequest
+	16, // 42: meshd.admin.v1.AdminService.UpdateGroup:input_type -> meshd.admin.v1.UpdateGroupRequest
+	17, // 43: meshd.admin.v1.AdminService.DeleteGroup:input_type -> meshd.admin.v1.DeleteGroupRequest
+	20, // 44: meshd.admin.v1.AdminService.ListSetupKeys:input_type -> meshd.admin.v1.ListSetupKeysRequest
+	22, // 45: meshd.admin.v1.AdminService.GetSetupKey:input_type -> meshd.admin.v1.GetSetupKeyRequest
+	23, // 46: meshd.admin.v1.AdminService.CreateSetupKey:input_type -> meshd.admin.v1.CreateSetupKeyRequest
+	24, // 47: meshd.admin.v1.AdminService.UpdateSetupKey:input_type -> meshd.admin.v1.UpdateSetupKeyRequest
+	25, // 48: meshd.admin.v1.AdminService.DeleteSetupKey:input_type -> meshd.admin.v1.DeleteSetupKeyRequest
+	28, // 49: meshd.admin.v1.AdminService.ListPolicies:input_type -> meshd.admin.v1.ListPoliciesRequest
+	30, // 50: meshd.admin.v1.AdminService.GetPolicy:input_type -> meshd.admin.v1.GetPolicyRequest
+	31, // 51: meshd.admin.v1.AdminService.CreatePolicy:input_type -> meshd.admin.v1.CreatePolicyRequest
+	32, // 52: meshd.admin.v1.AdminService.UpdatePolicy:input_type -> meshd.admin.v1.UpdatePolicyRequest
+	33, // 53: meshd.admin.v1.AdminService.DeletePolicy:input_type -> meshd.admin.v1.DeletePolicyRequest
+	36, // 54: meshd.admin.v1.AdminService.ListRoutes:input_type -> meshd.admin.v1.ListRoutesRequest
+	38, // 55: meshd.admin.v1.AdminService.GetRoute:input_type -> meshd.admin.v1.GetRouteRequest
+	39, // 56: meshd.admin.v1.AdminService.CreateRoute:input_type -> meshd.admin.v1.CreateRouteRequest
+	40, // 57: meshd.admin.v1.AdminService.UpdateRoute:input_type -> meshd.admin.v1.UpdateRouteRequest
+	41, // 58: meshd.admin.v1.AdminService.DeleteRoute:input_type -> meshd.admin.v1.DeleteRouteRequest
+	44, // 59: meshd.admin.v1.AdminService.GetDNSSettings:input_type -> meshd.admin.v1.GetDNSSettingsRequest
+	45, // 60: meshd.admin.v1.AdminService.UpdateDNSSettings:input_type -> meshd.admin.v1.UpdateDNSSettingsRequest
+	47, // 61: meshd.admin.v1.AdminService.ListNameserverGroups:input_type -> meshd.admin.v1.ListNameserverGroupsRequest
+	49, // 62: meshd.admin.v1.AdminService.GetNameserverGroup:input_type -> meshd.admin.v1.GetNameserverGroupRequest
+	50, // 63: meshd.admin.v1.AdminService.CreateNameserverGroup:input_type -> meshd.admin.v1.CreateNameserverGroupRequest
+	51, // 64: meshd.admin.v1.AdminService.UpdateNameserverGroup:input_type -> meshd.admin.v1.UpdateNameserverGroupRequest
+	52, // 65: meshd.admin.v1.AdminService.DeleteNameserverGroup:input_type -> meshd.admin.v1.DeleteNameserverGroupRequest
+	55, // 66: meshd.admin.v1.AdminService.ListDNSRecords:input_type -> meshd.admin.v1.ListDNSRecordsRequest
+	57, // 67: meshd.admin.v1.AdminService.GetDNSRecord:input_type -> meshd.admin.v1.GetDNSRecordRequest
+	58, // 68: meshd.admin.v1.AdminService.CreateDNSRecord:input_type -> meshd.admin.v1.CreateDNSRecordRequest
+	59, // 69: meshd.admin.v1.AdminService.UpdateDNSRecord:input_type -> meshd.admin.v1.UpdateDNSRecordRequest
+	60, // 70: meshd.admin.v1.AdminService.DeleteDNSRecord:input_type -> meshd.admin.v1.DeleteDNSRecordRequest
+	63, // 71: meshd.admin.v1.AdminService.ListEvents:input_type -> meshd.admin.v1.ListEventsRequest
+	65, // 72: meshd.admin.v1.AdminService.GetServerStatus:input_type -> meshd.admin.v1.GetServerStatusRequest
+	1,  // 73: meshd.admin.v1.AdminService.GetAccount:output_type -> meshd.admin.v1.Account
+	1,  // 74: meshd.admin.v1.AdminService.UpdateAccount:output_type -> meshd.admin.v1.Account
+	6,  // 75: meshd.admin.v1.AdminService.ListPeers:output_type -> meshd.admin.v1.ListPeersResponse
+	4,  // 76: meshd.admin.v1.AdminService.GetPeer:output_type -> meshd.admin.v1.Peer
+	4,  // 77: meshd.admin.v1.AdminService.UpdatePeer:output_type -> meshd.admin.v1.Peer
+	10, // 78: meshd.admin.v1.AdminService.DeletePeer:output_type -> meshd.admin.v1.DeletePeerResponse
+	13, // 79: meshd.admin.v1.AdminService.ListGroups:output_type -> meshd.admin.v1.ListGroupsResponse
+	11, // 80: meshd.admin.v1.AdminService.GetGroup:output_type -> meshd.admin.v1.Group
+	11, // 81: meshd.admin.v1.AdminService.CreateGroup:output_type -> meshd.admin.v1.Group
+	11, // 82: meshd.admin.v1.AdminService.UpdateGroup:output_type -> meshd.admin.v1.Group
+	18, // 83: meshd.admin.v1.AdminService.DeleteGroup:output_type -> meshd.admin.v1.DeleteGroupResponse
+	21, // 84: meshd.admin.v1.AdminService.ListSetupKeys:output_type -> meshd.admin.v1.ListSetupKeysResponse
+	19, // 85: meshd.admin.v1.AdminService.GetSetupKey:output_type -> meshd.admin.v1.SetupKey
+	19, // 86: meshd.admin.v1.AdminService.CreateSetupKey:output_type -> meshd.admin.v1.SetupKey
+	19, // 87: meshd.admin.v1.AdminService.UpdateSetupKey:output_type -> meshd.admin.v1.SetupKey
+	26, // 88: meshd.admin.v1.AdminService.DeleteSetupKey:output_type -> meshd.admin.v1.DeleteSetupKeyResponse
+	29, // 89: meshd.admin.v1.AdminService.ListPolicies:output_type -> meshd.admin.v1.ListPoliciesResponse
+	27, // 90: meshd.admin.v1.AdminService.GetPolicy:output_type -> meshd.admin.v1.Policy
+	27, // 91: meshd.admin.v1.AdminService.CreatePolicy:output_type -> meshd.admin.v1.Policy
+	27, // 92: meshd.admin.v1.AdminService.UpdatePolicy:output_type -> meshd.admin.v1.Policy
+	34, // 93: meshd.admin.v1.AdminService.DeletePolicy:output_type -> meshd.admin.v1.DeletePolicyResponse
+	37, // 94: meshd.admin.v1.AdminService.ListRoutes:output_type -> meshd.admin.v1.ListRoutesResponse
+	35, // 95: meshd.admin.v1.AdminService.GetRoute:output_type -> meshd.admin.v1.Route
+	35, // 96: meshd.admin.v1.AdminService.CreateRoute:output_type -> meshd.admin.v1.Route
+	35, // 97: meshd.admin.v1.AdminService.UpdateRoute:output_type -> meshd.admin.v1.Route
+	42, // 98: meshd.admin.v1.AdminService.DeleteRoute:output_type -> meshd.admin.v1.DeleteRouteResponse
+	43, // 99: meshd.admin.v1.AdminService.GetDNSSettings:output_type -> meshd.admin.v1.DNSSettings
+	43, // 100: meshd.admin.v1.AdminService.UpdateDNSSettings:output_type -> meshd.admin.v1.DNSSettings
+	48, // 101: meshd.admin.v1.AdminService.ListNameserverGroups:output_type -> meshd.admin.v1.ListNameserverGroupsResponse
+	46, // 102: meshd.admin.v1.AdminService.GetNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
+	46, // 103: meshd.admin.v1.AdminService.CreateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
+	46, // 104: meshd.admin.v1.AdminService.UpdateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
+	53, // 105: meshd.admin.v1.AdminService.DeleteNameserverGroup:output_type -> meshd.admin.v1.DeleteNameserverGroupResponse
+	56, // 106: meshd.admin.v1.AdminService.ListDNSRecords:output_type -> meshd.admin.v1.ListDNSRecordsResponse
+	54, // 107: meshd.admin.v1.AdminService.GetDNSRecord:output_type -> meshd.admin.v1.DNSRecord
+	54, // 108: meshd.admin.v1.AdminService.CreateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
+	54, // 109: meshd.admin.v1.AdminService.UpdateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
+	61, // 110: meshd.admin.v1.AdminService.DeleteDNSRecord:output_type -> meshd.admin.v1.DeleteDNSRecordResponse
+	64, // 111: meshd.admin.v1.AdminService.ListEvents:output_type -> meshd.admin.v1.ListEventsResponse
+	66, // 112: meshd.admin.v1.AdminService.GetServerStatus:output_type -> meshd.admin.v1.ServerStatus
+	73, // [73:113] is the sub-list for method output_type
+	33, // [33:73] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_api_admin_v1_admin_proto_init() }
@@ -4422,7 +4739,7 @@ func file_api_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_admin_v1_admin_proto_rawDesc), len(file_api_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   65,
+			NumMessages:   69,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -146,6 +146,9 @@ const (
 	AdminServiceDeleteDNSRecordProcedure = "/meshd.admin.v1.AdminService/DeleteDNSRecord"
 	// AdminServiceListEventsProcedure is the fully-qualified name of the AdminService's ListEvents RPC.
 	AdminServiceListEventsProcedure = "/meshd.admin.v1.AdminService/ListEvents"
+	// AdminServiceGetServerStatusProcedure is the fully-qualified name of the AdminService's
+	// GetServerStatus RPC.
+	AdminServiceGetServerStatusProcedure = "/meshd.admin.v1.AdminService/GetServerStatus"
 )
 
 // AdminServiceClient is a client for the meshd.admin.v1.AdminService service.
@@ -190,6 +193,9 @@ type AdminServiceClient interface {
 	UpdateDNSRecord(context.Context, *connect.Request[v1.UpdateDNSRecordRequest]) (*connect.Response[v1.DNSRecord], error)
 	DeleteDNSRecord(context.Context, *connect.Request[v1.DeleteDNSRecordRequest]) (*connect.Response[v1.DeleteDNSRecordResponse], error)
 	ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error)
+	// GetServerStatus says how the server is doing: peers online, and the
+	// counters of signal and the relay when they run in control's process.
+	GetServerStatus(context.Context, *connect.Request[v1.GetServerStatusRequest]) (*connect.Response[v1.ServerStatus], error)
 }
 
 // NewAdminServiceClient constructs a client for the meshd.admin.v1.AdminService service. By
@@ -437,6 +443,12 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("ListEvents")),
 			connect.WithClientOptions(opts...),
 		),
+		getServerStatus: connect.NewClient[v1.GetServerStatusRequest, v1.ServerStatus](
+			httpClient,
+			baseURL+AdminServiceGetServerStatusProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("GetServerStatus")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -481,6 +493,7 @@ type adminServiceClient struct {
 	updateDNSRecord       *connect.Client[v1.UpdateDNSRecordRequest, v1.DNSRecord]
 	deleteDNSRecord       *connect.Client[v1.DeleteDNSRecordRequest, v1.DeleteDNSRecordResponse]
 	listEvents            *connect.Client[v1.ListEventsRequest, v1.ListEventsResponse]
+	getServerStatus       *connect.Client[v1.GetServerStatusRequest, v1.ServerStatus]
 }
 
 // GetAccount calls meshd.admin.v1.AdminService.GetAccount.
@@ -678,6 +691,11 @@ func (c *adminServiceClient) ListEvents(ctx context.Context, req *connect.Reques
 	return c.listEvents.CallUnary(ctx, req)
 }
 
+// GetServerStatus calls meshd.admin.v1.AdminService.GetServerStatus.
+func (c *adminServiceClient) GetServerStatus(ctx context.Context, req *connect.Request[v1.GetServerStatusRequest]) (*connect.Response[v1.ServerStatus], error) {
+	return c.getServerStatus.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the meshd.admin.v1.AdminService service.
 type AdminServiceHandler interface {
 	GetAccount(context.Context, *connect.Request[v1.GetAccountRequest]) (*connect.Response[v1.Account], error)
@@ -720,6 +738,9 @@ type AdminServiceHandler interface {
 	UpdateDNSRecord(context.Context, *connect.Request[v1.UpdateDNSRecordRequest]) (*connect.Response[v1.DNSRecord], error)
 	DeleteDNSRecord(context.Context, *connect.Request[v1.DeleteDNSRecordRequest]) (*connect.Response[v1.DeleteDNSRecordResponse], error)
 	ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error)
+	// GetServerStatus says how the server is doing: peers online, and the
+	// counters of signal and the relay when they run in control's process.
+	GetServerStatus(context.Context, *connect.Request[v1.GetServerStatusRequest]) (*connect.Response[v1.ServerStatus], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -963,6 +984,12 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("ListEvents")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceGetServerStatusHandler := connect.NewUnaryHandler(
+		AdminServiceGetServerStatusProcedure,
+		svc.GetServerStatus,
+		connect.WithSchema(adminServiceMethods.ByName("GetServerStatus")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/meshd.admin.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceGetAccountProcedure:
@@ -1043,6 +1070,8 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceDeleteDNSRecordHandler.ServeHTTP(w, r)
 		case AdminServiceListEventsProcedure:
 			adminServiceListEventsHandler.ServeHTTP(w, r)
+		case AdminServiceGetServerStatusProcedure:
+			adminServiceGetServerStatusHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -1206,4 +1235,8 @@ func (UnimplementedAdminServiceHandler) DeleteDNSRecord(context.Context, *connec
 
 func (UnimplementedAdminServiceHandler) ListEvents(context.Context, *connect.Request[v1.ListEventsRequest]) (*connect.Response[v1.ListEventsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.admin.v1.AdminService.ListEvents is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) GetServerStatus(context.Context, *connect.Request[v1.GetServerStatusRequest]) (*connect.Response[v1.ServerStatus], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.admin.v1.AdminService.GetServerStatus is not implemented"))
 }

@@ -1,0 +1,61 @@
+package admin
+
+import (
+	"fmt"
+	"strings"
+
+	"connectrpc.com/connect"
+	"github.com/urfave/cli/v2"
+
+	adminv1 "meshd/api/admin/v1"
+)
+
+// serverCmd is `meshd admin server status`: how the server is doing.
+func serverCmd() *cli.Command {
+	return &cli.Command{
+		Name:  "server",
+		Usage: "the server itself: peers online, signal and relay counters",
+		Subcommands: []*cli.Command{
+			{Name: "status", Usage: "show the server's status", Action: run(func(s *session) error {
+				r, err := s.api.GetServerStatus(s.ctx, connect.NewRequest(&adminv1.GetServerStatusRequest{}))
+				if err != nil {
+					return err
+				}
+				st := r.Msg
+				if s.json {
+					return s.printJSON(st)
+				}
+				pairs := []string{"version", st.Version, "started", when(st.Started),
+					"peers", fmt.Sprintf("%d (%d online)", st.Peers, st.PeersOnline)}
+				if sg := st.Signal; sg != nil {
+					pairs = append(pairs, "signal", fmt.Sprintf("%d streams, %d registrations, %d forwarded, %d to offline peers, %d refused",
+						sg.Streams, sg.Registered, sg.Forwarded, sg.NotConnected, sg.Refused))
+				} else {
+					pairs = append(pairs, "signal", "not in this process")
+				}
+				if rl := st.Relay; rl != nil {
+					pairs = append(pairs, "relay", fmt.Sprintf("%d allocations (%d since start, %d refused), %s to peers, %s from peers",
+						rl.Allocations, rl.AllocationsTotal, rl.Refused, byteCount(rl.BytesToPeers), byteCount(rl.BytesFromPeers)),
+						"relay urls", strings.Join(rl.Urls, " "))
+				} else {
+					pairs = append(pairs, "relay", "not in this process")
+				}
+				return details(s.out, pairs...)
+			})},
+		},
+	}
+}
+
+// byteCount prints n bytes in SI units.
+func byteCount(n uint64) string {
+	const unit = 1000
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %cB", float64(n)/float64(div), "kMGTPE"[exp])
+}
