@@ -154,19 +154,25 @@ func (p udpProbe) String() string {
 	return fmt.Sprintf("%s→%.0f/%.1f%%", t, p.GotMbps, p.LossPct)
 }
 
+// udpSocketBuffer is iperf3's socket buffer for UDP (-w): bursts that a
+// default 208 KiB receive buffer drops would otherwise hide the tunnels'
+// rates behind iperf3's scheduling on a busy machine.
+const udpSocketBuffer = "4M"
+
 // udpKnee finds the highest received UDP rate with under 1% loss: a run
 // at unlimited rate; then, from 0.9× what arrived there, 0.7× lower until
 // a rate passes; then a bisection between the best passing rate and the
-// lowest failing one, up to probes runs of secs each in all. It returns
-// that rate in Mb/s (0 if no probe passed) and the probes.
-func udpKnee(ctx context.Context, from, to *lab.Host, addr netip.Addr, secs, probes int) (float64, []udpProbe, error) {
+// lowest failing one, up to probes runs of secs each in all (3 more while
+// none has passed). It returns that rate in Mb/s, whether any probe
+// passed, and the probes.
+func udpKnee(ctx context.Context, from, to *lab.Host, addr netip.Addr, secs, probes int) (float64, bool, []udpProbe, error) {
 	var all []udpProbe
 	probe := func(mbps float64) (udpProbe, error) {
 		b := "0"
 		if mbps > 0 {
 			b = fmt.Sprintf("%.0fM", mbps)
 		}
-		res, err := iperf(ctx, from, to, addr, secs, "-u", "-b", b, "-l", udpPayload)
+		res, err := iperf(ctx, from, to, addr, secs, "-u", "-b", b, "-l", udpPayload, "-w", udpSocketBuffer)
 		if err != nil {
 			return udpProbe{}, err
 		}
@@ -177,20 +183,20 @@ func udpKnee(ctx context.Context, from, to *lab.Host, addr netip.Addr, secs, pro
 	}
 	first, err := probe(0)
 	if err != nil {
-		return 0, all, err
+		return 0, false, all, err
 	}
 	if first.LossPct < 1 {
-		return first.GotMbps, all, nil // the sender is the limit
+		return first.GotMbps, true, all, nil // the sender is the limit
 	}
 	// Under overload the receiver also spends time dropping, so it may
 	// take somewhat more than it got at unlimited rate, never more than
 	// was sent.
 	best, lo, hi := 0.0, 0.0, min(first.SentMbps, 1.5*first.GotMbps)
 	next := 0.9 * first.GotMbps
-	for len(all) < probes && next > 1 {
+	for (len(all) < probes || lo == 0 && len(all) < probes+3) && next > 1 {
 		p, err := probe(next)
 		if err != nil {
-			return best, all, err
+			return best, lo > 0, all, err
 		}
 		if p.LossPct < 1 {
 			best, lo = max(best, p.GotMbps), next
@@ -201,12 +207,12 @@ func udpKnee(ctx context.Context, from, to *lab.Host, addr netip.Addr, secs, pro
 		case lo == 0:
 			next *= 0.7
 		case hi/lo < 1.05:
-			return best, all, nil
+			return best, true, all, nil
 		default:
 			next = (lo + hi) / 2
 		}
 	}
-	return best, all, nil
+	return best, lo > 0, all, nil
 }
 
 // probesString formats UDP probes for a note.

@@ -31,8 +31,8 @@ const crowdSize = 50
 // every peer and peers see only measured agents.
 //
 //   - 1 peer: agents a (measured) and b (peer) on public hosts, direct
-//     path. Plain wireguard-go between the same two hosts is the reference:
-//     its RSS idle and after the same iperf3 run through it.
+//     path. Plain wireguard-go between two more public hosts is the
+//     reference: its RSS idle and after the same iperf3 run through it.
 //   - 51 peers: 50 more agents, real `meshd agent` processes in netstack
 //     mode (no TUN; the same engine, ICE, signal and WireGuard device on a
 //     gVisor stack) on one public host, each with its own key, state and
@@ -72,7 +72,8 @@ func BenchmarkAgentMemory(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	wg := startWGPair(ctx, b, ha, hb, mtu)
+	hwa, hwb := l.Host("wga", nil), l.Host("wgb", nil)
+	wg := startWGPair(ctx, b, hwa, hwb, mtu)
 	l.Step("1 peer: agents and wireguard-go up")
 
 	// 1 peer.
@@ -88,7 +89,7 @@ func BenchmarkAgentMemory(b *testing.B) {
 	heapA, heapB := heapOf(ctx, b, sockA), heapOf(ctx, b, sockB)
 	saveHeapProfile(ctx, b, sockA, "memory-1peer-sender")
 	saveHeapProfile(ctx, b, sockB, "memory-1peer-receiver")
-	if _, err := tcp(ctx, ha, hb, wg.AddrB, secs); err != nil {
+	if _, err := tcp(ctx, hwa, hwb, wg.AddrB, secs); err != nil {
 		b.Fatal(err)
 	}
 	afterWA, afterWB := rssMB(b, wg.A), rssMB(b, wg.B)

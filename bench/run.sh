@@ -121,7 +121,8 @@ log "$MODE run of $DESC; work directory $WORK"
 	echo "go test -c -o \$WORK/bin/netmap.test ./internal/netmap   # likewise control.test, signal.test"
 	echo "go test -c -o \$WORK/bin/bench.test ./bench              # the harness, from the working tree"
 	echo "export MESHD_LAB_BINARY=\$WORK/bin/meshd MESHD_BENCH_WIREGUARD_GO=\$WORK/bin/wireguard-go \\"
-	echo "       MESHD_BENCH_RESULTS=\$WORK/rows.jsonl MESHD_BENCH_PROFILE=\$WORK/profiles MESHD_BENCH_SECONDS=$SECS MESHD_BENCH_QUICK=$QUICK"
+	echo "       MESHD_BENCH_RESULTS=\$WORK/rows.jsonl MESHD_BENCH_PROFILE=\$WORK/profiles MESHD_BENCH_SECONDS=$SECS MESHD_BENCH_QUICK=$QUICK \\"
+	echo "       MESHD_LAB_LOGS=\$WORK/lab-logs"
 	echo "cd bench"
 } >"$CMDS"
 
@@ -139,7 +140,7 @@ TOOLS="$(iperf3 --version | head -1 | cut -d' ' -f1-2), wireguard-go $WGVER"
 [ "$HAVE_COTURN" = 1 ] && TOOLS="$TOOLS, coturn $(turnserver --version 2>/dev/null | head -1 || echo '?')"
 
 export MESHD_LAB_BINARY=$WORK/bin/meshd MESHD_BENCH_WIREGUARD_GO=$WORK/bin/wireguard-go \
-	MESHD_BENCH_RESULTS=$RESULTS MESHD_BENCH_SECONDS=$SECS MESHD_BENCH_QUICK=$QUICK
+	MESHD_BENCH_RESULTS=$RESULTS MESHD_BENCH_SECONDS=$SECS MESHD_BENCH_QUICK=$QUICK MESHD_LAB_LOGS=$WORK/lab-logs
 [ "$HAVE_PERF" = 1 ] && export MESHD_BENCH_PROFILE=$PROFILES
 
 # step NAME DIR SHOWN CMD...: runs CMD in DIR as its own process group,

@@ -17,26 +17,33 @@ const secTunnel = "1. Tunnel throughput"
 
 // tunnelPath is one way from host a to host b that the benchmark measures.
 type tunnelPath struct {
-	name  string
-	to    netip.Addr  // b's address on that path
-	procs []*lab.Proc // the tunnel's processes, for profiles (none for raw)
+	name     string
+	from, at *lab.Host   // iperf3 client and server
+	to       netip.Addr  // at's address on that path
+	procs    []*lab.Proc // the tunnel's processes, for profiles (none for raw)
 }
 
 // pathRuns collects a path's figures over the rounds.
 type pathRuns struct {
 	tcp, udp []float64
+	udpRound []float64 // by round, 0 where no probe passed
 	retrans  []int
+	drops    []string // UDP drops on both hosts during each TCP run
+	sockets  string   // b's UDP sockets that dropped, after the first run with drops
 	probes   []string
 }
 
 // BenchmarkTunnel (issue 8, item 1): single-stream TCP (iperf3, $MESHD_BENCH_SECONDS,
 // default 10 s) and the UDP loss knee between two public hosts of the lab,
-// a → b, over three paths between the same two namespaces:
+// a → b, over three paths between public hosts of the lab's internet:
 //
 //   - raw: their eth0 addresses, veth → the internet bridge → veth (the
 //     ceiling);
 //   - wireguard-go: plain wireguard-go, the module version meshd uses, its
-//     own command set up with wg(8), MTU equal to meshd's interface;
+//     own command set up with wg(8), MTU equal to meshd's interface, between
+//     two more public hosts of the same kind (its interface in a's
+//     namespace would be a network change to the agent, and a path for
+//     ICE);
 //   - meshd: the real `meshd agent` on both hosts with `meshd all` on a
 //     third, once the agents report the direct path.
 //
@@ -59,18 +66,20 @@ func BenchmarkTunnel(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	wg := startWGPair(ctx, b, ha, hb, mtu)
+	hwa, hwb := l.Host("wga", nil), l.Host("wgb", nil)
+	wg := startWGPair(ctx, b, hwa, hwb, mtu)
 	l.Step("meshd and wireguard-go up")
 
-	raw := tunnelPath{"raw veth", hb.IP(), nil}
-	wggo := tunnelPath{"wireguard-go", wg.AddrB, []*lab.Proc{wg.A, wg.B}}
-	meshd := tunnelPath{"meshd", ag[1].OverlayIP(), []*lab.Proc{ag[0].Proc, ag[1].Proc}}
+	raw := tunnelPath{"raw veth", ha, hb, hb.IP(), nil}
+	wggo := tunnelPath{"wireguard-go", hwa, hwb, wg.AddrB, []*lab.Proc{wg.A, wg.B}}
+	meshd := tunnelPath{"meshd", ha, hb, ag[1].OverlayIP(), []*lab.Proc{ag[0].Proc, ag[1].Proc}}
 	secs := iperfSeconds()
 	udpSecs, probes := 3, 5
 	if quick() {
 		udpSecs, probes = 2, 3
 	}
 	runs := map[string]*pathRuns{raw.name: {}, wggo.name: {}, meshd.name: {}}
+	switches0 := relayedSwitches(ag[0])
 	var loads []float64
 	round := 0
 	for b.Loop() {
@@ -83,7 +92,8 @@ func BenchmarkTunnel(b *testing.B) {
 			if round == 0 && p.procs != nil {
 				wait = profile(b, "tunnel-"+strings.ReplaceAll(p.name, " ", "-"), secs-1, p.procs...)
 			}
-			t, err := tcp(ctx, ha, hb, p.to, secs)
+			sa, sb := readUDPStats(ctx, p.from), readUDPStats(ctx, p.at)
+			t, err := tcp(ctx, p.from, p.at, p.to, secs)
 			if wait != nil {
 				wait()
 			}
@@ -91,17 +101,24 @@ func BenchmarkTunnel(b *testing.B) {
 				b.Fatalf("%s: %v", p.name, err)
 			}
 			r := runs[p.name]
+			r.drops = append(r.drops, udpDrops("sender", sa, readUDPStats(ctx, p.from))+", "+udpDrops("receiver", sb, readUDPStats(ctx, p.at)))
+			if r.sockets == "" {
+				r.sockets = udpSocketDrops(ctx, p.at)
+			}
 			r.tcp = append(r.tcp, t.Gbps)
 			r.retrans = append(r.retrans, t.Retransmits)
 			b.Logf("round %d: %s TCP %.2f Gb/s, %d retransmits (load %.2f)", round+1, p.name, t.Gbps, t.Retransmits, Load1())
 		}
 		for _, p := range order {
-			m, ps, err := udpKnee(ctx, ha, hb, p.to, udpSecs, probes)
+			m, ok, ps, err := udpKnee(ctx, p.from, p.at, p.to, udpSecs, probes)
 			if err != nil {
 				b.Fatalf("%s: %v", p.name, err)
 			}
 			r := runs[p.name]
-			r.udp = append(r.udp, m)
+			r.udpRound = append(r.udpRound, m) // 0: no rate passed
+			if ok {
+				r.udp = append(r.udp, m)
+			}
 			r.probes = append(r.probes, probesString(ps))
 			b.Logf("round %d: %s UDP knee %.0f Mb/s (%s)", round+1, p.name, m, probesString(ps))
 		}
@@ -112,16 +129,17 @@ func BenchmarkTunnel(b *testing.B) {
 	b.StopTimer()
 
 	rw, wgr, md := runs[raw.name], runs[wggo.name], runs[meshd.name]
-	note := fmt.Sprintf("TCP retransmits per run: meshd %v, wireguard-go %v, raw %v", md.retrans, wgr.retrans, rw.retrans)
-	tcpPaired, udpPaired := ratios(md.tcp, wgr.tcp), ratios(md.udp, wgr.udp)
+	note := fmt.Sprintf("a's path to b switched to relayed %d times during the rounds (its log); TCP retransmits per run: meshd %v, wireguard-go %v, raw %v; UDP drops during the meshd runs (/proc/net/snmp): %s; receiver's sockets that dropped (ss): meshd %q, wireguard-go %q",
+		relayedSwitches(ag[0])-switches0, md.retrans, wgr.retrans, rw.retrans, strings.Join(md.drops, " | "), md.sockets, wgr.sockets)
+	tcpPaired, udpPaired := ratios(md.tcp, wgr.tcp), ratios(md.udpRound, wgr.udpRound)
 	record(b, Row{Section: secTunnel, Figure: fmt.Sprintf("TCP, 1 stream, %d s, direct path", secs), Unit: "Gb/s",
 		Value: Median(md.tcp), Runs: md.tcp, Ref: "wireguard-go", RefValue: Median(wgr.tcp), RefRuns: wgr.tcp, RefMeasured: true,
 		PairedRatios: tcpPaired, Aim: "≥ 1.0× wireguard-go", Met: Met(Median(tcpPaired) >= 1.0), Load: loads, Note: note})
 	record(b, Row{Section: secTunnel, Figure: fmt.Sprintf("TCP, 1 stream, %d s, direct path", secs), Unit: "Gb/s",
 		Value: Median(md.tcp), Runs: md.tcp, Ref: "raw veth (ceiling)", RefValue: Median(rw.tcp), RefRuns: rw.tcp, RefMeasured: true,
 		Load: loads, Note: fmt.Sprintf("wireguard-go/raw: %.2f", Median(wgr.tcp)/Median(rw.tcp))})
-	udpNote := fmt.Sprintf("%s B payloads, %d s probes (target Mb/s→received/loss); meshd: %s; wireguard-go: %s",
-		udpPayload, udpSecs, strings.Join(md.probes, " | "), strings.Join(wgr.probes, " | "))
+	udpNote := fmt.Sprintf("%s B payloads, iperf3 -w %s, %d s probes (target Mb/s→received/loss; rounds where none passed are left out); meshd: %s; wireguard-go: %s",
+		udpPayload, udpSocketBuffer, udpSecs, strings.Join(md.probes, " | "), strings.Join(wgr.probes, " | "))
 	record(b, Row{Section: secTunnel, Figure: "UDP, highest rate with < 1% loss, direct path", Unit: "Mb/s",
 		Value: Median(md.udp), Runs: md.udp, Ref: "wireguard-go", RefValue: Median(wgr.udp), RefRuns: wgr.udp, RefMeasured: true,
 		PairedRatios: udpPaired, Aim: "≥ 1.0× wireguard-go", Met: Met(Median(udpPaired) >= 1.0), Load: loads, Note: udpNote})
@@ -130,11 +148,14 @@ func BenchmarkTunnel(b *testing.B) {
 		Load: loads, Note: "raw: " + strings.Join(rw.probes, " | ")})
 }
 
-// ratios is a[i]/b[i] for each round with b[i] > 0.
+// relayedSwitches counts the agent's "path relayed" log lines so far.
+func relayedSwitches(a *lab.Agent) int { return strings.Count(a.Proc.Output(), "path relayed") }
+
+// ratios is a[i]/b[i] for each round where both are measured (> 0).
 func ratios(a, b []float64) []float64 {
 	var r []float64
 	for i := range min(len(a), len(b)) {
-		if b[i] > 0 {
+		if a[i] > 0 && b[i] > 0 {
 			r = append(r, a[i]/b[i])
 		}
 	}
@@ -225,11 +246,13 @@ func benchRelayed(b *testing.B, ka, kb lab.Kind) {
 			b.Fatal(err)
 		}
 		leg = append(leg, r.Gbps*1000)
-		m, ps, err := udpKnee(ctx, ha, hb, ag[1].OverlayIP(), udpSecs, probes)
+		m, ok, ps, err := udpKnee(ctx, ha, hb, ag[1].OverlayIP(), udpSecs, probes)
 		if err != nil {
 			b.Fatal(err)
 		}
-		udp = append(udp, m)
+		if ok {
+			udp = append(udp, m)
+		}
 		notes = append(notes, probesString(ps))
 		loads = append(loads, Load1())
 		b.Logf("round %d: relayed TCP %.0f Mb/s (%d retransmits), raw leg %.0f Mb/s, UDP knee %.0f Mb/s (%s), load %.2f",
@@ -257,5 +280,5 @@ func benchRelayed(b *testing.B, ka, kb lab.Kind) {
 		Ref: "raw TCP a → relay host (one leg, no tunnel)", RefValue: Median(leg), RefRuns: leg, RefMeasured: true, Load: loads})
 	record(b, Row{Section: secTunnel, Figure: "UDP, highest rate with < 1% loss, relayed: " + what, Unit: "Mb/s",
 		Value: Median(udp), Runs: udp, Load: loads,
-		Note: fmt.Sprintf("%s B payloads, %d s probes: %s", udpPayload, udpSecs, strings.Join(notes, " | "))})
+		Note: fmt.Sprintf("%s B payloads, iperf3 -w %s, %d s probes: %s", udpPayload, udpSocketBuffer, udpSecs, strings.Join(notes, " | "))})
 }
