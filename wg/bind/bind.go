@@ -53,7 +53,8 @@ type Bind struct {
 
 	mu     sync.Mutex
 	isOpen bool
-	closed chan struct{} // closed by Close; makes this Open's relay ReceiveFunc return
+	closed chan struct{}           // closed by Close; makes this Open's relay ReceiveFunc return
+	v6     atomic.Pointer[sender6] // IPv6 sends while open (send6.go)
 	relays map[uint64]*RelayEndpoint
 	nextID uint64
 	stun   *stunConn
@@ -118,6 +119,9 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		out = append(out, b.demux(fn))
 	}
 	b.hasV6.Store(v6)
+	if v6 {
+		b.v6.Store(newSender6(b.std))
+	}
 	b.closed = make(chan struct{})
 	out = append(out, b.receiveRelayed(b.closed))
 	b.isOpen = true
@@ -135,6 +139,7 @@ func (b *Bind) Close() error {
 		b.isOpen = false
 		close(b.closed)
 	}
+	b.v6.Store(nil)
 	return b.std.Close()
 }
 
@@ -181,6 +186,19 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if r, ok := ep.(*RelayEndpoint); ok {
 		return r.send(bufs)
 	}
+	return b.sendUDP(bufs, ep)
+}
+
+// sendUDP sends out of the UDP socket: IPv6 through sender6 (see send6.go),
+// IPv4 with StdNetBind's batching and GSO.
+func (b *Bind) sendUDP(bufs [][]byte, ep conn.Endpoint) error {
+	if ep.DstIP().Is6() {
+		if s := b.v6.Load(); s != nil {
+			if se, ok := ep.(*conn.StdNetEndpoint); ok {
+				return s.send(bufs, se.AddrPort)
+			}
+		}
+	}
 	return b.std.Send(bufs, ep)
 }
 
@@ -223,7 +241,7 @@ func (b *Bind) sendTo(p []byte, ap netip.AddrPort) error {
 		return net.ErrClosed
 	}
 	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	return b.std.Send([][]byte{p}, &conn.StdNetEndpoint{AddrPort: ap})
+	return b.sendUDP([][]byte{p}, &conn.StdNetEndpoint{AddrPort: ap})
 }
 
 // demux wraps one of StdNetBind's receive functions. StdNetBind hands back

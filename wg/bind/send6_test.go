@@ -1,0 +1,164 @@
+package bind
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+	"golang.zx2c4.com/wireguard/conn"
+)
+
+// sendAlternating sends through b alternately to r4 (IPv4) and r6 (IPv6),
+// single packets and batches: every datagram must reach its own peer.
+func sendAlternating(t *testing.T, b *Bind, r4, r6 *net.UDPConn) {
+	t.Helper()
+	ep4, err := b.ParseEndpoint(r4.LocalAddr().String())
+	must(t, err)
+	ep6, err := b.ParseEndpoint(r6.LocalAddr().String())
+	must(t, err)
+	buf := make([]byte, 100)
+	expect := func(r *net.UDPConn, p []byte, what string) {
+		t.Helper()
+		r.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, _, err := r.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("%s: nothing arrived at %s: %v", what, r.LocalAddr(), err)
+		}
+		if !bytes.Equal(buf[:n], p) {
+			t.Fatalf("%s: %s got %x, want %x", what, r.LocalAddr(), buf[:n], p)
+		}
+	}
+	for i := 0; i < 20; i++ {
+		for _, c := range []struct {
+			ep conn.Endpoint
+			r  *net.UDPConn
+		}{{ep4, r4}, {ep6, r6}} {
+			p := []byte{4, 0, 0, 0, byte(i), 'm', 'e', 's', 'h', 'd'}
+			must(t, b.Send([][]byte{p}, c.ep))
+			expect(c.r, p, fmt.Sprintf("round %d", i))
+		}
+	}
+	batch := [][]byte{{4, 0, 0, 0, 1}, {4, 0, 0, 0, 2}, {4, 0, 0, 0, 3}}
+	for _, c := range []struct {
+		ep conn.Endpoint
+		r  *net.UDPConn
+	}{{ep4, r4}, {ep6, r6}, {ep4, r4}, {ep6, r6}} {
+		must(t, b.Send(batch, c.ep))
+		for i, p := range batch {
+			expect(c.r, p, fmt.Sprintf("batch packet %d", i))
+		}
+	}
+}
+
+// TestSendIPv6AfterIPv4 runs sendAlternating over loopback. wireguard-go's
+// StdNetBind.Send (the version in go.mod) reuses pooled addresses and,
+// after an IPv4 send, copies only the first 4 bytes of the next IPv6
+// destination, keeping the other 12 of an earlier one: the datagram goes
+// to a wrong address. Towards ::1 that goes unnoticed (the wrong address is
+// ::, which Linux sends to ::1 anyway); TestSendIPv6AfterIPv4Routed shows
+// it.
+func TestSendIPv6AfterIPv4(t *testing.T) {
+	if c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback}); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		c.Close()
+	}
+	b := New(Options{})
+	if _, _, err := b.Open(0); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { b.Close(); b.Stop() }()
+	if b.v6.Load() == nil {
+		t.Fatal("no IPv6 sender: has StdNetBind changed (see send6.go)?")
+	}
+	r4, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	must(t, err)
+	defer r4.Close()
+	r6, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	must(t, err)
+	defer r6.Close()
+	sendAlternating(t, b, r4, r6)
+}
+
+// TestSendIPv6AfterIPv4Routed is sendAlternating towards an IPv6 address
+// other than ::1 (fd6d::1 on the loopback of a namespace the test makes),
+// the case where the agent lost WireGuard handshakes on IPv6 host paths
+// (ICE's STUN to the relay went over IPv4 from the same socket). Needs
+// root.
+func TestSendIPv6AfterIPv4Routed(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (a network namespace)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("no ip(8)")
+	}
+	name := fmt.Sprintf("mwb%d", os.Getpid()%100000)
+	for _, args := range [][]string{
+		{"netns", "add", name},
+		{"-n", name, "link", "set", "lo", "up"},
+		{"-n", name, "addr", "add", "fd6d::1/128", "dev", "lo", "nodad"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			exec.Command("ip", "netns", "del", name).Run()
+			t.Fatalf("ip %v: %v\n%s", args, err, out)
+		}
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+
+	// Sockets belong to the namespace of the thread that makes them.
+	b := New(Options{})
+	var r4, r6, probe *net.UDPConn
+	func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		must(t, err)
+		defer orig.Close()
+		ns, err := netns.GetFromName(name)
+		must(t, err)
+		defer ns.Close()
+		must(t, netns.Set(ns))
+		defer func() {
+			if err := netns.Set(orig); err == nil {
+				runtime.UnlockOSThread() // else the thread dies with the goroutine
+			}
+		}()
+		_, _, err = b.Open(0)
+		must(t, err)
+		r4, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		must(t, err)
+		r6, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.ParseIP("fd6d::1")})
+		must(t, err)
+		probe, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.ParseIP("fd6d::1")})
+		must(t, err)
+	}()
+	defer probe.Close()
+	// The fresh namespace sometimes loses the very first datagram to its
+	// new address: wait until a plain socket's gets through.
+	for i := 0; ; i++ {
+		probe.WriteTo([]byte("probe"), r6.LocalAddr())
+		r6.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if _, _, err := r6.ReadFromUDPAddrPort(make([]byte, 10)); err == nil {
+			break
+		}
+		if i == 50 {
+			t.Fatal("no IPv6 datagram reaches fd6d::1 in the test namespace")
+		}
+	}
+	defer func() { b.Close(); b.Stop() }()
+	defer r4.Close()
+	defer r6.Close()
+	sendAlternating(t, b, r4, r6)
+}
+
+func must(tb testing.TB, err error) {
+	tb.Helper()
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
