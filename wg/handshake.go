@@ -111,12 +111,16 @@ func (d *goDevice) controls(peer keys.Key) bool { return bytes.Compare(d.pub[:],
 // wireguard-go's own hold-back for the first path: an initiation to a peer
 // without endpoint fails at once (or does nothing when one was tried less
 // than RekeyTimeout ago), and for RekeyTimeout no packet the system sends
-// can start another one that would cross the controlling side's.
+// can start another one that would cross the controlling side's. (If the
+// controlling side does not initiate, graceOver does.)
 func (d *goDevice) beforePath(k keys.Key, st *peerState) (first bool) {
 	if st.hadPath {
 		return false
 	}
-	if !d.controls(k) {
+	// A peer that has an endpoint already got it from the remote's
+	// initiation (roaming): that handshake is under way, and an initiation
+	// now would go out and cross it.
+	if !d.controls(k) && d.peerStats(k).Endpoint == "" {
 		if p := d.dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
 			_ = p.SendHandshakeInitiation(false)
 		}
@@ -186,19 +190,23 @@ func (d *goDevice) keepaliveOn(k keys.Key, st *peerState) {
 
 // lastHandshake returns the time of the peer's last completed handshake
 // (zero: none). It reads the whole device's state: call it rarely.
-func (d *goDevice) lastHandshake(k keys.Key) time.Time {
+func (d *goDevice) lastHandshake(k keys.Key) time.Time { return d.peerStats(k).LastHandshake }
+
+// peerStats returns what wireguard-go reports of one peer (zero when
+// unknown). It reads the whole device's state: call it rarely.
+func (d *goDevice) peerStats(k keys.Key) PeerStats {
 	s, err := d.dev.IpcGet()
 	if err != nil {
-		return time.Time{}
+		return PeerStats{}
 	}
 	st, err := parseStats(s)
 	if err != nil {
-		return time.Time{}
+		return PeerStats{}
 	}
 	for _, ps := range st {
 		if ps.PublicKey == k {
-			return ps.LastHandshake
+			return ps
 		}
 	}
-	return time.Time{}
+	return PeerStats{}
 }
