@@ -123,7 +123,6 @@ log "$MODE run of $DESC; work directory $WORK"
 	echo "export MESHD_LAB_BINARY=\$WORK/bin/meshd MESHD_BENCH_WIREGUARD_GO=\$WORK/bin/wireguard-go \\"
 	echo "       MESHD_BENCH_RESULTS=\$WORK/rows.jsonl MESHD_BENCH_PROFILE=\$WORK/profiles MESHD_BENCH_SECONDS=$SECS MESHD_BENCH_QUICK=$QUICK \\"
 	echo "       MESHD_LAB_LOGS=\$WORK/lab-logs"
-	echo "cd bench"
 } >"$CMDS"
 
 log "building (meshd, wireguard-go, test binaries)"
@@ -214,12 +213,14 @@ fi
 
 log "writing $OUT"
 args=(-results "$RESULTS" -profiles "$PROFILES" -commands "$CMDS" -commit "$DESC" -mode "$MODE"
-	-started "$STARTED" -load-start "$LOAD_START" -tools "$TOOLS" -out "$OUT")
+	-started "$STARTED" -load-start "$LOAD_START" -finished "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	-load-end "$(cut -d' ' -f1-3 /proc/loadavg | sed 's/ /, /g')" -tools "$TOOLS" -out "$OUT")
 for n in netmap control signal; do [ -f "$WORK/$n.log" ] && args+=(-gobench "$WORK/$n.log"); done
 for n in relay-1 relay-2; do [ -f "$WORK/$n.log" ] && args+=(-relay "$WORK/$n.log"); done
 [ -s "$WORK/tunnel-device.md" ] && args+=(-extra "1. Tunnel throughput::**The data plane alone** (\`bench/tunnel.sh\`: package wg's device with the one-socket bind and static peers, no agent, in two namespaces joined by one veth; its relayed row is a plain UDP conn standing in for TURN)::$WORK/tunnel-device.md")
 for f in "${FAILED[@]}"; do args+=(-failed "$f"); done
 [ -f "$ROOT/bench/NOTES.md" ] && args+=(-notes "$ROOT/bench/NOTES.md")
+printf '%q ' "$WORK/bin/report" "${args[@]}" >"$WORK/report.cmd" # to render again from the kept results
 "$WORK/bin/report" "${args[@]}"
 log "done: $OUT${FAILED:+ (failed steps: ${FAILED[*]})}"
 [ "${#FAILED[@]}" = 0 ]

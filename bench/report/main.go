@@ -54,6 +54,8 @@ func run() error {
 	mode := flag.String("mode", "full", "full or quick")
 	started := flag.String("started", "", "start time (RFC 3339)")
 	loadStart := flag.String("load-start", "", "load averages at the start")
+	finished := flag.String("finished", "", "end time (RFC 3339; default now)")
+	loadEnd := flag.String("load-end", "", "load averages at the end (default: now)")
 	tools := flag.String("tools", "", "versions of iperf3, wireguard-go, coturn")
 	notes := flag.String("notes", "", "`FILE` of hand-written analysis to append")
 	out := flag.String("out", "BENCHMARKS.md", "`FILE` to write")
@@ -103,7 +105,13 @@ func run() error {
 
 	m := meta{Commit: *commit, Mode: *mode, Go: runtime.Version(), Tools: *tools, LoadStart: *loadStart,
 		Cores: runtime.NumCPU(), CPU: cpuModel(), Kernel: kernel(), Memory: memTotal(), LoadEnd: loadAvg()}
+	if *loadEnd != "" {
+		m.LoadEnd = *loadEnd
+	}
 	now := time.Now().UTC()
+	if t, err := time.Parse(time.RFC3339, *finished); err == nil {
+		now = t.UTC()
+	}
 	m.Date = now.Format("2006-01-02 15:04 MST")
 	if t, err := time.Parse(time.RFC3339, *started); err == nil {
 		m.Date = t.UTC().Format("2006-01-02 15:04 MST")

@@ -172,7 +172,7 @@ func render(w io.Writer, m meta, rows []bench.Row) {
 	}
 
 	if len(m.Profiles) > 0 {
-		p("## Profiles\n\nThe hottest entries of the profiles taken during the runs (CPU: perf, per process, during the first TCP run of each path; memory: the agent's Go heap profile, in-use space). Full reports are in the run's work directory.\n\n")
+		p("## Profiles\n\nThe hottest entries of the profiles taken during the runs (CPU: perf, per process, during the first TCP run of each path; memory: the agent's Go heap profile, in-use space). Full reports, raw results and the lab's process logs stay in the run's work directory with KEEP=1.\n\n")
 		for _, pr := range m.Profiles {
 			p("### %s\n\n```\n%s\n```\n\n", pr.Name, strings.TrimRight(pr.Text, "\n"))
 		}
