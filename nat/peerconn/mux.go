@@ -11,6 +11,7 @@ import (
 	"github.com/pion/stun/v2"
 	"github.com/pion/transport/v3"
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 )
 
 // Mux is the UDP mux every direct session of an agent shares: it runs pion's
@@ -20,13 +21,20 @@ import (
 // per remote address, which pion v3 does not report.
 type Mux struct {
 	*ice.UniversalUDPMuxDefault
-	rtt *rttConn
+	rtt    *rttConn
+	lookup singleflight.Group // server address → GetXORMappedAddr in flight
 }
 
 // NewMux starts a mux reading conn. Close it before conn goes away. tnet may
 // be nil (the host's network); it only lists local addresses when conn is
 // bound to an unspecified address.
 func NewMux(conn net.PacketConn, tnet transport.Net, log *zap.Logger) *Mux {
+	// Server-reflexive addresses are shared by every session; refresh them
+	// often enough to notice a new NAT mapping.
+	return newMux(conn, tnet, log, 20*time.Second)
+}
+
+func newMux(conn net.PacketConn, tnet transport.Net, log *zap.Logger, srflxTTL time.Duration) *Mux {
 	rc := &rttConn{PacketConn: conn, sent: make(map[[12]byte]sentCheck), rtt: make(map[string]time.Duration), ready: make(chan struct{})}
 	// pion v3.0.16 starts the mux's reader before it has finished building
 	// the mux (UniversalUDPMuxDefault.UDPMuxDefault is assigned after the
@@ -37,12 +45,27 @@ func NewMux(conn net.PacketConn, tnet transport.Net, log *zap.Logger) *Mux {
 		Logger:  LoggerFactory(log).NewLogger("mux"),
 		UDPConn: rc,
 		Net:     tnet,
-		// Server-reflexive addresses are shared by every session; refresh
-		// them often enough to notice a new NAT mapping.
-		XORMappedAddrCacheTTL: 20 * time.Second,
+		XORMappedAddrCacheTTL: srflxTTL,
 	})
 	return &Mux{UniversalUDPMuxDefault: m, rtt: rc}
 }
+
+// GetXORMappedAddr returns this socket's server-reflexive address as seen
+// by serverAddr. pion v3.0.16 crashes (nil dereference) when a cached
+// lookup expires while another caller still waits for it; here every
+// caller for one server shares a single lookup, so no caller ever waits
+// while another one expires the entry.
+func (m *Mux) GetXORMappedAddr(serverAddr net.Addr, deadline time.Duration) (*stun.XORMappedAddress, error) {
+	v, err, _ := m.lookup.Do(serverAddr.String(), func() (any, error) {
+		return m.UniversalUDPMuxDefault.GetXORMappedAddr(serverAddr, deadline)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*stun.XORMappedAddress), nil
+}
+
+var _ ice.UniversalUDPMux = (*Mux)(nil)
 
 // RTT returns the last measured round-trip time of an ICE check to addr
 // (ip:port), zero when unknown.
