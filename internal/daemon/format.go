@@ -9,6 +9,7 @@ import (
 	"time"
 
 	daemonv1 "meshd/api/daemon/v1"
+	"meshd/internal/cliutil"
 )
 
 // StatusJSON is what `meshd status --json` prints. Scripts rely on these
@@ -187,7 +188,7 @@ func WriteTable(w io.Writer, r *daemonv1.StatusResponse, now time.Time) error {
 			hs = now.Sub(t).Round(time.Second).String() + " ago"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", orDash(p.Name), orDash(p.OverlayIP), p.State, path, endpoint, lat, hs,
-			bytesText(p.RxBytes), bytesText(p.TxBytes))
+			cliutil.Bytes(p.RxBytes), cliutil.Bytes(p.TxBytes))
 	}
 	return tw.Flush()
 }
@@ -204,17 +205,4 @@ func errSuffix(e string) string {
 		return ""
 	}
 	return "  (" + e + ")"
-}
-
-func bytesText(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

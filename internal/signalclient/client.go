@@ -113,7 +113,7 @@ type Client struct {
 	log   *zap.Logger
 	pub   keys.Key
 	http  *http.Client
-	conns *conns // of http, when the client made it
+	conns *rpcclient.Conns // of http, when the client made it
 	rpc   signalv1connect.SignalServiceClient
 	peers *peers
 
@@ -175,7 +175,7 @@ func New(opts Options) (*Client, error) {
 		}
 		c.http = hc
 		if t, ok := hc.Transport.(*http.Transport); ok {
-			c.conns = track(t)
+			c.conns = rpcclient.Track(t)
 		}
 	}
 	base := c.http.Transport
@@ -265,7 +265,7 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 	defer c.running.Store(false)
 	if c.conns != nil {
-		defer c.conns.closeAll()
+		defer c.conns.CloseAll()
 	}
 	var wg sync.WaitGroup
 	dctx, stopDispatch := context.WithCancel(ctx)

@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	adminv1 "meshd/api/admin/v1"
+	"meshd/internal/cliutil"
 )
 
 // serverCmd is `meshd admin server status`: how the server is doing.
@@ -35,7 +36,7 @@ func serverCmd() *cli.Command {
 				}
 				if rl := st.Relay; rl != nil {
 					pairs = append(pairs, "relay", fmt.Sprintf("%d allocations (%d since start, %d refused), %s to peers, %s from peers",
-						rl.Allocations, rl.AllocationsTotal, rl.Refused, byteCount(rl.BytesToPeers), byteCount(rl.BytesFromPeers)),
+						rl.Allocations, rl.AllocationsTotal, rl.Refused, cliutil.Bytes(int64(rl.BytesToPeers)), cliutil.Bytes(int64(rl.BytesFromPeers))),
 						"relay urls", strings.Join(rl.Urls, " "))
 				} else {
 					pairs = append(pairs, "relay", "not in this process")
@@ -44,18 +45,4 @@ func serverCmd() *cli.Command {
 			})},
 		},
 	}
-}
-
-// byteCount prints n bytes in SI units.
-func byteCount(n uint64) string {
-	const unit = 1000
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %cB", float64(n)/float64(div), "kMGTPE"[exp])
 }

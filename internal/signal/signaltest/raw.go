@@ -24,7 +24,7 @@ type Raw struct {
 	Stream *connect.BidiStreamForClient[signalv1.ClientMessage, signalv1.ServerMessage]
 	cancel context.CancelFunc
 	http   *http.Client
-	conns  *conns
+	conns  *rpcclient.Conns
 	boxes  map[keys.Key]*seal.Box
 }
 
@@ -35,7 +35,7 @@ func (h *Harness) Dial(tb testing.TB) *Raw {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cs := track(hc.Transport.(*http.Transport))
+	cs := rpcclient.Track(hc.Transport.(*http.Transport))
 	ctx, cancel := context.WithCancel(context.Background())
 	c := signalv1connect.NewSignalServiceClient(hc, h.URL, connect.WithAcceptCompression("gzip", nil, nil))
 	r := &Raw{Stream: c.Connect(ctx), cancel: cancel, http: hc, conns: cs}
@@ -49,7 +49,7 @@ func (r *Raw) Close() {
 	_ = r.Stream.CloseRequest()
 	_ = r.Stream.CloseResponse()
 	r.http.CloseIdleConnections()
-	r.conns.closeAll()
+	r.conns.CloseAll()
 }
 
 // Register dials and registers priv (a fresh key when zero) with a correct

@@ -1,4 +1,4 @@
-package signaltest
+package rpcclient
 
 import (
 	"context"
@@ -7,18 +7,18 @@ import (
 	"sync"
 )
 
-// conns tracks the connections of a Raw stream's transport, so that Close
-// can close them: CloseIdleConnections alone races with the HTTP/2
-// transport forgetting the stream that just ended, and the connection would
-// linger until its idle timeout (and look like a leak to goleak).
-type conns struct {
+// Conns tracks the connections a transport dials, so that their owner can
+// close them when it stops: CloseIdleConnections alone races with the
+// HTTP/2 transport forgetting a stream that just ended, and the connection
+// would linger until its idle timeout (and look like a leak to goleak).
+type Conns struct {
 	mu  sync.Mutex
 	set map[*trackedConn]struct{}
 }
 
 type trackedConn struct {
 	net.Conn
-	owner *conns
+	owner *Conns
 }
 
 func (c *trackedConn) Close() error {
@@ -28,9 +28,9 @@ func (c *trackedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// track wraps t's dialer.
-func track(t *http.Transport) *conns {
-	cs := &conns{set: make(map[*trackedConn]struct{})}
+// Track wraps t's dialer and returns the set of its open connections.
+func Track(t *http.Transport) *Conns {
+	cs := &Conns{set: make(map[*trackedConn]struct{})}
 	dial := t.DialContext
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
@@ -49,7 +49,8 @@ func track(t *http.Transport) *conns {
 	return cs
 }
 
-func (cs *conns) closeAll() {
+// CloseAll closes every connection still open.
+func (cs *Conns) CloseAll() {
 	cs.mu.Lock()
 	all := make([]*trackedConn, 0, len(cs.set))
 	for c := range cs.set {
