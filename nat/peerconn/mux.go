@@ -42,9 +42,9 @@ func newMux(conn net.PacketConn, tnet transport.Net, log *zap.Logger, srflxTTL t
 	// reader waits for ready.
 	defer close(rc.ready)
 	m := ice.NewUniversalUDPMuxDefault(ice.UniversalUDPMuxParams{
-		Logger:  LoggerFactory(log).NewLogger("mux"),
-		UDPConn: rc,
-		Net:     tnet,
+		Logger:                LoggerFactory(log).NewLogger("mux"),
+		UDPConn:               rc,
+		Net:                   tnet,
 		XORMappedAddrCacheTTL: srflxTTL,
 	})
 	return &Mux{UniversalUDPMuxDefault: m, rtt: rc}

@@ -126,6 +126,10 @@ type Config struct {
 	// Net is the network pion uses for TURN and for listing interfaces; nil
 	// is the host's.
 	Net transport.Net
+	// SocketBuffer is the receive and send buffer of the UDP sockets a
+	// relay session opens to TURN servers (BufferedNet): zero takes
+	// SocketBuffer, negative leaves the system's default.
+	SocketBuffer int
 	// IncludeLoopback offers and accepts loopback candidates (tests with
 	// several agents on one host).
 	IncludeLoopback bool
@@ -193,6 +197,17 @@ func New(cfg Config) (*Session, error) {
 			t = &RelayTiming
 		}
 	}
+	tnet := cfg.Net
+	if cfg.Kind == peerv1.Kind_KIND_RELAY {
+		size := cfg.SocketBuffer
+		if size == 0 {
+			size = SocketBuffer
+		}
+		var err error
+		if tnet, err = BufferedNet(tnet, size); err != nil {
+			return nil, err
+		}
+	}
 	ufrag, pwd := randomString(6), randomString(24)
 	log := cfg.Log.With(zap.Stringer("kind", cfg.Kind), zap.Uint64("session", cfg.ID))
 	ac := &ice.AgentConfig{
@@ -211,7 +226,7 @@ func New(cfg Config) (*Session, error) {
 		RelayAcceptanceMinWait: &t.RelayWait,
 		STUNGatherTimeout:      &t.STUNGatherTimeout,
 		LoggerFactory:          LoggerFactory(cfg.Log.Named("pion")),
-		Net:                    cfg.Net,
+		Net:                    tnet,
 		IncludeLoopback:        cfg.IncludeLoopback,
 		InsecureSkipVerify:     true, // see the package comment
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/transport/v3"
 	"github.com/pion/turn/v3"
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
@@ -28,6 +29,7 @@ type end struct {
 	controlling bool
 	mux         *Mux
 	servers     Servers
+	net         transport.Net // nil: the host's
 	other       *end
 
 	mu     sync.Mutex
@@ -39,7 +41,7 @@ type end struct {
 func (e *end) newSession(id uint64) *Session {
 	e.tb.Helper()
 	s, err := New(Config{
-		Kind: e.kind, ID: id, Controlling: e.controlling, Mux: e.mux, Servers: e.servers,
+		Kind: e.kind, ID: id, Controlling: e.controlling, Mux: e.mux, Servers: e.servers, Net: e.net,
 		IncludeLoopback: true, Log: zaptest.NewLogger(e.tb).Named(map[bool]string{true: "a", false: "b"}[e.controlling]),
 		Send: func(m *peerv1.Message) { go e.other.receive(m) },
 		OnState: func(st State, p Pair) {
