@@ -111,8 +111,15 @@ type PeerStats struct {
 	TxBytes       int64
 }
 
-// Counters count what a device dropped since it started.
+// Counters count what a device moved and dropped since it started.
 type Counters struct {
+	// RxBytes and TxBytes: WireGuard messages (data, keepalives,
+	// handshakes; not STUN) received and sent, over the UDP socket and
+	// relayed paths together, in userspace and netstack modes (zero in
+	// kernel mode, where packets never pass through this process). Cheap
+	// to read: the agent's memory trimmer polls them to tell a quiet
+	// tunnel.
+	RxBytes, TxBytes uint64
 	// STUNDropped: STUN messages that arrived on the WireGuard socket while
 	// ICE did not read STUNConn (absent or too slow).
 	STUNDropped uint64
@@ -184,7 +191,7 @@ type Device interface {
 	SetRelayed(peer keys.Key, c net.Conn) error
 	// Stats returns the state of every peer.
 	Stats() ([]PeerStats, error)
-	// Counters returns the device's drop counters.
+	// Counters returns the device's traffic and drop counters.
 	Counters() Counters
 	// Net returns the netstack in ModeNetstack, nil otherwise.
 	Net() *netstack.Net

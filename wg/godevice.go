@@ -283,6 +283,7 @@ func (d *goDevice) Stats() ([]PeerStats, error) {
 func (d *goDevice) Counters() Counters {
 	var c Counters
 	c.STUNDropped, c.RelayDropped = d.bind.Drops()
+	c.RxBytes, c.TxBytes = d.bind.Traffic()
 	if d.filter != nil {
 		c.FilteredIn, c.FilteredOut = d.filter.droppedIn.Load(), d.filter.droppedOut.Load()
 	}

@@ -170,6 +170,11 @@ func TestNetstackDirectTCP(t *testing.T) {
 	if s.Endpoint != b.loopback().String() || s.Relayed || s.TxBytes < 1<<20 || s.RxBytes < 1<<20 || s.LastHandshake.IsZero() {
 		t.Fatalf("stats after 1 MiB each way: %+v", s)
 	}
+	// The device's own counters saw at least what wireguard-go reports
+	// for its one peer (both count whole WireGuard messages).
+	if c := a.dev.Counters(); c.TxBytes < uint64(s.TxBytes) || c.RxBytes < uint64(s.RxBytes) {
+		t.Fatalf("counters rx=%d tx=%d below the peer's rx=%d tx=%d", c.RxBytes, c.TxBytes, s.RxBytes, s.TxBytes)
+	}
 }
 
 func TestUnknownPeer(t *testing.T) {

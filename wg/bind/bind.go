@@ -67,6 +67,8 @@ type Bind struct {
 
 	stunDrops  atomic.Uint64
 	relayDrops atomic.Uint64
+	rxBytes    atomic.Uint64 // WireGuard messages received (socket and relays)
+	txBytes    atomic.Uint64 // WireGuard messages sent
 }
 
 var _ conn.Bind = (*Bind)(nil)
@@ -116,14 +118,14 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	v6 := false
 	for _, fn := range fns {
 		v6 = v6 || fn.PrettyName() == "v6"
-		out = append(out, b.demux(fn))
+		out = append(out, b.counted(b.demux(fn)))
 	}
 	b.hasV6.Store(v6)
 	if v6 {
 		b.v6.Store(newSender6(b.std))
 	}
 	b.closed = make(chan struct{})
-	out = append(out, b.receiveRelayed(b.closed))
+	out = append(out, b.counted(b.receiveRelayed(b.closed)))
 	b.isOpen = true
 	b.port.Store(uint32(actual))
 	return out, actual, nil
@@ -183,6 +185,11 @@ func (b *Bind) BatchSize() int { return b.std.BatchSize() }
 // Send implements conn.Bind: relayed endpoints write to their conn, every
 // other endpoint goes out of the UDP socket with StdNetBind's batching.
 func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	n := 0
+	for _, p := range bufs {
+		n += len(p)
+	}
+	b.txBytes.Add(uint64(n))
 	if r, ok := ep.(*RelayEndpoint); ok {
 		return r.send(bufs)
 	}
@@ -230,6 +237,29 @@ var ErrNoRelay = errors.New("no such relayed path")
 // device was stopped or the path replaced before WireGuard took them.
 func (b *Bind) Drops() (stun, relay uint64) {
 	return b.stunDrops.Load(), b.relayDrops.Load()
+}
+
+// Traffic reports how many bytes of WireGuard messages the bind received
+// and sent since New, over the UDP socket and relayed paths together (STUN
+// not included). One atomic add per batch: cheap enough to watch for a
+// tunnel that went quiet.
+func (b *Bind) Traffic() (rx, tx uint64) {
+	return b.rxBytes.Load(), b.txBytes.Load()
+}
+
+// counted wraps a ReceiveFunc to add what it returns to the received bytes.
+func (b *Bind) counted(fn conn.ReceiveFunc) conn.ReceiveFunc {
+	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		n, err := fn(bufs, sizes, eps)
+		sum := 0
+		for _, s := range sizes[:n] {
+			sum += s
+		}
+		if sum > 0 {
+			b.rxBytes.Add(uint64(sum))
+		}
+		return n, err
+	}
 }
 
 // send writes one packet to ap through the UDP socket (STUNConn's writes).

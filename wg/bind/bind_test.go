@@ -84,9 +84,13 @@ func TestDemuxZeroesSTUNInPlace(t *testing.T) {
 	}
 	sizes := make([]int, 8)
 	eps := make([]conn.Endpoint, 8)
-	n, err := b.demux(fake)(bufs, sizes, eps)
+	n, err := b.counted(b.demux(fake))(bufs, sizes, eps)
 	if err != nil || n != len(batch) {
 		t.Fatalf("n=%d err=%v", n, err)
+	}
+	// Traffic counts the WireGuard messages of the batch, not the STUN.
+	if rx, tx := b.Traffic(); rx != uint64(len(wgs[0])+len(wgs[1])+len(wgs[2])) || tx != 0 {
+		t.Fatalf("traffic rx=%d tx=%d after one batch, want rx=%d tx=0", rx, tx, len(wgs[0])+len(wgs[1])+len(wgs[2]))
 	}
 	for i, p := range batch {
 		if &bufs[i][0] != orig[i] {
@@ -156,6 +160,9 @@ func TestRelaySendReceiveAndStop(t *testing.T) {
 	if n, err := relayRecv(bufs, sizes, eps); err != nil || n != 1 || string(bufs[0][:sizes[0]]) != "back" || eps[0] != r {
 		t.Fatalf("relay receive: n=%d %q ep=%v err=%v", n, bufs[0][:sizes[0]], eps[0], err)
 	}
+	if rx, tx := b.Traffic(); rx != uint64(len("back")) || tx != uint64(len("hello")) {
+		t.Fatalf("traffic rx=%d tx=%d, want %d and %d (relayed paths count)", rx, tx, len("back"), len("hello"))
+	}
 	direct := &conn.StdNetEndpoint{AddrPort: netip.MustParseAddrPort("192.0.2.1:51820")}
 	r.ReceiveAs(direct)
 	go c2.Write([]byte("again"))
@@ -183,7 +190,8 @@ func TestRelaySendReceiveAndStop(t *testing.T) {
 }
 
 // BenchmarkDemux measures what the bind adds per received batch of 128
-// WireGuard data packets (STUN check, claims lookup) on top of StdNetBind.
+// WireGuard data packets (STUN check, claims lookup, traffic count) on top
+// of StdNetBind.
 func BenchmarkDemux(b *testing.B) {
 	for _, claimed := range []bool{false, true} {
 		b.Run(map[bool]string{false: "no-relayed-peers", true: "with-claims"}[claimed], func(b *testing.B) {
@@ -211,7 +219,7 @@ func BenchmarkDemux(b *testing.B) {
 			for i := range bufs {
 				bufs[i] = pkt
 			}
-			recv := bd.demux(fake)
+			recv := bd.counted(bd.demux(fake))
 			b.ResetTimer()
 			for range b.N {
 				recv(bufs, sizes, eps)
