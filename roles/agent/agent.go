@@ -24,6 +24,7 @@ import (
 	"meshd/internal/debugpprof"
 	"meshd/internal/dns"
 	"meshd/internal/jointoken"
+	"meshd/internal/memtrim"
 	"meshd/internal/tlsconf"
 	"meshd/wg"
 )
@@ -65,6 +66,8 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "dns-listen", Usage: "also answer DNS on `ADDR:PORT`, e.g. 127.0.0.1:5353 (netstack mode: loopback, a free port unless given)"},
 			&cli.StringSliceFlag{Name: "dns-fallback", Usage: "resolvers (`IP[:PORT]`) for names outside the mesh that no nameserver group takes, or when a group's servers fail " +
 				"(default: those of /etc/resolv.conf; none: answer SERVFAIL instead)"},
+			&cli.DurationFlag{Name: "mem-trim", Value: memtrim.DefaultQuiet, Usage: "give memory back to the OS once the tunnel has been quiet for `DURATION` " +
+				"(wireguard-go keeps the buffers of a bulk transfer otherwise; 0: never)"},
 			&cli.StringFlag{Name: "pprof-listen", Hidden: true, Usage: "serve Go profiles (net/http/pprof) on `ADDR`: a unix socket path, or a loopback host:port; for debugging"},
 		}, cliutil.LogFlags()...),
 		Action: runAgent,
@@ -151,6 +154,13 @@ func runAgent(c *cli.Context) error {
 		return cliutil.Exit(2, "%v", err)
 	}
 	opts.Log = log
+	var trim *memtrim.Trimmer
+	switch quiet := c.Duration("mem-trim"); {
+	case quiet < 0:
+		return cliutil.Exit(2, "--mem-trim %v: want a duration such as 2s, or 0 to turn it off", quiet)
+	case quiet > 0:
+		trim = watchMemory(&opts, quiet, log)
+	}
 	eng, err := agent.New(opts)
 	if err != nil {
 		return cliutil.Exit(1, "%v", err)
@@ -171,6 +181,11 @@ func runAgent(c *cli.Context) error {
 		defer func() { cancel(); <-profDone }()
 		log.Warn("serving Go profiles (debug)", zap.String("pprof_listen", addr))
 	}
+	if trim != nil {
+		trimDone := make(chan struct{})
+		go func() { defer close(trimDone); trim.Run(ctx) }()
+		defer func() { cancel(); <-trimDone }()
+	}
 	log.Info("agent starting", zap.Stringer("public_key", eng.PublicKey()), zap.String("state", opts.StateDir),
 		zap.String("iface", opts.Device.Name), zap.String("socket", c.String("socket")))
 	served := make(chan error, 1)
@@ -185,6 +200,24 @@ func runAgent(c *cli.Context) error {
 	}
 	log.Info("agent stopped")
 	return nil
+}
+
+// watchMemory returns a memory trimmer that watches the traffic of every
+// device the engine makes (opts.NewDevice is wrapped for that).
+func watchMemory(opts *agent.Options, quiet time.Duration, log *zap.Logger) *memtrim.Trimmer {
+	tr := memtrim.New(memtrim.Options{Policy: memtrim.Policy{Quiet: quiet}, Log: log.Named("memtrim")})
+	newDevice := opts.NewDevice
+	if newDevice == nil {
+		newDevice = wg.New
+	}
+	opts.NewDevice = func(ctx context.Context, cfg wg.Config) (wg.Device, error) {
+		dev, err := newDevice(ctx, cfg)
+		if err == nil {
+			tr.Watch(func() uint64 { c := dev.Counters(); return c.RxBytes + c.TxBytes })
+		}
+		return dev, err
+	}
+	return tr
 }
 
 // StatusCommand is `meshd status`.

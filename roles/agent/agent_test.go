@@ -1,14 +1,20 @@
 package agent
 
 import (
+	"context"
 	"flag"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/urfave/cli/v2"
+	"go.uber.org/zap/zaptest"
 
+	"meshd/internal/agent"
 	"meshd/internal/jointoken"
+	"meshd/internal/memtrim"
 	"meshd/wg"
+	"meshd/wg/wgtest"
 )
 
 func ctxFor(t *testing.T, args ...string) *cli.Context {
@@ -71,5 +77,24 @@ func TestAgentFlags(t *testing.T) {
 		if _, _, err := agentOptions(ctxFor(t, bad...)); err == nil {
 			t.Errorf("%v accepted", bad)
 		}
+	}
+}
+
+func TestMemTrimFlag(t *testing.T) {
+	if d := ctxFor(t).Duration("mem-trim"); d != memtrim.DefaultQuiet {
+		t.Fatalf("--mem-trim default %v, want %v", d, memtrim.DefaultQuiet)
+	}
+	if d := ctxFor(t, "--mem-trim", "0").Duration("mem-trim"); d != 0 {
+		t.Fatalf("--mem-trim 0 read as %v", d)
+	}
+	// watchMemory keeps the engine's device constructor: the device it
+	// makes is the one the engine gets.
+	want := wgtest.New("m0", 51820)
+	var o agent.Options
+	o.NewDevice = func(context.Context, wg.Config) (wg.Device, error) { return want, nil }
+	tr := watchMemory(&o, time.Second, zaptest.NewLogger(t))
+	got, err := o.NewDevice(context.Background(), wg.Config{})
+	if err != nil || got != wg.Device(want) || tr == nil {
+		t.Fatalf("wrapped NewDevice returned %v, %v", got, err)
 	}
 }
