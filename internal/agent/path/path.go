@@ -21,10 +21,19 @@
 //     the path upgrades as soon as it connects.
 //   - A failed session restarts with exponential backoff; a network change
 //     restarts the direct session at once.
+//   - A working direct path is kept while a new direct session looks for a
+//     better one (a network change that left the path's local address in
+//     place, or the remote peer asking for or offering a new session): the
+//     path is "held" until the new session connects (its pair becomes the
+//     path) or fails (then the relay takes over). Neither side drops the
+//     path nor starts a relay for the restart itself.
 //   - The WireGuard handshake watchdog: a path that has not carried a first
 //     handshake within HandshakeTimeout, or whose last handshake is older
 //     than HandshakeStale (WireGuard re-handshakes every two minutes while
-//     keepalives flow), is dead and is replaced.
+//     keepalives flow), is dead and is replaced. A path set while WireGuard
+//     still has a live session (a recent handshake) does not need a
+//     handshake of its own: WireGuard keeps its keys across a change of
+//     endpoint and rekeys on its own schedule, not because the path changed.
 //
 // Only the controlling peer (the larger public key) creates sessions; the
 // controlled peer asks it for one with a Request message. Machine takes that
@@ -33,6 +42,7 @@ package path
 
 import (
 	"fmt"
+	"net/netip"
 	"time"
 )
 
@@ -249,7 +259,15 @@ type Tick struct {
 }
 
 // NetworkChanged: a local address or route changed (or the machine woke).
-type NetworkChanged struct{ At time.Time }
+// Gone lists the local addresses that went away. A direct path whose local
+// candidate used one of them is dead; one whose local address is still
+// there is held while a new direct session looks for paths (for a
+// server-reflexive local candidate, whose base address is not known, any
+// gone address of its family counts).
+type NetworkChanged struct {
+	At   time.Time
+	Gone []netip.Addr
+}
 
 // RemoteRequest: the controlled peer asked for a session of Kind
 // (controlling side only). Session is the one it last knew (0: none).
@@ -308,6 +326,8 @@ type session struct {
 	awaitOffer  time.Time
 	backoff     time.Duration
 	lastStarted time.Time
+	// why is the reason of the next start, when not the usual one.
+	why string
 }
 
 // Machine is the path state machine of one peer. It is not safe for
@@ -322,6 +342,10 @@ type Machine struct {
 	pathPair  Pair
 	pathID    uint64
 	pathSince time.Time // when the current path was set
+	// held: the path is direct but the session that found it was replaced
+	// on purpose; it stays until the current direct session connects or
+	// fails (see hold).
+	held bool
 	// epoch is when a path was first set after the last death; the watchdog
 	// expects a handshake after it.
 	epoch         time.Time
@@ -395,7 +419,7 @@ func (m *Machine) Next() time.Time {
 			earliest(s.requested.Add(m.cfg.RequestTimeout))
 		}
 	}
-	if !m.relay.running && !m.direct.up && m.cfg.HaveRelay {
+	if !m.relay.running && !m.directWorks() && m.cfg.HaveRelay {
 		earliest(m.relayAfter)
 	}
 	if m.relay.running && !m.directGood.IsZero() {
@@ -422,9 +446,13 @@ func (m *Machine) Step(e Event) []Action {
 	case SessionStarted:
 		s := m.sess(e.Kind)
 		if s.running && s.id != 0 && s.id != e.Session && s.up {
-			// A new session replaces one that worked (e.g. the remote
-			// restarted): the old one's path is gone with it.
-			m.sessionGone(s, at)
+			// A new session replaces one that worked (the remote's network
+			// changed, or it restarted): a direct path is held until the
+			// new session connects or fails; a relayed one goes with its
+			// session.
+			if !m.hold(s) {
+				m.sessionGone(s, at)
+			}
 		}
 		s.running, s.id, s.up, s.requested, s.awaitOffer = true, e.Session, false, time.Time{}, time.Time{}
 		s.answered = !m.cfg.Controlling // the controlled side answered it itself
@@ -443,7 +471,13 @@ func (m *Machine) Step(e Event) []Action {
 	case NetworkChanged:
 		// The direct session gets its head start again before a relay.
 		m.relayAfter = at.Add(m.cfg.RelayDelay)
-		acts = m.restart(&m.direct, at, "network changed", acts)
+		if m.path == PathDirect && !lostLocal(m.pathPair.Local, e.Gone) && m.hold(&m.direct) {
+			// The path's local address is still there: keep the path while
+			// a new session looks for a better one on the new addresses.
+			m.replace(&m.direct, "network changed")
+		} else {
+			acts = m.restart(&m.direct, at, "network changed", acts)
+		}
 		m.direct.backoff = m.cfg.BackoffMin
 		if m.relay.running && m.path == PathRelayed {
 			acts = m.restart(&m.relay, at, "network changed", acts)
@@ -463,9 +497,15 @@ func (m *Machine) Step(e Event) []Action {
 			// Nothing runs (the remote just came online): start now.
 			s.nextStart = time.Time{}
 		case e.Session == s.id:
-			// The remote has our session and gave up on it: restart, rate
-			// limited.
-			acts = m.stop(s, at, "remote asked for a new session", acts)
+			// The remote has our session and wants a new one (its network
+			// changed, or its end failed): restart, rate limited. A direct
+			// path that works for us is held meanwhile; the new offer tells
+			// the remote that the old session is over.
+			if m.hold(s) {
+				m.replace(s, "remote asked for a new session")
+			} else {
+				acts = m.stop(s, at, "remote asked for a new session", acts)
+			}
 			s.nextStart = s.lastStarted.Add(m.cfg.RestartMinInterval)
 		case !s.answered:
 			// Our offer is not answered yet: the request crossed it, or the
@@ -493,8 +533,12 @@ func (m *Machine) Step(e Event) []Action {
 		sess := m.sess(e.Kind)
 		switch {
 		case m.cfg.Controlling && sess.running && sess.id == e.Session:
+			// An offer that did not reach the remote says nothing about a
+			// held path: WireGuard keeps using it without signal.
 			sess.running, sess.up = false, false
-			m.sessionGone(sess, at)
+			if !m.held || sess.kind != Direct {
+				m.sessionGone(sess, at)
+			}
 			m.scheduleRetry(sess, at)
 		case !m.cfg.Controlling && !sess.requested.IsZero():
 			sess.requested = time.Time{}
@@ -549,16 +593,69 @@ func (m *Machine) directLost(s *session, at time.Time) {
 	}
 }
 
-// sessionGone forgets a path that ran over s.
+// sessionGone forgets a path that ran over s. A held direct path goes with
+// any direct session that ends: the session that was to confirm or replace
+// it did not work.
 func (m *Machine) sessionGone(s *session, at time.Time) {
 	if (s.kind == Direct && m.path == PathDirect) || (s.kind == Relay && m.path == PathRelayed) {
-		if m.pathID == s.id {
-			m.path, m.pathPair, m.pathID = None, Pair{}, 0
+		if m.pathID == s.id || (s.kind == Direct && m.held) {
+			m.clearPath()
 		}
 	}
 	if s.kind == Direct {
 		m.directGood = time.Time{}
 	}
+}
+
+func (m *Machine) clearPath() {
+	m.path, m.pathPair, m.pathID, m.held = None, Pair{}, 0, false
+}
+
+// hold keeps the direct path that runs over s (up) while s is replaced,
+// and reports whether there was one to keep (or one is held already).
+func (m *Machine) hold(s *session) bool {
+	if s.kind != Direct || m.path != PathDirect {
+		return false
+	}
+	if m.held {
+		return true
+	}
+	if !s.up || m.pathID != s.id {
+		return false
+	}
+	m.held = true
+	return true
+}
+
+// replace ends s without telling the remote (the next offer, or our
+// request naming s, does) and without forgetting a held path; decide starts
+// the next session. The worker closes the old session when it starts the
+// new one.
+func (m *Machine) replace(s *session, reason string) {
+	s.running, s.up, s.answered = false, false, false
+	s.requested, s.awaitOffer, s.nextStart = time.Time{}, time.Time{}, time.Time{}
+	s.why = reason + "; the path stays meanwhile"
+}
+
+// lostLocal reports whether the local end of a path used an address in
+// gone. The base of a server-reflexive (or unknown) candidate is not known:
+// any gone address of its family counts.
+func lostLocal(local Candidate, gone []netip.Addr) bool {
+	if len(gone) == 0 {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(local.Address)
+	if err != nil {
+		return true
+	}
+	ip := ap.Addr().Unmap()
+	for _, g := range gone {
+		g = g.Unmap()
+		if g == ip || (local.Type != "host" && g.Is4() == ip.Is4()) {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *Machine) scheduleRetry(s *session, at time.Time) {
@@ -598,7 +695,7 @@ func (m *Machine) watchdog(at time.Time, acts []Action) []Action {
 	}
 	acts = m.stop(s, at, reason, acts)
 	m.scheduleRetry(s, at)
-	m.path, m.pathPair, m.pathID = None, Pair{}, 0
+	m.clearPath()
 	m.epoch = time.Time{}
 	return acts
 }
@@ -622,6 +719,10 @@ func (m *Machine) restart(s *session, at time.Time, reason string, acts []Action
 	return acts
 }
 
+// directWorks reports whether a direct path works: the direct session is
+// up, or a direct path is held while its next session checks.
+func (m *Machine) directWorks() bool { return m.direct.up || m.held }
+
 // wants reports whether a session of kind k should run at time at.
 func (m *Machine) wants(k Kind, at time.Time) bool {
 	if k == Direct {
@@ -630,15 +731,16 @@ func (m *Machine) wants(k Kind, at time.Time) bool {
 	if !m.cfg.HaveRelay {
 		return false
 	}
-	if !m.direct.up && at.Before(m.relayAfter) {
+	direct := m.directWorks()
+	if !direct && at.Before(m.relayAfter) {
 		return false // the direct session's head start
 	}
 	if !m.cfg.Controlling {
 		// Ask for a relay only while there is no direct path; keep whatever
 		// relay session the controlling peer offers.
-		return !m.direct.up
+		return !direct
 	}
-	if m.direct.up {
+	if direct {
 		// Never start a relay next to a working direct path; keep a running
 		// one until the direct path has proven itself for RelayLinger.
 		return m.relay.running && (m.directGood.IsZero() || at.Before(m.directGood.Add(m.cfg.RelayLinger)))
@@ -657,6 +759,8 @@ func (m *Machine) decide(at time.Time, acts []Action) []Action {
 		if m.path != PathDirect || m.pathPair != m.direct.pair || m.pathID != m.direct.id {
 			acts = m.setPath(PathDirect, &m.direct, at, acts)
 		}
+	case m.held:
+		// Keep the held direct path until the new session decides.
 	case m.relay.up:
 		if m.path != PathRelayed || m.pathID != m.relay.id {
 			acts = m.setPath(PathRelayed, &m.relay, at, acts)
@@ -679,6 +783,9 @@ func (m *Machine) decide(at time.Time, acts []Action) []Action {
 			reason := "no session"
 			if s.kind == Relay && !m.direct.up {
 				reason = "no direct path"
+			}
+			if s.why != "" {
+				reason, s.why = s.why, ""
 			}
 			acts = append(acts, Action{Type: ActionStart, Kind: s.kind, Reason: reason})
 			s.lastStarted = at
@@ -705,7 +812,15 @@ func (m *Machine) setPath(p Path, s *session, at time.Time, acts []Action) []Act
 	}
 	if m.path == None {
 		m.epoch = at
+		if hs := m.lastHandshake; !hs.IsZero() && at.Sub(hs) < m.cfg.HandshakeStale-m.cfg.HandshakeTimeout {
+			// WireGuard still has a live session: it carries on over the new
+			// path with the same keys and makes no handshake for it before
+			// its own rekey (two minutes after the last one). Demanding one
+			// within HandshakeTimeout would fail a working path; the stale
+			// check still catches a path that carries nothing.
+			m.epoch = hs
+		}
 	}
-	m.path, m.pathPair, m.pathID, m.pathSince = p, s.pair, s.id, at
+	m.path, m.pathPair, m.pathID, m.pathSince, m.held = p, s.pair, s.id, at, false
 	return append(acts, Action{Type: typ, Kind: s.kind, Session: s.id, Pair: s.pair})
 }
