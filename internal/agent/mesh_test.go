@@ -55,17 +55,25 @@ func newWorld(tb testing.TB) *world {
 }
 
 // agent starts a real engine in netstack mode.
-func (w *world) agent(name string) *Engine {
+func (w *world) agent(name string) *Engine { return w.agentWith(name, nil) }
+
+// agentWith starts a real engine in netstack mode with options changed by
+// opt (nil: none).
+func (w *world) agentWith(name string, opt func(*Options)) *Engine {
 	tb := w.tb
 	tb.Helper()
-	e, err := New(Options{
+	o := Options{
 		StateDir: filepath.Join(tb.TempDir(), name), ControlURL: w.control.URL, Pin: w.pin,
 		SetupKey: w.setupKey, Hostname: name,
 		Device:          wg.Config{Mode: wg.ModeNetstack, Name: name},
 		Clients:         RealClients(),
 		IncludeLoopback: true,
 		Log:             zaptest.NewLogger(tb).Named(name),
-	})
+	}
+	if opt != nil {
+		opt(&o)
+	}
+	e, err := New(o)
 	if err != nil {
 		tb.Fatal(err)
 	}

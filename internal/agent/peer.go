@@ -108,7 +108,10 @@ type (
 		allowed []netip.Prefix
 	}
 	evServers struct{ servers peerconn.Servers }
-	evNetwork struct{ mux *peerconn.Mux }
+	evNetwork struct {
+		mux  *peerconn.Mux
+		gone []netip.Addr // local addresses that went away
+	}
 )
 
 // controls reports whether self is the controlling side towards remote: the
@@ -248,7 +251,7 @@ func (w *peerWorker) handle(ctx context.Context, ev any) {
 		if ev.mux != nil {
 			w.env.mux = ev.mux
 		}
-		w.do(ctx, w.m.Step(path.NetworkChanged{At: now}))
+		w.do(ctx, w.m.Step(path.NetworkChanged{At: now, Gone: ev.gone}))
 	}
 }
 

@@ -142,7 +142,8 @@ func (t *tunnel) run(ctx context.Context, setupKey string) error {
 			t.pollStats()
 		case <-netTick.C:
 			if a := localAddrs(t.exclude()); !slices.Equal(a, t.addrs) {
-				t.log.Info("network changed; restarting direct paths", zap.Any("addrs", a))
+				gone := missing(t.addrs, a)
+				t.log.Info("network changed; looking for direct paths", zap.Any("addrs", a), zap.Any("gone", gone))
 				t.addrs = a
 				// Streams from the old address are dead but take a while
 				// to notice: connect afresh (new clients, new connections),
@@ -151,7 +152,7 @@ func (t *tunnel) run(ctx context.Context, setupKey string) error {
 				url, pin := t.sigURL, t.sigPin
 				t.mu.RUnlock()
 				t.signal(ctx, url, pin, true)
-				t.renewMux()
+				t.renewMux(gone)
 				if ctl, err := t.newControl(); err == nil {
 					stopSync()
 					t.mu.Lock()
@@ -507,8 +508,10 @@ func (t *tunnel) signal(ctx context.Context, url, pin string, force bool) {
 
 // renewMux rebuilds the ICE mux after a network change (it lists the local
 // addresses once, and caches server-reflexive ones) and has every worker
-// restart its direct session on the new one.
-func (t *tunnel) renewMux() {
+// start a new direct session on it. gone are the local addresses that went
+// away: a direct path that does not use them is kept until the new session
+// finds one (internal/agent/path).
+func (t *tunnel) renewMux(gone []netip.Addr) {
 	t.mu.Lock()
 	old, dev := t.mux, t.dev
 	t.mu.Unlock()
@@ -522,7 +525,7 @@ func (t *tunnel) renewMux() {
 	t.mu.Lock()
 	t.mux = mux
 	t.mu.Unlock()
-	t.broadcast(evNetwork{mux: mux})
+	t.broadcast(evNetwork{mux: mux, gone: gone})
 }
 
 // exclude is the overlay network: never a candidate.
@@ -607,6 +610,17 @@ func (t *tunnel) broadcast(ev any) {
 	for _, w := range t.peers {
 		w.push(ev)
 	}
+}
+
+// missing returns the addresses of old that are not in cur (both sorted).
+func missing(old, cur []netip.Addr) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range old {
+		if _, found := slices.BinarySearchFunc(cur, a, func(x, y netip.Addr) int { return x.Compare(y) }); !found {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // localAddrs lists the machine's unicast addresses outside the overlay,
