@@ -53,11 +53,16 @@ func dnsCmd() *cli.Command {
 		}
 		return fs
 	}
-	recordFlags := []cli.Flag{
-		&cli.StringFlag{Name: "name", Usage: "record `NAME`"},
-		&cli.StringFlag{Name: "type", Usage: "A, AAAA, CNAME or TXT", Value: "A"},
-		&cli.StringFlag{Name: "value", Usage: "record `VALUE`"},
-		&cli.UintFlag{Name: "ttl", Usage: "`SECONDS` (default 300)"},
+	recordFlags := func(create bool) []cli.Flag {
+		typ := &cli.StringFlag{Name: "type", Usage: "A, AAAA, CNAME or TXT"}
+		ttl := &cli.UintFlag{Name: "ttl", Usage: "`SECONDS` a resolver may cache it", DefaultText: "unchanged"}
+		if create {
+			typ.Value, ttl.DefaultText = "A", "300"
+		}
+		return []cli.Flag{
+			&cli.StringFlag{Name: "name", Usage: "record `NAME`"}, typ,
+			&cli.StringFlag{Name: "value", Usage: "record `VALUE`"}, ttl,
+		}
 	}
 	return &cli.Command{
 		Name:  "dns",
@@ -192,7 +197,7 @@ func dnsCmd() *cli.Command {
 						}
 						return showRecord(s, r.Msg)
 					})},
-					{Name: "create", Usage: "add a record", ArgsUsage: "[NAME]", Flags: recordFlags,
+					{Name: "create", Usage: "add a record", ArgsUsage: "[NAME]", Flags: recordFlags(true),
 						Action: run(func(s *session) error {
 							c := s.c
 							name := c.String("name")
@@ -206,7 +211,7 @@ func dnsCmd() *cli.Command {
 							}
 							return showRecord(s, r.Msg)
 						})},
-					{Name: "update", Usage: "change a record", ArgsUsage: "RECORD", Flags: recordFlags,
+					{Name: "update", Usage: "change a record", ArgsUsage: "RECORD", Flags: recordFlags(false),
 						Action: run(func(s *session) error {
 							c := s.c
 							id, err := arg(c, "record")

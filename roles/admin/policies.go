@@ -169,10 +169,14 @@ func showRoute(s *session, r *adminv1.Route) error {
 }
 
 func routeFlags(create bool) []cli.Flag {
+	metric := &cli.IntFlag{Name: "metric", Usage: "`N` from 1 to 9999; lower wins between routes of one network", DefaultText: "unchanged"}
+	if create {
+		metric.DefaultText = "9999"
+	}
 	fs := []cli.Flag{
 		&cli.StringFlag{Name: "network", Usage: "the `CIDR` routed, e.g. 192.168.1.0/24"},
 		&cli.StringSliceFlag{Name: "peer", Usage: "routing `PEER`, in order of preference (repeatable or comma-separated)"},
-		&cli.IntFlag{Name: "metric", Usage: "`N` from 1 to 9999; lower wins between routes of one network (default 9999)"},
+		metric,
 		&cli.BoolFlag{Name: "masquerade", Usage: "the routing peer masquerades traffic into the network"},
 		&cli.StringSliceFlag{Name: "group", Usage: "only peers of `GROUP` get the route (default every peer)"},
 		&cli.StringFlag{Name: "description", Usage: "`TEXT` describing it"},
