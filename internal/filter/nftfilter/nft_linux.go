@@ -1,0 +1,232 @@
+package nftfilter
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"meshd/internal/filter"
+)
+
+// Table is the filter table of one interface. It talks to nftables through
+// netlink (no nft binary needed), always in the network namespace of the
+// thread that called New, whichever goroutine calls it later. Safe for
+// concurrent use.
+type Table struct {
+	iface, name string
+	log         *zap.Logger
+
+	mu     sync.Mutex
+	netns  int // fd of the network namespace; -1 after Close
+	closed bool
+}
+
+// New returns the table of iface (which need not exist yet: the rules
+// match its name). Nothing changes on the machine until Apply.
+func New(iface string, log *zap.Logger) (*Table, error) {
+	if iface == "" || len(iface) >= unix.IFNAMSIZ {
+		return nil, fmt.Errorf("nftfilter: bad interface name %q", iface)
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	fd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("nftfilter: open own network namespace: %w", err)
+	}
+	return &Table{iface: iface, name: TableName(iface), log: log.Named("nftfilter"), netns: fd}, nil
+}
+
+// Name returns the table's name (family inet).
+func (t *Table) Name() string { return t.name }
+
+// Apply replaces the table with one that enforces r (nil: accept
+// everything), atomically: packets see the old rules or the new ones,
+// never none. Flows conntrack knows stay open. An error leaves the old
+// table in place; it says what to do when nftables is missing.
+func (t *Table) Apply(r *filter.Rules) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return errors.New("nftfilter: apply after close")
+	}
+	p := render(t.iface, r)
+	c, err := nftables.New(nftables.WithNetNSFd(t.netns))
+	if err != nil {
+		return fmt.Errorf("nftfilter: nftables: %w", err)
+	}
+	tbl := &nftables.Table{Name: p.table, Family: nftables.TableFamilyINet}
+	// add + delete + add in one batch: the old table (if any) goes and
+	// the new one appears in one transaction.
+	c.AddTable(tbl)
+	c.DelTable(tbl)
+	c.AddTable(tbl)
+	chains := make(map[string]*nftables.Chain, len(p.chains))
+	accept := nftables.ChainPolicyAccept
+	// Regular chains first: the base chains jump to them.
+	for _, cd := range p.chains {
+		if cd.hook == "" {
+			chains[cd.name] = c.AddChain(&nftables.Chain{Name: cd.name, Table: tbl})
+		}
+	}
+	for _, cd := range p.chains {
+		if cd.hook == "" {
+			continue
+		}
+		ch := &nftables.Chain{Name: cd.name, Table: tbl, Type: nftables.ChainTypeFilter,
+			Priority: nftables.ChainPriorityFilter, Policy: &accept}
+		switch cd.hook {
+		case "input":
+			ch.Hooknum = nftables.ChainHookInput
+		case "forward":
+			ch.Hooknum = nftables.ChainHookForward
+		case "output":
+			ch.Hooknum = nftables.ChainHookOutput
+		}
+		chains[cd.name] = c.AddChain(ch)
+	}
+	n := 0
+	for _, cd := range p.chains {
+		for _, l := range cd.lines {
+			c.AddRule(&nftables.Rule{Table: tbl, Chain: chains[cd.name], Exprs: l.exprs()})
+			n++
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftfilter: install table inet %s: %w (kernel WireGuard needs nftables, nf_tables in the kernel, to enforce the firewall rules; or run with --wg-mode userspace)", p.table, err)
+	}
+	t.log.Debug("firewall table installed", zap.String("table", p.table), zap.Int("rules", n), zap.Bool("accept_all", r.AllowAll()))
+	return nil
+}
+
+// Close deletes the table (if it exists). The table cannot be used after.
+func (t *Table) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	defer unix.Close(t.netns)
+	c, err := nftables.New(nftables.WithNetNSFd(t.netns))
+	if err != nil {
+		return fmt.Errorf("nftfilter: nftables: %w", err)
+	}
+	tbl := &nftables.Table{Name: t.name, Family: nftables.TableFamilyINet}
+	c.AddTable(tbl) // so that the delete never fails for a missing table
+	c.DelTable(tbl)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftfilter: remove table inet %s: %w", t.name, err)
+	}
+	return nil
+}
+
+// exprs are the line's netlink expressions, in the order String prints
+// its matches.
+func (l line) exprs() []expr.Any {
+	var out []expr.Any
+	if l.iif != "" {
+		out = append(out, ifname(expr.MetaKeyIIFNAME, l.iif)...)
+	}
+	if l.oif != "" {
+		out = append(out, ifname(expr.MetaKeyOIFNAME, l.oif)...)
+	}
+	if l.established {
+		out = append(out,
+			&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+				Mask: native32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED), Xor: native32(0)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: native32(0)})
+	}
+	if l.src.IsValid() {
+		out = append(out, addr(l.src, true)...)
+	}
+	if l.dst.IsValid() {
+		out = append(out, addr(l.dst, false)...)
+	}
+	if l.hasProto {
+		out = append(out,
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{l.proto}})
+	}
+	if l.hasType {
+		out = append(out,
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{l.icmpType}})
+	}
+	if l.hasPorts {
+		out = append(out, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+		lo, hi := be16(l.ports.Lo), be16(l.ports.Hi)
+		if l.ports.Lo == l.ports.Hi {
+			out = append(out, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: lo})
+		} else {
+			out = append(out, &expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: lo, ToData: hi})
+		}
+	}
+	if l.counter {
+		out = append(out, &expr.Counter{})
+	}
+	switch {
+	case l.verdict == "return":
+		out = append(out, &expr.Verdict{Kind: expr.VerdictReturn})
+	case l.verdict == "drop":
+		out = append(out, &expr.Verdict{Kind: expr.VerdictDrop})
+	case len(l.verdict) > 5 && l.verdict[:5] == "jump ":
+		out = append(out, &expr.Verdict{Kind: expr.VerdictJump, Chain: l.verdict[5:]})
+	default:
+		panic("nftfilter: unknown verdict " + l.verdict) // render makes only the three above
+	}
+	return out
+}
+
+// ifname matches the input or output interface name.
+func ifname(key expr.MetaKey, name string) []expr.Any {
+	b := make([]byte, unix.IFNAMSIZ)
+	copy(b, name)
+	return []expr.Any{
+		&expr.Meta{Key: key, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: b},
+	}
+}
+
+// addr matches the IP version and the source or destination prefix.
+func addr(p netip.Prefix, src bool) []expr.Any {
+	proto, off, n := byte(unix.NFPROTO_IPV4), uint32(16), uint32(4)
+	if src {
+		off = 12
+	}
+	if p.Addr().Is6() {
+		proto, off, n = unix.NFPROTO_IPV6, 24, 16
+		if src {
+			off = 8
+		}
+	}
+	out := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+	}
+	if p.Bits() == 0 {
+		return out
+	}
+	out = append(out, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n})
+	if p.Bits() < p.Addr().BitLen() {
+		mask := make([]byte, n)
+		for i := 0; i < p.Bits(); i++ {
+			mask[i/8] |= 0x80 >> (i % 8)
+		}
+		out = append(out, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: mask, Xor: make([]byte, n)})
+	}
+	return append(out, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Masked().Addr().AsSlice()})
+}
+
+func be16(v uint16) []byte { return []byte{byte(v >> 8), byte(v)} }
+
+// native32 is v in host byte order (conntrack state bits are).
+func native32(v uint32) []byte { return binaryutil.NativeEndian.PutUint32(v) }
