@@ -75,6 +75,11 @@ func (t *Tx) PutAdminToken(a AdminToken) error {
 		a.ID, a.AccountID, a.Name, a.Hash, unixNano(a.Created), unixNano(a.LastUsed))
 }
 
+// DeleteAdminToken deletes an admin token.
+func (t *Tx) DeleteAdminToken(id string) error {
+	return t.exec("delete admin token", `DELETE FROM admin_tokens WHERE id = ?`, id)
+}
+
 // PutGroup writes a group.
 func (t *Tx) PutGroup(g Group) error {
 	return t.upsert("groups", []string{"id", "account_id", "name", "is_all", "created"},

@@ -22,8 +22,9 @@ type callerKey struct{}
 // caller is who makes an admin call: the account it acts on and its name
 // in audit events.
 type caller struct {
-	a     *account
-	actor string
+	a       *account
+	actor   string
+	tokenID string // the admin token the call came with
 }
 
 func callerOf(ctx context.Context) *caller { return ctx.Value(callerKey{}).(*caller) }
@@ -89,5 +90,5 @@ func (s *Service) authenticate(ctx context.Context, header string) (*caller, err
 			s.log.Warn("record admin token use", zap.Error(err))
 		}
 	}
-	return &caller{a: a, actor: "admin:" + t.Name}, nil
+	return &caller{a: a, actor: "admin:" + t.Name, tokenID: t.ID}, nil
 }

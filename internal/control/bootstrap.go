@@ -150,13 +150,11 @@ func (s *Service) bootstrapToken(ctx context.Context, a *account, path string) (
 // CreateAdminToken makes an admin token for an account and returns its
 // plaintext, which is not kept.
 func (s *Service) CreateAdminToken(ctx context.Context, accountID, name string) (string, error) {
-	var raw [32]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return "", fmt.Errorf("control: admin token: %w", err)
+	t, tok, err := newAdminToken(accountID, name, s.now())
+	if err != nil {
+		return "", err
 	}
-	tok := "mat_" + idEncoding.EncodeToString(raw[:])
-	t := &store.AdminToken{ID: newID(), AccountID: accountID, Name: name, Hash: hashSecret(tok), Created: s.now()}
-	err := s.st.Write(ctx, func(tx *store.Tx) error {
+	err = s.st.Write(ctx, func(tx *store.Tx) error {
 		if err := tx.PutAdminToken(*t); err != nil {
 			return err
 		}
@@ -170,6 +168,17 @@ func (s *Service) CreateAdminToken(ctx context.Context, accountID, name string) 
 	s.tokens[string(t.Hash)] = t
 	s.mu.Unlock()
 	return tok, nil
+}
+
+// newAdminToken makes a token and returns it with its plaintext
+// ("mat_..."), which is not kept.
+func newAdminToken(accountID, name string, now time.Time) (*store.AdminToken, string, error) {
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return nil, "", fmt.Errorf("control: admin token: %w", err)
+	}
+	tok := "mat_" + idEncoding.EncodeToString(raw[:])
+	return &store.AdminToken{ID: newID(), AccountID: accountID, Name: name, Hash: hashSecret(tok), Created: now}, tok, nil
 }
 
 // bootstrapJoin returns the join token in path, making a new reusable setup

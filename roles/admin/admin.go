@@ -55,14 +55,14 @@ func Command() *cli.Command { return NewCommand(Options{}) }
 
 // NewCommand is `meshd admin` with options (tests).
 func NewCommand(o Options) *cli.Command {
-	nouns := []*cli.Command{accountCmd(), peersCmd(), groupsCmd(), setupKeysCmd(), policiesCmd(), routesCmd(), dnsCmd(), eventsCmd(), serverCmd()}
+	nouns := []*cli.Command{accountCmd(), peersCmd(), groupsCmd(), setupKeysCmd(), policiesCmd(), routesCmd(), dnsCmd(), eventsCmd(), serverCmd(), tokensCmd()}
 	for _, n := range nouns {
 		prepare(n, o)
 	}
 	return &cli.Command{
 		OnUsageError: usageError,
 		Name:         "admin",
-		Usage:        "manage peers, groups, setup keys, policies, routes and DNS",
+		Usage:        "manage peers, groups, setup keys, policies, routes, DNS and admin tokens",
 		UsageText: "meshd admin [--control URL] [--token T | --data DIR] [--tls-pin sha256:HEX] NOUN VERB [flags] [--json]\n\n" +
 			"   e.g. meshd admin --data /var/lib/meshd peers list\n" +
 			"        meshd admin groups create eng --peer laptop\n" +

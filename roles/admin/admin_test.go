@@ -167,3 +167,25 @@ func TestAdminCommandWithDataDir(t *testing.T) {
 		t.Fatalf("exit %d %s", code, msg)
 	}
 }
+
+// `meshd admin tokens`: create shows the value once and it works; list
+// marks the caller's token; delete revokes; the last one stays.
+func TestAdminCommandTokens(t *testing.T) {
+	h := controltest.NewHarness(t, 0)
+	var made struct{ Id, Name, Token string }
+	if err := json.Unmarshal([]byte(ok(t, h, "tokens", "create", "alice", "--json")), &made); err != nil || made.Token == "" {
+		t.Fatalf("tokens create --json: %+v, %v", made, err)
+	}
+	alice := []string{"--control", h.URL, "--token", made.Token}
+	out, code, msg := runAdmin(t, h, append(alice, "tokens", "list")...)
+	if code != 0 || !strings.Contains(out, "alice (this one)") || !strings.Contains(out, "bootstrap") || strings.Contains(out, made.Token) {
+		t.Fatalf("tokens list as alice: exit %d %s\n%s", code, msg, out)
+	}
+	ok(t, h, "tokens", "delete", "alice")
+	if _, code, msg := runAdmin(t, h, append(alice, "peers", "list")...); code != 1 || !strings.Contains(msg, "admin token not accepted") {
+		t.Fatalf("deleted token: exit %d %q", code, msg)
+	}
+	if _, code, msg := runAdmin(t, h, append(auth(h), "tokens", "delete", "bootstrap")...); code != 1 || !strings.Contains(msg, "last one") {
+		t.Fatalf("deleting the last token: exit %d %q", code, msg)
+	}
+}

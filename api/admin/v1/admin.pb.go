@@ -4126,6 +4126,298 @@ func (x *RelayStatus) GetUrls() []string {
 	return nil
 }
 
+type AdminToken struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// The plaintext token: only in the answer to CreateAdminToken.
+	Token   string                 `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
+	Created *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created,proto3" json:"created,omitempty"`
+	// Zero: never used (recorded at most once a minute).
+	LastUsed *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_used,json=lastUsed,proto3" json:"last_used,omitempty"`
+	// Whether this is the token of the call that lists it.
+	Current       bool `protobuf:"varint,6,opt,name=current,proto3" json:"current,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdminToken) Reset() {
+	*x = AdminToken{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminToken) ProtoMessage() {}
+
+func (x *AdminToken) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminToken.ProtoReflect.Descriptor instead.
+func (*AdminToken) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *AdminToken) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AdminToken) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AdminToken) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *AdminToken) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *AdminToken) GetLastUsed() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUsed
+	}
+	return nil
+}
+
+func (x *AdminToken) GetCurrent() bool {
+	if x != nil {
+		return x.Current
+	}
+	return false
+}
+
+type ListAdminTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAdminTokensRequest) Reset() {
+	*x = ListAdminTokensRequest{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAdminTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAdminTokensRequest) ProtoMessage() {}
+
+func (x *ListAdminTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAdminTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListAdminTokensRequest) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{70}
+}
+
+type ListAdminTokensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AdminTokens   []*AdminToken          `protobuf:"bytes,1,rep,name=admin_tokens,json=adminTokens,proto3" json:"admin_tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAdminTokensResponse) Reset() {
+	*x = ListAdminTokensResponse{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAdminTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAdminTokensResponse) ProtoMessage() {}
+
+func (x *ListAdminTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAdminTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListAdminTokensResponse) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *ListAdminTokensResponse) GetAdminTokens() []*AdminToken {
+	if x != nil {
+		return x.AdminTokens
+	}
+	return nil
+}
+
+type CreateAdminTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAdminTokenRequest) Reset() {
+	*x = CreateAdminTokenRequest{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAdminTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAdminTokenRequest) ProtoMessage() {}
+
+func (x *CreateAdminTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAdminTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateAdminTokenRequest) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *CreateAdminTokenRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// id: the token's id or name.
+type DeleteAdminTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAdminTokenRequest) Reset() {
+	*x = DeleteAdminTokenRequest{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAdminTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAdminTokenRequest) ProtoMessage() {}
+
+func (x *DeleteAdminTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAdminTokenRequest.ProtoReflect.Descriptor instead.
+func (*DeleteAdminTokenRequest) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *DeleteAdminTokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DeleteAdminTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAdminTokenResponse) Reset() {
+	*x = DeleteAdminTokenResponse{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAdminTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAdminTokenResponse) ProtoMessage() {}
+
+func (x *DeleteAdminTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAdminTokenResponse.ProtoReflect.Descriptor instead.
+func (*DeleteAdminTokenResponse) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{74}
+}
+
 var File_api_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_api_admin_v1_admin_proto_rawDesc = "" +
@@ -4461,7 +4753,23 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x0ebytes_to_peers\x18\x03 \x01(\x04R\fbytesToPeers\x12(\n" +
 	"\x10bytes_from_peers\x18\x04 \x01(\x04R\x0ebytesFromPeers\x12\x18\n" +
 	"\arefused\x18\x05 \x01(\x04R\arefused\x12\x12\n" +
-	"\x04urls\x18\x06 \x03(\tR\x04urls2\xe6\x1a\n" +
+	"\x04urls\x18\x06 \x03(\tR\x04urls\"\xcf\x01\n" +
+	"\n" +
+	"AdminToken\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\tR\x05token\x124\n" +
+	"\acreated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x127\n" +
+	"\tlast_used\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\blastUsed\x12\x18\n" +
+	"\acurrent\x18\x06 \x01(\bR\acurrent\"\x18\n" +
+	"\x16ListAdminTokensRequest\"X\n" +
+	"\x17ListAdminTokensResponse\x12=\n" +
+	"\fadmin_tokens\x18\x01 \x03(\v2\x1a.meshd.admin.v1.AdminTokenR\vadminTokens\"-\n" +
+	"\x17CreateAdminTokenRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\")\n" +
+	"\x17DeleteAdminTokenRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x1a\n" +
+	"\x18DeleteAdminTokenResponse2\x8a\x1d\n" +
 	"\fAdminService\x12H\n" +
 	"\n" +
 	"GetAccount\x12!.meshd.admin.v1.GetAccountRequest\x1a\x17.meshd.admin.v1.Account\x12N\n" +
@@ -4508,7 +4816,10 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x0fDeleteDNSRecord\x12&.meshd.admin.v1.DeleteDNSRecordRequest\x1a'.meshd.admin.v1.DeleteDNSRecordResponse\x12S\n" +
 	"\n" +
 	"ListEvents\x12!.meshd.admin.v1.ListEventsRequest\x1a\".meshd.admin.v1.ListEventsResponse\x12W\n" +
-	"\x0fGetServerStatus\x12&.meshd.admin.v1.GetServerStatusRequest\x1a\x1c.meshd.admin.v1.ServerStatusB\x1cZ\x1ameshd/api/admin/v1;adminv1b\x06proto3"
+	"\x0fGetServerStatus\x12&.meshd.admin.v1.GetServerStatusRequest\x1a\x1c.meshd.admin.v1.ServerStatus\x12b\n" +
+	"\x0fListAdminTokens\x12&.meshd.admin.v1.ListAdminTokensRequest\x1a'.meshd.admin.v1.ListAdminTokensResponse\x12W\n" +
+	"\x10CreateAdminToken\x12'.meshd.admin.v1.CreateAdminTokenRequest\x1a\x1a.meshd.admin.v1.AdminToken\x12e\n" +
+	"\x10DeleteAdminToken\x12'.meshd.admin.v1.DeleteAdminTokenRequest\x1a(.meshd.admin.v1.DeleteAdminTokenResponseB\x1cZ\x1ameshd/api/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_api_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -4522,7 +4833,7 @@ func file_api_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_api_admin_v1_admin_proto_rawDescData
 }
 
-var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
+var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
 var file_api_admin_v1_admin_proto_goTypes = []any{
 	(*StringList)(nil),                    // 0: meshd.admin.v1.StringList
 	(*Account)(nil),                       // 1: meshd.admin.v1.Account
@@ -4593,29 +4904,35 @@ var file_api_admin_v1_admin_proto_goTypes = []any{
 	(*ServerStatus)(nil),                  // 66: meshd.admin.v1.ServerStatus
 	(*SignalStatus)(nil),                  // 67: meshd.admin.v1.SignalStatus
 	(*RelayStatus)(nil),                   // 68: meshd.admin.v1.RelayStatus
-	(*timestamppb.Timestamp)(nil),         // 69: google.protobuf.Timestamp
+	(*AdminToken)(nil),                    // 69: meshd.admin.v1.AdminToken
+	(*ListAdminTokensRequest)(nil),        // 70: meshd.admin.v1.ListAdminTokensRequest
+	(*ListAdminTokensResponse)(nil),       // 71: meshd.admin.v1.ListAdminTokensResponse
+	(*CreateAdminTokenRequest)(nil),       // 72: meshd.admin.v1.CreateAdminTokenRequest
+	(*DeleteAdminTokenRequest)(nil),       // 73: meshd.admin.v1.DeleteAdminTokenRequest
+	(*DeleteAdminTokenResponse)(nil),      // 74: meshd.admin.v1.DeleteAdminTokenResponse
+	(*timestamppb.Timestamp)(nil),         // 75: google.protobuf.Timestamp
 }
 var file_api_admin_v1_admin_proto_depIdxs = []int32{
-	69, // 0: meshd.admin.v1.Account.created:type_name -> google.protobuf.Timestamp
-	69, // 1: meshd.admin.v1.Peer.last_seen:type_name -> google.protobuf.Timestamp
-	69, // 2: meshd.admin.v1.Peer.login_expires:type_name -> google.protobuf.Timestamp
-	69, // 3: meshd.admin.v1.Peer.created:type_name -> google.protobuf.Timestamp
+	75, // 0: meshd.admin.v1.Account.created:type_name -> google.protobuf.Timestamp
+	75, // 1: meshd.admin.v1.Peer.last_seen:type_name -> google.protobuf.Timestamp
+	75, // 2: meshd.admin.v1.Peer.login_expires:type_name -> google.protobuf.Timestamp
+	75, // 3: meshd.admin.v1.Peer.created:type_name -> google.protobuf.Timestamp
 	4,  // 4: meshd.admin.v1.ListPeersResponse.peers:type_name -> meshd.admin.v1.Peer
 	0,  // 5: meshd.admin.v1.UpdatePeerRequest.groups:type_name -> meshd.admin.v1.StringList
-	69, // 6: meshd.admin.v1.Group.created:type_name -> google.protobuf.Timestamp
+	75, // 6: meshd.admin.v1.Group.created:type_name -> google.protobuf.Timestamp
 	11, // 7: meshd.admin.v1.ListGroupsResponse.groups:type_name -> meshd.admin.v1.Group
 	0,  // 8: meshd.admin.v1.UpdateGroupRequest.peers:type_name -> meshd.admin.v1.StringList
-	69, // 9: meshd.admin.v1.SetupKey.expires:type_name -> google.protobuf.Timestamp
-	69, // 10: meshd.admin.v1.SetupKey.last_used:type_name -> google.protobuf.Timestamp
-	69, // 11: meshd.admin.v1.SetupKey.created:type_name -> google.protobuf.Timestamp
+	75, // 9: meshd.admin.v1.SetupKey.expires:type_name -> google.protobuf.Timestamp
+	75, // 10: meshd.admin.v1.SetupKey.last_used:type_name -> google.protobuf.Timestamp
+	75, // 11: meshd.admin.v1.SetupKey.created:type_name -> google.protobuf.Timestamp
 	19, // 12: meshd.admin.v1.ListSetupKeysResponse.setup_keys:type_name -> meshd.admin.v1.SetupKey
 	0,  // 13: meshd.admin.v1.UpdateSetupKeyRequest.auto_groups:type_name -> meshd.admin.v1.StringList
-	69, // 14: meshd.admin.v1.Policy.created:type_name -> google.protobuf.Timestamp
+	75, // 14: meshd.admin.v1.Policy.created:type_name -> google.protobuf.Timestamp
 	27, // 15: meshd.admin.v1.ListPoliciesResponse.policies:type_name -> meshd.admin.v1.Policy
 	0,  // 16: meshd.admin.v1.UpdatePolicyRequest.sources:type_name -> meshd.admin.v1.StringList
 	0,  // 17: meshd.admin.v1.UpdatePolicyRequest.destinations:type_name -> meshd.admin.v1.StringList
 	0,  // 18: meshd.admin.v1.UpdatePolicyRequest.ports:type_name -> meshd.admin.v1.StringList
-	69, // 19: meshd.admin.v1.Route.created:type_name -> google.protobuf.Timestamp
+	75, // 19: meshd.admin.v1.Route.created:type_name -> google.protobuf.Timestamp
 	35, // 20: meshd.admin.v1.ListRoutesResponse.routes:type_name -> meshd.admin.v1.Route
 	0,  // 21: meshd.admin.v1.UpdateRouteRequest.peers:type_name -> meshd.admin.v1.StringList
 	0,  // 22: meshd.admin.v1.UpdateRouteRequest.groups:type_name -> meshd.admin.v1.StringList
@@ -4624,96 +4941,105 @@ var file_api_admin_v1_admin_proto_depIdxs = []int32{
 	0,  // 25: meshd.admin.v1.UpdateNameserverGroupRequest.match_domains:type_name -> meshd.admin.v1.StringList
 	0,  // 26: meshd.admin.v1.UpdateNameserverGroupRequest.groups:type_name -> meshd.admin.v1.StringList
 	54, // 27: meshd.admin.v1.ListDNSRecordsResponse.records:type_name -> meshd.admin.v1.DNSRecord
-	69, // 28: meshd.admin.v1.Event.time:type_name -> google.protobuf.Timestamp
+	75, // 28: meshd.admin.v1.Event.time:type_name -> google.protobuf.Timestamp
 	62, // 29: meshd.admin.v1.ListEventsResponse.events:type_name -> meshd.admin.v1.Event
-	69, // 30: meshd.admin.v1.ServerStatus.started:type_name -> google.protobuf.Timestamp
+	75, // 30: meshd.admin.v1.ServerStatus.started:type_name -> google.protobuf.Timestamp
 	67, // 31: meshd.admin.v1.ServerStatus.signal:type_name -> meshd.admin.v1.SignalStatus
 	68, // 32: meshd.admin.v1.ServerStatus.relay:type_name -> meshd.admin.v1.RelayStatus
-	2,  // 33: meshd.admin.v1.AdminService.GetAccount:input_type -> meshd.admin.v1.GetAccountRequest
-	3,  // 34: meshd.admin.v1.AdminService.UpdateAccount:input_type -> meshd.admin.v1.UpdateAccountRequest
-	5,  // 35: meshd.admin.v1.AdminService.ListPeers:input_type -> meshd.admin.v1.ListPeersRequest
-	7,  // 36: meshd.admin.v1.AdminService.GetPeer:input_type -> meshd.admin.v1.GetPeerRequest
-	8,  // 37: meshd.admin.v1.AdminService.UpdatePeer:input_type -> meshd.admin.v1.UpdatePeerRequest
-	9,  // 38: meshd.admin.v1.AdminService.DeletePeer:input_type -> meshd.admin.v1.DeletePeerRequest
-	12, // 39: meshd.admin.v1.AdminService.ListGroups:input_type -> meshd.admin.v1.ListGroupsRequest
-	14, // 40: meshd.admin.v1.AdminService.GetGroup:input_type -> meshd.admin.v1.GetGroupRequest
-	15, // 41: meshd.admin.v1.AdminService.CreateGroup:input_type -> meshd.admin.v1.CreateGroupRequest
-	16, // 42: meshd.admin.v1.AdminService.UpdateGroup:input_type -> meshd.admin.v1.UpdateGroupRequest
-	17, // 43: meshd.admin.v1.AdminService.DeleteGroup:input_type -> meshd.admin.v1.DeleteGroupRequest
-	20, // 44: meshd.admin.v1.AdminService.ListSetupKeys:input_type -> meshd.admin.v1.ListSetupKeysRequest
-	22, // 45: meshd.admin.v1.AdminService.GetSetupKey:input_type -> meshd.admin.v1.GetSetupKeyRequest
-	23, // 46: meshd.admin.v1.AdminService.CreateSetupKey:input_type -> meshd.admin.v1.CreateSetupKeyRequest
-	24, // 47: meshd.admin.v1.AdminService.UpdateSetupKey:input_type -> meshd.admin.v1.UpdateSetupKeyRequest
-	25, // 48: meshd.admin.v1.AdminService.DeleteSetupKey:input_type -> meshd.admin.v1.DeleteSetupKeyRequest
-	28, // 49: meshd.admin.v1.AdminService.ListPolicies:input_type -> meshd.admin.v1.ListPoliciesRequest
-	30, // 50: meshd.admin.v1.AdminService.GetPolicy:input_type -> meshd.admin.v1.GetPolicyRequest
-	31, // 51: meshd.admin.v1.AdminService.CreatePolicy:input_type -> meshd.admin.v1.CreatePolicyRequest
-	32, // 52: meshd.admin.v1.AdminService.UpdatePolicy:input_type -> meshd.admin.v1.UpdatePolicyRequest
-	33, // 53: meshd.admin.v1.AdminService.DeletePolicy:input_type -> meshd.admin.v1.DeletePolicyRequest
-	36, // 54: meshd.admin.v1.AdminService.ListRoutes:input_type -> meshd.admin.v1.ListRoutesRequest
-	38, // 55: meshd.admin.v1.AdminService.GetRoute:input_type -> meshd.admin.v1.GetRouteRequest
-	39, // 56: meshd.admin.v1.AdminService.CreateRoute:input_type -> meshd.admin.v1.CreateRouteRequest
-	40, // 57: meshd.admin.v1.AdminService.UpdateRoute:input_type -> meshd.admin.v1.UpdateRouteRequest
-	41, // 58: meshd.admin.v1.AdminService.DeleteRoute:input_type -> meshd.admin.v1.DeleteRouteRequest
-	44, // 59: meshd.admin.v1.AdminService.GetDNSSettings:input_type -> meshd.admin.v1.GetDNSSettingsRequest
-	45, // 60: meshd.admin.v1.AdminService.UpdateDNSSettings:input_type -> meshd.admin.v1.UpdateDNSSettingsRequest
-	47, // 61: meshd.admin.v1.AdminService.ListNameserverGroups:input_type -> meshd.admin.v1.ListNameserverGroupsRequest
-	49, // 62: meshd.admin.v1.AdminService.GetNameserverGroup:input_type -> meshd.admin.v1.GetNameserverGroupRequest
-	50, // 63: meshd.admin.v1.AdminService.CreateNameserverGroup:input_type -> meshd.admin.v1.CreateNameserverGroupRequest
-	51, // 64: meshd.admin.v1.AdminService.UpdateNameserverGroup:input_type -> meshd.admin.v1.UpdateNameserverGroupRequest
-	52, // 65: meshd.admin.v1.AdminService.DeleteNameserverGroup:input_type -> meshd.admin.v1.DeleteNameserverGroupRequest
-	55, // 66: meshd.admin.v1.AdminService.ListDNSRecords:input_type -> meshd.admin.v1.ListDNSRecordsRequest
-	57, // 67: meshd.admin.v1.AdminService.GetDNSRecord:input_type -> meshd.admin.v1.GetDNSRecordRequest
-	58, // 68: meshd.admin.v1.AdminService.CreateDNSRecord:input_type -> meshd.admin.v1.CreateDNSRecordRequest
-	59, // 69: meshd.admin.v1.AdminService.UpdateDNSRecord:input_type -> meshd.admin.v1.UpdateDNSRecordRequest
-	60, // 70: meshd.admin.v1.AdminService.DeleteDNSRecord:input_type -> meshd.admin.v1.DeleteDNSRecordRequest
-	63, // 71: meshd.admin.v1.AdminService.ListEvents:input_type -> meshd.admin.v1.ListEventsRequest
-	65, // 72: meshd.admin.v1.AdminService.GetServerStatus:input_type -> meshd.admin.v1.GetServerStatusRequest
-	1,  // 73: meshd.admin.v1.AdminService.GetAccount:output_type -> meshd.admin.v1.Account
-	1,  // 74: meshd.admin.v1.AdminService.UpdateAccount:output_type -> meshd.admin.v1.Account
-	6,  // 75: meshd.admin.v1.AdminService.ListPeers:output_type -> meshd.admin.v1.ListPeersResponse
-	4,  // 76: meshd.admin.v1.AdminService.GetPeer:output_type -> meshd.admin.v1.Peer
-	4,  // 77: meshd.admin.v1.AdminService.UpdatePeer:output_type -> meshd.admin.v1.Peer
-	10, // 78: meshd.admin.v1.AdminService.DeletePeer:output_type -> meshd.admin.v1.DeletePeerResponse
-	13, // 79: meshd.admin.v1.AdminService.ListGroups:output_type -> meshd.admin.v1.ListGroupsResponse
-	11, // 80: meshd.admin.v1.AdminService.GetGroup:output_type -> meshd.admin.v1.Group
-	11, // 81: meshd.admin.v1.AdminService.CreateGroup:output_type -> meshd.admin.v1.Group
-	11, // 82: meshd.admin.v1.AdminService.UpdateGroup:output_type -> meshd.admin.v1.Group
-	18, // 83: meshd.admin.v1.AdminService.DeleteGroup:output_type -> meshd.admin.v1.DeleteGroupResponse
-	21, // 84: meshd.admin.v1.AdminService.ListSetupKeys:output_type -> meshd.admin.v1.ListSetupKeysResponse
-	19, // 85: meshd.admin.v1.AdminService.GetSetupKey:output_type -> meshd.admin.v1.SetupKey
-	19, // 86: meshd.admin.v1.AdminService.CreateSetupKey:output_type -> meshd.admin.v1.SetupKey
-	19, // 87: meshd.admin.v1.AdminService.UpdateSetupKey:output_type -> meshd.admin.v1.SetupKey
-	26, // 88: meshd.admin.v1.AdminService.DeleteSetupKey:output_type -> meshd.admin.v1.DeleteSetupKeyResponse
-	29, // 89: meshd.admin.v1.AdminService.ListPolicies:output_type -> meshd.admin.v1.ListPoliciesResponse
-	27, // 90: meshd.admin.v1.AdminService.GetPolicy:output_type -> meshd.admin.v1.Policy
-	27, // 91: meshd.admin.v1.AdminService.CreatePolicy:output_type -> meshd.admin.v1.Policy
-	27, // 92: meshd.admin.v1.AdminService.UpdatePolicy:output_type -> meshd.admin.v1.Policy
-	34, // 93: meshd.admin.v1.AdminService.DeletePolicy:output_type -> meshd.admin.v1.DeletePolicyResponse
-	37, // 94: meshd.admin.v1.AdminService.ListRoutes:output_type -> meshd.admin.v1.ListRoutesResponse
-	35, // 95: meshd.admin.v1.AdminService.GetRoute:output_type -> meshd.admin.v1.Route
-	35, // 96: meshd.admin.v1.AdminService.CreateRoute:output_type -> meshd.admin.v1.Route
-	35, // 97: meshd.admin.v1.AdminService.UpdateRoute:output_type -> meshd.admin.v1.Route
-	42, // 98: meshd.admin.v1.AdminService.DeleteRoute:output_type -> meshd.admin.v1.DeleteRouteResponse
-	43, // 99: meshd.admin.v1.AdminService.GetDNSSettings:output_type -> meshd.admin.v1.DNSSettings
-	43, // 100: meshd.admin.v1.AdminService.UpdateDNSSettings:output_type -> meshd.admin.v1.DNSSettings
-	48, // 101: meshd.admin.v1.AdminService.ListNameserverGroups:output_type -> meshd.admin.v1.ListNameserverGroupsResponse
-	46, // 102: meshd.admin.v1.AdminService.GetNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
-	46, // 103: meshd.admin.v1.AdminService.CreateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
-	46, // 104: meshd.admin.v1.AdminService.UpdateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
-	53, // 105: meshd.admin.v1.AdminService.DeleteNameserverGroup:output_type -> meshd.admin.v1.DeleteNameserverGroupResponse
-	56, // 106: meshd.admin.v1.AdminService.ListDNSRecords:output_type -> meshd.admin.v1.ListDNSRecordsResponse
-	54, // 107: meshd.admin.v1.AdminService.GetDNSRecord:output_type -> meshd.admin.v1.DNSRecord
-	54, // 108: meshd.admin.v1.AdminService.CreateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
-	54, // 109: meshd.admin.v1.AdminService.UpdateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
-	61, // 110: meshd.admin.v1.AdminService.DeleteDNSRecord:output_type -> meshd.admin.v1.DeleteDNSRecordResponse
-	64, // 111: meshd.admin.v1.AdminService.ListEvents:output_type -> meshd.admin.v1.ListEventsResponse
-	66, // 112: meshd.admin.v1.AdminService.GetServerStatus:output_type -> meshd.admin.v1.ServerStatus
-	73, // [73:113] is the sub-list for method output_type
-	33, // [33:73] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	75, // 33: meshd.admin.v1.AdminToken.created:type_name -> google.protobuf.Timestamp
+	75, // 34: meshd.admin.v1.AdminToken.last_used:type_name -> google.protobuf.Timestamp
+	69, // 35: meshd.admin.v1.ListAdminTokensResponse.admin_tokens:type_name -> meshd.admin.v1.AdminToken
+	2,  // 36: meshd.admin.v1.AdminService.GetAccount:input_type -> meshd.admin.v1.GetAccountRequest
+	3,  // 37: meshd.admin.v1.AdminService.UpdateAccount:input_type -> meshd.admin.v1.UpdateAccountRequest
+	5,  // 38: meshd.admin.v1.AdminService.ListPeers:input_type -> meshd.admin.v1.ListPeersRequest
+	7,  // 39: meshd.admin.v1.AdminService.GetPeer:input_type -> meshd.admin.v1.GetPeerRequest
+	8,  // 40: meshd.admin.v1.AdminService.UpdatePeer:input_type -> meshd.admin.v1.UpdatePeerRequest
+	9,  // 41: meshd.admin.v1.AdminService.DeletePeer:input_type -> meshd.admin.v1.DeletePeerRequest
+	12, // 42: meshd.admin.v1.AdminService.ListGroups:input_type -> meshd.admin.v1.ListGroupsRequest
+	14, // 43: meshd.admin.v1.AdminService.GetGroup:input_type -> meshd.admin.v1.GetGroupRequest
+	15, // 44: meshd.admin.v1.AdminService.CreateGroup:input_type -> meshd.admin.v1.CreateGroupRequest
+	16, // 45: meshd.admin.v1.AdminService.UpdateGroup:input_type -> meshd.admin.v1.UpdateGroupRequest
+	17, // 46: meshd.admin.v1.AdminService.DeleteGroup:input_type -> meshd.admin.v1.DeleteGroupRequest
+	20, // 47: meshd.admin.v1.AdminService.ListSetupKeys:input_type -> meshd.admin.v1.ListSetupKeysRequest
+	22, // 48: meshd.admin.v1.AdminService.GetSetupKey:input_type -> meshd.admin.v1.GetSetupKeyRequest
+	23, // 49: meshd.admin.v1.AdminService.CreateSetupKey:input_type -> meshd.admin.v1.CreateSetupKeyRequest
+	24, // 50: meshd.admin.v1.AdminService.UpdateSetupKey:input_type -> meshd.admin.v1.UpdateSetupKeyRequest
+	25, // 51: meshd.admin.v1.AdminService.DeleteSetupKey:input_type -> meshd.admin.v1.DeleteSetupKeyRequest
+	28, // 52: meshd.admin.v1.AdminService.ListPolicies:input_type -> meshd.admin.v1.ListPoliciesRequest
+	30, // 53: meshd.admin.v1.AdminService.GetPolicy:input_type -> meshd.admin.v1.GetPolicyRequest
+	31, // 54: meshd.admin.v1.AdminService.CreatePolicy:input_type -> meshd.admin.v1.CreatePolicyRequest
+	32, // 55: meshd.admin.v1.AdminService.UpdatePolicy:input_type -> meshd.admin.v1.UpdatePolicyRequest
+	33, // 56: meshd.admin.v1.AdminService.DeletePolicy:input_type -> meshd.admin.v1.DeletePolicyRequest
+	36, // 57: meshd.admin.v1.AdminService.ListRoutes:input_type -> meshd.admin.v1.ListRoutesRequest
+	38, // 58: meshd.admin.v1.AdminService.GetRoute:input_type -> meshd.admin.v1.GetRouteRequest
+	39, // 59: meshd.admin.v1.AdminService.CreateRoute:input_type -> meshd.admin.v1.CreateRouteRequest
+	40, // 60: meshd.admin.v1.AdminService.UpdateRoute:input_type -> meshd.admin.v1.UpdateRouteRequest
+	41, // 61: meshd.admin.v1.AdminService.DeleteRoute:input_type -> meshd.admin.v1.DeleteRouteRequest
+	44, // 62: meshd.admin.v1.AdminService.GetDNSSettings:input_type -> meshd.admin.v1.GetDNSSettingsRequest
+	45, // 63: meshd.admin.v1.AdminService.UpdateDNSSettings:input_type -> meshd.admin.v1.UpdateDNSSettingsRequest
+	47, // 64: meshd.admin.v1.AdminService.ListNameserverGroups:input_type -> meshd.admin.v1.ListNameserverGroupsRequest
+	49, // 65: meshd.admin.v1.AdminService.GetNameserverGroup:input_type -> meshd.admin.v1.GetNameserverGroupRequest
+	50, // 66: meshd.admin.v1.AdminService.CreateNameserverGroup:input_type -> meshd.admin.v1.CreateNameserverGroupRequest
+	51, // 67: meshd.admin.v1.AdminService.UpdateNameserverGroup:input_type -> meshd.admin.v1.UpdateNameserverGroupRequest
+	52, // 68: meshd.admin.v1.AdminService.DeleteNameserverGroup:input_type -> meshd.admin.v1.DeleteNameserverGroupRequest
+	55, // 69: meshd.admin.v1.AdminService.ListDNSRecords:input_type -> meshd.admin.v1.ListDNSRecordsRequest
+	57, // 70: meshd.admin.v1.AdminService.GetDNSRecord:input_type -> meshd.admin.v1.GetDNSRecordRequest
+	58, // 71: meshd.admin.v1.AdminService.CreateDNSRecord:input_type -> meshd.admin.v1.CreateDNSRecordRequest
+	59, // 72: meshd.admin.v1.AdminService.UpdateDNSRecord:input_type -> meshd.admin.v1.UpdateDNSRecordRequest
+	60, // 73: meshd.admin.v1.AdminService.DeleteDNSRecord:input_type -> meshd.admin.v1.DeleteDNSRecordRequest
+	63, // 74: meshd.admin.v1.AdminService.ListEvents:input_type -> meshd.admin.v1.ListEventsRequest
+	65, // 75: meshd.admin.v1.AdminService.GetServerStatus:input_type -> meshd.admin.v1.GetServerStatusRequest
+	70, // 76: meshd.admin.v1.AdminService.ListAdminTokens:input_type -> meshd.admin.v1.ListAdminTokensRequest
+	72, // 77: meshd.admin.v1.AdminService.CreateAdminToken:input_type -> meshd.admin.v1.CreateAdminTokenRequest
+	73, // 78: meshd.admin.v1.AdminService.DeleteAdminToken:input_type -> meshd.admin.v1.DeleteAdminTokenRequest
+	1,  // 79: meshd.admin.v1.AdminService.GetAccount:output_type -> meshd.admin.v1.Account
+	1,  // 80: meshd.admin.v1.AdminService.UpdateAccount:output_type -> meshd.admin.v1.Account
+	6,  // 81: meshd.admin.v1.AdminService.ListPeers:output_type -> meshd.admin.v1.ListPeersResponse
+	4,  // 82: meshd.admin.v1.AdminService.GetPeer:output_type -> meshd.admin.v1.Peer
+	4,  // 83: meshd.admin.v1.AdminService.UpdatePeer:output_type -> meshd.admin.v1.Peer
+	10, // 84: meshd.admin.v1.AdminService.DeletePeer:output_type -> meshd.admin.v1.DeletePeerResponse
+	13, // 85: meshd.admin.v1.AdminService.ListGroups:output_type -> meshd.admin.v1.ListGroupsResponse
+	11, // 86: meshd.admin.v1.AdminService.GetGroup:output_type -> meshd.admin.v1.Group
+	11, // 87: meshd.admin.v1.AdminService.CreateGroup:output_type -> meshd.admin.v1.Group
+	11, // 88: meshd.admin.v1.AdminService.UpdateGroup:output_type -> meshd.admin.v1.Group
+	18, // 89: meshd.admin.v1.AdminService.DeleteGroup:output_type -> meshd.admin.v1.DeleteGroupResponse
+	21, // 90: meshd.admin.v1.AdminService.ListSetupKeys:output_type -> meshd.admin.v1.ListSetupKeysResponse
+	19, // 91: meshd.admin.v1.AdminService.GetSetupKey:output_type -> meshd.admin.v1.SetupKey
+	19, // 92: meshd.admin.v1.AdminService.CreateSetupKey:output_type -> meshd.admin.v1.SetupKey
+	19, // 93: meshd.admin.v1.AdminService.UpdateSetupKey:output_type -> meshd.admin.v1.SetupKey
+	26, // 94: meshd.admin.v1.AdminService.DeleteSetupKey:output_type -> meshd.admin.v1.DeleteSetupKeyResponse
+	29, // 95: meshd.admin.v1.AdminService.ListPolicies:output_type -> meshd.admin.v1.ListPoliciesResponse
+	27, // 96: meshd.admin.v1.AdminService.GetPolicy:output_type -> meshd.admin.v1.Policy
+	27, // 97: meshd.admin.v1.AdminService.CreatePolicy:output_type -> meshd.admin.v1.Policy
+	27, // 98: meshd.admin.v1.AdminService.UpdatePolicy:output_type -> meshd.admin.v1.Policy
+	34, // 99: meshd.admin.v1.AdminService.DeletePolicy:output_type -> meshd.admin.v1.DeletePolicyResponse
+	37, // 100: meshd.admin.v1.AdminService.ListRoutes:output_type -> meshd.admin.v1.ListRoutesResponse
+	35, // 101: meshd.admin.v1.AdminService.GetRoute:output_type -> meshd.admin.v1.Route
+	35, // 102: meshd.admin.v1.AdminService.CreateRoute:output_type -> meshd.admin.v1.Route
+	35, // 103: meshd.admin.v1.AdminService.UpdateRoute:output_type -> meshd.admin.v1.Route
+	42, // 104: meshd.admin.v1.AdminService.DeleteRoute:output_type -> meshd.admin.v1.DeleteRouteResponse
+	43, // 105: meshd.admin.v1.AdminService.GetDNSSettings:output_type -> meshd.admin.v1.DNSSettings
+	43, // 106: meshd.admin.v1.AdminService.UpdateDNSSettings:output_type -> meshd.admin.v1.DNSSettings
+	48, // 107: meshd.admin.v1.AdminService.ListNameserverGroups:output_type -> meshd.admin.v1.ListNameserverGroupsResponse
+	46, // 108: meshd.admin.v1.AdminService.GetNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
+	46, // 109: meshd.admin.v1.AdminService.CreateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
+	46, // 110: meshd.admin.v1.AdminService.UpdateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
+	53, // 111: meshd.admin.v1.AdminService.DeleteNameserverGroup:output_type -> meshd.admin.v1.DeleteNameserverGroupResponse
+	56, // 112: meshd.admin.v1.AdminService.ListDNSRecords:output_type -> meshd.admin.v1.ListDNSRecordsResponse
+	54, // 113: meshd.admin.v1.AdminService.GetDNSRecord:output_type -> meshd.admin.v1.DNSRecord
+	54, // 114: meshd.admin.v1.AdminService.CreateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
+	54, // 115: meshd.admin.v1.AdminService.UpdateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
+	61, // 116: meshd.admin.v1.AdminService.DeleteDNSRecord:output_type -> meshd.admin.v1.DeleteDNSRecordResponse
+	64, // 117: meshd.admin.v1.AdminService.ListEvents:output_type -> meshd.admin.v1.ListEventsResponse
+	66, // 118: meshd.admin.v1.AdminService.GetServerStatus:output_type -> meshd.admin.v1.ServerStatus
+	71, // 119: meshd.admin.v1.AdminService.ListAdminTokens:output_type -> meshd.admin.v1.ListAdminTokensResponse
+	69, // 120: meshd.admin.v1.AdminService.CreateAdminToken:output_type -> meshd.admin.v1.AdminToken
+	74, // 121: meshd.admin.v1.AdminService.DeleteAdminToken:output_type -> meshd.admin.v1.DeleteAdminTokenResponse
+	79, // [79:122] is the sub-list for method output_type
+	36, // [36:79] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_api_admin_v1_admin_proto_init() }
@@ -4739,7 +5065,7 @@ func file_api_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_admin_v1_admin_proto_rawDesc), len(file_api_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   69,
+			NumMessages:   75,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -149,6 +149,15 @@ const (
 	// AdminServiceGetServerStatusProcedure is the fully-qualified name of the AdminService's
 	// GetServerStatus RPC.
 	AdminServiceGetServerStatusProcedure = "/meshd.admin.v1.AdminService/GetServerStatus"
+	// AdminServiceListAdminTokensProcedure is the fully-qualified name of the AdminService's
+	// ListAdminTokens RPC.
+	AdminServiceListAdminTokensProcedure = "/meshd.admin.v1.AdminService/ListAdminTokens"
+	// AdminServiceCreateAdminTokenProcedure is the fully-qualified name of the AdminService's
+	// CreateAdminToken RPC.
+	AdminServiceCreateAdminTokenProcedure = "/meshd.admin.v1.AdminService/CreateAdminToken"
+	// AdminServiceDeleteAdminTokenProcedure is the fully-qualified name of the AdminService's
+	// DeleteAdminToken RPC.
+	AdminServiceDeleteAdminTokenProcedure = "/meshd.admin.v1.AdminService/DeleteAdminToken"
 )
 
 // AdminServiceClient is a client for the meshd.admin.v1.AdminService service.
@@ -196,6 +205,12 @@ type AdminServiceClient interface {
 	// GetServerStatus says how the server is doing: peers online, and the
 	// counters of signal and the relay when they run in control's process.
 	GetServerStatus(context.Context, *connect.Request[v1.GetServerStatusRequest]) (*connect.Response[v1.ServerStatus], error)
+	// Admin tokens of the account: one per person or script, so that each
+	// can be revoked alone and the audit log names who did what.
+	ListAdminTokens(context.Context, *connect.Request[v1.ListAdminTokensRequest]) (*connect.Response[v1.ListAdminTokensResponse], error)
+	CreateAdminToken(context.Context, *connect.Request[v1.CreateAdminTokenRequest]) (*connect.Response[v1.AdminToken], error)
+	// DeleteAdminToken refuses to delete the account's last token.
+	DeleteAdminToken(context.Context, *connect.Request[v1.DeleteAdminTokenRequest]) (*connect.Response[v1.DeleteAdminTokenResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the meshd.admin.v1.AdminService service. By
@@ -449,6 +464,24 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("GetServerStatus")),
 			connect.WithClientOptions(opts...),
 		),
+		listAdminTokens: connect.NewClient[v1.ListAdminTokensRequest, v1.ListAdminTokensResponse](
+			httpClient,
+			baseURL+AdminServiceListAdminTokensProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListAdminTokens")),
+			connect.WithClientOptions(opts...),
+		),
+		createAdminToken: connect.NewClient[v1.CreateAdminTokenRequest, v1.AdminToken](
+			httpClient,
+			baseURL+AdminServiceCreateAdminTokenProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("CreateAdminToken")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteAdminToken: connect.NewClient[v1.DeleteAdminTokenRequest, v1.DeleteAdminTokenResponse](
+			httpClient,
+			baseURL+AdminServiceDeleteAdminTokenProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("DeleteAdminToken")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -494,6 +527,9 @@ type adminServiceClient struct {
 	deleteDNSRecord       *connect.Client[v1.DeleteDNSRecordRequest, v1.DeleteDNSRecordResponse]
 	listEvents            *connect.Client[v1.ListEventsRequest, v1.ListEventsResponse]
 	getServerStatus       *connect.Client[v1.GetServerStatusRequest, v1.ServerStatus]
+	listAdminTokens       *connect.Client[v1.ListAdminTokensRequest, v1.ListAdminTokensResponse]
+	createAdminToken      *connect.Client[v1.CreateAdminTokenRequest, v1.AdminToken]
+	deleteAdminToken      *connect.Client[v1.DeleteAdminTokenRequest, v1.DeleteAdminTokenResponse]
 }
 
 // GetAccount calls meshd.admin.v1.AdminService.GetAccount.
@@ -696,6 +732,21 @@ func (c *adminServiceClient) GetServerStatus(ctx context.Context, req *connect.R
 	return c.getServerStatus.CallUnary(ctx, req)
 }
 
+// ListAdminTokens calls meshd.admin.v1.AdminService.ListAdminTokens.
+func (c *adminServiceClient) ListAdminTokens(ctx context.Context, req *connect.Request[v1.ListAdminTokensRequest]) (*connect.Response[v1.ListAdminTokensResponse], error) {
+	return c.listAdminTokens.CallUnary(ctx, req)
+}
+
+// CreateAdminToken calls meshd.admin.v1.AdminService.CreateAdminToken.
+func (c *adminServiceClient) CreateAdminToken(ctx context.Context, req *connect.Request[v1.CreateAdminTokenRequest]) (*connect.Response[v1.AdminToken], error) {
+	return c.createAdminToken.CallUnary(ctx, req)
+}
+
+// DeleteAdminToken calls meshd.admin.v1.AdminService.DeleteAdminToken.
+func (c *adminServiceClient) DeleteAdminToken(ctx context.Context, req *connect.Request[v1.DeleteAdminTokenRequest]) (*connect.Response[v1.DeleteAdminTokenResponse], error) {
+	return c.deleteAdminToken.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the meshd.admin.v1.AdminService service.
 type AdminServiceHandler interface {
 	GetAccount(context.Context, *connect.Request[v1.GetAccountRequest]) (*connect.Response[v1.Account], error)
@@ -741,6 +792,12 @@ type AdminServiceHandler interface {
 	// GetServerStatus says how the server is doing: peers online, and the
 	// counters of signal and the relay when they run in control's process.
 	GetServerStatus(context.Context, *connect.Request[v1.GetServerStatusRequest]) (*connect.Response[v1.ServerStatus], error)
+	// Admin tokens of the account: one per person or script, so that each
+	// can be revoked alone and the audit log names who did what.
+	ListAdminTokens(context.Context, *connect.Request[v1.ListAdminTokensRequest]) (*connect.Response[v1.ListAdminTokensResponse], error)
+	CreateAdminToken(context.Context, *connect.Request[v1.CreateAdminTokenRequest]) (*connect.Response[v1.AdminToken], error)
+	// DeleteAdminToken refuses to delete the account's last token.
+	DeleteAdminToken(context.Context, *connect.Request[v1.DeleteAdminTokenRequest]) (*connect.Response[v1.DeleteAdminTokenResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -990,6 +1047,24 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("GetServerStatus")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceListAdminTokensHandler := connect.NewUnaryHandler(
+		AdminServiceListAdminTokensProcedure,
+		svc.ListAdminTokens,
+		connect.WithSchema(adminServiceMethods.ByName("ListAdminTokens")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceCreateAdminTokenHandler := connect.NewUnaryHandler(
+		AdminServiceCreateAdminTokenProcedure,
+		svc.CreateAdminToken,
+		connect.WithSchema(adminServiceMethods.ByName("CreateAdminToken")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceDeleteAdminTokenHandler := connect.NewUnaryHandler(
+		AdminServiceDeleteAdminTokenProcedure,
+		svc.DeleteAdminToken,
+		connect.WithSchema(adminServiceMethods.ByName("DeleteAdminToken")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/meshd.admin.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceGetAccountProcedure:
@@ -1072,6 +1147,12 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceListEventsHandler.ServeHTTP(w, r)
 		case AdminServiceGetServerStatusProcedure:
 			adminServiceGetServerStatusHandler.ServeHTTP(w, r)
+		case AdminServiceListAdminTokensProcedure:
+			adminServiceListAdminTokensHandler.ServeHTTP(w, r)
+		case AdminServiceCreateAdminTokenProcedure:
+			adminServiceCreateAdminTokenHandler.ServeHTTP(w, r)
+		case AdminServiceDeleteAdminTokenProcedure:
+			adminServiceDeleteAdminTokenHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -1239,4 +1320,16 @@ func (UnimplementedAdminServiceHandler) ListEvents(context.Context, *connect.Req
 
 func (UnimplementedAdminServiceHandler) GetServerStatus(context.Context, *connect.Request[v1.GetServerStatusRequest]) (*connect.Response[v1.ServerStatus], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.admin.v1.AdminService.GetServerStatus is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListAdminTokens(context.Context, *connect.Request[v1.ListAdminTokensRequest]) (*connect.Response[v1.ListAdminTokensResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.admin.v1.AdminService.ListAdminTokens is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) CreateAdminToken(context.Context, *connect.Request[v1.CreateAdminTokenRequest]) (*connect.Response[v1.AdminToken], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.admin.v1.AdminService.CreateAdminToken is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) DeleteAdminToken(context.Context, *connect.Request[v1.DeleteAdminTokenRequest]) (*connect.Response[v1.DeleteAdminTokenResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.admin.v1.AdminService.DeleteAdminToken is not implemented"))
 }

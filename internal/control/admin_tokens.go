@@ -1,0 +1,131 @@
+package control
+
+// Admin tokens through the admin API: one per person or script, so that
+// each can be revoked alone and the audit log names who did what. Tokens
+// live in Service.tokens (by hash, for authenticate); the account's mu
+// serialises changes so that "never delete the last token" holds.
+
+import (
+	"context"
+	"slices"
+	"strings"
+
+	"connectrpc.com/connect"
+
+	adminv1 "meshd/api/admin/v1"
+	"meshd/internal/netmap"
+	"meshd/store"
+)
+
+func (x *adminAPI) ListAdminTokens(ctx context.Context, req *connect.Request[adminv1.ListAdminTokensRequest]) (*connect.Response[adminv1.ListAdminTokensResponse], error) {
+	c := callerOf(ctx)
+	return handle(ctx, req, func(a *account, actor string, m *adminv1.ListAdminTokensRequest) (*adminv1.ListAdminTokensResponse, error) {
+		out := &adminv1.ListAdminTokensResponse{AdminTokens: []*adminv1.AdminToken{}}
+		for _, t := range a.adminTokens() {
+			out.AdminTokens = append(out.AdminTokens, tokenMsg(t, c.tokenID))
+		}
+		return out, nil
+	})
+}
+
+func (x *adminAPI) CreateAdminToken(ctx context.Context, req *connect.Request[adminv1.CreateAdminTokenRequest]) (*connect.Response[adminv1.AdminToken], error) {
+	c := callerOf(ctx)
+	return handle(ctx, req, func(a *account, actor string, m *adminv1.CreateAdminTokenRequest) (*adminv1.AdminToken, error) {
+		return a.createAdminToken(ctx, actor, c.tokenID, m)
+	})
+}
+
+func (x *adminAPI) DeleteAdminToken(ctx context.Context, req *connect.Request[adminv1.DeleteAdminTokenRequest]) (*connect.Response[adminv1.DeleteAdminTokenResponse], error) {
+	return handle(ctx, req, func(a *account, actor string, m *adminv1.DeleteAdminTokenRequest) (*adminv1.DeleteAdminTokenResponse, error) {
+		return a.deleteAdminToken(ctx, actor, m)
+	})
+}
+
+func tokenMsg(t *store.AdminToken, current string) *adminv1.AdminToken {
+	return &adminv1.AdminToken{Id: t.ID, Name: t.Name, Created: ts(t.Created), LastUsed: ts(t.LastUsed), Current: t.ID == current}
+}
+
+// adminTokens returns copies of the account's tokens, oldest first.
+func (a *account) adminTokens() []*store.AdminToken {
+	a.s.mu.RLock()
+	defer a.s.mu.RUnlock()
+	var out []*store.AdminToken
+	for _, t := range a.s.tokens {
+		if t.AccountID == a.id {
+			c := *t
+			out = append(out, &c)
+		}
+	}
+	slices.SortFunc(out, func(x, y *store.AdminToken) int {
+		if c := x.Created.Compare(y.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(x.ID, y.ID)
+	})
+	return out
+}
+
+func (a *account) createAdminToken(ctx context.Context, actor, current string, m *adminv1.CreateAdminTokenRequest) (*adminv1.AdminToken, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	name, err := checkName("admin token", m.Name)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range a.adminTokens() {
+		if strings.EqualFold(t.Name, name) {
+			return nil, conflictf("an admin token named %q exists already", t.Name)
+		}
+	}
+	t, plain, err := newAdminToken(a.id, name, a.s.now())
+	if err != nil {
+		return nil, err
+	}
+	err = a.commit(ctx, audit{actor: actor, action: "admin_token.created", targetType: "admin_token", targetID: t.ID, targetName: name},
+		func(tx *store.Tx) error { return tx.PutAdminToken(*t) },
+		func() {
+			a.s.mu.Lock()
+			a.s.tokens[string(t.Hash)] = t
+			a.s.mu.Unlock()
+		}, netmap.Change{})
+	if err != nil {
+		return nil, err
+	}
+	msg := tokenMsg(t, current)
+	msg.Token = plain
+	return msg, nil
+}
+
+func (a *account) deleteAdminToken(ctx context.Context, actor string, m *adminv1.DeleteAdminTokenRequest) (*adminv1.DeleteAdminTokenResponse, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	toks := a.adminTokens()
+	var t *store.AdminToken
+	for _, x := range toks {
+		if x.ID == m.Id {
+			t = x
+		}
+	}
+	for _, x := range toks {
+		if t == nil && strings.EqualFold(x.Name, strings.TrimSpace(m.Id)) {
+			t = x
+		}
+	}
+	if t == nil {
+		return nil, notFoundf("no admin token %q: see `meshd admin tokens list`", m.Id)
+	}
+	if len(toks) == 1 {
+		return nil, conflictf("admin token %q is the account's last one: create another before deleting it", t.Name)
+	}
+	err := a.commit(ctx, audit{actor: actor, action: "admin_token.deleted", targetType: "admin_token", targetID: t.ID, targetName: t.Name},
+		func(tx *store.Tx) error { return tx.DeleteAdminToken(t.ID) },
+		func() {
+			a.s.mu.Lock()
+			delete(a.s.tokens, string(t.Hash))
+			a.s.mu.Unlock()
+		}, netmap.Change{})
+	if err != nil {
+		return nil, err
+	}
+	return &adminv1.DeleteAdminTokenResponse{}, nil
+}
