@@ -26,9 +26,18 @@ import (
 
 // The benchmark runs signal in a process of its own (this test binary,
 // re-executed), so that the server's CPU time can be told from the
-// clients'. The child prints "URL PIN" and serves until its stdin closes;
-// with MESHD_SIGNAL_BENCH_CPUPROFILE=FILE it writes its CPU profile there.
+// clients'. The child prints "URL PIN" and serves until its stdin closes.
 const benchServerEnv = "MESHD_SIGNAL_BENCH_SERVER" // "tls" or "h2c"
+
+// With MESHD_SIGNAL_BENCH_CPUPROFILE=FILE the server writes a CPU profile
+// of the measured phase (no setup) to FILE; with
+// MESHD_SIGNAL_BENCH_CLIENT_CPUPROFILE=FILE the clients do (the test
+// binary's own -cpuprofile covers the setup too). Each sub-benchmark
+// overwrites the files: run one at a time.
+const (
+	benchCPUProfileEnv       = "MESHD_SIGNAL_BENCH_CPUPROFILE"
+	benchClientCPUProfileEnv = "MESHD_SIGNAL_BENCH_CLIENT_CPUPROFILE"
+)
 
 func benchServerMode() bool {
 	mode := os.Getenv(benchServerEnv)
@@ -76,16 +85,25 @@ func serveForBench(h2c bool) error {
 		_, _ = io.Copy(io.Discard, os.Stdin) // until the parent goes away
 		cancel()
 	}()
-	if p := os.Getenv("MESHD_SIGNAL_BENCH_CPUPROFILE"); p != "" {
-		f, err := os.Create(p)
-		if err != nil {
-			return err
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer f.Close()
-		defer pprof.StopCPUProfile()
+	if p := os.Getenv(benchCPUProfileEnv); p != "" {
+		// The parent brackets the measured phase with these, so that the
+		// profile leaves out the TLS handshakes and registrations.
+		var f *os.File
+		srv.Handle("POST /cpuprofile/start", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			var err error
+			if f, err = os.Create(p); err == nil {
+				err = pprof.StartCPUProfile(f)
+			}
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+			}
+		}))
+		srv.Handle("POST /cpuprofile/stop", http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+			pprof.StopCPUProfile()
+			if f != nil {
+				_ = f.Close()
+			}
+		}))
 	}
 	err = srv.Serve(ctx, ln)
 	_ = sig.Close()
@@ -97,6 +115,8 @@ type benchServer struct {
 	*signaltest.Harness
 	cmd  *exec.Cmd
 	http *http.Client
+
+	clientProfile *os.File
 }
 
 func startBenchServer(tb testing.TB, h2c bool) *benchServer {
@@ -156,6 +176,42 @@ func (s *benchServer) stats(tb testing.TB) signal.Stats {
 		tb.Fatal(err)
 	}
 	return st
+}
+
+// profile starts (start true) or stops the child's CPU profile of the
+// measured phase and the clients', when asked for by the environment.
+func (s *benchServer) profile(tb testing.TB, start bool) {
+	tb.Helper()
+	if os.Getenv(benchCPUProfileEnv) != "" {
+		path := s.URL + "/cpuprofile/stop"
+		if start {
+			path = s.URL + "/cpuprofile/start"
+		}
+		resp, err := s.http.Post(path, "", nil)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			tb.Fatalf("bench server: %s: %s", path, resp.Status)
+		}
+	}
+	p := os.Getenv(benchClientCPUProfileEnv)
+	switch {
+	case p == "":
+	case start:
+		f, err := os.Create(p)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			tb.Fatal(err)
+		}
+		s.clientProfile = f
+	default:
+		pprof.StopCPUProfile()
+		_ = s.clientProfile.Close()
+	}
 }
 
 // cpu returns the child's CPU time (user and system) so far.

@@ -36,8 +36,8 @@ var benchPeers, benchPartners = 1000, 8
 // the recipient's handler, the CPU time per message of the server and of
 // the clients (they share the cores, so msgs/s is a lower bound for the
 // server alone: 2 cores / server-cpu-µs/msg is what it could do with the
-// machine to itself), and how many envelopes and answers signal wrote per
-// stream write.
+// machine to itself), how many envelopes and answers signal wrote per
+// stream write, and how many of the envelopes came in a ClientBatch.
 //
 //	go test ./internal/signal -run '^$' -bench Forward -benchtime 100000x
 func BenchmarkForward(b *testing.B) {
@@ -127,6 +127,7 @@ func benchForward(b *testing.B, peers, inflight, rate, payloadBytes int, h2c boo
 	stats0 := h.stats(b)
 	srvCPU0 := h.cpu(b)
 	srvR0, srvW0 := h.syscalls(b)
+	h.profile(b, true)
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu0, sys0 := cpuTime(b)
@@ -180,6 +181,7 @@ func benchForward(b *testing.B, peers, inflight, rate, payloadBytes int, h2c boo
 	srvR, srvW := h.syscalls(b)
 	srvRSS := h.rss(b)
 	b.StopTimer()
+	h.profile(b, false)
 	stats := h.stats(b)
 
 	slices.Sort(latencies)
@@ -194,6 +196,7 @@ func benchForward(b *testing.B, peers, inflight, rate, payloadBytes int, h2c boo
 	b.ReportMetric(float64((sys1-sys0).Microseconds())/float64(b.N), "clients-sys-µs/msg")
 	items := (stats.Sent - stats0.Sent) + (stats.Queued - stats0.Queued)
 	b.ReportMetric(float64(items)/float64(stats.Writes-stats0.Writes), "items/write")
+	b.ReportMetric(100*float64(stats.Batched-stats0.Batched)/float64(b.N), "client-batched-%")
 	b.ReportMetric(0, "ns/op")
 	if n := refused.Load(); n > 0 {
 		b.Fatalf("%d sends refused", n)

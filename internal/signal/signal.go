@@ -14,8 +14,10 @@
 package signal
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -152,11 +154,34 @@ func (s *Server) Handler() (string, http.Handler) {
 	)
 	return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctl := &streamControl{rc: http.NewResponseController(w)}
-		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), controlKey{}, ctl)))
+		r = r.WithContext(context.WithValue(r.Context(), controlKey{}, ctl))
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = bufferBody(r.Body)
+		}
+		h.ServeHTTP(w, r)
 		ctl.finish() // w is not ours any more once we return
-
 	})
 }
+
+// bodyBufferBytes is the read buffer of a stream's request body.
+const bodyBufferBytes = 4 << 10
+
+// bufferBody reads a request body through a buffer. Connect reads each
+// message in two or more small reads (its 5-byte prefix, then the message),
+// and every read of an HTTP/2 request body is a round trip to the
+// connection's serve goroutine (for flow control); through a buffer one
+// read takes all the frames that have arrived, however many messages they
+// hold. A read never waits for more than the body has ready.
+func bufferBody(body io.ReadCloser) io.ReadCloser {
+	return &bufferedBody{Reader: bufio.NewReaderSize(body, bodyBufferBytes), body: body}
+}
+
+type bufferedBody struct {
+	*bufio.Reader
+	body io.ReadCloser
+}
+
+func (b *bufferedBody) Close() error { return b.body.Close() }
 
 // Mount puts the signal service on srv's mux.
 func (s *Server) Mount(srv *server.Server) { srv.Handle(s.Handler()) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -220,6 +221,15 @@ func (s *session) write(env *signalv1.Envelope) error {
 	}
 	s.writing = true
 	beat := env == nil
+	if env != nil {
+		// Let the other senders that are ready run first: when a batch of
+		// answers woke several at once they queue behind this one and go
+		// out in the same ClientBatch (one frame, one write, one read at
+		// signal); when nobody else is ready this returns at once.
+		s.outMu.Unlock()
+		runtime.Gosched()
+		s.outMu.Lock()
+	}
 	for {
 		var m *signalv1.ClientMessage
 		switch n := s.batchLen(); {
