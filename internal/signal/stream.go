@@ -325,32 +325,58 @@ func (st *stream) writeLoop() {
 			st.srv.stats.sent.Add(uint64(len(batch.Envelopes)))
 			st.srv.stats.writes.Add(1)
 		}
-		if err := st.bs.Send(m); err != nil {
+		err := st.bs.Send(m)
+		// Sent (marshalled): let the batch's items go.
+		clear(batch.Envelopes)
+		clear(batch.Deliveries)
+		if err != nil {
 			st.end(err)
 			return
 		}
 	}
 }
 
-// fill adds to b what is queued right now, within the batch bounds.
+// fill adds to b what is queued right now, within the batch bounds:
+// answers first, then envelopes (the two lists keep their own order).
+// Each queue is polled on its own: a receive from an empty channel that
+// does not wait costs no lock, a select over both would lock both.
 func (st *stream) fill(b *signalv1.ServerBatch) {
 	size := 0
 	for _, e := range b.Envelopes {
 		size += envelopeSize(e)
 	}
-	for n := len(b.Envelopes) + len(b.Deliveries); n < maxBatchItems && size < maxBatchBytes; n++ {
+	for _, d := range b.Deliveries {
+		size += deliverySize(d)
+	}
+	n := len(b.Envelopes) + len(b.Deliveries)
+	for ; n < maxBatchItems && size < maxBatchBytes; n++ {
+		var d *signalv1.Delivery
 		select {
-		case d := <-st.deliveries:
-			b.Deliveries = append(b.Deliveries, d)
-			size += 32 + len(d.To) + len(d.Message)
-		case e := <-st.envelopes:
-			b.Envelopes = append(b.Envelopes, e)
-			size += envelopeSize(e)
+		case d = <-st.deliveries:
 		default:
+		}
+		if d == nil { // empty (nothing queues nil)
+			break
+		}
+		b.Deliveries = append(b.Deliveries, d)
+		size += deliverySize(d)
+	}
+	for ; n < maxBatchItems && size < maxBatchBytes; n++ {
+		var e *signalv1.Envelope
+		select {
+		case e = <-st.envelopes:
+		default:
+		}
+		if e == nil { // empty (Offer never queues nil)
 			return
 		}
+		b.Envelopes = append(b.Envelopes, e)
+		size += envelopeSize(e)
 	}
 }
+
+// deliverySize is about what d takes on the wire.
+func deliverySize(d *signalv1.Delivery) int { return 32 + len(d.To) + len(d.Message) }
 
 // envelopeSize is about what e takes on the wire.
 func envelopeSize(e *signalv1.Envelope) int {
@@ -359,7 +385,10 @@ func envelopeSize(e *signalv1.Envelope) int {
 
 // Offer implements Mailbox.
 func (st *stream) Offer(env *signalv1.Envelope) signalv1.DeliveryStatus {
-	if st.stopped.Load() {
+	switch {
+	case env == nil: // the writer reads nil as an empty queue
+		return signalv1.DeliveryStatus_DELIVERY_STATUS_INVALID
+	case st.stopped.Load():
 		return signalv1.DeliveryStatus_DELIVERY_STATUS_NOT_CONNECTED
 	}
 	select {
