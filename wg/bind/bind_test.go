@@ -228,3 +228,53 @@ func BenchmarkDemux(b *testing.B) {
 		})
 	}
 }
+
+// TestOpenReceiveFuncs pins what wireguard-go allocates for the bind (issue
+// 8, agent memory): each ReceiveFunc that Open returns gets a routine that
+// holds BatchSize message buffers of 64 KiB (8 MiB at 128) for as long as
+// the bind is open. So Open returns one function per socket StdNetBind
+// opened plus a single one for every relayed path, also after a relay was
+// added and after a Close/Open cycle. BatchSize must stay
+// conn.IdealBatchSize: it cannot be lowered to save memory, because
+// StdNetBind's GRO receive reads coalesced datagrams into the last two
+// entries of a batch of IdealBatchSize and splits them forward.
+func TestOpenReceiveFuncs(t *testing.T) {
+	std := conn.NewStdNetBind()
+	stdFns, _, err := std.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	std.Close()
+
+	b := New(Options{})
+	defer b.Stop()
+	if got := b.BatchSize(); got != conn.IdealBatchSize {
+		t.Fatalf("BatchSize %d, want conn.IdealBatchSize (%d)", got, conn.IdealBatchSize)
+	}
+	var relays []*RelayEndpoint
+	defer func() {
+		for _, r := range relays {
+			r.Stop()
+		}
+	}()
+	for cycle := range 2 {
+		fns, _, err := b.Open(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(fns) != len(stdFns)+1 {
+			t.Fatalf("open %d (%d relays): %d receive functions, want %d (one per socket: %d, one for relayed paths)",
+				cycle, len(relays), len(fns), len(stdFns)+1, len(stdFns))
+		}
+		c1, c2 := net.Pipe()
+		t.Cleanup(func() { c1.Close(); c2.Close() })
+		r, err := b.Relay(c1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		relays = append(relays, r)
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
