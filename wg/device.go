@@ -31,6 +31,7 @@ import (
 	"go.uber.org/zap"
 	"golang.zx2c4.com/wireguard/tun/netstack"
 
+	"meshd/internal/filter"
 	"meshd/internal/keys"
 )
 
@@ -62,6 +63,10 @@ var ErrUnknownPeer = errors.New("wg: unknown peer")
 // ErrClosed is returned by every method of a Device after Close.
 var ErrClosed = errors.New("wg: device closed")
 
+// ErrNoFirewall is returned when kernel WireGuard cannot enforce the
+// firewall rules (no nftables, or a Config.Filter it cannot describe).
+var ErrNoFirewall = errors.New("wg: kernel WireGuard cannot enforce the firewall rules")
+
 // Config makes a Device.
 type Config struct {
 	Mode Mode
@@ -79,9 +84,13 @@ type Config struct {
 	// Filter, when set, judges every packet that leaves or enters the
 	// tunnel (userspace and netstack modes): the engine passes the
 	// firewall rules of its network map here. Kernel WireGuard cannot
-	// apply it (packets never pass through this process), so ModeAuto
-	// runs userspace when a Filter is set, and ModeKernel logs that the
-	// rules are not enforced.
+	// call it (packets never pass through this process); it enforces the
+	// same rules as an nftables table on the interface instead
+	// (internal/filter/nftfilter), starting from the Filter's current
+	// rules when it is an internal/filter Filter (one with Rules) and
+	// following FirewallDevice.SetFirewall after. ModeAuto picks kernel
+	// WireGuard only when that table can be installed, and userspace
+	// otherwise; ModeKernel fails when it cannot be.
 	Filter PacketFilter
 }
 
@@ -197,4 +206,25 @@ type Device interface {
 	Net() *netstack.Net
 	// Close removes the interface and its routes and releases the socket.
 	Close() error
+}
+
+// FirewallDevice is a Device that enforces the map's firewall rules itself
+// rather than through Config.Filter: kernel mode, whose packets never reach
+// this process, renders them as nftables rules on the interface
+// (internal/filter/nftfilter). The engine calls SetFirewall with the rules
+// of every map, the same compiled rules it gives its Filter, so that both
+// enforce one policy.
+type FirewallDevice interface {
+	Device
+	// SetFirewall replaces the rules the device enforces (nil: accept
+	// everything), atomically; flows already open stay open. It returns
+	// ErrClosed after Close and an error wrapping ErrNoFirewall when the
+	// rules could not be installed (the previous ones then stay).
+	SetFirewall(*filter.Rules) error
+}
+
+// describedFilter is a PacketFilter that can say which compiled rules it
+// applies (internal/filter's Filter): kernel mode installs those.
+type describedFilter interface {
+	Rules() *filter.Rules
 }

@@ -16,6 +16,12 @@ package wg
 // A direct packet is matched to its peer by its source address (the one
 // SetDirect gave), a relayed one by its relay. The kernel only ever sees the
 // proxy's address, so its roaming never moves a peer off the path.
+//
+// The firewall rules: packets never pass through this process, so
+// Config.Filter cannot judge them. The same compiled rules become an
+// nftables table on the interface (internal/filter/nftfilter), installed
+// before the link exists, replaced by SetFirewall and deleted after the link
+// on Close (that part is tested on a veth in nftfilter's root tests).
 
 import (
 	"context"
@@ -34,6 +40,8 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"meshd/internal/filter"
+	"meshd/internal/filter/nftfilter"
 	"meshd/internal/keys"
 	"meshd/wg/bind"
 )
@@ -49,9 +57,47 @@ func kernelAvailable(_ context.Context, log *zap.Logger) bool {
 	return true
 }
 
+// firewall is what the kernel device needs of nftfilter.Table.
+type firewall interface {
+	Apply(*filter.Rules) error
+	Close() error
+}
+
+var _ firewall = (*nftfilter.Table)(nil)
+
+// kernelFirewall installs the table that enforces cfg.Filter's rules on the
+// interface (accept-all when cfg.Filter is nil). It fails, wrapping
+// ErrNoFirewall, when cfg.Filter's rules cannot be enforced; with no
+// Filter, a table that cannot be installed is only logged (nil, nil).
+func kernelFirewall(cfg Config) (firewall, error) {
+	var rules *filter.Rules
+	if cfg.Filter != nil {
+		rf, ok := cfg.Filter.(describedFilter)
+		if !ok {
+			return nil, fmt.Errorf("%w: the packet filter %T cannot be expressed as nftables rules (use --wg-mode userspace)", ErrNoFirewall, cfg.Filter)
+		}
+		rules = rf.Rules()
+	}
+	t, err := nftfilter.New(cfg.Name, cfg.Log)
+	if err == nil {
+		if err = t.Apply(rules); err != nil {
+			t.Close()
+		}
+	}
+	if err != nil {
+		if cfg.Filter == nil {
+			cfg.Log.Warn("no nftables table for the interface; SetFirewall will fail", zap.Error(err))
+			return nil, nil
+		}
+		return nil, fmt.Errorf("%w: %v", ErrNoFirewall, err)
+	}
+	return t, nil
+}
+
 type kernelDevice struct {
 	name   string
 	log    *zap.Logger
+	fw     firewall // nil when none could be installed (and none was asked for)
 	wgc    *wgctrl.Client
 	link   netlink.Link
 	bind   *bind.Bind
@@ -66,7 +112,10 @@ type kernelDevice struct {
 	relays map[*bind.RelayEndpoint]*kpeer
 }
 
-var _ Device = (*kernelDevice)(nil)
+var (
+	_ Device         = (*kernelDevice)(nil)
+	_ FirewallDevice = (*kernelDevice)(nil)
+)
 
 type kpeer struct {
 	cfg    Peer
@@ -77,14 +126,23 @@ type kpeer struct {
 }
 
 func newKernel(_ context.Context, cfg Config) (Device, error) {
+	// The table first: the interface never exists without its rules (they
+	// match it by name).
+	fw, err := kernelFirewall(cfg)
+	if err != nil {
+		return nil, err
+	}
 	la := netlink.NewLinkAttrs()
 	la.Name, la.MTU = cfg.Name, cfg.MTU
 	link := &netlink.Wireguard{LinkAttrs: la}
 	if err := netlink.LinkAdd(link); err != nil {
+		if fw != nil {
+			fw.Close()
+		}
 		return nil, fmt.Errorf("%w: kernel WireGuard link %s: %v", ErrUnsupported, cfg.Name, err)
 	}
 	d := &kernelDevice{
-		name: cfg.Name, log: cfg.Log, link: link,
+		name: cfg.Name, log: cfg.Log, link: link, fw: fw,
 		peers:  make(map[keys.Key]*kpeer),
 		byAddr: make(map[netip.AddrPort]*kpeer),
 		relays: make(map[*bind.RelayEndpoint]*kpeer),
@@ -93,7 +151,6 @@ func newKernel(_ context.Context, cfg Config) (Device, error) {
 		d.Close()
 		return nil, err
 	}
-	var err error
 	if d.wgc, err = wgctrl.New(); err != nil {
 		return fail(fmt.Errorf("wg: wgctrl: %w", err))
 	}
@@ -124,14 +181,24 @@ func newKernel(_ context.Context, cfg Config) (Device, error) {
 		d.wg.Add(1)
 		go d.receive(fn)
 	}
-	if cfg.Filter != nil {
-		// Packets pass between the kernel's TUN side and its crypto
-		// without ever reaching this process: Config.Filter cannot see
-		// them. Enforcing the rules here needs nftables on the interface
-		// (not written yet).
-		cfg.Log.Warn("the map's firewall rules are NOT enforced with kernel WireGuard yet: every peer the map lists can reach every port; use --wg-mode userspace to enforce them")
-	}
 	return d, nil
+}
+
+// SetFirewall replaces the nftables rules on the interface.
+func (d *kernelDevice) SetFirewall(r *filter.Rules) error {
+	d.mu.Lock()
+	closed, fw := d.closed, d.fw
+	d.mu.Unlock()
+	switch {
+	case closed:
+		return ErrClosed
+	case fw == nil:
+		return fmt.Errorf("%w: no nftables table on %s (see the log from its start)", ErrNoFirewall, d.name)
+	}
+	if err := fw.Apply(r); err != nil {
+		return fmt.Errorf("%w: %v", ErrNoFirewall, err)
+	}
+	return nil
 }
 
 // receive hands what the bind receives to the kernel through the proxy of
@@ -321,7 +388,8 @@ func (d *kernelDevice) SetRelayed(k keys.Key, c net.Conn) error {
 	return nil
 }
 
-// Counters reports the bind's drops; Config.Filter does not run here.
+// Counters reports the bind's drops; Config.Filter does not run here (the
+// nftables table counts its drops: nft list table inet meshd-filter-<iface>).
 func (d *kernelDevice) Counters() Counters {
 	var c Counters
 	c.STUNDropped, c.RelayDropped = d.bind.Drops()
@@ -385,6 +453,9 @@ func (d *kernelDevice) Close() error {
 	}
 	if lerr := netlink.LinkDel(d.link); lerr != nil {
 		err = errors.Join(err, fmt.Errorf("wg: delete link %s: %w", d.name, lerr))
+	}
+	if d.fw != nil { // after the link: it never runs without its rules
+		err = errors.Join(err, d.fw.Close())
 	}
 	return err
 }

@@ -14,7 +14,9 @@ const DefaultName = "meshd0"
 // New makes the interface cfg describes and brings it up with no peers.
 // ctx bounds the setup only; the device runs until Close. In ModeAuto it
 // uses kernel WireGuard when the module is present (it tries to create a
-// wireguard link) and cfg.Filter is nil, and userspace otherwise.
+// wireguard link) and the firewall rules can be enforced there (cfg.Filter
+// is nil or an internal/filter Filter, and nftables works), and userspace
+// otherwise, saying why in the log.
 func New(ctx context.Context, cfg Config) (Device, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("wg: new: %w", err)
@@ -30,11 +32,19 @@ func New(ctx context.Context, cfg Config) (Device, error) {
 	case ModeKernel:
 		return newKernel(ctx, cfg)
 	case ModeAuto:
-		// Kernel WireGuard cannot apply a packet filter (see Config.Filter):
-		// with one, userspace it is, so that the map's firewall rules hold.
-		if cfg.Filter == nil && kernelAvailable(ctx, cfg.Log) {
-			return newKernel(ctx, cfg)
+		if !kernelAvailable(ctx, cfg.Log) {
+			return newUserspace(ctx, cfg)
 		}
+		if _, ok := cfg.Filter.(describedFilter); cfg.Filter != nil && !ok {
+			cfg.Log.Info("kernel WireGuard is present, but this packet filter runs only in userspace: using userspace WireGuard")
+			return newUserspace(ctx, cfg)
+		}
+		d, err := newKernel(ctx, cfg)
+		if err == nil {
+			cfg.Log.Info("using kernel WireGuard; the firewall rules are an nftables table on the interface")
+			return d, nil
+		}
+		cfg.Log.Warn("kernel WireGuard is present but could not be set up; using userspace WireGuard", zap.Error(err))
 		return newUserspace(ctx, cfg)
 	default:
 		return nil, fmt.Errorf("wg: unknown mode %q (want auto, userspace, kernel or netstack)", cfg.Mode)

@@ -364,6 +364,14 @@ func (t *tunnel) apply(ctx context.Context, m *controlv1.NetworkMap) error {
 	}
 	t.filter.SetRules(rules)
 	t.filter.Sweep()
+	t.mu.RLock()
+	fw, ok := t.dev.(wg.FirewallDevice) // kernel mode: the same rules as nftables rules
+	t.mu.RUnlock()
+	if ok {
+		if err := fw.SetFirewall(rules); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	t.signal(ctx, m.GetSignalUrl(), m.GetSignalTlsPin(), false)
 	t.svc.apply(ctx, m)
 
