@@ -37,6 +37,9 @@ type RelayEndpoint struct {
 	id   uint64
 	addr netip.AddrPort
 	c    net.Conn
+	bc   BatchConn // c, when it has batch methods
+	// unreceive undoes bc.Receive.
+	unreceive func()
 
 	recvAs   atomic.Pointer[endpointBox]
 	stopped  atomic.Bool
@@ -48,6 +51,22 @@ type RelayEndpoint struct {
 type endpointBox struct{ ep conn.Endpoint }
 
 var _ conn.Endpoint = (*RelayEndpoint)(nil)
+
+// BatchConn is a relayed conn that can move many WireGuard messages per
+// system call (nat/peerconn's relay sessions over TURN/UDP). Relay uses
+// these methods when its conn has them; Read and Write still carry what
+// they do not.
+type BatchConn interface {
+	net.Conn
+	// WriteBatch sends each of bufs as one message, in order.
+	WriteBatch(bufs [][]byte) error
+	// Receive makes the conn hand the WireGuard messages it reads to fn, in
+	// order and in batches, instead of returning them from Read; maxMsg is the
+	// largest message fn takes (it sizes the conn's read buffers). fn's
+	// slices are valid only during the call; fn may block. cancel undoes
+	// it unless another Receive replaced fn since.
+	Receive(maxMsg int, fn func(msgs [][]byte)) (cancel func())
+}
 
 // relayPrefix is 100::/64 (RFC 6666, discard-only).
 var relayPrefix = netip.MustParsePrefix("100::/64")
@@ -97,6 +116,10 @@ func (b *Bind) Relay(c net.Conn) (*RelayEndpoint, error) {
 	b.relays[r.id] = r
 	b.mu.Unlock()
 	_ = c.SetReadDeadline(time.Time{})
+	if bc, ok := c.(BatchConn); ok {
+		r.bc = bc
+		r.unreceive = bc.Receive(b.opts.MaxPacket, r.deliver)
+	}
 	go r.readLoop()
 	return r, nil
 }
@@ -148,6 +171,9 @@ func (r *RelayEndpoint) Stop() {
 		r.b.mu.Lock()
 		delete(r.b.relays, r.id)
 		r.b.mu.Unlock()
+		if r.unreceive != nil {
+			r.unreceive()
+		}
 		_ = r.c.SetReadDeadline(time.Unix(1, 0))
 	})
 }
@@ -155,6 +181,12 @@ func (r *RelayEndpoint) Stop() {
 func (r *RelayEndpoint) send(bufs [][]byte) error {
 	if r.stopped.Load() {
 		return fmt.Errorf("bind: send to %s: %w", r.addr, ErrNoRelay)
+	}
+	if r.bc != nil {
+		if err := r.bc.WriteBatch(bufs); err != nil {
+			return fmt.Errorf("bind: send to %s: %w", r.addr, err)
+		}
+		return nil
 	}
 	for _, p := range bufs {
 		if _, err := r.c.Write(p); err != nil {
@@ -219,6 +251,43 @@ func (r *RelayEndpoint) readLoop() {
 			b.relayDrops.Add(1)
 			return
 		}
+	}
+}
+
+// deliver queues the messages a BatchConn read for WireGuard's receive
+// routine, as readLoop does with what it reads. It blocks while the queue
+// is full and WireGuard reads it, which holds the conn's reader (and the
+// STUN behind the messages) up: while the bind is closed (the device is
+// down) it drops them instead, so the conn's ICE consent checks go on.
+func (r *RelayEndpoint) deliver(msgs [][]byte) {
+	b := r.b
+	b.mu.Lock()
+	open, closed := b.isOpen, b.closed
+	b.mu.Unlock()
+	if !open {
+		b.relayDrops.Add(uint64(len(msgs)))
+		return
+	}
+	for i, m := range msgs {
+		if r.stopped.Load() {
+			b.relayDrops.Add(uint64(len(msgs) - i))
+			return
+		}
+		if len(m) == 0 || len(m) > b.opts.MaxPacket {
+			continue
+		}
+		bp := b.bufPool.Get().(*[]byte)
+		n := copy(*bp, m)
+		select {
+		case b.relayQ <- relayPacket{buf: bp, n: n, r: r}:
+			continue
+		case <-r.stop:
+		case <-b.done:
+		case <-closed:
+		}
+		b.bufPool.Put(bp)
+		b.relayDrops.Add(uint64(len(msgs) - i))
+		return
 	}
 }
 
