@@ -156,6 +156,7 @@ type Session struct {
 	cfg   Config
 	log   *zap.Logger
 	agent *ice.Agent
+	rnet  *relayNet // relay sessions: the network pion's TURN sockets come from
 	ufrag string
 	pwd   string
 
@@ -170,7 +171,7 @@ type Session struct {
 	offered   map[string]bool // candidates sent, by "type addr:port"
 	connected bool
 	started   bool
-	conn      *ice.Conn
+	conn      net.Conn // *ice.Conn, or *relayConn for a relay session
 	pair      Pair
 	closed    bool
 }
@@ -198,6 +199,7 @@ func New(cfg Config) (*Session, error) {
 		}
 	}
 	tnet := cfg.Net
+	var rnet *relayNet
 	if cfg.Kind == peerv1.Kind_KIND_RELAY {
 		size := cfg.SocketBuffer
 		if size == 0 {
@@ -207,6 +209,8 @@ func New(cfg Config) (*Session, error) {
 		if tnet, err = BufferedNet(tnet, size); err != nil {
 			return nil, err
 		}
+		rnet = &relayNet{Net: tnet}
+		tnet = rnet
 	}
 	ufrag, pwd := randomString(6), randomString(24)
 	log := cfg.Log.With(zap.Stringer("kind", cfg.Kind), zap.Uint64("session", cfg.ID))
@@ -248,7 +252,7 @@ func New(cfg Config) (*Session, error) {
 		return nil, fmt.Errorf("peerconn: new %v agent: %w", cfg.Kind, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Session{cfg: cfg, log: log, agent: a, ufrag: ufrag, pwd: pwd, ctx: ctx, cancel: cancel, gathered: make(chan struct{})}
+	s := &Session{cfg: cfg, log: log, agent: a, rnet: rnet, ufrag: ufrag, pwd: pwd, ctx: ctx, cancel: cancel, gathered: make(chan struct{})}
 	if err := s.handlers(); err != nil {
 		cancel()
 		_ = a.Close()
@@ -424,8 +428,12 @@ func (s *Session) Connect(remoteUfrag, remotePwd string) error {
 			}
 			return
 		}
+		var nc net.Conn = c
+		if s.rnet != nil {
+			nc = &relayConn{Conn: c, s: s}
+		}
 		s.mu.Lock()
-		s.conn = c
+		s.conn = nc
 		s.mu.Unlock()
 	}()
 	return nil
@@ -450,7 +458,8 @@ func (s *Session) AddCandidate(sdp string) error {
 }
 
 // Conn returns the session's connection once it is connected (nil before):
-// what a relay session hands WireGuard.
+// what a relay session hands WireGuard. A relay session's conn also has
+// WriteBatch and Receive (wg/bind.BatchConn), its fast path over TURN/UDP.
 func (s *Session) Conn() net.Conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()

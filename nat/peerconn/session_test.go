@@ -30,6 +30,7 @@ type end struct {
 	mux         *Mux
 	servers     Servers
 	net         transport.Net // nil: the host's
+	timing      *Timing       // nil: the default
 	other       *end
 
 	mu     sync.Mutex
@@ -41,7 +42,7 @@ type end struct {
 func (e *end) newSession(id uint64) *Session {
 	e.tb.Helper()
 	s, err := New(Config{
-		Kind: e.kind, ID: id, Controlling: e.controlling, Mux: e.mux, Servers: e.servers, Net: e.net,
+		Kind: e.kind, ID: id, Controlling: e.controlling, Mux: e.mux, Servers: e.servers, Net: e.net, Timing: e.timing,
 		IncludeLoopback: true, Log: zaptest.NewLogger(e.tb).Named(map[bool]string{true: "a", false: "b"}[e.controlling]),
 		Send: func(m *peerv1.Message) { go e.other.receive(m) },
 		OnState: func(st State, p Pair) {
