@@ -16,7 +16,8 @@
 //
 // Config.Filter (the engine passes its internal/filter Filter) judges every
 // packet on the TUN side of wireguard-go: the map's firewall rules hold in
-// userspace and netstack modes.
+// userspace and netstack modes. In kernel mode the same compiled rules are
+// an nftables table on the interface (FirewallDevice, internal/filter/nftfilter).
 //
 // Fakes for the engine's tests are in package wgtest; the one-socket bind
 // is package wg/bind.
