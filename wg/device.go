@@ -137,7 +137,8 @@ type Counters struct {
 	// replaced or the device stopped, before WireGuard took them.
 	RelayDropped uint64
 	// FilteredIn and FilteredOut: packets Config.Filter denied, coming out
-	// of the tunnel and going into it.
+	// of the tunnel and going into it (in kernel mode: packets the
+	// nftables rules dropped).
 	FilteredIn, FilteredOut uint64
 }
 

@@ -60,6 +60,7 @@ func kernelAvailable(_ context.Context, log *zap.Logger) bool {
 // firewall is what the kernel device needs of nftfilter.Table.
 type firewall interface {
 	Apply(*filter.Rules) error
+	Drops() (in, out uint64, err error)
 	Close() error
 }
 
@@ -388,11 +389,14 @@ func (d *kernelDevice) SetRelayed(k keys.Key, c net.Conn) error {
 	return nil
 }
 
-// Counters reports the bind's drops; Config.Filter does not run here (the
-// nftables table counts its drops: nft list table inet meshd-filter-<iface>).
+// Counters reports the bind's drops and the firewall table's (Config.Filter
+// does not run here).
 func (d *kernelDevice) Counters() Counters {
 	var c Counters
 	c.STUNDropped, c.RelayDropped = d.bind.Drops()
+	if d.fw != nil {
+		c.FilteredIn, c.FilteredOut, _ = d.fw.Drops()
+	}
 	return c
 }
 

@@ -24,8 +24,13 @@ type Table struct {
 	log         *zap.Logger
 
 	mu     sync.Mutex
-	netns  int // fd of the network namespace; -1 after Close
+	netns  int // fd of the network namespace
 	closed bool
+	// chains: the installed table has the from/to chains (rules that are
+	// not AllowAll), whose drop counters Drops reads.
+	chains bool
+	// dropsIn, dropsOut: what the tables replaced so far dropped.
+	dropsIn, dropsOut uint64
 }
 
 // New returns the table of iface (which need not exist yet: the rules
@@ -61,6 +66,11 @@ func (t *Table) Apply(r *filter.Rules) error {
 	c, err := nftables.New(nftables.WithNetNSFd(t.netns))
 	if err != nil {
 		return fmt.Errorf("nftfilter: nftables: %w", err)
+	}
+	// The drop counters go with the old table: keep what they counted.
+	in, out, cerr := t.countersLocked(c)
+	if cerr != nil {
+		t.log.Debug("read drop counters", zap.Error(cerr))
 	}
 	tbl := &nftables.Table{Name: p.table, Family: nftables.TableFamilyINet}
 	// add + delete + add in one batch: the old table (if any) goes and
@@ -102,8 +112,54 @@ func (t *Table) Apply(r *filter.Rules) error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("nftfilter: install table inet %s: %w (kernel WireGuard needs nftables, nf_tables in the kernel, to enforce the firewall rules; or run with --wg-mode userspace)", p.table, err)
 	}
+	t.dropsIn, t.dropsOut = t.dropsIn+in, t.dropsOut+out
+	t.chains = len(p.chains) > 3
 	t.log.Debug("firewall table installed", zap.String("table", p.table), zap.Int("rules", n), zap.Bool("accept_all", r.AllowAll()))
 	return nil
+}
+
+// Drops returns how many packets the rules dropped coming from the peers
+// (in) and going to them (out) since New, across Apply (the counters of the
+// final drop rules; conntrack's own drops and the echo replies dropped
+// before the rules are not counted).
+func (t *Table) Drops() (in, out uint64, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return t.dropsIn, t.dropsOut, nil
+	}
+	c, err := nftables.New(nftables.WithNetNSFd(t.netns))
+	if err != nil {
+		return t.dropsIn, t.dropsOut, fmt.Errorf("nftfilter: nftables: %w", err)
+	}
+	in, out, err = t.countersLocked(c)
+	return t.dropsIn + in, t.dropsOut + out, err
+}
+
+// countersLocked reads the drop counters of the installed table (zero when
+// it has no rules). t.mu must be held.
+func (t *Table) countersLocked(c *nftables.Conn) (in, out uint64, err error) {
+	if !t.chains {
+		return 0, 0, nil
+	}
+	tbl := &nftables.Table{Name: t.name, Family: nftables.TableFamilyINet}
+	for _, ch := range []struct {
+		name string
+		n    *uint64
+	}{{chainFrom, &in}, {chainTo, &out}} {
+		rules, err := c.GetRules(tbl, &nftables.Chain{Name: ch.name, Table: tbl})
+		if err != nil {
+			return in, out, fmt.Errorf("nftfilter: read chain %s: %w", ch.name, err)
+		}
+		for _, r := range rules {
+			for _, e := range r.Exprs {
+				if ctr, ok := e.(*expr.Counter); ok {
+					*ch.n += ctr.Packets
+				}
+			}
+		}
+	}
+	return in, out, nil
 }
 
 // Close deletes the table (if it exists). The table cannot be used after.

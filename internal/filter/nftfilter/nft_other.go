@@ -26,5 +26,8 @@ func (t *Table) Name() string { return "" }
 // Apply fails: see New.
 func (t *Table) Apply(*filter.Rules) error { return ErrUnsupported }
 
+// Drops returns nothing: see New.
+func (t *Table) Drops() (in, out uint64, err error) { return 0, 0, ErrUnsupported }
+
 // Close does nothing.
 func (t *Table) Close() error { return nil }

@@ -331,6 +331,10 @@ func TestNftablesFilterWithTraffic(t *testing.T) {
 	if t.Failed() {
 		return
 	}
+	in1, out1, err := tbl.Drops()
+	if err != nil || in1 == 0 || out1 == 0 {
+		t.Errorf("Drops after denied flows both ways: in %d, out %d, %v; want both counted", in1, out1, err)
+	}
 
 	// A rule change: bob gets ssh, alice loses it. Alice's open connection
 	// stays (conntrack knows it); her new ones are dropped.
@@ -341,6 +345,9 @@ func TestNftablesFilterWithTraffic(t *testing.T) {
 	wantDropped(t, "alice ssh after the change", l.doPeers, aliceIP, ap(selfIP, 22))
 	if err := echo(sshConn); err != nil {
 		t.Errorf("alice's open ssh connection broke on the rule change: %v", err)
+	}
+	if in2, out2, err := tbl.Drops(); err != nil || in2 <= in1 || out2 < out1 {
+		t.Errorf("Drops after the rule change: in %d (was %d), out %d (was %d), %v; want them kept and alice's new drop counted", in2, in1, out2, out1, err)
 	}
 
 	// No rules: everything passes.
@@ -370,4 +377,57 @@ func TestNftablesFilterWithTraffic(t *testing.T) {
 	if err := tbl.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
+}
+
+// addLAN puts a network behind self (10.9.0.0/24, host 10.9.0.2 in a
+// namespace of its own) that self routes to, as a routing peer does.
+func (l *lab) addLAN(tb testing.TB) (string, func(func())) {
+	tb.Helper()
+	lan, do := netns(tb)
+	mustNS(tb, l.self, "ip", "link", "add", "kflan0", "type", "veth", "peer", "name", "kflan1", "netns", lan)
+	mustNS(tb, l.self, "ip", "addr", "add", "10.9.0.1/24", "dev", "kflan0")
+	mustNS(tb, l.self, "ip", "link", "set", "kflan0", "up")
+	mustNS(tb, l.self, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+	mustNS(tb, lan, "ip", "addr", "add", "10.9.0.2/24", "dev", "kflan1")
+	mustNS(tb, lan, "ip", "link", "set", "kflan1", "up")
+	mustNS(tb, lan, "ip", "link", "set", "lo", "up")
+	mustNS(tb, lan, "ip", "route", "add", "default", "via", "10.9.0.1")
+	mustNS(tb, l.peers, "ip", "route", "add", "10.9.0.0/24", "via", "100.64.0.1")
+	return lan, do
+}
+
+// TestNftablesFilterForwarded: on a routing peer, packets forwarded between
+// the WireGuard interface and a LAN are judged by the same rules (the
+// forward chain): IN rules by the peer's source address, OUT rules by its
+// destination, and replies by conntrack.
+func TestNftablesFilterForwarded(t *testing.T) {
+	l := newLab(t)
+	_, doLAN := l.addLAN(t)
+	host := netip.MustParseAddr("10.9.0.2")
+	listen(t, doLAN, ":80", ":81")
+	listen(t, l.doPeers, "100.64.0.2:80", "100.64.0.3:80")
+
+	var tbl *Table
+	l.doSelf(func() {
+		var err error
+		if tbl, err = New(iface, zaptest.NewLogger(t)); err != nil {
+			t.Error(err)
+		}
+	})
+	if tbl == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { tbl.Close() })
+	if err := tbl.Apply(compile(t,
+		in("100.64.0.2", controlv1.Protocol_PROTOCOL_TCP, 80, 80),
+		out("100.64.0.3", controlv1.Protocol_PROTOCOL_ALL),
+	)); err != nil {
+		t.Fatal(err)
+	}
+	ap := netip.AddrPortFrom
+	wantConnect(t, "alice to the LAN's port 80", l.doPeers, aliceIP, ap(host, 80))
+	wantDropped(t, "alice to the LAN's port 81", l.doPeers, aliceIP, ap(host, 81))
+	wantDropped(t, "bob to the LAN (no IN rule)", l.doPeers, bobIP, ap(host, 80))
+	wantConnect(t, "the LAN to bob (OUT rule)", doLAN, host, ap(bobIP, 80))
+	wantDropped(t, "the LAN to alice (no OUT rule)", doLAN, host, ap(aliceIP, 80))
 }
