@@ -103,6 +103,8 @@ func BenchmarkAgentMemory(b *testing.B) {
 	idleA, idleB := memOf(b, a.Proc), memOf(b, pb.Proc)
 	idleWA, idleWB := memOf(b, wg.A), memOf(b, wg.B)
 	heapIdleA := heapOf(ctx, b, sockA)
+	saveHeapProfile(ctx, b, sockA, "memory-1peer-idle")
+	savePprof(ctx, b, sockA, "/debug/pprof/goroutine?debug=1", "memory-1peer-idle-goroutines.txt")
 	run, err := tcp(ctx, ha, hb, pb.OverlayIP(), secs)
 	if err != nil {
 		b.Fatal(err)
@@ -190,6 +192,8 @@ func BenchmarkAgentMemory(b *testing.B) {
 	idle50 := memOf(b, a50.Proc)
 	heapIdle50 := heapOf(ctx, b, sock50)
 	saveHeapProfile(ctx, b, sock50, "memory-51peers-idle")
+	savePprof(ctx, b, sock50, "/debug/pprof/goroutine?debug=1", "memory-51peers-idle-goroutines.txt")
+	savePprof(ctx, b, sock50, "/debug/pprof/heap?debug=1", "memory-51peers-idle-heap-debug.txt")
 	var crowdRSS []float64
 	for _, c := range crowd {
 		crowdRSS = append(crowdRSS, memOf(b, c.Proc).RSS)
@@ -263,4 +267,25 @@ func heapOf(ctx context.Context, tb testing.TB, sock string) string {
 		return "Go heap: unknown"
 	}
 	return h.String()
+}
+
+// savePprof writes what the agent's pprof server answers for path to
+// $MESHD_BENCH_PROFILE/name (nothing when the variable is unset): goroutine
+// counts by stack and the runtime's MemStats, for the notes.
+func savePprof(ctx context.Context, tb testing.TB, sock, path, name string) {
+	tb.Helper()
+	dir := os.Getenv(profileEnv)
+	if dir == "" {
+		return
+	}
+	raw, err := pprofGet(ctx, sock, path)
+	if err == nil {
+		err = os.MkdirAll(dir, 0o755)
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, name), raw, 0o644)
+	}
+	if err != nil {
+		tb.Logf("bench: %s: %v", name, err)
+	}
 }
