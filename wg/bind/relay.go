@@ -277,9 +277,14 @@ func (r *RelayEndpoint) deliver(msgs [][]byte) {
 			continue
 		}
 		bp := b.bufPool.Get().(*[]byte)
-		n := copy(*bp, m)
+		p := relayPacket{buf: bp, n: copy(*bp, m), r: r}
+		select { // the usual case, without selectgo's cost per message
+		case b.relayQ <- p:
+			continue
+		default:
+		}
 		select {
-		case b.relayQ <- relayPacket{buf: bp, n: n, r: r}:
+		case b.relayQ <- p:
 			continue
 		case <-r.stop:
 		case <-b.done:
