@@ -40,7 +40,8 @@ import (
 type Mode string
 
 const (
-	// ModeAuto uses kernel WireGuard when the module is present, else userspace.
+	// ModeAuto uses kernel WireGuard when the module is present and the
+	// firewall rules can be enforced there (nftables), else userspace.
 	ModeAuto Mode = "auto"
 	// ModeUserspace runs wireguard-go on a TUN device (needs root or CAP_NET_ADMIN).
 	ModeUserspace Mode = "userspace"

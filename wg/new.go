@@ -32,23 +32,32 @@ func New(ctx context.Context, cfg Config) (Device, error) {
 	case ModeKernel:
 		return newKernel(ctx, cfg)
 	case ModeAuto:
-		if !kernelAvailable(ctx, cfg.Log) {
-			return newUserspace(ctx, cfg)
-		}
-		if _, ok := cfg.Filter.(describedFilter); cfg.Filter != nil && !ok {
-			cfg.Log.Info("kernel WireGuard is present, but this packet filter runs only in userspace: using userspace WireGuard")
-			return newUserspace(ctx, cfg)
-		}
-		d, err := newKernel(ctx, cfg)
-		if err == nil {
-			cfg.Log.Info("using kernel WireGuard; the firewall rules are an nftables table on the interface")
-			return d, nil
-		}
-		cfg.Log.Warn("kernel WireGuard is present but could not be set up; using userspace WireGuard", zap.Error(err))
-		return newUserspace(ctx, cfg)
+		return pickAuto(ctx, cfg, kernelAvailable, newKernel, newUserspace)
 	default:
 		return nil, fmt.Errorf("wg: unknown mode %q (want auto, userspace, kernel or netstack)", cfg.Mode)
 	}
+}
+
+// pickAuto is ModeAuto's choice: kernel WireGuard when present and able to
+// enforce the firewall rules (cfg.Filter nil or an internal/filter Filter,
+// and its nftables table installs), else userspace, and the log says which
+// and why.
+func pickAuto(ctx context.Context, cfg Config, present func(context.Context, *zap.Logger) bool,
+	kernel, userspace func(context.Context, Config) (Device, error)) (Device, error) {
+	if !present(ctx, cfg.Log) {
+		return userspace(ctx, cfg)
+	}
+	if _, ok := cfg.Filter.(describedFilter); cfg.Filter != nil && !ok {
+		cfg.Log.Info("kernel WireGuard is present, but this packet filter runs only in userspace: using userspace WireGuard")
+		return userspace(ctx, cfg)
+	}
+	d, err := kernel(ctx, cfg)
+	if err == nil {
+		cfg.Log.Info("using kernel WireGuard; the firewall rules are an nftables table on the interface")
+		return d, nil
+	}
+	cfg.Log.Warn("kernel WireGuard is present but could not be set up; using userspace WireGuard", zap.Error(err))
+	return userspace(ctx, cfg)
 }
 
 // fill checks cfg and sets its defaults.
