@@ -13,7 +13,9 @@
 // path (packets the system sends into the tunnel, inbound=false). Allow does
 // not allocate except when it records a new flow. The agent engine compiles a
 // Filter from each map and swaps it in with SetRules; flows survive the
-// swap.
+// swap. Kernel WireGuard's packets never pass through the process: there
+// internal/filter/nftfilter renders the same compiled Rules (Rules.Specs)
+// as nftables rules on the interface.
 package filter
 
 import (
