@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -427,3 +429,77 @@ func BenchmarkRelayFastPath(b *testing.B) {
 		})
 	}
 }
+
+// The socket learns channels from what pion sends and the server answers:
+// a ChannelBind is used once the server confirmed it, no longer after an
+// error answer, and not after channelLifetime without a fresh confirmation.
+func TestTurnSocketChannelFreshness(t *testing.T) {
+	uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTurnSocket(uc, new(atomic.Pointer[receiver]), nil)
+	defer s.Close()
+	server := netip.MustParseAddrPort("192.0.2.1:3478")
+	peer := netip.MustParseAddrPort("198.51.100.7:40000")
+	build := func(tb testing.TB, id [stun.TransactionIDSize]byte, t stun.MessageType, setters ...stun.Setter) []byte {
+		tb.Helper()
+		m, err := stun.Build(append([]stun.Setter{stun.NewTransactionIDSetter(id), t}, setters...)...)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return m.Raw
+	}
+	bind := func(id [stun.TransactionIDSize]byte, ch uint16) []byte {
+		return build(t, id, stun.NewType(stun.MethodChannelBind, stun.ClassRequest),
+			stun.RawAttribute{Type: stun.AttrChannelNumber, Value: []byte{byte(ch >> 8), byte(ch), 0, 0}},
+			&xorPeer{stun.XORMappedAddress{IP: peer.Addr().AsSlice(), Port: int(peer.Port())}})
+	}
+	answer := func(id [stun.TransactionIDSize]byte, c stun.MessageClass) []byte {
+		return build(t, id, stun.NewType(stun.MethodChannelBind, c))
+	}
+	alloc := build(t, [12]byte{9}, stun.NewType(stun.MethodAllocate, stun.ClassRequest))
+
+	s.sniffOut(alloc, server)
+	if _, _, ok := s.route(peer); ok {
+		t.Fatal("a route before any ChannelBind")
+	}
+	s.sniffOut(bind([12]byte{1}, 0x4001), server)
+	if _, _, ok := s.route(peer); ok {
+		t.Fatal("a route before the server answered")
+	}
+	s.sniffIn(answer([12]byte{1}, stun.ClassSuccessResponse), netip.MustParseAddrPort("192.0.2.99:3478"))
+	if _, _, ok := s.route(peer); ok {
+		t.Fatal("an answer from another address than the server confirmed the channel")
+	}
+	s.sniffIn(answer([12]byte{1}, stun.ClassSuccessResponse), server)
+	to, ch, ok := s.route(peer)
+	if !ok || ch != 0x4001 || to != server {
+		t.Fatalf("route %v %#x %v, want channel 0x4001 to %v", to, ch, ok, server)
+	}
+
+	// Old confirmation: not used any more; a refresh confirms it again.
+	s.mu.Lock()
+	s.channels[peer] = channel{num: 0x4001, at: time.Now().Add(-channelLifetime - time.Second)}
+	s.mu.Unlock()
+	if _, _, ok := s.route(peer); ok {
+		t.Fatal("a channel confirmed longer than channelLifetime ago is used")
+	}
+	s.sniffOut(bind([12]byte{2}, 0x4001), server)
+	s.sniffIn(answer([12]byte{2}, stun.ClassSuccessResponse), server)
+	if _, _, ok := s.route(peer); !ok {
+		t.Fatal("a refreshed channel is not used")
+	}
+
+	// An error answer to a refresh ends the route.
+	s.sniffOut(bind([12]byte{3}, 0x4001), server)
+	s.sniffIn(answer([12]byte{3}, stun.ClassErrorResponse), server)
+	if _, _, ok := s.route(peer); ok {
+		t.Fatal("a channel is used after the server refused its refresh")
+	}
+}
+
+// xorPeer adds an XOR-PEER-ADDRESS.
+type xorPeer struct{ stun.XORMappedAddress }
+
+func (a *xorPeer) AddTo(m *stun.Message) error { return a.AddToAs(m, stun.AttrXORPeerAddress) }
