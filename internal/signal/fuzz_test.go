@@ -74,7 +74,7 @@ func FuzzClientMessage(f *testing.F) {
 		}
 		rec.got = rec.got[:0]
 		var answers []*signalv1.Delivery
-		err := st.handle(msg, func(d *signalv1.Delivery) bool { answers = append(answers, d); return true })
+		err := st.handle(msg, func(a answer) bool { answers = append(answers, a.delivery()); return true })
 		var envs []*signalv1.Envelope
 		switch {
 		case msg.GetEnvelope() != nil:

@@ -409,6 +409,61 @@ func TestConcurrentSendsAreBatchedInOrder(t *testing.T) {
 	}
 }
 
+// A peer that says it understands ServerBatch.queued gets its QUEUED
+// answers as ids there; an older one gets a Delivery for each, as before.
+// Refusals are whole Deliveries for both.
+func TestQueuedAnswersAreIDsForPeersThatAcceptThem(t *testing.T) {
+	h := signaltest.Start(t, signaltest.Options{})
+	b := h.Peer(t, signaltest.PeerOptions{})
+	offline, _ := keys.Generate()
+	off, to := offline.Public(), b.PublicKey()
+	for _, tc := range []struct{ batches, ids bool }{{false, false}, {true, false}, {true, true}} {
+		t.Run(fmt.Sprintf("batches=%v/queued_ids=%v", tc.batches, tc.ids), func(t *testing.T) {
+			r := h.RegisterAccepting(t, keys.Private{}, tc.batches, tc.ids)
+			batch := &signalv1.ClientBatch{Envelopes: []*signalv1.Envelope{
+				r.Seal(to, 1, []byte("a")),
+				r.Seal(off, 2, []byte("b")),
+				r.Seal(to, 3, []byte("c")),
+			}}
+			if err := r.Send(&signalv1.ClientMessage{Msg: &signalv1.ClientMessage_Batch{Batch: batch}}); err != nil {
+				t.Fatal(err)
+			}
+			asID := map[uint64]bool{}
+			whole := map[uint64]*signalv1.Delivery{}
+			for i := 0; i < 100 && len(asID)+len(whole) < 3; i++ {
+				m, err := r.Stream.Receive()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d := m.GetDelivery(); d != nil {
+					whole[d.Id] = d
+				}
+				if !tc.batches && m.GetBatch() != nil {
+					t.Fatalf("a batch for a peer that does not accept batches: %v", m)
+				}
+				for _, d := range m.GetBatch().GetDeliveries() {
+					whole[d.Id] = d
+				}
+				for _, id := range m.GetBatch().GetQueued() {
+					asID[id] = true
+				}
+			}
+			if d := whole[2]; d == nil || d.Status != signalv1.DeliveryStatus_DELIVERY_STATUS_NOT_CONNECTED || d.Message == "" || !bytes.Equal(d.To, off[:]) {
+				t.Fatalf("answer to the envelope for the offline peer: %v", d)
+			}
+			for _, id := range []uint64{1, 3} {
+				d := whole[id]
+				switch {
+				case tc.ids && (!asID[id] || d != nil):
+					t.Fatalf("envelope %d: queued id %v, delivery %v; want the id alone", id, asID[id], d)
+				case !tc.ids && (asID[id] || d == nil || d.Status != signalv1.DeliveryStatus_DELIVERY_STATUS_QUEUED || !bytes.Equal(d.To, to[:])):
+					t.Fatalf("envelope %d: queued id %v, delivery %v; want a QUEUED delivery", id, asID[id], d)
+				}
+			}
+		})
+	}
+}
+
 type clock struct {
 	mu sync.Mutex
 	t  time.Time

@@ -41,12 +41,13 @@ type stream struct {
 	log  *zap.Logger
 	born time.Time
 
-	key     keys.Key
-	bucket  *bucket
-	batches bool // the peer accepts ServerBatch
+	key       keys.Key
+	bucket    *bucket
+	batches   bool // the peer accepts ServerBatch
+	queuedIDs bool // and ServerBatch.queued
 
 	envelopes  chan *signalv1.Envelope // from other peers, bounded
-	deliveries chan *signalv1.Delivery // answers to this peer's envelopes
+	deliveries chan answer             // to this peer's envelopes
 
 	once     sync.Once
 	stop     chan struct{} // closed by end
@@ -87,7 +88,7 @@ func (s *Server) serveStream(ctx context.Context, bs *connect.BidiStream[signalv
 	st.bucket = s.limits.acquire(key, s.opts.Now())
 	defer s.limits.release(key)
 	st.envelopes = make(chan *signalv1.Envelope, s.opts.QueueLen)
-	st.deliveries = make(chan *signalv1.Delivery, deliveryQueueLen)
+	st.deliveries = make(chan answer, deliveryQueueLen)
 
 	// Attach before answering, so that the peer can be reached the moment
 	// it knows it is registered; envelopes wait in the queue meanwhile.
@@ -175,6 +176,7 @@ func (st *stream) register() (keys.Key, error) {
 		return none, err
 	}
 	st.batches = msg.GetHello().GetAcceptsBatches()
+	st.queuedIDs = st.batches && msg.GetHello().GetAcceptsQueuedIds()
 	challenge, _ := st.srv.challenger.Issue(st.srv.opts.Now())
 	err = st.bs.Send(&signalv1.ServerMessage{Msg: &signalv1.ServerMessage_Challenge{Challenge: &signalv1.Challenge{
 		ServerPublicKey: st.srv.pub[:],
@@ -226,9 +228,9 @@ func (s *Server) checkRegister(msg *signalv1.ClientMessage, challenge []byte, ke
 }
 
 func (st *stream) readLoop() error {
-	emit := func(d *signalv1.Delivery) bool {
+	emit := func(a answer) bool {
 		select {
-		case st.deliveries <- d:
+		case st.deliveries <- a:
 			return true
 		case <-st.stop:
 			return false
@@ -255,7 +257,7 @@ func (st *stream) readLoop() error {
 // handle handles one message of a registered peer, handing each answer to
 // emit (which returns false once the stream has ended). An error ends the
 // stream.
-func (st *stream) handle(msg *signalv1.ClientMessage, emit func(*signalv1.Delivery) bool) error {
+func (st *stream) handle(msg *signalv1.ClientMessage, emit func(answer) bool) error {
 	switch m := msg.Msg.(type) {
 	case *signalv1.ClientMessage_Envelope:
 		if m.Envelope == nil {
@@ -296,12 +298,12 @@ func (st *stream) writeLoop() {
 	var batch signalv1.ServerBatch
 	for {
 		var m *signalv1.ServerMessage
-		batch.Envelopes, batch.Deliveries = batch.Envelopes[:0], batch.Deliveries[:0]
+		batch.Envelopes, batch.Deliveries, batch.Queued = batch.Envelopes[:0], batch.Deliveries[:0], batch.Queued[:0]
 		select {
 		case <-st.stop:
 			return
-		case d := <-st.deliveries:
-			batch.Deliveries = append(batch.Deliveries, d)
+		case a := <-st.deliveries:
+			st.addAnswer(&batch, a)
 		case e := <-st.envelopes:
 			batch.Envelopes = append(batch.Envelopes, e)
 		case <-hb.C:
@@ -315,7 +317,7 @@ func (st *stream) writeLoop() {
 				st.fill(&batch)
 			}
 			switch {
-			case len(batch.Envelopes)+len(batch.Deliveries) > 1:
+			case len(batch.Envelopes)+len(batch.Deliveries)+len(batch.Queued) > 1, len(batch.Queued) == 1:
 				m = &signalv1.ServerMessage{Msg: &signalv1.ServerMessage_Batch{Batch: &batch}}
 			case len(batch.Envelopes) == 1:
 				m = &signalv1.ServerMessage{Msg: &signalv1.ServerMessage_Envelope{Envelope: batch.Envelopes[0]}}
@@ -348,18 +350,20 @@ func (st *stream) fill(b *signalv1.ServerBatch) {
 	for _, d := range b.Deliveries {
 		size += deliverySize(d)
 	}
-	n := len(b.Envelopes) + len(b.Deliveries)
+	size += queuedSize * len(b.Queued)
+	n := len(b.Envelopes) + len(b.Deliveries) + len(b.Queued)
 	for ; n < maxBatchItems && size < maxBatchBytes; n++ {
-		var d *signalv1.Delivery
+		var a answer
+		got := false
 		select {
-		case d = <-st.deliveries:
+		case a = <-st.deliveries:
+			got = true
 		default:
 		}
-		if d == nil { // empty (nothing queues nil)
+		if !got {
 			break
 		}
-		b.Deliveries = append(b.Deliveries, d)
-		size += deliverySize(d)
+		size += st.addAnswer(b, a)
 	}
 	for ; n < maxBatchItems && size < maxBatchBytes; n++ {
 		var e *signalv1.Envelope
@@ -377,6 +381,38 @@ func (st *stream) fill(b *signalv1.ServerBatch) {
 
 // deliverySize is about what d takes on the wire.
 func deliverySize(d *signalv1.Delivery) int { return 32 + len(d.To) + len(d.Message) }
+
+// queuedSize is at most what one id in ServerBatch.queued takes.
+const queuedSize = 10
+
+// answer is one answer to an envelope of the peer, waiting for the
+// writer: a QUEUED answer is the envelope's id and recipient (d nil), which
+// goes out as an id alone to a peer that accepts that; any other is whole.
+type answer struct {
+	id uint64
+	to []byte
+	d  *signalv1.Delivery
+}
+
+// delivery returns a as a whole Delivery.
+func (a answer) delivery() *signalv1.Delivery {
+	if a.d != nil {
+		return a.d
+	}
+	return &signalv1.Delivery{Id: a.id, To: a.to, Status: signalv1.DeliveryStatus_DELIVERY_STATUS_QUEUED}
+}
+
+// addAnswer adds a to b in the form the peer understands and returns about
+// how many bytes it adds.
+func (st *stream) addAnswer(b *signalv1.ServerBatch, a answer) int {
+	if a.d == nil && st.queuedIDs {
+		b.Queued = append(b.Queued, a.id)
+		return queuedSize
+	}
+	d := a.delivery()
+	b.Deliveries = append(b.Deliveries, d)
+	return deliverySize(d)
+}
 
 // envelopeSize is about what e takes on the wire.
 func envelopeSize(e *signalv1.Envelope) int {
@@ -438,35 +474,43 @@ func (st *stream) stopWatch() {
 }
 
 // forward checks one envelope from st, routes it and returns the answer.
-func (s *Server) forward(st *stream, env *signalv1.Envelope) *signalv1.Delivery {
-	d := &signalv1.Delivery{Id: env.Id, To: env.To}
+// A QUEUED answer (the common one) allocates nothing.
+func (s *Server) forward(st *stream, env *signalv1.Envelope) answer {
+	var (
+		status signalv1.DeliveryStatus
+		msg    string
+		retry  uint32
+	)
 	to, err := keys.FromBytes(env.To)
 	switch {
 	case err != nil:
-		d.Status = signalv1.DeliveryStatus_DELIVERY_STATUS_INVALID
-		d.Message = fmt.Sprintf("envelope: \"to\" must be a 32-byte public key, got %d bytes", len(env.To))
+		status = signalv1.DeliveryStatus_DELIVERY_STATUS_INVALID
+		msg = fmt.Sprintf("envelope: \"to\" must be a 32-byte public key, got %d bytes", len(env.To))
 	case len(env.Nonce) != seal.NonceLen:
-		d.Status = signalv1.DeliveryStatus_DELIVERY_STATUS_INVALID
-		d.Message = fmt.Sprintf("envelope: nonce must be %d bytes, got %d", seal.NonceLen, len(env.Nonce))
+		status = signalv1.DeliveryStatus_DELIVERY_STATUS_INVALID
+		msg = fmt.Sprintf("envelope: nonce must be %d bytes, got %d", seal.NonceLen, len(env.Nonce))
 	case len(env.Sealed) > s.opts.MaxMessageBytes:
-		d.Status = signalv1.DeliveryStatus_DELIVERY_STATUS_TOO_LARGE
-		d.Message = fmt.Sprintf("envelope: sealed payload is %d bytes, the limit is %d", len(env.Sealed), s.opts.MaxMessageBytes)
+		status = signalv1.DeliveryStatus_DELIVERY_STATUS_TOO_LARGE
+		msg = fmt.Sprintf("envelope: sealed payload is %d bytes, the limit is %d", len(env.Sealed), s.opts.MaxMessageBytes)
 	default:
 		if ok, wait := s.limits.take(st.bucket, s.opts.Now()); !ok {
-			d.Status = signalv1.DeliveryStatus_DELIVERY_STATUS_RATE_LIMITED
-			d.Message = fmt.Sprintf("rate limit of %g envelopes/s (burst %d) exceeded; retry in %s", s.opts.RatePerSecond, s.opts.Burst, wait.Round(time.Millisecond))
-			d.RetryAfterMs = uint32(min(math.Ceil(float64(wait)/float64(time.Millisecond)), math.MaxUint32))
+			status = signalv1.DeliveryStatus_DELIVERY_STATUS_RATE_LIMITED
+			msg = fmt.Sprintf("rate limit of %g envelopes/s (burst %d) exceeded; retry in %s", s.opts.RatePerSecond, s.opts.Burst, wait.Round(time.Millisecond))
+			retry = uint32(min(math.Ceil(float64(wait)/float64(time.Millisecond)), math.MaxUint32))
 			break
 		}
 		env.From = st.key[:]
-		d.Status = s.opts.Router.Route(st.ctx, to, env)
-		switch d.Status {
+		status = s.opts.Router.Route(st.ctx, to, env)
+		switch status {
 		case signalv1.DeliveryStatus_DELIVERY_STATUS_NOT_CONNECTED:
-			d.Message = "peer is not connected to signal"
+			msg = "peer is not connected to signal"
 		case signalv1.DeliveryStatus_DELIVERY_STATUS_QUEUE_FULL:
-			d.Message = "peer's queue is full (it is not reading); retry later"
+			msg = "peer's queue is full (it is not reading); retry later"
 		}
 	}
-	s.stats.count(d.Status)
-	return d
+	s.stats.count(status)
+	if status == signalv1.DeliveryStatus_DELIVERY_STATUS_QUEUED {
+		return answer{id: env.Id, to: env.To}
+	}
+	return answer{d: &signalv1.Delivery{Id: env.Id, To: env.To, Status: status, Message: msg, RetryAfterMs: retry}}
 }

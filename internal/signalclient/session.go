@@ -87,7 +87,7 @@ func (s *session) handshake() error {
 	})
 	defer timer.Stop()
 	c := s.c
-	if err := s.bs.Send(&signalv1.ClientMessage{Msg: &signalv1.ClientMessage_Hello{Hello: &signalv1.Hello{PublicKey: c.pub[:], AcceptsBatches: true}}}); err != nil {
+	if err := s.bs.Send(&signalv1.ClientMessage{Msg: &signalv1.ClientMessage_Hello{Hello: &signalv1.Hello{PublicKey: c.pub[:], AcceptsBatches: true, AcceptsQueuedIds: true}}}); err != nil {
 		return s.failed("hello", err)
 	}
 	msg, err := s.bs.Receive()
@@ -159,6 +159,9 @@ func (s *session) readLoop() error {
 			}
 			for _, d := range m.Batch.GetDeliveries() {
 				s.resolve(d)
+			}
+			for _, id := range m.Batch.GetQueued() {
+				s.resolveID(id, queued)
 			}
 		case *signalv1.ServerMessage_Heartbeat, nil:
 			// Liveness only; nil is a message type this client does not know.
@@ -310,10 +313,17 @@ func (s *session) roundTrip(ctx context.Context, env *signalv1.Envelope) (*signa
 	}
 }
 
-func (s *session) resolve(d *signalv1.Delivery) {
+func (s *session) resolve(d *signalv1.Delivery) { s.resolveID(d.Id, d) }
+
+// queued is the answer that ServerBatch.queued stands for; shared, read
+// only.
+var queued = &signalv1.Delivery{Status: signalv1.DeliveryStatus_DELIVERY_STATUS_QUEUED}
+
+// resolveID hands d to the round trip waiting for the answer to id.
+func (s *session) resolveID(id uint64, d *signalv1.Delivery) {
 	s.mu.Lock()
-	ch := s.pending[d.Id]
-	delete(s.pending, d.Id)
+	ch := s.pending[id]
+	delete(s.pending, id)
 	s.mu.Unlock()
 	if ch != nil {
 		ch <- d // buffered, one answer per id

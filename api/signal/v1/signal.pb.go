@@ -415,9 +415,15 @@ func (x *ClientBatch) GetEnvelopes() []*Envelope {
 // peer whose Hello said it accepts batches. Envelopes are in the order
 // signal queued them; so are deliveries.
 type ServerBatch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Envelopes     []*Envelope            `protobuf:"bytes,1,rep,name=envelopes,proto3" json:"envelopes,omitempty"`
-	Deliveries    []*Delivery            `protobuf:"bytes,2,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Envelopes  []*Envelope            `protobuf:"bytes,1,rep,name=envelopes,proto3" json:"envelopes,omitempty"`
+	Deliveries []*Delivery            `protobuf:"bytes,2,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	// Ids of the peer's envelopes that signal queued for their recipients:
+	// each stands for a Delivery with status QUEUED, id alone (most answers
+	// are these, and a packed id costs a few bytes instead of a message).
+	// Only for a peer whose Hello set accepts_queued_ids; it may also get a
+	// batch of a single id.
+	Queued        []uint64 `protobuf:"varint,3,rep,packed,name=queued,proto3" json:"queued,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -466,14 +472,24 @@ func (x *ServerBatch) GetDeliveries() []*Delivery {
 	return nil
 }
 
+func (x *ServerBatch) GetQueued() []uint64 {
+	if x != nil {
+		return x.Queued
+	}
+	return nil
+}
+
 type Hello struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	PublicKey []byte                 `protobuf:"bytes,1,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"` // the peer's WireGuard public key (32 bytes)
 	// The peer understands ServerBatch; without it, signal sends every
 	// envelope and answer as a message of its own.
 	AcceptsBatches bool `protobuf:"varint,2,opt,name=accepts_batches,json=acceptsBatches,proto3" json:"accepts_batches,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The peer understands ServerBatch.queued (with accepts_batches): signal
+	// answers its queued envelopes by id there.
+	AcceptsQueuedIds bool `protobuf:"varint,3,opt,name=accepts_queued_ids,json=acceptsQueuedIds,proto3" json:"accepts_queued_ids,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -516,6 +532,13 @@ func (x *Hello) GetPublicKey() []byte {
 func (x *Hello) GetAcceptsBatches() bool {
 	if x != nil {
 		return x.AcceptsBatches
+	}
+	return false
+}
+
+func (x *Hello) GetAcceptsQueuedIds() bool {
+	if x != nil {
+		return x.AcceptsQueuedIds
 	}
 	return false
 }
@@ -899,16 +922,18 @@ const file_api_signal_v1_signal_proto_rawDesc = "" +
 	"\x05batch\x18\x06 \x01(\v2\x1c.meshd.signal.v1.ServerBatchH\x00R\x05batchB\x05\n" +
 	"\x03msg\"F\n" +
 	"\vClientBatch\x127\n" +
-	"\tenvelopes\x18\x01 \x03(\v2\x19.meshd.signal.v1.EnvelopeR\tenvelopes\"\x81\x01\n" +
+	"\tenvelopes\x18\x01 \x03(\v2\x19.meshd.signal.v1.EnvelopeR\tenvelopes\"\x99\x01\n" +
 	"\vServerBatch\x127\n" +
 	"\tenvelopes\x18\x01 \x03(\v2\x19.meshd.signal.v1.EnvelopeR\tenvelopes\x129\n" +
 	"\n" +
 	"deliveries\x18\x02 \x03(\v2\x19.meshd.signal.v1.DeliveryR\n" +
-	"deliveries\"O\n" +
+	"deliveries\x12\x16\n" +
+	"\x06queued\x18\x03 \x03(\x04R\x06queued\"}\n" +
 	"\x05Hello\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x01 \x01(\fR\tpublicKey\x12'\n" +
-	"\x0faccepts_batches\x18\x02 \x01(\bR\x0eacceptsBatches\"U\n" +
+	"\x0faccepts_batches\x18\x02 \x01(\bR\x0eacceptsBatches\x12,\n" +
+	"\x12accepts_queued_ids\x18\x03 \x01(\bR\x10acceptsQueuedIds\"U\n" +
 	"\tChallenge\x12*\n" +
 	"\x11server_public_key\x18\x01 \x01(\fR\x0fserverPublicKey\x12\x1c\n" +
 	"\tchallenge\x18\x02 \x01(\fR\tchallenge\"8\n" +

@@ -26,6 +26,10 @@ type Raw struct {
 	http   *http.Client
 	conns  *rpcclient.Conns
 	boxes  map[keys.Key]*seal.Box
+
+	// The Hello flags Hello sends (zero: an old peer that takes every
+	// answer and envelope as a message of its own).
+	AcceptsBatches, AcceptsQueuedIDs bool
 }
 
 // Dial opens a stream and sends nothing yet. The test's cleanup closes it.
@@ -56,6 +60,13 @@ func (r *Raw) Close() {
 // proof.
 func (h *Harness) Register(tb testing.TB, priv keys.Private) *Raw {
 	tb.Helper()
+	return h.RegisterAccepting(tb, priv, false, false)
+}
+
+// RegisterAccepting is Register with the Hello flags of a peer that accepts
+// ServerBatch and, with queuedIDs, ServerBatch.queued.
+func (h *Harness) RegisterAccepting(tb testing.TB, priv keys.Private, batches, queuedIDs bool) *Raw {
+	tb.Helper()
 	if priv.IsZero() {
 		var err error
 		if priv, err = keys.Generate(); err != nil {
@@ -64,6 +75,7 @@ func (h *Harness) Register(tb testing.TB, priv keys.Private) *Raw {
 	}
 	r := h.Dial(tb)
 	r.Key = priv
+	r.AcceptsBatches, r.AcceptsQueuedIDs = batches, queuedIDs
 	ch, err := r.Hello(priv.Public())
 	if err != nil {
 		tb.Fatal(err)
@@ -79,9 +91,10 @@ func (h *Harness) Register(tb testing.TB, priv keys.Private) *Raw {
 	return r
 }
 
-// Hello sends Hello for pub and returns the challenge.
+// Hello sends Hello for pub (with r's flags) and returns the challenge.
 func (r *Raw) Hello(pub keys.Key) (*signalv1.Challenge, error) {
-	if err := r.Send(&signalv1.ClientMessage{Msg: &signalv1.ClientMessage_Hello{Hello: &signalv1.Hello{PublicKey: pub[:]}}}); err != nil {
+	hello := &signalv1.Hello{PublicKey: pub[:], AcceptsBatches: r.AcceptsBatches, AcceptsQueuedIds: r.AcceptsQueuedIDs}
+	if err := r.Send(&signalv1.ClientMessage{Msg: &signalv1.ClientMessage_Hello{Hello: hello}}); err != nil {
 		return nil, err
 	}
 	m, err := r.Stream.Receive()
