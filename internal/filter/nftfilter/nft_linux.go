@@ -9,6 +9,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
@@ -63,7 +64,7 @@ func (t *Table) Apply(r *filter.Rules) error {
 		return errors.New("nftfilter: apply after close")
 	}
 	p := render(t.iface, r)
-	c, err := nftables.New(nftables.WithNetNSFd(t.netns))
+	c, err := nftables.New(nftables.WithNetNSFd(t.netns), nftables.WithSockOptions(buffers(p)))
 	if err != nil {
 		return fmt.Errorf("nftfilter: nftables: %w", err)
 	}
@@ -78,6 +79,29 @@ func (t *Table) Apply(r *filter.Rules) error {
 	c.AddTable(tbl)
 	c.DelTable(tbl)
 	c.AddTable(tbl)
+	sets := make(map[string]*nftables.Set, len(p.sets))
+	for i, sd := range p.sets {
+		st := &nftables.Set{Table: tbl, Name: sd.name, KeyType: nftables.TypeIPAddr,
+			ID: uint32(i + 1)} // set IDs name sets within one batch; ours, not the library's global counter
+		if sd.v6 {
+			st.KeyType = nftables.TypeIP6Addr
+		}
+		// A netlink attribute holds at most 64 KiB: elements go in chunks.
+		elems := make([]nftables.SetElement, len(sd.elems))
+		for j, a := range sd.elems {
+			elems[j] = nftables.SetElement{Key: a.AsSlice()}
+		}
+		first := elems[:min(len(elems), setChunk)]
+		if err := c.AddSet(st, first); err != nil {
+			return fmt.Errorf("nftfilter: set %s: %w", sd.name, err)
+		}
+		for rest := elems[len(first):]; len(rest) > 0; rest = rest[min(len(rest), setChunk):] {
+			if err := c.SetAddElements(st, rest[:min(len(rest), setChunk)]); err != nil {
+				return fmt.Errorf("nftfilter: set %s: %w", sd.name, err)
+			}
+		}
+		sets[sd.name] = st
+	}
 	chains := make(map[string]*nftables.Chain, len(p.chains))
 	accept := nftables.ChainPolicyAccept
 	// Regular chains first: the base chains jump to them.
@@ -105,7 +129,7 @@ func (t *Table) Apply(r *filter.Rules) error {
 	n := 0
 	for _, cd := range p.chains {
 		for _, l := range cd.lines {
-			c.AddRule(&nftables.Rule{Table: tbl, Chain: chains[cd.name], Exprs: l.exprs()})
+			c.AddRule(&nftables.Rule{Table: tbl, Chain: chains[cd.name], Exprs: l.exprs(sets)})
 			n++
 		}
 	}
@@ -184,9 +208,39 @@ func (t *Table) Close() error {
 	return nil
 }
 
+// setChunk is how many elements one netlink message adds to a set (an
+// IPv6 element takes about 32 bytes of a 64 KiB attribute).
+const setChunk = 1024
+
+// buffers sizes the netlink socket for p's batch, as nft itself does: the
+// whole batch goes out in one sendmsg, which fails (EMSGSIZE) beyond the
+// socket's send buffer, and the kernel answers each message with an ack.
+// CAP_NET_ADMIN, which changing nftables needs anyway, lets us force the
+// size past net.core.wmem_max; without it the default stays.
+func buffers(p plan) nftables.SockOption {
+	size := 1 << 20
+	for _, c := range p.chains {
+		size += 512 * len(c.lines)
+	}
+	for _, st := range p.sets {
+		size += 64 * len(st.elems)
+	}
+	return func(nc *netlink.Conn) error {
+		raw, err := nc.SyscallConn()
+		if err != nil {
+			return nil
+		}
+		_ = raw.Control(func(fd uintptr) {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, size)
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size)
+		})
+		return nil
+	}
+}
+
 // exprs are the line's netlink expressions, in the order String prints
-// its matches.
-func (l line) exprs() []expr.Any {
+// its matches; sets are the table's sets by name.
+func (l line) exprs(sets map[string]*nftables.Set) []expr.Any {
 	var out []expr.Any
 	if l.iif != "" {
 		out = append(out, ifname(expr.MetaKeyIIFNAME, l.iif)...)
@@ -206,6 +260,12 @@ func (l line) exprs() []expr.Any {
 	}
 	if l.dst.IsValid() {
 		out = append(out, addr(l.dst, false)...)
+	}
+	if l.srcSet != "" {
+		out = append(out, lookup(sets[l.srcSet], l.set6, true)...)
+	}
+	if l.dstSet != "" {
+		out = append(out, lookup(sets[l.dstSet], l.set6, false)...)
 	}
 	if l.hasProto {
 		out = append(out,
@@ -252,13 +312,14 @@ func ifname(key expr.MetaKey, name string) []expr.Any {
 	}
 }
 
-// addr matches the IP version and the source or destination prefix.
-func addr(p netip.Prefix, src bool) []expr.Any {
+// addrField matches the IP version and loads the source or destination
+// address into register 1 (load false: the version only).
+func addrField(v6, src, load bool) []expr.Any {
 	proto, off, n := byte(unix.NFPROTO_IPV4), uint32(16), uint32(4)
 	if src {
 		off = 12
 	}
-	if p.Addr().Is6() {
+	if v6 {
 		proto, off, n = unix.NFPROTO_IPV6, 24, 16
 		if src {
 			off = 8
@@ -268,10 +329,19 @@ func addr(p netip.Prefix, src bool) []expr.Any {
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
 	}
+	if load {
+		out = append(out, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n})
+	}
+	return out
+}
+
+// addr matches the IP version and the source or destination prefix.
+func addr(p netip.Prefix, src bool) []expr.Any {
+	out := addrField(p.Addr().Is6(), src, p.Bits() > 0)
 	if p.Bits() == 0 {
 		return out
 	}
-	out = append(out, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n})
+	n := uint32(p.Addr().BitLen() / 8)
 	if p.Bits() < p.Addr().BitLen() {
 		mask := make([]byte, n)
 		for i := 0; i < p.Bits(); i++ {
@@ -280,6 +350,12 @@ func addr(p netip.Prefix, src bool) []expr.Any {
 		out = append(out, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: mask, Xor: make([]byte, n)})
 	}
 	return append(out, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Masked().Addr().AsSlice()})
+}
+
+// lookup matches the IP version and the source or destination address
+// being in the set.
+func lookup(st *nftables.Set, v6, src bool) []expr.Any {
+	return append(addrField(v6, src, true), &expr.Lookup{SourceRegister: 1, SetName: st.Name, SetID: st.ID})
 }
 
 func be16(v uint16) []byte { return []byte{byte(v >> 8), byte(v)} }

@@ -22,6 +22,13 @@
 //		chain to_peers   { ct state established,related return; <echo replies> drop; <outbound specs> return; counter drop }
 //	}
 //
+// Peers whose Specs have the same shape (direction, protocol, port range)
+// share one rule that looks their addresses up in a set (`ip saddr @in4_0
+// tcp dport 22 return`), so a map of thousands of peers is a table of a
+// few rules, a new flow costs a few lookups, and a change is one batch
+// (about 140 ms for 5000 peers, BenchmarkApply). Networks (routed
+// prefixes) get a rule each.
+//
 // The differences from internal/filter, all at the edges: conntrack also
 // accepts ICMP errors related to a known flow (internal/filter judges them
 // by the rules); conntrack reassembles fragments and walks IPv6 extension
@@ -38,6 +45,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"meshd/internal/filter"
@@ -81,6 +89,10 @@ type line struct {
 	// src or dst: the network-layer source or destination is in this
 	// prefix (which also fixes the IP version).
 	src, dst netip.Prefix
+	// srcSet or dstSet: the source or destination address is in this set
+	// of the table (of IPv6 addresses when set6, else IPv4).
+	srcSet, dstSet string
+	set6           bool
 	// proto: the transport protocol (meta l4proto) must be this, when
 	// hasProto.
 	proto    uint8
@@ -104,9 +116,17 @@ type chainDef struct {
 	lines []line
 }
 
+// setDef is a named set of addresses in the table.
+type setDef struct {
+	name  string
+	v6    bool
+	elems []netip.Addr // sorted, no duplicates
+}
+
 // plan is the table Apply installs for one interface and one rule set.
 type plan struct {
 	table  string
+	sets   []setDef
 	chains []chainDef
 }
 
@@ -137,22 +157,74 @@ func render(iface string, r *filter.Rules) plan {
 			line{proto: protoICMPv6, hasProto: true, icmpType: icmp6EchoRep, hasType: true, verdict: "drop"},
 		)
 	}
+	var in, out []line
 	for _, s := range r.Specs() {
-		c, base := to, line{dst: s.Peer, verdict: "return"}
 		if s.Inbound {
-			c, base = from, line{src: s.Peer, verdict: "return"}
+			in = append(in, specLines(line{src: s.Peer, verdict: "return"}, s)...)
+		} else {
+			out = append(out, specLines(line{dst: s.Peer, verdict: "return"}, s)...)
 		}
-		c.lines = append(c.lines, specLines(base, s)...)
 	}
+	from.lines = append(from.lines, p.group(in, "in")...)
+	to.lines = append(to.lines, p.group(out, "out")...)
 	for _, c := range []*chainDef{from, to} {
 		c.lines = append(c.lines, line{counter: true, verdict: "drop"})
 	}
 	return p
 }
 
+// group folds the lines that differ only in their peer's address (a /32
+// or /128) into one line that looks the address up in a set: a new flow
+// then costs one lookup per kind of rule rather than one comparison per
+// peer, and a map of thousands of peers stays a table of a few rules.
+// Lines for networks stay as they are. Sets are named <prefix><4|6>_<n>.
+func (p *plan) group(lines []line, prefix string) []line {
+	type shape struct {
+		l  line // without its address
+		v6 bool
+	}
+	var out []line
+	at := map[shape]int{} // shape -> index of its set in p.sets
+	for _, l := range lines {
+		a := l.src
+		if !a.IsValid() {
+			a = l.dst
+		}
+		if a.Bits() != a.Addr().BitLen() {
+			out = append(out, l)
+			continue
+		}
+		k := shape{l: l, v6: a.Addr().Is6()}
+		k.l.src, k.l.dst = netip.Prefix{}, netip.Prefix{}
+		i, ok := at[k]
+		if !ok {
+			fam := 4
+			if k.v6 {
+				fam = 6
+			}
+			i = len(p.sets)
+			at[k] = i
+			p.sets = append(p.sets, setDef{name: fmt.Sprintf("%s%d_%d", prefix, fam, i), v6: k.v6})
+			nl := k.l
+			nl.set6 = k.v6
+			if l.src.IsValid() {
+				nl.srcSet = p.sets[i].name
+			} else {
+				nl.dstSet = p.sets[i].name
+			}
+			out = append(out, nl)
+		}
+		p.sets[i].elems = append(p.sets[i].elems, a.Addr())
+	}
+	for i := range p.sets {
+		slices.SortFunc(p.sets[i].elems, netip.Addr.Compare)
+		p.sets[i].elems = slices.Compact(p.sets[i].elems)
+	}
+	return out
+}
+
 // specLines are the lines of one Spec: one per protocol and port range
-// (the kernel has no "any of" without a set, and sets are not worth it
-// for the handful of ranges a rule has).
+// (group then folds the peers of equal lines into a set).
 func specLines(base line, s filter.Spec) []line {
 	var protos []uint8
 	switch {
@@ -202,6 +274,16 @@ func (l line) String() string {
 	}
 	if l.dst.IsValid() {
 		b = append(b, addrMatch(l.dst, "daddr"))
+	}
+	fam := "ip"
+	if l.set6 {
+		fam = "ip6"
+	}
+	if l.srcSet != "" {
+		b = append(b, fam+" saddr @"+l.srcSet)
+	}
+	if l.dstSet != "" {
+		b = append(b, fam+" daddr @"+l.dstSet)
 	}
 	switch {
 	case l.hasProto && l.hasType:
@@ -261,6 +343,17 @@ func protoName(p uint8) string {
 func (p plan) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table inet %s {\n", p.table)
+	for _, st := range p.sets {
+		typ := "ipv4_addr"
+		if st.v6 {
+			typ = "ipv6_addr"
+		}
+		elems := make([]string, len(st.elems))
+		for i, a := range st.elems {
+			elems[i] = a.String()
+		}
+		fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s\n\t\telements = { %s }\n\t}\n\n", st.name, typ, strings.Join(elems, ", "))
+	}
 	for i, c := range p.chains {
 		if i > 0 {
 			b.WriteString("\n")

@@ -2,7 +2,9 @@ package nftfilter
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -14,12 +16,38 @@ func TestRenderTable(t *testing.T) {
 	r := compile(t,
 		in("100.64.0.2", controlv1.Protocol_PROTOCOL_TCP, 22, 22, 8000, 8080),
 		in("100.64.0.2", controlv1.Protocol_PROTOCOL_ICMP),
+		in("100.64.0.3", controlv1.Protocol_PROTOCOL_TCP, 22, 22),
 		in("fd00:64::2", controlv1.Protocol_PROTOCOL_ICMP),
 		in("10.1.0.0/16", controlv1.Protocol_PROTOCOL_ALL, 53, 53),
 		out("100.64.0.3", controlv1.Protocol_PROTOCOL_ALL),
 		out("0.0.0.0/0", controlv1.Protocol_PROTOCOL_UDP),
 	)
 	want := `table inet meshd-filter-wg0 {
+	set in4_0 {
+		type ipv4_addr
+		elements = { 100.64.0.2, 100.64.0.3 }
+	}
+
+	set in4_1 {
+		type ipv4_addr
+		elements = { 100.64.0.2 }
+	}
+
+	set in4_2 {
+		type ipv4_addr
+		elements = { 100.64.0.2 }
+	}
+
+	set in6_3 {
+		type ipv6_addr
+		elements = { fd00:64::2 }
+	}
+
+	set out4_4 {
+		type ipv4_addr
+		elements = { 100.64.0.3 }
+	}
+
 	chain input {
 		type filter hook input priority filter; policy accept;
 		iifname "wg0" jump from_peers
@@ -40,10 +68,10 @@ func TestRenderTable(t *testing.T) {
 		ct state established,related return
 		icmp type echo-reply drop
 		icmpv6 type echo-reply drop
-		ip saddr 100.64.0.2 tcp dport 22 return
-		ip saddr 100.64.0.2 tcp dport 8000-8080 return
-		ip saddr 100.64.0.2 meta l4proto icmp return
-		ip6 saddr fd00:64::2 meta l4proto ipv6-icmp return
+		ip saddr @in4_0 tcp dport 22 return
+		ip saddr @in4_1 tcp dport 8000-8080 return
+		ip saddr @in4_2 meta l4proto icmp return
+		ip6 saddr @in6_3 meta l4proto ipv6-icmp return
 		ip saddr 10.1.0.0/16 tcp dport 53 return
 		ip saddr 10.1.0.0/16 udp dport 53 return
 		counter drop
@@ -53,7 +81,7 @@ func TestRenderTable(t *testing.T) {
 		ct state established,related return
 		icmp type echo-reply drop
 		icmpv6 type echo-reply drop
-		ip daddr 100.64.0.3 return
+		ip daddr @out4_4 return
 		meta nfproto ipv4 meta l4proto udp return
 		counter drop
 	}
@@ -61,6 +89,34 @@ func TestRenderTable(t *testing.T) {
 `
 	if got := render("wg0", r).String(); got != want {
 		t.Errorf("render:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestRenderGroupsPeersInSets: a thousand peers with the same rules make
+// a table of a few rules and sets of a thousand addresses, not thousands of
+// rules.
+func TestRenderGroupsPeersInSets(t *testing.T) {
+	var frs []*controlv1.FirewallRule
+	for i := 0; i < 1000; i++ {
+		peer := fmt.Sprintf("100.64.%d.%d", 1+i/250, 1+i%250)
+		frs = append(frs, in(peer, controlv1.Protocol_PROTOCOL_TCP, 22, 22, 443, 443), out(peer, controlv1.Protocol_PROTOCOL_ALL))
+	}
+	frs = append(frs, in("fd00::7", controlv1.Protocol_PROTOCOL_TCP, 22, 22))
+	p := render("wg0", compile(t, frs...))
+	rules := 0
+	for _, c := range p.chains {
+		rules += len(c.lines)
+	}
+	var sizes []int
+	for _, st := range p.sets {
+		sizes = append(sizes, len(st.elems))
+	}
+	// in: tcp 22 (v4), tcp 443 (v4), tcp 22 (v6); out: any (v4).
+	if want := []int{1000, 1000, 1, 1000}; !slices.Equal(sizes, want) {
+		t.Errorf("set sizes %v, want %v", sizes, want)
+	}
+	if rules > 20 {
+		t.Errorf("%d rules for one shape of rule per peer:\n%s", rules, p)
 	}
 }
 
@@ -86,6 +142,7 @@ func TestRenderAgreesWithFilter(t *testing.T) {
 		"mixed": compile(t,
 			in("100.64.0.2", controlv1.Protocol_PROTOCOL_TCP, 22, 22, 8000, 8001),
 			in("100.64.0.2", controlv1.Protocol_PROTOCOL_ICMP),
+			in("100.64.0.9", controlv1.Protocol_PROTOCOL_TCP, 8000, 8001),
 			in("fd00:64::2", controlv1.Protocol_PROTOCOL_ICMP),
 			in("fd00:64::2", controlv1.Protocol_PROTOCOL_UDP, 53, 53),
 			in("10.1.0.0/16", controlv1.Protocol_PROTOCOL_ALL, 53, 53),
@@ -152,6 +209,7 @@ type testPacket struct {
 	icmpType    uint8
 	dport       uint16
 	established bool
+	sets        map[string][]netip.Addr // the plan's sets (judge fills it in)
 }
 
 // judge runs the packet through the plan's input (inbound) or output chain
@@ -160,6 +218,10 @@ func (p plan) judge(pk testPacket) bool {
 	chains := map[string]chainDef{}
 	for _, c := range p.chains {
 		chains[c.name] = c
+	}
+	pk.sets = map[string][]netip.Addr{}
+	for _, st := range p.sets {
+		pk.sets[st.name] = st.elems
 	}
 	base := chainOutput
 	if pk.inbound {
@@ -207,6 +269,12 @@ func (l line) matches(pk testPacket) bool {
 		return false
 	}
 	if l.dst.IsValid() && !(l.dst.Addr().Is4() == pk.dst.Is4() && l.dst.Contains(pk.dst)) {
+		return false
+	}
+	if l.srcSet != "" && (l.set6 != pk.src.Is6() || !slices.Contains(pk.sets[l.srcSet], pk.src)) {
+		return false
+	}
+	if l.dstSet != "" && (l.set6 != pk.dst.Is6() || !slices.Contains(pk.sets[l.dstSet], pk.dst)) {
 		return false
 	}
 	if l.hasProto && l.proto != pk.proto {
