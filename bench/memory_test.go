@@ -58,7 +58,8 @@ const quietWait = 5 * time.Second
 //     with a50 → b.
 //
 // "Idle" is after the peers connected and a settle time (10 s; 3 s
-// quick). "After" is quietWait after iperf3 ends; "at the end" is right
+// quick); with 51 peers also after a50's relay sessions closed (at most
+// relayLingerWait more; the note counts them). "After" is quietWait after iperf3 ends; "at the end" is right
 // when it ends (the peak: what wireguard-go's pools hold at full speed).
 // Every figure's note splits the RSS into anonymous memory (the process's
 // own) and file pages (the binary's text and read-only data, shared with
@@ -105,6 +106,7 @@ func BenchmarkAgentMemory(b *testing.B) {
 	heapIdleA := heapOf(ctx, b, sockA)
 	saveHeapProfile(ctx, b, sockA, "memory-1peer-idle")
 	savePprof(ctx, b, sockA, "/debug/pprof/goroutine?debug=1", "memory-1peer-idle-goroutines.txt")
+	savePprof(ctx, b, sockA, "/debug/pprof/heap?debug=1", "memory-1peer-idle-heap-debug.txt")
 	run, err := tcp(ctx, ha, hb, pb.OverlayIP(), secs)
 	if err != nil {
 		b.Fatal(err)
@@ -188,6 +190,28 @@ func BenchmarkAgentMemory(b *testing.B) {
 	}
 	l.Step(fmt.Sprintf("a50 connected to %d peers", n+1))
 	sleepCtx(ctx, settle)
+	// Peers whose direct path took longer than the relay delay also have a
+	// relay session (an ICE agent and a TURN allocation), which lingers
+	// for a while after the direct path is up (path.DefaultRelayLinger).
+	// "Idle" is the agent once they are gone: its steady state.
+	early := memOf(b, a50.Proc)
+	earlyTURN, err := turnClients(ctx, sock50)
+	if err != nil {
+		b.Logf("bench: %v", err)
+	}
+	turnLeft := earlyTURN
+	for deadline := time.Now().Add(relayLingerWait); turnLeft > 0 && time.Now().Before(deadline); {
+		sleepCtx(ctx, 5*time.Second)
+		if turnLeft, err = turnClients(ctx, sock50); err != nil {
+			b.Logf("bench: %v", err)
+			break
+		}
+		b.Logf("a50: %d TURN clients, %s", turnLeft, memOf(b, a50.Proc))
+	}
+	if turnLeft < earlyTURN {
+		sleepCtx(ctx, quietWait)
+	}
+	l.Step(fmt.Sprintf("a50 relay sessions: %d, then %d", earlyTURN, turnLeft))
 	load50 := Load1()
 	idle50 := memOf(b, a50.Proc)
 	heapIdle50 := heapOf(ctx, b, sock50)
@@ -211,7 +235,8 @@ func BenchmarkAgentMemory(b *testing.B) {
 
 	record(b, Row{Section: secMemory, Figure: fmt.Sprintf("Agent RSS idle, %d peers (%d netstack agents + 1)", n+1, n), Unit: "MB", Value: idle50.RSS,
 		Ref: "NetBird", RefValue: netbirdIdleMB, Aim: "< 30 MB", Met: Met(idle50.RSS < aimIdleMB), Load: []float64{load50},
-		Note: fmt.Sprintf("%s; %s; each netstack agent (1 peer): median %.1f MB, max %.1f MB", idle50, heapIdle50, Median(crowdRSS), Quantile(crowdRSS, 1))})
+		Note: fmt.Sprintf("%s; %s; relay sessions (TURN clients): %d, %s before they closed (%d left); each netstack agent (1 peer): median %.1f MB, max %.1f MB",
+			idle50, heapIdle50, earlyTURN, early, turnLeft, Median(crowdRSS), Quantile(crowdRSS, 1))})
 	record(b, Row{Section: secMemory, Figure: fmt.Sprintf("Agent RSS %s, %d peers, sender", after, n+1), Unit: "MB", Value: after50.RSS,
 		Ref: "NetBird", RefValue: netbirdAfterMB, Aim: "< 60 MB", Met: Met(after50.RSS < aimAfterMB), Load: []float64{loadAfter50},
 		Note: fmt.Sprintf("%s; %s", after50, heapAfter50)})
@@ -267,6 +292,29 @@ func heapOf(ctx context.Context, tb testing.TB, sock string) string {
 		return "Go heap: unknown"
 	}
 	return h.String()
+}
+
+// relayLingerWait bounds the wait for an agent's relay sessions to close
+// after its direct paths came up and the settle time passed
+// (path.DefaultRelayLinger is 30 s). On 2026-11-25 46 of 51 were still
+// open a minute later: the note says how many.
+const relayLingerWait = 45 * time.Second
+
+// turnClients counts the agent's pion/turn clients (one per relay session)
+// in its goroutine profile.
+func turnClients(ctx context.Context, sock string) (int, error) {
+	raw, err := pprofGet(ctx, sock, "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, block := range strings.Split(string(raw), "\n\n") {
+		var k int
+		if _, err := fmt.Sscanf(block, "%d @", &k); err == nil && strings.Contains(block, "pion/turn/v3.(*Client).Listen.func1") {
+			n += k
+		}
+	}
+	return n, nil
 }
 
 // savePprof writes what the agent's pprof server answers for path to
