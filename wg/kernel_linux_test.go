@@ -91,7 +91,7 @@ func TestKernelFirewallWiring(t *testing.T) {
 	if err != nil || fw == nil {
 		t.Fatalf("kernelFirewall: %v", err)
 	}
-	if got := list(); !strings.Contains(got, "table inet "+table) || !strings.Contains(got, "ip saddr 100.64.0.2 tcp dport 22 return") {
+	if got := list(); !strings.Contains(got, "table inet "+table) || !strings.Contains(got, "ip saddr @in4_0 tcp dport 22 return") || !strings.Contains(got, "100.64.0.2") {
 		t.Fatalf("the Filter's rules are not in the table:\n%s", got)
 	}
 	d := &kernelDevice{name: "kfwg0", fw: fw}
@@ -100,7 +100,7 @@ func TestKernelFirewallWiring(t *testing.T) {
 	if err := d.SetFirewall(r2); err != nil { // from this goroutine: the table keeps to its namespace
 		t.Fatal(err)
 	}
-	if got := list(); strings.Contains(got, "100.64.0.2") || !strings.Contains(got, "ip daddr 100.64.0.3 meta l4proto udp return") {
+	if got := list(); strings.Contains(got, "100.64.0.2") || !strings.Contains(got, "ip daddr @out4_0 meta l4proto udp return") || !strings.Contains(got, "100.64.0.3") {
 		t.Fatalf("SetFirewall did not replace the rules:\n%s", got)
 	}
 	if err := fw.Close(); err != nil {
@@ -133,7 +133,7 @@ func TestKernelFirewallWiring(t *testing.T) {
 		}
 		return
 	}
-	if got := list(); !strings.Contains(got, "ip saddr 100.64.0.2 tcp dport 22 return") {
+	if got := list(); !strings.Contains(got, "ip saddr @in4_0 tcp dport 22 return") || !strings.Contains(got, "100.64.0.2") {
 		t.Errorf("kernel device without its rules:\n%s", got)
 	}
 	var closeErr error
