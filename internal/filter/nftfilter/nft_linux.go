@@ -137,7 +137,7 @@ func (t *Table) Apply(r *filter.Rules) error {
 		return fmt.Errorf("nftfilter: install table inet %s: %w (kernel WireGuard needs nftables, nf_tables in the kernel, to enforce the firewall rules; or run with --wg-mode userspace)", p.table, err)
 	}
 	t.dropsIn, t.dropsOut = t.dropsIn+in, t.dropsOut+out
-	t.chains = len(p.chains) > 3
+	t.chains = !r.AllowAll()
 	t.log.Debug("firewall table installed", zap.String("table", p.table), zap.Int("rules", n), zap.Bool("accept_all", r.AllowAll()))
 	return nil
 }
