@@ -99,6 +99,10 @@ type kernelDevice struct {
 	name   string
 	log    *zap.Logger
 	fw     firewall // nil when none could be installed (and none was asked for)
+	// The firewall's drop counters as Counters last read them.
+	dropsMu           sync.Mutex
+	dropsAt           time.Time
+	dropsIn, dropsOut uint64
 	wgc    *wgctrl.Client
 	link   netlink.Link
 	bind   *bind.Bind
@@ -389,14 +393,27 @@ func (d *kernelDevice) SetRelayed(k keys.Key, c net.Conn) error {
 	return nil
 }
 
+// fwDropsEvery bounds how often Counters reads the firewall's counters
+// (a netlink dump; the memory trimmer polls Counters every second).
+const fwDropsEvery = 5 * time.Second
+
 // Counters reports the bind's drops and the firewall table's (Config.Filter
-// does not run here).
+// does not run here), the latter at most fwDropsEvery old.
 func (d *kernelDevice) Counters() Counters {
 	var c Counters
 	c.STUNDropped, c.RelayDropped = d.bind.Drops()
-	if d.fw != nil {
-		c.FilteredIn, c.FilteredOut, _ = d.fw.Drops()
+	if d.fw == nil {
+		return c
 	}
+	d.dropsMu.Lock()
+	defer d.dropsMu.Unlock()
+	if now := time.Now(); now.Sub(d.dropsAt) >= fwDropsEvery {
+		if in, out, err := d.fw.Drops(); err == nil {
+			d.dropsIn, d.dropsOut = in, out
+		}
+		d.dropsAt = now
+	}
+	c.FilteredIn, c.FilteredOut = d.dropsIn, d.dropsOut
 	return c
 }
 
