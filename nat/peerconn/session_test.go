@@ -13,6 +13,8 @@ import (
 	"github.com/pion/transport/v3"
 	"github.com/pion/turn/v3"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
 	controlv1 "meshd/api/control/v1"
@@ -43,7 +45,7 @@ func (e *end) newSession(id uint64) *Session {
 	e.tb.Helper()
 	s, err := New(Config{
 		Kind: e.kind, ID: id, Controlling: e.controlling, Mux: e.mux, Servers: e.servers, Net: e.net, Timing: e.timing,
-		IncludeLoopback: true, Log: zaptest.NewLogger(e.tb).Named(map[bool]string{true: "a", false: "b"}[e.controlling]),
+		IncludeLoopback: true, Log: testLogger(e.tb).Named(map[bool]string{true: "a", false: "b"}[e.controlling]),
 		Send: func(m *peerv1.Message) { go e.other.receive(m) },
 		OnState: func(st State, p Pair) {
 			select {
@@ -65,6 +67,36 @@ func (e *end) newSession(id uint64) *Session {
 	e.sess = s
 	e.mu.Unlock()
 	return s
+}
+
+// testLogger logs to tb until tb's cleanups run, then drops: pion's TURN
+// client logs from its read goroutine as it exits, after Close returned
+// (its Close does not wait for it), which may be after the test ended,
+// and testing panics on a Log after the end.
+func testLogger(tb testing.TB) *zap.Logger {
+	w := &tbWriter{tb: tb}
+	tb.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	enc := zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig())
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), zapcore.DebugLevel))
+}
+
+type tbWriter struct {
+	mu   sync.RWMutex
+	tb   testing.TB
+	done bool
+}
+
+func (w *tbWriter) Write(p []byte) (int, error) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if !w.done {
+		w.tb.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
 }
 
 func (e *end) session() *Session {

@@ -91,11 +91,12 @@ type turnSocket struct {
 	channels map[netip.AddrPort]channel
 
 	// Read side: only pion's read goroutine.
-	pc   *ipv4.PacketConn
-	msgs []ipv4.Message
-	slot int // size of each of msgs' buffers
-	n, i int
-	fast [][]byte
+	batch bool // read with recvmmsg (batchReads when made)
+	pc    *ipv4.PacketConn
+	msgs  []ipv4.Message
+	slot  int // size of each of msgs' buffers
+	n, i  int
+	fast  [][]byte
 
 	// Write side (fast path).
 	wmu    sync.Mutex
@@ -116,6 +117,7 @@ func newTurnSocket(uc *net.UDPConn, recv *atomic.Pointer[receiver], onClose func
 		pending:  make(map[[stun.TransactionIDSize]byte]pendingBind),
 		channels: make(map[netip.AddrPort]channel),
 		pc:       ipv4.NewPacketConn(uc),
+		batch:    batchReads,
 	}
 	s.gso.Store(gsoSupported(uc))
 	return s
@@ -147,7 +149,12 @@ func (s *turnSocket) WriteTo(p []byte, addr net.Addr) (int, error) {
 // it was being set or cleared goes the right way.
 func (s *turnSocket) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
-		if s.i >= s.n && (!batchReads || s.recv.Load() == nil) {
+		if s.closed.Load() {
+			// What a batch still holds is not handed out after Close
+			// (pion would handle it after its client closed).
+			return 0, nil, net.ErrClosed
+		}
+		if s.i >= s.n && (!s.batch || s.recv.Load() == nil) {
 			n, addr, err := s.UDPConn.ReadFrom(p)
 			if err != nil {
 				return n, addr, err
