@@ -96,25 +96,26 @@ func kernelFirewall(cfg Config) (firewall, error) {
 }
 
 type kernelDevice struct {
-	name string
-	log  *zap.Logger
-	fw   firewall // nil when none could be installed (and none was asked for)
-	// The firewall's drop counters as Counters last read them.
-	dropsMu           sync.Mutex
-	dropsAt           time.Time
-	dropsIn, dropsOut uint64
-	wgc               *wgctrl.Client
-	link              netlink.Link
-	bind              *bind.Bind
-	kernel            *net.UDPAddr // the kernel's own socket, as the proxies reach it
-	routes            *routeSet
-	wg                sync.WaitGroup
+	name   string
+	log    *zap.Logger
+	fw     firewall // nil when none could be installed (and none was asked for)
+	wgc    *wgctrl.Client
+	link   netlink.Link
+	bind   *bind.Bind
+	kernel *net.UDPAddr // the kernel's own socket, as the proxies reach it
+	routes *routeSet
+	wg     sync.WaitGroup
 
 	mu     sync.Mutex
 	closed bool
 	peers  map[keys.Key]*kpeer
 	byAddr map[netip.AddrPort]*kpeer
 	relays map[*bind.RelayEndpoint]*kpeer
+
+	// The firewall's drop counters as Counters last read them.
+	dropsMu           sync.Mutex
+	dropsAt           time.Time
+	dropsIn, dropsOut uint64
 }
 
 var (
