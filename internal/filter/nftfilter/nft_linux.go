@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"sync"
 
 	"github.com/google/nftables"
@@ -32,6 +33,10 @@ type Table struct {
 	chains bool
 	// dropsIn, dropsOut: what the tables replaced so far dropped.
 	dropsIn, dropsOut uint64
+	// last: the plan installed last (Apply skips an equal one while the
+	// table exists).
+	last    plan
+	hasLast bool
 }
 
 // New returns the table of iface (which need not exist yet: the rules
@@ -67,6 +72,14 @@ func (t *Table) Apply(r *filter.Rules) error {
 	c, err := nftables.New(nftables.WithNetNSFd(t.netns), nftables.WithSockOptions(buffers(p)))
 	if err != nil {
 		return fmt.Errorf("nftfilter: nftables: %w", err)
+	}
+	if t.hasLast && reflect.DeepEqual(p, t.last) {
+		// Most maps change no rule (relay credentials, routes, DNS):
+		// leave the table, unless something removed it (a firewall
+		// reload flushing the ruleset), which the next map repairs.
+		if _, err := c.ListTableOfFamily(p.table, nftables.TableFamilyINet); err == nil {
+			return nil
+		}
 	}
 	// The drop counters go with the old table: keep what they counted.
 	in, out, cerr := t.countersLocked(c)
@@ -138,6 +151,7 @@ func (t *Table) Apply(r *filter.Rules) error {
 	}
 	t.dropsIn, t.dropsOut = t.dropsIn+in, t.dropsOut+out
 	t.chains = !r.AllowAll()
+	t.last, t.hasLast = p, true
 	t.log.Debug("firewall table installed", zap.String("table", p.table), zap.Int("rules", n), zap.Bool("accept_all", r.AllowAll()))
 	return nil
 }

@@ -359,6 +359,25 @@ func TestNftablesFilterWithTraffic(t *testing.T) {
 		t.Errorf("Drops after the rule change: in %d (was %d), out %d (was %d), %v; want them kept and alice's new drop counted", in2, in1, out2, out1, err)
 	}
 
+	// The same rules again leave the table (its counters keep counting);
+	// a table someone removed comes back with them.
+	same := compile(t, in("100.64.0.3", controlv1.Protocol_PROTOCOL_TCP, 22, 22))
+	nonzero := regexp.MustCompile(`counter packets [1-9]`)
+	if got := mustNS(t, l.self, "nft", "list", "table", "inet", TableName(iface)); !nonzero.MatchString(got) {
+		t.Fatalf("no drop counted before the same rules are applied again:\n%s", got)
+	}
+	if err := tbl.Apply(same); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustNS(t, l.self, "nft", "list", "table", "inet", TableName(iface)); !nonzero.MatchString(got) {
+		t.Errorf("the table was replaced (its counters restarted) by the same rules:\n%s", got)
+	}
+	mustNS(t, l.self, "nft", "delete", "table", "inet", TableName(iface))
+	if err := tbl.Apply(same); err != nil {
+		t.Fatal(err)
+	}
+	wantDropped(t, "alice ssh after the table was removed and applied again", l.doPeers, aliceIP, ap(selfIP, 22))
+
 	// No rules: everything passes.
 	if err := tbl.Apply(nil); err != nil {
 		t.Fatal(err)
