@@ -60,8 +60,9 @@ func (t *Table) Name() string { return t.name }
 
 // Apply replaces the table with one that enforces r (nil: accept
 // everything), atomically: packets see the old rules or the new ones,
-// never none. Flows conntrack knows stay open. An error leaves the old
-// table in place; it says what to do when nftables is missing.
+// never none. Flows conntrack knows stay open. Rules equal to the ones
+// installed change nothing (while the table exists). An error leaves the
+// old table in place; it says what to do when nftables is missing.
 func (t *Table) Apply(r *filter.Rules) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()

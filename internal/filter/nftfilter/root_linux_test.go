@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	controlv1 "meshd/api/control/v1"
+	"meshd/internal/filter"
 )
 
 // The root tier: a veth pair between two namespaces the test makes stands
@@ -469,7 +470,8 @@ func BenchmarkApply(b *testing.B) {
 		peer := fmt.Sprintf("100.64.%d.%d", 1+i/250, 1+i%250)
 		frs = append(frs, in(peer, controlv1.Protocol_PROTOCOL_TCP, 22, 22, 443, 443), out(peer, controlv1.Protocol_PROTOCOL_ALL))
 	}
-	rules := compile(b, frs...)
+	// Two rule sets in turn: an Apply of the installed rules does nothing.
+	rules := []*filter.Rules{compile(b, frs...), compile(b, append(frs, in("100.64.99.1", controlv1.Protocol_PROTOCOL_ALL))...)}
 	var tbl *Table
 	do(func() {
 		var err error
@@ -480,7 +482,7 @@ func BenchmarkApply(b *testing.B) {
 	b.Cleanup(func() { tbl.Close() })
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := tbl.Apply(rules); err != nil {
+		if err := tbl.Apply(rules[i%2]); err != nil {
 			b.Fatal(err)
 		}
 	}
