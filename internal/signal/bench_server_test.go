@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -30,7 +31,8 @@ import (
 const benchServerEnv = "MESHD_SIGNAL_BENCH_SERVER" // "tls" or "h2c"
 
 // With MESHD_SIGNAL_BENCH_CPUPROFILE=FILE the server writes a CPU profile
-// of the measured phase (no setup) to FILE; with
+// of the measured phase (no setup) to FILE, and its allocations to
+// FILE.allocs.start and FILE.allocs; with
 // MESHD_SIGNAL_BENCH_CLIENT_CPUPROFILE=FILE the clients do (the test
 // binary's own -cpuprofile covers the setup too). Each sub-benchmark
 // overwrites the files: run one at a time.
@@ -104,6 +106,24 @@ func serveForBench(h2c bool) error {
 				_ = f.Close()
 			}
 		}))
+		// Allocations: FILE.allocs.start and FILE.allocs; the measured
+		// phase is the difference (go tool pprof -sample_index=alloc_space
+		// -diff_base FILE.allocs.start FILE.allocs).
+		writeAllocs := func(path string) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				runtime.GC() // the profile is as of the last GC
+				af, err := os.Create(path)
+				if err == nil {
+					err = pprof.Lookup("allocs").WriteTo(af, 0)
+					_ = af.Close()
+				}
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusInternalServerError)
+				}
+			})
+		}
+		srv.Handle("POST /allocs/start", writeAllocs(p+".allocs.start"))
+		srv.Handle("POST /allocs/stop", writeAllocs(p+".allocs"))
 	}
 	err = srv.Serve(ctx, ln)
 	_ = sig.Close()
@@ -183,17 +203,22 @@ func (s *benchServer) stats(tb testing.TB) signal.Stats {
 func (s *benchServer) profile(tb testing.TB, start bool) {
 	tb.Helper()
 	if os.Getenv(benchCPUProfileEnv) != "" {
-		path := s.URL + "/cpuprofile/stop"
+		order := []string{"/allocs/", "/cpuprofile/"} // neither counts the other
+		step := "stop"
 		if start {
-			path = s.URL + "/cpuprofile/start"
+			step = "start"
+			order[0], order[1] = order[1], order[0]
 		}
-		resp, err := s.http.Post(path, "", nil)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			tb.Fatalf("bench server: %s: %s", path, resp.Status)
+		for _, what := range order {
+			path := s.URL + what + step
+			resp, err := s.http.Post(path, "", nil)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				tb.Fatalf("bench server: %s: %s", path, resp.Status)
+			}
 		}
 	}
 	p := os.Getenv(benchClientCPUProfileEnv)

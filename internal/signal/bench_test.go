@@ -124,10 +124,10 @@ func benchForward(b *testing.B, peers, inflight, rate, payloadBytes int, h2c boo
 	measuring.Store(true)
 
 	var sent, refused atomic.Int64
+	h.profile(b, true)
 	stats0 := h.stats(b)
 	srvCPU0 := h.cpu(b)
 	srvR0, srvW0 := h.syscalls(b)
-	h.profile(b, true)
 	b.ReportAllocs()
 	b.ResetTimer()
 	cpu0, sys0 := cpuTime(b)

@@ -295,7 +295,16 @@ func (st *stream) writeLoop() {
 	hb := time.NewTicker(st.srv.opts.HeartbeatInterval)
 	defer hb.Stop()
 	heartbeat := &signalv1.ServerMessage{Msg: &signalv1.ServerMessage_Heartbeat{Heartbeat: &signalv1.Heartbeat{}}}
+	// Send marshals before it returns, so one of each message serves
+	// every write.
 	var batch signalv1.ServerBatch
+	var (
+		oneEnvelope = &signalv1.ServerMessage_Envelope{}
+		oneDelivery = &signalv1.ServerMessage_Delivery{}
+		batchMsg    = &signalv1.ServerMessage{Msg: &signalv1.ServerMessage_Batch{Batch: &batch}}
+		envMsg      = &signalv1.ServerMessage{Msg: oneEnvelope}
+		delMsg      = &signalv1.ServerMessage{Msg: oneDelivery}
+	)
 	for {
 		var m *signalv1.ServerMessage
 		batch.Envelopes, batch.Deliveries, batch.Queued = batch.Envelopes[:0], batch.Deliveries[:0], batch.Queued[:0]
@@ -318,11 +327,11 @@ func (st *stream) writeLoop() {
 			}
 			switch {
 			case len(batch.Envelopes)+len(batch.Deliveries)+len(batch.Queued) > 1, len(batch.Queued) == 1:
-				m = &signalv1.ServerMessage{Msg: &signalv1.ServerMessage_Batch{Batch: &batch}}
+				m = batchMsg
 			case len(batch.Envelopes) == 1:
-				m = &signalv1.ServerMessage{Msg: &signalv1.ServerMessage_Envelope{Envelope: batch.Envelopes[0]}}
+				oneEnvelope.Envelope, m = batch.Envelopes[0], envMsg
 			default:
-				m = &signalv1.ServerMessage{Msg: &signalv1.ServerMessage_Delivery{Delivery: batch.Deliveries[0]}}
+				oneDelivery.Delivery, m = batch.Deliveries[0], delMsg
 			}
 			st.srv.stats.sent.Add(uint64(len(batch.Envelopes)))
 			st.srv.stats.writes.Add(1)
@@ -331,6 +340,7 @@ func (st *stream) writeLoop() {
 		// Sent (marshalled): let the batch's items go.
 		clear(batch.Envelopes)
 		clear(batch.Deliveries)
+		oneEnvelope.Envelope, oneDelivery.Delivery = nil, nil
 		if err != nil {
 			st.end(err)
 			return
