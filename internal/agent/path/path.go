@@ -15,8 +15,11 @@
 //     becomes direct, even if it was relayed.
 //   - The relay is used only while no direct path works. Both sessions start
 //     together (relay first for the first packet, never waiting for ICE);
-//     once the direct path has carried a WireGuard handshake and stayed up
-//     for RelayLinger, the controlling side closes the relay session.
+//     once the direct path works and stayed up for RelayLinger, the
+//     controlling side closes the relay session. The direct path works
+//     when it carried a WireGuard handshake, or when WireGuard's session
+//     is live (a handshake made over the relay carries on over the new
+//     endpoint) and the direct session that found the path is connected.
 //   - While relayed, the direct session keeps being retried with backoff, and
 //     the path upgrades as soon as it connects.
 //   - A failed session restarts with exponential backoff; a network change
@@ -128,8 +131,10 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// HandshakeStale: a last handshake older than this means the path is dead.
 	HandshakeStale time.Duration
-	// RelayLinger: how long the direct path must have been up and handshaking
-	// before the controlling side closes the relay session.
+	// RelayLinger: how long the direct path must have been up and working
+	// (a WireGuard handshake over it, or a live WireGuard session and a
+	// connected direct session) before the controlling side closes the
+	// relay session.
 	RelayLinger time.Duration
 	// RelayDelay is the direct session's head start: the relay session
 	// starts only if no direct path works this long after the peer appeared
@@ -269,7 +274,7 @@ type Machine struct {
 	// expects a handshake after it.
 	epoch         time.Time
 	lastHandshake time.Time
-	directGood    time.Time // since when the direct path is set and handshaking
+	directGood    time.Time // since when the direct path is known to work (see watchdog)
 	// relayAfter: no relay session before then, unless the direct session
 	// failed (Config.RelayDelay).
 	relayAfter time.Time
@@ -599,9 +604,20 @@ func (m *Machine) watchdog(at time.Time, acts []Action) []Action {
 	case fresh && at.Sub(hs) >= m.cfg.HandshakeStale:
 		reason = fmt.Sprintf("last wireguard handshake %s ago", at.Sub(hs).Round(time.Second))
 	}
-	// The direct path is good once it carried a handshake of its own (one
-	// made before the switch may have gone over the relay).
-	if m.path == PathDirect && fresh && !hs.Before(m.pathSince) && at.Sub(hs) < m.cfg.HandshakeStale && m.directGood.IsZero() {
+	// The direct path is good once it carried a handshake of its own, or
+	// once the direct session confirms it while WireGuard has a live
+	// session. A handshake made before the switch went over the relay, and
+	// WireGuard makes no new one for a change of endpoint (it keeps its
+	// keys and rekeys two minutes after the last handshake, or never on a
+	// quiet tunnel): waiting for one kept relay sessions open for minutes.
+	// The direct session's checks run from the WireGuard socket to the
+	// address WireGuard now sends to, every second, and it reports
+	// Disconnected within seconds when they stop being answered (which
+	// resets directGood, so the relay stays). A path that passes those
+	// checks but not WireGuard's packets is still caught by the stale
+	// check, and the relay restarted.
+	if m.path == PathDirect && fresh && at.Sub(hs) < m.cfg.HandshakeStale && m.directGood.IsZero() &&
+		(!hs.Before(m.pathSince) || m.directConfirmed()) {
 		m.directGood = at
 	}
 	if reason == "" {
@@ -636,6 +652,13 @@ func (m *Machine) restart(s *session, at time.Time, reason string, acts []Action
 	acts = m.stop(s, at, reason, acts)
 	s.nextStart = time.Time{}
 	return acts
+}
+
+// directConfirmed reports whether the direct path is the pair of the
+// current direct session and that session is up (its connectivity checks
+// are answered); a held path is not.
+func (m *Machine) directConfirmed() bool {
+	return m.path == PathDirect && !m.held && m.direct.up && m.direct.id == m.pathID && m.direct.pair == m.pathPair
 }
 
 // directWorks reports whether a direct path works: the direct session is

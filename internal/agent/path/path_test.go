@@ -58,13 +58,14 @@ func TestRelayFirstThenUpgradeToDirect(t *testing.T) {
 		{Tick{at(150 * time.Millisecond), at(120 * time.Millisecond)}, nil},
 		// Direct wins as soon as it connects.
 		{SessionChanged{at(300 * time.Millisecond), Direct, 11, Connected, srflxPair}, []string{"set direct 11 " + srflxPair.String()}},
-		// The handshake made over the relay does not prove the direct path:
-		// the relay stays.
-		{Tick{at(10 * s), at(120 * time.Millisecond)}, nil},
-		// A handshake over the direct path, then the linger: relay closed.
+		// WireGuard carries its session (the handshake made over the relay)
+		// on over the direct path, which the direct session confirms: the
+		// relay lingers for RelayLinger, then it is closed.
+		{Tick{at(s), at(120 * time.Millisecond)}, nil},
+		{Tick{at(30*s + 999*time.Millisecond), at(120 * time.Millisecond)}, nil},
+		{Tick{at(31 * s), at(120 * time.Millisecond)}, []string{"stop relay 21 (direct path works)"}},
+		// WireGuard rekeys over the direct path.
 		{Tick{at(2 * time.Minute), at(2*time.Minute - s)}, nil},
-		{Tick{at(2*time.Minute + 29*s), at(2*time.Minute - s)}, nil},
-		{Tick{at(2*time.Minute + 30*s), at(2*time.Minute - s)}, []string{"stop relay 21 (direct path works)"}},
 		{Tick{at(3 * time.Minute), at(2*time.Minute - s)}, nil},
 	})
 	if p, pair := m.Path(); p != PathDirect || pair != srflxPair {
@@ -527,8 +528,10 @@ func TestNetworkChangeLosingThePathAddress(t *testing.T) {
 		{SessionChanged{at(31 * s), Direct, 5, Connected, srflxPair}, []string{"set direct 5 " + srflxPair.String()}},
 	})
 	// WireGuard's session survived the roam: no new handshake is needed
-	// before its rekey, the one of 1s counts.
-	quietUntil(t, m, 32*s, 2*time.Minute, at(s))
+	// before its rekey, the one of 1s counts, also for closing the relay.
+	quietUntil(t, m, 32*s, 61*s, at(s))
+	run(t, m, []step{{Tick{at(62 * s), at(s)}, []string{"stop relay 6 (direct path works)"}}})
+	quietUntil(t, m, 63*s, 2*time.Minute, at(s))
 }
 
 // A path set after a death while WireGuard has a live session inherits its
@@ -588,4 +591,90 @@ func TestLostLocal(t *testing.T) {
 			t.Errorf("lostLocal(%v, %v) = %v, want %v", c.local, c.gone, got, c.want)
 		}
 	}
+}
+
+// The bug of bench/NOTES.md (51 peers, 46 relay sessions open long after
+// every path was direct): the relay connected first, WireGuard shook hands
+// over it, then the direct session connected. WireGuard keeps its session
+// across the change of endpoint and makes no handshake before its rekey
+// (two minutes after the last one), so waiting for a handshake over the
+// direct path kept the relay session (a TURN allocation) that long, or for
+// ever on a quiet tunnel. The direct session's connectivity checks, made
+// from the WireGuard socket to the address WireGuard now sends to, prove
+// the path: the relay closes RelayLinger after the switch.
+func TestRelayClosedAfterSwitchWithoutNewHandshake(t *testing.T) {
+	ms := time.Millisecond
+	m := controlling()
+	run(t, m, []step{
+		{Started{at(0)}, []string{"start direct (no session)", "start relay (no direct path)"}},
+		{SessionStarted{at(0), Direct, 1}, nil},
+		{SessionStarted{at(0), Relay, 2}, nil},
+		{SessionChanged{at(300 * ms), Relay, 2, Connected, relayPair}, []string{"set relayed 2 " + relayPair.String()}},
+		{Tick{at(s), at(400 * ms)}, nil},
+		{SessionChanged{at(3 * s), Direct, 1, Connected, srflxPair}, []string{"set direct 1 " + srflxPair.String()}},
+	})
+	// No handshake after the switch: the one of 400ms is all there is.
+	for d := 4 * s; d < 3*s+DefaultRelayLinger+s; d += s {
+		if got := m.Step(Tick{at(d), at(400 * ms)}); got != nil {
+			t.Fatalf("at %v: %v", d, got)
+		}
+	}
+	run(t, m, []step{
+		{Tick{at(3*s + DefaultRelayLinger + s), at(400 * ms)}, []string{"stop relay 2 (direct path works)"}},
+	})
+	if _, running, _ := m.Session(Relay); running {
+		t.Fatal("relay session still running")
+	}
+	if p, _ := m.Path(); p != PathDirect {
+		t.Fatalf("path %v, want direct", p)
+	}
+}
+
+// A direct path that carries WireGuard's session from the relay is proven
+// only while the direct session stays connected: when it drops during the
+// linger, the relay (still up) takes the traffic back at once, and the
+// linger starts over once the direct session recovers.
+func TestRelayStaysWhenDirectDropsDuringLinger(t *testing.T) {
+	ms := time.Millisecond
+	m := controlling()
+	run(t, m, []step{
+		{Started{at(0)}, []string{"start direct (no session)", "start relay (no direct path)"}},
+		{SessionStarted{at(0), Direct, 1}, nil},
+		{SessionStarted{at(0), Relay, 2}, nil},
+		{SessionChanged{at(300 * ms), Relay, 2, Connected, relayPair}, []string{"set relayed 2 " + relayPair.String()}},
+		{Tick{at(s), at(400 * ms)}, nil},
+		{SessionChanged{at(3 * s), Direct, 1, Connected, srflxPair}, []string{"set direct 1 " + srflxPair.String()}},
+		{Tick{at(4 * s), at(400 * ms)}, nil},
+		// The checks stop being answered 20 s later.
+		{SessionChanged{at(24 * s), Direct, 1, Disconnected, Pair{}}, []string{"set relayed 2 " + relayPair.String()}},
+		{Tick{at(34 * s), at(400 * ms)}, nil},
+		{Tick{at(40 * s), at(400 * ms)}, nil},
+		// They are answered again: direct, and the relay lingers anew.
+		{SessionChanged{at(41 * s), Direct, 1, Connected, srflxPair}, []string{"set direct 1 " + srflxPair.String()}},
+		{Tick{at(42 * s), at(400 * ms)}, nil},
+		{Tick{at(71 * s), at(400 * ms)}, nil},
+		{Tick{at(72 * s), at(400 * ms)}, []string{"stop relay 2 (direct path works)"}},
+	})
+}
+
+// Without a live WireGuard session (no handshake yet, over the relay or
+// anywhere), the direct session's checks alone prove nothing: the relay
+// stays until WireGuard shakes hands over the direct path, and the
+// watchdog fails a direct path that never does (TestWatchdogNoFirstHandshake).
+func TestRelayStaysUntilAHandshakeWithoutALiveSession(t *testing.T) {
+	ms := time.Millisecond
+	m := controlling()
+	run(t, m, []step{
+		{Started{at(0)}, []string{"start direct (no session)", "start relay (no direct path)"}},
+		{SessionStarted{at(0), Direct, 1}, nil},
+		{SessionStarted{at(0), Relay, 2}, nil},
+		{SessionChanged{at(300 * ms), Relay, 2, Connected, relayPair}, []string{"set relayed 2 " + relayPair.String()}},
+		{SessionChanged{at(500 * ms), Direct, 1, Connected, hostPair}, []string{"set direct 1 " + hostPair.String()}},
+		{Tick{at(s), time.Time{}}, nil},
+		{Tick{at(10 * s), time.Time{}}, nil},
+		// The first handshake, over the direct path: the linger starts.
+		{Tick{at(11 * s), at(10*s + 500*ms)}, nil},
+		{Tick{at(40 * s), at(10*s + 500*ms)}, nil},
+		{Tick{at(41 * s), at(10*s + 500*ms)}, []string{"stop relay 2 (direct path works)"}},
+	})
 }
