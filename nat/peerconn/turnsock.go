@@ -91,12 +91,15 @@ type turnSocket struct {
 	channels map[netip.AddrPort]channel
 
 	// Read side: only pion's read goroutine.
-	batch bool // read with recvmmsg (batchReads when made)
-	pc    *ipv4.PacketConn
-	msgs  []ipv4.Message
-	slot  int // size of each of msgs' buffers
-	n, i  int
-	fast  [][]byte
+	batch  bool // may read with recvmmsg (batchReads when made)
+	pc     *ipv4.PacketConn
+	rb     *readBatch // while reading batches
+	n, i   int        // rb.msgs[i:n] are still to be handled
+	wgSeen bool       // the current batch held a WireGuard message
+	fast   [][]byte
+	// batching: rb != nil; batchStarts: how often it became so (tests).
+	batching    atomic.Bool
+	batchStarts atomic.Uint64
 
 	// Write side (fast path).
 	wmu    sync.Mutex
@@ -142,19 +145,23 @@ func (s *turnSocket) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return s.UDPConn.WriteTo(p, addr)
 }
 
-// ReadFrom is pion's read. Without a receiver it is a plain read; with one
-// it reads batches (recvmmsg, on Linux; elsewhere one datagram at a time),
-// gives the receiver the WireGuard messages and returns the rest one by
-// one. The receiver is looked up after each read, so a message read while
-// it was being set or cleared goes the right way.
+// ReadFrom is pion's read. Without a receiver it is a plain read into
+// pion's buffer. With one, the WireGuard messages it reads go to the
+// receiver and the rest is returned; once a WireGuard message came, it
+// reads batches (recvmmsg, on Linux) until a batch holds none (an idle
+// tunnel, consent checks only), when it gives the batch's buffers back and
+// reads plainly again. The receiver is looked up after each read, so a
+// message read while it was being set or cleared goes the right way.
 func (s *turnSocket) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		if s.closed.Load() {
 			// What a batch still holds is not handed out after Close
 			// (pion would handle it after its client closed).
+			s.endBatches()
 			return 0, nil, net.ErrClosed
 		}
-		if s.i >= s.n && (!s.batch || s.recv.Load() == nil) {
+		if s.i >= s.n && (s.rb == nil || s.recv.Load() == nil) {
+			s.endBatches()
 			n, addr, err := s.UDPConn.ReadFrom(p)
 			if err != nil {
 				return n, addr, err
@@ -168,6 +175,9 @@ func (s *turnSocket) ReadFrom(p []byte) (int, net.Addr, error) {
 				if wg, ok := wireGuardPayload(p[:n]); ok {
 					s.fast = append(s.fast, wg)
 					s.flushFast(r)
+					if s.batch {
+						s.startBatches(r)
+					}
 					continue
 				}
 			}
@@ -175,22 +185,15 @@ func (s *turnSocket) ReadFrom(p []byte) (int, net.Addr, error) {
 			return n, addr, nil
 		}
 		if s.i >= s.n {
-			if r := s.recv.Load(); r != nil && r.max+readSlack != s.slot {
-				s.slot = r.max + readSlack
-				s.msgs = make([]ipv4.Message, readBatchSize)
-				for i := range s.msgs {
-					s.msgs[i].Buffers = [][]byte{make([]byte, s.slot)}
-				}
-			}
-			n, err := s.pc.ReadBatch(s.msgs, 0)
+			n, err := s.pc.ReadBatch(s.rb.msgs, 0)
 			if err != nil {
 				return 0, nil, err
 			}
-			s.n, s.i = n, 0
+			s.n, s.i, s.wgSeen = n, 0, false
 		}
 		r, server := s.recv.Load(), s.serverAddr()
 		for s.i < s.n {
-			m := &s.msgs[s.i]
+			m := &s.rb.msgs[s.i]
 			s.i++
 			ua, ok := m.Addr.(*net.UDPAddr)
 			if !ok {
@@ -205,6 +208,7 @@ func (s *turnSocket) ReadFrom(p []byte) (int, net.Addr, error) {
 			if r != nil && from == server {
 				if wg, ok := wireGuardPayload(d); ok {
 					s.fast = append(s.fast, wg)
+					s.wgSeen = true
 					continue
 				}
 			}
@@ -213,10 +217,61 @@ func (s *turnSocket) ReadFrom(p []byte) (int, net.Addr, error) {
 				continue
 			}
 			s.sniffIn(d, from)
-			return copy(p, d), ua, nil
+			n := copy(p, d)
+			if s.i == s.n && !s.wgSeen {
+				s.endBatches()
+			}
+			return n, ua, nil
 		}
 		s.flushFast(r)
+		if !s.wgSeen {
+			s.endBatches()
+		}
 	}
+}
+
+// readBatch is the buffers of a socket's batch reads.
+type readBatch struct {
+	msgs []ipv4.Message
+	slot int // size of each message's buffer
+}
+
+// readBatches keeps the buffers of sockets that went back to plain reads
+// (48 KiB each on a 1280-byte MTU) for the next one that needs them; the
+// GC empties it when no tunnel is busy.
+var readBatches sync.Pool
+
+// startBatches makes the reads batches, with buffers for r's messages.
+func (s *turnSocket) startBatches(r *receiver) {
+	slot := r.max + readSlack
+	if s.rb != nil && s.rb.slot == slot {
+		return
+	}
+	s.endBatches()
+	if rb, ok := readBatches.Get().(*readBatch); ok && rb.slot == slot {
+		s.rb = rb
+	} else {
+		rb = &readBatch{msgs: make([]ipv4.Message, readBatchSize), slot: slot}
+		for i := range rb.msgs {
+			rb.msgs[i].Buffers = [][]byte{make([]byte, slot)}
+		}
+		s.rb = rb
+	}
+	s.batching.Store(true)
+	s.batchStarts.Add(1)
+}
+
+// endBatches makes the reads plain again and gives the buffers back.
+func (s *turnSocket) endBatches() {
+	if s.rb == nil {
+		return
+	}
+	for i := range s.rb.msgs {
+		s.rb.msgs[i].Addr = nil
+	}
+	readBatches.Put(s.rb)
+	s.rb, s.n, s.i = nil, 0, 0
+	s.batching.Store(false)
 }
 
 func (s *turnSocket) serverAddr() netip.AddrPort {

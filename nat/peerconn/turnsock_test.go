@@ -339,6 +339,69 @@ func TestRelayFastPathDropsOversize(t *testing.T) {
 	}
 }
 
+// A relay socket reads batches only while WireGuard messages come: the
+// first one starts them, a batch without any (an idle tunnel: consent
+// checks, TURN refreshes) gives the buffers back, the next one starts them
+// again.
+func TestRelayReadsBatchesOnlyWhileBusy(t *testing.T) {
+	if !batchReads {
+		t.Skip("no batch reads on this system")
+	}
+	_, _, ca, cb := connectedRelayPair(t, nil, false)
+	got := make(collector, 256)
+	defer cb.Receive(1500, got.fn)()
+	socks := cb.s.rnet.sockets()
+	if len(socks) != 1 {
+		t.Fatalf("%d TURN/UDP sockets, want 1", len(socks))
+	}
+	sock := socks[0]
+	if sock.batching.Load() {
+		t.Fatal("batch reads before any WireGuard message")
+	}
+	waitFastRoute(t, ca, got)
+	poll := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal(what)
+			}
+		}
+	}
+	first := wgMessage(4, 1, 64)
+	if err := ca.WriteBatch([][]byte{first}); err != nil {
+		t.Fatal(err)
+	}
+	if m := got.next(t); !bytes.Equal(m, first) {
+		t.Fatalf("got %x", m[:8])
+	}
+	poll("no batch reads after a WireGuard message", func() bool { return sock.batchStarts.Load() >= 1 })
+
+	if _, err := ca.Write([]byte("not wireguard")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	cb.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := cb.Read(buf); err != nil || string(buf[:n]) != "not wireguard" {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+	poll("still reading batches after one without WireGuard", func() bool { return !sock.batching.Load() })
+
+	starts := sock.batchStarts.Load()
+	var batch [][]byte
+	for i := range 64 {
+		batch = append(batch, wgMessage(4, uint32(100+i), 1200))
+	}
+	if err := ca.WriteBatch(batch); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range batch {
+		if m := got.next(t); !bytes.Equal(m, want) {
+			t.Fatalf("message %d: got %x, want %x", i, m[:8], want[:8])
+		}
+	}
+	poll("no batch reads again with traffic", func() bool { return sock.batchStarts.Load() > starts })
+}
+
 func TestWireGuardPayload(t *testing.T) {
 	cd := func(ch uint16, p []byte) []byte {
 		b := binary.BigEndian.AppendUint16(nil, ch)
