@@ -27,10 +27,16 @@ import (
 //   - out: a batch of WireGuard messages for the selected pair's remote
 //     becomes ChannelData on the channel pion bound to that remote, sent to
 //     the TURN server with one UDP GSO write (turnSocket.writeChannelData);
-//   - in: the socket is read with recvmmsg; ChannelData from the server
-//     whose payload is a WireGuard message goes straight to the receiver
-//     (the WireGuard bind), everything else (STUN: pion's allocation,
-//     permission and channel refreshes, ICE's consent checks) to pion.
+//   - in: ChannelData from the server whose payload is a WireGuard message
+//     goes straight to the receiver (the WireGuard bind), everything else
+//     (STUN: pion's allocation, permission and channel refreshes, ICE's
+//     consent checks) to pion; while WireGuard messages come, the socket
+//     is read with recvmmsg (Linux), else with plain reads into pion's
+//     buffer. The receiver may block (WireGuard's queue is full), which
+//     holds the STUN behind its messages up, never drops it.
+//
+// In the lab (bench/NOTES.md) this moves 2–3× pion's path's throughput
+// at a quarter to a third of the agents' CPU per byte.
 //
 // pion keeps using the allocation as before: ICE's consent checks go
 // through pion and keep its permission and channel-binding refreshes
