@@ -29,6 +29,7 @@ type metrics struct {
 	requests [len(methodNames)]atomic.Uint64
 
 	gsoSends, gsoPackets atomic.Uint64 // batched sends to clients
+	internalDrops        atomic.Uint64 // between two of our allocations: the receiver's queue was full
 
 	mu          sync.Mutex
 	refusals    map[string]uint64 // quota, capacity, ports
@@ -135,6 +136,10 @@ type Stats struct {
 	// BatchedSends is how many UDP GSO writes carried BatchedPackets
 	// ChannelData packets to clients.
 	BatchedSends, BatchedPackets uint64
+	// QueueDrops counts datagrams dropped between two allocations of this
+	// relay because the receiving one's queue was full (its client reads
+	// too slowly), as a socket buffer would drop them.
+	QueueDrops uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -147,6 +152,7 @@ func (s *Server) Stats() Stats {
 		PeersDenied:            s.m.peerDenied.Load(),
 		BatchedSends:           s.m.gsoSends.Load(),
 		BatchedPackets:         s.m.gsoPackets.Load(),
+		QueueDrops:             s.m.internalDrops.Load(),
 	}
 	for _, t := range transports {
 		n := int(s.m.allocs[t].Load())
@@ -212,6 +218,8 @@ var (
 		"UDP GSO writes of several ChannelData packets to one client.", nil, nil)
 	descBatched = prometheus.NewDesc("meshd_relay_batched_packets_total",
 		"ChannelData packets sent to clients in UDP GSO writes.", nil, nil)
+	descQueueDrops = prometheus.NewDesc("meshd_relay_queue_dropped_packets_total",
+		"Datagrams between two allocations of this relay dropped because the receiving allocation's queue was full.", nil, nil)
 )
 
 var _ prometheus.Collector = (*Server)(nil)
@@ -220,7 +228,7 @@ var _ prometheus.Collector = (*Server)(nil)
 // register the Server in a registry shared with other components.
 func (s *Server) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAllocs, descAllocsTotal, descRefused, descUsers, descConns,
-		descConnsRefused, descBytes, descPackets, descRequests, descErrors, descAuth, descDenied, descBatches, descBatched} {
+		descConnsRefused, descBytes, descPackets, descRequests, descErrors, descAuth, descDenied, descBatches, descBatched, descQueueDrops} {
 		ch <- d
 	}
 }
@@ -261,6 +269,7 @@ func (s *Server) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descDenied, prometheus.CounterValue, float64(s.m.peerDenied.Load()))
 	ch <- prometheus.MustNewConstMetric(descBatches, prometheus.CounterValue, float64(st.BatchedSends))
 	ch <- prometheus.MustNewConstMetric(descBatched, prometheus.CounterValue, float64(st.BatchedPackets))
+	ch <- prometheus.MustNewConstMetric(descQueueDrops, prometheus.CounterValue, float64(st.QueueDrops))
 }
 
 // Metrics serves the relay's metrics (only these) in the Prometheus text
