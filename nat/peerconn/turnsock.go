@@ -11,6 +11,8 @@ import (
 
 	"github.com/pion/stun/v2"
 	"golang.org/x/net/ipv4"
+
+	"meshd/internal/udpgso"
 )
 
 // The fast path of a relay session over TURN/UDP.
@@ -128,7 +130,7 @@ func newTurnSocket(uc *net.UDPConn, recv *atomic.Pointer[receiver], onClose func
 		pc:       ipv4.NewPacketConn(uc),
 		batch:    batchReads,
 	}
-	s.gso.Store(gsoSupported(uc))
+	s.gso.Store(udpgso.Supported(uc))
 	return s
 }
 
@@ -420,9 +422,6 @@ func (s *turnSocket) route(peer netip.AddrPort) (netip.AddrPort, uint16, bool) {
 	return s.server, c.num, true
 }
 
-// errNoGSO: the kernel refused GSO on this socket.
-var errNoGSO = errors.New("peerconn: udp gso refused")
-
 // writeChannelData sends each of bufs as ChannelData on channel ch to
 // server, runs of equal size as one GSO write.
 func (s *turnSocket) writeChannelData(bufs [][]byte, ch uint16, server netip.AddrPort) error {
@@ -477,11 +476,11 @@ func (s *turnSocket) writeChannelData(bufs [][]byte, ch uint16, server netip.Add
 // send sends n segments of seg bytes (the last may be shorter) in buf.
 func (s *turnSocket) send(buf []byte, seg, n int, to netip.AddrPort) error {
 	if n > 1 && s.gso.Load() {
-		err := sendSegments(s.UDPConn, buf, seg, to)
+		err := udpgso.Send(s.UDPConn, buf, seg, to)
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, errNoGSO) {
+		if !errors.Is(err, udpgso.ErrUnsupported) {
 			return err
 		}
 		s.gso.Store(false)

@@ -2,17 +2,8 @@
 
 package peerconn
 
-import (
-	"net"
-	"net/netip"
-)
-
 const msgTrunc = 0
 
 // batchReads is off: x/net's ReadBatch reads one datagram at a time here,
 // and on Windows it is not implemented (it would end pion's TURN reader).
 var batchReads = false
-
-func gsoSupported(*net.UDPConn) bool { return false }
-
-func sendSegments(*net.UDPConn, []byte, int, netip.AddrPort) error { return errNoGSO }

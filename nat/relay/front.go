@@ -13,6 +13,8 @@ import (
 	"github.com/pion/stun/v2"
 	"github.com/pion/turn/v3"
 	"go.uber.org/zap"
+
+	"meshd/internal/udpgso"
 )
 
 // Client-side transports, as metric labels.
@@ -84,7 +86,7 @@ func (s *Server) newFront(transport string, uc *net.UDPConn, c net.Conn) *front 
 		f.addrs = make(map[netip.AddrPort]*net.UDPAddr)
 		f.batch = newReadBatch(uc)
 		f.batch.before = f.flushPeers
-		f.gso.Store(gsoSupported(uc))
+		f.gso.Store(udpgso.Supported(uc))
 	} else {
 		f.raw = c
 		f.str = turn.NewSTUNConn(c)

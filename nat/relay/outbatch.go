@@ -1,12 +1,15 @@
 package relay
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 
 	"go.uber.org/zap"
+
+	"meshd/internal/udpgso"
 )
 
 // GSO limits: segments per send (the kernel's UDP_MAX_SEGMENTS is 64 on
@@ -90,12 +93,12 @@ func (b *outBatch) flushLocked() {
 	case b.n == 1 || !b.gso.Load():
 		b.sendEach(buf)
 	default:
-		err := sendSegments(b.uc, buf, b.seg, b.dst)
+		err := udpgso.Send(b.uc, buf, b.seg, b.dst)
 		switch {
 		case err == nil:
 			b.s.m.gsoSends.Add(1)
 			b.s.m.gsoPackets.Add(uint64(b.n))
-		case gsoFatal(err):
+		case errors.Is(err, udpgso.ErrUnsupported):
 			b.gso.Store(false)
 			b.s.log.Info("UDP GSO refused; sending datagrams one by one", zap.Error(err))
 			b.sendEach(buf)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
+
+	"meshd/internal/udpgso"
 )
 
 // TestOutBatch sends mixed sizes through one batch and checks that every
@@ -24,7 +26,7 @@ func TestOutBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer recv.Close()
-	if !gsoSupported(send) {
+	if !udpgso.Supported(send) {
 		t.Skip("no UDP GSO here")
 	}
 	s := &Server{m: newMetrics(), log: zaptest.NewLogger(t)}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/pion/turn/v3"
 	"go.uber.org/zap"
+
+	"meshd/internal/udpgso"
 )
 
 // Defaults of Options.
@@ -216,7 +218,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.udpAddr = udpConns[0].LocalAddr().(*net.UDPAddr).AddrPort()
-	s.relayGSO.Store(gsoSupported(udpConns[0]))
+	s.relayGSO.Store(udpgso.Supported(udpConns[0]))
 	s.tcpLn = tcpLn
 	cfgs := make([]turn.PacketConnConfig, len(udpConns))
 	for i, uc := range udpConns {

@@ -1,8 +1,9 @@
-package relay
+package udpgso
 
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -11,8 +12,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// gsoSupported reports whether the kernel takes UDP_SEGMENT on uc.
-func gsoSupported(uc *net.UDPConn) bool {
+// Supported reports whether the kernel takes UDP_SEGMENT on uc.
+func Supported(uc *net.UDPConn) bool {
 	rc, err := uc.SyscallConn()
 	if err != nil {
 		return false
@@ -25,10 +26,10 @@ func gsoSupported(uc *net.UDPConn) bool {
 	return ok
 }
 
-// sendSegments sends buf to dst as one sendmsg with UDP_SEGMENT seg: the
-// kernel (or the NIC) cuts it into datagrams of seg bytes, the last
-// shorter. One trip through the stack instead of len(buf)/seg.
-func sendSegments(uc *net.UDPConn, buf []byte, seg int, dst netip.AddrPort) error {
+// Send sends buf to dst as datagrams of seg bytes (the last one shorter)
+// in one sendmsg. Errors that mean GSO cannot work here wrap
+// ErrUnsupported.
+func Send(uc *net.UDPConn, buf []byte, seg int, dst netip.AddrPort) error {
 	rc, err := uc.SyscallConn()
 	if err != nil {
 		return err
@@ -36,7 +37,7 @@ func sendSegments(uc *net.UDPConn, buf []byte, seg int, dst netip.AddrPort) erro
 	var oob [24]byte // CmsgSpace(2) on 64-bit; checked below
 	space := unix.CmsgSpace(2)
 	if space > len(oob) {
-		return errors.New("relay: control message too large")
+		return fmt.Errorf("%w: control message of %d bytes", ErrUnsupported, space)
 	}
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
 	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
@@ -44,8 +45,8 @@ func sendSegments(uc *net.UDPConn, buf []byte, seg int, dst netip.AddrPort) erro
 	binary.NativeEndian.PutUint16(oob[unix.CmsgLen(0):], uint16(seg))
 
 	var to unix.Sockaddr
-	if uc.LocalAddr().(*net.UDPAddr).IP.To4() != nil {
-		to = &unix.SockaddrInet4{Port: int(dst.Port()), Addr: dst.Addr().Unmap().As4()}
+	if a := dst.Addr().Unmap(); a.Is4() && uc.LocalAddr().(*net.UDPAddr).IP.To4() != nil {
+		to = &unix.SockaddrInet4{Port: int(dst.Port()), Addr: a.As4()}
 	} else {
 		to = &unix.SockaddrInet6{Port: int(dst.Port()), Addr: dst.Addr().As16()}
 	}
@@ -57,20 +58,14 @@ func sendSegments(uc *net.UDPConn, buf []byte, seg int, dst netip.AddrPort) erro
 	if werr != nil {
 		return werr
 	}
-	if serr != nil {
+	switch {
+	case serr == nil:
+		return nil
+	case errors.Is(serr, unix.EIO), errors.Is(serr, unix.EINVAL), errors.Is(serr, unix.EOPNOTSUPP):
+		// EIO: the route's device cannot checksum GSO packets; EINVAL or
+		// EOPNOTSUPP: the kernel refuses the segment size or GSO.
+		return fmt.Errorf("%w: %w", ErrUnsupported, os.NewSyscallError("sendmsg", serr))
+	default:
 		return os.NewSyscallError("sendmsg", serr)
 	}
-	return nil
 }
-
-// gsoFatal: EIO means the route's device cannot checksum GSO packets;
-// EINVAL or EOPNOTSUPP that the kernel refuses the segment size.
-func gsoFatal(err error) bool {
-	var serr *os.SyscallError
-	if errors.As(err, &serr) {
-		return serr.Err == unix.EIO || serr.Err == unix.EINVAL || serr.Err == unix.EOPNOTSUPP
-	}
-	return false
-}
-
-const msgTrunc = unix.MSG_TRUNC
