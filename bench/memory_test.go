@@ -296,8 +296,8 @@ func heapOf(ctx context.Context, tb testing.TB, sock string) string {
 
 // relayLingerWait bounds the wait for an agent's relay sessions to close
 // after its direct paths came up and the settle time passed
-// (path.DefaultRelayLinger is 30 s). On 2026-11-25 46 of 51 were still
-// open a minute later: the note says how many.
+// (path.DefaultRelayLinger is 30 s; before d028ea5 most stayed open until
+// a rekey): the note says how many remain.
 const relayLingerWait = 45 * time.Second
 
 // turnClients counts the agent's pion/turn clients (one per relay session)
