@@ -167,7 +167,9 @@ func (a *account) updatePeer(ctx context.Context, actor string, m *adminv1.Updat
 		detail: strings.Join(changes, ", ")},
 		func(tx *store.Tx) error { return tx.PutPeer(np) },
 		func() { a.putPeer(&np) },
-		netmap.Change{Peers: []string{p.ID}})
+		// A rename changes only the peer's entry in its neighbours' maps;
+		// Impacts treats a change of groups as what it is.
+		netmap.Change{Entries: []string{p.ID}})
 	if err != nil {
 		return nil, err
 	}

@@ -19,11 +19,25 @@ import (
 //     coalescing delay (bursts become one round), rebuilds the immutable
 //     netmap.Index from a snapshot of the account, publishes it, and finds
 //     the affected peers (netmap.Affected).
-//   - It then wakes the streams of those peers only. A stream's wake-up is a
-//     one-slot channel: however many rounds pass while a stream is stalled,
-//     it holds at most one pending wake-up, and when it sends it computes
-//     the map from the latest index. So the latest map always wins, a stalled
-//     stream holds no maps and never delays anyone else.
+//   - It then posts to the mailboxes of those peers' streams only and wakes
+//     them. A mailbox holds no maps, only what the rounds since the stream
+//     last looked ask for: "the whole map", or (for a stream whose agent
+//     applies updates, when only other peers' entries changed, see
+//     netmap.Impacts) the set of peers whose entries changed, plus the index
+//     of the newest round that posted. Rounds merge: entries add up, a whole
+//     map absorbs them. A stream's wake-up is a one-slot channel; however
+//     many rounds pass while it is stalled it holds one mailbox, and when it
+//     sends, a whole map comes from the latest index and an update from the
+//     mailbox's index. So the latest map always wins, a stalled stream holds
+//     no maps and never delays anyone else.
+//   - An update is built against the map the stream sent last: that map is
+//     the map of its index (generation sentGen), every round after sentGen
+//     that touched this peer posted to the mailbox after the stream last
+//     took it, and rounds that did not touch it left its map as it was. So
+//     applying the update (every posted entry as the mailbox's index has it,
+//     or removed when that index does not list it) to the sent map gives the
+//     map of the mailbox's index. A mailbox whose newest round is not above
+//     sentGen holds nothing new.
 //
 // Serials come from one counter per account, taken after a stream loads the
 // index it computes from; a stream sends maps in serial order, and the
@@ -31,7 +45,7 @@ import (
 // continues above every serial handed out.
 type distributor struct {
 	a     *account
-	index atomic.Pointer[netmap.Index]
+	index atomic.Pointer[snapshot]
 	wakeC chan struct{}
 
 	flushMu sync.Mutex // one rebuild at a time
@@ -47,11 +61,65 @@ type distributor struct {
 // serialBlock is how many serials are reserved with one database write.
 const serialBlock = 1024
 
+// snapshot is an index and the generation (round) that built it.
+type snapshot struct {
+	ix  *netmap.Index
+	gen uint64
+}
+
 // conn is one open Sync stream.
 type conn struct {
-	peerID string
-	wake   chan struct{} // one slot: "compute and send your map"
-	kick   chan error    // one slot: "end the stream with this error"
+	peerID  string
+	updates bool          // the agent applies map updates
+	wake    chan struct{} // one slot: "look at your mailbox"
+	kick    chan error    // one slot: "end the stream with this error"
+
+	mu  sync.Mutex
+	box mailbox
+}
+
+// mailbox is what the rounds since a stream last looked ask it to send.
+type mailbox struct {
+	snap    *snapshot // the newest round that posted; nil: empty
+	full    bool      // the whole map
+	entries map[string]struct{}
+}
+
+// maxUpdateEntries bounds the entries a mailbox gathers; beyond, the whole
+// map is sent (an update that large saves little).
+const maxUpdateEntries = 512
+
+// post records what a round asks of c (the whole map, or new entries of the
+// given peers) and wakes c.
+func (c *conn) post(snap *snapshot, full bool, entries []string) {
+	c.mu.Lock()
+	b := &c.box
+	b.snap = snap
+	switch {
+	case full || !c.updates || len(b.entries)+len(entries) > maxUpdateEntries:
+		b.full, b.entries = true, nil
+	case !b.full:
+		if b.entries == nil {
+			b.entries = make(map[string]struct{}, len(entries))
+		}
+		for _, x := range entries {
+			b.entries[x] = struct{}{}
+		}
+	}
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default: // already pending: it will read the merged mailbox
+	}
+}
+
+// take empties c's mailbox and returns what it held.
+func (c *conn) take() mailbox {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := c.box
+	c.box = mailbox{}
+	return b
 }
 
 func (d *distributor) init(a *account, serial uint64) {
@@ -97,7 +165,8 @@ func (d *distributor) flush() {
 	defer d.flushMu.Unlock()
 	a := d.a
 	a.mu.Lock()
-	if !a.dirty && d.index.Load() != nil {
+	prev := d.index.Load()
+	if !a.dirty && prev != nil {
 		a.mu.Unlock()
 		return
 	}
@@ -107,55 +176,59 @@ func (d *distributor) flush() {
 	a.mu.Unlock()
 
 	start := time.Now()
-	cur := netmap.Build(in)
-	old := d.index.Swap(cur)
-	ids, all := netmap.Affected(old, cur, change)
-	n := d.notify(ids, all)
-	a.log.Debug("maps changed", zap.Int("peers", cur.Len()), zap.Bool("all", all), zap.Int("affected", len(ids)),
-		zap.Int("streams", n), zap.Duration("took", time.Since(start)))
+	cur := &snapshot{ix: netmap.Build(in), gen: 1}
+	var old *netmap.Index
+	if prev != nil {
+		old, cur.gen = prev.ix, prev.gen+1
+	}
+	d.index.Store(cur)
+	im := netmap.Impacts(old, cur.ix, change)
+	n := d.notify(cur, im)
+	a.log.Debug("maps changed", zap.Int("peers", cur.ix.Len()), zap.Bool("all", im.All), zap.Int("full", len(im.Full)),
+		zap.Int("entries", len(im.Entries)), zap.Int("streams", n), zap.Duration("took", time.Since(start)))
 }
 
 // indexWith returns the current index, rebuilding it first when it does not
 // know peer id yet (a peer that just joined syncs before the next round).
-func (d *distributor) indexWith(id string) *netmap.Index {
-	if ix := d.index.Load(); ix != nil && ix.Has(id) {
-		return ix
+func (d *distributor) indexWith(id string) *snapshot {
+	if s := d.index.Load(); s != nil && s.ix.Has(id) {
+		return s
 	}
 	d.flush()
 	return d.index.Load()
 }
 
-// notify wakes the streams of the peers in ids (all streams when all) and
-// returns how many it woke.
-func (d *distributor) notify(ids map[string]struct{}, all bool) int {
+// notify posts a round's impact to the mailboxes of the streams it touches
+// and returns how many it posted to.
+func (d *distributor) notify(snap *snapshot, im netmap.Impact) int {
 	d.connMu.Lock()
 	defer d.connMu.Unlock()
 	n := 0
-	wakeAll := func(cs map[*conn]struct{}) {
+	post := func(cs map[*conn]struct{}, full bool, entries []string) {
 		for c := range cs {
-			select {
-			case c.wake <- struct{}{}:
-			default: // already pending: it will send the latest map
-			}
+			c.post(snap, full, entries)
 			n++
 		}
 	}
-	if all || len(ids) > len(d.conns) {
+	if im.All || len(im.Full) > len(d.conns) {
 		for id, cs := range d.conns {
-			if _, ok := ids[id]; all || ok {
-				wakeAll(cs)
+			if _, ok := im.Full[id]; im.All || ok {
+				post(cs, true, nil)
 			}
 		}
-		return n
+	} else {
+		for id := range im.Full {
+			post(d.conns[id], true, nil)
+		}
 	}
-	for id := range ids {
-		wakeAll(d.conns[id])
+	for id, xs := range im.Entries { // not in Full
+		post(d.conns[id], false, xs)
 	}
 	return n
 }
 
-func (d *distributor) attach(peerID string) *conn {
-	c := &conn{peerID: peerID, wake: make(chan struct{}, 1), kick: make(chan error, 1)}
+func (d *distributor) attach(peerID string, updates bool) *conn {
+	c := &conn{peerID: peerID, updates: updates, wake: make(chan struct{}, 1), kick: make(chan error, 1)}
 	d.connMu.Lock()
 	defer d.connMu.Unlock()
 	cs := d.conns[peerID]

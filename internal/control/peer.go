@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -260,7 +262,7 @@ func (p *peerAPI) Sync(ctx context.Context, req *connect.Request[controlv1.SyncR
 		return connect.NewError(connect.CodeUnavailable, errors.New("control is shutting down"))
 	}
 	defer s.streams.Done()
-	c, err := a.goOnline(peer.ID, req.Msg.Meta)
+	c, err := a.goOnline(peer.ID, req.Msg.Meta, req.Msg.AcceptUpdates)
 	if err != nil {
 		return err
 	}
@@ -274,8 +276,12 @@ func (s *Service) stream(ctx context.Context, a *account, c *conn, stream *conne
 	refresh := time.NewTimer(time.Hour)
 	refresh.Stop()
 	defer refresh.Stop()
-	send := func() error {
-		m := a.dist.indexWith(c.peerID).Map(c.peerID)
+	// What the agent holds: the map of generation sentGen, serial sentSerial.
+	var sentSerial, sentGen uint64
+	sendMap := func() error {
+		c.take() // the map covers every round up to the index it is made from
+		snap := a.dist.indexWith(c.peerID)
+		m := snap.ix.Map(c.peerID)
 		if m == nil {
 			return refusePeerUnknown.err("deleted")
 		}
@@ -290,13 +296,40 @@ func (s *Service) stream(ctx context.Context, a *account, c *conn, stream *conne
 		if err := stream.Send(&controlv1.SyncResponse{Map: m}); err != nil {
 			return err
 		}
+		sentSerial, sentGen = serial, snap.gen
 		if !exp.IsZero() {
 			// Refresh when a fifth of the credential's lifetime is left.
 			refresh.Reset(max(time.Second, exp.Sub(s.now())*4/5))
 		}
 		return nil
 	}
-	if err := send(); err != nil {
+	// sendBox sends what the mailbox asks for: nothing when its rounds are
+	// all covered by the map sent last, else an update when it holds
+	// entries only and each can be given cheaply, else the whole map.
+	sendBox := func() error {
+		b := c.take()
+		if b.snap == nil || b.snap.gen <= sentGen {
+			return nil
+		}
+		if b.full {
+			return sendMap()
+		}
+		u, ok := updateFrom(b, c.peerID, sentSerial)
+		if !ok {
+			return sendMap()
+		}
+		serial, err := a.dist.nextSerial(ctx)
+		if err != nil {
+			return connect.NewError(connect.CodeInternal, err)
+		}
+		u.Serial = serial
+		if err := stream.Send(&controlv1.SyncResponse{Update: u}); err != nil {
+			return err
+		}
+		sentSerial, sentGen = serial, b.snap.gen
+		return nil
+	}
+	if err := sendMap(); err != nil {
 		return err
 	}
 	for {
@@ -308,11 +341,11 @@ func (s *Service) stream(ctx context.Context, a *account, c *conn, stream *conne
 		case err := <-c.kick:
 			return err
 		case <-c.wake:
-			if err := send(); err != nil {
+			if err := sendBox(); err != nil {
 				return err
 			}
 		case <-refresh.C:
-			if err := send(); err != nil {
+			if err := sendMap(); err != nil {
 				return err
 			}
 		case <-heartbeat.C:
@@ -323,9 +356,32 @@ func (s *Service) stream(ctx context.Context, a *account, c *conn, stream *conne
 	}
 }
 
+// updateFrom builds the update that turns peer self's map of the index
+// before the mailbox's rounds (serial base) into that of the mailbox's
+// index: each posted peer's entry, or its removal when the map does not list
+// it. ok is false when an entry cannot be given cheaply (see
+// netmap.Index.Entry): then the whole map goes. Entries come in key order.
+func updateFrom(b mailbox, self string, base uint64) (*controlv1.MapUpdate, bool) {
+	u := &controlv1.MapUpdate{BaseSerial: base}
+	for x := range b.entries {
+		rp, listed, ok := b.snap.ix.Entry(self, x)
+		if !ok {
+			return nil, false
+		}
+		if listed {
+			u.UpsertPeers = append(u.UpsertPeers, rp)
+		} else {
+			u.RemovedPeerKeys = append(u.RemovedPeerKeys, rp.PublicKey)
+		}
+	}
+	slices.SortFunc(u.UpsertPeers, func(p, q *controlv1.RemotePeer) int { return strings.Compare(p.PublicKey, q.PublicKey) })
+	slices.Sort(u.RemovedPeerKeys)
+	return u, true
+}
+
 // goOnline registers a stream of peer id: the peer is online while it has
 // one. Its meta is updated when it changed.
-func (a *account) goOnline(id string, meta *controlv1.PeerMeta) (*conn, error) {
+func (a *account) goOnline(id string, meta *controlv1.PeerMeta, updates bool) (*conn, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.s.now()
@@ -345,10 +401,10 @@ func (a *account) goOnline(id string, meta *controlv1.PeerMeta) (*conn, error) {
 		a.putPeer(&np)
 		p = &np
 	}
-	c := a.dist.attach(id)
+	c := a.dist.attach(id, updates)
 	a.online[id]++
 	if a.online[id] == 1 {
-		a.change(netmap.Change{Peers: []string{id}})
+		a.change(netmap.Change{Entries: []string{id}}) // online
 	}
 	return c, nil
 }
@@ -374,5 +430,5 @@ func (a *account) goOffline(c *conn) {
 		a.log.Warn("record last seen", zap.String("peer", np.Name), zap.Error(err))
 	}
 	a.putPeer(&np)
-	a.change(netmap.Change{Peers: []string{np.ID}})
+	a.change(netmap.Change{Entries: []string{np.ID}}) // offline, last seen
 }

@@ -12,11 +12,13 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
 	"connectrpc.com/connect"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	controlv1 "meshd/api/control/v1"
 	"meshd/api/control/v1/controlv1connect"
@@ -56,6 +58,17 @@ type Options struct {
 	HeartbeatTimeout time.Duration
 	// Reconnect backoff bounds; each wait is jittered.
 	MinBackoff, MaxBackoff time.Duration
+	// FullMapsOnly: do not ask control for map updates, as agents before
+	// them did (tests and benchmarks compare the two).
+	FullMapsOnly bool
+}
+
+// Stats counts what Sync received.
+type Stats struct {
+	Maps    uint64 // full maps handed to onMap
+	Updates uint64 // updates applied (each handed to onMap as a full map)
+	// Resyncs: streams dropped because an update did not fit the map held.
+	Resyncs uint64
 }
 
 // Client talks to control for one peer. Login and Sync may be called
@@ -68,7 +81,9 @@ type Client struct {
 	meta *controlv1.PeerMeta
 
 	mu     sync.Mutex
-	serial uint64 // of the newest map handed to onMap
+	serial uint64                // of the newest map handed to onMap
+	held   *controlv1.NetworkMap // that map: the base of updates
+	stats  Stats
 }
 
 // New returns a client; it does not connect yet.
@@ -124,6 +139,13 @@ func (c *Client) Serial() uint64 {
 	return c.serial
 }
 
+// Stats returns what Sync received so far.
+func (c *Client) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stats
+}
+
 // prove fetches a challenge and proves the peer's key for purpose.
 func (c *Client) prove(ctx context.Context, purpose string) (*controlv1.Proof, error) {
 	resp, err := c.rpc.Challenge(ctx, connect.NewRequest(&controlv1.ChallengeRequest{}))
@@ -164,7 +186,13 @@ func refusedOr(err error, what string) error {
 
 // Sync keeps a map stream open until ctx ends, reconnecting with jittered
 // exponential backoff. onMap gets every map newer than the last one it got
-// (older or repeated serials are dropped); onState (may be nil) hears when
+// (older or repeated serials are dropped), always whole: the client applies
+// control's map updates to the map it holds and hands over the result. onMap
+// must not modify the maps it gets (the next update is built on them).
+// An update that does not fit the map held (another base serial, an entry
+// the map does not list) is never guessed at: the client drops the stream
+// and opens a new one, which starts with a full map. onState (may be nil)
+// hears when
 // the stream is up (connected, nil) and when it drops (false, why). Sync
 // returns ctx.Err() when ctx ends, or a refusal that retrying cannot fix:
 // ErrPeerUnknown (deleted), ErrLoginExpired, ErrProofFailed.
@@ -176,6 +204,7 @@ func (c *Client) Sync(ctx context.Context, onMap func(*controlv1.NetworkMap), on
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	resynced := false
 	for {
 		healthy, err := c.syncOnce(ctx, onMap, onState)
 		if ctx.Err() != nil {
@@ -190,6 +219,11 @@ func (c *Client) Sync(ctx context.Context, onMap func(*controlv1.NetworkMap), on
 		if healthy {
 			b.reset()
 		}
+		if errors.Is(err, errResync) && !resynced {
+			resynced = true // at once, but not twice in a row
+			continue
+		}
+		resynced = false
 		wait := b.next()
 		c.log.Debug("sync: reconnecting", zap.Duration("in", wait), zap.Error(err))
 		timer.Reset(wait)
@@ -210,7 +244,8 @@ func (c *Client) syncOnce(ctx context.Context, onMap func(*controlv1.NetworkMap)
 	if err != nil {
 		return false, refusedOr(err, "sync")
 	}
-	stream, err := c.rpc.Sync(ctx, connect.NewRequest(&controlv1.SyncRequest{Proof: proof, Meta: c.meta, KnownSerial: c.Serial()}))
+	stream, err := c.rpc.Sync(ctx, connect.NewRequest(&controlv1.SyncRequest{Proof: proof, Meta: c.meta, KnownSerial: c.Serial(),
+		AcceptUpdates: !c.opts.FullMapsOnly}))
 	if err != nil {
 		return false, refusedOr(err, "sync")
 	}
@@ -221,26 +256,22 @@ func (c *Client) syncOnce(ctx context.Context, onMap func(*controlv1.NetworkMap)
 	defer watchdog.Stop()
 	for stream.Receive() {
 		watchdog.Reset(c.opts.HeartbeatTimeout)
-		m := stream.Msg().Map
-		if m == nil {
+		msg := stream.Msg()
+		if msg.Map == nil && msg.Update == nil {
 			continue // heartbeat
 		}
 		if !healthy {
 			healthy = true
 			onState(true, nil)
 		}
-		c.mu.Lock()
-		stale := m.Serial <= c.serial
-		if !stale {
-			c.serial = m.Serial
+		m, err := c.accept(msg)
+		if err != nil {
+			c.log.Info("sync: resyncing", zap.Error(err))
+			return healthy, err
 		}
-		held := c.serial
-		c.mu.Unlock()
-		if stale {
-			c.log.Debug("sync: dropped an older map", zap.Uint64("serial", m.Serial), zap.Uint64("held", held))
-			continue
+		if m != nil {
+			onMap(m)
 		}
-		onMap(m)
 	}
 	err = stream.Err()
 	if cause := context.Cause(ctx); errors.Is(cause, ErrNoHeartbeat) {
@@ -251,6 +282,76 @@ func (c *Client) syncOnce(ctx context.Context, onMap func(*controlv1.NetworkMap)
 		err = refusedOr(err, "sync")
 	}
 	return healthy, err
+}
+
+// errResync: an update did not fit the map held; a new stream starts over
+// with a full map.
+var errResync = errors.New("sync: resync")
+
+// accept takes a map or an update from the stream and returns the map to
+// hand to onMap: nil when it is not newer than the one held, an error
+// wrapping errResync when an update does not fit the map held.
+func (c *Client) accept(msg *controlv1.SyncResponse) (*controlv1.NetworkMap, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, u := msg.Map, msg.Update
+	serial := m.GetSerial()
+	if m == nil {
+		serial = u.Serial
+	}
+	if serial <= c.serial {
+		c.log.Debug("sync: dropped an older map", zap.Uint64("serial", serial), zap.Uint64("held", c.serial))
+		return nil, nil
+	}
+	if m == nil {
+		var err error
+		if m, err = apply(c.held, u); err != nil {
+			c.stats.Resyncs++
+			return nil, fmt.Errorf("%w: update %d: %w", errResync, u.Serial, err)
+		}
+		c.stats.Updates++
+	} else {
+		c.stats.Maps++
+	}
+	c.serial, c.held = serial, m
+	return m, nil
+}
+
+// apply returns the map that update u makes of base, leaving base as it is
+// (the result shares everything but its peer list with base).
+func apply(base *controlv1.NetworkMap, u *controlv1.MapUpdate) (*controlv1.NetworkMap, error) {
+	if base == nil || base.Serial != u.BaseSerial {
+		return nil, fmt.Errorf("base %d, held %d", u.BaseSerial, base.GetSerial())
+	}
+	pos := make(map[string]int, len(base.Peers))
+	for i, p := range base.Peers {
+		pos[p.PublicKey] = i
+	}
+	peers := slices.Clone(base.Peers)
+	for _, p := range u.UpsertPeers {
+		i, ok := pos[p.PublicKey]
+		if !ok {
+			return nil, fmt.Errorf("peer %s is not in map %d", p.PublicKey, base.Serial)
+		}
+		peers[i] = p
+	}
+	if len(u.RemovedPeerKeys) > 0 {
+		gone := make(map[string]bool, len(u.RemovedPeerKeys))
+		for _, k := range u.RemovedPeerKeys {
+			gone[k] = true
+		}
+		peers = slices.DeleteFunc(peers, func(p *controlv1.RemotePeer) bool { return gone[p.PublicKey] })
+	}
+	// A shallow copy of every field base has, whatever fields the map
+	// gains later; then the new serial and peers.
+	m := &controlv1.NetworkMap{}
+	dst := m.ProtoReflect()
+	base.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		dst.Set(fd, v)
+		return true
+	})
+	m.Serial, m.Peers = u.Serial, peers
+	return m, nil
 }
 
 // backoff is exponential backoff with equal jitter: each wait is between

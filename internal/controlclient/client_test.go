@@ -27,6 +27,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type fakeControl struct {
 	controlv1connect.UnimplementedControlServiceHandler
 	calls atomic.Int32
+	req   atomic.Pointer[controlv1.SyncRequest] // the last Sync request
 	sync  func(ctx context.Context, call int, s *connect.ServerStream[controlv1.SyncResponse]) error
 }
 
@@ -38,7 +39,8 @@ func (f *fakeControl) Challenge(context.Context, *connect.Request[controlv1.Chal
 	return connect.NewResponse(&controlv1.ChallengeResponse{ServerPublicKey: pub[:], Challenge: ch}), nil
 }
 
-func (f *fakeControl) Sync(ctx context.Context, _ *connect.Request[controlv1.SyncRequest], s *connect.ServerStream[controlv1.SyncResponse]) error {
+func (f *fakeControl) Sync(ctx context.Context, req *connect.Request[controlv1.SyncRequest], s *connect.ServerStream[controlv1.SyncResponse]) error {
+	f.req.Store(req.Msg)
 	return f.sync(ctx, int(f.calls.Add(1)), s)
 }
 

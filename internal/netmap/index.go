@@ -29,6 +29,7 @@ type Index struct {
 	groupPolicies [][]int32 // group → policies naming it, ascending
 
 	networks []networkEntry // routes grouped by network
+	routers  bitset         // peers that route a network of networks
 	ns       []nsEntry
 	records  []*controlv1.DNSRecord
 
@@ -242,6 +243,7 @@ func (ix *Index) buildPolicies(in *Input) {
 }
 
 func (ix *Index) buildRoutes(in *Input) {
+	ix.routers = newBitset(len(ix.peers))
 	byNet := map[string]int{}
 	for i := range in.Routes {
 		r := &in.Routes[i]
@@ -256,6 +258,9 @@ func (ix *Index) buildRoutes(in *Input) {
 		}
 		if len(e.peers) == 0 {
 			continue
+		}
+		for _, q := range e.peers {
+			ix.routers.set(q)
 		}
 		if len(r.Groups) > 0 {
 			e.groups = ix.groupBits(r.Groups)

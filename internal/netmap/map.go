@@ -93,6 +93,38 @@ func (ix *Index) reach(i int32, sc *scratch, r *rules) {
 	}
 }
 
+// Entry returns the entry of peer id as the map of peer self lists it, and
+// whether that map lists it at all (when not, rp still carries id's key).
+// ok is false when the entry cannot be given without computing self's whole
+// map: self or id is unknown, or id routes a network (its entry may then
+// carry the networks it routes for self). Cost: the policies of self's
+// groups, not the size of self's map. Like Map's, the entry is shared: do
+// not modify it.
+func (ix *Index) Entry(self, id string) (rp *controlv1.RemotePeer, listed, ok bool) {
+	i, ok1 := ix.byID[self]
+	j, ok2 := ix.byID[id]
+	if !ok1 || !ok2 || ix.routers.has(j) {
+		return nil, false, false
+	}
+	return ix.peers[j].remote, i != j && ix.connected(i, j), true
+}
+
+// connected reports whether a policy connects peers i and j (i != j): as
+// reach does, whatever the direction.
+func (ix *Index) connected(i, j int32) bool {
+	gi, gj := ix.peers[i].groups, ix.peers[j].groups
+	for _, g := range gi {
+		for _, pi := range ix.groupPolicies[g] {
+			p := &ix.policies[pi]
+			if (p.srcGroups.intersects(gi) && p.dstGroups.intersects(gj)) ||
+				(p.dstGroups.intersects(gi) && p.srcGroups.intersects(gj)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Map returns the network map of peer id, or nil when the index does not
 // know it. Serial, relays and the signal address are left for the caller.
 func (ix *Index) Map(id string) *controlv1.NetworkMap {

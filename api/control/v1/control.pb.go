@@ -551,7 +551,10 @@ type SyncRequest struct {
 	Proof *Proof                 `protobuf:"bytes,1,opt,name=proof,proto3" json:"proof,omitempty"`
 	Meta  *PeerMeta              `protobuf:"bytes,2,opt,name=meta,proto3" json:"meta,omitempty"`
 	// The serial of the map the agent holds (0 when none); informational.
-	KnownSerial   uint64 `protobuf:"varint,3,opt,name=known_serial,json=knownSerial,proto3" json:"known_serial,omitempty"`
+	KnownSerial uint64 `protobuf:"varint,3,opt,name=known_serial,json=knownSerial,proto3" json:"known_serial,omitempty"`
+	// The agent applies MapUpdate messages (SyncResponse.update). Without it
+	// control sends full maps only.
+	AcceptUpdates bool `protobuf:"varint,4,opt,name=accept_updates,json=acceptUpdates,proto3" json:"accept_updates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -607,10 +610,19 @@ func (x *SyncRequest) GetKnownSerial() uint64 {
 	return 0
 }
 
+func (x *SyncRequest) GetAcceptUpdates() bool {
+	if x != nil {
+		return x.AcceptUpdates
+	}
+	return false
+}
+
 type SyncResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Unset for a heartbeat.
-	Map           *NetworkMap `protobuf:"bytes,1,opt,name=map,proto3" json:"map,omitempty"`
+	// At most one of map and update is set; neither for a heartbeat.
+	Map *NetworkMap `protobuf:"bytes,1,opt,name=map,proto3" json:"map,omitempty"`
+	// Only to agents that set SyncRequest.accept_updates.
+	Update        *MapUpdate `protobuf:"bytes,2,opt,name=update,proto3" json:"update,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -652,6 +664,96 @@ func (x *SyncResponse) GetMap() *NetworkMap {
 	return nil
 }
 
+func (x *SyncResponse) GetUpdate() *MapUpdate {
+	if x != nil {
+		return x.Update
+	}
+	return nil
+}
+
+// MapUpdate turns the map with serial base_serial into the map with serial
+// serial: the same map except that every peer in upsert_peers replaces the
+// entry of the peers list with the same public_key, and the entries whose
+// keys are in removed_peer_keys are left out (a key the base map does not
+// list is ignored). Everything else (self, firewall rules, routes, DNS,
+// relays, signal) is that of the base map. Control sends an update only
+// when nothing else changed, so the result equals the full map control would
+// send for serial.
+//
+// An agent applies an update only to the map it holds when that map's serial
+// is base_serial. It MUST NOT guess otherwise: when it does not hold
+// base_serial, or cannot apply the update (an upserted key its map does not
+// list), it drops the stream and opens a new Sync, whose first message is a
+// full map. An update whose serial is not above the held map's is dropped
+// like an older map.
+type MapUpdate struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Serial          uint64                 `protobuf:"varint,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	BaseSerial      uint64                 `protobuf:"varint,2,opt,name=base_serial,json=baseSerial,proto3" json:"base_serial,omitempty"`
+	UpsertPeers     []*RemotePeer          `protobuf:"bytes,3,rep,name=upsert_peers,json=upsertPeers,proto3" json:"upsert_peers,omitempty"`
+	RemovedPeerKeys []string               `protobuf:"bytes,4,rep,name=removed_peer_keys,json=removedPeerKeys,proto3" json:"removed_peer_keys,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *MapUpdate) Reset() {
+	*x = MapUpdate{}
+	mi := &file_api_control_v1_control_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MapUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MapUpdate) ProtoMessage() {}
+
+func (x *MapUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_api_control_v1_control_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MapUpdate.ProtoReflect.Descriptor instead.
+func (*MapUpdate) Descriptor() ([]byte, []int) {
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *MapUpdate) GetSerial() uint64 {
+	if x != nil {
+		return x.Serial
+	}
+	return 0
+}
+
+func (x *MapUpdate) GetBaseSerial() uint64 {
+	if x != nil {
+		return x.BaseSerial
+	}
+	return 0
+}
+
+func (x *MapUpdate) GetUpsertPeers() []*RemotePeer {
+	if x != nil {
+		return x.UpsertPeers
+	}
+	return nil
+}
+
+func (x *MapUpdate) GetRemovedPeerKeys() []string {
+	if x != nil {
+		return x.RemovedPeerKeys
+	}
+	return nil
+}
+
 // NetworkMap is everything a peer needs to take part in the network.
 type NetworkMap struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -675,7 +777,7 @@ type NetworkMap struct {
 
 func (x *NetworkMap) Reset() {
 	*x = NetworkMap{}
-	mi := &file_api_control_v1_control_proto_msgTypes[8]
+	mi := &file_api_control_v1_control_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -687,7 +789,7 @@ func (x *NetworkMap) String() string {
 func (*NetworkMap) ProtoMessage() {}
 
 func (x *NetworkMap) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[8]
+	mi := &file_api_control_v1_control_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -700,7 +802,7 @@ func (x *NetworkMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkMap.ProtoReflect.Descriptor instead.
 func (*NetworkMap) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{8}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *NetworkMap) GetSerial() uint64 {
@@ -786,7 +888,7 @@ type SelfConfig struct {
 
 func (x *SelfConfig) Reset() {
 	*x = SelfConfig{}
-	mi := &file_api_control_v1_control_proto_msgTypes[9]
+	mi := &file_api_control_v1_control_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +900,7 @@ func (x *SelfConfig) String() string {
 func (*SelfConfig) ProtoMessage() {}
 
 func (x *SelfConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[9]
+	mi := &file_api_control_v1_control_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +913,7 @@ func (x *SelfConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SelfConfig.ProtoReflect.Descriptor instead.
 func (*SelfConfig) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{9}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SelfConfig) GetPeerId() string {
@@ -886,7 +988,7 @@ type RemotePeer struct {
 
 func (x *RemotePeer) Reset() {
 	*x = RemotePeer{}
-	mi := &file_api_control_v1_control_proto_msgTypes[10]
+	mi := &file_api_control_v1_control_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +1000,7 @@ func (x *RemotePeer) String() string {
 func (*RemotePeer) ProtoMessage() {}
 
 func (x *RemotePeer) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[10]
+	mi := &file_api_control_v1_control_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +1013,7 @@ func (x *RemotePeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemotePeer.ProtoReflect.Descriptor instead.
 func (*RemotePeer) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{10}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RemotePeer) GetPublicKey() string {
@@ -973,7 +1075,7 @@ type PortRange struct {
 
 func (x *PortRange) Reset() {
 	*x = PortRange{}
-	mi := &file_api_control_v1_control_proto_msgTypes[11]
+	mi := &file_api_control_v1_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1087,7 @@ func (x *PortRange) String() string {
 func (*PortRange) ProtoMessage() {}
 
 func (x *PortRange) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[11]
+	mi := &file_api_control_v1_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1100,7 @@ func (x *PortRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortRange.ProtoReflect.Descriptor instead.
 func (*PortRange) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{11}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PortRange) GetStart() uint32 {
@@ -1030,7 +1132,7 @@ type FirewallRule struct {
 
 func (x *FirewallRule) Reset() {
 	*x = FirewallRule{}
-	mi := &file_api_control_v1_control_proto_msgTypes[12]
+	mi := &file_api_control_v1_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1042,7 +1144,7 @@ func (x *FirewallRule) String() string {
 func (*FirewallRule) ProtoMessage() {}
 
 func (x *FirewallRule) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[12]
+	mi := &file_api_control_v1_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1055,7 +1157,7 @@ func (x *FirewallRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FirewallRule.ProtoReflect.Descriptor instead.
 func (*FirewallRule) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{12}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FirewallRule) GetPeerIp() string {
@@ -1108,7 +1210,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_api_control_v1_control_proto_msgTypes[13]
+	mi := &file_api_control_v1_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1120,7 +1222,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[13]
+	mi := &file_api_control_v1_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1133,7 +1235,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{13}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Route) GetId() string {
@@ -1189,7 +1291,7 @@ type DNSConfig struct {
 
 func (x *DNSConfig) Reset() {
 	*x = DNSConfig{}
-	mi := &file_api_control_v1_control_proto_msgTypes[14]
+	mi := &file_api_control_v1_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1201,7 +1303,7 @@ func (x *DNSConfig) String() string {
 func (*DNSConfig) ProtoMessage() {}
 
 func (x *DNSConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[14]
+	mi := &file_api_control_v1_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1214,7 +1316,7 @@ func (x *DNSConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSConfig.ProtoReflect.Descriptor instead.
 func (*DNSConfig) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{14}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DNSConfig) GetDomain() string {
@@ -1250,7 +1352,7 @@ type NameserverGroup struct {
 
 func (x *NameserverGroup) Reset() {
 	*x = NameserverGroup{}
-	mi := &file_api_control_v1_control_proto_msgTypes[15]
+	mi := &file_api_control_v1_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1262,7 +1364,7 @@ func (x *NameserverGroup) String() string {
 func (*NameserverGroup) ProtoMessage() {}
 
 func (x *NameserverGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[15]
+	mi := &file_api_control_v1_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1275,7 +1377,7 @@ func (x *NameserverGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NameserverGroup.ProtoReflect.Descriptor instead.
 func (*NameserverGroup) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{15}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NameserverGroup) GetName() string {
@@ -1311,7 +1413,7 @@ type DNSRecord struct {
 
 func (x *DNSRecord) Reset() {
 	*x = DNSRecord{}
-	mi := &file_api_control_v1_control_proto_msgTypes[16]
+	mi := &file_api_control_v1_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1425,7 @@ func (x *DNSRecord) String() string {
 func (*DNSRecord) ProtoMessage() {}
 
 func (x *DNSRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[16]
+	mi := &file_api_control_v1_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1438,7 @@ func (x *DNSRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSRecord.ProtoReflect.Descriptor instead.
 func (*DNSRecord) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{16}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DNSRecord) GetName() string {
@@ -1380,7 +1482,7 @@ type RelayServer struct {
 
 func (x *RelayServer) Reset() {
 	*x = RelayServer{}
-	mi := &file_api_control_v1_control_proto_msgTypes[17]
+	mi := &file_api_control_v1_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1494,7 @@ func (x *RelayServer) String() string {
 func (*RelayServer) ProtoMessage() {}
 
 func (x *RelayServer) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[17]
+	mi := &file_api_control_v1_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1507,7 @@ func (x *RelayServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayServer.ProtoReflect.Descriptor instead.
 func (*RelayServer) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{17}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RelayServer) GetUrls() []string {
@@ -1446,7 +1548,7 @@ type ErrorDetail struct {
 
 func (x *ErrorDetail) Reset() {
 	*x = ErrorDetail{}
-	mi := &file_api_control_v1_control_proto_msgTypes[18]
+	mi := &file_api_control_v1_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1458,7 +1560,7 @@ func (x *ErrorDetail) String() string {
 func (*ErrorDetail) ProtoMessage() {}
 
 func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[18]
+	mi := &file_api_control_v1_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1471,7 +1573,7 @@ func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
 func (*ErrorDetail) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{18}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ErrorDetail) GetReason() Reason {
@@ -1506,13 +1608,21 @@ const file_api_control_v1_control_proto_rawDesc = "" +
 	"\tsetup_key\x18\x02 \x01(\tR\bsetupKey\x12.\n" +
 	"\x04meta\x18\x03 \x01(\v2\x1a.meshd.control.v1.PeerMetaR\x04meta\"A\n" +
 	"\rLoginResponse\x120\n" +
-	"\x04self\x18\x01 \x01(\v2\x1c.meshd.control.v1.SelfConfigR\x04self\"\x8f\x01\n" +
+	"\x04self\x18\x01 \x01(\v2\x1c.meshd.control.v1.SelfConfigR\x04self\"\xb6\x01\n" +
 	"\vSyncRequest\x12-\n" +
 	"\x05proof\x18\x01 \x01(\v2\x17.meshd.control.v1.ProofR\x05proof\x12.\n" +
 	"\x04meta\x18\x02 \x01(\v2\x1a.meshd.control.v1.PeerMetaR\x04meta\x12!\n" +
-	"\fknown_serial\x18\x03 \x01(\x04R\vknownSerial\">\n" +
+	"\fknown_serial\x18\x03 \x01(\x04R\vknownSerial\x12%\n" +
+	"\x0eaccept_updates\x18\x04 \x01(\bR\racceptUpdates\"s\n" +
 	"\fSyncResponse\x12.\n" +
-	"\x03map\x18\x01 \x01(\v2\x1c.meshd.control.v1.NetworkMapR\x03map\"\xad\x03\n" +
+	"\x03map\x18\x01 \x01(\v2\x1c.meshd.control.v1.NetworkMapR\x03map\x123\n" +
+	"\x06update\x18\x02 \x01(\v2\x1b.meshd.control.v1.MapUpdateR\x06update\"\xb1\x01\n" +
+	"\tMapUpdate\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\x04R\x06serial\x12\x1f\n" +
+	"\vbase_serial\x18\x02 \x01(\x04R\n" +
+	"baseSerial\x12?\n" +
+	"\fupsert_peers\x18\x03 \x03(\v2\x1c.meshd.control.v1.RemotePeerR\vupsertPeers\x12*\n" +
+	"\x11removed_peer_keys\x18\x04 \x03(\tR\x0fremovedPeerKeys\"\xad\x03\n" +
 	"\n" +
 	"NetworkMap\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\x04R\x06serial\x120\n" +
@@ -1628,7 +1738,7 @@ func file_api_control_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_api_control_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_api_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_api_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_api_control_v1_control_proto_goTypes = []any{
 	(Direction)(0),                // 0: meshd.control.v1.Direction
 	(Protocol)(0),                 // 1: meshd.control.v1.Protocol
@@ -1641,53 +1751,56 @@ var file_api_control_v1_control_proto_goTypes = []any{
 	(*LoginResponse)(nil),         // 8: meshd.control.v1.LoginResponse
 	(*SyncRequest)(nil),           // 9: meshd.control.v1.SyncRequest
 	(*SyncResponse)(nil),          // 10: meshd.control.v1.SyncResponse
-	(*NetworkMap)(nil),            // 11: meshd.control.v1.NetworkMap
-	(*SelfConfig)(nil),            // 12: meshd.control.v1.SelfConfig
-	(*RemotePeer)(nil),            // 13: meshd.control.v1.RemotePeer
-	(*PortRange)(nil),             // 14: meshd.control.v1.PortRange
-	(*FirewallRule)(nil),          // 15: meshd.control.v1.FirewallRule
-	(*Route)(nil),                 // 16: meshd.control.v1.Route
-	(*DNSConfig)(nil),             // 17: meshd.control.v1.DNSConfig
-	(*NameserverGroup)(nil),       // 18: meshd.control.v1.NameserverGroup
-	(*DNSRecord)(nil),             // 19: meshd.control.v1.DNSRecord
-	(*RelayServer)(nil),           // 20: meshd.control.v1.RelayServer
-	(*ErrorDetail)(nil),           // 21: meshd.control.v1.ErrorDetail
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*MapUpdate)(nil),             // 11: meshd.control.v1.MapUpdate
+	(*NetworkMap)(nil),            // 12: meshd.control.v1.NetworkMap
+	(*SelfConfig)(nil),            // 13: meshd.control.v1.SelfConfig
+	(*RemotePeer)(nil),            // 14: meshd.control.v1.RemotePeer
+	(*PortRange)(nil),             // 15: meshd.control.v1.PortRange
+	(*FirewallRule)(nil),          // 16: meshd.control.v1.FirewallRule
+	(*Route)(nil),                 // 17: meshd.control.v1.Route
+	(*DNSConfig)(nil),             // 18: meshd.control.v1.DNSConfig
+	(*NameserverGroup)(nil),       // 19: meshd.control.v1.NameserverGroup
+	(*DNSRecord)(nil),             // 20: meshd.control.v1.DNSRecord
+	(*RelayServer)(nil),           // 21: meshd.control.v1.RelayServer
+	(*ErrorDetail)(nil),           // 22: meshd.control.v1.ErrorDetail
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
 }
 var file_api_control_v1_control_proto_depIdxs = []int32{
-	22, // 0: meshd.control.v1.ChallengeResponse.expires:type_name -> google.protobuf.Timestamp
+	23, // 0: meshd.control.v1.ChallengeResponse.expires:type_name -> google.protobuf.Timestamp
 	5,  // 1: meshd.control.v1.LoginRequest.proof:type_name -> meshd.control.v1.Proof
 	6,  // 2: meshd.control.v1.LoginRequest.meta:type_name -> meshd.control.v1.PeerMeta
-	12, // 3: meshd.control.v1.LoginResponse.self:type_name -> meshd.control.v1.SelfConfig
+	13, // 3: meshd.control.v1.LoginResponse.self:type_name -> meshd.control.v1.SelfConfig
 	5,  // 4: meshd.control.v1.SyncRequest.proof:type_name -> meshd.control.v1.Proof
 	6,  // 5: meshd.control.v1.SyncRequest.meta:type_name -> meshd.control.v1.PeerMeta
-	11, // 6: meshd.control.v1.SyncResponse.map:type_name -> meshd.control.v1.NetworkMap
-	12, // 7: meshd.control.v1.NetworkMap.self:type_name -> meshd.control.v1.SelfConfig
-	13, // 8: meshd.control.v1.NetworkMap.peers:type_name -> meshd.control.v1.RemotePeer
-	15, // 9: meshd.control.v1.NetworkMap.firewall_rules:type_name -> meshd.control.v1.FirewallRule
-	16, // 10: meshd.control.v1.NetworkMap.routes:type_name -> meshd.control.v1.Route
-	17, // 11: meshd.control.v1.NetworkMap.dns:type_name -> meshd.control.v1.DNSConfig
-	20, // 12: meshd.control.v1.NetworkMap.relays:type_name -> meshd.control.v1.RelayServer
-	22, // 13: meshd.control.v1.SelfConfig.login_expires:type_name -> google.protobuf.Timestamp
-	22, // 14: meshd.control.v1.RemotePeer.last_seen:type_name -> google.protobuf.Timestamp
-	0,  // 15: meshd.control.v1.FirewallRule.direction:type_name -> meshd.control.v1.Direction
-	1,  // 16: meshd.control.v1.FirewallRule.protocol:type_name -> meshd.control.v1.Protocol
-	14, // 17: meshd.control.v1.FirewallRule.ports:type_name -> meshd.control.v1.PortRange
-	18, // 18: meshd.control.v1.DNSConfig.nameserver_groups:type_name -> meshd.control.v1.NameserverGroup
-	19, // 19: meshd.control.v1.DNSConfig.records:type_name -> meshd.control.v1.DNSRecord
-	22, // 20: meshd.control.v1.RelayServer.expires:type_name -> google.protobuf.Timestamp
-	2,  // 21: meshd.control.v1.ErrorDetail.reason:type_name -> meshd.control.v1.Reason
-	3,  // 22: meshd.control.v1.ControlService.Challenge:input_type -> meshd.control.v1.ChallengeRequest
-	7,  // 23: meshd.control.v1.ControlService.Login:input_type -> meshd.control.v1.LoginRequest
-	9,  // 24: meshd.control.v1.ControlService.Sync:input_type -> meshd.control.v1.SyncRequest
-	4,  // 25: meshd.control.v1.ControlService.Challenge:output_type -> meshd.control.v1.ChallengeResponse
-	8,  // 26: meshd.control.v1.ControlService.Login:output_type -> meshd.control.v1.LoginResponse
-	10, // 27: meshd.control.v1.ControlService.Sync:output_type -> meshd.control.v1.SyncResponse
-	25, // [25:28] is the sub-list for method output_type
-	22, // [22:25] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	12, // 6: meshd.control.v1.SyncResponse.map:type_name -> meshd.control.v1.NetworkMap
+	11, // 7: meshd.control.v1.SyncResponse.update:type_name -> meshd.control.v1.MapUpdate
+	14, // 8: meshd.control.v1.MapUpdate.upsert_peers:type_name -> meshd.control.v1.RemotePeer
+	13, // 9: meshd.control.v1.NetworkMap.self:type_name -> meshd.control.v1.SelfConfig
+	14, // 10: meshd.control.v1.NetworkMap.peers:type_name -> meshd.control.v1.RemotePeer
+	16, // 11: meshd.control.v1.NetworkMap.firewall_rules:type_name -> meshd.control.v1.FirewallRule
+	17, // 12: meshd.control.v1.NetworkMap.routes:type_name -> meshd.control.v1.Route
+	18, // 13: meshd.control.v1.NetworkMap.dns:type_name -> meshd.control.v1.DNSConfig
+	21, // 14: meshd.control.v1.NetworkMap.relays:type_name -> meshd.control.v1.RelayServer
+	23, // 15: meshd.control.v1.SelfConfig.login_expires:type_name -> google.protobuf.Timestamp
+	23, // 16: meshd.control.v1.RemotePeer.last_seen:type_name -> google.protobuf.Timestamp
+	0,  // 17: meshd.control.v1.FirewallRule.direction:type_name -> meshd.control.v1.Direction
+	1,  // 18: meshd.control.v1.FirewallRule.protocol:type_name -> meshd.control.v1.Protocol
+	15, // 19: meshd.control.v1.FirewallRule.ports:type_name -> meshd.control.v1.PortRange
+	19, // 20: meshd.control.v1.DNSConfig.nameserver_groups:type_name -> meshd.control.v1.NameserverGroup
+	20, // 21: meshd.control.v1.DNSConfig.records:type_name -> meshd.control.v1.DNSRecord
+	23, // 22: meshd.control.v1.RelayServer.expires:type_name -> google.protobuf.Timestamp
+	2,  // 23: meshd.control.v1.ErrorDetail.reason:type_name -> meshd.control.v1.Reason
+	3,  // 24: meshd.control.v1.ControlService.Challenge:input_type -> meshd.control.v1.ChallengeRequest
+	7,  // 25: meshd.control.v1.ControlService.Login:input_type -> meshd.control.v1.LoginRequest
+	9,  // 26: meshd.control.v1.ControlService.Sync:input_type -> meshd.control.v1.SyncRequest
+	4,  // 27: meshd.control.v1.ControlService.Challenge:output_type -> meshd.control.v1.ChallengeResponse
+	8,  // 28: meshd.control.v1.ControlService.Login:output_type -> meshd.control.v1.LoginResponse
+	10, // 29: meshd.control.v1.ControlService.Sync:output_type -> meshd.control.v1.SyncResponse
+	27, // [27:30] is the sub-list for method output_type
+	24, // [24:27] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_api_control_v1_control_proto_init() }
@@ -1701,7 +1814,7 @@ func file_api_control_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_control_v1_control_proto_rawDesc), len(file_api_control_v1_control_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

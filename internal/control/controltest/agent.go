@@ -35,6 +35,9 @@ type AgentOptions struct {
 	Stalled bool
 	// NoSync: log in only; the test starts Sync with StartSync.
 	NoSync bool
+	// FullMapsOnly: the agent does not ask for map updates (as agents
+	// before them).
+	FullMapsOnly bool
 }
 
 // Agent is a fake agent: a real key and a controlclient, recording the maps
@@ -91,7 +94,8 @@ func (h *Harness) NewAgent(o AgentOptions) *Agent {
 	}
 	c, err := controlclient.New(controlclient.Options{URL: h.URL, Private: o.Key, HTTPClient: hc, Log: log,
 		Meta:       controlclient.Meta{Hostname: o.Hostname, OS: "linux", Version: "test"},
-		MinBackoff: 5 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, HeartbeatTimeout: 5 * time.Second})
+		MinBackoff: 5 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, HeartbeatTimeout: 5 * time.Second,
+		FullMapsOnly: o.FullMapsOnly})
 	if err != nil {
 		h.tb.Fatal(err)
 	}

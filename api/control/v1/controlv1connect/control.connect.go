@@ -53,8 +53,13 @@ type ControlServiceClient interface {
 	Login(context.Context, *connect.Request[v1.LoginRequest]) (*connect.Response[v1.LoginResponse], error)
 	// Sync streams network maps. The first message is the full map; after that
 	// a new map whenever something that affects this peer changes. Messages
-	// without a map are heartbeats. Serials only grow: an agent MUST drop a map
-	// whose serial is lower than the one it holds.
+	// with neither a map nor an update are heartbeats. Serials only grow: an
+	// agent MUST drop a map whose serial is lower than the one it holds.
+	//
+	// An agent that sets SyncRequest.accept_updates may also receive a
+	// MapUpdate instead of a map (see MapUpdate for how to apply it). Control
+	// never sends updates to an agent that did not ask for them, so agents
+	// older than MapUpdate keep receiving full maps only.
 	Sync(context.Context, *connect.Request[v1.SyncRequest]) (*connect.ServerStreamForClient[v1.SyncResponse], error)
 }
 
@@ -121,8 +126,13 @@ type ControlServiceHandler interface {
 	Login(context.Context, *connect.Request[v1.LoginRequest]) (*connect.Response[v1.LoginResponse], error)
 	// Sync streams network maps. The first message is the full map; after that
 	// a new map whenever something that affects this peer changes. Messages
-	// without a map are heartbeats. Serials only grow: an agent MUST drop a map
-	// whose serial is lower than the one it holds.
+	// with neither a map nor an update are heartbeats. Serials only grow: an
+	// agent MUST drop a map whose serial is lower than the one it holds.
+	//
+	// An agent that sets SyncRequest.accept_updates may also receive a
+	// MapUpdate instead of a map (see MapUpdate for how to apply it). Control
+	// never sends updates to an agent that did not ask for them, so agents
+	// older than MapUpdate keep receiving full maps only.
 	Sync(context.Context, *connect.Request[v1.SyncRequest], *connect.ServerStream[v1.SyncResponse]) error
 }
 

@@ -1,0 +1,63 @@
+package control
+
+import (
+	"maps"
+	"slices"
+	"testing"
+)
+
+func newTestConn(updates bool) *conn {
+	return &conn{peerID: "self", updates: updates, wake: make(chan struct{}, 1), kick: make(chan error, 1)}
+}
+
+func boxEntries(b mailbox) []string { return slices.Sorted(maps.Keys(b.entries)) }
+
+// Rounds posted while a stream does not look merge: entries add up and
+// carry the newest round's index, a whole map absorbs entries before and
+// after it, and one wake-up stays pending.
+func TestMailboxMerges(t *testing.T) {
+	s1, s2, s3 := &snapshot{gen: 1}, &snapshot{gen: 2}, &snapshot{gen: 3}
+	c := newTestConn(true)
+	c.post(s1, false, []string{"x"})
+	c.post(s2, false, []string{"y", "x"})
+	if len(c.wake) != 1 {
+		t.Fatalf("%d wake-ups pending, want 1", len(c.wake))
+	}
+	b := c.take()
+	if b.full || b.snap != s2 || !slices.Equal(boxEntries(b), []string{"x", "y"}) {
+		t.Fatalf("box = %+v, want entries x y of round 2", b)
+	}
+	if b := c.take(); b.snap != nil || b.full || len(b.entries) != 0 {
+		t.Fatalf("taken box not empty: %+v", b)
+	}
+
+	c.post(s1, false, []string{"x"})
+	c.post(s2, true, nil)
+	c.post(s3, false, []string{"y"})
+	if b := c.take(); !b.full || b.snap != s3 || len(b.entries) != 0 {
+		t.Fatalf("box = %+v, want the whole map as of round 3", b)
+	}
+
+	// An agent that does not take updates gets whole maps only.
+	old := newTestConn(false)
+	old.post(s1, false, []string{"x"})
+	if b := old.take(); !b.full {
+		t.Fatalf("box of an agent without updates = %+v", b)
+	}
+
+	// Too many entries: the whole map.
+	many := make([]string, maxUpdateEntries)
+	for i := range many {
+		many[i] = string(rune('a'+i%26)) + string(rune('a'+i/26))
+	}
+	c.post(s1, false, many[:maxUpdateEntries/2])
+	c.post(s2, false, many[maxUpdateEntries/2:])
+	if b := c.take(); b.full {
+		t.Fatalf("%d entries made a whole map", maxUpdateEntries)
+	}
+	c.post(s1, false, many)
+	c.post(s2, false, []string{"one more"})
+	if b := c.take(); !b.full || len(b.entries) != 0 {
+		t.Fatalf("%d entries: box %v entries, want the whole map", maxUpdateEntries+1, len(b.entries))
+	}
+}
