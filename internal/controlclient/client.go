@@ -323,24 +323,34 @@ func apply(base *controlv1.NetworkMap, u *controlv1.MapUpdate) (*controlv1.Netwo
 	if base == nil || base.Serial != u.BaseSerial {
 		return nil, fmt.Errorf("base %d, held %d", u.BaseSerial, base.GetSerial())
 	}
-	pos := make(map[string]int, len(base.Peers))
-	for i, p := range base.Peers {
-		pos[p.PublicKey] = i
-	}
-	peers := slices.Clone(base.Peers)
+	// One pass over the base's peers, looking up the few keys the update
+	// names (not a map of every peer).
+	upsert := make(map[string]*controlv1.RemotePeer, len(u.UpsertPeers))
 	for _, p := range u.UpsertPeers {
-		i, ok := pos[p.PublicKey]
-		if !ok {
-			return nil, fmt.Errorf("peer %s is not in map %d", p.PublicKey, base.Serial)
-		}
-		peers[i] = p
+		upsert[p.PublicKey] = p
 	}
-	if len(u.RemovedPeerKeys) > 0 {
-		gone := make(map[string]bool, len(u.RemovedPeerKeys))
-		for _, k := range u.RemovedPeerKeys {
-			gone[k] = true
+	gone := make(map[string]bool, len(u.RemovedPeerKeys))
+	for _, k := range u.RemovedPeerKeys {
+		gone[k] = true
+	}
+	peers := make([]*controlv1.RemotePeer, 0, len(base.Peers))
+	found := 0
+	for _, p := range base.Peers {
+		if q, ok := upsert[p.PublicKey]; ok {
+			p = q
+			found++
 		}
-		peers = slices.DeleteFunc(peers, func(p *controlv1.RemotePeer) bool { return gone[p.PublicKey] })
+		if !gone[p.PublicKey] {
+			peers = append(peers, p)
+		}
+	}
+	if found != len(upsert) {
+		for k := range upsert {
+			if !slices.ContainsFunc(base.Peers, func(p *controlv1.RemotePeer) bool { return p.PublicKey == k }) {
+				return nil, fmt.Errorf("peer %s is not in map %d", k, base.Serial)
+			}
+		}
+		return nil, fmt.Errorf("map %d lists a peer twice", base.Serial)
 	}
 	// A shallow copy of every field base has, whatever fields the map
 	// gains later; then the new serial and peers.
