@@ -77,7 +77,7 @@ func (a *account) createAdminToken(ctx context.Context, actor, current string, m
 			return nil, conflictf("an admin token named %q exists already", t.Name)
 		}
 	}
-	t, plain, err := newAdminToken(a.id, name, a.s.now())
+	t, plain, err := newAdminToken(a.id, name, a.stamp()) // listed in creation order, also within a clock tick
 	if err != nil {
 		return nil, err
 	}
