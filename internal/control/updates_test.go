@@ -65,10 +65,11 @@ func peerOnline(name string, online bool) func(*controltest.Map) bool {
 func checkLatest(t *testing.T, h *controltest.Harness, as ...*controltest.Agent) {
 	t.Helper()
 	for _, a := range as {
-		got, want := a.Latest(), freshMap(t, h, a)
-		if !sameMap(got, want) {
-			t.Fatalf("%s holds\n%v\nbut a fresh sync gives\n%v", a.Name, got, want)
-		}
+		// The agent may still be receiving the last change (tests wait for
+		// one agent only): wait, within the harness's patience, for the map
+		// a fresh sync gives.
+		want := freshMap(t, h, a)
+		a.WaitFor(t, "the map a fresh sync gives:\n"+want.String(), func(m *controltest.Map) bool { return sameMap(m, want) })
 		if s := a.Serials(); !slices.IsSorted(s) || len(slices.Compact(slices.Clone(s))) != len(s) {
 			t.Fatalf("%s serials not strictly increasing: %v", a.Name, s)
 		}
