@@ -19,7 +19,17 @@ import (
 	"meshd/wg/wgtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain checks that no goroutine outlives the tests, but for pion's
+// watcher of one muxed ICE conn (UDPMuxDefault.GetConn.func1), which ends
+// only when its conn or the mux closes: it was left once, under heavy load,
+// at the end of a full `go test ./...`, with no other goroutine of its
+// agent or mux left. pion v3.0.16 does not close a server-reflexive mux
+// conn whose candidate could not be added to an agent closing meanwhile
+// (gather.go, gatherCandidatesSrflxUDPMux), the likeliest source; not
+// reproduced in isolation (see the closing note of issue 6).
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/pion/ice/v3.(*UDPMuxDefault).GetConn.func1"))
+}
 
 // node is one engine on fakes, with the devices it made.
 type node struct {
