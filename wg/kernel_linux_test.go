@@ -2,57 +2,24 @@ package wg
 
 import (
 	"errors"
-	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 
 	"go.uber.org/zap/zaptest"
-	"golang.org/x/sys/unix"
 
 	controlv1 "meshd/api/control/v1"
 	"meshd/internal/filter"
 	"meshd/internal/filter/nftfilter"
 	"meshd/internal/keys"
+	"meshd/internal/netnstest"
 )
 
-// inKernelNS makes a namespace "kf-wg-<pid>" (deleted in cleanup) and
-// returns its name and a function that runs fn on an OS thread inside it.
+// inKernelNS makes a namespace "kf-wg-<pid>-<n>" (netnstest.New).
 func inKernelNS(tb testing.TB) (string, func(fn func())) {
 	tb.Helper()
-	if os.Geteuid() != 0 {
-		tb.Skip("needs root (network namespaces, nftables)")
-	}
-	for _, bin := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			tb.Skipf("no %s", bin)
-		}
-	}
-	name := fmt.Sprintf("kf-wg-%d", os.Getpid())
-	run(tb, "ip", "netns", "add", name)
-	tb.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	return name, func(fn func()) {
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-			fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				tb.Errorf("open netns: %v", err)
-				return
-			}
-			defer unix.Close(fd)
-			if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-				tb.Errorf("setns: %v", err)
-				return
-			}
-			fn()
-		}()
-		<-done
-	}
+	return netnstest.New(tb, "kf-wg", "nft")
 }
 
 type opaqueFilter struct{}

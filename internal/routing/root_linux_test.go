@@ -1,56 +1,20 @@
 package routing
 
 import (
-	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
-	"runtime"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"go.uber.org/zap/zaptest"
-	"golang.org/x/sys/unix"
+
+	"meshd/internal/netnstest"
 )
 
-var nsSeq atomic.Int32
-
-// netns makes a network namespace named "mrt-<pid>-<n>" (deleted in
-// cleanup) and returns its name and a function that runs fn on an OS thread
-// inside it (the thread is discarded afterwards).
+// netns makes a namespace "mrt-<pid>-<n>" (netnstest.New).
 func netns(tb testing.TB) (string, func(fn func())) {
 	tb.Helper()
-	if os.Geteuid() != 0 {
-		tb.Skip("needs root (network namespaces, nftables)")
-	}
-	if _, err := exec.LookPath("nft"); err != nil {
-		tb.Skip("nft is not installed")
-	}
-	name := fmt.Sprintf("mrt-%d-%d", os.Getpid(), nsSeq.Add(1))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		tb.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	tb.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	return name, func(fn func()) {
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-			fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				tb.Errorf("open netns: %v", err)
-				return
-			}
-			defer unix.Close(fd)
-			if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-				tb.Errorf("setns: %v", err)
-				return
-			}
-			fn()
-		}()
-		<-done
-	}
+	return netnstest.New(tb, "mrt", "nft")
 }
 
 func inNS(tb testing.TB, ns string, args ...string) string {

@@ -6,21 +6,18 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/zap/zaptest"
-	"golang.org/x/sys/unix"
 
 	controlv1 "meshd/api/control/v1"
 	"meshd/internal/filter"
+	"meshd/internal/netnstest"
 )
 
 // The root tier: a veth pair between two namespaces the test makes stands
@@ -29,45 +26,11 @@ import (
 // (100.64.0.2, fd00:64::2) and bob (100.64.0.3) on the other end. Real
 // TCP connects and pings show what passes.
 
-var nsSeq atomic.Int32
-
-// netns makes a network namespace named "kf-<pid>-<n>" (deleted in
-// cleanup, also when the test fails) and returns its name and a function
-// that runs fn on an OS thread inside it (the thread is discarded after).
+// netns makes a namespace "kf-<pid>-<n>" (netnstest.New): the tests need
+// ip, nft and ping.
 func netns(tb testing.TB) (string, func(fn func())) {
 	tb.Helper()
-	if os.Geteuid() != 0 {
-		tb.Skip("needs root (network namespaces, nftables)")
-	}
-	for _, bin := range []string{"ip", "nft", "ping"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			tb.Skipf("%s is not installed", bin)
-		}
-	}
-	name := fmt.Sprintf("kf-%d-%d", os.Getpid(), nsSeq.Add(1))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		tb.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	tb.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	return name, func(fn func()) {
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-			fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				tb.Errorf("open netns: %v", err)
-				return
-			}
-			defer unix.Close(fd)
-			if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-				tb.Errorf("setns: %v", err)
-				return
-			}
-			fn()
-		}()
-		<-done
-	}
+	return netnstest.New(tb, "kf", "nft", "ping")
 }
 
 func inNS(tb testing.TB, ns string, args ...string) (string, error) {
