@@ -126,10 +126,9 @@ type PeerStats struct {
 type Counters struct {
 	// RxBytes and TxBytes: WireGuard messages (data, keepalives,
 	// handshakes; not STUN) received and sent, over the UDP socket and
-	// relayed paths together, in userspace and netstack modes (zero in
-	// kernel mode, where packets never pass through this process). Cheap
-	// to read: the agent's memory trimmer polls them to tell a quiet
-	// tunnel.
+	// relayed paths together, in every mode (kernel mode's pass through
+	// the bind by its proxy). Cheap to read: the agent's memory trimmer
+	// polls them to tell a quiet tunnel.
 	RxBytes, TxBytes uint64
 	// STUNDropped: STUN messages that arrived on the WireGuard socket while
 	// ICE did not read STUNConn (absent or too slow).

@@ -398,11 +398,14 @@ func (d *kernelDevice) SetRelayed(k keys.Key, c net.Conn) error {
 // (a netlink dump; the memory trimmer polls Counters every second).
 const fwDropsEvery = 5 * time.Second
 
-// Counters reports the bind's drops and the firewall table's (Config.Filter
-// does not run here), the latter at most fwDropsEvery old.
+// Counters reports the bind's traffic and drops (every WireGuard message
+// of the kernel's passes through it, by the proxy) and the firewall table's
+// drops (Config.Filter does not run here), the latter at most fwDropsEvery
+// old.
 func (d *kernelDevice) Counters() Counters {
 	var c Counters
 	c.STUNDropped, c.RelayDropped = d.bind.Drops()
+	c.RxBytes, c.TxBytes = d.bind.Traffic()
 	if d.fw == nil {
 		return c
 	}
