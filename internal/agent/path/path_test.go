@@ -436,6 +436,24 @@ func quietUntil(t *testing.T, m *Machine, from, to time.Duration, hs time.Time) 
 	}
 }
 
+// relayThenDirect is a controlling machine whose relay connected first and
+// carried WireGuard's handshake (at 400ms), then whose direct session
+// connected at 3s and became the path.
+func relayThenDirect(t *testing.T) *Machine {
+	t.Helper()
+	ms := time.Millisecond
+	m := controlling()
+	run(t, m, []step{
+		{Started{at(0)}, []string{"start direct (no session)", "start relay (no direct path)"}},
+		{SessionStarted{at(0), Direct, 1}, nil},
+		{SessionStarted{at(0), Relay, 2}, nil},
+		{SessionChanged{at(300 * ms), Relay, 2, Connected, relayPair}, []string{"set relayed 2 " + relayPair.String()}},
+		{Tick{at(s), at(400 * ms)}, nil},
+		{SessionChanged{at(3 * s), Direct, 1, Connected, srflxPair}, []string{"set direct 1 " + srflxPair.String()}},
+	})
+	return m
+}
+
 // The bug of bench/NOTES.md: an address that appeared on the host (nothing
 // went away) restarted the direct session, the new session found the same
 // pair, and 20 s later the watchdog failed the working path because
@@ -604,15 +622,7 @@ func TestLostLocal(t *testing.T) {
 // the path: the relay closes RelayLinger after the switch.
 func TestRelayClosedAfterSwitchWithoutNewHandshake(t *testing.T) {
 	ms := time.Millisecond
-	m := controlling()
-	run(t, m, []step{
-		{Started{at(0)}, []string{"start direct (no session)", "start relay (no direct path)"}},
-		{SessionStarted{at(0), Direct, 1}, nil},
-		{SessionStarted{at(0), Relay, 2}, nil},
-		{SessionChanged{at(300 * ms), Relay, 2, Connected, relayPair}, []string{"set relayed 2 " + relayPair.String()}},
-		{Tick{at(s), at(400 * ms)}, nil},
-		{SessionChanged{at(3 * s), Direct, 1, Connected, srflxPair}, []string{"set direct 1 " + srflxPair.String()}},
-	})
+	m := relayThenDirect(t)
 	// No handshake after the switch: the one of 400ms is all there is.
 	for d := 4 * s; d < 3*s+DefaultRelayLinger+s; d += s {
 		if got := m.Step(Tick{at(d), at(400 * ms)}); got != nil {
@@ -636,14 +646,8 @@ func TestRelayClosedAfterSwitchWithoutNewHandshake(t *testing.T) {
 // linger starts over once the direct session recovers.
 func TestRelayStaysWhenDirectDropsDuringLinger(t *testing.T) {
 	ms := time.Millisecond
-	m := controlling()
+	m := relayThenDirect(t)
 	run(t, m, []step{
-		{Started{at(0)}, []string{"start direct (no session)", "start relay (no direct path)"}},
-		{SessionStarted{at(0), Direct, 1}, nil},
-		{SessionStarted{at(0), Relay, 2}, nil},
-		{SessionChanged{at(300 * ms), Relay, 2, Connected, relayPair}, []string{"set relayed 2 " + relayPair.String()}},
-		{Tick{at(s), at(400 * ms)}, nil},
-		{SessionChanged{at(3 * s), Direct, 1, Connected, srflxPair}, []string{"set direct 1 " + srflxPair.String()}},
 		{Tick{at(4 * s), at(400 * ms)}, nil},
 		// The checks stop being answered 20 s later.
 		{SessionChanged{at(24 * s), Direct, 1, Disconnected, Pair{}}, []string{"set relayed 2 " + relayPair.String()}},
