@@ -237,17 +237,6 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// moduleRoot is the directory of go.mod.
-func moduleRoot(tb testing.TB) string {
-	tb.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	gomod := strings.TrimSpace(string(out))
-	if err != nil || gomod == "" || gomod == os.DevNull {
-		tb.Fatalf("bench: find the module root: %v", err)
-	}
-	return filepath.Dir(gomod)
-}
-
 // wireguardGo returns the wireguard-go binary: $MESHD_BENCH_WIREGUARD_GO,
 // or one built from the module cache (go.mod's version) into tb's temp dir.
 func wireguardGo(tb testing.TB) string {
@@ -257,7 +246,11 @@ func wireguardGo(tb testing.TB) string {
 	}
 	bin := filepath.Join(tb.TempDir(), "wireguard-go")
 	cmd := exec.Command("go", "build", "-o", bin, "golang.zx2c4.com/wireguard")
-	cmd.Dir = moduleRoot(tb)
+	root, err := lab.ModuleRoot()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		tb.Fatalf("bench: build wireguard-go: %v\n%s", err, out)
 	}

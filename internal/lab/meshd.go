@@ -57,10 +57,9 @@ func Binary(tb testing.TB) string {
 			return
 		}
 		start := time.Now()
-		out, err := exec.Command("go", "env", "GOMOD").Output()
-		gomod := strings.TrimSpace(string(out))
-		if err != nil || gomod == "" || gomod == os.DevNull {
-			binErr = fmt.Errorf("lab: find the module root: %v", err)
+		root, err := ModuleRoot()
+		if err != nil {
+			binErr = err
 			return
 		}
 		if binDir, binErr = os.MkdirTemp("", "mlab-bin-"); binErr != nil {
@@ -68,7 +67,7 @@ func Binary(tb testing.TB) string {
 		}
 		binPath = filepath.Join(binDir, "meshd")
 		cmd := exec.Command("go", "build", "-o", binPath, ".")
-		cmd.Dir = filepath.Dir(gomod)
+		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			binErr = fmt.Errorf("lab: go build meshd: %v\n%s", err, out)
 			return
@@ -79,6 +78,16 @@ func Binary(tb testing.TB) string {
 		tb.Fatal(binErr)
 	}
 	return binPath
+}
+
+// ModuleRoot is the directory of meshd's go.mod (for go build).
+func ModuleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	gomod := strings.TrimSpace(string(out))
+	if err != nil || gomod == "" || gomod == os.DevNull {
+		return "", fmt.Errorf("lab: find the module root: %v", err)
+	}
+	return filepath.Dir(gomod), nil
 }
 
 func removeBinaryDir() {
