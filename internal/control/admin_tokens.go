@@ -7,8 +7,8 @@ package control
 
 import (
 	"context"
-	"slices"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -21,7 +21,7 @@ func (x *adminAPI) ListAdminTokens(ctx context.Context, req *connect.Request[adm
 	c := callerOf(ctx)
 	return handle(ctx, req, func(a *account, actor string, m *adminv1.ListAdminTokensRequest) (*adminv1.ListAdminTokensResponse, error) {
 		out := &adminv1.ListAdminTokensResponse{AdminTokens: []*adminv1.AdminToken{}}
-		for _, t := range a.adminTokens() {
+		for _, t := range sorted(a.adminTokens(), func(t *store.AdminToken) (time.Time, string) { return t.Created, t.ID }) {
 			out.AdminTokens = append(out.AdminTokens, tokenMsg(t, c.tokenID))
 		}
 		return out, nil
@@ -45,23 +45,17 @@ func tokenMsg(t *store.AdminToken, current string) *adminv1.AdminToken {
 	return &adminv1.AdminToken{Id: t.ID, Name: t.Name, Created: ts(t.Created), LastUsed: ts(t.LastUsed), Current: t.ID == current}
 }
 
-// adminTokens returns copies of the account's tokens, oldest first.
-func (a *account) adminTokens() []*store.AdminToken {
+// adminTokens returns copies of the account's tokens by id.
+func (a *account) adminTokens() map[string]*store.AdminToken {
 	a.s.mu.RLock()
 	defer a.s.mu.RUnlock()
-	var out []*store.AdminToken
+	out := map[string]*store.AdminToken{}
 	for _, t := range a.s.tokens {
 		if t.AccountID == a.id {
 			c := *t
-			out = append(out, &c)
+			out[c.ID] = &c
 		}
 	}
-	slices.SortFunc(out, func(x, y *store.AdminToken) int {
-		if c := x.Created.Compare(y.Created); c != 0 {
-			return c
-		}
-		return strings.Compare(x.ID, y.ID)
-	})
 	return out
 }
 
@@ -100,24 +94,14 @@ func (a *account) deleteAdminToken(ctx context.Context, actor string, m *adminv1
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	toks := a.adminTokens()
-	var t *store.AdminToken
-	for _, x := range toks {
-		if x.ID == m.Id {
-			t = x
-		}
-	}
-	for _, x := range toks {
-		if t == nil && strings.EqualFold(x.Name, strings.TrimSpace(m.Id)) {
-			t = x
-		}
-	}
-	if t == nil {
-		return nil, notFoundf("no admin token %q: see `meshd admin tokens list`", m.Id)
+	t, err := find(toks, m.Id, "admin token", "tokens", func(t *store.AdminToken) []string { return []string{t.Name} })
+	if err != nil {
+		return nil, err
 	}
 	if len(toks) == 1 {
 		return nil, conflictf("admin token %q is the account's last one: create another before deleting it", t.Name)
 	}
-	err := a.commit(ctx, audit{actor: actor, action: "admin_token.deleted", targetType: "admin_token", targetID: t.ID, targetName: t.Name},
+	err = a.commit(ctx, audit{actor: actor, action: "admin_token.deleted", targetType: "admin_token", targetID: t.ID, targetName: t.Name},
 		func(tx *store.Tx) error { return tx.DeleteAdminToken(t.ID) },
 		func() {
 			a.s.mu.Lock()
