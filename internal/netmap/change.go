@@ -93,12 +93,15 @@ func Impacts(old, cur *Index, c Change) Impact {
 	if c.All || old == nil {
 		return Impact{All: true}
 	}
+	// A round gathers a peer's every online flip: look at each peer once.
+	// Clip once so that appending does not write into the caller's arrays.
 	var entries []string
-	for _, x := range c.Entries {
+	c.Peers = slices.Clip(c.Peers)
+	for _, x := range slices.Compact(slices.Sorted(slices.Values(c.Entries))) {
 		if entryOnly(old, cur, x) {
 			entries = append(entries, x)
 		} else {
-			c.Peers = append(slices.Clip(c.Peers), x)
+			c.Peers = append(c.Peers, x)
 		}
 	}
 	c.Entries = nil
