@@ -192,10 +192,9 @@ func refusedOr(err error, what string) error {
 // An update that does not fit the map held (another base serial, an entry
 // the map does not list) is never guessed at: the client drops the stream
 // and opens a new one, which starts with a full map. onState (may be nil)
-// hears when
-// the stream is up (connected, nil) and when it drops (false, why). Sync
-// returns ctx.Err() when ctx ends, or a refusal that retrying cannot fix:
-// ErrPeerUnknown (deleted), ErrLoginExpired, ErrProofFailed.
+// hears when the stream is up (connected, nil) and when it drops (false,
+// why). Sync returns ctx.Err() when ctx ends, or a refusal that retrying
+// cannot fix: ErrPeerUnknown (deleted), ErrLoginExpired, ErrProofFailed.
 func (c *Client) Sync(ctx context.Context, onMap func(*controlv1.NetworkMap), onState func(connected bool, err error)) error {
 	if onState == nil {
 		onState = func(bool, error) {}
