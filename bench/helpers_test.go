@@ -112,7 +112,7 @@ func iperf(ctx context.Context, from, to *lab.Host, addr netip.Addr, secs int, a
 			}
 			return &res, nil
 		}
-		if !sleepCtx(ctx, 100*time.Millisecond) {
+		if !lab.Pause(ctx, 100*time.Millisecond) {
 			break
 		}
 	}
@@ -224,19 +224,6 @@ func probesString(ps []udpProbe) string {
 	return strings.Join(s, ", ")
 }
 
-// sleepCtx paces a polling loop: it waits d or until ctx ends and reports
-// whether ctx is still live. It never waits for a condition.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
 // wireguardGo returns the wireguard-go binary: $MESHD_BENCH_WIREGUARD_GO,
 // or one built from the module cache (go.mod's version) into tb's temp dir.
 func wireguardGo(tb testing.TB) string {
@@ -297,7 +284,7 @@ func startWGPair(ctx context.Context, tb testing.TB, a, b *lab.Host, mtu int) *w
 			if _, err := os.Stat(sock); err == nil {
 				break
 			}
-			if exited, _ := e.proc.Exited(); exited || !sleepCtx(wctx, 20*time.Millisecond) {
+			if exited, _ := e.proc.Exited(); exited || !lab.Pause(wctx, 20*time.Millisecond) {
 				cancel()
 				tb.Fatalf("wireguard-go on %s: no UAPI socket %s:\n%s", e.h.Name(), sock, e.proc.Output())
 			}

@@ -99,7 +99,7 @@ func BenchmarkAgentMemory(b *testing.B) {
 	l.Step("1 peer: agents and wireguard-go up")
 
 	// 1 peer.
-	sleepCtx(ctx, settle)
+	lab.Pause(ctx, settle)
 	load := Load1()
 	idleA, idleB := memOf(b, a.Proc), memOf(b, pb.Proc)
 	idleWA, idleWB := memOf(b, wg.A), memOf(b, wg.B)
@@ -115,7 +115,7 @@ func BenchmarkAgentMemory(b *testing.B) {
 	heapEndA, heapEndB := heapOf(ctx, b, sockA), heapOf(ctx, b, sockB)
 	saveHeapProfile(ctx, b, sockA, "memory-1peer-sender")
 	saveHeapProfile(ctx, b, sockB, "memory-1peer-receiver")
-	sleepCtx(ctx, quietWait)
+	lab.Pause(ctx, quietWait)
 	loadAfter := Load1()
 	afterA, afterB := memOf(b, a.Proc), memOf(b, pb.Proc)
 	heapAfterA, heapAfterB := heapOf(ctx, b, sockA), heapOf(ctx, b, sockB)
@@ -124,7 +124,7 @@ func BenchmarkAgentMemory(b *testing.B) {
 		b.Fatal(err)
 	}
 	endWA, endWB := memOf(b, wg.A), memOf(b, wg.B)
-	sleepCtx(ctx, quietWait)
+	lab.Pause(ctx, quietWait)
 	afterWA, afterWB := memOf(b, wg.A), memOf(b, wg.B)
 	l.Step("1 peer measured")
 
@@ -189,7 +189,7 @@ func BenchmarkAgentMemory(b *testing.B) {
 		b.Fatal(err)
 	}
 	l.Step(fmt.Sprintf("a50 connected to %d peers", n+1))
-	sleepCtx(ctx, settle)
+	lab.Pause(ctx, settle)
 	// Peers whose direct path took longer than the relay delay also have a
 	// relay session (an ICE agent and a TURN allocation), which lingers
 	// for a while after the direct path is up (path.DefaultRelayLinger).
@@ -201,7 +201,7 @@ func BenchmarkAgentMemory(b *testing.B) {
 	}
 	turnLeft := earlyTURN
 	for deadline := time.Now().Add(relayLingerWait); turnLeft > 0 && time.Now().Before(deadline); {
-		sleepCtx(ctx, 5*time.Second)
+		lab.Pause(ctx, 5*time.Second)
 		if turnLeft, err = turnClients(ctx, sock50); err != nil {
 			b.Logf("bench: %v", err)
 			break
@@ -209,7 +209,7 @@ func BenchmarkAgentMemory(b *testing.B) {
 		b.Logf("a50: %d TURN clients, %s", turnLeft, memOf(b, a50.Proc))
 	}
 	if turnLeft < earlyTURN {
-		sleepCtx(ctx, quietWait)
+		lab.Pause(ctx, quietWait)
 	}
 	l.Step(fmt.Sprintf("a50 relay sessions: %d, then %d", earlyTURN, turnLeft))
 	load50 := Load1()
@@ -227,7 +227,7 @@ func BenchmarkAgentMemory(b *testing.B) {
 	}
 	end50 := memOf(b, a50.Proc)
 	heapEnd50 := heapOf(ctx, b, sock50)
-	sleepCtx(ctx, quietWait)
+	lab.Pause(ctx, quietWait)
 	loadAfter50 := Load1()
 	after50 := memOf(b, a50.Proc)
 	heapAfter50 := heapOf(ctx, b, sock50)

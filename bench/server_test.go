@@ -170,7 +170,7 @@ func sampleRSS(tb testing.TB, p *lab.Proc, d time.Duration) float64 {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	for sleepCtx(ctx, 500*time.Millisecond) {
+	for lab.Pause(ctx, 500*time.Millisecond) {
 		rssMB(tb, p) // a process that exits is logged at once
 	}
 	return rssMB(tb, p)

@@ -235,7 +235,7 @@ func TestMeshIperf(t *testing.T) {
 		if jerr := json.Unmarshal([]byte(out), &res); jerr != nil {
 			t.Fatalf("iperf3 JSON: %v (%v)\n%s", jerr, err, out)
 		}
-		if !strings.Contains(res.Error, "Connection refused") || !pause(ctx, 100*time.Millisecond) {
+		if !strings.Contains(res.Error, "Connection refused") || !Pause(ctx, 100*time.Millisecond) {
 			break
 		}
 	}

@@ -113,7 +113,7 @@ func TestMeshMatrix(t *testing.T) {
 			}
 			done = done && settled
 		}
-		if done || time.Now().After(deadline) || !pause(ctx, 250*time.Millisecond) {
+		if done || time.Now().After(deadline) || !Pause(ctx, 250*time.Millisecond) {
 			break
 		}
 	}

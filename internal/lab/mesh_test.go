@@ -112,7 +112,7 @@ func waitNoPing(ctx context.Context, t *testing.T, h *Host, addr netip.Addr, tim
 		if err := h.Ping(ctx, addr); err != nil && ctx.Err() == nil {
 			return time.Since(start)
 		}
-		if !pause(ctx, 100*time.Millisecond) {
+		if !Pause(ctx, 100*time.Millisecond) {
 			break
 		}
 	}

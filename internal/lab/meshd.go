@@ -379,7 +379,7 @@ func (a *Agent) WaitStatus(ctx context.Context, what string, ok func(*Status) bo
 		if err == nil && ok(last) {
 			return last, nil
 		}
-		if !pause(ctx, 100*time.Millisecond) {
+		if !Pause(ctx, 100*time.Millisecond) {
 			break
 		}
 	}

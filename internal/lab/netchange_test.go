@@ -86,7 +86,7 @@ func TestMeshSpuriousNetworkChange(t *testing.T) {
 				bad = append(bad, fmt.Sprintf("%s at +%.1fs: %s", v[0].Host.Name(), time.Since(start).Seconds(), describe(p)))
 			}
 		}
-		if !pause(ctx, 250*time.Millisecond) {
+		if !Pause(ctx, 250*time.Millisecond) {
 			break
 		}
 	}

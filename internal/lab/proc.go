@@ -149,7 +149,7 @@ func (p *Proc) WaitOutput(ctx context.Context, re *regexp.Regexp) ([]string, err
 			return nil, &ExitError{Proc: p, Err: p.err}
 		default:
 		}
-		if !pause(ctx, 20*time.Millisecond) {
+		if !Pause(ctx, 20*time.Millisecond) {
 			break
 		}
 	}

@@ -374,9 +374,9 @@ func (h *Host) WaitPing(ctx context.Context, addr netip.Addr, timeout time.Durat
 	return time.Since(start), nil
 }
 
-// pause waits d or until ctx ends; it reports whether ctx is still live.
+// Pause waits d or until ctx ends; it reports whether ctx is still live.
 // It paces polling loops, it is not used to wait for a condition.
-func pause(ctx context.Context, d time.Duration) bool {
+func Pause(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
