@@ -123,26 +123,37 @@ func (c *relayConn) FastCounts() (out, in uint64) {
 	return out, in
 }
 
+// setPair records the selected pair (s.mu held) and, for a relay
+// session whose local candidate is a TURN allocation, its addresses
+// parsed, so that fastRoute does not parse them on every WriteBatch.
+func (s *Session) setPair(p Pair) {
+	s.pair = p
+	s.relayLocal, s.relayRemote = netip.AddrPort{}, netip.AddrPort{}
+	if s.rnet == nil || p.Local.Type != ice.CandidateTypeRelay.String() {
+		return
+	}
+	local, err1 := netip.ParseAddrPort(p.Local.Address)
+	remote, err2 := netip.ParseAddrPort(p.Remote.Address)
+	if err1 == nil && err2 == nil {
+		s.relayLocal, s.relayRemote = unmap(local), unmap(remote)
+	}
+}
+
 // fastRoute finds the fast path of the selected pair, if it has one.
 func (s *Session) fastRoute() (*turnSocket, netip.AddrPort, uint16, bool) {
 	if s.rnet == nil {
 		return nil, netip.AddrPort{}, 0, false
 	}
 	s.mu.Lock()
-	p, ok := s.pair, s.connected
+	local, remote, ok := s.relayLocal, s.relayRemote, s.connected
 	s.mu.Unlock()
-	if !ok || p.Local.Type != ice.CandidateTypeRelay.String() {
+	if !ok || !local.IsValid() {
 		return nil, netip.AddrPort{}, 0, false
 	}
-	local, err1 := netip.ParseAddrPort(p.Local.Address)
-	remote, err2 := netip.ParseAddrPort(p.Remote.Address)
-	if err1 != nil || err2 != nil {
-		return nil, netip.AddrPort{}, 0, false
-	}
-	sock := s.rnet.socket(unmap(local))
+	sock := s.rnet.socket(local)
 	if sock == nil {
 		return nil, netip.AddrPort{}, 0, false
 	}
-	server, ch, ok := sock.route(unmap(remote))
+	server, ch, ok := sock.route(remote)
 	return sock, server, ch, ok
 }

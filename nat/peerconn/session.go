@@ -173,7 +173,10 @@ type Session struct {
 	started   bool
 	conn      net.Conn // *ice.Conn, or *relayConn for a relay session
 	pair      Pair
-	closed    bool
+	// relay sessions whose selected pair's local candidate is a TURN
+	// allocation: the pair's addresses, parsed once (fastRoute).
+	relayLocal, relayRemote netip.AddrPort
+	closed                  bool
 }
 
 // New creates a session with fresh credentials. Nothing is sent until
@@ -271,7 +274,7 @@ func (s *Session) handlers() error {
 	return s.agent.OnSelectedCandidatePairChange(func(local, remote ice.Candidate) {
 		p := Pair{Local: candidate(local), Remote: candidate(remote)}
 		s.mu.Lock()
-		s.pair = p
+		s.setPair(p)
 		report := s.connected && !s.closed
 		s.mu.Unlock()
 		if report {
@@ -334,7 +337,7 @@ func (s *Session) onState(cs ice.ConnectionState) {
 	s.connected = st == Connected
 	if st == Connected && s.pair == (Pair{}) {
 		if p, err := s.agent.GetSelectedCandidatePair(); err == nil && p != nil {
-			s.pair = Pair{Local: candidate(p.Local), Remote: candidate(p.Remote)}
+			s.setPair(Pair{Local: candidate(p.Local), Remote: candidate(p.Remote)})
 		}
 	}
 	p := s.pair
