@@ -122,26 +122,17 @@ func (c collector) next(tb testing.TB) []byte {
 	}
 }
 
-// waitFastRoute sends probe messages through ca until they leave by the
-// fast path (pion binds the channel after its first checks, the server
-// confirms it a moment later) and drains them from got.
-func waitFastRoute(tb testing.TB, ca *relayConn, got collector) {
+// waitFastRoute polls until ca's selected pair has a fast route (pion
+// binds the channel after its first checks, the server confirms it a
+// moment later).
+func waitFastRoute(tb testing.TB, ca *relayConn) {
 	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for i := 0; ; i++ {
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if _, _, _, ok := ca.s.fastRoute(); ok {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
 			tb.Fatal("the selected pair never got a fast route (channel binding not seen)")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	for {
-		select {
-		case <-got:
-		case <-time.After(50 * time.Millisecond):
-			return
 		}
 	}
 }
@@ -167,8 +158,8 @@ func testRelayFastPath(t *testing.T) {
 	defer cancelB()
 	cancelA := ca.Receive(1500, gotA.fn)
 	defer cancelA()
-	waitFastRoute(t, ca, gotB)
-	waitFastRoute(t, cb, gotA)
+	waitFastRoute(t, ca)
+	waitFastRoute(t, cb)
 
 	out0, _ := ca.FastCounts()
 	_, in0 := cb.FastCounts()
@@ -243,7 +234,7 @@ func TestRelayReceiveCancelIsOwn(t *testing.T) {
 	cancelCur := cb.Receive(1500, cur.fn)
 	defer cancelCur()
 	cancelOld()
-	waitFastRoute(t, ca, cur)
+	waitFastRoute(t, ca)
 	msg := wgMessage(4, 7, 64)
 	if err := ca.WriteBatch([][]byte{msg}); err != nil {
 		t.Fatal(err)
@@ -261,7 +252,7 @@ func TestRelayFastPathKeepsSessionAlive(t *testing.T) {
 	a, b, ca, cb := connectedRelayPair(t, &fast, false)
 	got := make(collector, 4096)
 	defer cb.Receive(1500, got.fn)()
-	waitFastRoute(t, ca, got)
+	waitFastRoute(t, ca)
 	for _, e := range []*end{a, b} { // the states of the setup
 		for len(e.states) > 0 {
 			<-e.states
@@ -311,7 +302,7 @@ func TestRelayFastPathDropsOversize(t *testing.T) {
 	_, _, ca, cb := connectedRelayPair(t, nil, false)
 	got := make(collector, 16)
 	defer cb.Receive(minReadMessage, got.fn)()
-	waitFastRoute(t, ca, got)
+	waitFastRoute(t, ca)
 	// pion's reader may sit in a plain read (pion's 64 KiB buffer) begun
 	// before Receive: one message ends it, the next reads are batches.
 	probe := wgMessage(4, 0, 64)
@@ -358,7 +349,7 @@ func TestRelayReadsBatchesOnlyWhileBusy(t *testing.T) {
 	if sock.batching.Load() {
 		t.Fatal("batch reads before any WireGuard message")
 	}
-	waitFastRoute(t, ca, got)
+	waitFastRoute(t, ca)
 	poll := func(what string, ok func() bool) {
 		t.Helper()
 		for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(time.Millisecond) {
@@ -447,7 +438,7 @@ func BenchmarkRelayFastPath(b *testing.B) {
 			got := make(chan int, 1<<16)
 			if fast {
 				defer cb.Receive(1500, func(msgs [][]byte) { got <- len(msgs) })()
-				waitFastRoute(b, ca, nil)
+				waitFastRoute(b, ca)
 			} else {
 				go func() {
 					buf := make([]byte, 2048)
