@@ -80,10 +80,9 @@ type Client struct {
 	pub  keys.Key
 	meta *controlv1.PeerMeta
 
-	mu     sync.Mutex
-	serial uint64                // of the newest map handed to onMap
-	held   *controlv1.NetworkMap // that map: the base of updates
-	stats  Stats
+	mu    sync.Mutex
+	held  *controlv1.NetworkMap // the newest map handed to onMap: the base of updates
+	stats Stats
 }
 
 // New returns a client; it does not connect yet.
@@ -136,7 +135,7 @@ func (c *Client) PublicKey() keys.Key { return c.pub }
 func (c *Client) Serial() uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.serial
+	return c.held.GetSerial()
 }
 
 // Stats returns what Sync received so far.
@@ -298,8 +297,8 @@ func (c *Client) accept(msg *controlv1.SyncResponse) (*controlv1.NetworkMap, err
 	if m == nil {
 		serial = u.Serial
 	}
-	if serial <= c.serial {
-		c.log.Debug("sync: dropped an older map", zap.Uint64("serial", serial), zap.Uint64("held", c.serial))
+	if serial <= c.held.GetSerial() {
+		c.log.Debug("sync: dropped an older map", zap.Uint64("serial", serial), zap.Uint64("held", c.held.GetSerial()))
 		return nil, nil
 	}
 	if m == nil {
@@ -312,7 +311,7 @@ func (c *Client) accept(msg *controlv1.SyncResponse) (*controlv1.NetworkMap, err
 	} else {
 		c.stats.Maps++
 	}
-	c.serial, c.held = serial, m
+	c.held = m
 	return m, nil
 }
 
