@@ -3,10 +3,11 @@ package peerconn
 import (
 	"fmt"
 	"net"
-	"syscall"
 
 	"github.com/pion/transport/v3"
 	"github.com/pion/transport/v3/stdnet"
+
+	"meshd/internal/sockbuf"
 )
 
 // SocketBuffer is the receive and send buffer size that relay sessions give
@@ -50,7 +51,7 @@ type bufferedNet struct {
 func (n *bufferedNet) ListenPacket(network, address string) (net.PacketConn, error) {
 	c, err := n.Net.ListenPacket(network, address)
 	if err == nil {
-		setBuffers(c, n.size)
+		sockbuf.Set(c, n.size)
 	}
 	return c, err
 }
@@ -58,7 +59,7 @@ func (n *bufferedNet) ListenPacket(network, address string) (net.PacketConn, err
 func (n *bufferedNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
 	c, err := n.Net.ListenUDP(network, laddr)
 	if err == nil {
-		setBuffers(c, n.size)
+		sockbuf.Set(c, n.size)
 	}
 	return c, err
 }
@@ -66,7 +67,7 @@ func (n *bufferedNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.U
 func (n *bufferedNet) DialUDP(network string, laddr, raddr *net.UDPAddr) (transport.UDPConn, error) {
 	c, err := n.Net.DialUDP(network, laddr, raddr)
 	if err == nil {
-		setBuffers(c, n.size)
+		sockbuf.Set(c, n.size)
 	}
 	return c, err
 }
@@ -75,7 +76,7 @@ func (n *bufferedNet) Dial(network, address string) (net.Conn, error) {
 	c, err := n.Net.Dial(network, address)
 	if err == nil {
 		if _, ok := c.(*net.UDPConn); ok {
-			setBuffers(c, n.size)
+			sockbuf.Set(c, n.size)
 		}
 	}
 	return c, err
@@ -94,28 +95,8 @@ func (d bufferedDialer) Dial(network, address string) (net.Conn, error) {
 	c, err := d.d.Dial(network, address)
 	if err == nil {
 		if _, ok := c.(*net.UDPConn); ok {
-			setBuffers(c, d.size)
+			sockbuf.Set(c, d.size)
 		}
 	}
 	return c, err
-}
-
-// bufferSetter is what *net.UDPConn and *net.TCPConn have.
-type bufferSetter interface {
-	SetReadBuffer(int) error
-	SetWriteBuffer(int) error
-}
-
-// setBuffers gives c buffers of size bytes, as far as it may: first up
-// to the system's maximum, then (where permitted) past it.
-func setBuffers(c any, size int) {
-	if bs, ok := c.(bufferSetter); ok {
-		_ = bs.SetReadBuffer(size)
-		_ = bs.SetWriteBuffer(size)
-	}
-	if sc, ok := c.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			forceBuffers(rc, size)
-		}
-	}
 }

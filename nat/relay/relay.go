@@ -15,6 +15,7 @@ import (
 	"github.com/pion/turn/v3"
 	"go.uber.org/zap"
 
+	"meshd/internal/sockbuf"
 	"meshd/internal/udpgso"
 )
 
@@ -405,10 +406,4 @@ func listenOnce(host, port string, workers int, withTCP bool) ([]*net.UDPConn, n
 	return conns, ln, nil
 }
 
-func tuneUDP(uc *net.UDPConn) {
-	_ = uc.SetReadBuffer(socketBuffer)
-	_ = uc.SetWriteBuffer(socketBuffer)
-	if rc, err := uc.SyscallConn(); err == nil {
-		forceBuffers(rc, socketBuffer)
-	}
-}
+func tuneUDP(uc *net.UDPConn) { sockbuf.Set(uc, socketBuffer) }

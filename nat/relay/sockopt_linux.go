@@ -21,13 +21,3 @@ func controlReusePort(_, _ string, c syscall.RawConn) error {
 	}
 	return serr
 }
-
-// forceBuffers raises a socket's buffers past net.core.[rw]mem_max when we
-// have CAP_NET_ADMIN (as wireguard-go does); otherwise the kernel caps what
-// SetReadBuffer asked for and this does nothing.
-func forceBuffers(c syscall.RawConn, size int) {
-	_ = c.Control(func(fd uintptr) {
-		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size)
-		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, size)
-	})
-}

@@ -7,5 +7,3 @@ import "syscall"
 const reusePortSupported = false
 
 func controlReusePort(_, _ string, _ syscall.RawConn) error { return nil }
-
-func forceBuffers(syscall.RawConn, int) {}
