@@ -2,7 +2,6 @@ package control_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -276,8 +275,10 @@ func TestStalledStreamComposesUpdates(t *testing.T) {
 	}
 }
 
-// Deleting a peer while a neighbour's mailbox holds an update about it
-// ends with a whole map without it.
+// Deleting a peer right after it went offline (the update about it may
+// still be pending in a neighbour's mailbox, or merged into the delete's
+// round: the test does not force either) ends with the map a fresh sync
+// gives, without it, and no resync.
 func TestDeletedPeerAfterUpdate(t *testing.T) {
 	h := controltest.NewHarness(t, 0)
 	ctx := context.Background()
@@ -294,8 +295,5 @@ func TestDeletedPeerAfterUpdate(t *testing.T) {
 	checkLatest(t, h, as[:2]...)
 	if st := as[0].Client.Stats(); st.Resyncs != 0 {
 		t.Fatalf("stats %+v", st)
-	}
-	if err := as[2].SyncErr(); err != nil && !errors.Is(err, context.Canceled) {
-		t.Logf("c: %v", err)
 	}
 }
