@@ -334,7 +334,7 @@ func waitPath(ctx context.Context, tb testing.TB, a, b *lab.Agent, path string, 
 			p := st.Peer(y.OverlayIP())
 			return p != nil && p.State == "connected" && p.Path == path
 		})
-		lab.SkipIfNotBuilt(tb, err)
+		lab.Must(tb, err)
 	}
 }
 

@@ -84,10 +84,10 @@ func BenchmarkAgentMemory(b *testing.B) {
 	pb := lab.NewAgent(b, hb, srv.Join)
 	pb.Args = []string{"--setup-key", keys["peers"], "--pprof-listen", sockB}
 	for _, x := range []*lab.Agent{a, pb} {
-		lab.SkipIfNotBuilt(b, x.Launch())
+		lab.Must(b, x.Launch())
 	}
 	for _, x := range []*lab.Agent{a, pb} {
-		lab.SkipIfNotBuilt(b, x.WaitReady(ctx))
+		lab.Must(b, x.WaitReady(ctx))
 	}
 	waitPath(ctx, b, a, pb, "direct", 30*time.Second)
 	mtu, err := linkMTU(ctx, ha, a.Iface)
@@ -162,18 +162,18 @@ func BenchmarkAgentMemory(b *testing.B) {
 		c.Socket = filepath.Join(filepath.Dir(c.Socket), fmt.Sprintf("crowd%d.sock", i))
 		c.Port = 0
 		c.Args = []string{"--setup-key", keys["peers"], "--wg-mode", "netstack", "--hostname", fmt.Sprintf("crowd-%d", i)}
-		lab.SkipIfNotBuilt(b, c.Launch())
+		lab.Must(b, c.Launch())
 		crowd[i] = c
 	}
 	for _, c := range crowd {
-		lab.SkipIfNotBuilt(b, c.WaitReady(ctx))
+		lab.Must(b, c.WaitReady(ctx))
 	}
 	l.Step(fmt.Sprintf("%d netstack agents up", n))
 	h50 := l.Host("a50", nil)
 	a50 := lab.NewAgent(b, h50, srv.Join)
 	a50.Args = []string{"--setup-key", keys["measured"], "--pprof-listen", sock50}
-	lab.SkipIfNotBuilt(b, a50.Launch())
-	lab.SkipIfNotBuilt(b, a50.WaitReady(ctx))
+	lab.Must(b, a50.Launch())
+	lab.Must(b, a50.WaitReady(ctx))
 	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	_, err = a50.WaitStatus(wctx, fmt.Sprintf("%d peers connected directly", n+1), func(st *lab.Status) bool {

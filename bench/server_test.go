@@ -35,7 +35,7 @@ type setupKey struct {
 func groupWorld(ctx context.Context, tb testing.TB, srv *lab.Server, groups []string, policies [][2]string) map[string]string {
 	tb.Helper()
 	var ps []policy
-	lab.SkipIfNotBuilt(tb, srv.AdminJSON(ctx, &ps, "policies", "list"))
+	lab.Must(tb, srv.AdminJSON(ctx, &ps, "policies", "list"))
 	for _, p := range ps {
 		if _, err := srv.Admin(ctx, "policies", "delete", p.ID); err != nil {
 			tb.Fatal(err)

@@ -33,7 +33,7 @@ func TestMeshPolicy(t *testing.T) {
 	l.Step("a pings b")
 
 	var ps []policy
-	SkipIfNotBuilt(t, srv.AdminJSON(ctx, &ps, "policies", "list"))
+	Must(t, srv.AdminJSON(ctx, &ps, "policies", "list"))
 	if len(ps) == 0 {
 		t.Fatal("a new account has no policy; want the default All → All")
 	}
@@ -78,7 +78,7 @@ func TestMeshPeerDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = srv.Admin(ctx, "peers", "delete", self.Self.Name)
-	SkipIfNotBuilt(t, err)
+	Must(t, err)
 	for _, x := range ag[:2] {
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		_, err := x.WaitStatus(wctx, "c gone", func(st *Status) bool { return st.Peer(ag[2].OverlayIP()) == nil })

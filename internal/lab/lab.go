@@ -25,8 +25,8 @@
 //
 // The meshd tests build the binary once per run (go build from the module
 // root) unless $MESHD_LAB_BINARY names one; $MESHD_LAB_LOGS=DIR keeps
-// every process log after the run. They skip only when a command
-// of the binary is still a placeholder ("not built yet"). With -v every
+// every process log after the run. A binary that does not build or a
+// command that fails is a test failure, never a skip. With -v every
 // scenario logs how long each step took ("lab: step ...").
 package lab
 

@@ -5,7 +5,6 @@ package lab
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -35,10 +34,6 @@ const (
 
 // BinaryEnv names a prebuilt meshd binary to use instead of building one.
 const BinaryEnv = "MESHD_LAB_BINARY"
-
-// ErrNotBuilt means the meshd binary lacks the command (it answered "not
-// built yet"): the test skips, it does not fail.
-var ErrNotBuilt = errors.New("meshd command not built yet")
 
 var (
 	binOnce sync.Once
@@ -96,47 +91,14 @@ func removeBinaryDir() {
 	}
 }
 
-// SkipIfNotBuilt skips tb when err says a meshd command is not built yet;
-// any other non-nil error fails tb.
-func SkipIfNotBuilt(tb testing.TB, err error) {
+// Must fails tb when err is not nil. A lab step that fails is a failure:
+// a command that does not build, refuses its flags or exits early never
+// turns into a skip.
+func Must(tb testing.TB, err error) {
 	tb.Helper()
-	if err == nil {
-		return
+	if err != nil {
+		tb.Fatal(err)
 	}
-	if errors.Is(err, ErrNotBuilt) {
-		tb.Skipf("lab: %v", err)
-	}
-	tb.Fatal(err)
-}
-
-// notBuilt returns an ErrNotBuilt error when command cmd of bin, which
-// failed with output out, is a placeholder: it says "not built yet", or it
-// has no flags and no subcommands at all (so urfave/cli refused our flags
-// before the placeholder could say so). A real command that refuses a flag
-// is a failure, not a skip.
-func notBuilt(bin, cmd, out string) error {
-	if strings.Contains(out, "not built yet") || placeholder(bin, cmd) {
-		return fmt.Errorf("meshd %s: %w (%s)", cmd, ErrNotBuilt, strings.TrimSpace(tail(out, 1)))
-	}
-	return nil
-}
-
-var helpCache sync.Map // "bin cmd" → bool
-
-// placeholder reports whether `bin cmd --help` shows a command with no
-// options but --help and no subcommands.
-func placeholder(bin, cmd string) bool {
-	key := bin + " " + cmd
-	if v, ok := helpCache.Load(key); ok {
-		return v.(bool)
-	}
-	out, err := exec.Command(bin, cmd, "--help").CombinedOutput()
-	help := string(out)
-	_, opts, _ := strings.Cut(help, "OPTIONS:")
-	empty := err == nil && !strings.Contains(help, "COMMANDS:") &&
-		strings.Count(opts, "--") == 1 && strings.Contains(opts, "--help")
-	helpCache.Store(key, empty)
-	return empty
 }
 
 // Server is `meshd all` on a public host.
@@ -152,8 +114,8 @@ type Server struct {
 
 var joinLine = regexp.MustCompile(`meshd agent --join (meshd1_[A-Za-z0-9_\-]+)`)
 
-// StartServer runs `meshd all` on h and waits for its join line. It skips
-// tb when the binary's `all` is not built yet.
+// StartServer runs `meshd all` on h and waits for its join line; it fails
+// tb when the server does not start.
 func StartServer(ctx context.Context, tb testing.TB, h *Host) *Server {
 	tb.Helper()
 	s := &Server{
@@ -162,7 +124,7 @@ func StartServer(ctx context.Context, tb testing.TB, h *Host) *Server {
 		URL:  fmt.Sprintf("https://%s:%d", h.IP(), ControlPort),
 		bin:  Binary(tb),
 	}
-	SkipIfNotBuilt(tb, s.Start(ctx))
+	Must(tb, s.Start(ctx))
 	return s
 }
 
@@ -184,9 +146,6 @@ func (s *Server) Start(ctx context.Context) error {
 	defer cancel()
 	m, err := p.WaitOutput(ctx, joinLine)
 	if err != nil {
-		if nb := notBuilt(s.bin, "all", p.Output()); nb != nil {
-			return nb
-		}
 		return fmt.Errorf("meshd all on %s printed no join line: %w", s.Host.Name(), err)
 	}
 	s.Join = m[1]
@@ -206,9 +165,6 @@ func (s *Server) Admin(ctx context.Context, noun, verb string, args ...string) (
 	s.Host.lab.record("[" + s.Host.Name() + "] " + strings.Join(full, " "))
 	out, err := cmd.Output()
 	if err != nil {
-		if nb := notBuilt(s.bin, "admin", string(out)+stderr.String()); nb != nil {
-			return nil, nb
-		}
 		return out, fmt.Errorf("meshd admin %s %s %s: %v: %s%s", noun, verb, strings.Join(args, " "), err, out, stderr.String())
 	}
 	return out, nil
@@ -245,17 +201,17 @@ type Agent struct {
 }
 
 // StartAgents starts `meshd agent --join join` on every host at once and
-// waits until each has an overlay address. It skips tb when the agent or
-// status command is not built yet.
+// waits until each has an overlay address; it fails tb when one does not
+// come up.
 func StartAgents(ctx context.Context, tb testing.TB, join string, hosts ...*Host) []*Agent {
 	tb.Helper()
 	agents := make([]*Agent, len(hosts))
 	for i, h := range hosts {
 		agents[i] = NewAgent(tb, h, join)
-		SkipIfNotBuilt(tb, agents[i].Launch())
+		Must(tb, agents[i].Launch())
 	}
 	for _, a := range agents {
-		SkipIfNotBuilt(tb, a.WaitReady(ctx))
+		Must(tb, a.WaitReady(ctx))
 	}
 	return agents
 }
@@ -348,9 +304,6 @@ func (a *Agent) Status(ctx context.Context) (*Status, error) {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		if nb := notBuilt(a.bin, "status", string(out)+stderr.String()); nb != nil {
-			return nil, nb
-		}
 		return nil, fmt.Errorf("meshd status on %s: %v: %s", a.Host.Name(), err, strings.TrimSpace(stderr.String()))
 	}
 	var st Status
@@ -367,15 +320,9 @@ func (a *Agent) WaitStatus(ctx context.Context, what string, ok func(*Status) bo
 	var err error
 	for i := 0; i < 100000; i++ { // bounded; ctx ends sooner
 		if exited, _ := a.Proc.Exited(); exited {
-			if nb := notBuilt(a.bin, "agent", a.Proc.Output()); nb != nil {
-				return nil, nb
-			}
 			return nil, &ExitError{Proc: a.Proc, Err: a.Proc.err}
 		}
 		last, err = a.Status(ctx)
-		if errors.Is(err, ErrNotBuilt) {
-			return nil, err
-		}
 		if err == nil && ok(last) {
 			return last, nil
 		}

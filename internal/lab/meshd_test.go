@@ -4,48 +4,9 @@ package lab
 
 import (
 	"encoding/json"
-	"errors"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
 )
-
-// fakeMeshd writes a shell script that answers `CMD --help` with help and
-// anything else with out, exit 1.
-func fakeMeshd(t *testing.T, help, out string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "meshd")
-	script := "#!/bin/sh\nif [ \"$2\" = --help ]; then cat <<'EOF'\n" + help + "EOF\nexit 0; fi\necho '" + out + "' >&2\nexit 1\n"
-	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// TestNotBuilt skips placeholders only: a command that says so, or one
-// with no options at all; a real command refusing a flag is a failure.
-func TestNotBuilt(t *testing.T) {
-	const placeholderHelp = "NAME:\n   meshd all - run the all role\n\nOPTIONS:\n   --help, -h  show help\n"
-	const realHelp = "NAME:\n   meshd all\n\nOPTIONS:\n   --data DIR  data\n   --listen HOST:PORT\n   --help, -h  show help\n"
-	for _, c := range []struct {
-		name, help, out string
-		skip            bool
-	}{
-		{"says so", realHelp, "all: not built yet", true},
-		{"no options", placeholderHelp, "meshd: flag provided but not defined: -data", true},
-		{"real command refuses a flag", realHelp, "meshd: flag provided but not defined: -stun-listen", false},
-		{"real command fails", realHelp, "meshd: open /x: permission denied", false},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			bin := fakeMeshd(t, c.help, c.out)
-			err := notBuilt(bin, "all", c.out)
-			if got := errors.Is(err, ErrNotBuilt); got != c.skip {
-				t.Errorf("notBuilt = %v, want skip=%v", err, c.skip)
-			}
-		})
-	}
-}
 
 // TestStatusJSON decodes the contract's shape, int64 as number or string.
 func TestStatusJSON(t *testing.T) {

@@ -121,11 +121,11 @@ func TestRoutesAndDNS(t *testing.T) {
 	for _, h := range []*lab.Host{ha, hr} {
 		ag := lab.NewAgent(t, h, srv.Join)
 		ag.Args = []string{"--dns-fallback", "none"}
-		lab.SkipIfNotBuilt(t, ag.Launch())
+		lab.Must(t, ag.Launch())
 		agents = append(agents, ag)
 	}
 	for _, ag := range agents {
-		lab.SkipIfNotBuilt(t, ag.WaitReady(ctx))
+		lab.Must(t, ag.WaitReady(ctx))
 	}
 	a, r := agents[0], agents[1]
 	t.Cleanup(func() {
