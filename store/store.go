@@ -1,6 +1,7 @@
 // Package store is control's embedded database: SQLite (modernc.org/sqlite,
 // no cgo) in WAL mode with a busy timeout and foreign keys on, and numbered
-// migrations embedded in the binary, applied at open. Only control imports it.
+// migrations embedded in the binary, applied at open. Only
+// internal/control and roles/control import it.
 package store
 
 import (

@@ -1,7 +1,7 @@
 // Package cliutil holds what every meshd command shares: environment
 // variables for flags, the logging flags, the server flags of the roles that
-// listen, and a context that ends on SIGINT/SIGTERM. Only main and roles/
-// import it.
+// listen, and a context that ends on SIGINT/SIGTERM. Only main, roles/ and
+// internal/daemon import it.
 package cliutil
 
 import (

@@ -1,7 +1,7 @@
 // Package controlclient is the agent's side of control: it proves the
 // peer's key, logs in (with a setup key to join) and keeps a Sync stream
-// open, handing each newer network map to the agent. The agent imports it,
-// and so do controltest's fake agents.
+// open, handing each newer network map to the agent. Only internal/agent and
+// internal/control/controltest (its fake agents) import it.
 package controlclient
 
 import (

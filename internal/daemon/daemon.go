@@ -2,7 +2,7 @@
 // Down) over Connect on a unix socket, and gives the CLI (`meshd status`,
 // `meshd up`, `meshd down`) its client. The socket is the only way in: its
 // file mode (0600 by default, 0660 to let a group use the CLI) is the access
-// control. roles/agent imports it.
+// control. Only roles/agent imports it.
 package daemon
 
 import (

@@ -14,8 +14,8 @@
 // exit; without it, /etc/resolv.conf is left alone and one log line says
 // how to query the resolver directly.
 //
-// internal/agent imports it: one Server per tunnel, fed a Config built by
-// FromMap from every network map.
+// Only internal/agent and roles/agent import it: one Server per tunnel, fed
+// a Config built by FromMap from every network map.
 //
 // The DNS library is github.com/miekg/dns v1: its API has been stable for
 // years and CoreDNS and NetBird build on it. codeberg.org/miekg/dns is the

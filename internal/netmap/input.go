@@ -2,7 +2,8 @@
 // connects it with, the firewall rules it enforces, its routes and its DNS
 // settings. It is pure — no I/O, no clock, no locks held by callers — so
 // control can compute maps from an immutable snapshot while the account
-// keeps changing. Control imports it; tests and benchmarks drive it directly.
+// keeps changing. Only internal/control imports it; tests and benchmarks drive it
+// directly.
 //
 // Build turns an Input into an Index, which precomputes everything at the
 // level of groups and policies (group → peers, policy → source and

@@ -18,9 +18,8 @@
 // drop is reported in the log, since nftables drops a packet that any base
 // chain drops.
 //
-// Linux only (files by suffix); elsewhere New returns ErrUnsupported. The
-// agent engine (internal/agent) imports it; on a netstack device it does
-// not, since the overlay lives inside the process and there is nothing to
+// Linux only (files by suffix); elsewhere New returns ErrUnsupported. Only
+// internal/agent imports it; on a netstack device it does not use it, since the overlay lives inside the process and there is nothing to
 // forward.
 package routing
 

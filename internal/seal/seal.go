@@ -2,8 +2,9 @@
 // box between two Curve25519 keys for messages that servers forward but must
 // not read (signal envelopes), proofs that a caller holds the private key of
 // the public key it claims (control login and sync, signal registration),
-// and the replay guard that recipients of sealed messages keep. Control,
-// signal and the agent import it.
+// and the replay guard that recipients of sealed messages keep. Only
+// internal/control, internal/controlclient, internal/signal and
+// internal/signalclient import it.
 package seal
 
 import (

@@ -1,7 +1,8 @@
 // Package server is the HTTP server every role serves its Connect handlers
 // on: one mux, HTTP/2 over TLS (h2c only when the operator asked for an
 // insecure lab server), GET /healthz, explicit timeouts and graceful
-// shutdown. Roles import it; it knows nothing about any one service.
+// shutdown. Only roles/, internal/daemon and internal/signal import it; it knows
+// nothing about any one service.
 package server
 
 import (

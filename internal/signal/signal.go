@@ -9,8 +9,8 @@
 // sealed end to end with internal/seal) and stores nothing.
 //
 // Forwarding sits behind Router, so that several signal instances can share
-// routing later; LocalRouter is the in-memory one. roles/signal and
-// roles/all import this package; agents use internal/signalclient.
+// routing later; LocalRouter is the in-memory one. Only roles/signal
+// and roles/all import it; agents use internal/signalclient.
 package signal
 
 import (

@@ -3,8 +3,8 @@
 // seals each payload end to end for its recipient before sending it, and
 // opens, replay-checks and hands over what other peers send. Send reports
 // signal's answer for every envelope, so the agent learns at once that a
-// peer is offline. The agent imports it; the signal server lives in
-// internal/signal.
+// peer is offline. Only internal/agent and internal/signal/signaltest import it; the
+// signal server lives in internal/signal.
 package signalclient
 
 import (

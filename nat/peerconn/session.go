@@ -12,7 +12,7 @@
 // Credentials and candidates travel as meshd.peer.v1 messages that the caller
 // seals and sends through signal. The controlling peer (larger public key)
 // offers; the controlled peer answers. Which session carries traffic is not
-// decided here but by internal/agent/path; internal/agent imports this.
+// decided here but by internal/agent/path; Only internal/agent imports it.
 //
 // TLS to a turns: relay skips certificate verification: meshd's relay usually
 // has a self-signed certificate, and what crosses it is WireGuard ciphertext

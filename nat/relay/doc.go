@@ -8,8 +8,7 @@
 // TURN over TCP and TLS (with an ALPN splitter so TURN and HTTPS share port
 // 443), Prometheus metrics and a Stats snapshot for status output.
 //
-// roles/relay (meshd relay) and roles/all import it; control imports only
-// URLs, to write the relay's addresses into network maps.
+// Only roles/relay (meshd relay), roles/all and bench/relay import it.
 //
 // # What the server serves
 //

@@ -12,7 +12,7 @@
 //     go through a net.Conn (an ICE/TURN connection) and whose receives come
 //     back as an extra ReceiveFunc.
 //
-// Only package wg imports it; the agent engine sees it through wg.Device.
+// Only wg imports it; the agent engine sees it through wg.Device.
 package bind
 
 import (

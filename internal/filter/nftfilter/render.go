@@ -2,8 +2,8 @@
 // nftables on the WireGuard interface, for kernel WireGuard: its packets
 // pass between the kernel's crypto and the network stack without ever
 // reaching the agent, so internal/filter's Filter (which the userspace and
-// netstack data planes call per packet) cannot see them. wg's kernel device
-// imports it; nothing else needs to.
+// netstack data planes call per packet) cannot see them. Only wg (its
+// kernel device) imports it.
 //
 // The policy is the one internal/filter enforces, rendered from the same
 // compiled filter.Rules (filter.Rules.Specs), so the two cannot drift:

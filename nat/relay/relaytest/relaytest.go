@@ -1,7 +1,7 @@
 // Package relaytest helps tests and benchmarks exercise TURN servers: a
 // pion TURN client with one allocation over UDP, TCP or TLS (the client
 // the agent's pion/ice uses), and coturn's turnserver started on loopback.
-// Only tests and bench programs import it.
+// Only tests and bench/relay import it.
 package relaytest
 
 import (
