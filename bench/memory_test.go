@@ -16,8 +16,8 @@ import (
 	"meshd/internal/lab"
 )
 
-// NetBird's client daemon in the same kind of lab on this machine (issue
-// 8): ~54 MB idle, 134–442 MB after an iperf3 run.
+// NetBird's client daemon in the same kind of lab on this machine: ~54 MB
+// idle, 134–442 MB after an iperf3 run (reference figures for the report).
 const (
 	netbirdIdleMB  = 54.0
 	netbirdAfterMB = 134.0
@@ -41,7 +41,7 @@ func crowdSize() int {
 // polled every second) has given the run's buffers back by then.
 const quietWait = 5 * time.Second
 
-// BenchmarkAgentMemory (issue 8, item 5): the RSS of `meshd agent`, idle
+// BenchmarkAgentMemory: the RSS of `meshd agent`, idle
 // and after a 10 s iperf3 run through its tunnel, with 1 peer and with 51.
 // Policies: group "measured" ↔ group "peers" only, so measured agents see
 // every peer and peers see only measured agents.

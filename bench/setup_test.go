@@ -16,10 +16,10 @@ import (
 const secSetup = "2. Connection setup"
 
 // setupAnchor is NetBird v0.76.1's agent start → first ping in the same
-// kind of lab on this machine (issue 8): 0.26 s.
+// kind of lab on this machine: 0.26 s.
 const setupAnchor = 260.0
 
-// BenchmarkSetup measures connection setup (issue 8, item 2): each
+// BenchmarkSetup measures connection setup: each
 // iteration starts a fresh agent (new key, new state) behind its own home
 // router and measures, from the agent's start, the first ping answered by a
 // peer behind another home router, and the moment the agent's status shows

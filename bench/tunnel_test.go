@@ -33,7 +33,7 @@ type pathRuns struct {
 	probes   []string
 }
 
-// BenchmarkTunnel (issue 8, item 1): single-stream TCP (iperf3, $MESHD_BENCH_SECONDS,
+// BenchmarkTunnel: single-stream TCP (iperf3, $MESHD_BENCH_SECONDS,
 // default 10 s) and the UDP loss knee between two public hosts of the lab,
 // a → b, over three paths between public hosts of the lab's internet:
 //
@@ -163,10 +163,10 @@ func ratios(a, b []float64) []float64 {
 }
 
 // relayedAnchor is NetBird's relayed throughput in the same kind of lab
-// on this machine (issue 8): ~90 Mb/s. The aim is ten times that.
+// on this machine: ~90 Mb/s. The aim is ten times that.
 const relayedAnchor = 90.0
 
-// BenchmarkRelayed (issue 8, item 1, the relayed path): two meshd agents
+// BenchmarkRelayed: two meshd agents
 // that cannot reach each other directly, so their tunnel runs through
 // `meshd all`'s TURN relay on a public host:
 //

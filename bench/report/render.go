@@ -85,7 +85,7 @@ func loadText(ls []float64) string {
 func render(w io.Writer, m meta, rows []bench.Row) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	p("# meshd benchmarks\n\n")
-	p("Written by `bench/run.sh` (%s run); do not edit by hand. Every reference marked *same run* was measured in this run, alternating with meshd; *anchor* figures come from elsewhere (NetBird in the same kind of lab on this machine, issue 8) and are given as they are.\n\n", m.Mode)
+	p("Written by `bench/run.sh` (%s run); do not edit by hand. Every reference marked *same run* was measured in this run, alternating with meshd; *anchor* figures come from elsewhere (NetBird in the same kind of lab on this machine) and are given as they are.\n\n", m.Mode)
 	p("| | |\n| --- | --- |\n")
 	p("| date | %s (took %s) |\n", m.Date, m.Duration)
 	p("| commit | `%s` |\n", m.Commit)

@@ -26,7 +26,7 @@ import (
 // agent or mux left. pion v3.0.16 does not close a server-reflexive mux
 // conn whose candidate could not be added to an agent closing meanwhile
 // (gather.go, gatherCandidatesSrflxUDPMux), the likeliest source; not
-// reproduced in isolation (see the closing note of issue 6).
+// reproduced in isolation.
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/pion/ice/v3.(*UDPMuxDefault).GetConn.func1"))
 }

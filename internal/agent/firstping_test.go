@@ -8,7 +8,7 @@ import (
 
 // firstPing starts a new agent next to a running one and returns how long
 // it took from the agent's start to the first answered ping through the
-// tunnel (issue 6 item 2). It measures; it does not judge.
+// tunnel. It measures; it does not judge.
 func firstPing(tb testing.TB, w *world, peer netip.Addr, name string) time.Duration {
 	tb.Helper()
 	start := time.Now()

@@ -9,8 +9,8 @@ import (
 )
 
 // BenchmarkOutageMemory measures the live heap of a process running two
-// connected agents while control and signal are unreachable (issue 6 item
-// 6: memory stays flat). It reports the live heap after the first and the
+// connected agents while control and signal are unreachable (memory
+// must stay flat). It reports the live heap after the first and the
 // last of MESHD_OUTAGE_SECONDS (default 60) seconds of outage, after a GC.
 // Run with -benchtime=1x.
 func BenchmarkOutageMemory(b *testing.B) {

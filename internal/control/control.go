@@ -256,9 +256,9 @@ func (s *Service) Mount(m Mux) {
 
 // Only large maps (64 KiB and more: hundreds of peers, where bytes start to
 // matter) are compressed, at gzip's fastest level. A change fans out to many
-// streams at once: on maps of tens of peers, compressing costs ~40% more CPU
-// per change for little gain (BenchmarkPolicyChangeFanout), and the default
-// level costs several times BestSpeed. Heartbeats are never compressed.
+// streams at once: on maps of tens of peers, compressing costs much more CPU
+// per change for little gain (BenchmarkPolicyChangeFanout measures it), and
+// the default level costs several times BestSpeed. Heartbeats are never compressed.
 var fastGzip = connect.WithCompression("gzip",
 	func() connect.Decompressor { return &gzip.Reader{} },
 	func() connect.Compressor {

@@ -1,5 +1,5 @@
-// Package dns is the agent's resolver for the mesh (issue 3's "DNS" part of
-// a network map, applied the way NetBird and Tailscale users expect): it
+// Package dns is the agent's resolver for the mesh (the "DNS" part of a
+// network map, applied the way NetBird and Tailscale users expect): it
 // answers A/AAAA (and PTR) for the peers' names (`laptop.meshd.internal`)
 // and the account's custom records, forwards every other query to the map's
 // nameserver groups by match domain (the longest match wins; a group without

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// The behaviour scenarios of issue 7, item 3, and iperf3 through the tunnel
+// The behaviour scenarios, and iperf3 through the tunnel
 // (item 4). Each builds a small topology of its own.
 
 // policy is the part of `meshd admin policies list --json` the lab uses.

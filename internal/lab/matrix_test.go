@@ -51,7 +51,7 @@ func cand(p *PeerStatus) string {
 	return p.RemoteCandidate.Type
 }
 
-// TestMeshMatrix is the connectivity matrix of issue 7: one topology with a
+// TestMeshMatrix is the connectivity matrix: one topology with a
 // host of every kind, all joined at once; every pair must ping through
 // the tunnel, pairs where hole punching works (see TestNATPunch) must be
 // direct, and pairs with the UDP-blocked host must be relayed. The rest is

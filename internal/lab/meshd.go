@@ -18,7 +18,7 @@ import (
 	"time"
 )
 
-// The meshd command-line contract the lab drives (issue 2):
+// The meshd command-line contract the lab drives:
 //
 //	meshd all --data DIR --listen IP:33073 --public-url https://IP:33073 --stun-listen IP:3478
 //	meshd agent --join TOKEN --state DIR --iface NAME --port N --socket PATH
@@ -346,7 +346,7 @@ func (a *Agent) Restart(ctx context.Context) error {
 	return a.WaitReady(ctx)
 }
 
-// Status is the JSON of `meshd status --json` (issue 6).
+// Status is the JSON of `meshd status --json`.
 type Status struct {
 	State string       `json:"state"`
 	Self  SelfStatus   `json:"self"`

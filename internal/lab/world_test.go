@@ -62,7 +62,7 @@ const (
 	expectRecord  expect = "record" // no claim: the test writes down what happens
 )
 
-// expectation is the design's claim for a pair (issue 7): direct where hole
+// expectation is the design's claim for a pair: direct where hole
 // punching can work (public with anything that has UDP, home with home,
 // the same LAN), relayed for symmetric with symmetric and anything with the
 // UDP-blocked host; no claim for the rest.

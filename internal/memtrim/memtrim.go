@@ -3,7 +3,7 @@
 //
 // Why: wireguard-go moves every packet in a 64 KiB buffer from pools that
 // are unbounded on Linux, so a bulk transfer leaves the agent holding
-// hundreds of MB of buffers (issue 8: 140–230 MB after a 10 s iperf3 run).
+// hundreds of MB of buffers (BenchmarkAgentMemory, bench/NOTES.md).
 // Nothing gives them back on its own: once traffic stops nothing allocates,
 // so no GC runs, sync.Pool keeps its buffers, and the runtime's background
 // scavenger keeps what the last heap goal allowed. A Trimmer watches the
@@ -65,8 +65,8 @@ type Policy struct {
 	// message buffers of 64 KiB (32 MiB) from the start, mostly never
 	// touched, so not resident. The GC's own goal (GOGC=100: twice the live
 	// heap) then lets an idle agent pile up as much resident garbage again
-	// before it collects (issue 8, 51 peers, quiet tunnel: 40 MB anonymous
-	// RSS with a 16 MiB Growth, 25 MB with 4 MiB). A small Growth keeps an
+	// before it collects (bench/NOTES.md compares Growth values on an idle
+	// agent with many peers). A small Growth keeps an
 	// idle agent near its floor for at most two GCs every MinGap.
 	Growth uint64
 	// MinGap is the least time between two trims: it bounds what trimming

@@ -80,7 +80,7 @@ func TestPolicyNeedsGrowth(t *testing.T) {
 // allocates a little all the time (ICE checks, signal); the GC, whose goal
 // counts wireguard-go's untouched buffers as live heap, lets that garbage
 // pile up. The default policy gives it back once it is a few MiB, at most
-// every MinGap (issue 8: with a 16 MiB threshold, 51 peers idle held
+// every MinGap (with a larger threshold, many idle peers held
 // 40 MB anonymous memory; 25 MB with 4 MiB).
 func TestPolicyTrimsIdleGarbage(t *testing.T) {
 	p := &Policy{} // the defaults

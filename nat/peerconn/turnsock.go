@@ -18,8 +18,8 @@ import (
 // The fast path of a relay session over TURN/UDP.
 //
 // pion's TURN client moves one packet per system call and hands each
-// through three goroutines before ice.Conn.Read returns it; in the lab that
-// caps a relayed tunnel near 200 Mb/s with every packet also crossing the
+// through three goroutines before ice.Conn.Read returns it, so a relayed
+// tunnel is capped by per-packet costs, with every packet also crossing the
 // kernel's stack on its own. The client's UDP socket is opened through the
 // session's network (relayNet), so it is a turnSocket of ours: it watches
 // what pion sends and receives on it (the TURN server's address, the
@@ -37,8 +37,8 @@ import (
 //     buffer. The receiver may block (WireGuard's queue is full), which
 //     holds the STUN behind its messages up, never drops it.
 //
-// In the lab (bench/NOTES.md) this moves 2–3× pion's path's throughput
-// at a quarter to a third of the agents' CPU per byte.
+// bench/NOTES.md has the figures of this path against pion's (throughput
+// and the agents' CPU per byte); BenchmarkRelayed measures it.
 //
 // pion keeps using the allocation as before: ICE's consent checks go
 // through pion and keep its permission and channel-binding refreshes

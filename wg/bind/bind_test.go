@@ -229,8 +229,8 @@ func BenchmarkDemux(b *testing.B) {
 	}
 }
 
-// TestOpenReceiveFuncs pins what wireguard-go allocates for the bind (issue
-// 8, agent memory): each ReceiveFunc that Open returns gets a routine that
+// TestOpenReceiveFuncs pins what wireguard-go allocates for the bind (agent
+// memory): each ReceiveFunc that Open returns gets a routine that
 // holds BatchSize message buffers of 64 KiB (8 MiB at 128) for as long as
 // the bind is open. So Open returns one function per socket StdNetBind
 // opened plus a single one for every relayed path, also after a relay was
