@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -235,14 +236,20 @@ func checkRecord(r *store.DNSRecord) error {
 			return err
 		}
 	case "TXT":
-		if r.Value == "" || len(r.Value) > 255 {
-			return invalidf("TXT record value: want 1 to 255 characters")
+		if r.Value, err = checkText("TXT record value", r.Value, maxTXTLen); err != nil {
+			return err
+		}
+		if r.Value == "" {
+			return invalidf("TXT record value is empty: want 1 to %d bytes", maxTXTLen)
 		}
 	default:
 		return invalidf("record type %q: want A, AAAA, CNAME or TXT", r.Type)
 	}
 	if r.TTL == 0 {
-		r.TTL = 300
+		r.TTL = defaultRecordTTL
+	}
+	if err := checkCount("record TTL", int64(r.TTL), 1, maxRecordTTL, fmt.Sprintf(" seconds (0: the default %d)", defaultRecordTTL)); err != nil {
+		return err
 	}
 	return nil
 }
@@ -319,10 +326,12 @@ func (a *account) deleteDNSRecord(ctx context.Context, actor string, m *adminv1.
 
 func (a *account) listEvents(ctx context.Context, actor string, m *adminv1.ListEventsRequest) (*adminv1.ListEventsResponse, error) {
 	limit := int(m.Limit)
-	if limit <= 0 {
-		limit = 100
+	if limit == 0 {
+		limit = defaultEventsListed
 	}
-	limit = min(limit, 10000)
+	if err := checkCount("events limit", int64(limit), 1, maxEventsListed, ""); err != nil {
+		return nil, err
+	}
 	evs, err := a.s.st.Events(ctx, a.id, limit)
 	if err != nil {
 		return nil, err

@@ -57,7 +57,10 @@ func (p *peerAPI) Login(ctx context.Context, req *connect.Request[controlv1.Logi
 	if err != nil {
 		return nil, err
 	}
-	meta := req.Msg.Meta
+	meta, err := checkMeta(req.Msg.Meta)
+	if err != nil {
+		return nil, err
+	}
 	if meta == nil {
 		meta = &controlv1.PeerMeta{}
 	}
@@ -262,7 +265,11 @@ func (p *peerAPI) Sync(ctx context.Context, req *connect.Request[controlv1.SyncR
 		return connect.NewError(connect.CodeUnavailable, errors.New("control is shutting down"))
 	}
 	defer s.streams.Done()
-	c, err := a.goOnline(peer.ID, req.Msg.Meta, req.Msg.AcceptUpdates)
+	meta, err := checkMeta(req.Msg.Meta)
+	if err != nil {
+		return err
+	}
+	c, err := a.goOnline(peer.ID, meta, req.Msg.AcceptUpdates)
 	if err != nil {
 		return err
 	}
