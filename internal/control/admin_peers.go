@@ -63,6 +63,11 @@ func (a *account) updateAccount(ctx context.Context, actor string, m *adminv1.Up
 		if err != nil {
 			return nil, err
 		}
+		for _, r := range a.records {
+			if err := a.checkRecordName(r, d); err != nil {
+				return nil, err
+			}
+		}
 		na.DNSDomain = d
 		changes = append(changes, "dns domain "+d)
 	}
@@ -146,6 +151,9 @@ func (a *account) updatePeer(ctx context.Context, actor string, m *adminv1.Updat
 		label := dnsLabel(name)
 		if other, taken := a.byLabel[label]; taken && other.ID != p.ID {
 			return nil, conflictf("peer name %q: DNS name %s is taken by peer %s", name, label, other.Name)
+		}
+		if r := a.recordAt(label); r != nil {
+			return nil, conflictf("peer name %q: DNS name %s is taken by the dns record %s; delete or rename the record first", name, label, r.Name)
 		}
 		np.Name, np.DNSLabel = name, label
 		changes = append(changes, "name "+name)
