@@ -64,15 +64,16 @@ func (p *peerAPI) Login(ctx context.Context, req *connect.Request[controlv1.Logi
 	if meta == nil {
 		meta = &controlv1.PeerMeta{}
 	}
+	setupKey := strings.TrimSpace(req.Msg.SetupKey) // pasted keys come with spaces and newlines
 	a, peer := s.peerByKey(pub.String())
 	var self *controlv1.SelfConfig
 	switch {
 	case peer != nil:
-		self, err = a.relogin(ctx, peer.ID, req.Msg.SetupKey, meta)
-	case req.Msg.SetupKey == "":
+		self, err = a.relogin(ctx, peer.ID, setupKey, meta)
+	case setupKey == "":
 		return nil, refusePeerUnknown.err("")
 	default:
-		hash := hashSecret(req.Msg.SetupKey)
+		hash := hashSecret(setupKey)
 		if a = s.accountByKeyHash(hash); a == nil {
 			return nil, refuseKeyUnknown.err("")
 		}

@@ -222,3 +222,13 @@ func TestUntrustedTextIsBoundedAndCleaned(t *testing.T) {
 		Sources: []string{"All"}, Destinations: []string{"All"}}))
 	wantCode(t, err, connect.CodeInvalidArgument, "at most 1024")
 }
+
+// A setup key pasted with blanks around it still joins.
+func TestSetupKeyIsTrimmed(t *testing.T) {
+	h := controltest.NewHarness(t, 0)
+	key := createKey(t, h, &adminv1.CreateSetupKeyRequest{Name: "pasted"})
+	a := h.NewAgent(controltest.AgentOptions{Hostname: "pasted"})
+	if err := a.Login("  " + key + "\r\n"); err != nil {
+		t.Fatalf("login with the key and blanks: %v", err)
+	}
+}
