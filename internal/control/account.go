@@ -213,7 +213,7 @@ func (a *account) input() *netmap.Input {
 			Nameservers: n.Nameservers, MatchDomains: n.MatchDomains, Enabled: n.Enabled, Groups: n.Groups})
 	}
 	for _, r := range sorted(a.records, func(r *store.DNSRecord) (time.Time, string) { return r.Created, r.ID }) {
-		in.Records = append(in.Records, netmap.Record{Name: r.Name, Type: r.Type, Value: r.Value, TTL: r.TTL})
+		in.Records = append(in.Records, netmap.Record{Name: r.Name, Type: r.Type, Value: cnameTarget(r, a.a.DNSDomain), TTL: r.TTL})
 	}
 	return in
 }
@@ -322,7 +322,7 @@ func (a *account) label(hostname string, self string) string {
 			suffix := fmt.Sprintf("-%d", n)
 			l = strings.TrimRight(base[:min(len(base), 63-len(suffix))], "-") + suffix
 		}
-		if p, taken := a.byLabel[l]; !taken || p.ID == self {
+		if p, taken := a.byLabel[l]; (!taken || p.ID == self) && a.recordAt(l) == nil {
 			return l
 		}
 	}

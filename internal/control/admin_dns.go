@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -216,8 +217,9 @@ func (a *account) getDNSRecord(ctx context.Context, actor string, m *adminv1.Get
 }
 
 // checkRecord validates a custom record: its name, its type and a value
-// that fits the type.
-func checkRecord(r *store.DNSRecord) error {
+// that fits the type. A single-label CNAME target is a name of the mesh
+// (see cnameTarget).
+func checkRecord(r *store.DNSRecord, domain string) error {
 	var err error
 	if r.Name, err = checkDomain("record name", r.Name); err != nil {
 		return err
@@ -234,15 +236,27 @@ func checkRecord(r *store.DNSRecord) error {
 		if r.Value, err = checkDomain("CNAME target", r.Value); err != nil {
 			return err
 		}
+		if strings.Contains(r.Value, "*") {
+			return invalidf("CNAME target %q: a wildcard is not a name", r.Value)
+		}
+		if qualify(r.Value, domain) == qualify(r.Name, domain) {
+			return invalidf("CNAME %s points at itself", r.Name)
+		}
 	case "TXT":
-		if r.Value == "" || len(r.Value) > 255 {
-			return invalidf("TXT record value: want 1 to 255 characters")
+		if r.Value, err = checkText("TXT record value", r.Value, maxTXTLen); err != nil {
+			return err
+		}
+		if r.Value == "" {
+			return invalidf("TXT record value is empty: want 1 to %d bytes", maxTXTLen)
 		}
 	default:
 		return invalidf("record type %q: want A, AAAA, CNAME or TXT", r.Type)
 	}
 	if r.TTL == 0 {
-		r.TTL = 300
+		r.TTL = defaultRecordTTL
+	}
+	if err := checkCount("record TTL", int64(r.TTL), 1, maxRecordTTL, fmt.Sprintf(" seconds (0: the default %d)", defaultRecordTTL)); err != nil {
+		return err
 	}
 	return nil
 }
@@ -251,7 +265,10 @@ func (a *account) createDNSRecord(ctx context.Context, actor string, m *adminv1.
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	r := &store.DNSRecord{ID: newID(), AccountID: a.id, Name: m.Name, Type: m.Type, Value: m.Value, TTL: m.Ttl, Created: a.stamp()}
-	if err := checkRecord(r); err != nil {
+	if err := checkRecord(r, a.a.DNSDomain); err != nil {
+		return nil, err
+	}
+	if err := a.checkRecordName(r, a.a.DNSDomain); err != nil {
 		return nil, err
 	}
 	err := a.commit(ctx, audit{actor: actor, action: "dns_record.created", targetType: "dns_record", targetID: r.ID,
@@ -285,7 +302,10 @@ func (a *account) updateDNSRecord(ctx context.Context, actor string, m *adminv1.
 	if m.Ttl != nil {
 		r.TTL = *m.Ttl
 	}
-	if err := checkRecord(&r); err != nil {
+	if err := checkRecord(&r, a.a.DNSDomain); err != nil {
+		return nil, err
+	}
+	if err := a.checkRecordName(&r, a.a.DNSDomain); err != nil {
 		return nil, err
 	}
 	err = a.commit(ctx, audit{actor: actor, action: "dns_record.updated", targetType: "dns_record", targetID: r.ID,
@@ -319,10 +339,12 @@ func (a *account) deleteDNSRecord(ctx context.Context, actor string, m *adminv1.
 
 func (a *account) listEvents(ctx context.Context, actor string, m *adminv1.ListEventsRequest) (*adminv1.ListEventsResponse, error) {
 	limit := int(m.Limit)
-	if limit <= 0 {
-		limit = 100
+	if limit == 0 {
+		limit = defaultEventsListed
 	}
-	limit = min(limit, 10000)
+	if err := checkCount("events limit", int64(limit), 1, maxEventsListed, ""); err != nil {
+		return nil, err
+	}
 	evs, err := a.s.st.Events(ctx, a.id, limit)
 	if err != nil {
 		return nil, err
@@ -334,4 +356,57 @@ func (a *account) listEvents(ctx context.Context, actor string, m *adminv1.ListE
 	}
 	slices.Reverse(out.Events) // oldest first, like a log
 	return out, nil
+}
+
+// recordLabel is the label under the mesh domain at which a record named
+// name is answered, when that is a single label ("nas" and
+// "nas.<domain>" both are "nas"): where it would shadow a peer's name.
+func recordLabel(name, domain string) string {
+	if domain != "" {
+		name = strings.TrimSuffix(name, "."+domain)
+	}
+	if strings.Contains(name, ".") || name == domain {
+		return ""
+	}
+	return name
+}
+
+// recordAt returns a record answered at peer label l, nil if none. Peers
+// that join take the next free label ("nas-2") instead. Callers hold mu.
+func (a *account) recordAt(l string) *store.DNSRecord {
+	for _, r := range a.records {
+		if recordLabel(r.Name, a.a.DNSDomain) == l {
+			return r
+		}
+	}
+	return nil
+}
+
+// checkRecordName refuses a record that would answer for a peer's name:
+// resolvers would get both answers. Callers hold mu.
+func (a *account) checkRecordName(r *store.DNSRecord, domain string) error {
+	if p := a.byLabel[recordLabel(r.Name, domain)]; p != nil {
+		return conflictf("dns record %s would answer for peer %s (%s): pick another name, or rename the peer with `meshd admin peers update %s --name NEW`",
+			r.Name, p.Name, fqdn(p.DNSLabel, domain), p.Name)
+	}
+	return nil
+}
+
+// cnameTarget is the value of record r as maps carry it: a single-label
+// CNAME target ("db") names a peer or record of the mesh and is qualified
+// with the mesh domain ("db.<domain>"), as a single-label record name is;
+// resolvers would otherwise look for "db." at the root.
+func cnameTarget(r *store.DNSRecord, domain string) string {
+	if r.Type != "CNAME" {
+		return r.Value
+	}
+	return qualify(r.Value, domain)
+}
+
+// qualify puts a single-label name under the mesh domain.
+func qualify(name, domain string) string {
+	if domain == "" || strings.Contains(name, ".") {
+		return name
+	}
+	return name + "." + domain
 }

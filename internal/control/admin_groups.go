@@ -286,8 +286,12 @@ func (a *account) createKeyLocked(ctx context.Context, actor string, m *adminv1.
 	if err != nil {
 		return nil, "", err
 	}
-	if m.ExpiresInSeconds < 0 || m.UsageLimit < 0 {
-		return nil, "", invalidf("expiry and usage limit must not be negative (0: none)")
+	expiry, err := checkSeconds("setup key expiry", m.ExpiresInSeconds, "never expires", minSetupKeyExpiry, maxSetupKeyExpiry)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := checkCount("setup key usage limit", int64(m.UsageLimit), 0, maxSetupKeyUsage, " (0: unlimited)"); err != nil {
+		return nil, "", err
 	}
 	if m.OneOff && m.UsageLimit > 1 {
 		return nil, "", invalidf("a one-off key is used once; do not give it a usage limit of %d", m.UsageLimit)
@@ -300,8 +304,8 @@ func (a *account) createKeyLocked(ctx context.Context, actor string, m *adminv1.
 	now := a.s.now()
 	k := &store.SetupKey{ID: newID(), AccountID: a.id, Name: name, Hash: hashSecret(plain), Prefix: plain[:8],
 		OneOff: m.OneOff, UsageLimit: int(m.UsageLimit), Ephemeral: m.Ephemeral, Created: a.stamp(), AutoGroups: groups}
-	if m.ExpiresInSeconds > 0 {
-		k.Expires = now.Add(time.Duration(m.ExpiresInSeconds) * time.Second)
+	if expiry > 0 {
+		k.Expires = now.Add(expiry)
 	}
 	kind := "reusable"
 	if k.OneOff {

@@ -39,12 +39,9 @@ func (a *account) updateAccount(ctx context.Context, actor string, m *adminv1.Up
 		changes = append(changes, "name")
 	}
 	if m.OverlayNetwork != nil {
-		p, err := checkCIDR("overlay network", *m.OverlayNetwork)
+		p, err := a.checkOverlay(*m.OverlayNetwork)
 		if err != nil {
 			return nil, err
-		}
-		if !p.Addr().Is4() || p.Bits() < 8 || p.Bits() > 30 {
-			return nil, invalidf("overlay network %s: want an IPv4 network from /8 to /30, e.g. 100.64.0.0/16", p)
 		}
 		var outside []string
 		for _, peer := range a.peers {
@@ -62,25 +59,32 @@ func (a *account) updateAccount(ctx context.Context, actor string, m *adminv1.Up
 		changes = append(changes, "overlay network "+p.String())
 	}
 	if m.DnsDomain != nil {
-		d, err := checkDomain("dns domain", *m.DnsDomain)
+		d, err := checkMeshDomain(*m.DnsDomain)
 		if err != nil {
 			return nil, err
+		}
+		for _, r := range a.records {
+			if err := a.checkRecordName(r, d); err != nil {
+				return nil, err
+			}
 		}
 		na.DNSDomain = d
 		changes = append(changes, "dns domain "+d)
 	}
 	if m.LoginExpirationSeconds != nil {
-		if *m.LoginExpirationSeconds < 0 {
-			return nil, invalidf("login expiration must not be negative (0 turns it off)")
+		d, err := checkSeconds("login expiration", *m.LoginExpirationSeconds, "off", minLoginExpiration, maxLoginExpiration)
+		if err != nil {
+			return nil, err
 		}
-		na.LoginExpiration = time.Duration(*m.LoginExpirationSeconds) * time.Second
+		na.LoginExpiration = d
 		changes = append(changes, "login expiration "+na.LoginExpiration.String())
 	}
 	if m.EphemeralOfflineSeconds != nil {
-		if *m.EphemeralOfflineSeconds < 60 {
-			return nil, invalidf("ephemeral peers must be allowed at least 60 seconds offline")
+		d, err := checkSeconds("ephemeral offline time", *m.EphemeralOfflineSeconds, "", minEphemeralOffline, maxEphemeralOffline)
+		if err != nil {
+			return nil, err
 		}
-		na.EphemeralOffline = time.Duration(*m.EphemeralOfflineSeconds) * time.Second
+		na.EphemeralOffline = d
 		changes = append(changes, "ephemeral offline "+na.EphemeralOffline.String())
 	}
 	err := a.commit(ctx, audit{actor: actor, action: "account.updated", targetType: "account", targetID: a.id,
@@ -147,6 +151,9 @@ func (a *account) updatePeer(ctx context.Context, actor string, m *adminv1.Updat
 		label := dnsLabel(name)
 		if other, taken := a.byLabel[label]; taken && other.ID != p.ID {
 			return nil, conflictf("peer name %q: DNS name %s is taken by peer %s", name, label, other.Name)
+		}
+		if r := a.recordAt(label); r != nil {
+			return nil, conflictf("peer name %q: DNS name %s is taken by the dns record %s; delete or rename the record first", name, label, r.Name)
 		}
 		np.Name, np.DNSLabel = name, label
 		changes = append(changes, "name "+name)

@@ -48,6 +48,9 @@ func (a *account) checkPolicy(p *store.Policy) error {
 	if p.Name, err = checkName("policy", p.Name); err != nil {
 		return err
 	}
+	if p.Description, err = checkText("policy description", p.Description, maxDescriptionLen); err != nil {
+		return err
+	}
 	if len(p.Sources) == 0 || len(p.Destinations) == 0 {
 		return invalidf("policy %s needs at least one source and one destination group", p.Name)
 	}
@@ -232,6 +235,9 @@ func (a *account) checkRoute(r *store.Route) error {
 		return invalidf("route network %s overlaps the overlay network %s", p, a.network)
 	}
 	r.Network = p.String()
+	if r.Description, err = checkText("route description", r.Description, maxDescriptionLen); err != nil {
+		return err
+	}
 	if len(r.Peers) == 0 {
 		return invalidf("route %s needs at least one routing peer", p)
 	}

@@ -57,19 +57,23 @@ func (p *peerAPI) Login(ctx context.Context, req *connect.Request[controlv1.Logi
 	if err != nil {
 		return nil, err
 	}
-	meta := req.Msg.Meta
+	meta, err := checkMeta(req.Msg.Meta)
+	if err != nil {
+		return nil, err
+	}
 	if meta == nil {
 		meta = &controlv1.PeerMeta{}
 	}
+	setupKey := strings.TrimSpace(req.Msg.SetupKey) // pasted keys come with spaces and newlines
 	a, peer := s.peerByKey(pub.String())
 	var self *controlv1.SelfConfig
 	switch {
 	case peer != nil:
-		self, err = a.relogin(ctx, peer.ID, req.Msg.SetupKey, meta)
-	case req.Msg.SetupKey == "":
+		self, err = a.relogin(ctx, peer.ID, setupKey, meta)
+	case setupKey == "":
 		return nil, refusePeerUnknown.err("")
 	default:
-		hash := hashSecret(req.Msg.SetupKey)
+		hash := hashSecret(setupKey)
 		if a = s.accountByKeyHash(hash); a == nil {
 			return nil, refuseKeyUnknown.err("")
 		}
@@ -262,7 +266,11 @@ func (p *peerAPI) Sync(ctx context.Context, req *connect.Request[controlv1.SyncR
 		return connect.NewError(connect.CodeUnavailable, errors.New("control is shutting down"))
 	}
 	defer s.streams.Done()
-	c, err := a.goOnline(peer.ID, req.Msg.Meta, req.Msg.AcceptUpdates)
+	meta, err := checkMeta(req.Msg.Meta)
+	if err != nil {
+		return err
+	}
+	c, err := a.goOnline(peer.ID, meta, req.Msg.AcceptUpdates)
 	if err != nil {
 		return err
 	}

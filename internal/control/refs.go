@@ -104,20 +104,6 @@ func (a *account) peerNames(ids []string) []string {
 	return out
 }
 
-// checkName validates the name of a group, policy or nameserver group.
-func checkName(kind, name string) (string, error) {
-	name = strings.TrimSpace(name)
-	switch {
-	case name == "":
-		return "", invalidf("%s name is empty", kind)
-	case len(name) > 128:
-		return "", invalidf("%s name is longer than 128 characters", kind)
-	case strings.ContainsAny(name, ",\n\t"):
-		return "", invalidf("%s name %q: no commas, tabs or newlines", kind, name)
-	}
-	return name, nil
-}
-
 // checkDomain validates a DNS name (a domain, a match domain, a record name).
 func checkDomain(what, d string) (string, error) {
 	d = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")

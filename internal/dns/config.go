@@ -40,6 +40,10 @@ import (
 // PeerTTL is the TTL of the answers for peer names.
 const PeerTTL = 60
 
+// MaxRecordTTL caps the TTL of custom records (control refuses more): a
+// wrong record must not stay in clients' caches for longer than a day.
+const MaxRecordTTL = 86400
+
 // Config is what the resolver serves: the mesh's names and where other
 // names go. Build it from a network map with FromMap.
 type Config struct {

@@ -23,7 +23,8 @@ const (
 	// DefaultMaxInFlight bounds the queries being forwarded at once; more
 	// are answered SERVFAIL at once rather than queued.
 	DefaultMaxInFlight = 256
-	// maxCNAMEChase bounds how many CNAMEs an answer follows.
+	// maxCNAMEChase bounds how many CNAMEs an answer follows; a longer
+	// chain is answered SERVFAIL.
 	maxCNAMEChase = 8
 )
 
@@ -307,27 +308,44 @@ func (s *Server) answerLocal(ctx context.Context, z *zone, req *mdns.Msg, name s
 			resp.Answer = append(resp.Answer, rr)
 		}
 	}
-	// Follow a CNAME: in the mesh, or upstream.
-	for i := 0; i < maxCNAMEChase && len(resp.Answer) > 0 && qt != mdns.TypeCNAME; i++ {
+	// Follow a CNAME chain: in the mesh, or upstream. A chain that comes
+	// back to a name it passed, or is longer than maxCNAMEChase, is a
+	// broken zone: SERVFAIL, as a recursive resolver answers, rather than
+	// a chain of CNAMEs that ends nowhere.
+	seen := map[string]bool{name: true}
+	for i := 0; qt != mdns.TypeCNAME && len(resp.Answer) > 0; i++ {
 		c, ok := resp.Answer[len(resp.Answer)-1].(*mdns.CNAME)
 		if !ok {
 			break
 		}
-		if next, ok := z.lookup(c.Target); ok {
+		target := strings.ToLower(c.Target)
+		if seen[target] || i >= maxCNAMEChase {
+			s.log.Debug("dns cname loop or chain too long", zap.String("name", name), zap.String("target", target))
+			fail := new(mdns.Msg)
+			return fail.SetRcode(req, mdns.RcodeServerFailure)
+		}
+		seen[target] = true
+		if next, ok := z.lookup(target); ok {
+			chained := false
 			for _, rr := range next {
-				if t := rr.Header().Rrtype; t == qt || t == mdns.TypeCNAME {
+				t := rr.Header().Rrtype
+				if t == qt || qt == mdns.TypeANY || t == mdns.TypeCNAME {
 					resp.Answer = append(resp.Answer, rr)
+					chained = chained || t == mdns.TypeCNAME
 				}
+			}
+			if !chained {
+				break
 			}
 			continue
 		}
-		if z.authoritative(c.Target) {
+		if z.authoritative(target) {
 			break
 		}
 		sub := new(mdns.Msg)
-		sub.SetQuestion(c.Target, qt)
+		sub.SetQuestion(target, qt)
 		sub.RecursionDesired = true
-		if out, err := s.forward(ctx, sub, z.upstreams(c.Target), !z.inDomain(c.Target)); err == nil {
+		if out, err := s.forward(ctx, sub, z.upstreams(target), !z.inDomain(target)); err == nil {
 			resp.Answer = append(resp.Answer, out.Answer...)
 		}
 		break

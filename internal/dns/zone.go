@@ -204,7 +204,7 @@ func addrRR(name string, a netip.Addr, ttl uint32) mdns.RR {
 }
 
 func recordRR(name string, r Record) mdns.RR {
-	ttl := r.TTL
+	ttl := min(r.TTL, MaxRecordTTL)
 	if ttl == 0 {
 		ttl = 300
 	}

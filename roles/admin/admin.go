@@ -301,15 +301,15 @@ func apiError(s *session, err error) error {
 	case errors.As(err, &ce):
 		switch ce.Code() {
 		case connect.CodeUnauthenticated:
-			return cli.Exit(ce.Message(), 1)
+			return cli.Exit(safe(ce.Message()), 1)
 		case connect.CodeUnavailable, connect.CodeUnknown, connect.CodeDeadlineExceeded:
-			return cli.Exit(fmt.Sprintf("cannot reach control at %s: %s", s.url, ce.Message()), 1)
+			return cli.Exit(fmt.Sprintf("cannot reach control at %s: %s", s.url, safe(ce.Message())), 1)
 		case connect.CodeInternal:
-			return cli.Exit("control failed: "+ce.Message(), 1)
+			return cli.Exit("control failed: "+safe(ce.Message()), 1)
 		}
-		return cli.Exit(ce.Message(), 1)
+		return cli.Exit(safe(ce.Message()), 1)
 	}
-	return cli.Exit(err.Error(), 1)
+	return cli.Exit(safe(err.Error()), 1)
 }
 
 // printJSON prints one message as a JSON object.
@@ -318,7 +318,7 @@ func (s *session) printJSON(m proto.Message) error {
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(s.out, "%s\n", b)
+	_, err = fmt.Fprintf(s.out, "%s\n", safeJSON(b))
 	return err
 }
 
@@ -335,7 +335,7 @@ func printJSONList[T proto.Message](s *session, ms []T) error {
 			b.WriteString(",")
 		}
 		b.WriteString("\n  ")
-		b.Write(j)
+		b.Write(safeJSON(j))
 	}
 	if len(ms) > 0 {
 		b.WriteString("\n")

@@ -110,8 +110,8 @@ func TestAdminCommandCoversTheAPI(t *testing.T) {
 	}
 	ok(t, h, "dns", "nameservers", "create", "corp", "--nameserver", "10.0.0.53", "--domain", "corp.example")
 	ok(t, h, "dns", "records", "create", "nas", "--type", "A", "--value", "192.168.7.10")
-	ok(t, h, "dns", "update", "--domain", "home.arpa")
-	if out := ok(t, h, "dns", "get"); !strings.Contains(out, "home.arpa") {
+	ok(t, h, "dns", "update", "--domain", "mesh.home.arpa")
+	if out := ok(t, h, "dns", "get"); !strings.Contains(out, "mesh.home.arpa") {
 		t.Fatalf("dns get:\n%s", out)
 	}
 	ok(t, h, "account", "update", "--login-expiration", "30d")

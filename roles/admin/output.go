@@ -11,12 +11,13 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// table prints rows under a header, aligned.
+// table prints rows under a header, aligned; cells go through safe.
 func table(w io.Writer, header []string, rows [][]string) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(header, "\t"))
 	for _, r := range rows {
 		for i := range r {
+			r[i] = safe(r[i])
 			if r[i] == "" {
 				r[i] = "-"
 			}
@@ -27,7 +28,7 @@ func table(w io.Writer, header []string, rows [][]string) error {
 }
 
 // details prints "label: value" lines, aligned; pairs alternate label and
-// value.
+// value; values go through safe.
 func details(w io.Writer, pairs ...string) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for i := 0; i+1 < len(pairs); i += 2 {
@@ -35,7 +36,7 @@ func details(w io.Writer, pairs ...string) error {
 		if v == "" {
 			v = "-"
 		}
-		fmt.Fprintf(tw, "%s:\t%s\n", pairs[i], v)
+		fmt.Fprintf(tw, "%s:\t%s\n", pairs[i], safe(v))
 	}
 	return tw.Flush()
 }

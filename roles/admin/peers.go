@@ -174,7 +174,7 @@ func (s *session) deleted(kind, id string) error {
 		_, err := fmt.Fprintf(s.out, "{\"deleted\":%q,\"%s\":%q}\n", kind, "id", id)
 		return err
 	}
-	_, err := fmt.Fprintf(s.out, "deleted %s %s\n", kind, id)
+	_, err := fmt.Fprintf(s.out, "deleted %s %s\n", kind, safe(id))
 	return err
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -77,7 +78,7 @@ func Command() *cli.Command {
 // agentOptions turns the flags into engine options.
 func agentOptions(c *cli.Context) (agent.Options, os.FileMode, error) {
 	var o agent.Options
-	o.ControlURL, o.Pin, o.SetupKey = c.String("control"), c.String("tls-pin"), c.String("setup-key")
+	o.ControlURL, o.Pin, o.SetupKey = c.String("control"), c.String("tls-pin"), strings.TrimSpace(c.String("setup-key"))
 	if j := c.String("join"); j != "" {
 		if o.ControlURL != "" || o.Pin != "" {
 			return o, 0, errors.New("--join carries the control URL and pin: drop --control and --tls-pin")
@@ -258,7 +259,7 @@ func UpCommand() *cli.Command {
 			path := c.String("socket")
 			ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
 			defer cancel()
-			_, err := daemon.Client(path).Up(ctx, connect.NewRequest(&daemonv1.UpRequest{SetupKey: c.String("setup-key")}))
+			_, err := daemon.Client(path).Up(ctx, connect.NewRequest(&daemonv1.UpRequest{SetupKey: strings.TrimSpace(c.String("setup-key"))}))
 			if err != nil {
 				return cliutil.Exit(1, "%v", daemon.Explain(path, err))
 			}

@@ -43,8 +43,11 @@ func TestAgentFlags(t *testing.T) {
 		o.Device.Name != "m1" || o.Device.ListenPort != 0 || o.Device.Mode != wg.ModeNetstack || mode != 0o660 {
 		t.Fatalf("options %+v mode %o", o, mode)
 	}
-	o, _, err = agentOptions(ctxFor(t, "--control", "https://c:1", "--setup-key", "K"))
-	if err != nil || o.Device.ListenPort != DefaultPort || o.StateDir != DefaultState || o.Device.Mode != wg.ModeAuto {
+	o, _, err = agentOptions(ctxFor(t, "--control", "https://c:1", "--setup-key", " K \n")) // pasted with blanks
+	if err != nil || o.SetupKey != "K" {
+		t.Fatalf("setup key %q not trimmed: %v", o.SetupKey, err)
+	}
+	if o.Device.ListenPort != DefaultPort || o.StateDir != DefaultState || o.Device.Mode != wg.ModeAuto {
 		t.Fatalf("defaults: %+v %v", o, err)
 	}
 	if o.DNS.Disabled || !o.DNS.ConfigureOS || o.DNS.Listen.IsValid() {
