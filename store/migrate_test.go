@@ -42,6 +42,10 @@ var seeds = map[int][]string{
 	5: {
 		`INSERT INTO accounts (id, name, overlay_network, dns_domain, created) VALUES ('acct5', 'new', '100.64.0.0/16', 'meshd.internal', 5000)`,
 	},
+	6: {
+		`INSERT INTO peers (id, account_id, public_key, name, dns_label, overlay_ip, login_expiration_enabled, last_login, created)
+		 VALUES ('p6', 'acct1', 'PUBKEY6', 'person', 'person', '100.64.0.6', 1, 6000, 6000)`,
+	},
 }
 
 // checks verify, on the latest schema, what the seeds of version v left.
@@ -75,8 +79,8 @@ var checks = map[int]func(t *testing.T, s *Store, d *AccountData){
 		}
 	},
 	2: func(t *testing.T, s *Store, d *AccountData) {
-		if len(d.Peers) != 1 || d.Peers[0].OverlayIP != "100.64.0.1" || !slices.Equal(d.Peers[0].Groups, []string{"g-eng"}) ||
-			d.Peers[0].SetupKeyID != "k1" || !d.Peers[0].LoginExpirationEnabled {
+		if len(d.Peers) < 1 || d.Peers[0].OverlayIP != "100.64.0.1" || !slices.Equal(d.Peers[0].Groups, []string{"g-eng"}) ||
+			d.Peers[0].SetupKeyID != "k1" {
 			t.Errorf("peers = %+v", d.Peers)
 		}
 		if len(d.SetupKeys) < 1 || d.SetupKeys[0].ID != "k1" || !d.SetupKeys[0].OneOff || !slices.Equal(d.SetupKeys[0].AutoGroups, []string{"g-eng"}) {
@@ -122,6 +126,15 @@ var checks = map[int]func(t *testing.T, s *Store, d *AccountData){
 		n, err := s.LoadAccount(context.Background(), "acct5")
 		if err != nil || n.Account.Bootstrapped {
 			t.Errorf("account made at version 5 = %+v, %v", n, err)
+		}
+	},
+	6: func(t *testing.T, s *Store, d *AccountData) {
+		// Peers from before 0006 joined with setup keys: exempt from login
+		// expiration; a peer opted in after 0006 stays opted in.
+		for _, p := range d.Peers {
+			if p.LoginExpirationEnabled != (p.ID == "p6") {
+				t.Errorf("peer %s login expiration %v", p.ID, p.LoginExpirationEnabled)
+			}
 		}
 	},
 }
