@@ -36,6 +36,15 @@ var seeds = map[int][]string{
 	4: {
 		`INSERT INTO events (account_id, time, actor, action) VALUES ('acct1', 4000, 'bootstrap', 'peer.added')`,
 		`UPDATE accounts SET serial = 42`,
+		`INSERT INTO setup_keys (id, account_id, name, hash, prefix, created) VALUES ('kb-old', 'acct1', 'bootstrap', x'02', 'EFGH', 4000)`,
+		`INSERT INTO setup_keys (id, account_id, name, hash, prefix, created) VALUES ('kb', 'acct1', 'bootstrap', x'03', 'IJKL', 4001)`,
+	},
+	5: {
+		`INSERT INTO accounts (id, name, overlay_network, dns_domain, created) VALUES ('acct5', 'new', '100.64.0.0/16', 'meshd.internal', 5000)`,
+	},
+	6: {
+		`INSERT INTO peers (id, account_id, public_key, name, dns_label, overlay_ip, login_expiration_enabled, last_login, created)
+		 VALUES ('p6', 'acct1', 'PUBKEY6', 'person', 'person', '100.64.0.6', 1, 6000, 6000)`,
 	},
 }
 
@@ -70,11 +79,11 @@ var checks = map[int]func(t *testing.T, s *Store, d *AccountData){
 		}
 	},
 	2: func(t *testing.T, s *Store, d *AccountData) {
-		if len(d.Peers) != 1 || d.Peers[0].OverlayIP != "100.64.0.1" || !slices.Equal(d.Peers[0].Groups, []string{"g-eng"}) ||
-			d.Peers[0].SetupKeyID != "k1" || !d.Peers[0].LoginExpirationEnabled {
+		if len(d.Peers) < 1 || d.Peers[0].OverlayIP != "100.64.0.1" || !slices.Equal(d.Peers[0].Groups, []string{"g-eng"}) ||
+			d.Peers[0].SetupKeyID != "k1" {
 			t.Errorf("peers = %+v", d.Peers)
 		}
-		if len(d.SetupKeys) != 1 || !d.SetupKeys[0].OneOff || !slices.Equal(d.SetupKeys[0].AutoGroups, []string{"g-eng"}) {
+		if len(d.SetupKeys) < 1 || d.SetupKeys[0].ID != "k1" || !d.SetupKeys[0].OneOff || !slices.Equal(d.SetupKeys[0].AutoGroups, []string{"g-eng"}) {
 			t.Errorf("setup keys = %+v", d.SetupKeys)
 		}
 	},
@@ -105,6 +114,27 @@ var checks = map[int]func(t *testing.T, s *Store, d *AccountData){
 		}
 		if d.Account.Serial != 42 {
 			t.Errorf("serial = %d", d.Account.Serial)
+		}
+	},
+	5: func(t *testing.T, s *Store, d *AccountData) {
+		// An account from before 0005 counts as bootstrapped (a start made
+		// it), so no start makes it a second bootstrap key; a new one does
+		// not until a start records its key.
+		if !d.Account.Bootstrapped || d.Account.BootstrapKeyID != "kb" {
+			t.Errorf("old account not bootstrapped: %+v", d.Account)
+		}
+		n, err := s.LoadAccount(context.Background(), "acct5")
+		if err != nil || n.Account.Bootstrapped {
+			t.Errorf("account made at version 5 = %+v, %v", n, err)
+		}
+	},
+	6: func(t *testing.T, s *Store, d *AccountData) {
+		// Peers from before 0006 joined with setup keys: exempt from login
+		// expiration; a peer opted in after 0006 stays opted in.
+		for _, p := range d.Peers {
+			if p.LoginExpirationEnabled != (p.ID == "p6") {
+				t.Errorf("peer %s login expiration %v", p.ID, p.LoginExpirationEnabled)
+			}
 		}
 	},
 }

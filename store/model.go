@@ -20,6 +20,10 @@ type Account struct {
 	Created          time.Time
 	// Serial is the network-map serial high-water mark.
 	Serial uint64
+	// Bootstrapped is true once a first start made the bootstrap setup key
+	// (BootstrapKeyID, empty when unknown); later starts never make another.
+	Bootstrapped   bool
+	BootstrapKeyID string
 }
 
 // AdminToken authenticates calls to the admin API. Only its SHA-256 is kept.

@@ -15,7 +15,7 @@ var ErrNotFound = errors.New("store: not found")
 // Accounts returns every account, oldest first.
 func (s *Store) Accounts(ctx context.Context) ([]Account, error) {
 	rows, err := s.DB.QueryContext(ctx, `SELECT id, name, overlay_network, dns_domain,
-		login_expiration_seconds, ephemeral_offline_seconds, created, serial
+		login_expiration_seconds, ephemeral_offline_seconds, created, serial, bootstrap_key_id
 		FROM accounts ORDER BY created, id`)
 	if err != nil {
 		return nil, fmt.Errorf("store: accounts: %w", err)
@@ -25,12 +25,14 @@ func (s *Store) Accounts(ctx context.Context) ([]Account, error) {
 	for rows.Next() {
 		var a Account
 		var exp, eph, created int64
-		if err := rows.Scan(&a.ID, &a.Name, &a.OverlayNetwork, &a.DNSDomain, &exp, &eph, &created, &a.Serial); err != nil {
+		var boot sql.NullString
+		if err := rows.Scan(&a.ID, &a.Name, &a.OverlayNetwork, &a.DNSDomain, &exp, &eph, &created, &a.Serial, &boot); err != nil {
 			return nil, fmt.Errorf("store: accounts: %w", err)
 		}
 		a.LoginExpiration = time.Duration(exp) * time.Second
 		a.EphemeralOffline = time.Duration(eph) * time.Second
 		a.Created = fromUnixNano(created)
+		a.Bootstrapped, a.BootstrapKeyID = boot.Valid, boot.String
 		out = append(out, a)
 	}
 	return out, rows.Err()

@@ -69,6 +69,12 @@ func (t *Tx) PutAccount(a Account) error {
 		int64(a.LoginExpiration.Seconds()), int64(a.EphemeralOffline.Seconds()), unixNano(a.Created))
 }
 
+// SetBootstrapKey records that the account was bootstrapped with setup key
+// keyID (not kept in PutAccount, which never unsets it).
+func (t *Tx) SetBootstrapKey(accountID, keyID string) error {
+	return t.exec("set bootstrap key", `UPDATE accounts SET bootstrap_key_id = ? WHERE id = ?`, keyID, accountID)
+}
+
 // PutAdminToken writes an admin token.
 func (t *Tx) PutAdminToken(a AdminToken) error {
 	return t.upsert("admin_tokens", []string{"id", "account_id", "name", "hash", "created", "last_used"},

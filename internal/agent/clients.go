@@ -15,6 +15,12 @@ import (
 // adapter wraps the client's own sentinel errors in it.
 var ErrNeedsLogin = errors.New("control wants a setup key: run `meshd up --setup-key KEY`")
 
+// ErrLoginExpired means control cut the peer off because its login expired
+// (it also wraps ErrNeedsLogin). An admin can lift that without touching
+// the machine (expiration off, or the peer exempted), so the engine keeps
+// asking, quietly, until it may log in again.
+var ErrLoginExpired = errors.New("login expired")
+
 // ErrRefused means control refused the login for good (a bad, expired or
 // used setup key); retrying the same key will not help.
 var ErrRefused = errors.New("control refused the login")

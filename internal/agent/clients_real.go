@@ -76,13 +76,26 @@ func (r *realControl) Status() ServerStatus {
 	return s
 }
 
+// refusalError is a refusal by control that is one of the engine's kinds
+// (ErrNeedsLogin, ...). Its message is control's alone, which already says
+// what to do; the kinds' own messages would repeat it.
+type refusalError struct {
+	err   error
+	kinds []error
+}
+
+func (e *refusalError) Error() string   { return e.err.Error() }
+func (e *refusalError) Unwrap() []error { return append([]error{e.err}, e.kinds...) }
+
 // controlError maps the control client's refusals onto the engine's.
 func controlError(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, controlclient.ErrLoginExpired), errors.Is(err, controlclient.ErrPeerUnknown):
-		return fmt.Errorf("%w (%v)", ErrNeedsLogin, err)
+	case errors.Is(err, controlclient.ErrLoginExpired):
+		return &refusalError{err: err, kinds: []error{ErrNeedsLogin, ErrLoginExpired}}
+	case errors.Is(err, controlclient.ErrPeerUnknown):
+		return &refusalError{err: err, kinds: []error{ErrNeedsLogin}}
 	case errors.Is(err, controlclient.ErrSetupKeyInvalid), errors.Is(err, controlclient.ErrProofFailed),
 		errors.Is(err, controlclient.ErrNetworkFull):
 		return fmt.Errorf("%w: %v", ErrRefused, err)

@@ -215,6 +215,7 @@ func (e *Engine) startTunnel() {
 	key := e.pending
 	go func() {
 		defer close(done)
+		expiredLogged := false
 		for {
 			err := t.run(ctx, key)
 			if errors.Is(err, errRestart) && ctx.Err() == nil {
@@ -222,6 +223,29 @@ func (e *Engine) startTunnel() {
 				e.mu.Lock()
 				e.tun = t
 				e.mu.Unlock()
+				continue
+			}
+			if errors.Is(err, ErrLoginExpired) && ctx.Err() == nil {
+				// Said once; then ask again now and then, quietly: an
+				// admin may exempt this peer or turn expiration off.
+				if !expiredLogged {
+					e.log.Error("control cut this machine off; asking again every "+loginExpiredRetry.String(), zap.Error(err))
+					expiredLogged = true
+				}
+				e.mu.Lock()
+				e.lastErr = err // status: needs-login, with control's message
+				e.mu.Unlock()
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(loginExpiredRetry):
+				}
+				t = newTunnel(e)
+				t.setPhase("needs-login", err.Error())
+				e.mu.Lock()
+				e.tun = t
+				e.mu.Unlock()
+				key = ""
 				continue
 			}
 			if err != nil && ctx.Err() == nil {
@@ -234,6 +258,10 @@ func (e *Engine) startTunnel() {
 		}
 	}()
 }
+
+// loginExpiredRetry is how often a peer whose login expired asks control
+// whether it may log in again.
+var loginExpiredRetry = time.Minute
 
 func (e *Engine) stopTunnel() {
 	e.mu.Lock()
@@ -253,6 +281,7 @@ func (e *Engine) loggedIn(self *controlv1.SelfConfig) {
 	changed := !e.st.Joined || e.st.OverlayIP != self.GetOverlayIp() || e.st.Name != self.GetName() || e.st.DNSName != self.GetDnsName()
 	e.st.Joined = true
 	e.pending = ""
+	e.lastErr = nil
 	e.st.Name, e.st.DNSName, e.st.OverlayIP = self.GetName(), self.GetDnsName(), self.GetOverlayIp()
 	if changed {
 		if err := e.st.save(e.opts.StateDir); err != nil {

@@ -327,3 +327,28 @@ func TestRestartWithAUsedSetupKeyLogsInWithoutIt(t *testing.T) {
 	a2 := h.start(dir, "SETUP", false)
 	waitFor(t, 5*time.Second, "up again", func() bool { return a2.e.Status().State == "up" })
 }
+
+// A peer whose login expired says so once and keeps asking control, so it
+// comes back by itself when an admin lifts the expiry.
+func TestLoginExpiredComesBackWhenLifted(t *testing.T) {
+	defer func(d time.Duration) { loginExpiredRetry = d }(loginExpiredRetry)
+	loginExpiredRetry = 20 * time.Millisecond
+	h := newHarness(t)
+	a := h.start("", "SETUP", false)
+	waitFor(t, 5*time.Second, "up", func() bool { return a.e.Status().State == "up" })
+	h.hub.setExpired(a.key(), true)
+	waitFor(t, 5*time.Second, "needs-login", func() bool { return a.e.Status().State == "needs-login" })
+	if msg := a.e.Status().Message; msg != "login expired: run meshd up --setup-key KEY" {
+		t.Fatalf("message %q: want control's message alone", msg)
+	}
+	h.hub.mu.Lock()
+	before := h.hub.logins
+	h.hub.mu.Unlock()
+	waitFor(t, 5*time.Second, "asks again", func() bool {
+		h.hub.mu.Lock()
+		defer h.hub.mu.Unlock()
+		return h.hub.logins >= before+2
+	})
+	h.hub.setExpired(a.key(), false)
+	waitFor(t, 5*time.Second, "up again without a key", func() bool { return a.e.Status().State == "up" })
+}

@@ -30,6 +30,22 @@ type hub struct {
 	down     bool
 	changed  chan struct{} // closed and replaced on every change
 	logins   int
+	expired  map[keys.Key]bool // peers whose login expired
+}
+
+// errExpired is control's refusal of a peer whose login expired.
+var errExpired = &refusalError{err: errors.New("login expired: run meshd up --setup-key KEY"),
+	kinds: []error{ErrNeedsLogin, ErrLoginExpired}}
+
+// setExpired expires a peer's login (its Sync ends) or lifts that.
+func (h *hub) setExpired(k keys.Key, expired bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.expired == nil {
+		h.expired = map[keys.Key]bool{}
+	}
+	h.expired[k] = expired
+	h.bump()
 }
 
 func newHub(setupKey string) *hub {
@@ -77,6 +93,9 @@ func (h *hub) login(k keys.Key, setupKey string) (*controlv1.SelfConfig, error) 
 		return nil, fmt.Errorf("setup key unknown: %w", ErrRefused)
 	}
 	if s, ok := h.joined[k]; ok {
+		if h.expired[k] && setupKey == "" {
+			return nil, errExpired
+		}
 		return s, nil
 	}
 	if setupKey == "" {
@@ -122,6 +141,10 @@ func (c *fakeControl) Sync(ctx context.Context, onMap func(*controlv1.NetworkMap
 	var last uint64
 	for {
 		c.h.mu.Lock()
+		if c.h.expired[c.key] {
+			c.h.mu.Unlock()
+			return errExpired
+		}
 		down, ch := c.h.down, c.h.changed
 		var m *controlv1.NetworkMap
 		if !down && c.h.serial != last {

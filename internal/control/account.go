@@ -45,10 +45,13 @@ type account struct {
 	ns       map[string]*store.NameserverGroup
 	records  map[string]*store.DNSRecord
 	online   map[string]int // peer id → open Sync streams
-	nextIP   netip.Addr     // where the search for a free address starts
-	lastNew  time.Time      // creation time of the newest entity (see stamp)
-	pending  netmap.Change  // not yet pushed
-	dirty    bool
+	// expired holds the peers whose login expiry is recorded in the audit
+	// log (with when it expired), so that each expiry is recorded once.
+	expired map[string]time.Time
+	nextIP  netip.Addr    // where the search for a free address starts
+	lastNew time.Time     // creation time of the newest entity (see stamp)
+	pending netmap.Change // not yet pushed
+	dirty   bool
 
 	dist distributor
 }
@@ -71,6 +74,7 @@ func newAccount(s *Service, d *store.AccountData) (*account, error) {
 		ns:       map[string]*store.NameserverGroup{},
 		records:  map[string]*store.DNSRecord{},
 		online:   map[string]int{},
+		expired:  map[string]time.Time{},
 	}
 	net, err := netip.ParsePrefix(d.Account.OverlayNetwork)
 	if err != nil {
@@ -108,6 +112,12 @@ func newAccount(s *Service, d *store.AccountData) (*account, error) {
 	}
 	for i := range d.DNSRecords {
 		a.records[d.DNSRecords[i].ID] = &d.DNSRecords[i]
+	}
+	// Expiries before this start were recorded by the start that saw them.
+	for _, p := range a.peers {
+		if a.loginExpired(p, s.now()) {
+			a.expired[p.ID] = a.loginExpires(p, s.now())
+		}
 	}
 	a.nextIP = a.network.Addr().Next()
 	a.lastNew = newest(d)
@@ -273,6 +283,18 @@ func (a *account) loginExpires(p *store.Peer, now time.Time) time.Time {
 func (a *account) loginExpired(p *store.Peer, now time.Time) bool {
 	exp := a.loginExpires(p, now)
 	return !exp.IsZero() && !now.Before(exp)
+}
+
+// loginExpiredCount is how many peers' logins are expired now. Callers hold
+// mu.
+func (a *account) loginExpiredCount(now time.Time) int {
+	n := 0
+	for _, p := range a.peers {
+		if a.loginExpired(p, now) {
+			n++
+		}
+	}
+	return n
 }
 
 // sorted returns the values of m ordered by the key function (time, id).

@@ -16,7 +16,8 @@ import (
 func (a *account) accountMsg() *adminv1.Account {
 	return &adminv1.Account{Id: a.a.ID, Name: a.a.Name, OverlayNetwork: a.network.String(), DnsDomain: a.a.DNSDomain,
 		LoginExpirationSeconds:  int64(a.a.LoginExpiration / time.Second),
-		EphemeralOfflineSeconds: int64(a.a.EphemeralOffline / time.Second), Created: ts(a.a.Created)}
+		EphemeralOfflineSeconds: int64(a.a.EphemeralOffline / time.Second), Created: ts(a.a.Created),
+		LoginExpiredPeers: int32(a.loginExpiredCount(a.s.now()))}
 }
 
 func (a *account) getAccount(ctx context.Context, actor string, m *adminv1.GetAccountRequest) (*adminv1.Account, error) {

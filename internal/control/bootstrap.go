@@ -14,6 +14,7 @@ import (
 
 	adminv1 "meshd/api/admin/v1"
 	"meshd/internal/jointoken"
+	"meshd/internal/netmap"
 	"meshd/store"
 )
 
@@ -37,14 +38,20 @@ type Bootstrap struct {
 	SetupKey      string
 	JoinToken     string
 	JoinTokenPath string
-	// JoinCommand is the line to print: "meshd agent --join <TOKEN>".
+	// JoinCommand is the line to print: "meshd agent --join <TOKEN>"; empty
+	// when the bootstrap key no longer works (then Hint says what to do).
 	JoinCommand string
+	// Hint says why there is no join line and how to make a key.
+	Hint string
 }
 
-// Bootstrap makes sure there is an account, an admin token and a reusable
-// setup key. The first start creates them and writes DIR/admin-token and
-// DIR/join-token (mode 0600); later starts reuse them. If a file was removed,
-// or its key revoked or deleted, a new token or key replaces it.
+// Bootstrap makes sure there is an account and an admin token, and makes the
+// reusable bootstrap setup key once. The first start creates them and writes
+// DIR/admin-token and DIR/join-token (mode 0600); later starts reuse them. A
+// removed admin-token file gets a new token (the operator's way back in); a
+// revoked, expired or deleted bootstrap key is not replaced, since an
+// admin revoked it on purpose: there is no join line then, and Hint says how
+// to make a key.
 func (s *Service) Bootstrap(ctx context.Context, dir string) (Bootstrap, error) {
 	var b Bootstrap
 	if s.opts.PublicURL == "" {
@@ -74,12 +81,17 @@ func (s *Service) Bootstrap(ctx context.Context, dir string) (Bootstrap, error) 
 	b.AdminToken = tok
 
 	b.JoinTokenPath = filepath.Join(dir, JoinTokenFile)
-	jt, err := s.bootstrapJoin(ctx, a, b.JoinTokenPath)
+	jt, why, err := s.bootstrapJoin(ctx, a, b.JoinTokenPath)
 	if err != nil {
 		return b, err
 	}
+	if why != "" {
+		b.Hint = fmt.Sprintf("There is no join line: %s. To join a machine, make a setup key here:\n\n"+
+			"  meshd admin --data %s setup-keys create --name NAME\n\nand run the line it prints on the machine.", why, dir)
+		return b, nil
+	}
 	b.SetupKey, b.JoinToken = jt.SetupKey, jt.Encode()
-	b.JoinCommand = "meshd agent --join " + b.JoinToken
+	b.JoinCommand = JoinCommand(b.JoinToken)
 	return b, nil
 }
 
@@ -181,37 +193,60 @@ func newAdminToken(accountID, name string, now time.Time) (*store.AdminToken, st
 	return &store.AdminToken{ID: newID(), AccountID: accountID, Name: name, Hash: hashSecret(tok), Created: now}, tok, nil
 }
 
-// bootstrapJoin returns the join token in path, making a new reusable setup
-// key when the file is missing or its key no longer works, and rewriting
-// it when control's URL or pin changed.
-func (s *Service) bootstrapJoin(ctx context.Context, a *account, path string) (jointoken.Token, error) {
+// JoinCommand is the line that joins a machine with a join token.
+func JoinCommand(token string) string { return "meshd agent --join " + token }
+
+// bootstrapJoin returns the join token of the bootstrap setup key, making
+// the key on the account's first bootstrap only, and rewriting the file
+// when control's URL or pin changed. When the key no longer works it
+// returns why (and keeps the file, with the current URL and pin, since
+// `meshd admin --data` reads control's address from it).
+func (s *Service) bootstrapJoin(ctx context.Context, a *account, path string) (jointoken.Token, string, error) {
 	want := jointoken.Token{ControlURL: s.opts.PublicURL, Pin: s.opts.TLSPin}
-	if b, err := os.ReadFile(path); err == nil {
-		if t, err := jointoken.Decode(string(b)); err == nil {
-			a.mu.Lock()
-			k := a.keyHash[string(hashSecret(t.SetupKey))]
-			ok := k != nil && useKey(k, s.now()) == nil
-			a.mu.Unlock()
-			if ok {
-				want.SetupKey = t.SetupKey
-				if t != want {
-					return want, writeSecretFile(path, want.Encode()+"\n")
-				}
-				return t, nil
-			}
-		}
-		s.log.Warn("the setup key of the join token no longer works; making a new one", zap.String("file", path))
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return want, fmt.Errorf("control: bootstrap: %w", err)
-	}
 	a.mu.Lock()
-	_, plain, err := a.createKeyLocked(ctx, "system", &adminv1.CreateSetupKeyRequest{Name: "bootstrap"})
-	a.mu.Unlock()
-	if err != nil {
-		return want, fmt.Errorf("control: bootstrap setup key: %w", err)
+	defer a.mu.Unlock()
+	if !a.a.Bootstrapped {
+		k, plain, err := a.createKeyLocked(ctx, "system", &adminv1.CreateSetupKeyRequest{Name: "bootstrap"})
+		if err != nil {
+			return want, "", fmt.Errorf("control: bootstrap setup key: %w", err)
+		}
+		// A crash before this commit makes a second key at the next start,
+		// the old one staying valid under its name: no key is lost.
+		err = a.commit(ctx, audit{actor: "system", action: "account.bootstrapped", targetType: "setup_key",
+			targetID: k.ID, targetName: k.Name, detail: "join token in " + path},
+			func(tx *store.Tx) error { return tx.SetBootstrapKey(a.id, k.ID) },
+			func() { a.a.Bootstrapped, a.a.BootstrapKeyID = true, k.ID },
+			netmap.Change{})
+		if err != nil {
+			return want, "", fmt.Errorf("control: bootstrap: %w", err)
+		}
+		want.SetupKey = plain
+		return want, "", writeSecretFile(path, want.Encode()+"\n")
 	}
-	want.SetupKey = plain
-	return want, writeSecretFile(path, want.Encode()+"\n")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return want, fmt.Sprintf("%s was removed, and the bootstrap setup key is kept only there", path), nil
+	} else if err != nil {
+		return want, "", fmt.Errorf("control: bootstrap: %w", err)
+	}
+	t, err := jointoken.Decode(string(b))
+	if err != nil {
+		return want, fmt.Sprintf("%s is damaged (%v)", path, err), nil
+	}
+	want.SetupKey = t.SetupKey
+	if t != want {
+		if err := writeSecretFile(path, want.Encode()+"\n"); err != nil {
+			return want, "", err
+		}
+	}
+	k := a.keyHash[string(hashSecret(t.SetupKey))]
+	switch {
+	case k == nil:
+		return want, "the bootstrap setup key was deleted", nil
+	case keyState(k, s.now()) != "valid":
+		return want, "the bootstrap setup key is " + keyState(k, s.now()), nil
+	}
+	return want, "", nil
 }
 
 // writeSecretFile writes data to path with mode 0600, atomically.

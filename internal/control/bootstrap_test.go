@@ -82,16 +82,49 @@ func TestBootstrap(t *testing.T) {
 	st.Close()
 }
 
-// A revoked bootstrap key is replaced at the next start, and the join
-// token then carries the new one.
-func TestBootstrapReplacesRevokedKey(t *testing.T) {
+// The bootstrap key is made once: revoked, it stays revoked across
+// restarts, no second key appears, and the start gives a hint instead of
+// the join line. Un-revoked, the join line is back.
+func TestBootstrapKeyRevokedStaysRevoked(t *testing.T) {
 	h := controltest.NewHarness(t, 0)
-	old := h.Boot.SetupKey
-	must[adminv1.SetupKey](t)(h.Admin.UpdateSetupKey(context.Background(), connect.NewRequest(&adminv1.UpdateSetupKeyRequest{
+	ctx := context.Background()
+	must[adminv1.SetupKey](t)(h.Admin.UpdateSetupKey(ctx, connect.NewRequest(&adminv1.UpdateSetupKeyRequest{
 		Id: "bootstrap", Revoked: ptr(true)})))
-	h.Restart()
-	if h.Boot.SetupKey == old {
-		t.Fatal("revoked bootstrap key kept")
+	for range 2 {
+		h.Restart()
+		if h.Boot.JoinCommand != "" || h.Boot.SetupKey != "" {
+			t.Fatalf("join line for a revoked bootstrap key: %+v", h.Boot)
+		}
+		if !strings.Contains(h.Boot.Hint, "revoked") || !strings.Contains(h.Boot.Hint, "setup-keys create") {
+			t.Fatalf("hint = %q: want why and how to make a key", h.Boot.Hint)
+		}
+		keys := must[adminv1.ListSetupKeysResponse](t)(h.Admin.ListSetupKeys(ctx, connect.NewRequest(&adminv1.ListSetupKeysRequest{})))
+		if len(keys.SetupKeys) != 1 {
+			t.Fatalf("%d setup keys after restarts, want the one bootstrap key", len(keys.SetupKeys))
+		}
 	}
-	h.AddAgent(controltest.AgentOptions{Hostname: "new"}) // joins with the new key
+	// The join token file keeps control's address for `meshd admin --data`.
+	b, err := os.ReadFile(filepath.Join(h.Dir, control.JoinTokenFile))
+	if jt, derr := jointoken.Decode(string(b)); err != nil || derr != nil || jt.ControlURL != h.URL {
+		t.Fatalf("join token file: %v %v %+v", err, derr, jt)
+	}
+
+	must[adminv1.SetupKey](t)(h.Admin.UpdateSetupKey(ctx, connect.NewRequest(&adminv1.UpdateSetupKeyRequest{
+		Id: "bootstrap", Revoked: ptr(false)})))
+	h.Restart()
+	if h.Boot.JoinCommand == "" || h.Boot.Hint != "" {
+		t.Fatalf("valid bootstrap key but no join line: %+v", h.Boot)
+	}
+	h.AddAgent(controltest.AgentOptions{Hostname: "new"})
+
+	// A deleted key is not replaced either.
+	must[adminv1.DeleteSetupKeyResponse](t)(h.Admin.DeleteSetupKey(ctx, connect.NewRequest(&adminv1.DeleteSetupKeyRequest{Id: "bootstrap"})))
+	h.Restart()
+	if h.Boot.JoinCommand != "" || !strings.Contains(h.Boot.Hint, "deleted") {
+		t.Fatalf("deleted bootstrap key: %+v", h.Boot)
+	}
+	keys := must[adminv1.ListSetupKeysResponse](t)(h.Admin.ListSetupKeys(ctx, connect.NewRequest(&adminv1.ListSetupKeysRequest{})))
+	if len(keys.SetupKeys) != 0 {
+		t.Fatalf("a deleted bootstrap key came back: %v", keys.SetupKeys)
+	}
 }

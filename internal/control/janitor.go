@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"meshd/internal/netmap"
+	"meshd/store"
 )
 
 // janitor removes ephemeral peers that stayed offline too long and ends the
@@ -39,8 +42,31 @@ func (a *account) sweep(ctx context.Context) {
 			} else {
 				a.log.Info("removed ephemeral peer", zap.String("peer", p.Name))
 			}
-		case online && a.loginExpired(p, now):
-			a.dist.kick(p.ID, refuseLoginExpired.err(""))
+		case a.loginExpired(p, now):
+			a.noteExpiry(ctx, p, now)
+			if online {
+				a.dist.kick(p.ID, refuseLoginExpired.err(""))
+			}
+		default:
+			delete(a.expired, p.ID)
 		}
 	}
+}
+
+// noteExpiry records a peer's login expiry in the audit log, once per
+// expiry: not again when the setting changes while the peer stays expired,
+// again after it logged in or stopped being expired. Callers hold mu.
+func (a *account) noteExpiry(ctx context.Context, p *store.Peer, now time.Time) {
+	if _, noted := a.expired[p.ID]; noted {
+		return
+	}
+	err := a.commit(ctx, audit{actor: "system", action: "peer.login_expired", targetType: "peer", targetID: p.ID,
+		targetName: p.Name, detail: fmt.Sprintf("last login %s, login expiration %s",
+			p.LastLogin.UTC().Format(time.RFC3339), a.a.LoginExpiration)}, nil, nil, netmap.Change{})
+	if err != nil {
+		a.log.Warn("record login expiry", zap.String("peer", p.Name), zap.Error(err))
+		return
+	}
+	a.expired[p.ID] = a.loginExpires(p, now)
+	a.log.Info("login expired", zap.String("peer", p.Name), zap.Time("last_login", p.LastLogin))
 }

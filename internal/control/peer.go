@@ -141,7 +141,10 @@ func (a *account) register(ctx context.Context, pub string, hash []byte, meta *c
 	label := a.label(meta.Hostname, "")
 	p := &store.Peer{ID: newID(), AccountID: a.id, PublicKey: pub, Name: label, DNSLabel: label,
 		OverlayIP: ip.String(), Hostname: meta.Hostname, OS: meta.Os, Version: meta.Version, SetupKeyID: k.ID,
-		Ephemeral: k.Ephemeral, LoginExpirationEnabled: true, LastLogin: now, LastSeen: now, Created: a.stamp(),
+		// Login expiration is for people: a machine that joined with a setup
+		// key (a server, a routing peer) is not cut off unless an admin opts
+		// it in.
+		Ephemeral: k.Ephemeral, LoginExpirationEnabled: false, LastLogin: now, LastSeen: now, Created: a.stamp(),
 		Groups: a.existingGroups(k.AutoGroups)}
 	nk := *k
 	nk.Used++
@@ -219,6 +222,7 @@ func (a *account) relogin(ctx context.Context, id, setupKey string, meta *contro
 			if nk != nil {
 				a.putKey(nk)
 			}
+			delete(a.expired, id) // logged in: a later expiry is a new one
 		},
 		netmap.Change{Only: []string{id}}) // login_expires may have moved
 	if err != nil {

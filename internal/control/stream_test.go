@@ -204,11 +204,12 @@ func TestDeletedPeerSyncEnds(t *testing.T) {
 	}
 }
 
-// With login expiration, a connected peer is cut off with the error the
+// With login expiration, a connected opted-in peer is cut off with the error the
 // agent shows, cannot log in without a key, and can with one.
 func TestLoginExpiry(t *testing.T) {
 	h := controltest.NewHarness(t, 1)
 	a := h.Agents[0]
+	setPeerExpiry(t, h, a.Name, true) // setup-key peers are exempt unless opted in
 	must[adminv1.Account](t)(h.Admin.UpdateAccount(context.Background(), connect.NewRequest(&adminv1.UpdateAccountRequest{
 		LoginExpirationSeconds: ptr(int64(3600))})))
 	m := a.WaitFor(t, "login expiry in map", func(m *controltest.Map) bool { return m.Self.LoginExpires != nil })

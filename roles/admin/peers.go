@@ -18,8 +18,13 @@ func accountCmd() *cli.Command {
 		if s.json {
 			return s.printJSON(a)
 		}
+		exp := seconds(a.LoginExpirationSeconds)
+		if a.LoginExpirationSeconds > 0 {
+			exp += " (for opted-in peers: peers update PEER --login-expiration on)"
+		}
 		return details(s.out, "id", a.Id, "name", a.Name, "overlay network", a.OverlayNetwork, "dns domain", a.DnsDomain,
-			"login expiration", seconds(a.LoginExpirationSeconds), "ephemeral peers removed after",
+			"login expiration", exp,
+			"logins expired", fmt.Sprint(a.LoginExpiredPeers), "ephemeral peers removed after",
 			seconds(a.EphemeralOfflineSeconds)+" offline", "created", when(a.Created))
 	}
 	return &cli.Command{
@@ -38,7 +43,7 @@ func accountCmd() *cli.Command {
 					&cli.StringFlag{Name: "name", Usage: "account `NAME`"},
 					&cli.StringFlag{Name: "overlay-network", Usage: "overlay `CIDR` (must hold every peer's address)"},
 					&cli.StringFlag{Name: "dns-domain", Usage: "DNS `DOMAIN` of peer names"},
-					&cli.StringFlag{Name: "login-expiration", Usage: "peers must log in again after `DURATION` (e.g. 30d; 0: never)"},
+					&cli.StringFlag{Name: "login-expiration", Usage: "opted-in peers must log in again after `DURATION` (e.g. 30d; 0: never); peers joined with setup keys are exempt unless opted in"},
 					&cli.StringFlag{Name: "ephemeral-offline", Usage: "remove ephemeral peers offline for `DURATION`"},
 				},
 				Action: run(func(s *session) error {
@@ -65,6 +70,10 @@ func accountCmd() *cli.Command {
 					r, err := s.api.UpdateAccount(s.ctx, connect.NewRequest(req))
 					if err != nil {
 						return err
+					}
+					if n := r.Msg.LoginExpiredPeers; n > 0 && req.LoginExpirationSeconds != nil {
+						fmt.Fprintf(s.c.App.ErrWriter, "warning: with this login expiration %d opted-in peer(s) are expired now and cut off "+
+							"until they log in again; `meshd admin peers update PEER --login-expiration off` exempts one\n", n)
 					}
 					return show(s, r.Msg)
 				})},
@@ -124,7 +133,7 @@ func peersCmd() *cli.Command {
 					&cli.StringFlag{Name: "name", Usage: "new `NAME` (also its DNS name)"},
 					&cli.StringSliceFlag{Name: "group", Usage: "the peer's `GROUP`s, replacing the current ones (repeatable or comma-separated)"},
 					&cli.BoolFlag{Name: "no-groups", Usage: "take the peer out of every group (but All)"},
-					&cli.StringFlag{Name: "login-expiration", Usage: "`on` or off: whether the account's login expiration applies"},
+					&cli.StringFlag{Name: "login-expiration", Usage: "`on` or off: whether the account's login expiration applies (off by default for peers joined with a setup key)"},
 				},
 				Action: run(func(s *session) error {
 					id, err := arg(s.c, "peer")

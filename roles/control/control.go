@@ -168,6 +168,10 @@ func PrintJoin(w io.Writer, boot control.Bootstrap, dataDir string) {
 	if boot.Created {
 		fmt.Fprintf(w, "meshd: created a new network (admin token in %s)\n", boot.AdminTokenPath)
 	}
+	if boot.JoinCommand == "" {
+		fmt.Fprintf(w, "\n%s\n\nTo manage the network here: meshd admin --data %s peers list\n\n", boot.Hint, dataDir)
+		return
+	}
 	fmt.Fprintf(w, "\nTo join a machine, run on it:\n\n  %s\n\nTo manage the network here: meshd admin --data %s peers list\n\n", boot.JoinCommand, dataDir)
 }
 

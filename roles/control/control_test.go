@@ -11,6 +11,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"go.uber.org/goleak"
+
+	ctlpkg "meshd/internal/control"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -105,5 +107,15 @@ func TestControlCommandRefusesBadFlags(t *testing.T) {
 		if !errors.As(err, &ec) || ec.ExitCode() != 2 || !strings.Contains(err.Error(), c.msg) {
 			t.Errorf("%v: err %v, want exit 2 with %q\n%s", c.args, err, c.msg, out)
 		}
+	}
+}
+
+// Without a working bootstrap key the start prints the hint, not a join
+// line.
+func TestPrintJoinWithoutKeyPrintsHint(t *testing.T) {
+	var b bytes.Buffer
+	PrintJoin(&b, ctlpkg.Bootstrap{Hint: "There is no join line: the bootstrap setup key is revoked."}, "/d")
+	if out := b.String(); strings.Contains(out, "meshd agent --join") || !strings.Contains(out, "is revoked") {
+		t.Fatalf("output:\n%s", out)
 	}
 }

@@ -86,8 +86,11 @@ type Account struct {
 	// How long an ephemeral peer may stay offline before it is removed.
 	EphemeralOfflineSeconds int64                  `protobuf:"varint,6,opt,name=ephemeral_offline_seconds,json=ephemeralOfflineSeconds,proto3" json:"ephemeral_offline_seconds,omitempty"`
 	Created                 *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created,proto3" json:"created,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// Peers whose login is expired under the current setting (opted in and
+	// not logged in for longer): they stay cut off until they log in again.
+	LoginExpiredPeers int32 `protobuf:"varint,8,opt,name=login_expired_peers,json=loginExpiredPeers,proto3" json:"login_expired_peers,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Account) Reset() {
@@ -167,6 +170,13 @@ func (x *Account) GetCreated() *timestamppb.Timestamp {
 		return x.Created
 	}
 	return nil
+}
+
+func (x *Account) GetLoginExpiredPeers() int32 {
+	if x != nil {
+		return x.LoginExpiredPeers
+	}
+	return 0
 }
 
 type GetAccountRequest struct {
@@ -1122,7 +1132,12 @@ type SetupKey struct {
 	LastUsed   *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=last_used,json=lastUsed,proto3" json:"last_used,omitempty"`
 	Created    *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=created,proto3" json:"created,omitempty"`
 	// "valid", "expired", "revoked" or "used up".
-	State         string `protobuf:"bytes,14,opt,name=state,proto3" json:"state,omitempty"`
+	State string `protobuf:"bytes,14,opt,name=state,proto3" json:"state,omitempty"`
+	// Only in the answer to CreateSetupKey: the join token (control's public
+	// URL, its certificate pin and the key) and the line that joins a machine
+	// with it, "meshd agent --join TOKEN".
+	JoinToken     string `protobuf:"bytes,15,opt,name=join_token,json=joinToken,proto3" json:"join_token,omitempty"`
+	JoinCommand   string `protobuf:"bytes,16,opt,name=join_command,json=joinCommand,proto3" json:"join_command,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1251,6 +1266,20 @@ func (x *SetupKey) GetCreated() *timestamppb.Timestamp {
 func (x *SetupKey) GetState() string {
 	if x != nil {
 		return x.State
+	}
+	return ""
+}
+
+func (x *SetupKey) GetJoinToken() string {
+	if x != nil {
+		return x.JoinToken
+	}
+	return ""
+}
+
+func (x *SetupKey) GetJoinCommand() string {
+	if x != nil {
+		return x.JoinCommand
 	}
 	return ""
 }
@@ -4425,7 +4454,7 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x18api/admin/v1/admin.proto\x12\x0emeshd.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"$\n" +
 	"\n" +
 	"StringList\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\tR\x06values\"\xa1\x02\n" +
+	"\x06values\x18\x01 \x03(\tR\x06values\"\xd1\x02\n" +
 	"\aAccount\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12'\n" +
@@ -4434,7 +4463,8 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"dns_domain\x18\x04 \x01(\tR\tdnsDomain\x128\n" +
 	"\x18login_expiration_seconds\x18\x05 \x01(\x03R\x16loginExpirationSeconds\x12:\n" +
 	"\x19ephemeral_offline_seconds\x18\x06 \x01(\x03R\x17ephemeralOfflineSeconds\x124\n" +
-	"\acreated\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\acreated\"\x13\n" +
+	"\acreated\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12.\n" +
+	"\x13login_expired_peers\x18\b \x01(\x05R\x11loginExpiredPeers\"\x13\n" +
 	"\x11GetAccountRequest\"\xe8\x02\n" +
 	"\x14UpdateAccountRequest\x12\x17\n" +
 	"\x04name\x18\x01 \x01(\tH\x00R\x04name\x88\x01\x01\x12,\n" +
@@ -4504,7 +4534,7 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x05_name\"$\n" +
 	"\x12DeleteGroupRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x15\n" +
-	"\x13DeleteGroupResponse\"\xba\x03\n" +
+	"\x13DeleteGroupResponse\"\xfc\x03\n" +
 	"\bSetupKey\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x10\n" +
@@ -4522,7 +4552,10 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\tephemeral\x18\v \x01(\bR\tephemeral\x127\n" +
 	"\tlast_used\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\blastUsed\x124\n" +
 	"\acreated\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12\x14\n" +
-	"\x05state\x18\x0e \x01(\tR\x05state\"\x16\n" +
+	"\x05state\x18\x0e \x01(\tR\x05state\x12\x1d\n" +
+	"\n" +
+	"join_token\x18\x0f \x01(\tR\tjoinToken\x12!\n" +
+	"\fjoin_command\x18\x10 \x01(\tR\vjoinCommand\"\x16\n" +
 	"\x14ListSetupKeysRequest\"P\n" +
 	"\x15ListSetupKeysResponse\x127\n" +
 	"\n" +
