@@ -155,7 +155,10 @@ func (c *Client) prove(ctx context.Context, purpose string) (*controlv1.Proof, e
 	if err != nil {
 		return nil, fmt.Errorf("challenge: control's key: %w", err)
 	}
-	nonce, sealed := seal.Prove(purpose, resp.Msg.Challenge, server, c.opts.Private)
+	nonce, sealed, err := seal.Prove(purpose, resp.Msg.Challenge, server, c.opts.Private)
+	if err != nil {
+		return nil, fmt.Errorf("challenge: control's key: %w", err)
+	}
 	return &controlv1.Proof{PublicKey: c.pub[:], Challenge: resp.Msg.Challenge, Nonce: nonce[:], Sealed: sealed}, nil
 }
 

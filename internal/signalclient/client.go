@@ -326,15 +326,15 @@ func (c *Client) dispatch(ctx context.Context) {
 
 // receive opens one envelope and queues it for the handler.
 func (c *Client) receive(env *signalv1.Envelope) {
-	from, err := keys.FromBytes(env.From)
+	from, err := keys.PublicFromBytes(env.From)
 	if err != nil {
 		c.reject(keys.Key{}, err)
 		return
 	}
 	now := c.opts.Now()
-	p := c.peers.get(from, now)
-	if p == nil {
-		c.reject(from, errors.New("too many peers; message from a new one refused"))
+	p, err := c.peers.get(from)
+	if err != nil {
+		c.reject(from, err)
 		return
 	}
 	payload, err := p.box.OpenMessage(env.Sealed, env.Nonce, p.guard, now)
@@ -376,7 +376,11 @@ func (c *Client) Send(ctx context.Context, to keys.Key, payload []byte) error {
 		return &DeliveryError{To: to, Status: signalv1.DeliveryStatus_DELIVERY_STATUS_TOO_LARGE,
 			Message: fmt.Sprintf("sealed payload would be %d bytes, the limit is %d", n, s.maxMessage)}
 	}
-	sealed, nonce := c.peers.box(to, c.opts.Now()).SealMessage(payload, c.opts.Now())
+	b, err := c.peers.box(to)
+	if err != nil {
+		return &DeliveryError{To: to, Status: signalv1.DeliveryStatus_DELIVERY_STATUS_INVALID, Message: err.Error()}
+	}
+	sealed, nonce := b.SealMessage(payload, c.opts.Now())
 	id := c.nextID.Add(1)
 	d, err := s.roundTrip(ctx, &signalv1.Envelope{To: to[:], Id: id, Nonce: nonce[:], Sealed: sealed})
 	if err != nil {
