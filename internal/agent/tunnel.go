@@ -379,7 +379,7 @@ func (t *tunnel) apply(ctx context.Context, m *controlv1.NetworkMap) error {
 	self := t.e.priv.Public()
 	want := make(map[keys.Key]*controlv1.RemotePeer, len(m.GetPeers()))
 	for _, rp := range m.GetPeers() {
-		k, err := keys.Parse(rp.GetPublicKey())
+		k, err := keys.ParsePublic(rp.GetPublicKey())
 		if err != nil || k == self {
 			if err != nil {
 				errs = append(errs, fmt.Errorf("peer %q: %w", rp.GetName(), err))

@@ -167,18 +167,18 @@ func TestKeyProofRefused(t *testing.T) {
 	cases := map[string]func() *controlv1.Proof{
 		"wrong key": func() *controlv1.Proof {
 			ch, srv := challenge()
-			n, s := seal.Prove(seal.PurposeLogin, ch, srv, other) // claims mine, proves other
+			n, s := prove(t, seal.PurposeLogin, ch, srv, other) // claims mine, proves other
 			return &controlv1.Proof{PublicKey: pub[:], Challenge: ch, Nonce: n[:], Sealed: s}
 		},
 		"wrong purpose": func() *controlv1.Proof {
 			ch, srv := challenge()
-			n, s := seal.Prove(seal.PurposeSignal, ch, srv, mine)
+			n, s := prove(t, seal.PurposeSignal, ch, srv, mine)
 			return &controlv1.Proof{PublicKey: pub[:], Challenge: ch, Nonce: n[:], Sealed: s}
 		},
 		"forged challenge": func() *controlv1.Proof {
 			_, srv := challenge()
 			ch := make([]byte, 40)
-			n, s := seal.Prove(seal.PurposeLogin, ch, srv, mine)
+			n, s := prove(t, seal.PurposeLogin, ch, srv, mine)
 			return &controlv1.Proof{PublicKey: pub[:], Challenge: ch, Nonce: n[:], Sealed: s}
 		},
 	}
@@ -190,7 +190,7 @@ func TestKeyProofRefused(t *testing.T) {
 	}
 	// A good proof works once; replaying its challenge does not.
 	ch, srv := challenge()
-	n, s := seal.Prove(seal.PurposeLogin, ch, srv, mine)
+	n, s := prove(t, seal.PurposeLogin, ch, srv, mine)
 	good := &controlv1.Proof{PublicKey: pub[:], Challenge: ch, Nonce: n[:], Sealed: s}
 	if err := login(good); err != nil {
 		t.Fatalf("good proof: %v", err)
@@ -198,4 +198,14 @@ func TestKeyProofRefused(t *testing.T) {
 	if err := login(good); !errors.Is(controlclientRefused(err), controlclient.ErrProofFailed) {
 		t.Fatalf("replayed proof: %v", err)
 	}
+}
+
+// prove is seal.Prove for keys the test made, which never fails.
+func prove(tb testing.TB, purpose string, ch []byte, server keys.Key, priv keys.Private) ([seal.NonceLen]byte, []byte) {
+	tb.Helper()
+	n, s, err := seal.Prove(purpose, ch, server, priv)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n, s
 }

@@ -42,6 +42,9 @@ func (s *Service) verify(pr *controlv1.Proof, purpose string) (keys.Key, error) 
 	if err != nil {
 		return keys.Key{}, refuseProof.err("public key is not 32 bytes")
 	}
+	if err := pub.CheckPublic(); err != nil {
+		return keys.Key{}, refuseProof.err(err.Error() + "; use the key pair meshd generated")
+	}
 	if err := s.challenger.Use(pr.Challenge, s.now()); err != nil {
 		return keys.Key{}, refuseProof.err("challenge unknown, expired or used; ask for a new one")
 	}

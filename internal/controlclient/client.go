@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"runtime"
@@ -22,6 +21,7 @@ import (
 
 	controlv1 "meshd/api/control/v1"
 	"meshd/api/control/v1/controlv1connect"
+	"meshd/internal/backoff"
 	"meshd/internal/keys"
 	"meshd/internal/rpcclient"
 	"meshd/internal/seal"
@@ -33,6 +33,12 @@ const (
 	DefaultHeartbeatTimeout = 45 * time.Second // three missed heartbeats
 	DefaultMinBackoff       = time.Second
 	DefaultMaxBackoff       = time.Minute
+	// DefaultStableAfter is how long a stream that delivered a map must have
+	// lived for its end to count as the loss of a working stream (a server
+	// restart, most often): the reconnect waits then stay short for a while
+	// (internal/backoff). A stream that drops sooner is retried with the
+	// waits starting from MinBackoff, without that cap.
+	DefaultStableAfter = 10 * time.Second
 )
 
 // Meta describes the machine; empty fields are filled from the system.
@@ -56,8 +62,14 @@ type Options struct {
 
 	// HeartbeatTimeout: a stream silent for this long is dead.
 	HeartbeatTimeout time.Duration
-	// Reconnect backoff bounds; each wait is jittered.
+	// Reconnect backoff bounds; each wait is jittered. After a stream
+	// that had worked, waits stay within RecoverBackoff (default
+	// backoff.DefaultRecoverMax) for a while, whatever MaxBackoff is.
 	MinBackoff, MaxBackoff time.Duration
+	RecoverBackoff         time.Duration
+	// StableAfter is how long a stream must have lived for its end to
+	// count as the loss of a working one; zero: DefaultStableAfter.
+	StableAfter time.Duration
 	// FullMapsOnly: do not ask control for map updates, as agents before
 	// them did (tests and benchmarks compare the two).
 	FullMapsOnly bool
@@ -101,6 +113,9 @@ func New(opts Options) (*Client, error) {
 	}
 	if opts.MaxBackoff < opts.MinBackoff {
 		opts.MaxBackoff = max(DefaultMaxBackoff, opts.MinBackoff)
+	}
+	if opts.StableAfter <= 0 {
+		opts.StableAfter = DefaultStableAfter
 	}
 	hc := opts.HTTPClient
 	if hc == nil {
@@ -155,7 +170,10 @@ func (c *Client) prove(ctx context.Context, purpose string) (*controlv1.Proof, e
 	if err != nil {
 		return nil, fmt.Errorf("challenge: control's key: %w", err)
 	}
-	nonce, sealed := seal.Prove(purpose, resp.Msg.Challenge, server, c.opts.Private)
+	nonce, sealed, err := seal.Prove(purpose, resp.Msg.Challenge, server, c.opts.Private)
+	if err != nil {
+		return nil, fmt.Errorf("challenge: control's key: %w", err)
+	}
 	return &controlv1.Proof{PublicKey: c.pub[:], Challenge: resp.Msg.Challenge, Nonce: nonce[:], Sealed: sealed}, nil
 }
 
@@ -198,12 +216,13 @@ func (c *Client) Sync(ctx context.Context, onMap func(*controlv1.NetworkMap), on
 	if onState == nil {
 		onState = func(bool, error) {}
 	}
-	b := backoff{min: c.opts.MinBackoff, max: c.opts.MaxBackoff}
+	b := backoff.Backoff{Min: c.opts.MinBackoff, Max: c.opts.MaxBackoff, RecoverMax: c.opts.RecoverBackoff}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
 	resynced := false
 	for {
+		began := time.Now()
 		healthy, err := c.syncOnce(ctx, onMap, onState)
 		if ctx.Err() != nil {
 			onState(false, ctx.Err())
@@ -214,15 +233,18 @@ func (c *Client) Sync(ctx context.Context, onMap func(*controlv1.NetworkMap), on
 			return err
 		}
 		onState(false, err)
-		if healthy {
-			b.reset()
+		switch {
+		case healthy && time.Since(began) >= c.opts.StableAfter:
+			b.Lost(time.Now())
+		case healthy:
+			b.Reset()
 		}
 		if errors.Is(err, errResync) && !resynced {
 			resynced = true // at once, but not twice in a row
 			continue
 		}
 		resynced = false
-		wait := b.next()
+		wait := b.Next(time.Now())
 		c.log.Debug("sync: reconnecting", zap.Duration("in", wait), zap.Error(err))
 		timer.Reset(wait)
 		select {
@@ -360,23 +382,4 @@ func apply(base *controlv1.NetworkMap, u *controlv1.MapUpdate) (*controlv1.Netwo
 	})
 	m.Serial, m.Peers = u.Serial, peers
 	return m, nil
-}
-
-// backoff is exponential backoff with equal jitter: each wait is between
-// half and all of the current step, and the step doubles up to max, so that
-// agents cut off together do not all come back at the same moment.
-type backoff struct {
-	min, max time.Duration
-	cur      time.Duration
-}
-
-func (b *backoff) reset() { b.cur = 0 }
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	}
-	wait := b.cur/2 + rand.N(b.cur/2+1)
-	b.cur = min(b.cur*2, b.max)
-	return wait
 }

@@ -211,19 +211,3 @@ func TestSyncUnreachableStaysFlat(t *testing.T) {
 		t.Fatalf("only %d attempts", f.calls.Load())
 	}
 }
-
-func TestBackoffBounds(t *testing.T) {
-	b := backoff{min: 100 * time.Millisecond, max: time.Second}
-	step := 100 * time.Millisecond
-	for range 10 {
-		w := b.next()
-		if w < step/2 || w > step {
-			t.Fatalf("wait %s outside [%s, %s]", w, step/2, step)
-		}
-		step = min(step*2, time.Second)
-	}
-	b.reset()
-	if w := b.next(); w > 100*time.Millisecond {
-		t.Fatalf("after reset: %s", w)
-	}
-}

@@ -29,16 +29,26 @@ var (
 )
 
 // Prove seals purpose||challenge from priv to the server key, showing that
-// the caller holds priv.
-func Prove(purpose string, challenge []byte, server keys.Key, priv keys.Private) (nonce [NonceLen]byte, sealed []byte) {
+// the caller holds priv. A weak server key is refused (keys.ErrWeakKey).
+func Prove(purpose string, challenge []byte, server keys.Key, priv keys.Private) (nonce [NonceLen]byte, sealed []byte, err error) {
+	b, err := NewBox(priv, server)
+	if err != nil {
+		return nonce, nil, err
+	}
 	msg := append([]byte(purpose), challenge...)
-	sealed, nonce = NewBox(priv, server).Seal(nil, msg)
-	return nonce, sealed
+	sealed, nonce = b.Seal(nil, msg)
+	return nonce, sealed, nil
 }
 
-// VerifyProof checks a proof made by Prove by the holder of peer's private key.
+// VerifyProof checks a proof made by Prove by the holder of peer's private
+// key. A weak peer key fails with keys.ErrWeakKey (and ErrProof): with one,
+// anyone could have made the proof.
 func VerifyProof(purpose string, challenge, nonce, sealed []byte, peer keys.Key, server keys.Private) error {
-	msg, err := NewBox(server, peer).Open(nil, sealed, nonce)
+	b, err := NewBox(server, peer)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrProof, err)
+	}
+	msg, err := b.Open(nil, sealed, nonce)
 	if err != nil {
 		return ErrProof
 	}

@@ -14,7 +14,9 @@ import (
 	"fmt"
 	"time"
 
+	"golang.org/x/crypto/curve25519"
 	"golang.org/x/crypto/nacl/box"
+	"golang.org/x/crypto/salsa20/salsa"
 
 	"meshd/internal/keys"
 )
@@ -51,11 +53,23 @@ type Box struct {
 	shared [32]byte
 }
 
-// NewBox precomputes the shared key between priv and remote.
-func NewBox(priv keys.Private, remote keys.Key) *Box {
+// NewBox precomputes the shared key between priv and remote. It refuses a
+// weak remote key (keys.ErrWeakKey): box.Precompute would accept one, and
+// the shared key would then be one that anyone can compute. It derives the
+// key as box.Precompute does (X25519, then HSalsa20), through the X25519
+// that refuses an all-zero shared secret.
+func NewBox(priv keys.Private, remote keys.Key) (*Box, error) {
+	if err := remote.CheckPublic(); err != nil {
+		return nil, fmt.Errorf("seal: %w", err)
+	}
+	dh, err := curve25519.X25519(priv.Bytes()[:], remote[:])
+	if err != nil {
+		return nil, fmt.Errorf("seal: %w: %v", keys.ErrWeakKey, err)
+	}
 	b := &Box{}
-	box.Precompute(&b.shared, remote.Bytes(), priv.Bytes())
-	return b
+	var zeros [16]byte
+	salsa.HSalsa20(&b.shared, &zeros, (*[32]byte)(dh), &salsa.Sigma)
+	return b, nil
 }
 
 // Seal appends the sealed payload to out and returns it with the fresh nonce.

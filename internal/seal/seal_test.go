@@ -22,9 +22,18 @@ func pair(t *testing.T) (keys.Private, keys.Private) {
 	return a, b
 }
 
+func mustBox(tb testing.TB, priv keys.Private, remote keys.Key) *Box {
+	tb.Helper()
+	b, err := NewBox(priv, remote)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
 func TestMessageRoundTripTamperReplay(t *testing.T) {
 	a, b := pair(t)
-	ab, ba := NewBox(a, b.Public()), NewBox(b, a.Public())
+	ab, ba := mustBox(t, a, b.Public()), mustBox(t, b, a.Public())
 	now := time.Unix(1_700_000_000, 0)
 	g := NewReplayGuard(time.Minute, 16)
 
@@ -43,7 +52,7 @@ func TestMessageRoundTripTamperReplay(t *testing.T) {
 	}
 	// A third key cannot open it.
 	c, _ := pair(t)
-	if _, err := NewBox(c, a.Public()).OpenMessage(sealed, nonce[:], NewReplayGuard(time.Minute, 4), now); !errors.Is(err, ErrOpen) {
+	if _, err := mustBox(t, c, a.Public()).OpenMessage(sealed, nonce[:], NewReplayGuard(time.Minute, 4), now); !errors.Is(err, ErrOpen) {
 		t.Fatalf("wrong recipient: err = %v, want ErrOpen", err)
 	}
 	old, n2 := ab.SealMessage([]byte("old"), now.Add(-2*time.Minute))
@@ -79,7 +88,10 @@ func TestProofAndChallenge(t *testing.T) {
 	c := NewChallenger(time.Minute)
 	now := time.Unix(1_700_000_000, 0)
 	ch, _ := c.Issue(now)
-	nonce, sealed := Prove(PurposeLogin, ch, server.Public(), peer)
+	nonce, sealed, err := Prove(PurposeLogin, ch, server.Public(), peer)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := VerifyProof(PurposeLogin, ch, nonce[:], sealed, peer.Public(), server); err != nil {
 		t.Fatalf("valid proof refused: %v", err)
 	}

@@ -31,7 +31,11 @@ func (r *recorder) Replaced() {}
 func FuzzClientMessage(f *testing.F) {
 	sender, _ := keys.Generate()
 	recipient, _ := keys.Generate()
-	sealed, nonce := seal.NewBox(sender, recipient.Public()).SealMessage([]byte("candidate"), time.Now())
+	b, err := seal.NewBox(sender, recipient.Public())
+	if err != nil {
+		f.Fatal(err)
+	}
+	sealed, nonce := b.SealMessage([]byte("candidate"), time.Now())
 	to := recipient.Public()
 	for _, m := range []*signalv1.ClientMessage{
 		{Msg: &signalv1.ClientMessage_Envelope{Envelope: &signalv1.Envelope{To: to[:], Id: 7, Nonce: nonce[:], Sealed: sealed}}},

@@ -154,7 +154,10 @@ func TestRegistrationNeedsTheKey(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			n, s := seal.Prove(purpose, ch.Challenge, server, signer)
+			n, s, err := seal.Prove(purpose, ch.Challenge, server, signer)
+			if err != nil {
+				t.Fatal(err)
+			}
 			return n[:], s
 		}
 	}

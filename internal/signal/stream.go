@@ -205,8 +205,11 @@ func helloKey(msg *signalv1.ClientMessage) (keys.Key, error) {
 		return keys.Key{}, connect.NewError(connect.CodeInvalidArgument, errors.New("signal: the first message must be Hello"))
 	}
 	key, err := keys.FromBytes(hello.PublicKey)
-	if err != nil || key.IsZero() {
-		return keys.Key{}, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("signal: hello: public key must be 32 bytes, not zero (got %d bytes)", len(hello.PublicKey)))
+	if err != nil {
+		return keys.Key{}, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("signal: hello: public key must be 32 bytes (got %d bytes)", len(hello.PublicKey)))
+	}
+	if err := key.CheckPublic(); err != nil {
+		return keys.Key{}, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("signal: hello: %w; use the key pair meshd generated", err))
 	}
 	return key, nil
 }
@@ -492,10 +495,13 @@ func (s *Server) forward(st *stream, env *signalv1.Envelope) answer {
 		retry  uint32
 	)
 	to, err := keys.FromBytes(env.To)
+	if err == nil {
+		err = to.CheckPublic()
+	}
 	switch {
 	case err != nil:
 		status = signalv1.DeliveryStatus_DELIVERY_STATUS_INVALID
-		msg = fmt.Sprintf("envelope: \"to\" must be a 32-byte public key, got %d bytes", len(env.To))
+		msg = fmt.Sprintf("envelope: \"to\" must be a valid 32-byte public key (got %d bytes): %v", len(env.To), err)
 	case len(env.Nonce) != seal.NonceLen:
 		status = signalv1.DeliveryStatus_DELIVERY_STATUS_INVALID
 		msg = fmt.Sprintf("envelope: nonce must be %d bytes, got %d", seal.NonceLen, len(env.Nonce))

@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -22,6 +21,7 @@ import (
 
 	signalv1 "meshd/api/signal/v1"
 	"meshd/api/signal/v1/signalv1connect"
+	"meshd/internal/backoff"
 	"meshd/internal/keys"
 	"meshd/internal/rpcclient"
 	"meshd/internal/seal"
@@ -32,6 +32,12 @@ const (
 	DefaultReplayWindow = 5 * time.Minute
 	DefaultMinBackoff   = 250 * time.Millisecond
 	DefaultMaxBackoff   = 30 * time.Second
+	// DefaultStableAfter is how long a registered stream must have lived for its
+	// end to count as the loss of a working stream (a server restart, most
+	// often): the reconnect waits then stay short for a while
+	// (internal/backoff). A stream that drops sooner is retried with the
+	// waits starting from MinBackoff, without that cap.
+	DefaultStableAfter = 10 * time.Second
 	// HandshakeTimeout bounds connecting and registering.
 	HandshakeTimeout = 10 * time.Second
 	// receiveQueueLen bounds opened messages waiting for the handler.
@@ -62,8 +68,14 @@ type Options struct {
 	// ReplayWindow is how far a message's seal time may lie from this
 	// machine's clock; older or newer messages are refused as stale.
 	ReplayWindow time.Duration
-	// MinBackoff and MaxBackoff bound the wait between reconnects.
+	// MinBackoff and MaxBackoff bound the wait between reconnects. After a
+	// stream that had worked, waits stay within RecoverBackoff (default
+	// backoff.DefaultRecoverMax) for a while, whatever MaxBackoff is.
 	MinBackoff, MaxBackoff time.Duration
+	RecoverBackoff         time.Duration
+	// StableAfter is how long a stream must have lived for its end to
+	// count as the loss of a working one; zero: DefaultStableAfter.
+	StableAfter time.Duration
 	// Now is the clock for sealing and replay checks; default time.Now.
 	Now func() time.Time
 }
@@ -155,6 +167,9 @@ func New(opts Options) (*Client, error) {
 	}
 	if opts.MaxBackoff < opts.MinBackoff {
 		opts.MaxBackoff = max(DefaultMaxBackoff, opts.MinBackoff)
+	}
+	if opts.StableAfter <= 0 {
+		opts.StableAfter = DefaultStableAfter
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -274,18 +289,22 @@ func (c *Client) Run(ctx context.Context) error {
 	defer stopDispatch()
 	defer c.setState(Disconnected, nil)
 
-	attempt := 0
+	b := backoff.Backoff{Min: c.opts.MinBackoff, Max: c.opts.MaxBackoff, RecoverMax: c.opts.RecoverBackoff}
 	for {
 		c.setState(Connecting, nil)
+		began := time.Now()
 		registered, err := c.runSession(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if registered && !errors.Is(err, ErrReplaced) {
-			attempt = 0
+		switch {
+		case !registered || errors.Is(err, ErrReplaced):
+		case time.Since(began) >= c.opts.StableAfter:
+			b.Lost(time.Now())
+		default:
+			b.Reset()
 		}
-		delay := backoff(attempt, c.opts.MinBackoff, c.opts.MaxBackoff)
-		attempt++
+		delay := b.Next(time.Now())
 		c.setState(Connecting, err)
 		c.log.Warn("signal stream ended; reconnecting", zap.Error(err), zap.Duration("in", delay))
 		t := time.NewTimer(delay)
@@ -296,17 +315,6 @@ func (c *Client) Run(ctx context.Context) error {
 			return nil
 		}
 	}
-}
-
-// backoff returns the wait before attempt n (0-based): exponential from min
-// to max, with the upper half jittered so that peers do not reconnect in
-// lockstep after a server restart.
-func backoff(n int, lo, hi time.Duration) time.Duration {
-	d := hi
-	if n < 32 && lo<<n < hi && lo<<n > 0 {
-		d = lo << n
-	}
-	return d/2 + rand.N(d/2+1)
 }
 
 // dispatch hands opened messages to the handler, in order.
@@ -326,15 +334,15 @@ func (c *Client) dispatch(ctx context.Context) {
 
 // receive opens one envelope and queues it for the handler.
 func (c *Client) receive(env *signalv1.Envelope) {
-	from, err := keys.FromBytes(env.From)
+	from, err := keys.PublicFromBytes(env.From)
 	if err != nil {
 		c.reject(keys.Key{}, err)
 		return
 	}
 	now := c.opts.Now()
-	p := c.peers.get(from, now)
-	if p == nil {
-		c.reject(from, errors.New("too many peers; message from a new one refused"))
+	p, err := c.peers.get(from)
+	if err != nil {
+		c.reject(from, err)
 		return
 	}
 	payload, err := p.box.OpenMessage(env.Sealed, env.Nonce, p.guard, now)
@@ -376,7 +384,11 @@ func (c *Client) Send(ctx context.Context, to keys.Key, payload []byte) error {
 		return &DeliveryError{To: to, Status: signalv1.DeliveryStatus_DELIVERY_STATUS_TOO_LARGE,
 			Message: fmt.Sprintf("sealed payload would be %d bytes, the limit is %d", n, s.maxMessage)}
 	}
-	sealed, nonce := c.peers.box(to, c.opts.Now()).SealMessage(payload, c.opts.Now())
+	b, err := c.peers.box(to)
+	if err != nil {
+		return &DeliveryError{To: to, Status: signalv1.DeliveryStatus_DELIVERY_STATUS_INVALID, Message: err.Error()}
+	}
+	sealed, nonce := b.SealMessage(payload, c.opts.Now())
 	id := c.nextID.Add(1)
 	d, err := s.roundTrip(ctx, &signalv1.Envelope{To: to[:], Id: id, Nonce: nonce[:], Sealed: sealed})
 	if err != nil {

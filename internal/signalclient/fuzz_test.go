@@ -18,7 +18,11 @@ func FuzzReceive(f *testing.F) {
 	me, _ := keys.Generate()
 	sender, _ := keys.Generate()
 	now := time.Unix(1_700_000_000, 0)
-	sealed, nonce := seal.NewBox(sender, me.Public()).SealMessage([]byte("ice-ufrag:abcd"), now)
+	b, err := seal.NewBox(sender, me.Public())
+	if err != nil {
+		f.Fatal(err)
+	}
+	sealed, nonce := b.SealMessage([]byte("ice-ufrag:abcd"), now)
 	from := sender.Public()
 	f.Add(from[:], nonce[:], sealed)
 	f.Add(from[:], nonce[:], sealed[:len(sealed)-1])

@@ -102,7 +102,10 @@ func (s *session) handshake() error {
 	if err != nil {
 		return fmt.Errorf("signal: challenge: server key: %w", err)
 	}
-	nonce, sealed := seal.Prove(seal.PurposeSignal, ch.Challenge, server, c.opts.Private)
+	nonce, sealed, err := seal.Prove(seal.PurposeSignal, ch.Challenge, server, c.opts.Private)
+	if err != nil {
+		return fmt.Errorf("signal: challenge: server key: %w", err)
+	}
 	if err := s.bs.Send(&signalv1.ClientMessage{Msg: &signalv1.ClientMessage_Register{Register: &signalv1.Register{Nonce: nonce[:], Sealed: sealed}}}); err != nil {
 		return s.failed("register", err)
 	}

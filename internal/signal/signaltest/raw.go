@@ -84,7 +84,10 @@ func (h *Harness) RegisterAccepting(tb testing.TB, priv keys.Private, batches, q
 	if err != nil {
 		tb.Fatal(err)
 	}
-	nonce, sealed := seal.Prove(seal.PurposeSignal, ch.Challenge, server, priv)
+	nonce, sealed, err := seal.Prove(seal.PurposeSignal, ch.Challenge, server, priv)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	if _, err := r.Register(nonce[:], sealed); err != nil {
 		tb.Fatal(err)
 	}
@@ -133,7 +136,10 @@ func (r *Raw) Seal(to keys.Key, id uint64, payload []byte) *signalv1.Envelope {
 	}
 	box := r.boxes[to]
 	if box == nil {
-		box = seal.NewBox(r.Key, to)
+		var err error
+		if box, err = seal.NewBox(r.Key, to); err != nil {
+			panic("signaltest: " + err.Error()) // tests send to keys they generated
+		}
 		r.boxes[to] = box
 	}
 	sealed, nonce := box.SealMessage(payload, time.Now())
