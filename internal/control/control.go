@@ -105,6 +105,7 @@ type Service struct {
 	turnURLs   []string
 	challenger *seal.Challenger
 	started    time.Time
+	m          *metrics
 
 	mu       sync.RWMutex
 	accounts []*account
@@ -144,7 +145,7 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		opts.Relays.TTL = DefaultTURNTTL
 	}
 	s := &Service{opts: opts, log: opts.Log, st: opts.Store, now: opts.Now, started: opts.Now(),
-		challenger: seal.NewChallenger(ChallengeTTL), tokens: map[string]*store.AdminToken{}}
+		challenger: seal.NewChallenger(ChallengeTTL), tokens: map[string]*store.AdminToken{}, m: newMetrics()}
 	for _, u := range opts.Relays.URLs {
 		switch scheme, _, _ := strings.Cut(u, ":"); scheme {
 		case "stun", "stuns":
@@ -250,7 +251,7 @@ type Mux interface {
 
 // Mount serves the peer service and the admin service on m.
 func (s *Service) Mount(m Mux) {
-	m.Handle(controlv1connect.NewControlServiceHandler(&peerAPI{s}, fastGzip, connect.WithCompressMinBytes(compressMinBytes)))
+	m.Handle(controlv1connect.NewControlServiceHandler(&peerAPI{s}, fastGzip, connect.WithCompressMinBytes(compressMinBytes), s.m.interceptor()))
 	m.Handle(adminv1connect.NewAdminServiceHandler(&adminAPI{s}, connect.WithInterceptors(&adminAuth{s})))
 }
 

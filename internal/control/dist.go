@@ -184,6 +184,7 @@ func (d *distributor) flush() {
 	d.index.Store(cur)
 	im := netmap.Impacts(old, cur.ix, change)
 	n := d.notify(cur, im)
+	a.s.m.round(time.Since(start))
 	a.log.Debug("maps changed", zap.Int("peers", cur.ix.Len()), zap.Bool("all", im.All), zap.Int("full", len(im.Full)),
 		zap.Int("entries", len(im.Entries)), zap.Int("streams", n), zap.Duration("took", time.Since(start)))
 }

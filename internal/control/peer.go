@@ -295,8 +295,10 @@ func (s *Service) stream(ctx context.Context, a *account, c *conn, stream *conne
 	var sentSerial, sentGen uint64
 	sendMap := func() error {
 		c.take() // the map covers every round up to the index it is made from
+		start := time.Now()
 		snap := a.dist.indexWith(c.peerID)
 		m := snap.ix.Map(c.peerID)
+		s.m.mapComputed(time.Since(start))
 		if m == nil {
 			return refusePeerUnknown.err("deleted")
 		}
@@ -311,6 +313,7 @@ func (s *Service) stream(ctx context.Context, a *account, c *conn, stream *conne
 		if err := stream.Send(&controlv1.SyncResponse{Map: m}); err != nil {
 			return err
 		}
+		s.m.sent(mapKindFull, m)
 		sentSerial, sentGen = serial, snap.gen
 		if !exp.IsZero() {
 			// Refresh when a fifth of the credential's lifetime is left.
@@ -341,6 +344,7 @@ func (s *Service) stream(ctx context.Context, a *account, c *conn, stream *conne
 		if err := stream.Send(&controlv1.SyncResponse{Update: u}); err != nil {
 			return err
 		}
+		s.m.sent(mapKindUpdate, u)
 		sentSerial, sentGen = serial, b.snap.gen
 		return nil
 	}

@@ -118,6 +118,7 @@ type Server struct {
 	wg      sync.WaitGroup // handlers
 
 	stats counters
+	m     metrics // what Stats does not keep, for Prometheus
 }
 
 // New returns a Server with a fresh Curve25519 key for registration proofs.

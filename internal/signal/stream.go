@@ -80,6 +80,7 @@ func (s *Server) serveStream(ctx context.Context, bs *connect.BidiStream[signalv
 	key, err := st.handshake()
 	if err != nil {
 		s.stats.refused.Add(1)
+		s.m.refused(err)
 		s.log.Debug("registration refused", zap.String("remote", bs.Peer().Addr), zap.Error(err))
 		return err
 	}
@@ -95,6 +96,8 @@ func (s *Server) serveStream(ctx context.Context, bs *connect.BidiStream[signalv
 	detach := s.opts.Router.Attach(key, st)
 	defer detach()
 	s.stats.registered.Add(1)
+	s.m.connected.Add(1)
+	defer s.m.connected.Add(-1)
 	err = bs.Send(&signalv1.ServerMessage{Msg: &signalv1.ServerMessage_Registered{Registered: &signalv1.Registered{
 		HeartbeatIntervalMs: uint32(s.opts.HeartbeatInterval / time.Millisecond),
 		MaxMessageBytes:     uint32(s.opts.MaxMessageBytes),
