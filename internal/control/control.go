@@ -30,6 +30,7 @@ import (
 	"meshd/api/control/v1/controlv1connect"
 	"meshd/internal/keys"
 	"meshd/internal/seal"
+	"meshd/internal/server"
 	"meshd/internal/turncred"
 	"meshd/store"
 )
@@ -251,8 +252,11 @@ type Mux interface {
 
 // Mount serves the peer service and the admin service on m.
 func (s *Service) Mount(m Mux) {
-	m.Handle(controlv1connect.NewControlServiceHandler(&peerAPI{s}, fastGzip, connect.WithCompressMinBytes(compressMinBytes), s.m.interceptor()))
-	m.Handle(adminv1connect.NewAdminServiceHandler(&adminAPI{s}, connect.WithInterceptors(&adminAuth{s})))
+	m.Handle(controlv1connect.NewControlServiceHandler(&peerAPI{s},
+		server.ReadLimit(peerReadMaxBytes, newFastGzip), connect.WithCompressMinBytes(compressMinBytes), s.m.interceptor()))
+	path, h := adminv1connect.NewAdminServiceHandler(&adminAPI{s},
+		server.ReadLimit(adminReadMaxBytes, nil), connect.WithInterceptors(&adminAuth{s}))
+	m.Handle(path, s.authenticateFirst(h))
 }
 
 // Only large maps (64 KiB and more: hundreds of peers, where bytes start to
@@ -260,12 +264,10 @@ func (s *Service) Mount(m Mux) {
 // streams at once: on maps of tens of peers, compressing costs much more CPU
 // per change for little gain (BenchmarkPolicyChangeFanout measures it), and
 // the default level costs several times BestSpeed. Heartbeats are never compressed.
-var fastGzip = connect.WithCompression("gzip",
-	func() connect.Decompressor { return &gzip.Reader{} },
-	func() connect.Compressor {
-		w, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed)
-		return w
-	})
+func newFastGzip() connect.Compressor {
+	w, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed)
+	return w
+}
 
 const compressMinBytes = 64 << 10
 

@@ -55,8 +55,10 @@ func New(log *zap.Logger, tlsConfig *tls.Config) *Server {
 	return s
 }
 
-// Handle mounts h at pattern, as Connect's generated constructors return them.
-func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+// Handle mounts h at pattern, as Connect's generated constructors return
+// them. Request bodies other than streaming RPCs' are capped at
+// MaxRequestBody; handlers bound each message with ReadLimit.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, limitBody(h)) }
 
 // Listen opens a TCP listener on addr; with TLS configured, it terminates TLS
 // (offering h2 and http/1.1 by ALPN).
