@@ -3,7 +3,6 @@ package relay
 import (
 	"errors"
 	"net"
-	"net/netip"
 
 	"github.com/pion/turn/v3"
 	"go.uber.org/zap"
@@ -48,45 +47,4 @@ func (s *Server) password(username string) string {
 		return ""
 	}
 	return turncred.Password(secret, username)
-}
-
-// denyList is the built-in peer deny list plus extra.
-func denyList(public netip.Addr, extra []netip.Prefix) []netip.Prefix {
-	deny := []netip.Prefix{
-		netip.MustParsePrefix("0.0.0.0/8"),
-		netip.MustParsePrefix("169.254.0.0/16"), // link-local, cloud metadata
-		netip.MustParsePrefix("224.0.0.0/4"),    // multicast
-		netip.MustParsePrefix("240.0.0.0/4"),    // reserved, broadcast
-	}
-	if !public.IsLoopback() {
-		deny = append(deny, netip.MustParsePrefix("127.0.0.0/8"))
-	}
-	return append(deny, extra...)
-}
-
-// permit is pion's PermissionHandler: a client may relay to any IPv4 peer
-// but the relay's own neighbourhood (see denyList); the relay's public IP
-// is always allowed, since relay-to-relay is how two relayed peers meet.
-func (s *Server) permit(client net.Addr, peer net.IP) bool {
-	ip, ok := netip.AddrFromSlice(peer)
-	if !ok {
-		s.m.peerDenied.Add(1)
-		return false
-	}
-	ip = ip.Unmap()
-	if ip == s.opts.PublicIP {
-		return true
-	}
-	if !ip.Is4() {
-		s.m.peerDenied.Add(1)
-		return false
-	}
-	for _, p := range s.deny {
-		if p.Contains(ip) {
-			s.m.peerDenied.Add(1)
-			s.log.Debug("peer denied", zap.Stringer("client", client), zap.Stringer("peer", ip), zap.Stringer("rule", p))
-			return false
-		}
-	}
-	return true
 }

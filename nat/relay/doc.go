@@ -4,7 +4,8 @@
 // github.com/pion/turn/v3; this package adds what pion leaves to its users:
 // TURN REST credentials shared with control (internal/turncred), relay
 // addresses on a configured public IP and port range, per-user allocation
-// quotas, an upper bound on an allocation's life, a peer-address policy,
+// quotas, an upper bound on an allocation's life, a peer-address policy
+// (policy.go: no relaying into the relay's host or private networks),
 // TURN over TCP and TLS (with an ALPN splitter so TURN and HTTPS share port
 // 443), Prometheus metrics and a Stats snapshot for status output.
 //

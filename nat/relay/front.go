@@ -34,7 +34,9 @@ const (
 //     generator pion calls next (on the same goroutine) can charge the
 //     allocation to that credential;
 //   - turns pion's 508 for an allocation refused by quota into the 486 the
-//     RFC asks for, and counts requests and error responses.
+//     RFC asks for, and pion's answers to a permission or channel refused
+//     by the peer policy (no code, or 401) into 403 Forbidden; counts
+//     requests and error responses.
 type front struct {
 	s         *Server
 	transport string
@@ -50,7 +52,8 @@ type front struct {
 	batch     *readBatch   // UDP: recvmmsg
 	dirty     []*relayConn // UDP: relay sockets with datagrams for peers queued
 	pending   allocRequest
-	lastAlloc *relayConn // made for pending, not yet confirmed
+	lastAlloc *relayConn  // made for pending, not yet confirmed
+	perm      permRequest // the CreatePermission or ChannelBind being handled
 
 	refused atomic.Pointer[allocRequest] // the Allocate refused by quota
 	allocs  atomic.Int32                 // live allocations made through this front
@@ -72,6 +75,17 @@ type allocRequest struct {
 	username string
 	id       string // credential id: the quota key
 	realm    string
+}
+
+// permRequest is the CreatePermission or ChannelBind request being
+// handled, for the peer policy and its 403.
+type permRequest struct {
+	tx       [stun.TransactionIDSize]byte
+	method   stun.Method
+	username string
+	realm    string
+	bind     netip.AddrPort // ChannelBind: the peer's address and port
+	denied   bool
 }
 
 var _ net.PacketConn = (*front)(nil)
@@ -158,7 +172,14 @@ func (f *front) inspect(b []byte, src netip.AddrPort) {
 	t := binary.BigEndian.Uint16(b[0:2])
 	method, class := stunMethod(t), stunClass(t)
 	f.s.m.request(method)
-	if method != stun.MethodAllocate || class != stun.ClassRequest {
+	if class != stun.ClassRequest {
+		return
+	}
+	if method == stun.MethodCreatePermission || method == stun.MethodChannelBind {
+		f.inspectPermission(b, method)
+		return
+	}
+	if method != stun.MethodAllocate {
 		return
 	}
 	f.pending = allocRequest{}
@@ -174,6 +195,49 @@ func (f *front) inspect(b []byte, src netip.AddrPort) {
 	username := user.String()
 	_, id, _ := strings.Cut(username, ":")
 	f.pending = allocRequest{src: src, tx: m.TransactionID, username: username, id: id, realm: realm.String()}
+}
+
+// inspectPermission notes a CreatePermission or ChannelBind request.
+func (f *front) inspectPermission(b []byte, method stun.Method) {
+	f.perm = permRequest{}
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if err := m.Decode(); err != nil {
+		return
+	}
+	var user stun.Username
+	var realm stun.Realm
+	if user.GetFrom(m) != nil || realm.GetFrom(m) != nil {
+		return // unauthenticated: pion answers 401 before the policy
+	}
+	f.perm = permRequest{tx: m.TransactionID, method: method, username: user.String(), realm: realm.String()}
+	if method == stun.MethodChannelBind {
+		var peer stun.XORMappedAddress
+		if peer.GetFromAs(m, stun.AttrXORPeerAddress) == nil {
+			if ip, ok := netip.AddrFromSlice(peer.IP); ok {
+				f.perm.bind = netip.AddrPortFrom(ip.Unmap(), uint16(peer.Port))
+			}
+		}
+	}
+}
+
+// permit is pion's PermissionHandler for this front, called while pion
+// handles the request inspectPermission noted. On top of the address
+// policy a channel to the relay's public address must lead to one of its
+// live relayed addresses (a permission is for an address, a channel for
+// an address and port).
+func (f *front) permit(client net.Addr, peer net.IP) bool {
+	ok := f.s.permit(client, peer)
+	if b := f.perm.bind; ok && b.IsValid() && f.s.ownAddr(b) && f.s.localRelay(b) == nil {
+		if ip, _ := netip.AddrFromSlice(peer); ip.Unmap() == b.Addr() {
+			ok = false
+			f.s.m.peerDenied.Add(1)
+			f.s.log.Debug("channel denied: not a relayed address of this relay", zap.Stringer("client", client), zap.Stringer("peer", b))
+		}
+	}
+	if !ok {
+		f.perm.denied = true
+	}
+	return ok
 }
 
 func (f *front) WriteTo(p []byte, addr net.Addr) (int, error) {
@@ -210,11 +274,26 @@ func (f *front) WriteTo(p []byte, addr net.Addr) (int, error) {
 }
 
 // errorResponse counts an error response and replaces pion's 508 for an
-// allocation refused by quota with 486 (RFC 8656 section 7.2 step 10).
+// allocation refused by quota with 486 (RFC 8656 section 7.2 step 10), and
+// its answer to a peer the policy refused with 403 (section 9.1).
 func (f *front) errorResponse(p []byte, method stun.Method) []byte {
 	m := &stun.Message{Raw: append([]byte(nil), p...)}
 	if err := m.Decode(); err != nil {
 		return p
+	}
+	if r := f.perm; r.denied && r.method == method && r.tx == m.TransactionID {
+		f.perm = permRequest{}
+		forbidden, err := stun.Build(
+			stun.NewTransactionIDSetter(m.TransactionID),
+			stun.NewType(method, stun.ClassErrorResponse),
+			stun.CodeForbidden,
+			stun.NewRealm(f.s.opts.Realm),
+			stun.NewLongTermIntegrity(r.username, r.realm, f.s.password(r.username)),
+		)
+		if err == nil {
+			f.s.m.errorResponse(int(stun.CodeForbidden))
+			return forbidden.Raw
+		}
 	}
 	var code stun.ErrorCodeAttribute
 	if code.GetFrom(m) != nil {
@@ -367,7 +446,7 @@ func (s *Server) serveStream(c net.Conn, transport string) {
 	_ = c.SetReadDeadline(time.Now().Add(StreamIdleTimeout))
 	f.idle.Store(true)
 	_, err := turn.NewServer(turn.ServerConfig{
-		PacketConnConfigs: []turn.PacketConnConfig{{PacketConn: f, RelayAddressGenerator: relayGen{f}, PermissionHandler: s.permit}},
+		PacketConnConfigs: []turn.PacketConnConfig{{PacketConn: f, RelayAddressGenerator: relayGen{f}, PermissionHandler: f.permit}},
 		LoggerFactory:     s.pionLog,
 		Realm:             s.opts.Realm,
 		AuthHandler:       s.authenticate,

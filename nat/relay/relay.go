@@ -99,9 +99,13 @@ type Options struct {
 	// Linux); default GOMAXPROCS. Each has its own read loop.
 	Workers int
 	// DenyPeers are peer prefixes no allocation may send to, on top of the
-	// built-in list (loopback unless PublicIP is loopback, link-local with
-	// the cloud metadata address, multicast, unspecified, broadcast).
+	// built-in list (see builtinDeny: loopback, private, CGNAT,
+	// link-local, multicast, unspecified, reserved and broadcast).
 	DenyPeers []netip.Prefix
+	// AllowPeers are prefixes allocations may send to even though the
+	// built-in list or DenyPeers refuse them: the private networks of a
+	// private deployment. The relay host's own addresses stay refused.
+	AllowPeers []netip.Prefix
 	// Now is the clock for credential expiry; default time.Now.
 	Now func() time.Time
 }
@@ -170,7 +174,7 @@ type Server struct {
 	relays  []atomic.Pointer[relayConn] // by port - PortMin
 	// relayGSO: relay sockets may send UDP GSO batches to peers.
 	relayGSO atomic.Bool
-	deny     []netip.Prefix
+	policy   *peerPolicy
 	m        *metrics
 
 	udp     *turn.Server
@@ -206,7 +210,7 @@ func New(opts Options) (*Server, error) {
 		streams: make(map[*front]struct{}),
 		done:    make(chan struct{}),
 	}
-	s.deny = denyList(opts.PublicIP, opts.DenyPeers)
+	s.policy = newPeerPolicy(opts.PublicIP, opts.AllowPeers, opts.DenyPeers)
 	ports, err := newPortRange(opts.PublicIP, opts.RelayBindIP, opts.PortMin, opts.PortMax)
 	if err != nil {
 		return nil, err
@@ -224,7 +228,7 @@ func New(opts Options) (*Server, error) {
 	cfgs := make([]turn.PacketConnConfig, len(udpConns))
 	for i, uc := range udpConns {
 		f := s.newFront(transportUDP, uc, nil)
-		cfgs[i] = turn.PacketConnConfig{PacketConn: f, RelayAddressGenerator: relayGen{f}, PermissionHandler: s.permit}
+		cfgs[i] = turn.PacketConnConfig{PacketConn: f, RelayAddressGenerator: relayGen{f}, PermissionHandler: f.permit}
 	}
 	s.udp, err = turn.NewServer(turn.ServerConfig{
 		PacketConnConfigs: cfgs,

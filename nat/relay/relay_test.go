@@ -209,11 +209,13 @@ func TestRelay(t *testing.T) {
 
 // TestRelayToPlainPeer relays between an allocation and a peer that is a
 // plain UDP socket (a peer reached on its server-reflexive address), the
-// path through the kernel rather than between two relay sockets.
+// path through the kernel rather than between two relay sockets. The peer
+// is on loopback, which the policy refuses unless allowed, and not on the
+// relay's own address, where only relayed addresses are peers.
 func TestRelayToPlainPeer(t *testing.T) {
-	s := startRelay(t, nil)
+	s := startRelay(t, func(o *relay.Options) { o.AllowPeers = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")} })
 	a := mustAllocate(t, s.UDPAddr().String(), relaytest.UDP, cred("a"), nil)
-	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -195,6 +195,13 @@ func (rc *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		}
 		return len(p), nil // a drop is silent to the sender, as with UDP
 	}
+	if rc.s.ownAddr(dst) {
+		// Not a live relayed address of ours: the TURN port, another
+		// service of the host, or a port no allocation holds. The
+		// permission for the address was granted for the relayed ones.
+		rc.s.m.peerDenied.Add(1)
+		return len(p), nil
+	}
 	if rc.peerOut != nil {
 		rc.peerOut.add(p, dst)
 		rc.f.queuedForPeer(rc)

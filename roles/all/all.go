@@ -68,8 +68,12 @@ func flags() []cli.Flag {
 // plan is what run derives from the flags before it starts anything.
 type plan struct {
 	publicURL *url.URL
+	explicit  bool // --public-url was given
 	relayIP   netip.Addr
-	tls       *tlsconf.Server // nil with --insecure
+	// relayIPErr: the public URL's host gave no relay address (the relay
+	// then takes the default route's, unless --relay-ip).
+	relayIPErr error
+	tls        *tlsconf.Server // nil with --insecure
 }
 
 func run(c *cli.Context) error {
@@ -98,8 +102,12 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return cliutil.Exit(2, "all: %v", err)
 	}
-	if !relCfg.PublicIP.IsValid() {
+	relayIPGiven := relCfg.PublicIP.IsValid()
+	if !relayIPGiven {
 		relCfg.PublicIP = p.relayIP
+		if p.relayIPErr != nil {
+			log.Warn("the relay announces the default route's address; peers outside this network may not reach it", zap.Error(p.relayIPErr))
+		}
 	}
 
 	// Signal shares control's listener, so maps point agents back here.
@@ -108,7 +116,9 @@ func run(c *cli.Context) error {
 	if p.tls != nil {
 		tlsConfig, ctlCfg.TLSPin, ctlCfg.SignalPin = p.tls.Config, p.tls.Pin, p.tls.Pin
 	}
-	ctlCfg.RelayURLs = append(relayURLs(p.publicURL, relCfg.Listen, p.tls != nil), ctlCfg.RelayURLs...)
+	ours := relayURLs(p.publicURL, relCfg.Listen, p.tls != nil)
+	extraURLs := ctlCfg.RelayURLs
+	ctlCfg.RelayURLs = append(ours, extraURLs...)
 
 	// The admin API's server status includes signal's and the relay's
 	// counters; both exist before the server serves its first request.
@@ -158,6 +168,10 @@ func run(c *cli.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(gctx, httpLn) })
 	g.Go(func() error {
+		checkPublicURL(gctx, log, p, relCfg.PublicIP, relayIPGiven, extraURLs, ours)
+		return nil
+	})
+	g.Go(func() error {
 		<-gctx.Done()
 		return rel.Close()
 	})
@@ -177,6 +191,7 @@ func makePlan(c *cli.Context) (plan, error) {
 		return p, fmt.Errorf("--listen %q: want HOST:PORT (e.g. :33073)", listen)
 	}
 	raw := strings.TrimRight(c.String("public-url"), "/")
+	p.explicit = raw != ""
 	if raw == "" {
 		// No URL given: the address of the default route's interface, which
 		// is right on a VPS with its public address on an interface.
@@ -198,9 +213,7 @@ func makePlan(c *cli.Context) (plan, error) {
 		return p, fmt.Errorf("--public-url %s: use https:// (or http:// only together with --insecure)", raw)
 	}
 	p.publicURL = u
-	if ip, err := netip.ParseAddr(u.Hostname()); err == nil && ip.Unmap().Is4() {
-		p.relayIP = ip.Unmap()
-	}
+	p.relayIP, p.relayIPErr = relayIPForHost(c.Context, u.Hostname(), net.DefaultResolver.LookupNetIP)
 	if !insecure {
 		listenHost, _, _ := net.SplitHostPort(listen)
 		ts, err := tlsconf.ServerConfig(cliutil.TLSOptions(c, u.Hostname(), listenHost))

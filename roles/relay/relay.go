@@ -48,6 +48,10 @@ type Config struct {
 	MaxAllocationsPerUser int
 	MaxAllocations        int
 	MaxLifetime           time.Duration
+
+	// AllowPeers opens peer ranges the relay refuses by default (private,
+	// loopback, CGNAT, ...) for a private deployment.
+	AllowPeers []netip.Prefix
 }
 
 // Flags are the relay's own flags; roles/all includes them too (it brings
@@ -63,6 +67,7 @@ func Flags() []cli.Flag {
 		&cli.IntFlag{Name: "turn-user-quota", Value: relay.DefaultMaxAllocationsPerUser, Usage: "at most `N` allocations per credential id (one peer)"},
 		&cli.IntFlag{Name: "turn-total-quota", Value: relay.DefaultMaxAllocations, Usage: "at most `N` allocations in all"},
 		&cli.DurationFlag{Name: "turn-max-lifetime", Value: relay.DefaultMaxLifetime, Usage: "end any allocation after `DURATION`, refreshed or not"},
+		&cli.StringSliceFlag{Name: "relay-allow-peer", Usage: "let allocations relay to `CIDR` though it is private, loopback, CGNAT or link-local (refused by default; repeatable; for private deployments whose peers live there)"},
 	}
 }
 
@@ -90,6 +95,13 @@ func ConfigFromFlags(c *cli.Context) (Config, error) {
 		if cfg.RelayBindIP, err = parseIPv4(s); err != nil {
 			return cfg, fmt.Errorf("--relay-bind-ip: %w", err)
 		}
+	}
+	for _, v := range c.StringSlice("relay-allow-peer") {
+		p, err := netip.ParsePrefix(strings.TrimSpace(v))
+		if err != nil {
+			return cfg, fmt.Errorf("--relay-allow-peer %q: want a CIDR prefix such as 10.0.0.0/8", v)
+		}
+		cfg.AllowPeers = append(cfg.AllowPeers, p.Masked())
 	}
 	if cfg.PortMin, cfg.PortMax, err = ParsePortRange(c.String("relay-ports")); err != nil {
 		return cfg, fmt.Errorf("--relay-ports: %w", err)
@@ -170,6 +182,7 @@ func Start(ctx context.Context, cfg Config, log *zap.Logger) (*relay.Server, err
 		MaxAllocationsPerUser: cfg.MaxAllocationsPerUser,
 		MaxAllocations:        cfg.MaxAllocations,
 		MaxLifetime:           cfg.MaxLifetime,
+		AllowPeers:            cfg.AllowPeers,
 	})
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -127,6 +128,7 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"--stun-listen", "3478"}, "--stun-listen"},
 		{[]string{"--turn-user-quota", "0"}, "--turn-user-quota"},
 		{[]string{"--turn-max-lifetime", "1s"}, "--turn-max-lifetime"},
+		{[]string{"--relay-allow-peer", "10.0.0.1"}, "--relay-allow-peer"},
 	} {
 		set := flag.NewFlagSet("relay", flag.ContinueOnError)
 		for _, f := range Flags() {
@@ -189,3 +191,23 @@ func TestParsePortRange(t *testing.T) {
 }
 
 func mustIP(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func TestAllowPeerFlag(t *testing.T) {
+	set := flag.NewFlagSet("relay", flag.ContinueOnError)
+	for _, f := range Flags() {
+		if err := f.Apply(set); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := set.Parse([]string{"--relay-allow-peer", "10.0.0.0/8", "--relay-allow-peer", "192.168.1.7/24"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ConfigFromFlags(cli.NewContext(nil, set, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.0/24")}
+	if !slices.Equal(cfg.AllowPeers, want) {
+		t.Fatalf("AllowPeers = %v, want %v", cfg.AllowPeers, want)
+	}
+}

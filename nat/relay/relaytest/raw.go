@@ -27,6 +27,9 @@ type RawClient struct {
 	realm, nonce string
 }
 
+// magicCookie is STUN's fixed header word (RFC 5389 section 6).
+const magicCookie = 0x2112A442
+
 // ChannelData header and the first channel number (RFC 8656 section 12).
 const (
 	ChannelDataHeader = 4
@@ -62,6 +65,25 @@ func (c *RawClient) ChannelBind(ch uint16, peer netip.AddrPort) error {
 	_, err := c.do(stun.MethodChannelBind,
 		rawAttr{stun.AttrChannelNumber, []byte{byte(ch >> 8), byte(ch), 0, 0}},
 		peerAddr(peer))
+	return err
+}
+
+// CreatePermission permits peers (their ports do not matter), each sent
+// in its own address family.
+func (c *RawClient) CreatePermission(peers ...netip.AddrPort) error {
+	attrs := make([]stun.Setter, len(peers))
+	for i, p := range peers {
+		attrs[i] = peerAddr(p)
+	}
+	_, err := c.do(stun.MethodCreatePermission, attrs...)
+	return err
+}
+
+// Refresh refreshes the allocation for lifetime (whole seconds).
+func (c *RawClient) Refresh(lifetime time.Duration) error {
+	var v [4]byte
+	binary.BigEndian.PutUint32(v[:], uint32(lifetime/time.Second))
+	_, err := c.do(stun.MethodRefresh, rawAttr{stun.AttrLifetime, v[:]})
 	return err
 }
 
@@ -157,10 +179,25 @@ func (a rawAttr) AddTo(m *stun.Message) error {
 	return nil
 }
 
+// peerAddr is an XOR-PEER-ADDRESS in the address's own family: an
+// IPv4-mapped IPv6 address goes as IPv6 (pion's encoder would send IPv4).
 type peerAddr netip.AddrPort
 
 func (p peerAddr) AddTo(m *stun.Message) error {
 	ap := netip.AddrPort(p)
-	x := stun.XORMappedAddress{IP: ap.Addr().AsSlice(), Port: int(ap.Port())}
-	return x.AddToAs(m, stun.AttrXORPeerAddress)
+	ip := ap.Addr().AsSlice()
+	v := make([]byte, 4+len(ip))
+	v[1] = 1 // IPv4
+	if len(ip) == 16 {
+		v[1] = 2
+	}
+	var key [16]byte
+	binary.BigEndian.PutUint32(key[:4], magicCookie)
+	copy(key[4:], m.TransactionID[:])
+	binary.BigEndian.PutUint16(v[2:4], ap.Port()^uint16(magicCookie>>16))
+	for i := range ip {
+		v[4+i] = ip[i] ^ key[i]
+	}
+	m.Add(stun.AttrXORPeerAddress, v)
+	return nil
 }
