@@ -71,6 +71,7 @@ type Engine struct {
 	opts Options
 	log  *zap.Logger
 	priv keys.Private
+	lock *stateLock // held from New until Run returns (or Close)
 
 	mu      sync.Mutex
 	st      saved
@@ -94,10 +95,19 @@ func New(opts Options) (*Engine, error) {
 	if opts.Clients.Control == nil || opts.Clients.Signal == nil {
 		return nil, errors.New("agent: no control or signal client constructor")
 	}
-	priv, st, err := openState(opts.StateDir)
+	priv, st, lock, err := openState(opts.StateDir)
 	if err != nil {
 		return nil, err
 	}
+	e, err := newEngine(opts, priv, st, lock)
+	if err != nil {
+		lock.release()
+		return nil, err
+	}
+	return e, nil
+}
+
+func newEngine(opts Options, priv keys.Private, st saved, lock *stateLock) (*Engine, error) {
 	if opts.ControlURL != "" {
 		if st.ControlURL != "" && st.ControlURL != opts.ControlURL {
 			opts.Log.Warn("control url changed", zap.String("old", st.ControlURL), zap.String("new", opts.ControlURL))
@@ -113,7 +123,7 @@ func New(opts Options) (*Engine, error) {
 	if opts.Hostname == "" {
 		opts.Hostname, _ = os.Hostname()
 	}
-	e := &Engine{opts: opts, log: opts.Log, priv: priv, st: st, pending: opts.SetupKey}
+	e := &Engine{opts: opts, log: opts.Log, priv: priv, lock: lock, st: st, pending: opts.SetupKey}
 	if err := st.save(opts.StateDir); err != nil {
 		return nil, err
 	}
@@ -123,9 +133,19 @@ func New(opts Options) (*Engine, error) {
 // PublicKey returns the machine's WireGuard public key.
 func (e *Engine) PublicKey() keys.Key { return e.priv.Public() }
 
+// Close releases the state directory without running (Run does it when
+// it returns).
+func (e *Engine) Close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.lock.release()
+}
+
 // Run runs the engine until ctx ends: the tunnel is up unless `meshd down`
-// said otherwise. It returns nil when ctx ends.
+// said otherwise. It returns nil when ctx ends; the state directory is
+// unlocked then.
 func (e *Engine) Run(ctx context.Context) error {
+	defer e.Close()
 	e.mu.Lock()
 	e.ctx = ctx
 	e.started = time.Now()
