@@ -141,6 +141,7 @@ func agentOptions(c *cli.Context) (agent.Options, os.FileMode, error) {
 		}
 	}
 	o.Clients = agent.RealClients()
+	o.Check = wg.Check // before every login: a machine that cannot run registers nothing
 	return o, os.FileMode(sm), nil
 }
 

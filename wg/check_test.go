@@ -1,0 +1,70 @@
+package wg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"testing"
+
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// TestCheckBusyPort: a port another socket holds is refused before
+// anything is made, with a message naming --port.
+func TestCheckBusyPort(t *testing.T) {
+	c, err := net.ListenPacket("udp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	port := uint16(c.LocalAddr().(*net.UDPAddr).Port)
+	err = Check(context.Background(), Config{Mode: ModeNetstack, ListenPort: port})
+	if !errors.Is(err, ErrCannotRun) || !strings.Contains(err.Error(), "--port") {
+		t.Fatalf("busy port %d: %v, want ErrCannotRun naming --port", port, err)
+	}
+	c.Close()
+	if err := Check(context.Background(), Config{Mode: ModeNetstack, ListenPort: port}); err != nil {
+		t.Fatalf("free port %d: %v", port, err)
+	}
+	if err := Check(context.Background(), Config{Mode: ModeNetstack}); err != nil {
+		t.Fatalf("port 0: %v", err)
+	}
+}
+
+// TestCheckUnprivileged: without CAP_NET_ADMIN the TUN modes are refused
+// with a message naming --wg-mode netstack (the flag that exists).
+func TestCheckUnprivileged(t *testing.T) {
+	if hasNetAdmin() {
+		t.Skip("needs a process without CAP_NET_ADMIN (the root case runs in TestCheckTUN)")
+	}
+	err := Check(context.Background(), Config{Mode: ModeAuto})
+	if !errors.Is(err, ErrCannotRun) || !strings.Contains(err.Error(), "--wg-mode netstack") {
+		t.Fatalf("unprivileged: %v", err)
+	}
+}
+
+// TestCheckTUN (root): the TUN modes pass where the interface can be made,
+// leave no interface behind, and are refused, naming --iface, when another
+// program holds a TUN of that name.
+func TestCheckTUN(t *testing.T) {
+	requireRoot(t)
+	name := fmt.Sprintf("mchk%d", os.Getpid()%100000)
+	if err := Check(context.Background(), Config{Mode: ModeAuto, Name: name}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := net.InterfaceByName(name); err == nil {
+		t.Fatalf("Check left interface %s behind", name)
+	}
+	held, err := tun.CreateTUN(name, DefaultMTU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	err = Check(context.Background(), Config{Mode: ModeUserspace, Name: name})
+	if !errors.Is(err, ErrCannotRun) || !strings.Contains(err.Error(), "--iface") {
+		t.Fatalf("TUN name held by another: %v, want ErrCannotRun naming --iface", err)
+	}
+}
