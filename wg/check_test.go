@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -38,7 +39,19 @@ func TestCheckBusyPort(t *testing.T) {
 // with a message naming --wg-mode netstack (the flag that exists).
 func TestCheckUnprivileged(t *testing.T) {
 	if hasNetAdmin() {
-		t.Skip("needs a process without CAP_NET_ADMIN (the root case runs in TestCheckTUN)")
+		// Run this test again in a child without the capability.
+		setpriv, err := exec.LookPath("setpriv")
+		if err != nil || os.Getenv("MESHD_TEST_NO_NET_ADMIN") != "" {
+			t.Skip("needs a process without CAP_NET_ADMIN, or setpriv to drop it")
+		}
+		cmd := exec.Command(setpriv, "--inh-caps=-net_admin", "--bounding-set=-net_admin", "--",
+			os.Args[0], "-test.run=^TestCheckUnprivileged$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), "MESHD_TEST_NO_NET_ADMIN=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestCheckUnprivileged") {
+			t.Fatalf("without CAP_NET_ADMIN: %v\n%s", err, out)
+		}
+		return
 	}
 	err := Check(context.Background(), Config{Mode: ModeAuto})
 	if !errors.Is(err, ErrCannotRun) || !strings.Contains(err.Error(), "--wg-mode netstack") {
