@@ -40,12 +40,13 @@ import (
 type Mode string
 
 const (
-	// ModeAuto uses kernel WireGuard when the module is present and the
-	// firewall rules can be enforced there (nftables), else userspace.
+	// ModeAuto is ModeUserspace (see Resolve): kernel WireGuard is
+	// experimental and never picked on its own.
 	ModeAuto Mode = "auto"
 	// ModeUserspace runs wireguard-go on a TUN device (needs root or CAP_NET_ADMIN).
 	ModeUserspace Mode = "userspace"
-	// ModeKernel uses the kernel module through wgctrl and netlink.
+	// ModeKernel uses the kernel module through wgctrl and netlink. It is
+	// experimental: opt in with it by name.
 	ModeKernel Mode = "kernel"
 	// ModeNetstack runs wireguard-go on a gVisor netstack: no root, no TUN;
 	// programs reach the mesh only through Device.Net.
@@ -90,9 +91,8 @@ type Config struct {
 	// same rules as an nftables table on the interface instead
 	// (internal/filter/nftfilter), starting from the Filter's current
 	// rules when it is an internal/filter Filter (one with Rules) and
-	// following FirewallDevice.SetFirewall after. ModeAuto picks kernel
-	// WireGuard only when that table can be installed, and userspace
-	// otherwise; ModeKernel fails when it cannot be.
+	// following FirewallDevice.SetFirewall after; ModeKernel fails when
+	// that table cannot be installed.
 	Filter PacketFilter
 }
 

@@ -29,7 +29,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"time"
 
@@ -45,17 +44,6 @@ import (
 	"meshd/internal/keys"
 	"meshd/wg/bind"
 )
-
-// kernelAvailable reports whether a wireguard link can be created.
-func kernelAvailable(_ context.Context, log *zap.Logger) bool {
-	name := fmt.Sprintf("mdprobe%d", os.Getpid()%10000000)
-	if err := netlink.LinkAdd(&netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
-		log.Debug("no kernel WireGuard", zap.Error(err))
-		return false
-	}
-	_ = netlink.LinkDel(&netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: name}})
-	return true
-}
 
 // firewall is what the kernel device needs of nftfilter.Table.
 type firewall interface {

@@ -12,11 +12,9 @@ import (
 const DefaultName = "meshd0"
 
 // New makes the interface cfg describes and brings it up with no peers.
-// ctx bounds the setup only; the device runs until Close. In ModeAuto it
-// uses kernel WireGuard when the module is present (it tries to create a
-// wireguard link) and the firewall rules can be enforced there (cfg.Filter
-// is nil or an internal/filter Filter, and nftables works), and userspace
-// otherwise, saying why in the log.
+// ctx bounds the setup only; the device runs until Close. ModeAuto is
+// userspace WireGuard (see Resolve); kernel WireGuard runs only when asked
+// for by name.
 func New(ctx context.Context, cfg Config) (Device, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("wg: new: %w", err)
@@ -24,40 +22,32 @@ func New(ctx context.Context, cfg Config) (Device, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	switch cfg.Mode {
+	mode := Resolve(cfg.Mode)
+	switch mode {
 	case ModeNetstack:
+		cfg.Log.Info("WireGuard mode", zap.String("mode", string(mode)), zap.String("asked", string(cfg.Mode)))
 		return newNetstack(cfg)
 	case ModeUserspace:
+		cfg.Log.Info("WireGuard mode", zap.String("mode", string(mode)), zap.String("asked", string(cfg.Mode)))
 		return newUserspace(ctx, cfg)
 	case ModeKernel:
+		cfg.Log.Warn("WireGuard mode", zap.String("mode", string(mode)), zap.String("note", "kernel mode is experimental"))
 		return newKernel(ctx, cfg)
-	case ModeAuto:
-		return pickAuto(ctx, cfg, kernelAvailable, newKernel, newUserspace)
 	default:
 		return nil, fmt.Errorf("wg: unknown mode %q (want auto, userspace, kernel or netstack)", cfg.Mode)
 	}
 }
 
-// pickAuto is ModeAuto's choice: kernel WireGuard when present and able to
-// enforce the firewall rules (cfg.Filter nil or an internal/filter Filter,
-// and its nftables table installs), else userspace, and the log says which
-// and why.
-func pickAuto(ctx context.Context, cfg Config, present func(context.Context, *zap.Logger) bool,
-	kernel, userspace func(context.Context, Config) (Device, error)) (Device, error) {
-	if !present(ctx, cfg.Log) {
-		return userspace(ctx, cfg)
+// Resolve is the mode a Config's Mode stands for. ModeAuto is userspace
+// wireguard-go: it is the mode that runs end to end in every test, while
+// kernel WireGuard (which goes through a userspace proxy for ICE and has no
+// end-to-end coverage) must be chosen explicitly, even where the module
+// exists.
+func Resolve(m Mode) Mode {
+	if m == ModeAuto || m == "" {
+		return ModeUserspace
 	}
-	if _, ok := cfg.Filter.(describedFilter); cfg.Filter != nil && !ok {
-		cfg.Log.Info("kernel WireGuard is present, but this packet filter runs only in userspace: using userspace WireGuard")
-		return userspace(ctx, cfg)
-	}
-	d, err := kernel(ctx, cfg)
-	if err == nil {
-		cfg.Log.Info("using kernel WireGuard; the firewall rules are an nftables table on the interface")
-		return d, nil
-	}
-	cfg.Log.Warn("kernel WireGuard is present but could not be set up; using userspace WireGuard", zap.Error(err))
-	return userspace(ctx, cfg)
+	return m
 }
 
 // fill checks cfg and sets its defaults.

@@ -127,8 +127,7 @@ func TestUserspaceInNamespaces(t *testing.T) {
 	ifA := fmt.Sprintf("mwt%da", os.Getpid()%100000)
 	ifB := fmt.Sprintf("mwt%db", os.Getpid()%100000)
 
-	// A runs in auto mode: without the kernel module here it must pick
-	// userspace (with it, kernel mode, which the test then covers too).
+	// A runs in auto mode, which is userspace WireGuard.
 	ha, ready := startHelper(t, nsA, helperConfig{
 		Mode: ModeAuto, Name: ifA, Key: privA.String(), Addr: "100.64.0.1/16", Port: 51820,
 		Peers: []helperPeer{{Key: privB.Public().String(), Allowed: []string{"100.64.0.2/32", "10.200.2.0/24"}, Endpoint: "10.77.0.2:51820"}},

@@ -23,7 +23,7 @@ func newUserspace(_ context.Context, cfg Config) (Device, error) {
 	tdev, err := tun.CreateTUN(cfg.Name, cfg.MTU)
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EPERM) {
-			return nil, fmt.Errorf("wg: create TUN %s: %w (needs root or CAP_NET_ADMIN; or run with --netstack)", cfg.Name, err)
+			return nil, fmt.Errorf("wg: create TUN %s: %w (needs root or CAP_NET_ADMIN; or run with --wg-mode netstack)", cfg.Name, err)
 		}
 		return nil, fmt.Errorf("wg: create TUN %s: %w", cfg.Name, err)
 	}

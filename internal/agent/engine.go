@@ -47,6 +47,11 @@ type Options struct {
 	Device wg.Config
 	// NewDevice makes the device; wg.New in production.
 	NewDevice func(context.Context, wg.Config) (wg.Device, error)
+	// Check, when set, runs before every login with the Device template
+	// (wg.Check in production): an error means this machine cannot run
+	// the tunnel as configured, so it must not register a peer; Run then
+	// returns the error (the process exits, and a supervisor sees it).
+	Check func(context.Context, wg.Config) error
 	// OnDevice, when set, is called with each new device and the packet
 	// filter the engine keeps in line with the map's firewall rules (the
 	// device enforces it already: it is Device.Filter unless the template
@@ -71,6 +76,7 @@ type Engine struct {
 	opts Options
 	log  *zap.Logger
 	priv keys.Private
+	lock *stateLock // held from New until Run returns (or Close)
 
 	mu      sync.Mutex
 	st      saved
@@ -81,6 +87,7 @@ type Engine struct {
 	pending string // setup key for the next login
 	started time.Time
 	ctx     context.Context
+	fatal   chan error // a tunnel that cannot run ends Run through it
 }
 
 // New loads (or creates) the identity in opts.StateDir.
@@ -94,10 +101,19 @@ func New(opts Options) (*Engine, error) {
 	if opts.Clients.Control == nil || opts.Clients.Signal == nil {
 		return nil, errors.New("agent: no control or signal client constructor")
 	}
-	priv, st, err := openState(opts.StateDir)
+	priv, st, lock, err := openState(opts.StateDir)
 	if err != nil {
 		return nil, err
 	}
+	e, err := newEngine(opts, priv, st, lock)
+	if err != nil {
+		lock.release()
+		return nil, err
+	}
+	return e, nil
+}
+
+func newEngine(opts Options, priv keys.Private, st saved, lock *stateLock) (*Engine, error) {
 	if opts.ControlURL != "" {
 		if st.ControlURL != "" && st.ControlURL != opts.ControlURL {
 			opts.Log.Warn("control url changed", zap.String("old", st.ControlURL), zap.String("new", opts.ControlURL))
@@ -113,7 +129,7 @@ func New(opts Options) (*Engine, error) {
 	if opts.Hostname == "" {
 		opts.Hostname, _ = os.Hostname()
 	}
-	e := &Engine{opts: opts, log: opts.Log, priv: priv, st: st, pending: opts.SetupKey}
+	e := &Engine{opts: opts, log: opts.Log, priv: priv, lock: lock, st: st, pending: opts.SetupKey, fatal: make(chan error, 1)}
 	if err := st.save(opts.StateDir); err != nil {
 		return nil, err
 	}
@@ -123,9 +139,20 @@ func New(opts Options) (*Engine, error) {
 // PublicKey returns the machine's WireGuard public key.
 func (e *Engine) PublicKey() keys.Key { return e.priv.Public() }
 
+// Close releases the state directory without running (Run does it when
+// it returns).
+func (e *Engine) Close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.lock.release()
+}
+
 // Run runs the engine until ctx ends: the tunnel is up unless `meshd down`
-// said otherwise. It returns nil when ctx ends.
+// said otherwise. It returns nil when ctx ends, and an error when the
+// tunnel cannot run here at all (see Options.Check); the state directory is
+// unlocked then.
 func (e *Engine) Run(ctx context.Context) error {
+	defer e.Close()
 	e.mu.Lock()
 	e.ctx = ctx
 	e.started = time.Now()
@@ -134,9 +161,14 @@ func (e *Engine) Run(ctx context.Context) error {
 	if want {
 		e.startTunnel()
 	}
-	<-ctx.Done()
-	e.stopTunnel()
-	return nil
+	select {
+	case <-ctx.Done():
+		e.stopTunnel()
+		return nil
+	case err := <-e.fatal:
+		e.stopTunnel()
+		return err
+	}
 }
 
 // Up starts the tunnel (and remembers that it should run). A setup key is
@@ -249,10 +281,19 @@ func (e *Engine) startTunnel() {
 				continue
 			}
 			if err != nil && ctx.Err() == nil {
-				e.log.Error("tunnel stopped", zap.Error(err))
 				e.mu.Lock()
 				e.lastErr = err
 				e.mu.Unlock()
+				var f *fatalError
+				if errors.As(err, &f) {
+					e.log.Error("cannot run; stopping the agent", zap.Error(f.err))
+					select {
+					case e.fatal <- f.err:
+					default:
+					}
+					return
+				}
+				e.log.Error("tunnel stopped", zap.Error(err))
 			}
 			return
 		}
@@ -262,6 +303,13 @@ func (e *Engine) startTunnel() {
 // loginExpiredRetry is how often a peer whose login expired asks control
 // whether it may log in again.
 var loginExpiredRetry = time.Minute
+
+// fatalError is a tunnel error no retry or new setup key can fix: the
+// machine cannot run the tunnel as configured.
+type fatalError struct{ err error }
+
+func (f *fatalError) Error() string { return f.err.Error() }
+func (f *fatalError) Unwrap() error { return f.err }
 
 func (e *Engine) stopTunnel() {
 	e.mu.Lock()

@@ -222,6 +222,9 @@ func (w *peerWorker) handle(ctx context.Context, ev any) {
 			w.sessions[ev.kind] = nil
 			go s.Close() // may wait on pion; never on this goroutine
 		}
+		if ev.state == peerconn.Disconnected || ev.state == peerconn.Failed {
+			w.reprobeUDP(ev.kind)
+		}
 		w.do(ctx, w.m.Step(path.SessionChanged{At: now, Kind: ev.kind, Session: ev.id, State: sessionState(ev.state), Pair: pathPair(ev.pair)}))
 	case evSendFailed:
 		w.do(ctx, w.m.Step(path.SendFailed{At: now, Kind: ev.kind, Session: ev.id}))

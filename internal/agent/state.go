@@ -31,15 +31,31 @@ type saved struct {
 	OverlayIP string `json:"overlay_ip,omitempty"`
 }
 
-// openState makes the state directory (0700), loads or creates the key
-// (0600) and reads the saved state.
-func openState(dir string) (keys.Private, saved, error) {
+// openState makes the state directory (0700), locks it (before the key is
+// read or made: two agents starting at once must not make two keys), loads
+// or creates the key (0600) and reads the saved state. The caller releases
+// the lock.
+func openState(dir string) (_ keys.Private, _ saved, _ *stateLock, err error) {
 	if dir == "" {
-		return keys.Private{}, saved{}, errors.New("state: no --state directory")
+		return keys.Private{}, saved{}, nil, errors.New("state: no --state directory")
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return keys.Private{}, saved{}, fmt.Errorf("state: %w", err)
+		return keys.Private{}, saved{}, nil, fmt.Errorf("state: %w", err)
 	}
+	lock, err := lockState(dir)
+	if err != nil {
+		return keys.Private{}, saved{}, nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.release()
+		}
+	}()
+	priv, s, err := readState(dir)
+	return priv, s, lock, err
+}
+
+func readState(dir string) (keys.Private, saved, error) {
 	priv, _, err := keys.LoadOrCreate(filepath.Join(dir, KeyFile))
 	if err != nil {
 		return keys.Private{}, saved{}, err

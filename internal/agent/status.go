@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -43,6 +44,10 @@ func (e *Engine) Status() *daemonv1.StatusResponse {
 	switch {
 	case lastErr != nil:
 		resp.State, resp.Message = "needs-login", lastErr.Error()
+		var f *fatalError
+		if errors.As(lastErr, &f) {
+			resp.State = "stopped"
+		}
 		return resp
 	case t == nil:
 		resp.State, resp.Message = "down", "the tunnel is down; run `meshd up`"

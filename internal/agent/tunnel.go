@@ -104,12 +104,26 @@ func (t *tunnel) setPhase(phase, msg string) {
 // when the tunnel must be rebuilt, nil when ctx ended.
 func (t *tunnel) run(ctx context.Context, setupKey string) error {
 	defer t.teardown()
+	// Before login: a machine that cannot run must not register a peer.
+	if check := t.e.opts.Check; check != nil {
+		if err := check(ctx, t.e.opts.Device); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			t.setPhase("stopped", err.Error())
+			return &fatalError{err: err}
+		}
+	}
 	self, err := t.login(ctx, setupKey)
 	if err != nil {
 		return err
 	}
 	if err := t.open(ctx, self); err != nil {
-		return err
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		t.setPhase("stopped", err.Error())
+		return &fatalError{err: err}
 	}
 	t.setPhase("up", "")
 	syncErr := make(chan error, 1)

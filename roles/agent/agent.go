@@ -60,7 +60,8 @@ func Command() *cli.Command {
 			&cli.IntFlag{Name: "port", Value: DefaultPort, Usage: "WireGuard UDP `PORT` (0: any)"},
 			socketFlag(),
 			&cli.StringFlag{Name: "socket-mode", Value: "0600", Usage: "file `MODE` of the socket (0660 lets the socket's group use the CLI)"},
-			&cli.StringFlag{Name: "wg-mode", Value: string(wg.ModeAuto), Usage: "`MODE`: auto, userspace, kernel or netstack (no root; reachable only from this process)"},
+			&cli.StringFlag{Name: "wg-mode", Value: string(wg.ModeAuto), Usage: "`MODE`: auto (userspace), userspace (wireguard-go on a TUN), kernel (experimental: kernel WireGuard, never picked by auto) " +
+				"or netstack (no root; reachable only from this process)"},
 			&cli.StringFlag{Name: "hostname", Usage: "`NAME` to register (default: the machine's hostname)"},
 			&cli.BoolFlag{Name: "dns", Value: true, Usage: "run the mesh resolver on the overlay address, port 53 (peer names, custom records, nameserver groups); " +
 				"with systemd-resolved, send the mesh domain to it (--dns=false: off)"},
@@ -141,6 +142,7 @@ func agentOptions(c *cli.Context) (agent.Options, os.FileMode, error) {
 		}
 	}
 	o.Clients = agent.RealClients()
+	o.Check = wg.Check // before every login: a machine that cannot run registers nothing
 	return o, os.FileMode(sm), nil
 }
 
