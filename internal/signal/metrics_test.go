@@ -39,7 +39,10 @@ func TestMetricsCountRegistrationsAndMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	server, _ := keys.FromBytes(ch.ServerPublicKey)
-	nonce, sealed := seal.Prove(seal.PurposeSignal, ch.Challenge, server, offline)
+	nonce, sealed, err := seal.Prove(seal.PurposeSignal, ch.Challenge, server, offline)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := r.Register(nonce[:], sealed); connect.CodeOf(err) != connect.CodeUnauthenticated {
 		t.Fatalf("register with a foreign proof: %v, want unauthenticated", err)
 	}
