@@ -182,8 +182,12 @@ func TestUntrustedTextIsBoundedAndCleaned(t *testing.T) {
 	h := controltest.NewHarness(t, 0)
 	ctx := context.Background()
 
-	big := h.NewAgent(controltest.AgentOptions{Hostname: strings.Repeat("a", 1<<20)})
-	wantCode(t, big.Login(""), connect.CodeInvalidArgument, "peer hostname is 1048576 bytes long: at most 253")
+	// 64 KiB fits in a Login message; the field limit refuses it.
+	big := h.NewAgent(controltest.AgentOptions{Hostname: strings.Repeat("a", 64<<10)})
+	wantCode(t, big.Login(""), connect.CodeInvalidArgument, "peer hostname is 65536 bytes long: at most 253")
+	// 1 MiB is larger than any Login message may be: refused before it is read.
+	huge := h.NewAgent(controltest.AgentOptions{Hostname: strings.Repeat("a", 1<<20)})
+	wantCode(t, huge.Login(""), connect.CodeResourceExhausted, "larger than configured max")
 	if ps := must[adminv1.ListPeersResponse](t)(h.Admin.ListPeers(ctx, connect.NewRequest(&adminv1.ListPeersRequest{}))); len(ps.Peers) != 0 {
 		t.Fatalf("a refused login registered %v", ps.Peers)
 	}
