@@ -68,6 +68,9 @@ func (p *peerAPI) Login(ctx context.Context, req *connect.Request[controlv1.Logi
 		meta = &controlv1.PeerMeta{}
 	}
 	setupKey := strings.TrimSpace(req.Msg.SetupKey) // pasted keys come with spaces and newlines
+	if len(setupKey) > maxSetupKeyLen {
+		return nil, refuseKeyUnknown.err(fmt.Sprintf("%d bytes long; setup keys have 35", len(setupKey)))
+	}
 	a, peer := s.peerByKey(pub.String())
 	var self *controlv1.SelfConfig
 	switch {

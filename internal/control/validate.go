@@ -46,6 +46,7 @@ const (
 	maxTXTLen            = 255
 	maxHostnameLen       = 253
 	maxOSLen, maxVersion = 128, 128
+	maxSetupKeyLen       = 256
 )
 
 // checkSeconds range-checks a duration given in seconds: 0 when zero is

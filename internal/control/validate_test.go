@@ -227,12 +227,17 @@ func TestUntrustedTextIsBoundedAndCleaned(t *testing.T) {
 	wantCode(t, err, connect.CodeInvalidArgument, "at most 1024")
 }
 
-// A setup key pasted with blanks around it still joins.
+// A setup key pasted with blanks around it still joins; a huge one is
+// refused before it is hashed.
 func TestSetupKeyIsTrimmed(t *testing.T) {
 	h := controltest.NewHarness(t, 0)
 	key := createKey(t, h, &adminv1.CreateSetupKeyRequest{Name: "pasted"})
 	a := h.NewAgent(controltest.AgentOptions{Hostname: "pasted"})
 	if err := a.Login("  " + key + "\r\n"); err != nil {
 		t.Fatalf("login with the key and blanks: %v", err)
+	}
+	b := h.NewAgent(controltest.AgentOptions{Hostname: "long"})
+	if err := b.Login(strings.Repeat(key, 1000)); err == nil || !strings.Contains(err.Error(), "35000 bytes long") {
+		t.Fatalf("login with a 35000-byte key: %v", err)
 	}
 }

@@ -92,6 +92,9 @@ func prepare(c *cli.Command, o Options) {
 		if err := reparse(cc); err != nil {
 			return cli.Exit(err.Error(), 2)
 		}
+		if err := checkNumberFlags(cc); err != nil {
+			return cli.Exit(err.Error(), 2)
+		}
 		return inner(cc)
 	}
 }

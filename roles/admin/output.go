@@ -64,6 +64,10 @@ func seconds(s int64) string {
 	return (time.Duration(s) * time.Second).String()
 }
 
+// maxDays keeps days within a time.Duration (about 292 years), so that a
+// large value is an error rather than a wrapped, tiny one.
+const maxDays = 100_000
+
 // parseDuration parses Go durations plus days ("7d", "1d12h").
 func parseDuration(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
@@ -73,6 +77,9 @@ func parseDuration(s string) (time.Duration, error) {
 		if err != nil || n < 0 {
 			return 0, fmt.Errorf("duration %q: want e.g. 24h, 7d or 90m", s)
 		}
+		if n > maxDays {
+			return 0, fmt.Errorf("duration %q: at most %dd", s, maxDays)
+		}
 		total, s = time.Duration(n)*24*time.Hour, rest
 		if s == "" {
 			return total, nil
@@ -81,6 +88,9 @@ func parseDuration(s string) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil || d < 0 {
 		return 0, fmt.Errorf("duration %q: want e.g. 24h, 7d or 90m", s)
+	}
+	if total+d < total {
+		return 0, fmt.Errorf("duration %q: at most %dd", s, maxDays)
 	}
 	return total + d, nil
 }
