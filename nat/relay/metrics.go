@@ -33,7 +33,7 @@ type metrics struct {
 
 	mu          sync.Mutex
 	refusals    map[string]uint64 // quota, capacity, ports
-	authRefusal map[string]uint64 // expired, malformed, realm, no_secret
+	authRefusal map[string]uint64 // expired, malformed, realm, no_secret, revoked
 	errors      map[int]uint64    // error responses by code
 }
 
@@ -121,7 +121,7 @@ type Stats struct {
 	// Refused counts refused allocations by reason: quota, capacity, ports.
 	Refused map[string]uint64
 	// AuthRefused counts refused credentials by reason: expired,
-	// malformed, realm, no_secret. (Wrong passwords show as error 400 in
+	// malformed, realm, no_secret, revoked (Options.UserValid). (Wrong passwords show as error 400 in
 	// ErrorResponses.)
 	AuthRefused map[string]uint64
 	// ErrorResponses counts STUN error responses sent, by code (401 is the
@@ -131,7 +131,9 @@ type Stats struct {
 	// clients to peers and from peers to clients.
 	BytesToPeers, BytesFromPeers     uint64
 	PacketsToPeers, PacketsFromPeers uint64
-	// PeersDenied counts permissions refused by the peer policy.
+	// PeersDenied counts permissions and channels refused by the peer
+	// policy, and packets dropped on their way to the relay's own address
+	// outside its relayed addresses.
 	PeersDenied uint64
 	// BatchedSends is how many UDP GSO writes carried BatchedPackets
 	// ChannelData packets to clients.
@@ -211,9 +213,9 @@ var (
 	descErrors = prometheus.NewDesc("meshd_relay_error_responses_total",
 		"STUN error responses sent, by code (401 is the normal credential challenge).", []string{"code"}, nil)
 	descAuth = prometheus.NewDesc("meshd_relay_auth_refused_total",
-		"Credentials refused before the integrity check, by reason (expired, malformed, realm, no_secret).", []string{"reason"}, nil)
+		"Credentials refused before the integrity check, by reason (expired, malformed, realm, no_secret, revoked).", []string{"reason"}, nil)
 	descDenied = prometheus.NewDesc("meshd_relay_peer_denied_total",
-		"Permissions refused by the peer address policy.", nil, nil)
+		"Permissions and channels refused by the peer address policy, and packets to the relay's own address outside its relayed addresses.", nil, nil)
 	descBatches = prometheus.NewDesc("meshd_relay_batched_sends_total",
 		"UDP GSO writes of several ChannelData packets to one client.", nil, nil)
 	descBatched = prometheus.NewDesc("meshd_relay_batched_packets_total",
@@ -246,7 +248,7 @@ func (s *Server) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range []string{"quota", "capacity", "ports"} {
 		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(st.Refused[r]), r)
 	}
-	for _, r := range []string{"expired", "malformed", "realm", "no_secret"} {
+	for _, r := range []string{"expired", "malformed", "realm", "no_secret", "revoked"} {
 		ch <- prometheus.MustNewConstMetric(descAuth, prometheus.CounterValue, float64(st.AuthRefused[r]), r)
 	}
 	codes := make([]int, 0, len(st.ErrorResponses))

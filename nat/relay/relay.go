@@ -108,6 +108,15 @@ type Options struct {
 	AllowPeers []netip.Prefix
 	// Now is the clock for credential expiry; default time.Now.
 	Now func() time.Time
+	// UserValid, when set, says whether a credential id (a peer) may still
+	// use the relay: control's answer, in a process that runs both. It is
+	// asked on every authenticated request, and every RevokeCheck for the
+	// ids holding allocations, whose allocations end when it says no.
+	// Without it a credential works until it expires.
+	UserValid func(id string) bool
+	// RevokeCheck is how often live allocations are checked against
+	// UserValid; default DefaultRevokeCheck.
+	RevokeCheck time.Duration
 }
 
 func (o *Options) setDefaults() error {
@@ -160,6 +169,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.RevokeCheck <= 0 {
+		o.RevokeCheck = DefaultRevokeCheck
 	}
 	return nil
 }
@@ -254,6 +266,10 @@ func New(opts Options) (*Server, error) {
 		s.tlsLn = opts.TLSListener
 		s.loopsWG.Add(1)
 		go s.acceptLoop(s.tlsLn, transportTLS)
+	}
+	if opts.UserValid != nil {
+		s.loopsWG.Add(1)
+		go s.revokeLoop()
 	}
 	fields := []zap.Field{
 		zap.Stringer("udp", s.udpAddr), zap.Int("workers", len(udpConns)),

@@ -150,6 +150,9 @@ func run(c *cli.Context) error {
 		httpLn, relCfg.TLSListener = natrelay.SplitTLS(raw, srv.TLSConfig())
 	}
 	relCfg.Secret = ctl.Service.TURNSecret()
+	// A deleted or expired peer loses the relay at once, not when its
+	// credential expires.
+	relCfg.UserValid = ctl.Service.TURNUserValid
 	if rel, err = relay.Start(ctx, relCfg, log); err != nil {
 		httpLn.Close()
 		if relCfg.TLSListener != nil {

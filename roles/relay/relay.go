@@ -52,6 +52,9 @@ type Config struct {
 	// AllowPeers opens peer ranges the relay refuses by default (private,
 	// loopback, CGNAT, ...) for a private deployment.
 	AllowPeers []netip.Prefix
+	// UserValid: control's word on whether a credential's peer may still
+	// use the relay (roles/all, where both run in one process).
+	UserValid func(id string) bool
 }
 
 // Flags are the relay's own flags; roles/all includes them too (it brings
@@ -183,6 +186,7 @@ func Start(ctx context.Context, cfg Config, log *zap.Logger) (*relay.Server, err
 		MaxAllocations:        cfg.MaxAllocations,
 		MaxLifetime:           cfg.MaxLifetime,
 		AllowPeers:            cfg.AllowPeers,
+		UserValid:             cfg.UserValid,
 	})
 	if err != nil {
 		return nil, err
