@@ -68,6 +68,8 @@ func Command() *cli.Command {
 				"(default: those of /etc/resolv.conf; none: answer SERVFAIL instead)"},
 			&cli.DurationFlag{Name: "mem-trim", Value: memtrim.DefaultQuiet, Usage: "give memory back to the OS once the tunnel has been quiet for `DURATION` " +
 				"(wireguard-go keeps the buffers of a bulk transfer otherwise; 0: never)"},
+			cliutil.MetricsFlag("127.0.0.1:9182"),
+			&cli.BoolFlag{Name: "metrics-peer-labels", Usage: "add per-peer series to /metrics, labelled with peer names (more series; names show who talks to whom)"},
 			&cli.StringFlag{Name: "pprof-listen", Hidden: true, Usage: "serve Go profiles (net/http/pprof) on `ADDR`: a unix socket path, or a loopback host:port; for debugging"},
 		}, cliutil.LogFlags()...),
 		Action: runAgent,
@@ -180,6 +182,17 @@ func runAgent(c *cli.Context) error {
 		go func() { defer close(profDone); _ = debugpprof.Serve(ctx, pln) }()
 		defer func() { cancel(); <-profDone }()
 		log.Warn("serving Go profiles (debug)", zap.String("pprof_listen", addr))
+	}
+	if addr := c.String("metrics-listen"); addr != "" {
+		m := agent.NewMetrics(eng, agent.MetricsOptions{PeerLabels: c.Bool("metrics-peer-labels")})
+		served, err := cliutil.ServeMetrics(ctx, log, addr, m)
+		if err != nil {
+			ln.Close()
+			return cliutil.Exit(1, "%v", err)
+		}
+		sampled := make(chan struct{})
+		go func() { defer close(sampled); m.Run(ctx, 0) }()
+		defer func() { cancel(); <-sampled; <-served }()
 	}
 	if trim != nil {
 		trimDone := make(chan struct{})
