@@ -63,6 +63,8 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "hostname", Usage: "`NAME` to register (default: the machine's hostname)"},
 			&cli.BoolFlag{Name: "dns", Value: true, Usage: "run the mesh resolver on the overlay address, port 53 (peer names, custom records, nameserver groups); " +
 				"with systemd-resolved, send the mesh domain to it (--dns=false: off)"},
+			&cli.BoolFlag{Name: "dns-resolv-conf", Value: true, Usage: "without systemd-resolved, write " + dns.DefaultResolvConf + " so that the system asks the mesh resolver first " +
+				"and short names work (the original is kept in --state and restored on exit, or at the next start after a crash)"},
 			&cli.StringFlag{Name: "dns-listen", Usage: "also answer DNS on `ADDR:PORT`, e.g. 127.0.0.1:5353 (netstack mode: loopback, a free port unless given)"},
 			&cli.StringSliceFlag{Name: "dns-fallback", Usage: "resolvers (`IP[:PORT]`) for names outside the mesh that no nameserver group takes, or when a group's servers fail " +
 				"(default: those of /etc/resolv.conf; none: answer SERVFAIL instead)"},
@@ -121,6 +123,9 @@ func agentOptions(c *cli.Context) (agent.Options, os.FileMode, error) {
 	o.Hostname = c.String("hostname")
 	o.Device = wg.Config{Mode: mode, Name: c.String("iface"), ListenPort: uint16(port)}
 	o.DNS = agent.DNSOptions{Disabled: !c.Bool("dns"), ConfigureOS: true}
+	if c.Bool("dns-resolv-conf") {
+		o.DNS.ResolvConf, o.DNS.BackupDir = dns.DefaultResolvConf, o.StateDir
+	}
 	if l := c.String("dns-listen"); l != "" {
 		ap, err := netip.ParseAddrPort(l)
 		if err != nil {
@@ -166,6 +171,12 @@ func runAgent(c *cli.Context) error {
 	eng, err := agent.New(opts)
 	if err != nil {
 		return cliutil.Exit(1, "%v", err)
+	}
+	// An agent that did not stop cleanly may have left its resolv.conf.
+	if ok, err := dns.RecoverResolvConf(dns.DefaultResolvConf, opts.StateDir); err != nil {
+		log.Error("mesh DNS: restore resolv.conf left by an earlier run", zap.Error(err))
+	} else if ok {
+		log.Info("mesh DNS: restored the resolv.conf an earlier run left", zap.String("file", dns.DefaultResolvConf))
 	}
 	ln, err := daemon.Listen(c.String("socket"), mode)
 	if err != nil {
