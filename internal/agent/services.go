@@ -33,6 +33,11 @@ type DNSOptions struct {
 	// System overrides the fallback resolvers (nil: those of
 	// /etc/resolv.conf; empty: none, SERVFAIL instead).
 	System []netip.AddrPort
+	// ResolvConf, with ConfigureOS and no systemd-resolved, is the file
+	// the agent writes so that the system asks the mesh resolver first
+	// (internal/dns direct mode); BackupDir keeps the original meanwhile.
+	// Empty: never written.
+	ResolvConf, BackupDir string
 }
 
 // Route states in the status.
@@ -125,7 +130,8 @@ func (s *services) startDNS() {
 		}
 	}
 	if r != nil && s.opts.ConfigureOS && s.dev.Net() == nil {
-		s.osDNS = dns.NewOS(dns.OSOptions{Iface: s.dev.Name(), Log: s.log.Named("dns")})
+		s.osDNS = dns.NewOS(dns.OSOptions{Iface: s.dev.Name(), Log: s.log.Named("dns"),
+			ResolvConf: s.opts.ResolvConf, BackupDir: s.opts.BackupDir})
 	}
 	s.mu.Lock()
 	s.resolver, s.dnsSt = r, st
@@ -227,7 +233,7 @@ func (s *services) applyDNS(ctx context.Context, m *controlv1.NetworkMap) {
 	mode, msg := dns.OSManual, ""
 	if osDNS != nil && domain != "" {
 		if err := osDNS.Set(ctx, s.overlay.Addr(), domain, example); err != nil {
-			s.log.Warn("mesh DNS: systemd-resolved", zap.Error(err))
+			s.log.Warn("mesh DNS: system resolver", zap.Error(err))
 			msg = err.Error()
 		}
 		mode = osDNS.Mode()

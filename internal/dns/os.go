@@ -25,6 +25,9 @@ func ExecRunner(ctx context.Context, name string, args ...string) ([]byte, error
 const (
 	// OSResolved: systemd-resolved sends the mesh domain to the resolver.
 	OSResolved = "systemd-resolved"
+	// OSResolvConf: meshd wrote resolv.conf (direct mode, no
+	// systemd-resolved): the mesh resolver first, the mesh domain searched.
+	OSResolvConf = "resolv.conf"
 	// OSManual: nothing was changed; query the resolver directly.
 	OSManual = "manual"
 )
@@ -38,7 +41,16 @@ type OSOptions struct {
 	// Resolved reports whether systemd-resolved manages this machine's
 	// DNS and may be configured from here (nil: the real check).
 	Resolved func() (bool, string)
-	Log      *zap.Logger
+	// ResolvConf is the file direct mode writes where systemd-resolved is
+	// absent (DefaultResolvConf in the agent); "" never writes one.
+	ResolvConf string
+	// BackupDir keeps the original ResolvConf while direct mode is on: the
+	// agent's state directory. Direct mode needs it.
+	BackupDir string
+	// Direct reports whether this process may manage ResolvConf (nil: the
+	// real check, see directUsable).
+	Direct func() (bool, string)
+	Log    *zap.Logger
 }
 
 // OS points the system's resolver at the mesh resolver for the mesh domain,
@@ -50,6 +62,7 @@ type OS struct {
 	mu     sync.Mutex
 	mode   string
 	set    bool // resolved was configured and must be reverted
+	direct bool // resolv.conf was written and must be restored
 	server netip.Addr
 	domain string
 	told   bool // the "how to use it" line was logged
@@ -63,6 +76,9 @@ func NewOS(opts OSOptions) *OS {
 	}
 	if opts.Resolved == nil {
 		opts.Resolved = resolvedUsable
+	}
+	if opts.Direct == nil {
+		opts.Direct = directUsable
 	}
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
@@ -88,6 +104,13 @@ func (o *OS) Set(ctx context.Context, server netip.Addr, domain, example string)
 	}
 	o.server, o.domain = server, domain
 	ok, why := o.opts.Resolved()
+	if !ok && domain != "" && o.opts.ResolvConf != "" && o.opts.BackupDir != "" {
+		can, whyNot := o.opts.Direct()
+		if can {
+			return o.setDirect(server, domain, example)
+		}
+		why += "; " + whyNot
+	}
 	if !ok || domain == "" {
 		o.mode = OSManual
 		if !o.told {
@@ -121,10 +144,33 @@ func (o *OS) Set(ctx context.Context, server netip.Addr, domain, example string)
 	return nil
 }
 
+// setDirect writes resolv.conf (direct mode). Callers hold mu.
+func (o *OS) setDirect(server netip.Addr, domain, example string) error {
+	rc := newResolvConf(o.opts.ResolvConf, o.opts.BackupDir)
+	if err := rc.set(server, domain); err != nil {
+		o.mode = OSManual
+		return fmt.Errorf("%w (query the resolver directly: dig @%s %s)", err, server, example)
+	}
+	if !o.direct {
+		o.log.Info("mesh DNS: no systemd-resolved; resolv.conf now asks the mesh resolver first and searches the mesh domain (the original comes back when the agent stops)",
+			zap.String("file", o.opts.ResolvConf), zap.String("backup", rc.backup), zap.Stringer("server", server), zap.String("domain", domain))
+	}
+	o.mode, o.direct = OSResolvConf, true
+	return nil
+}
+
 // Close undoes Set.
 func (o *OS) Close(ctx context.Context) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.direct {
+		o.direct = false
+		if _, err := newResolvConf(o.opts.ResolvConf, o.opts.BackupDir).restore(); err != nil {
+			o.log.Error("mesh DNS: restore resolv.conf", zap.Error(err))
+			return err
+		}
+		o.log.Info("mesh DNS: resolv.conf restored", zap.String("file", o.opts.ResolvConf))
+	}
 	if !o.set {
 		return nil
 	}

@@ -24,3 +24,17 @@ func resolvedUsable() (bool, string) {
 	}
 	return true, ""
 }
+
+// directUsable reports whether this process may write resolv.conf: only
+// from the network namespace of PID 1. An agent in another namespace
+// usually shares the host's /etc (ip netns exec bind-mounts its own
+// resolv.conf only when /etc/netns/NAME/resolv.conf exists), and the
+// host's programs cannot reach a resolver inside the namespace.
+func directUsable() (bool, string) {
+	self, err1 := os.Readlink("/proc/self/ns/net")
+	init, err2 := os.Readlink("/proc/1/ns/net")
+	if err1 != nil || err2 != nil || self != init {
+		return false, "resolv.conf left alone: the agent runs in another network namespace than the host"
+	}
+	return true, ""
+}

@@ -65,11 +65,15 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "hostname", Usage: "`NAME` to register (default: the machine's hostname)"},
 			&cli.BoolFlag{Name: "dns", Value: true, Usage: "run the mesh resolver on the overlay address, port 53 (peer names, custom records, nameserver groups); " +
 				"with systemd-resolved, send the mesh domain to it (--dns=false: off)"},
+			&cli.BoolFlag{Name: "dns-resolv-conf", Value: true, Usage: "without systemd-resolved, write " + dns.DefaultResolvConf + " so that the system asks the mesh resolver first " +
+				"and short names work (the original is kept in --state and restored on exit, or at the next start after a crash)"},
 			&cli.StringFlag{Name: "dns-listen", Usage: "also answer DNS on `ADDR:PORT`, e.g. 127.0.0.1:5353 (netstack mode: loopback, a free port unless given)"},
 			&cli.StringSliceFlag{Name: "dns-fallback", Usage: "resolvers (`IP[:PORT]`) for names outside the mesh that no nameserver group takes, or when a group's servers fail " +
 				"(default: those of /etc/resolv.conf; none: answer SERVFAIL instead)"},
 			&cli.DurationFlag{Name: "mem-trim", Value: memtrim.DefaultQuiet, Usage: "give memory back to the OS once the tunnel has been quiet for `DURATION` " +
 				"(wireguard-go keeps the buffers of a bulk transfer otherwise; 0: never)"},
+			cliutil.MetricsFlag("127.0.0.1:9182"),
+			&cli.BoolFlag{Name: "metrics-peer-labels", Usage: "add per-peer series to /metrics, labelled with peer names (more series; names show who talks to whom)"},
 			&cli.StringFlag{Name: "pprof-listen", Hidden: true, Usage: "serve Go profiles (net/http/pprof) on `ADDR`: a unix socket path, or a loopback host:port; for debugging"},
 		}, cliutil.LogFlags()...),
 		Action: runAgent,
@@ -121,6 +125,9 @@ func agentOptions(c *cli.Context) (agent.Options, os.FileMode, error) {
 	o.Hostname = c.String("hostname")
 	o.Device = wg.Config{Mode: mode, Name: c.String("iface"), ListenPort: uint16(port)}
 	o.DNS = agent.DNSOptions{Disabled: !c.Bool("dns"), ConfigureOS: true}
+	if c.Bool("dns-resolv-conf") {
+		o.DNS.ResolvConf, o.DNS.BackupDir = dns.DefaultResolvConf, o.StateDir
+	}
 	if l := c.String("dns-listen"); l != "" {
 		ap, err := netip.ParseAddrPort(l)
 		if err != nil {
@@ -168,6 +175,12 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return cliutil.Exit(1, "%v", err)
 	}
+	// An agent that did not stop cleanly may have left its resolv.conf.
+	if ok, err := dns.RecoverResolvConf(dns.DefaultResolvConf, opts.StateDir); err != nil {
+		log.Error("mesh DNS: restore resolv.conf left by an earlier run", zap.Error(err))
+	} else if ok {
+		log.Info("mesh DNS: restored the resolv.conf an earlier run left", zap.String("file", dns.DefaultResolvConf))
+	}
 	ln, err := daemon.Listen(c.String("socket"), mode)
 	if err != nil {
 		return cliutil.Exit(1, "%v", err)
@@ -183,6 +196,17 @@ func runAgent(c *cli.Context) error {
 		go func() { defer close(profDone); _ = debugpprof.Serve(ctx, pln) }()
 		defer func() { cancel(); <-profDone }()
 		log.Warn("serving Go profiles (debug)", zap.String("pprof_listen", addr))
+	}
+	if addr := c.String("metrics-listen"); addr != "" {
+		m := agent.NewMetrics(eng, agent.MetricsOptions{PeerLabels: c.Bool("metrics-peer-labels")})
+		served, err := cliutil.ServeMetrics(ctx, log, addr, m)
+		if err != nil {
+			ln.Close()
+			return cliutil.Exit(1, "%v", err)
+		}
+		sampled := make(chan struct{})
+		go func() { defer close(sampled); m.Run(ctx, 0) }()
+		defer func() { cancel(); <-sampled; <-served }()
 	}
 	if trim != nil {
 		trimDone := make(chan struct{})

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"meshd/internal/agent"
+	"meshd/internal/dns"
 	"meshd/internal/jointoken"
 	"meshd/internal/memtrim"
 	"meshd/wg"
@@ -99,5 +100,18 @@ func TestMemTrimFlag(t *testing.T) {
 	got, err := o.NewDevice(context.Background(), wg.Config{})
 	if err != nil || got != wg.Device(want) || tr == nil {
 		t.Fatalf("wrapped NewDevice returned %v, %v", got, err)
+	}
+}
+
+// Without systemd-resolved the agent writes /etc/resolv.conf, keeping the
+// original in its state directory, unless told not to.
+func TestAgentResolvConfFlag(t *testing.T) {
+	o, _, err := agentOptions(ctxFor(t, "--control", "https://c:1", "--setup-key", "K", "--state", "/tmp/s"))
+	if err != nil || o.DNS.ResolvConf != dns.DefaultResolvConf || o.DNS.BackupDir != "/tmp/s" {
+		t.Fatalf("default: resolv.conf %q, backup dir %q, %v; want %s kept in the state dir", o.DNS.ResolvConf, o.DNS.BackupDir, err, dns.DefaultResolvConf)
+	}
+	o, _, err = agentOptions(ctxFor(t, "--control", "https://c:1", "--setup-key", "K", "--dns-resolv-conf=false"))
+	if err != nil || o.DNS.ResolvConf != "" {
+		t.Fatalf("--dns-resolv-conf=false: resolv.conf %q, %v; want none", o.DNS.ResolvConf, err)
 	}
 }

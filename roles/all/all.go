@@ -62,6 +62,7 @@ func flags() []cli.Flag {
 	}
 	fs = append(fs, signal.Flags()...)
 	fs = append(fs, relay.Flags()...)
+	fs = append(fs, cliutil.MetricsFlag("127.0.0.1:9181"))
 	return append(fs, cliutil.LogFlags()...)
 }
 
@@ -160,7 +161,14 @@ func run(c *cli.Context) error {
 		}
 		return cliutil.Exit(1, "all: %v (is another process on the port? pick one with --stun-listen)", err)
 	}
-	srv.Handle("GET /metrics", rel.Metrics())
+	// Metrics of the three roles, on their own address: not on the public
+	// HTTPS port.
+	metricsDone, err := cliutil.ServeMetrics(ctx, log, c.String("metrics-listen"), ctl.Service, sig, rel)
+	if err != nil {
+		httpLn.Close()
+		rel.Close()
+		return cliutil.Exit(1, "all: %v", err)
+	}
 
 	control.PrintJoin(c.App.Writer, ctl.Boot, dataDir)
 	log.Info("meshd all is up",
@@ -178,7 +186,12 @@ func run(c *cli.Context) error {
 		<-gctx.Done()
 		return rel.Close()
 	})
-	if err := g.Wait(); err != nil && !errors.Is(err, net.ErrClosed) {
+	err = g.Wait()
+	stop()
+	if merr := <-metricsDone; err == nil && merr != nil {
+		err = merr
+	}
+	if err != nil && !errors.Is(err, net.ErrClosed) {
 		return cliutil.Exit(1, "all: %v", err)
 	}
 	return nil

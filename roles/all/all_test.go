@@ -70,8 +70,8 @@ type running struct {
 	stop context.CancelFunc
 }
 
-// start runs `meshd all` in-process on loopback ports.
-func start(tb testing.TB, dir, listen, stun string) *running {
+// start runs `meshd all` in-process on loopback ports, with extra flags.
+func start(tb testing.TB, dir, listen, stun string, extra ...string) *running {
 	tb.Helper()
 	app := &cli.App{Name: "meshd", Commands: []*cli.Command{Command()}, ExitErrHandler: func(*cli.Context, error) {}}
 	cliutil.BindEnv(app.Flags, app.Commands)
@@ -80,9 +80,9 @@ func start(tb testing.TB, dir, listen, stun string) *running {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.stop = cancel
 	go func() {
-		r.done <- app.RunContext(ctx, []string{"meshd", "all", "--data", dir, "--listen", listen,
+		r.done <- app.RunContext(ctx, append([]string{"meshd", "all", "--data", dir, "--listen", listen,
 			"--public-url", "https://" + listen, "--stun-listen", stun, "--relay-ports", "50000-50100",
-			"--log-level", "warn"})
+			"--log-level", "warn"}, extra...))
 	}()
 	tb.Cleanup(func() { r.shutdown(tb) })
 	return r

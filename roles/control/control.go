@@ -183,7 +183,7 @@ func Command() *cli.Command {
 		Description: "Control registers peers (setup keys), keeps the account's groups, policies, routes and DNS,\n" +
 			"and streams each peer its network map. The first start creates the network and prints the\n" +
 			"line that joins a machine. `meshd all` includes it.",
-		Flags:  append(append(cliutil.ServerFlags(DefaultListen), Flags()...), cliutil.LogFlags()...),
+		Flags:  append(append(cliutil.ServerFlags(DefaultListen), append(Flags(), cliutil.MetricsFlag("127.0.0.1:9181"))...), cliutil.LogFlags()...),
 		Action: run,
 	}
 }
@@ -237,8 +237,18 @@ func run(c *cli.Context) error {
 		ctl.Close()
 		return cliutil.Exit(1, "control: %v (is another process on that port? pick one with --listen)", err)
 	}
+	metricsDone, err := cliutil.ServeMetrics(ctx, log, c.String("metrics-listen"), ctl.Service)
+	if err != nil {
+		ln.Close()
+		ctl.Close()
+		return cliutil.Exit(1, "control: %v", err)
+	}
 	PrintJoin(c.App.Writer, ctl.Boot, cfg.DataDir)
 	err = srv.Serve(ctx, ln)
+	stop()
+	if merr := <-metricsDone; err == nil && merr != nil {
+		err = merr
+	}
 	if cerr := ctl.Close(); err == nil && cerr != nil {
 		err = cerr
 	}

@@ -21,7 +21,6 @@ import (
 	"go.uber.org/zap"
 
 	"meshd/internal/cliutil"
-	"meshd/internal/server"
 	"meshd/internal/tlsconf"
 	"meshd/nat/relay"
 )
@@ -226,7 +225,7 @@ func Command() *cli.Command {
 		&cli.StringFlag{Name: "turn-secret", Usage: "TURN REST `SECRET` shared with control (prefer --turn-secret-file or the environment)"},
 		&cli.StringFlag{Name: "turn-secret-file", Usage: "`FILE` holding the TURN secret"},
 		&cli.StringFlag{Name: "turn-tls-listen", Usage: "`HOST:PORT` for TURN over TLS (e.g. :443 or :5349), for peers whose networks allow only TCP"},
-		&cli.StringFlag{Name: "metrics-listen", Usage: "`HOST:PORT` to serve Prometheus /metrics on (plain HTTP)"},
+		cliutil.MetricsFlag("127.0.0.1:9180"),
 	)
 	flags = append(flags, tlsFlags()...)
 	return &cli.Command{
@@ -299,17 +298,9 @@ func run(c *cli.Context) error {
 	}
 	defer s.Close()
 
-	serveErr := make(chan error, 1)
-	if addr := c.String("metrics-listen"); addr != "" {
-		srv := server.New(log.Named("metrics"), nil)
-		srv.Handle("GET /metrics", s.Metrics())
-		ln, err := srv.Listen(addr)
-		if err != nil {
-			return cliutil.Exit(1, "relay: --metrics-listen: %v", err)
-		}
-		go func() { serveErr <- srv.Serve(ctx, ln) }()
-	} else {
-		close(serveErr)
+	serveErr, err := cliutil.ServeMetrics(ctx, log, c.String("metrics-listen"), s)
+	if err != nil {
+		return cliutil.Exit(1, "relay: %v", err)
 	}
 	<-ctx.Done()
 	err = s.Close()

@@ -91,7 +91,7 @@ func Command() *cli.Command {
 		Usage: "run the signal role: forwards peers' sealed connection offers",
 		Description: "Signal forwards end-to-end sealed messages (ICE offers and candidates) between agents,\n" +
 			"addressed by WireGuard public key. It stores nothing. `meshd all` includes it.",
-		Flags:  append(append(cliutil.ServerFlags(DefaultListen), Flags()...), cliutil.LogFlags()...),
+		Flags:  append(append(cliutil.ServerFlags(DefaultListen), append(Flags(), cliutil.MetricsFlag("127.0.0.1:9183"))...), cliutil.LogFlags()...),
 		Action: run,
 	}
 }
@@ -136,8 +136,17 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return cliutil.Exit(1, "signal: %v (is another process on that port? pick one with --listen)", err)
 	}
+	metricsDone, err := cliutil.ServeMetrics(ctx, log, c.String("metrics-listen"), sig)
+	if err != nil {
+		ln.Close()
+		return cliutil.Exit(1, "signal: %v", err)
+	}
 	err = srv.Serve(ctx, ln)
 	_ = sig.Close()
+	stop()
+	if merr := <-metricsDone; err == nil && merr != nil {
+		err = merr
+	}
 	if err != nil {
 		return cliutil.Exit(1, "signal: %v", err)
 	}

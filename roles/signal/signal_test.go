@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"meshd/internal/keys"
+	"meshd/internal/metricstest"
 	"meshd/internal/signalclient"
 )
 
@@ -50,13 +51,14 @@ func freePort(tb testing.TB) string {
 var pinLine = regexp.MustCompile(`signal TLS pin \(self-signed certificate\): (sha256:[0-9a-f]{64})`)
 
 func TestCommandServesPinnedTLSAndStops(t *testing.T) {
-	addr := freePort(t)
+	addr, metrics := freePort(t), freePort(t)
 	out := &syncBuffer{}
 	app := &cli.App{Commands: []*cli.Command{Command()}, Writer: out, ErrWriter: out}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- app.RunContext(ctx, []string{"meshd", "signal", "--listen", addr, "--data", t.TempDir(), "--log-level", "warn", "--signal-heartbeat", "2s"})
+		done <- app.RunContext(ctx, []string{"meshd", "signal", "--listen", addr, "--data", t.TempDir(), "--log-level", "warn", "--signal-heartbeat", "2s",
+			"--metrics-listen", metrics})
 	}()
 	defer func() {
 		cancel()
@@ -121,6 +123,23 @@ func TestCommandServesPinnedTLSAndStops(t *testing.T) {
 	other, _ := keys.Generate()
 	if err := c.Send(wctx, other.Public(), []byte("x")); !errors.Is(err, signalclient.ErrNotConnected) {
 		t.Fatalf("send to offline peer: %v", err)
+	}
+
+	// --metrics-listen counts what just happened.
+	m := metricstest.Scrape(t, "http://"+metrics+"/metrics")
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"meshd_signal_registrations_total", []string{"result", "ok"}, 1},
+		{"meshd_signal_connected_peers", nil, 1},
+		{"meshd_signal_messages_forwarded_total", nil, 1},
+		{"meshd_signal_messages_dropped_total", []string{"reason", "not_connected"}, 1},
+	} {
+		if got := m.Value(t, c.name, c.labels...); got != c.want {
+			t.Errorf("%s %v = %g, want %g", c.name, c.labels, got, c.want)
+		}
 	}
 }
 
