@@ -98,7 +98,7 @@ func (s *Server) Listen(addr string) (net.Listener, error) {
 	if s.tls == nil {
 		return ln, nil
 	}
-	return tls.NewListener(ln, s.TLSConfig()), nil
+	return tls.NewListener(RefusePlainHTTP(ln), s.TLSConfig()), nil
 }
 
 // TLSConfig returns the server's TLS configuration with the ALPN protocols

@@ -141,7 +141,7 @@ func run(c *cli.Context) error {
 	var httpLn net.Listener = lim
 	if p.tls != nil {
 		var turnLn net.Listener
-		httpLn, turnLn = natrelay.SplitTLS(lim, srv.TLSConfig())
+		httpLn, turnLn = natrelay.SplitTLS(server.RefusePlainHTTP(lim), srv.TLSConfig())
 		relCfg.TLSListener = lim.Established(turnLn)
 	}
 	relCfg.Secret = ctl.Service.TURNSecret()

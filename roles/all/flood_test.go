@@ -1,9 +1,12 @@
 package all
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -96,4 +99,32 @@ func adminCall(url, pin, token string) error {
 	req.Header().Set("Authorization", "Bearer "+token)
 	_, err = adminv1connect.NewAdminServiceClient(hc, url).GetServerStatus(ctx, req)
 	return err
+}
+
+// TestAllPlainHTTPGetsHTTPSHint: plain HTTP on the shared HTTPS port (the
+// TLS front, not net/http, does the handshake there) gets a 400 that says to
+// use https://, not a closed connection.
+func TestAllPlainHTTPGetsHTTPSHint(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	listen, stun := freePort(t, "tcp"), freePort(t, "udp")
+	r := start(t, dir, listen, stun)
+	r.waitJoin(t)
+	c, err := net.DialTimeout("tcp", listen, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: " + listen + "\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("plain HTTP on the HTTPS port: %v; want a 400 saying to use https://", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "use https://") {
+		t.Fatalf("plain HTTP on the HTTPS port: %s %q", resp.Status, body)
+	}
 }
