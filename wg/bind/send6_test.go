@@ -278,3 +278,58 @@ func TestGSORun(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSend6 sends batches of 64 WireGuard-sized packets to [::1]
+// through the IPv6 sender, as UDP GSO runs and one datagram each.
+func BenchmarkSend6(b *testing.B) {
+	if c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback}); err != nil {
+		b.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		c.Close()
+	}
+	bd := New(Options{})
+	if _, _, err := bd.Open(0); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { bd.Close(); bd.Stop() }()
+	s6 := bd.v6.Load()
+	if s6 == nil {
+		b.Fatal("no IPv6 sender")
+	}
+	gso := s6.gso.Load()
+	r6, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	must(b, err)
+	defer r6.Close()
+	sockbuf.Set(r6, 8<<20)
+	go func() { // drain, as a peer would
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := r6.ReadFromUDPAddrPort(buf); err != nil {
+				return
+			}
+		}
+	}()
+	dst := r6.LocalAddr().(*net.UDPAddr).AddrPort()
+	batch := make([][]byte, 64)
+	for i := range batch {
+		batch[i] = make([]byte, 1420)
+	}
+	for _, mode := range []struct {
+		name string
+		gso  bool
+	}{{"gso", true}, {"each", false}} {
+		b.Run(mode.name, func(b *testing.B) {
+			if mode.gso && !gso {
+				b.Skip("the kernel has no UDP GSO")
+			}
+			s6.gso.Store(mode.gso)
+			defer s6.gso.Store(gso)
+			b.SetBytes(int64(len(batch) * 1420))
+			for b.Loop() {
+				if err := s6.send(batch, dst); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
