@@ -13,6 +13,9 @@
 #   meshd rules  (RULES=1 only) the direct device enforcing firewall rules
 #                (only TCP 5201 to and from the peer, stateful), which
 #                measures the packet filter's cost
+#   ... over IPv6 wireguard-go and meshd again with IPv6 endpoints on the veth
+#                (the tunnel inside stays IPv4), where meshd's bind sends
+#                through its own IPv6 path (wg/bind/send6.go)
 # Tunnels use MTU 1280; veth and TUN offloads stay at their defaults (on).
 #
 # Usage (root):  bench/tunnel.sh [SECONDS] [REPEATS]
@@ -56,6 +59,7 @@ for i in 1 2; do
 	ns=$NA; [ $i = 2 ] && ns=$NB
 	ip -n "$ns" link set lo up
 	ip -n "$ns" addr add 10.88.0.$i/24 dev veth0
+	ip -n "$ns" addr add fd88::$i/64 dev veth0 nodad
 	ip -n "$ns" link set veth0 up
 done
 
@@ -79,6 +83,11 @@ measure() {
 
 keypair() { local k; k=$(wg genkey); echo "$k $(echo "$k" | wg pubkey)"; }
 
+# endpoint N: host N's WireGuard endpoint on the veth, IPv6 when FAM=6.
+endpoint() {
+	if [ "${FAM:-4}" = 6 ]; then echo "[fd88::$1]:51820"; else echo "10.88.0.$1:51820"; fi
+}
+
 run_wggo() {
 	read -r KA PA <<<"$(keypair)"
 	read -r KB PB <<<"$(keypair)"
@@ -95,9 +104,9 @@ run_wggo() {
 	echo "$KA" >"$WORK/ka"
 	echo "$KB" >"$WORK/kb"
 	ip netns exec "$NA" wg set "${ID}g0" private-key "$WORK/ka" listen-port 51820 \
-		peer "$PB" allowed-ips 100.65.0.2/32 endpoint 10.88.0.2:51820
+		peer "$PB" allowed-ips 100.65.0.2/32 endpoint "$(endpoint 2)"
 	ip netns exec "$NB" wg set "${ID}g1" private-key "$WORK/kb" listen-port 51820 \
-		peer "$PA" allowed-ips 100.65.0.1/32 endpoint 10.88.0.1:51820
+		peer "$PA" allowed-ips 100.65.0.1/32 endpoint "$(endpoint 1)"
 	ip -n "$NA" addr add 100.65.0.1/24 dev "${ID}g0"
 	ip -n "$NB" addr add 100.65.0.2/24 dev "${ID}g1"
 	ip -n "$NA" link set "${ID}g0" mtu 1280 up
@@ -126,10 +135,10 @@ run_meshd() {
 		profb="-cpuprofile=$PROFILE/meshd-$tag-receiver.pprof"
 	fi
 	ip netns exec "$NA" "$WORK/wgpair" -iface "${ID}m0" -key "$KA" -addr 100.66.0.1/24 -port 51820 \
-		-peer "$PB,100.66.0.2/32,10.88.0.2:51820" $relay $rules $profa >"$WORK/ma.out" &
+		-peer "$PB,100.66.0.2/32,$(endpoint 2)" $relay $rules $profa >"$WORK/ma.out" &
 	pa=$!
 	ip netns exec "$NB" "$WORK/wgpair" -iface "${ID}m1" -key "$KB" -addr 100.66.0.2/24 -port 51820 \
-		-peer "$PA,100.66.0.1/32,10.88.0.1:51820" $relay $rules $profb >"$WORK/mb.out" &
+		-peer "$PA,100.66.0.1/32,$(endpoint 1)" $relay $rules $profb >"$WORK/mb.out" &
 	pb=$!
 	PIDS+=("$pa" "$pb")
 	for _ in $(seq 100); do
@@ -141,7 +150,7 @@ run_meshd() {
 	wait "$pa" "$pb" 2>/dev/null || true
 }
 
-declare -a RAW WGGO MESHD RELAYED RULES_ PAIR
+declare -a RAW WGGO MESHD RELAYED RULES_ PAIR WGGO6 MESHD6 PAIR6
 for r in $(seq "$REPS"); do
 	echo "round $r/$REPS: raw veth" >&2
 	RAW+=("$(measure 10.88.0.2)")
@@ -156,6 +165,15 @@ for r in $(seq "$REPS"); do
 		WGGO+=("$(run_wggo)")
 	fi
 	PAIR+=("$(awk -v a="${MESHD[-1]}" -v b="${WGGO[-1]}" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print 0 }')")
+	echo "round $r/$REPS: wireguard-go and meshd over IPv6" >&2
+	if [ $((r % 2)) = 1 ]; then
+		WGGO6+=("$(FAM=6 run_wggo)")
+		MESHD6+=("$(FAM=6 run_meshd)")
+	else
+		MESHD6+=("$(FAM=6 run_meshd)")
+		WGGO6+=("$(FAM=6 run_wggo)")
+	fi
+	PAIR6+=("$(awk -v a="${MESHD6[-1]}" -v b="${WGGO6[-1]}" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print 0 }')")
 	echo "round $r/$REPS: meshd relayed" >&2
 	RELAYED+=("$(run_meshd 3478)")
 	if [ -n "${RULES:-}" ]; then
@@ -169,6 +187,8 @@ raw=$(median "${RAW[@]}")
 wggo=$(median "${WGGO[@]}")
 meshd=$(median "${MESHD[@]}")
 relayed=$(median "${RELAYED[@]}")
+wggo6=$(median "${WGGO6[@]}")
+meshd6=$(median "${MESHD6[@]}")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
 
 RULESROW=""
@@ -186,7 +206,10 @@ Tunnel throughput, single-stream TCP (iperf3, ${SECS} s, median of ${REPS}), $(d
 | wireguard-go | ${wggo} | ${WGGO[*]} | $(ratio "$meshd" "$wggo") |
 | meshd (wg.Device, one-socket bind) | ${meshd} | ${MESHD[*]} | 1.00 |
 | meshd relayed (UDP net.Conn as relay) | ${relayed} | ${RELAYED[*]} | $(ratio "$meshd" "$relayed") |
+| wireguard-go, IPv6 endpoints | ${wggo6} | ${WGGO6[*]} | $(ratio "$meshd" "$wggo6") |
+| meshd, IPv6 endpoints | ${meshd6} | ${MESHD6[*]} | $(ratio "$meshd" "$meshd6") |
 ${RULESROW}
 
 meshd / wireguard-go = $(ratio "$meshd" "$wggo") (median of the per-round ratios: $(median "${PAIR[@]}"), rounds: ${PAIR[*]}), meshd / raw = $(ratio "$meshd" "$raw"), meshd relayed / wireguard-go = $(ratio "$relayed" "$wggo")
+over IPv6: meshd / wireguard-go = $(ratio "$meshd6" "$wggo6") (median of the per-round ratios: $(median "${PAIR6[@]}"), rounds: ${PAIR6[*]})
 EOF

@@ -252,9 +252,10 @@ func (s *Store) AdminTokens(ctx context.Context) ([]AdminToken, error) {
 	return out, rows.Err()
 }
 
-// TouchAdminToken records when a token was last used.
+// TouchAdminToken records when a token was last used. The record may be
+// lost in a power cut (see Store.lazy).
 func (s *Store) TouchAdminToken(ctx context.Context, id string, at time.Time) error {
-	_, err := s.DB.ExecContext(ctx, `UPDATE admin_tokens SET last_used = ? WHERE id = ?`, unixNano(at), id)
+	_, err := s.lazy.ExecContext(ctx, `UPDATE admin_tokens SET last_used = ? WHERE id = ?`, unixNano(at), id)
 	if err != nil {
 		return fmt.Errorf("store: touch admin token: %w", err)
 	}
@@ -321,9 +322,10 @@ func (s *Store) ReserveSerial(ctx context.Context, accountID string, upTo uint64
 	return nil
 }
 
-// SetPeerLastSeen records when a peer was last connected.
+// SetPeerLastSeen records when a peer was last connected. The record may
+// be lost in a power cut (see Store.lazy).
 func (s *Store) SetPeerLastSeen(ctx context.Context, peerID string, at time.Time) error {
-	_, err := s.DB.ExecContext(ctx, `UPDATE peers SET last_seen = ? WHERE id = ?`, unixNano(at), peerID)
+	_, err := s.lazy.ExecContext(ctx, `UPDATE peers SET last_seen = ? WHERE id = ?`, unixNano(at), peerID)
 	if err != nil {
 		return fmt.Errorf("store: peer last seen: %w", err)
 	}

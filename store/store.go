@@ -30,6 +30,11 @@ var ErrTooNew = errors.New("store: database is from a newer meshd")
 // Store is an open database.
 type Store struct {
 	DB *sql.DB
+	// lazy is the same database with commits that do not wait for the
+	// disk (synchronous=NORMAL), for bookkeeping whose loss in a power cut
+	// harms nobody: last-seen and last-used times. Log frames are in
+	// commit order, so the next durable commit makes these durable too.
+	lazy *sql.DB
 }
 
 // Migration is one numbered schema step.
@@ -83,20 +88,52 @@ func Open(ctx context.Context, file string) (*Store, error) {
 	return OpenAt(ctx, file, Latest())
 }
 
+// synchronous is SQLite's durability of a commit. In WAL mode NORMAL syncs
+// the log only at checkpoints: a commit survives a crash of meshd but not
+// one of the machine, which can take back a revoked setup key, a deleted
+// peer or a new admin token that was already reported done. FULL syncs the
+// log at every commit. Control's writes through Write are admin changes
+// and logins, not a stream, so they are durable; the frequent ones (a
+// peer going offline, an admin token used) go through Store.lazy.
+// BenchmarkCommit measures both.
+const synchronous = "FULL"
+
 // OpenAt opens the database and migrates it up to version target. Tests use
 // it to build databases of earlier versions.
 func OpenAt(ctx context.Context, file string, target int) (*Store, error) {
-	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(1)", "synchronous(NORMAL)"} {
-		q.Add("_pragma", p)
-	}
-	q.Set("_txlock", "immediate")
+	return openAt(ctx, file, target, synchronous)
+}
+
+func openAt(ctx context.Context, file string, target int, sync string) (*Store, error) {
 	// The database holds control's private key and the TURN secret: only
 	// its owner may read it. SQLite creates the -wal and -shm files with the
 	// database's mode.
 	if f, err := os.OpenFile(file, os.O_RDONLY|os.O_CREATE, 0o600); err == nil {
 		f.Close()
 	}
+	db, err := openDB(ctx, file, sync)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{DB: db}
+	if err := s.migrate(ctx, target); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: %s: %w", file, err)
+	}
+	if s.lazy, err = openDB(ctx, file, "NORMAL"); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.lazy.SetMaxOpenConns(2)
+	return s, nil
+}
+
+func openDB(ctx context.Context, file, sync string) (*sql.DB, error) {
+	q := url.Values{}
+	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(1)", "synchronous(" + sync + ")"} {
+		q.Add("_pragma", p)
+	}
+	q.Set("_txlock", "immediate")
 	db, err := sql.Open("sqlite", "file:"+file+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", file, err)
@@ -105,12 +142,7 @@ func OpenAt(ctx context.Context, file string, target int) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: open %s: %w", file, err)
 	}
-	s := &Store{DB: db}
-	if err := s.migrate(ctx, target); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("store: %s: %w", file, err)
-	}
-	return s, nil
+	return db, nil
 }
 
 // Version returns the schema version of the open database.
@@ -153,7 +185,7 @@ func (s *Store) migrate(ctx context.Context, target int) error {
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.DB.Close() }
+func (s *Store) Close() error { return errors.Join(s.lazy.Close(), s.DB.Close()) }
 
 // Tx runs fn in a write transaction, committing when fn returns nil.
 func (s *Store) Tx(ctx context.Context, fn func(*sql.Tx) error) error {

@@ -43,6 +43,7 @@ func New(baseURL, pin string) (*http.Client, error) {
 			return nil, fmt.Errorf("url %q is not https, but a tls pin was given", baseURL)
 		}
 		protocols.SetUnencryptedHTTP2(true)
+		t.DialContext = hintDial(t.DialContext)
 	default:
 		return nil, fmt.Errorf("url %q: scheme must be https (or http for an --insecure lab server)", baseURL)
 	}

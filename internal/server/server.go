@@ -1,8 +1,9 @@
 // Package server is the HTTP server every role serves its Connect handlers
 // on: one mux, HTTP/2 over TLS (h2c only when the operator asked for an
-// insecure lab server), GET /healthz, explicit timeouts and graceful
-// shutdown. Only roles/, internal/daemon and internal/signal import it; it knows
-// nothing about any one service.
+// insecure lab server), GET /healthz, explicit timeouts, bounds on
+// connections (ConnLimiter) and request sizes, and graceful shutdown. Only
+// roles/, internal/control, internal/daemon and internal/signal import it;
+// it knows nothing about any one service.
 package server
 
 import (
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -31,12 +33,17 @@ type Server struct {
 	log *zap.Logger
 	tls *tls.Config
 	srv *http.Server
+
+	// Limits of the listeners LimitConns and Listen make; set before them.
+	ConnLimits ConnLimits
+	mu         sync.Mutex
+	limiters   []*ConnLimiter
 }
 
 // New returns a server. With tlsConfig nil it speaks HTTP/2 without TLS
 // (h2c) and HTTP/1.1; callers allow that only behind an explicit --insecure.
 func New(log *zap.Logger, tlsConfig *tls.Config) *Server {
-	s := &Server{mux: http.NewServeMux(), log: log, tls: tlsConfig}
+	s := &Server{mux: http.NewServeMux(), log: log, tls: tlsConfig, ConnLimits: DefaultConnLimits()}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
@@ -51,8 +58,30 @@ func New(log *zap.Logger, tlsConfig *tls.Config) *Server {
 		IdleTimeout:       IdleTimeout,
 		Protocols:         protocols,
 		ErrorLog:          zap.NewStdLog(log.Named("http")),
+		ConnState:         s.connState,
 	}
 	return s
+}
+
+// LimitConns wraps ln, a raw TCP listener, in a ConnLimiter with the
+// server's ConnLimits that learns from the server which connections are
+// established and busy. Serve the result, or a TLS listener over it
+// (relay.SplitTLS: hand the TURN side to the limiter's Established).
+func (s *Server) LimitConns(ln net.Listener) *ConnLimiter {
+	l := NewConnLimiter(ln, s.ConnLimits, s.log.Named("connlimit"))
+	s.mu.Lock()
+	s.limiters = append(s.limiters, l)
+	s.mu.Unlock()
+	return l
+}
+
+func (s *Server) connState(c net.Conn, st http.ConnState) {
+	s.mu.Lock()
+	ls := s.limiters
+	s.mu.Unlock()
+	for _, l := range ls {
+		l.ConnState(c, st)
+	}
 }
 
 // Handle mounts h at pattern, as Connect's generated constructors return
@@ -60,17 +89,18 @@ func New(log *zap.Logger, tlsConfig *tls.Config) *Server {
 // MaxRequestBody; handlers bound each message with ReadLimit.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, limitBody(h)) }
 
-// Listen opens a TCP listener on addr; with TLS configured, it terminates TLS
-// (offering h2 and http/1.1 by ALPN).
+// Listen opens a TCP listener on addr under the server's ConnLimits; with
+// TLS configured, it terminates TLS (offering h2 and http/1.1 by ALPN).
 func (s *Server) Listen(addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
+	raw, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
+	var ln net.Listener = s.LimitConns(raw)
 	if s.tls == nil {
 		return ln, nil
 	}
-	return tls.NewListener(ln, s.TLSConfig()), nil
+	return tls.NewListener(RefusePlainHTTP(ln), s.TLSConfig()), nil
 }
 
 // TLSConfig returns the server's TLS configuration with the ALPN protocols

@@ -146,9 +146,14 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return cliutil.Exit(1, "all: listen %s: %v (is another process on that port? pick one with --listen)", listen, err)
 	}
-	httpLn := raw
+	// Every connection to the port, HTTP and TURN alike, counts against
+	// one set of limits, so that silent connections cannot lock the port.
+	lim := srv.LimitConns(raw)
+	var httpLn net.Listener = lim
 	if p.tls != nil {
-		httpLn, relCfg.TLSListener = natrelay.SplitTLS(raw, srv.TLSConfig())
+		var turnLn net.Listener
+		httpLn, turnLn = natrelay.SplitTLS(server.RefusePlainHTTP(lim), srv.TLSConfig())
+		relCfg.TLSListener = lim.Established(turnLn)
 	}
 	relCfg.Secret = ctl.Service.TURNSecret()
 	// A deleted or expired peer loses the relay at once, not when its

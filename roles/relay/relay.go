@@ -282,7 +282,8 @@ func run(c *cli.Context) error {
 		if err != nil {
 			return cliutil.Exit(1, "relay: listen --turn-tls-listen %s: %v", addr, err)
 		}
-		cfg.TLSListener = relay.TURNOverTLS(ln, ts.Config)
+		lim := server.NewConnLimiter(ln, server.DefaultConnLimits(), log.Named("connlimit"))
+		cfg.TLSListener = lim.Established(relay.TURNOverTLS(lim, ts.Config))
 		if ts.Pin != "" {
 			fmt.Fprintf(c.App.Writer, "relay TLS pin (self-signed certificate): %s\n", ts.Pin)
 		}

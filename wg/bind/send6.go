@@ -1,13 +1,17 @@
 package bind
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"reflect"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/net/ipv6"
 	"golang.zx2c4.com/wireguard/conn"
+
+	"meshd/internal/udpgso"
 )
 
 // IPv6 sends bypass StdNetBind.Send, whose version in go.mod sends IPv6
@@ -22,21 +26,37 @@ import (
 // went to fd00::). Remove this file once the dependency has the fix.
 //
 // The IPv6 socket is StdNetBind's own (read once after Open through
-// reflect; receiving stays StdNetBind's). What is lost is UDP GSO for IPv6
-// sends: each packet is its own datagram, still many per sendmmsg. The
-// source-address cmsg StdNetBind would add is omitted too; it never has one
-// here (its receive path drops IPV6_PKTINFO, so endpoints carry no source).
+// reflect; receiving stays StdNetBind's). Where the kernel has UDP GSO, a
+// run of equal-sized packets (the last may be shorter) goes out as one
+// sendmsg with UDP_SEGMENT, as StdNetBind does for IPv4: the stack is
+// crossed once per run, not once per packet, which is most of the cost of
+// a bulk transfer. Without GSO each packet is its own datagram, many per
+// sendmmsg. The source-address cmsg StdNetBind would add is omitted; it
+// never has one here (its receive path drops IPV6_PKTINFO, so endpoints
+// carry no source).
+
+// GSO bounds of one sendmsg: the kernel's limit of segments, and the
+// largest IPv6 payload (a UDP header and the data).
+const (
+	gsoMaxSegments = 64
+	gsoMaxBytes    = 65535 - 8
+)
 
 // sender6 writes IPv6 datagrams to StdNetBind's IPv6 socket.
 type sender6 struct {
+	uc   *net.UDPConn
 	pc   *ipv6.PacketConn
-	pool sync.Pool // *batch6
+	gso  atomic.Bool // the socket takes UDP_SEGMENT; cleared when a send says otherwise
+	pool sync.Pool   // *batch6
+
+	gsoSends atomic.Uint64 // sendmsg calls with UDP_SEGMENT (tests)
 }
 
 type batch6 struct {
 	msgs []ipv6.Message
 	addr net.UDPAddr
 	ip   [16]byte
+	buf  []byte // a GSO run, copied into one buffer
 }
 
 // newSender6 returns a sender over std's open IPv6 socket, or nil when std
@@ -51,15 +71,77 @@ func newSender6(std conn.Bind) *sender6 {
 		return nil
 	}
 	c := (*net.UDPConn)(f.UnsafePointer())
-	s := &sender6{pc: ipv6.NewPacketConn(c)}
+	s := &sender6{uc: c, pc: ipv6.NewPacketConn(c)}
+	s.gso.Store(udpgso.Supported(c))
 	s.pool.New = func() any { return new(batch6) }
 	return s
 }
 
-// send writes bufs to dst, one datagram each.
+// send writes bufs to dst: runs of equal-sized packets with GSO when the
+// socket has it, the others one datagram each.
 func (s *sender6) send(bufs [][]byte, dst netip.AddrPort) error {
 	b := s.pool.Get().(*batch6)
 	defer s.pool.Put(b)
+	for len(bufs) > 0 {
+		n := 1
+		if s.gso.Load() {
+			n = gsoRun(bufs)
+		}
+		if n == 1 {
+			// Up to the next run worth coalescing, one datagram each.
+			for n < len(bufs) && (!s.gso.Load() || gsoRun(bufs[n:]) == 1) {
+				n++
+			}
+			if err := s.sendEach(b, bufs[:n], dst); err != nil {
+				return err
+			}
+			bufs = bufs[n:]
+			continue
+		}
+		b.buf = b.buf[:0]
+		for _, p := range bufs[:n] {
+			b.buf = append(b.buf, p...)
+		}
+		err := udpgso.Send(s.uc, b.buf, len(bufs[0]), dst)
+		switch {
+		case err == nil:
+			s.gsoSends.Add(1)
+		case errors.Is(err, udpgso.ErrUnsupported):
+			s.gso.Store(false)
+			err = s.sendEach(b, bufs[:n], dst)
+		}
+		if err != nil {
+			return err
+		}
+		bufs = bufs[n:]
+	}
+	return nil
+}
+
+// gsoRun is how many packets from the start of bufs one GSO send can
+// carry: packets of the first one's size, then at most one shorter.
+func gsoRun(bufs [][]byte) int {
+	seg := len(bufs[0])
+	if seg == 0 {
+		return 1
+	}
+	n, total := 1, seg
+	for n < len(bufs) && n < gsoMaxSegments && total+len(bufs[n]) <= gsoMaxBytes {
+		l := len(bufs[n])
+		if l > seg || l == 0 {
+			break
+		}
+		n++
+		total += l
+		if l < seg {
+			break
+		}
+	}
+	return n
+}
+
+// sendEach writes bufs to dst, one datagram each, many per sendmmsg.
+func (s *sender6) sendEach(b *batch6, bufs [][]byte, dst netip.AddrPort) error {
 	b.ip = dst.Addr().As16()
 	b.addr = net.UDPAddr{IP: b.ip[:], Port: int(dst.Port())}
 	if cap(b.msgs) < len(bufs) {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/vishvananda/netns"
 	"golang.zx2c4.com/wireguard/conn"
+
+	"meshd/internal/sockbuf"
 )
 
 // sendAlternating sends through b alternately to r4 (IPv4) and r6 (IPv6),
@@ -160,5 +162,174 @@ func must(tb testing.TB, err error) {
 	tb.Helper()
 	if err != nil {
 		tb.Fatal(err)
+	}
+}
+
+// TestSendIPv6GSO: batches towards an IPv6 peer go out as UDP GSO runs
+// (equal sizes, the last of a run may be shorter; at most 64 segments and
+// 64 KiB a run) and arrive at [::1] intact and in order, interleaved with
+// IPv4 sends as in TestSendIPv6AfterIPv4.
+func TestSendIPv6GSO(t *testing.T) {
+	if c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback}); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		c.Close()
+	}
+	b := New(Options{})
+	if _, _, err := b.Open(0); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { b.Close(); b.Stop() }()
+	s6 := b.v6.Load()
+	if s6 == nil {
+		t.Fatal("no IPv6 sender: has StdNetBind changed (see send6.go)?")
+	}
+	if !s6.gso.Load() {
+		t.Skip("the kernel has no UDP GSO")
+	}
+	r4, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	must(t, err)
+	defer r4.Close()
+	r6, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	must(t, err)
+	defer r6.Close()
+	sockbuf.Set(r6, 8<<20) // a whole batch arrives before the test reads
+	ep4, err := b.ParseEndpoint(r4.LocalAddr().String())
+	must(t, err)
+	ep6, err := b.ParseEndpoint(r6.LocalAddr().String())
+	must(t, err)
+
+	packets := func(sizes ...int) [][]byte {
+		var out [][]byte
+		for i, n := range sizes {
+			p := make([]byte, n)
+			for j := range p {
+				p[j] = byte(i*7 + j)
+			}
+			out = append(out, p)
+		}
+		return out
+	}
+	repeat := func(n, size int, tail ...int) []int {
+		s := make([]int, n)
+		for i := range s {
+			s[i] = size
+		}
+		return append(s, tail...)
+	}
+	buf := make([]byte, 2048)
+	for _, tt := range []struct {
+		name  string
+		sizes []int
+		gso   uint64 // GSO sends it takes
+	}{
+		{"a run and a shorter last packet", repeat(40, 1200, 700), 1},
+		{"singles around a run", []int{100, 1200, 1200, 1200, 50, 50}, 1},
+		{"a run over 64 KiB", repeat(100, 1200), 2},
+		{"more than 64 segments", repeat(100, 200), 2},
+		{"one packet", []int{1400}, 0},
+	} {
+		batch := packets(tt.sizes...)
+		before := s6.gsoSends.Load()
+		must(t, b.Send([][]byte{{4, 0, 0, 0, 9}}, ep4)) // an IPv4 send first, as ICE's STUN does
+		must(t, b.Send(batch, ep6))
+		if got := s6.gsoSends.Load() - before; got != tt.gso {
+			t.Errorf("%s: %d GSO sends, want %d", tt.name, got, tt.gso)
+		}
+		for i, p := range batch {
+			r6.SetReadDeadline(time.Now().Add(2 * time.Second))
+			n, _, err := r6.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				t.Fatalf("%s: packet %d of %d did not arrive: %v", tt.name, i, len(batch), err)
+			}
+			if !bytes.Equal(buf[:n], p) {
+				t.Fatalf("%s: packet %d: got %d bytes, want %d (%x...)", tt.name, i, n, len(p), buf[:min(n, 8)])
+			}
+		}
+		r4.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, _, err := r4.ReadFromUDPAddrPort(buf); err != nil {
+			t.Fatalf("%s: the IPv4 packet did not arrive: %v", tt.name, err)
+		}
+	}
+}
+
+// gsoRun cuts runs where GSO needs them cut.
+func TestGSORun(t *testing.T) {
+	sized := func(sizes ...int) [][]byte {
+		out := make([][]byte, len(sizes))
+		for i, n := range sizes {
+			out[i] = make([]byte, n)
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		sizes []int
+		want  int
+	}{
+		{[]int{10}, 1},
+		{[]int{10, 10, 10}, 3},
+		{[]int{10, 10, 5, 10}, 3}, // a shorter packet ends the run
+		{[]int{10, 20, 10}, 1},    // a longer one cannot join
+		{[]int{0, 0}, 1},          // empty packets go alone
+		{[]int{10, 10, 0, 10}, 2}, // so does an empty one after a run
+	} {
+		if got := gsoRun(sized(tt.sizes...)); got != tt.want {
+			t.Errorf("gsoRun(%v) = %d, want %d", tt.sizes, got, tt.want)
+		}
+	}
+}
+
+// BenchmarkSend6 sends batches of 64 WireGuard-sized packets to [::1]
+// through the IPv6 sender, as UDP GSO runs and one datagram each.
+func BenchmarkSend6(b *testing.B) {
+	if c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback}); err != nil {
+		b.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		c.Close()
+	}
+	bd := New(Options{})
+	if _, _, err := bd.Open(0); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { bd.Close(); bd.Stop() }()
+	s6 := bd.v6.Load()
+	if s6 == nil {
+		b.Fatal("no IPv6 sender")
+	}
+	gso := s6.gso.Load()
+	r6, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	must(b, err)
+	defer r6.Close()
+	sockbuf.Set(r6, 8<<20)
+	go func() { // drain, as a peer would
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := r6.ReadFromUDPAddrPort(buf); err != nil {
+				return
+			}
+		}
+	}()
+	dst := r6.LocalAddr().(*net.UDPAddr).AddrPort()
+	batch := make([][]byte, 64)
+	for i := range batch {
+		batch[i] = make([]byte, 1420)
+	}
+	for _, mode := range []struct {
+		name string
+		gso  bool
+	}{{"gso", true}, {"each", false}} {
+		b.Run(mode.name, func(b *testing.B) {
+			if mode.gso && !gso {
+				b.Skip("the kernel has no UDP GSO")
+			}
+			s6.gso.Store(mode.gso)
+			defer s6.gso.Store(gso)
+			b.SetBytes(int64(len(batch) * 1420))
+			for b.Loop() {
+				if err := s6.send(batch, dst); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
