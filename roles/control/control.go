@@ -234,6 +234,7 @@ func run(c *cli.Context) error {
 		return cliutil.Exit(1, "control: %v (is another process on that port? pick one with --listen)", err)
 	}
 	PrintJoin(c.App.Writer, ctl.Boot, cfg.DataDir)
+	fmt.Fprintf(c.App.Writer, "signal ticket key (for meshd signal --control-key): %s\n", ctl.Service.TicketKeyString())
 	err = srv.Serve(ctx, ln)
 	if cerr := ctl.Close(); err == nil && cerr != nil {
 		err = cerr

@@ -1,0 +1,120 @@
+package signal
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"meshd/internal/keys"
+	"meshd/internal/seal"
+)
+
+// Registration is the one thing a stranger can ask of signal, so it is
+// where signal defends itself: each source address has a budget of
+// registration attempts (a token bucket), and a key registers only with a
+// ticket from control (see internal/seal: tickets), checked before the key
+// proof so that a flood of throwaway keys costs signal a signature check
+// each and reaches no peer.
+
+// Defaults of the registration limits.
+const (
+	DefaultRegisterRate  = 20  // attempts a second per source
+	DefaultRegisterBurst = 200 // an office behind one address reconnecting at once
+	// maxSources bounds the table of source buckets; past it, buckets that
+	// refilled are dropped first, then sources share one bucket.
+	maxSources = 1 << 16
+)
+
+// sources keeps one registration bucket per source address: an IPv4
+// address, or an IPv6 /64 (one host's share of addresses).
+type sources struct {
+	rate  float64
+	burst int
+
+	mu      sync.Mutex
+	buckets map[netip.Prefix]*bucket
+	crowded bucket // shared once the table is full of sources still draining
+	next    time.Time
+}
+
+func newSources(rate float64, burst int) *sources {
+	return &sources{rate: rate, burst: burst, buckets: make(map[netip.Prefix]*bucket)}
+}
+
+// sourceOf is the prefix a registration is counted against.
+func sourceOf(addr string) netip.Prefix {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Prefix{} // unknown: all such share one bucket
+	}
+	ip = ip.Unmap()
+	bits := 32
+	if ip.Is6() {
+		bits = 64
+	}
+	p, _ := ip.Prefix(bits)
+	return p
+}
+
+// take takes one registration attempt from addr's budget.
+func (s *sources) take(addr string, now time.Time) (bool, time.Duration) {
+	src := sourceOf(addr)
+	s.mu.Lock()
+	b := s.buckets[src]
+	if b == nil {
+		if len(s.buckets) >= maxSources && now.After(s.next) {
+			for k, old := range s.buckets {
+				if old.full(now, s.rate, s.burst) {
+					delete(s.buckets, k)
+				}
+			}
+			s.next = now.Add(time.Second)
+		}
+		if len(s.buckets) < maxSources {
+			b = &bucket{tokens: float64(s.burst), last: now}
+			s.buckets[src] = b
+		} else {
+			b = &s.crowded
+		}
+	}
+	s.mu.Unlock()
+	return b.take(now, s.rate, s.burst)
+}
+
+// admit checks the ticket a Hello carries for key, and returns the account
+// the key may talk within ("" when signal runs without tickets).
+func (s *Server) admit(ticket []byte, key keys.Key) (string, error) {
+	if s.opts.TicketKey == nil {
+		return "", nil
+	}
+	tk, err := seal.VerifyTicket(s.opts.TicketKey, ticket, key, s.opts.Now())
+	if err != nil {
+		s.stats.ticketRefused.Add(1)
+		hint := "the agent gets a fresh ticket in every network map from control: is control reachable, and does this signal trust its key (--control-key)?"
+		if errors.Is(err, seal.ErrNoTicket) {
+			hint = "this key has no ticket from control: join through control first (meshd up), with agent and signal of the same version"
+		}
+		return "", connect.NewError(connect.CodePermissionDenied, fmt.Errorf("signal: registration refused: %w; %s", err, hint))
+	}
+	return tk.Account, nil
+}
+
+// ParseControlKey parses control's ticket key as `meshd control` prints it
+// (base64, as --control-key takes it).
+func ParseControlKey(s string) (ed25519.PublicKey, error) {
+	k, err := keys.Parse(s) // 32 bytes of base64, like a WireGuard key
+	if err != nil {
+		return nil, fmt.Errorf("signal: control key: %w", err)
+	}
+	return ed25519.PublicKey(k[:]), nil
+}
