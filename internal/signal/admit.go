@@ -100,12 +100,16 @@ func (s *Server) admit(ticket []byte, key keys.Key) (string, error) {
 	tk, err := seal.VerifyTicket(s.opts.TicketKey, ticket, key, s.opts.Now())
 	if err != nil {
 		s.stats.ticketRefused.Add(1)
+		if errors.Is(err, seal.ErrTicketExpired) {
+			s.refused.add(key, tk.Account, err.Error())
+		}
 		hint := "the agent gets a fresh ticket in every network map from control: is control reachable, and does this signal trust its key (--control-key)?"
 		if errors.Is(err, seal.ErrNoTicket) {
 			hint = "this key has no ticket from control: join through control first (meshd up), with agent and signal of the same version"
 		}
 		return "", connect.NewError(connect.CodePermissionDenied, fmt.Errorf("signal: registration refused: %w; %s", err, hint))
 	}
+	s.refused.forget(key)
 	return tk.Account, nil
 }
 
@@ -117,4 +121,57 @@ func ParseControlKey(s string) (ed25519.PublicKey, error) {
 		return nil, fmt.Errorf("signal: control key: %w", err)
 	}
 	return ed25519.PublicKey(k[:]), nil
+}
+
+// maxRefusals bounds the memory of recent ticket refusals.
+const maxRefusals = 4096
+
+// refusals remembers, per key, why its last registration was refused when
+// its ticket was control's but no longer valid (expired): a peer of the
+// same account that sends to it is told why it is unreachable, instead of
+// only that it is not connected. Tickets that do not verify name no
+// account, and are not remembered. Bounded: the oldest entry goes first.
+type refusals struct {
+	mu    sync.Mutex
+	m     map[keys.Key]refusal
+	order []keys.Key // insertion order, for eviction
+}
+
+type refusal struct {
+	account string
+	why     string
+}
+
+func (r *refusals) add(key keys.Key, account, why string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = make(map[keys.Key]refusal)
+	}
+	if _, ok := r.m[key]; !ok {
+		for len(r.order) >= maxRefusals {
+			delete(r.m, r.order[0])
+			r.order = r.order[1:]
+		}
+		r.order = append(r.order, key)
+	}
+	r.m[key] = refusal{account: account, why: why}
+}
+
+// forget drops key's refusal once it registers.
+func (r *refusals) forget(key keys.Key) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.m, key) // its place in order goes when it comes round
+}
+
+// why returns the reason key was last refused, if the asker is of its
+// account.
+func (r *refusals) why(key keys.Key, account string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if f, ok := r.m[key]; ok && f.account == account {
+		return f.why
+	}
+	return ""
 }

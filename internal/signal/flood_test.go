@@ -173,4 +173,21 @@ func TestTicketsScopeRegistrationAndRouting(t *testing.T) {
 			}
 		})
 	}
+
+	// A peer whose ticket expired is unreachable, and its account's peers
+	// are told why; other accounts learn nothing.
+	stale, _ := keys.Generate()
+	r := h.Dial(t)
+	r.Ticket = tickets.Issue(t, stale.Public(), "acct-a", time.Now().Add(-time.Hour))
+	if _, err := r.Hello(stale.Public()); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Fatalf("expired ticket: %v", err)
+	}
+	err := friend.Send(ctx(t), stale.Public(), []byte("x"))
+	if !errors.Is(err, signalclient.ErrNotConnected) || !strings.Contains(err.Error(), "ticket expired") {
+		t.Fatalf("send to a peer refused for its ticket: %v, want ErrNotConnected saying the ticket expired", err)
+	}
+	err = outsider.Send(ctx(t), stale.Public(), []byte("x"))
+	if !errors.Is(err, signalclient.ErrNotConnected) || strings.Contains(err.Error(), "ticket") {
+		t.Fatalf("another account's peer: %v, want ErrNotConnected without the reason", err)
+	}
 }

@@ -129,6 +129,7 @@ type Server struct {
 	challenger *seal.Challenger
 	limits     *limiters
 	sources    *sources
+	refused    refusals // why keys were last refused
 
 	mu      sync.Mutex
 	closed  bool

@@ -528,6 +528,9 @@ func (s *Server) forward(st *stream, env *signalv1.Envelope) answer {
 		switch status {
 		case signalv1.DeliveryStatus_DELIVERY_STATUS_NOT_CONNECTED:
 			msg = "peer is not connected to signal"
+			if why := s.refused.why(to, st.account); why != "" {
+				msg += "; signal refused its registration: " + why
+			}
 		case signalv1.DeliveryStatus_DELIVERY_STATUS_QUEUE_FULL:
 			msg = "peer's queue is full (it is not reading); retry later"
 		}
