@@ -21,6 +21,14 @@ import (
 // ticket from control (see internal/seal: tickets), checked before the key
 // proof so that a flood of throwaway keys costs signal a signature check
 // each and reaches no peer.
+//
+// Tickets rather than asking control about each key: signal stays a
+// process that needs nothing but control's public key (no call to control
+// per registration, no shared database, nothing to fail when control is
+// down or restarting), and `meshd all` and a separate `meshd signal` work
+// the same way. The price is that a deleted peer's ticket stays valid until
+// it expires; it is checked when a stream registers, and a registered
+// stream keeps its account until it ends.
 
 // Defaults of the registration limits.
 const (

@@ -1,8 +1,9 @@
 // Package signal is the signal server: the rendezvous through which agents
 // exchange the sealed messages (ICE credentials and candidates) that let two
-// peers find a path to each other. A peer opens one Connect stream, proves
-// that it holds the private key of the WireGuard public key it registers,
-// and from then on sends envelopes addressed by public key; signal stamps
+// peers find a path to each other. A peer opens one Connect stream, shows
+// control's ticket for its WireGuard public key (admit.go), proves that it
+// holds the private key, and from then on sends envelopes addressed by
+// public key to peers of its account; signal stamps
 // the verified sender on each, queues it for the recipient's stream and
 // answers every envelope with a Delivery status (queued, not connected, too
 // large, rate limited, queue full). Signal never reads a payload (they are
