@@ -83,6 +83,8 @@ type SignalConfig struct {
 	URL, Pin string
 	Private  keys.Private
 	Log      *zap.Logger
+	// Ticket returns control's newest signal ticket for this peer.
+	Ticket func() []byte
 }
 
 // Clients makes the engine's control and signal clients; roles/agent passes

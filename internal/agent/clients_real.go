@@ -105,7 +105,7 @@ func controlError(err error) error {
 
 // NewSignal makes a Signal on internal/signalclient.
 func NewSignal(cfg SignalConfig) (Signal, error) {
-	c, err := signalclient.New(signalclient.Options{URL: cfg.URL, Pin: cfg.Pin, Private: cfg.Private, Log: cfg.Log})
+	c, err := signalclient.New(signalclient.Options{URL: cfg.URL, Pin: cfg.Pin, Private: cfg.Private, Log: cfg.Log, Ticket: cfg.Ticket})
 	if err != nil {
 		return nil, err
 	}

@@ -180,6 +180,7 @@ type bus struct {
 	mu    sync.Mutex
 	boxes map[keys.Key]chan [2][]byte // {from, payload}
 	down  bool
+	why   string // added to the error of a send refused while down
 	sent  int
 }
 
@@ -242,7 +243,7 @@ func (s *fakeSignal) Send(_ context.Context, to keys.Key, payload []byte) error 
 	defer s.b.mu.Unlock()
 	box, ok := s.b.boxes[to]
 	if !ok || s.b.down {
-		return fmt.Errorf("send to %s: %w", to, ErrPeerOffline)
+		return fmt.Errorf("send to %s: %w%s", to, ErrPeerOffline, s.b.why)
 	}
 	s.b.sent++
 	select {

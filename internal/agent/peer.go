@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -77,6 +78,10 @@ type peerWorker struct {
 	cancel context.CancelFunc
 	halted chan struct{} // closed when run stops acting (before its sessions close)
 	done   chan struct{}
+
+	// unreachable is why signal last refused a message to the peer (nil
+	// after one went through), for status.
+	unreachable atomic.Pointer[string]
 }
 
 // peerSnapshot is what status shows of a worker.
@@ -486,6 +491,13 @@ func (w *peerWorker) sender(ctx context.Context) {
 		sctx, cancel := context.WithTimeout(ctx, sendTimeout)
 		err = w.sendOne(sctx, b)
 		cancel()
+		switch {
+		case err == nil:
+			w.unreachable.Store(nil)
+		case errors.Is(err, ErrPeerOffline):
+			why := err.Error()
+			w.unreachable.Store(&why)
+		}
 		if err == nil || ctx.Err() != nil {
 			continue
 		}

@@ -116,6 +116,9 @@ func (e *Engine) Status() *daemonv1.StatusResponse {
 			ps.LastHandshake = timestamppb.New(s.LastHandshake)
 		}
 		ps.State, ps.Path = peerState(snap, s, now)
+		if why := w.unreachable.Load(); why != nil && ps.State != PeerConnected {
+			ps.Reason = *why
+		}
 		if snap.path != path.None {
 			ps.LocalCandidate = &daemonv1.Candidate{Type: snap.pair.Local.Type, Address: snap.pair.Local.Address}
 			ps.RemoteCandidate = &daemonv1.Candidate{Type: snap.pair.Remote.Type, Address: snap.pair.Remote.Address}

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/transport/v3"
@@ -78,6 +79,10 @@ type tunnel struct {
 	filter  *filter.Filter
 	maps    chan *controlv1.NetworkMap // latest map only
 	addrs   []netip.Addr
+
+	// ticket is control's newest signal ticket for this peer (from the
+	// map), which the signal client shows at each registration.
+	ticket atomic.Pointer[[]byte]
 }
 
 func newTunnel(e *Engine) *tunnel {
@@ -386,6 +391,9 @@ func (t *tunnel) apply(ctx context.Context, m *controlv1.NetworkMap) error {
 			errs = append(errs, err)
 		}
 	}
+	if tk := m.GetSignalTicket(); len(tk) > 0 {
+		t.ticket.Store(&tk)
+	}
 	t.signal(ctx, m.GetSignalUrl(), m.GetSignalTlsPin(), false)
 	t.svc.apply(ctx, m)
 
@@ -489,6 +497,14 @@ func (t *tunnel) removePeer(k keys.Key) {
 	t.log.Info("peer removed", zap.String("name", w.snapshot().meta.GetName()), zap.Stringer("key", k))
 }
 
+// currentTicket returns the newest signal ticket from control, or nil.
+func (t *tunnel) currentTicket() []byte {
+	if p := t.ticket.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 // signal (re)starts the signal client when the map names another server
 // (or when force is set).
 func (t *tunnel) signal(ctx context.Context, url, pin string, force bool) {
@@ -509,7 +525,8 @@ func (t *tunnel) signal(ctx context.Context, url, pin string, force bool) {
 	if url == "" {
 		return
 	}
-	sig, err := t.e.opts.Clients.Signal(SignalConfig{URL: url, Pin: pin, Private: t.e.priv, Log: t.log.Named("signal")})
+	sig, err := t.e.opts.Clients.Signal(SignalConfig{URL: url, Pin: pin, Private: t.e.priv, Log: t.log.Named("signal"),
+		Ticket: t.currentTicket})
 	if err != nil {
 		t.log.Error("signal client", zap.String("url", url), zap.Error(err))
 		return

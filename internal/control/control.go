@@ -10,6 +10,7 @@ package control
 import (
 	"compress/gzip"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -87,6 +88,7 @@ type Options struct {
 	Coalesce        time.Duration // how long a burst of changes is gathered
 	JanitorInterval time.Duration // ephemeral peers, expired logins
 	MTU             uint32        // tunnel MTU in maps (netmap.DefaultMTU)
+	TicketTTL       time.Duration // of signal tickets (DefaultTicketTTL)
 
 	// Status, when set, adds what runs beside control in this process
 	// (signal's and the relay's counters) to the admin API's server status.
@@ -101,6 +103,7 @@ type Service struct {
 	st         *store.Store
 	now        func() time.Time
 	key        keys.Private
+	ticketKey  ed25519.PrivateKey // signs signal tickets
 	turnSecret []byte
 	stunURLs   []string
 	turnURLs   []string
@@ -179,6 +182,9 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	}
 	if s.key, err = keys.ParsePrivate(k.String()); err != nil {
 		return nil, fmt.Errorf("control: stored key: %w", err)
+	}
+	if err := s.loadTicketKey(ctx); err != nil {
+		return nil, err
 	}
 	s.turnSecret = opts.Relays.Secret
 	if len(s.turnSecret) == 0 {

@@ -285,10 +285,10 @@ func (p *peerAPI) Sync(ctx context.Context, req *connect.Request[controlv1.SyncR
 		return err
 	}
 	defer a.goOffline(c)
-	return s.stream(ctx, a, c, stream)
+	return s.stream(ctx, a, c, pub, stream)
 }
 
-func (s *Service) stream(ctx context.Context, a *account, c *conn, stream *connect.ServerStream[controlv1.SyncResponse]) error {
+func (s *Service) stream(ctx context.Context, a *account, c *conn, pub keys.Key, stream *connect.ServerStream[controlv1.SyncResponse]) error {
 	heartbeat := time.NewTicker(s.opts.Heartbeat)
 	defer heartbeat.Stop()
 	refresh := time.NewTimer(time.Hour)
@@ -310,16 +310,20 @@ func (s *Service) stream(ctx context.Context, a *account, c *conn, stream *conne
 			return connect.NewError(connect.CodeInternal, err)
 		}
 		m.Serial = serial
-		var exp time.Time
+		var exp, ticketExp time.Time
 		m.Relays, exp = s.relays(c.peerID)
 		m.SignalUrl, m.SignalTlsPin = s.opts.SignalURL, s.opts.SignalPin
+		m.SignalTicket, ticketExp = s.ticket(a, pub)
+		if exp.IsZero() || (!ticketExp.IsZero() && ticketExp.Before(exp)) {
+			exp = ticketExp
+		}
 		if err := stream.Send(&controlv1.SyncResponse{Map: m}); err != nil {
 			return err
 		}
 		s.m.sent(mapKindFull, m)
 		sentSerial, sentGen = serial, snap.gen
 		if !exp.IsZero() {
-			// Refresh when a fifth of the credential's lifetime is left.
+			// Refresh when a fifth of the credentials' lifetime is left.
 			refresh.Reset(max(time.Second, exp.Sub(s.now())*4/5))
 		}
 		return nil

@@ -14,7 +14,9 @@ import (
 
 // After a stream that had worked ends (a control restart), reconnect waits
 // stay within RecoverBackoff however many attempts fail while control is
-// away; without that cap they would have grown to seconds by the tenth.
+// away; without that cap, doubling from 10 ms, the wait after the 13th
+// failure would be 20–41 s. The bound checked leaves room for slow round
+// trips on a loaded machine.
 func TestSyncReconnectsSoonAfterRestart(t *testing.T) {
 	const recoverCap = 100 * time.Millisecond
 	var (
@@ -32,7 +34,7 @@ func TestSyncReconnectsSoonAfterRestart(t *testing.T) {
 				return err
 			}
 			return connect.NewError(connect.CodeUnavailable, errors.New("control is shutting down"))
-		case call <= 10: // control still away
+		case call <= 14: // control still away
 			return connect.NewError(connect.CodeUnavailable, errors.New("control is restarting"))
 		default:
 			close(back)
@@ -43,15 +45,15 @@ func TestSyncReconnectsSoonAfterRestart(t *testing.T) {
 			return nil
 		}
 	}}
-	c := newFake(t, f, Options{MinBackoff: 10 * time.Millisecond, MaxBackoff: 10 * time.Second,
-		RecoverBackoff: recoverCap, StableAfter: time.Nanosecond})
+	c := newFake(t, f, Options{MinBackoff: 10 * time.Millisecond,
+		MaxBackoff: time.Minute, RecoverBackoff: recoverCap, StableAfter: time.Nanosecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- c.Sync(ctx, func(*controlv1.NetworkMap) {}, nil) }()
 	select {
 	case <-back:
-	case <-time.After(20 * time.Second):
-		t.Fatal("no reconnect within 20 s")
+	case <-time.After(60 * time.Second):
+		t.Fatal("no reconnect within 60 s")
 	}
 	cancel()
 	<-done
@@ -62,7 +64,7 @@ func TestSyncReconnectsSoonAfterRestart(t *testing.T) {
 		worst = max(worst, calls[i].Sub(calls[i-1]))
 	}
 	t.Logf("%d attempts, longest wait between them %s, all in %s", len(calls), worst.Round(time.Millisecond), calls[len(calls)-1].Sub(calls[0]).Round(time.Millisecond))
-	if worst > recoverCap+300*time.Millisecond {
+	if worst > recoverCap+3*time.Second {
 		t.Fatalf("a wait of %s between attempts, want within the %s recovery cap (plus a round trip)", worst, recoverCap)
 	}
 }

@@ -78,6 +78,8 @@ type PeerJSON struct {
 	LastHandshake string `json:"last_handshake"`
 	RxBytes       int64  `json:"rx_bytes"`
 	TxBytes       int64  `json:"tx_bytes"`
+	// Reason is why the peer cannot be reached, when signal said so.
+	Reason string `json:"reason,omitempty"`
 }
 
 // CandidateJSON is one end of the path; null when there is no path.
@@ -107,7 +109,7 @@ func ToJSON(r *daemonv1.StatusResponse) StatusJSON {
 		pj := PeerJSON{
 			Name: p.GetName(), DNSName: p.GetDnsName(), OverlayIP: p.GetOverlayIp(), PublicKey: p.GetPublicKey(),
 			State: p.GetState(), Path: p.GetPath(), LatencyMS: p.GetLatencyMs(),
-			RxBytes: p.GetRxBytes(), TxBytes: p.GetTxBytes(),
+			RxBytes: p.GetRxBytes(), TxBytes: p.GetTxBytes(), Reason: p.GetReason(),
 		}
 		if c := p.GetLocalCandidate(); c != nil && c.GetAddress() != "" {
 			pj.LocalCandidate = &CandidateJSON{Type: c.GetType(), Address: c.GetAddress()}
@@ -187,8 +189,8 @@ func WriteTable(w io.Writer, r *daemonv1.StatusResponse, now time.Time) error {
 		if t, err := time.Parse(time.RFC3339, p.LastHandshake); err == nil {
 			hs = now.Sub(t).Round(time.Second).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", orDash(p.Name), orDash(p.OverlayIP), p.State, path, endpoint, lat, hs,
-			cliutil.Bytes(p.RxBytes), cliutil.Bytes(p.TxBytes))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s%s\n", orDash(p.Name), orDash(p.OverlayIP), p.State, path, endpoint, lat, hs,
+			cliutil.Bytes(p.RxBytes), cliutil.Bytes(p.TxBytes), errSuffix(p.Reason))
 	}
 	return tw.Flush()
 }

@@ -2,7 +2,8 @@
 // on: one mux, HTTP/2 over TLS (h2c only when the operator asked for an
 // insecure lab server), GET /healthz, explicit timeouts, bounds on
 // connections (ConnLimiter) and request sizes, and graceful shutdown. Only
-// roles/, internal/control, internal/daemon and internal/signal import it;
+// roles/, internal/cliutil, internal/control, internal/daemon and
+// internal/signal import it;
 // it knows nothing about any one service.
 package server
 

@@ -59,7 +59,7 @@ func FuzzClientMessage(f *testing.F) {
 	const maxBytes = 512
 	rec := &recorder{}
 	router := NewLocalRouter()
-	router.Attach(to, rec)
+	router.Attach(to, "", rec)
 	s := New(Options{Log: zap.NewNop(), MaxMessageBytes: maxBytes, RatePerSecond: 1e9, Burst: 1e9, Router: router})
 	st := &stream{srv: s, ctx: context.Background(), log: zap.NewNop(), stop: make(chan struct{}), key: sender.Public()}
 	st.bucket = s.limits.acquire(st.key, time.Now())

@@ -1,8 +1,9 @@
 // Package signal is the signal server: the rendezvous through which agents
 // exchange the sealed messages (ICE credentials and candidates) that let two
-// peers find a path to each other. A peer opens one Connect stream, proves
-// that it holds the private key of the WireGuard public key it registers,
-// and from then on sends envelopes addressed by public key; signal stamps
+// peers find a path to each other. A peer opens one Connect stream, shows
+// control's ticket for its WireGuard public key (admit.go), proves that it
+// holds the private key, and from then on sends envelopes addressed by
+// public key to peers of its account; signal stamps
 // the verified sender on each, queues it for the recipient's stream and
 // answers every envelope with a Delivery status (queued, not connected, too
 // large, rate limited, queue full). Signal never reads a payload (they are
@@ -16,6 +17,7 @@ package signal
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"io"
 	"net/http"
@@ -65,6 +67,16 @@ type Options struct {
 	HeartbeatInterval time.Duration
 	// RegisterTimeout bounds Hello through Register.
 	RegisterTimeout time.Duration
+	// TicketKey is control's Ed25519 ticket key: a key registers only with
+	// a ticket it signed, and envelopes go only between keys of one
+	// account. Nil: anyone may register and reach anyone (tests, and
+	// signal used on its own); roles/signal and roles/all always set it.
+	TicketKey ed25519.PublicKey
+	// RegisterRate and RegisterBurst are each source address's token
+	// bucket for registration attempts (an IPv6 /64 counts as one source);
+	// attempts beyond it are refused with ResourceExhausted.
+	RegisterRate  float64
+	RegisterBurst int
 	// Router forwards envelopes; default a new LocalRouter.
 	Router Router
 	// Now is the clock for challenges and rate limits; default time.Now.
@@ -93,6 +105,12 @@ func (o Options) withDefaults() Options {
 	if o.RegisterTimeout <= 0 {
 		o.RegisterTimeout = DefaultRegisterTimeout
 	}
+	if o.RegisterRate <= 0 {
+		o.RegisterRate = DefaultRegisterRate
+	}
+	if o.RegisterBurst <= 0 {
+		o.RegisterBurst = DefaultRegisterBurst
+	}
 	if o.Router == nil {
 		o.Router = NewLocalRouter()
 	}
@@ -111,6 +129,8 @@ type Server struct {
 	pub        keys.Key
 	challenger *seal.Challenger
 	limits     *limiters
+	sources    *sources
+	refused    refusals // why keys were last refused
 
 	mu      sync.Mutex
 	closed  bool
@@ -136,6 +156,7 @@ func New(opts Options) *Server {
 		pub:        priv.Public(),
 		challenger: seal.NewChallenger(opts.RegisterTimeout),
 		limits:     newLimiters(opts.RatePerSecond, opts.Burst),
+		sources:    newSources(opts.RegisterRate, opts.RegisterBurst),
 		streams:    make(map[*stream]struct{}),
 	}
 }
@@ -245,11 +266,18 @@ type Stats struct {
 	Writes uint64
 	// Batched counts envelopes that came in a ClientBatch.
 	Batched uint64
+
+	// TicketRefused and SourceLimited count the registrations refused for
+	// a missing, invalid or expired ticket, and for a source over its
+	// rate (both are in Refused too).
+	TicketRefused, SourceLimited uint64
 }
 
 type counters struct {
 	registered, refused, replaced, sent, writes, batched atomic.Uint64
 	status                                               [7]atomic.Uint64 // by DeliveryStatus
+
+	ticketRefused, sourceLimited atomic.Uint64
 }
 
 func (c *counters) count(st signalv1.DeliveryStatus) {
@@ -264,7 +292,7 @@ func (s *Server) Stats() Stats {
 	n := len(s.streams)
 	s.mu.Unlock()
 	c := &s.stats
-	return Stats{
+	st := Stats{
 		Streams:      n,
 		Registered:   c.registered.Load(),
 		Refused:      c.refused.Load(),
@@ -279,6 +307,8 @@ func (s *Server) Stats() Stats {
 		Writes:       c.writes.Load(),
 		Batched:      c.batched.Load(),
 	}
+	st.TicketRefused, st.SourceLimited = c.ticketRefused.Load(), c.sourceLimited.Load()
+	return st
 }
 
 // Errors a stream ends with, as the peer sees them.

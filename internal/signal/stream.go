@@ -42,6 +42,7 @@ type stream struct {
 	born time.Time
 
 	key       keys.Key
+	account   string // from the key's ticket
 	bucket    *bucket
 	batches   bool // the peer accepts ServerBatch
 	queuedIDs bool // and ServerBatch.queued
@@ -93,7 +94,7 @@ func (s *Server) serveStream(ctx context.Context, bs *connect.BidiStream[signalv
 
 	// Attach before answering, so that the peer can be reached the moment
 	// it knows it is registered; envelopes wait in the queue meanwhile.
-	detach := s.opts.Router.Attach(key, st)
+	detach := s.opts.Router.Attach(key, st.account, st)
 	defer detach()
 	s.stats.registered.Add(1)
 	s.m.connected.Add(1)
@@ -170,12 +171,19 @@ func (st *stream) handshake() (keys.Key, error) {
 
 func (st *stream) register() (keys.Key, error) {
 	var none keys.Key
+	if ok, wait := st.srv.sources.take(st.bs.Peer().Addr, st.srv.opts.Now()); !ok {
+		st.srv.stats.sourceLimited.Add(1)
+		return none, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("signal: too many registrations from this address (%g a second, burst %d); retry in %s", st.srv.opts.RegisterRate, st.srv.opts.RegisterBurst, wait.Round(time.Millisecond)))
+	}
 	msg, err := st.bs.Receive()
 	if err != nil {
 		return none, st.failed(err)
 	}
 	key, err := helloKey(msg)
 	if err != nil {
+		return none, err
+	}
+	if st.account, err = st.srv.admit(msg.GetHello().GetTicket(), key); err != nil {
 		return none, err
 	}
 	st.batches = msg.GetHello().GetAcceptsBatches()
@@ -519,10 +527,13 @@ func (s *Server) forward(st *stream, env *signalv1.Envelope) answer {
 			break
 		}
 		env.From = st.key[:]
-		status = s.opts.Router.Route(st.ctx, to, env)
+		status = s.opts.Router.Route(st.ctx, st.account, to, env)
 		switch status {
 		case signalv1.DeliveryStatus_DELIVERY_STATUS_NOT_CONNECTED:
 			msg = "peer is not connected to signal"
+			if why := s.refused.why(to, st.account); why != "" {
+				msg += "; signal refused its registration: " + why
+			}
 		case signalv1.DeliveryStatus_DELIVERY_STATUS_QUEUE_FULL:
 			msg = "peer's queue is full (it is not reading); retry later"
 		}

@@ -78,6 +78,10 @@ type Options struct {
 	StableAfter time.Duration
 	// Now is the clock for sealing and replay checks; default time.Now.
 	Now func() time.Time
+	// Ticket returns control's newest ticket for this peer (from its
+	// network map), shown to signal at every registration; nil or empty:
+	// none, which only a signal without tickets accepts.
+	Ticket func() []byte
 }
 
 // State is where the client's stream stands.

@@ -32,6 +32,10 @@ var (
 	// ErrHeartbeat: nothing arrived from the server for several heartbeat
 	// intervals, so the client dropped the stream.
 	ErrHeartbeat = errors.New("signal: server stopped answering (no heartbeat)")
+	// ErrRefused: signal refused to register this peer (its ticket from
+	// control is missing, invalid or expired); the error says which. Run
+	// keeps retrying with the newest ticket.
+	ErrRefused = errors.New("signal refused registration")
 )
 
 // DeliveryError is signal's refusal of one envelope.

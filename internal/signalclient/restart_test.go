@@ -49,7 +49,7 @@ func TestReconnectSoonAfterServerRestart(t *testing.T) {
 	priv, _ := keys.Generate()
 	const recoverCap = 100 * time.Millisecond
 	c, err := signalclient.New(signalclient.Options{URL: hs.URL, Private: priv, Log: zaptest.NewLogger(t).Named("client"),
-		MinBackoff: 10 * time.Millisecond, MaxBackoff: 10 * time.Second, RecoverBackoff: recoverCap,
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: time.Minute, RecoverBackoff: recoverCap,
 		StableAfter: time.Nanosecond})
 	if err != nil {
 		t.Fatal(err)
@@ -63,14 +63,15 @@ func TestReconnectSoonAfterServerRestart(t *testing.T) {
 	}
 
 	// The server goes away and refuses attempts until the client has
-	// failed 9 times: without the recovery cap its waits would be at
-	// 10ms<<8 = 1.3–2.6 s by then.
+	// failed 13 times: without the recovery cap, doubling from 10 ms, its
+	// wait would be 20–41 s by then. The bound checked leaves room for
+	// slow round trips on a loaded machine.
 	current.Store(nil)
 	_ = first.Close()
-	deadline := time.Now().Add(20 * time.Second)
-	for refusals.Load() < 9 {
+	deadline := time.Now().Add(30 * time.Second)
+	for refusals.Load() < 13 {
 		if time.Now().After(deadline) {
-			t.Fatalf("only %d attempts in 20 s", refusals.Load())
+			t.Fatalf("only %d attempts in 30 s", refusals.Load())
 		}
 		time.Sleep(5 * time.Millisecond) // polling the attempt count
 	}
@@ -82,7 +83,7 @@ func TestReconnectSoonAfterServerRestart(t *testing.T) {
 	}
 	took := time.Since(back)
 	t.Logf("reconnected %s after the server came back (%d refused attempts)", took.Round(time.Millisecond), refusals.Load())
-	if took > recoverCap+500*time.Millisecond {
+	if took > recoverCap+3*time.Second {
 		t.Fatalf("reconnect took %s after the server came back, want within the %s recovery cap (plus connect time)", took, recoverCap)
 	}
 }

@@ -87,7 +87,12 @@ func (s *session) handshake() error {
 	})
 	defer timer.Stop()
 	c := s.c
-	if err := s.bs.Send(&signalv1.ClientMessage{Msg: &signalv1.ClientMessage_Hello{Hello: &signalv1.Hello{PublicKey: c.pub[:], AcceptsBatches: true, AcceptsQueuedIds: true}}}); err != nil {
+	var ticket []byte
+	if c.opts.Ticket != nil {
+		ticket = c.opts.Ticket()
+	}
+	hello := &signalv1.Hello{PublicKey: c.pub[:], AcceptsBatches: true, AcceptsQueuedIds: true, Ticket: ticket}
+	if err := s.bs.Send(&signalv1.ClientMessage{Msg: &signalv1.ClientMessage_Hello{Hello: hello}}); err != nil {
 		return s.failed("hello", err)
 	}
 	msg, err := s.bs.Receive()
@@ -138,8 +143,11 @@ func (s *session) failed(step string, err error) error {
 		}
 		return fmt.Errorf("signal: %s: %w", step, cause)
 	}
-	if connect.CodeOf(err) == connect.CodeAborted {
+	switch connect.CodeOf(err) {
+	case connect.CodeAborted:
 		return fmt.Errorf("%w: %v", ErrReplaced, err)
+	case connect.CodePermissionDenied:
+		return fmt.Errorf("%w: %v", ErrRefused, err)
 	}
 	return fmt.Errorf("signal: %s: %w", step, err)
 }

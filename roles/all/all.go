@@ -137,6 +137,7 @@ func run(c *cli.Context) error {
 		return cliutil.Exit(1, "all: %v", err)
 	}
 	defer ctl.Close()
+	sigCfg.ControlKey = ctl.Service.TicketKey()
 	if sig, err = signal.Start(ctx, sigCfg, srv, log); err != nil {
 		return cliutil.Exit(1, "all: %v", err)
 	}

@@ -244,6 +244,7 @@ func run(c *cli.Context) error {
 		return cliutil.Exit(1, "control: %v", err)
 	}
 	PrintJoin(c.App.Writer, ctl.Boot, cfg.DataDir)
+	fmt.Fprintf(c.App.Writer, "signal ticket key (for meshd signal --control-key): %s\n", ctl.Service.TicketKeyString())
 	err = srv.Serve(ctx, ln)
 	stop()
 	if merr := <-metricsDone; err == nil && merr != nil {

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"meshd/internal/cliutil"
+	"meshd/internal/server"
 	"meshd/internal/tlsconf"
 	"meshd/nat/relay"
 )

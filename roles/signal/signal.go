@@ -5,7 +5,9 @@ package signal
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -31,7 +33,15 @@ type Config struct {
 	Burst             int
 	QueueLen          int
 	HeartbeatInterval time.Duration
+	// ControlKey is control's ticket key (control.Service.TicketKey):
+	// only keys with a ticket it signed may register. `meshd signal` takes
+	// it as --control-key, roles/all from its control in-process.
+	ControlKey ed25519.PublicKey
 }
+
+// controlKeyFlag is `meshd signal`'s alone: roles/all has its control's.
+var controlKeyFlag = &cli.StringFlag{Name: "control-key", EnvVars: []string{"MESHD_CONTROL_KEY"},
+	Usage: "control's signal ticket `KEY` (base64), as `meshd control` prints it: only peers with a ticket signed by it may register (required)"}
 
 // Flags are the signal service's own flags; roles/all includes them too.
 func Flags() []cli.Flag {
@@ -71,7 +81,11 @@ func ConfigFromFlags(c *cli.Context) (Config, error) {
 // Start makes the signal service and mounts it on srv. It closes itself
 // when ctx ends; closing it earlier (after srv.Serve returned) is fine too.
 func Start(ctx context.Context, cfg Config, srv *server.Server, log *zap.Logger) (*signal.Server, error) {
+	if len(cfg.ControlKey) != ed25519.PublicKeySize {
+		return nil, errors.New("signal: no control key: signal registers only peers with a ticket from control, and needs control's key to check them")
+	}
 	sig := signal.New(signal.Options{
+		TicketKey:         cfg.ControlKey,
 		Log:               log.Named("signal"),
 		MaxMessageBytes:   cfg.MaxMessageBytes,
 		RatePerSecond:     cfg.RatePerSecond,
@@ -91,7 +105,7 @@ func Command() *cli.Command {
 		Usage: "run the signal role: forwards peers' sealed connection offers",
 		Description: "Signal forwards end-to-end sealed messages (ICE offers and candidates) between agents,\n" +
 			"addressed by WireGuard public key. It stores nothing. `meshd all` includes it.",
-		Flags:  append(append(cliutil.ServerFlags(DefaultListen), append(Flags(), cliutil.MetricsFlag("127.0.0.1:9183"))...), cliutil.LogFlags()...),
+		Flags:  append(append(cliutil.ServerFlags(DefaultListen), append(Flags(), controlKeyFlag, cliutil.MetricsFlag("127.0.0.1:9183"))...), cliutil.LogFlags()...),
 		Action: run,
 	}
 }
@@ -105,6 +119,12 @@ func run(c *cli.Context) error {
 	cfg, err := ConfigFromFlags(c)
 	if err != nil {
 		return cliutil.Exit(2, "%v", err)
+	}
+	if !c.IsSet("control-key") {
+		return cliutil.Exit(2, "--control-key is required: signal registers only peers with a ticket from control; `meshd control` prints it at start (\"signal ticket key ...\")")
+	}
+	if cfg.ControlKey, err = signal.ParseControlKey(c.String("control-key")); err != nil {
+		return cliutil.Exit(2, "--control-key: %v; copy the key `meshd control` prints at start", err)
 	}
 	listen := c.String("listen")
 	var tlsConfig *tls.Config

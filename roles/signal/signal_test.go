@@ -3,9 +3,11 @@ package signal
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"net"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 
 	"meshd/internal/keys"
 	"meshd/internal/metricstest"
+	"meshd/internal/seal"
 	"meshd/internal/signalclient"
 )
 
@@ -50,15 +53,34 @@ func freePort(tb testing.TB) string {
 
 var pinLine = regexp.MustCompile(`signal TLS pin \(self-signed certificate\): (sha256:[0-9a-f]{64})`)
 
+// controlKey makes a ticket key as control's, and returns it in the form
+// --control-key takes and a function that issues tickets with it.
+func controlKey(tb testing.TB) (string, func(keys.Key) []byte) {
+	tb.Helper()
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	k, _ := keys.FromBytes(pub)
+	return k.String(), func(key keys.Key) []byte {
+		t, err := seal.IssueTicket(priv, key, "acct", time.Now().Add(time.Hour))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return t
+	}
+}
+
 func TestCommandServesPinnedTLSAndStops(t *testing.T) {
 	addr, metrics := freePort(t), freePort(t)
+	ckey, issue := controlKey(t)
 	out := &syncBuffer{}
 	app := &cli.App{Commands: []*cli.Command{Command()}, Writer: out, ErrWriter: out}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- app.RunContext(ctx, []string{"meshd", "signal", "--listen", addr, "--data", t.TempDir(), "--log-level", "warn", "--signal-heartbeat", "2s",
-			"--metrics-listen", metrics})
+			"--metrics-listen", metrics, "--control-key", ckey})
 	}()
 	defer func() {
 		cancel()
@@ -91,7 +113,9 @@ func TestCommandServesPinnedTLSAndStops(t *testing.T) {
 	}
 
 	priv, _ := keys.Generate()
-	c, err := signalclient.New(signalclient.Options{URL: "https://" + addr, Pin: pin, Private: priv, Log: zaptest.NewLogger(t), MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	ticket := issue(priv.Public())
+	c, err := signalclient.New(signalclient.Options{URL: "https://" + addr, Pin: pin, Private: priv, Log: zaptest.NewLogger(t),
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Ticket: func() []byte { return ticket }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,14 +165,46 @@ func TestCommandServesPinnedTLSAndStops(t *testing.T) {
 			t.Errorf("%s %v = %g, want %g", c.name, c.labels, got, c.want)
 		}
 	}
+
+	// A key without a ticket from this control does not register, and
+	// says why.
+	stranger, err := signalclient.New(signalclient.Options{URL: "https://" + addr, Pin: pin, Private: other, Log: zaptest.NewLogger(t),
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, stopStranger := context.WithCancel(context.Background())
+	strangerDone := make(chan error, 1)
+	go func() { strangerDone <- stranger.Run(sctx) }()
+	defer func() {
+		stopStranger()
+		<-strangerDone
+	}()
+	deadline = time.After(10 * time.Second)
+	for {
+		if err := stranger.State().LastError; errors.Is(err, signalclient.ErrRefused) {
+			if !strings.Contains(err.Error(), "no ticket") {
+				t.Fatalf("refusal does not say why: %v", err)
+			}
+			break
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("a key without a ticket was not refused: %+v", stranger.State())
+		}
+	}
 }
 
 func TestBadFlagsAreRefused(t *testing.T) {
+	ckey, _ := controlKey(t)
 	for _, args := range [][]string{
-		{"--signal-max-message-bytes", "10"},
-		{"--signal-rate", "0"},
-		{"--signal-heartbeat", "10ms"},
-		{"--log-level", "loud"},
+		{"--control-key", ckey, "--signal-max-message-bytes", "10"},
+		{}, // no --control-key
+		{"--control-key", "not-a-key"},
+		{"--control-key", ckey, "--signal-rate", "0"},
+		{"--control-key", ckey, "--signal-heartbeat", "10ms"},
+		{"--control-key", ckey, "--log-level", "loud"},
 	} {
 		app := &cli.App{Commands: []*cli.Command{Command()}, Writer: &syncBuffer{}, ErrWriter: &syncBuffer{}, ExitErrHandler: func(*cli.Context, error) {}}
 		err := app.Run(append([]string{"meshd", "signal", "--insecure", "--listen", "127.0.0.1:0"}, args...))

@@ -770,7 +770,12 @@ type NetworkMap struct {
 	// Where to reach signal (https://host:port).
 	SignalUrl string `protobuf:"bytes,8,opt,name=signal_url,json=signalUrl,proto3" json:"signal_url,omitempty"`
 	// Pin of signal's TLS certificate ("sha256:HEX"); empty when it has a CA-signed certificate.
-	SignalTlsPin  string `protobuf:"bytes,9,opt,name=signal_tls_pin,json=signalTlsPin,proto3" json:"signal_tls_pin,omitempty"`
+	SignalTlsPin string `protobuf:"bytes,9,opt,name=signal_tls_pin,json=signalTlsPin,proto3" json:"signal_tls_pin,omitempty"`
+	// Control's signed ticket for this peer's key and account, which the
+	// peer shows signal when it registers (internal/seal: tickets). Every map
+	// carries a fresh one; it expires, so a peer control no longer knows
+	// loses signal too.
+	SignalTicket  []byte `protobuf:"bytes,10,opt,name=signal_ticket,json=signalTicket,proto3" json:"signal_ticket,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -866,6 +871,13 @@ func (x *NetworkMap) GetSignalTlsPin() string {
 		return x.SignalTlsPin
 	}
 	return ""
+}
+
+func (x *NetworkMap) GetSignalTicket() []byte {
+	if x != nil {
+		return x.SignalTicket
+	}
+	return nil
 }
 
 type SelfConfig struct {
@@ -1622,7 +1634,7 @@ const file_api_control_v1_control_proto_rawDesc = "" +
 	"\vbase_serial\x18\x02 \x01(\x04R\n" +
 	"baseSerial\x12?\n" +
 	"\fupsert_peers\x18\x03 \x03(\v2\x1c.meshd.control.v1.RemotePeerR\vupsertPeers\x12*\n" +
-	"\x11removed_peer_keys\x18\x04 \x03(\tR\x0fremovedPeerKeys\"\xad\x03\n" +
+	"\x11removed_peer_keys\x18\x04 \x03(\tR\x0fremovedPeerKeys\"\xd2\x03\n" +
 	"\n" +
 	"NetworkMap\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\x04R\x06serial\x120\n" +
@@ -1634,7 +1646,9 @@ const file_api_control_v1_control_proto_rawDesc = "" +
 	"\x06relays\x18\a \x03(\v2\x1d.meshd.control.v1.RelayServerR\x06relays\x12\x1d\n" +
 	"\n" +
 	"signal_url\x18\b \x01(\tR\tsignalUrl\x12$\n" +
-	"\x0esignal_tls_pin\x18\t \x01(\tR\fsignalTlsPin\"\x8e\x02\n" +
+	"\x0esignal_tls_pin\x18\t \x01(\tR\fsignalTlsPin\x12#\n" +
+	"\rsignal_ticket\x18\n" +
+	" \x01(\fR\fsignalTicket\"\x8e\x02\n" +
 	"\n" +
 	"SelfConfig\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12\x12\n" +

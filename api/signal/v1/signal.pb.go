@@ -488,8 +488,12 @@ type Hello struct {
 	// The peer understands ServerBatch.queued (with accepts_batches): signal
 	// answers its queued envelopes by id there.
 	AcceptsQueuedIds bool `protobuf:"varint,3,opt,name=accepts_queued_ids,json=acceptsQueuedIds,proto3" json:"accepts_queued_ids,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Control's ticket for public_key (from the peer's network map): signal
+	// registers only keys with a valid ticket, and forwards envelopes only
+	// between keys of the same account.
+	Ticket        []byte `protobuf:"bytes,4,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -541,6 +545,13 @@ func (x *Hello) GetAcceptsQueuedIds() bool {
 		return x.AcceptsQueuedIds
 	}
 	return false
+}
+
+func (x *Hello) GetTicket() []byte {
+	if x != nil {
+		return x.Ticket
+	}
+	return nil
 }
 
 type Challenge struct {
@@ -928,12 +939,13 @@ const file_api_signal_v1_signal_proto_rawDesc = "" +
 	"\n" +
 	"deliveries\x18\x02 \x03(\v2\x19.meshd.signal.v1.DeliveryR\n" +
 	"deliveries\x12\x16\n" +
-	"\x06queued\x18\x03 \x03(\x04R\x06queued\"}\n" +
+	"\x06queued\x18\x03 \x03(\x04R\x06queued\"\x95\x01\n" +
 	"\x05Hello\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x01 \x01(\fR\tpublicKey\x12'\n" +
 	"\x0faccepts_batches\x18\x02 \x01(\bR\x0eacceptsBatches\x12,\n" +
-	"\x12accepts_queued_ids\x18\x03 \x01(\bR\x10acceptsQueuedIds\"U\n" +
+	"\x12accepts_queued_ids\x18\x03 \x01(\bR\x10acceptsQueuedIds\x12\x16\n" +
+	"\x06ticket\x18\x04 \x01(\fR\x06ticket\"U\n" +
 	"\tChallenge\x12*\n" +
 	"\x11server_public_key\x18\x01 \x01(\fR\x0fserverPublicKey\x12\x1c\n" +
 	"\tchallenge\x18\x02 \x01(\fR\tchallenge\"8\n" +

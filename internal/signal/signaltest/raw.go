@@ -30,6 +30,8 @@ type Raw struct {
 	// The Hello flags Hello sends (zero: an old peer that takes every
 	// answer and envelope as a message of its own).
 	AcceptsBatches, AcceptsQueuedIDs bool
+	// Ticket is the ticket Hello shows.
+	Ticket []byte
 }
 
 // Dial opens a stream and sends nothing yet. The test's cleanup closes it.
@@ -96,7 +98,7 @@ func (h *Harness) RegisterAccepting(tb testing.TB, priv keys.Private, batches, q
 
 // Hello sends Hello for pub (with r's flags) and returns the challenge.
 func (r *Raw) Hello(pub keys.Key) (*signalv1.Challenge, error) {
-	hello := &signalv1.Hello{PublicKey: pub[:], AcceptsBatches: r.AcceptsBatches, AcceptsQueuedIds: r.AcceptsQueuedIDs}
+	hello := &signalv1.Hello{PublicKey: pub[:], AcceptsBatches: r.AcceptsBatches, AcceptsQueuedIds: r.AcceptsQueuedIDs, Ticket: r.Ticket}
 	if err := r.Send(&signalv1.ClientMessage{Msg: &signalv1.ClientMessage_Hello{Hello: hello}}); err != nil {
 		return nil, err
 	}

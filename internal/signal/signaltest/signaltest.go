@@ -102,6 +102,11 @@ type PeerOptions struct {
 	NoWait bool
 	// OnMessage is installed before Run starts.
 	OnMessage func(from keys.Key, payload []byte)
+	// Ticket is shown to signal at registration (see Tickets.Issue).
+	Ticket []byte
+	// HTTPClient, if set, is used instead of one made from the URL (to
+	// connect from another source address, say).
+	HTTPClient *http.Client
 }
 
 // Peer starts a client against the harness and waits until it is
@@ -119,6 +124,7 @@ func (h *Harness) Peer(tb testing.TB, o PeerOptions) *Peer {
 		URL: h.URL, Pin: h.Pin, Private: priv,
 		Log:        logger(tb, o.Quiet).Named("client"),
 		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		Ticket: func() []byte { return o.Ticket }, HTTPClient: o.HTTPClient,
 	})
 	if err != nil {
 		tb.Fatal(err)
