@@ -1,10 +1,9 @@
 // Package server is the HTTP server every role serves its Connect handlers
 // on: one mux, HTTP/2 over TLS (h2c only when the operator asked for an
 // insecure lab server), GET /healthz, explicit timeouts, bounds on
-// connections (ConnLimiter) and request sizes, and graceful shutdown. Only
-// roles/, internal/cliutil, internal/control, internal/daemon and
-// internal/signal import it;
-// it knows nothing about any one service.
+// connections (ConnLimiter) and request sizes, and graceful shutdown. It
+// knows nothing about any one service. Only roles/, internal/cliutil,
+// internal/control, internal/daemon and internal/signal import it.
 package server
 
 import (
