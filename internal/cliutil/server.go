@@ -17,6 +17,7 @@ func ServerFlags(defaultListen string) []cli.Flag {
 		&cli.StringFlag{Name: "acme-domain", Usage: "get a certificate for `DOMAIN` from Let's Encrypt (needs port 443 reachable)"},
 		&cli.StringFlag{Name: "acme-email", Usage: "contact `EMAIL` for ACME"},
 		&cli.BoolFlag{Name: "insecure", Usage: "serve HTTP/2 without TLS (h2c); for labs only"},
+		&cli.IntFlag{Name: "max-conns", Usage: "at most `N` connections to --listen; silent and idle ones make room first (0: 8192, or half the open-file limit when lower)"},
 	}
 }
 

@@ -17,7 +17,9 @@ import (
 // the port.
 type ConnLimits struct {
 	// PerSource bounds the connections of one source address (an IPv6
-	// source by its /64).
+	// source by its /64) that are pending or idle. Busy ones do not count:
+	// behind one NAT there may be thousands of agents, each holding a
+	// Sync and a signal stream.
 	PerSource int
 	// Pending bounds connections that are not established yet: accepted,
 	// with their TLS handshake or first request still to come. An honest
@@ -43,6 +45,16 @@ func DefaultConnLimits() ConnLimits {
 	if n, ok := fdLimit(); ok && n/2 < uint64(l.Total) {
 		l.Total = max(int(n/2), 64)
 		l.Pending = min(l.Pending, l.Total/2)
+	}
+	return l
+}
+
+// WithTotal returns l with Total n (n > 0; else l as it is), and Pending
+// no more than half of it.
+func (l ConnLimits) WithTotal(n int) ConnLimits {
+	if n > 0 {
+		l.Total = n
+		l.Pending = max(min(l.Pending, n/2), 1)
 	}
 	return l
 }
@@ -147,7 +159,7 @@ func (l *ConnLimiter) admit(c net.Conn) *limitedConn {
 		l.sources[src] = s
 	}
 	refuse := false
-	if s.n >= l.lim.PerSource {
+	if s.pending.Len()+s.idle.Len() >= l.lim.PerSource {
 		v := oldest(&s.pending, &s.idle)
 		if v == nil {
 			refuse = true

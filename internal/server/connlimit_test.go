@@ -210,3 +210,38 @@ func isReset(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && !op.Timeout()
 }
+
+// TestConnLimitsBusyConnectionsDoNotCountPerSource: many clients behind one
+// address (a NAT) with streams open are not limited by PerSource.
+func TestConnLimitsBusyConnectionsDoNotCountPerSource(t *testing.T) {
+	ls := startLimited(t, ConnLimits{PerSource: 2, Pending: 100, Total: 100, Establish: 5 * time.Second})
+	var streams []*bufio.Reader
+	for range 6 {
+		streams = append(streams, ls.openStream(t, ls.client(t, net.IPv4(127, 0, 0, 1))))
+	}
+	if err := ls.healthz(ls.client(t, net.IPv4(127, 0, 0, 1))); err != nil {
+		t.Fatalf("a seventh client from the same address: %v", err)
+	}
+	close(ls.release)
+	for i, st := range streams {
+		if line, err := st.ReadString('\n'); line != "done\n" {
+			t.Fatalf("stream %d: %q, %v", i, line, err)
+		}
+	}
+	if n := ls.lim.Shed(); n != 0 {
+		t.Fatalf("shed %d connections of busy clients", n)
+	}
+}
+
+func TestConnLimitsWithTotal(t *testing.T) {
+	base := ConnLimits{PerSource: 256, Pending: 512, Total: 8192, Establish: time.Second}
+	if got := base.WithTotal(0); got != base {
+		t.Fatalf("WithTotal(0) = %+v, want the limits unchanged", got)
+	}
+	if got := base.WithTotal(100); got.Total != 100 || got.Pending != 50 {
+		t.Fatalf("WithTotal(100) = %+v, want Total 100, Pending 50", got)
+	}
+	if got := base.WithTotal(50000); got.Total != 50000 || got.Pending != 512 {
+		t.Fatalf("WithTotal(50000) = %+v, want Total 50000, Pending 512", got)
+	}
+}

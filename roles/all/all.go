@@ -132,6 +132,7 @@ func run(c *cli.Context) error {
 	ctx, stop := cliutil.SignalContext(c.Context)
 	defer stop()
 	srv := server.New(log, tlsConfig)
+	srv.ConnLimits = srv.ConnLimits.WithTotal(c.Int("max-conns"))
 	ctl, err := control.Start(ctx, ctlCfg, srv, log)
 	if err != nil {
 		return cliutil.Exit(1, "all: %v", err)

@@ -148,6 +148,7 @@ func run(c *cli.Context) error {
 	ctx, stop := cliutil.SignalContext(c.Context)
 	defer stop()
 	srv := server.New(log, tlsConfig)
+	srv.ConnLimits = srv.ConnLimits.WithTotal(c.Int("max-conns"))
 	sig, err := Start(ctx, cfg, srv, log)
 	if err != nil {
 		return cliutil.Exit(1, "signal: %v", err)
