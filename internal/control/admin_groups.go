@@ -8,6 +8,7 @@ import (
 	"time"
 
 	adminv1 "meshd/api/admin/v1"
+	"meshd/internal/jointoken"
 	"meshd/internal/netmap"
 	"meshd/store"
 )
@@ -327,6 +328,10 @@ func (a *account) createSetupKey(ctx context.Context, actor string, m *adminv1.C
 	}
 	msg := a.keyMsg(k, a.s.now())
 	msg.Key = plain
+	if a.s.opts.PublicURL != "" {
+		msg.JoinToken = jointoken.Token{ControlURL: a.s.opts.PublicURL, Pin: a.s.opts.TLSPin, SetupKey: plain}.Encode()
+		msg.JoinCommand = JoinCommand(msg.JoinToken)
+	}
 	return msg, nil
 }
 

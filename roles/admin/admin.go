@@ -166,6 +166,7 @@ type session struct {
 	out  io.Writer
 	json bool
 	url  string
+	pin  string // control's certificate pin; empty when verified by CAs
 }
 
 // flag returns the value of a connection flag given at the verb or before
@@ -235,9 +236,12 @@ func newSession(c *cli.Context) (*session, error) {
 			}
 			if url == "" {
 				url = jt.ControlURL
-				if pin == "" {
-					pin = jt.Pin
-				}
+			}
+			// --control changes only where to reach control (another
+			// address of the same server): its certificate, and so its
+			// pin, stay those of DIR unless --tls-pin says otherwise.
+			if pin == "" {
+				pin = jt.Pin
 			}
 		}
 	}
@@ -271,7 +275,7 @@ func newSession(c *cli.Context) (*session, error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	return &session{c: c, ctx: ctx, out: c.App.Writer, json: boolFlag(c, "json"), url: url,
+	return &session{c: c, ctx: ctx, out: c.App.Writer, json: boolFlag(c, "json"), url: url, pin: pin,
 		api: adminv1connect.NewAdminServiceClient(hc, url, connect.WithInterceptors(auth))}, nil
 }
 

@@ -2,6 +2,9 @@ package admin
 
 import (
 	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -10,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"meshd/internal/control/controltest"
+	"meshd/internal/jointoken"
 )
 
 // runAdminStderr runs `meshd admin ARGS...` against h and returns stdout
@@ -46,5 +50,64 @@ func TestAccountUpdateWarnsOfExpiredPeers(t *testing.T) {
 	out, warn = runAdminStderr(t, h, "account", "update", "--login-expiration", "0")
 	if warn != "" || !regexp.MustCompile(`logins expired:\s+0\n`).MatchString(out) {
 		t.Fatalf("expiration off:\n%s\nstderr: %s", out, warn)
+	}
+}
+
+// `setup-keys create` prints the line that joins a machine, and --json has
+// the join token; the token carries control's URL and the new key.
+func TestSetupKeysCreatePrintsJoinLine(t *testing.T) {
+	h := controltest.NewHarness(t, 0)
+	out := ok(t, h, "setup-keys", "create", "--name", "laptops")
+	m := regexp.MustCompile(`join:\s+meshd agent --join (meshd1_\S+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no join line:\n%s", out)
+	}
+	tok, err := jointoken.Decode(m[1])
+	if err != nil || tok.ControlURL != h.URL || !strings.Contains(out, tok.SetupKey) {
+		t.Fatalf("join token %+v, %v:\n%s", tok, err, out)
+	}
+	if err := h.NewAgent(controltest.AgentOptions{Hostname: "joined"}).Login(tok.SetupKey); err != nil {
+		t.Fatalf("the key of the join line does not join: %v", err)
+	}
+
+	out = ok(t, h, "setup-keys", "create", "--one-off", "--json")
+	var key struct {
+		Key         string `json:"key"`
+		JoinToken   string `json:"join_token"`
+		JoinCommand string `json:"join_command"`
+	}
+	if err := json.Unmarshal([]byte(out), &key); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	tok, err = jointoken.Decode(key.JoinToken)
+	if err != nil || tok.SetupKey != key.Key || key.JoinCommand != "meshd agent --join "+key.JoinToken {
+		t.Fatalf("--json join fields %+v (%+v, %v)", key, tok, err)
+	}
+}
+
+// With --data DIR, --control changes only the URL: the pin stays DIR's
+// (unless --tls-pin), and `tokens create` prints the real URL and pin.
+func TestDataDirPinKeptWithControlFlag(t *testing.T) {
+	h := controltest.NewHarness(t, 0)
+	dir := t.TempDir()
+	pin := "sha256:" + strings.Repeat("ab", 32)
+	jt := jointoken.Token{ControlURL: "https://old.example:33073", Pin: pin, SetupKey: "K"}
+	if err := os.WriteFile(filepath.Join(dir, "join-token"), []byte(jt.Encode()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "admin-token"), []byte(h.Boot.AdminToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, code, msg := runAdmin(t, h, "--data", dir, "--control", h.URL, "tokens", "create", "ci")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, msg)
+	}
+	if !strings.Contains(out, "--control "+h.URL+" ") || !strings.Contains(out, "--tls-pin "+pin) || strings.Contains(out, "PIN") {
+		t.Fatalf("tokens create does not show the real URL and DIR's pin:\n%s", out)
+	}
+	other := "sha256:" + strings.Repeat("cd", 32)
+	out, _, _ = runAdmin(t, h, "--data", dir, "--control", h.URL, "--tls-pin", other, "tokens", "create", "ci2")
+	if !strings.Contains(out, "--tls-pin "+other) {
+		t.Fatalf("--tls-pin did not win over DIR's pin:\n%s", out)
 	}
 }

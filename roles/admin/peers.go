@@ -295,6 +295,9 @@ func showKey(s *session, k *adminv1.SetupKey) error {
 	if k.Key != "" {
 		pairs = append(pairs, "key", k.Key+"   (shown only now: keep it)")
 	}
+	if k.JoinCommand != "" {
+		pairs = append(pairs, "join", k.JoinCommand+"   (run on the machine to join)")
+	}
 	pairs = append(pairs, "prefix", k.Prefix, "type", kind, "state", k.State, "used", fmt.Sprint(k.Used), "usage limit", limit,
 		"expires", when(k.Expires), "auto groups", join(k.AutoGroups), "ephemeral", yesNo(k.Ephemeral),
 		"last used", when(k.LastUsed), "created", when(k.Created))
