@@ -78,6 +78,18 @@ func run(c *cli.Context) error {
 		return cliutil.Exit(2, "%v", err)
 	}
 	defer func() { _ = log.Sync() }()
+	// Ports first: nothing is written to --data unless this server can run.
+	bound, err := bindPorts(c.String("listen"), c.String("stun-listen"), !c.Bool("no-turn-tcp"))
+	if err != nil {
+		return cliutil.Exit(1, "all: %v", err)
+	}
+	served := false
+	defer func() {
+		bound.releaseSTUN()
+		if !served {
+			bound.https.Close()
+		}
+	}()
 	dataDir := c.String("data")
 	if err := checkDataDir(dataDir); err != nil {
 		return cliutil.Exit(1, "all: %v", err)
@@ -130,16 +142,14 @@ func run(c *cli.Context) error {
 		return cliutil.Exit(1, "all: %v", err)
 	}
 
-	listen := c.String("listen")
-	raw, err := net.Listen("tcp", listen)
-	if err != nil {
-		return cliutil.Exit(1, "all: listen %s: %v (is another process on that port? pick one with --listen)", listen, err)
-	}
+	raw := bound.https
+	served = true // raw is closed through httpLn from here on
 	httpLn := raw
 	if p.tls != nil {
 		httpLn, relCfg.TLSListener = natrelay.SplitTLS(raw, srv.TLSConfig())
 	}
 	relCfg.Secret = ctl.Service.TURNSecret()
+	bound.releaseSTUN()
 	if rel, err = relay.Start(ctx, relCfg, log); err != nil {
 		httpLn.Close()
 		if relCfg.TLSListener != nil {

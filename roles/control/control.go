@@ -228,14 +228,15 @@ func run(c *cli.Context) error {
 	ctx, stop := cliutil.SignalContext(c.Context)
 	defer stop()
 	srv := server.New(log, tlsConfig)
-	ctl, err := Start(ctx, cfg, srv, log)
-	if err != nil {
-		return cliutil.Exit(1, "%v", err)
-	}
+	// The port first: a server that cannot run creates no network.
 	ln, err := srv.Listen(c.String("listen"))
 	if err != nil {
-		ctl.Close()
 		return cliutil.Exit(1, "control: %v (is another process on that port? pick one with --listen)", err)
+	}
+	ctl, err := Start(ctx, cfg, srv, log)
+	if err != nil {
+		ln.Close()
+		return cliutil.Exit(1, "%v", err)
 	}
 	PrintJoin(c.App.Writer, ctl.Boot, cfg.DataDir)
 	err = srv.Serve(ctx, ln)
