@@ -279,9 +279,12 @@ func newSetupKey() string {
 // createKey makes a setup key; the plaintext is returned once. Callers
 // hold mu.
 func (a *account) createKeyLocked(ctx context.Context, actor string, m *adminv1.CreateSetupKeyRequest) (*store.SetupKey, string, error) {
+	id := newID()
 	name := strings.TrimSpace(m.Name)
 	if name == "" {
-		name = "setup key"
+		// Distinct by default, so that lists, events and refusals tell
+		// keys apart.
+		name = "key-" + id[:6]
 	}
 	name, err := checkName("setup key", name)
 	if err != nil {
@@ -299,7 +302,7 @@ func (a *account) createKeyLocked(ctx context.Context, actor string, m *adminv1.
 	}
 	plain := newSetupKey()
 	now := a.s.now()
-	k := &store.SetupKey{ID: newID(), AccountID: a.id, Name: name, Hash: hashSecret(plain), Prefix: plain[:8],
+	k := &store.SetupKey{ID: id, AccountID: a.id, Name: name, Hash: hashSecret(plain), Prefix: plain[:8],
 		OneOff: m.OneOff, UsageLimit: int(m.UsageLimit), Ephemeral: m.Ephemeral, Created: a.stamp(), AutoGroups: groups}
 	if m.ExpiresInSeconds > 0 {
 		k.Expires = now.Add(time.Duration(m.ExpiresInSeconds) * time.Second)

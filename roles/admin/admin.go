@@ -18,7 +18,6 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/urfave/cli/v2"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"meshd/api/admin/v1/adminv1connect"
@@ -318,7 +317,7 @@ func apiError(s *session, err error) error {
 
 // printJSON prints one message as a JSON object.
 func (s *session) printJSON(m proto.Message) error {
-	b, err := jsonOpts.Marshal(m)
+	b, err := marshalJSON(m)
 	if err != nil {
 		return err
 	}
@@ -331,7 +330,7 @@ func printJSONList[T proto.Message](s *session, ms []T) error {
 	var b strings.Builder
 	b.WriteString("[")
 	for i, m := range ms {
-		j, err := jsonOpts.Marshal(m)
+		j, err := marshalJSON(m)
 		if err != nil {
 			return err
 		}
@@ -348,5 +347,3 @@ func printJSONList[T proto.Message](s *session, ms []T) error {
 	_, err := io.WriteString(s.out, b.String())
 	return err
 }
-
-var jsonOpts = protojson.MarshalOptions{UseProtoNames: true}

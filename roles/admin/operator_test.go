@@ -12,6 +12,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	adminv1 "meshd/api/admin/v1"
+	"meshd/internal/control"
 	"meshd/internal/control/controltest"
 	"meshd/internal/jointoken"
 )
@@ -109,5 +111,71 @@ func TestDataDirPinKeptWithControlFlag(t *testing.T) {
 	out, _, _ = runAdmin(t, h, "--data", dir, "--control", h.URL, "--tls-pin", other, "tokens", "create", "ci2")
 	if !strings.Contains(out, "--tls-pin "+other) {
 		t.Fatalf("--tls-pin did not win over DIR's pin:\n%s", out)
+	}
+}
+
+// Keys without a name get distinct names; the list has an ID column; a
+// one-off key's limit is 1, not "unlimited".
+func TestSetupKeyNamesIDsAndOneOffLimit(t *testing.T) {
+	h := controltest.NewHarness(t, 0)
+	var names []string
+	for range 2 {
+		var k struct {
+			ID   string `json:"id"`
+			Name string `json:"name"`
+		}
+		if err := json.Unmarshal([]byte(ok(t, h, "setup-keys", "create", "--one-off", "--json")), &k); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(k.Name, "key-") {
+			t.Fatalf("default name %q", k.Name)
+		}
+		names = append(names, k.Name)
+		if out := ok(t, h, "setup-keys", "get", k.ID); !regexp.MustCompile(`usage limit:\s+1 \(one-off\)`).MatchString(out) {
+			t.Fatalf("one-off key:\n%s", out)
+		}
+		if out := ok(t, h, "setup-keys", "list"); !strings.Contains(out, k.ID) {
+			t.Fatalf("list has no ID %s:\n%s", k.ID, out)
+		}
+	}
+	if names[0] == names[1] {
+		t.Fatalf("two keys named %q", names[0])
+	}
+	if out := ok(t, h, "setup-keys", "list"); !regexp.MustCompile(`^NAME\s+ID\s+PREFIX`).MatchString(out) {
+		t.Fatalf("list header:\n%s", out)
+	}
+}
+
+// `server status --json` gives counters as numbers, zeros included.
+func TestServerStatusJSONNumbers(t *testing.T) {
+	h := controltest.NewHarness(t, 0, controltest.WithOptions(func(o *control.Options) {
+		o.Status = func(st *adminv1.ServerStatus) {
+			st.Signal = &adminv1.SignalStatus{Registered: 5}
+			st.Relay = &adminv1.RelayStatus{BytesToPeers: 1 << 40}
+		}
+	}))
+	out := ok(t, h, "server", "status", "--json")
+	var st struct {
+		Peers  *json.Number `json:"peers"`
+		Signal map[string]any
+		Relay  map[string]any
+	}
+	dec := json.NewDecoder(strings.NewReader(out))
+	dec.UseNumber()
+	if err := dec.Decode(&st); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if st.Peers == nil || *st.Peers != "0" {
+		t.Fatalf("peers missing or not 0:\n%s", out)
+	}
+	for m, want := range map[*map[string]any]map[string]string{
+		&st.Signal: {"registered": "5", "streams": "0", "refused": "0"},
+		&st.Relay:  {"bytes_to_peers": "1099511627776", "allocations": "0"},
+	} {
+		for k, v := range want {
+			if n, isNum := (*m)[k].(json.Number); !isNum || string(n) != v {
+				t.Fatalf("%s = %#v, want the number %s:\n%s", k, (*m)[k], v, out)
+			}
+		}
 	}
 }
