@@ -18,6 +18,7 @@ import (
 	"meshd/roles/all"
 	"meshd/roles/control"
 	"meshd/roles/relay"
+	"meshd/roles/service"
 	"meshd/roles/signal"
 )
 
@@ -61,6 +62,7 @@ func newApp() *cli.App {
 			agent.UpCommand(),
 			agent.DownCommand(),
 			admin.Command(),
+			service.Command(),
 			{
 				Name:  "version",
 				Usage: "print the version",

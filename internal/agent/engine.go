@@ -85,9 +85,14 @@ type Engine struct {
 	done    chan struct{}
 	lastErr error
 	pending string // setup key for the next login
-	started time.Time
-	ctx     context.Context
-	fatal   chan error // a tunnel that cannot run ends Run through it
+	// onDisk is the control URL and pin the state file keeps while a new
+	// one (from --control or --join) has not logged in yet: a wrong URL is
+	// not remembered for the next start.
+	onDisk     [2]string
+	urlUnsaved bool
+	started    time.Time
+	ctx        context.Context
+	fatal      chan error // a tunnel that cannot run ends Run through it
 }
 
 // New loads (or creates) the identity in opts.StateDir.
@@ -105,7 +110,8 @@ func New(opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e, err := newEngine(opts, priv, st, lock)
+	onDisk := [2]string{st.ControlURL, st.TLSPin}
+	e, err := newEngine(opts, priv, st, lock, onDisk)
 	if err != nil {
 		lock.release()
 		return nil, err
@@ -113,7 +119,7 @@ func New(opts Options) (*Engine, error) {
 	return e, nil
 }
 
-func newEngine(opts Options, priv keys.Private, st saved, lock *stateLock) (*Engine, error) {
+func newEngine(opts Options, priv keys.Private, st saved, lock *stateLock, onDisk [2]string) (*Engine, error) {
 	if opts.ControlURL != "" {
 		if st.ControlURL != "" && st.ControlURL != opts.ControlURL {
 			opts.Log.Warn("control url changed", zap.String("old", st.ControlURL), zap.String("new", opts.ControlURL))
@@ -129,8 +135,9 @@ func newEngine(opts Options, priv keys.Private, st saved, lock *stateLock) (*Eng
 	if opts.Hostname == "" {
 		opts.Hostname, _ = os.Hostname()
 	}
-	e := &Engine{opts: opts, log: opts.Log, priv: priv, lock: lock, st: st, pending: opts.SetupKey, fatal: make(chan error, 1)}
-	if err := st.save(opts.StateDir); err != nil {
+	e := &Engine{opts: opts, log: opts.Log, priv: priv, lock: lock, st: st, pending: opts.SetupKey, fatal: make(chan error, 1),
+		onDisk: onDisk, urlUnsaved: onDisk != [2]string{st.ControlURL, st.TLSPin}}
+	if err := e.saveLocked(); err != nil {
 		return nil, err
 	}
 	return e, nil
@@ -184,7 +191,7 @@ func (e *Engine) Up(ctx context.Context, setupKey string) error {
 		e.pending = setupKey
 	}
 	e.st.WantRunning = true
-	err := e.st.save(e.opts.StateDir)
+	err := e.saveLocked()
 	running := e.tun != nil && e.lastErr == nil
 	e.mu.Unlock()
 	if err != nil {
@@ -228,7 +235,7 @@ func (e *Engine) Up(ctx context.Context, setupKey string) error {
 func (e *Engine) Down(ctx context.Context) error {
 	e.mu.Lock()
 	e.st.WantRunning = false
-	err := e.st.save(e.opts.StateDir)
+	err := e.saveLocked()
 	e.mu.Unlock()
 	e.stopTunnel()
 	return err
@@ -322,17 +329,29 @@ func (e *Engine) stopTunnel() {
 	}
 }
 
+// saveLocked writes the state, with the control URL and pin of the last
+// successful login while a new one is untried. Callers hold mu.
+func (e *Engine) saveLocked() error {
+	st := e.st
+	if e.urlUnsaved {
+		st.ControlURL, st.TLSPin = e.onDisk[0], e.onDisk[1]
+	}
+	return st.save(e.opts.StateDir)
+}
+
 // loggedIn records a successful login.
 func (e *Engine) loggedIn(self *controlv1.SelfConfig) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	changed := !e.st.Joined || e.st.OverlayIP != self.GetOverlayIp() || e.st.Name != self.GetName() || e.st.DNSName != self.GetDnsName()
+	changed := !e.st.Joined || e.st.OverlayIP != self.GetOverlayIp() || e.st.Name != self.GetName() ||
+		e.st.DNSName != self.GetDnsName() || e.urlUnsaved
+	e.urlUnsaved = false // control answered there: keep it
 	e.st.Joined = true
 	e.pending = ""
 	e.lastErr = nil
 	e.st.Name, e.st.DNSName, e.st.OverlayIP = self.GetName(), self.GetDnsName(), self.GetOverlayIp()
 	if changed {
-		if err := e.st.save(e.opts.StateDir); err != nil {
+		if err := e.saveLocked(); err != nil {
 			e.log.Error("save state", zap.Error(err))
 		}
 	}

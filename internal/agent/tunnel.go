@@ -225,6 +225,7 @@ func (t *tunnel) login(ctx context.Context, setupKey string) (*controlv1.SelfCon
 	t.ctl = ctl
 	t.mu.Unlock()
 	backoff := loginBackoffMin
+	var logins loginLog
 	// A machine that joined before logs in with its key alone: the setup
 	// key (often still on the command line) may be a used one-off key.
 	e.mu.Lock()
@@ -251,8 +252,13 @@ func (t *tunnel) login(ctx context.Context, setupKey string) (*controlv1.SelfCon
 			return nil, err
 		}
 		d := backoff/2 + rand.N(backoff/2+1)
-		t.setPhase("connecting", fmt.Sprintf("cannot log in to control (retrying in %s): %v", d.Round(time.Millisecond), err))
-		t.log.Warn("login failed; retrying", zap.Error(err), zap.Duration("in", d))
+		msg := fmt.Sprintf("cannot log in to control (retrying in %s): %v", d.Round(time.Millisecond), err)
+		if hint := loginHint(err, e.controlURL()); hint != "" {
+			msg += "; " + hint
+		}
+		t.setPhase("connecting", msg)
+		lvl, logMsg := logins.failed(err, e.controlURL())
+		t.log.Log(lvl, logMsg, zap.Error(err), zap.Duration("in", d))
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	adminv1 "meshd/api/admin/v1"
+	"meshd/internal/jointoken"
 	"meshd/internal/netmap"
 	"meshd/store"
 )
@@ -278,9 +279,12 @@ func newSetupKey() string {
 // createKey makes a setup key; the plaintext is returned once. Callers
 // hold mu.
 func (a *account) createKeyLocked(ctx context.Context, actor string, m *adminv1.CreateSetupKeyRequest) (*store.SetupKey, string, error) {
+	id := newID()
 	name := strings.TrimSpace(m.Name)
 	if name == "" {
-		name = "setup key"
+		// Distinct by default, so that lists, events and refusals tell
+		// keys apart.
+		name = "key-" + id[:6]
 	}
 	name, err := checkName("setup key", name)
 	if err != nil {
@@ -302,7 +306,7 @@ func (a *account) createKeyLocked(ctx context.Context, actor string, m *adminv1.
 	}
 	plain := newSetupKey()
 	now := a.s.now()
-	k := &store.SetupKey{ID: newID(), AccountID: a.id, Name: name, Hash: hashSecret(plain), Prefix: plain[:8],
+	k := &store.SetupKey{ID: id, AccountID: a.id, Name: name, Hash: hashSecret(plain), Prefix: plain[:8],
 		OneOff: m.OneOff, UsageLimit: int(m.UsageLimit), Ephemeral: m.Ephemeral, Created: a.stamp(), AutoGroups: groups}
 	if expiry > 0 {
 		k.Expires = now.Add(expiry)
@@ -331,6 +335,10 @@ func (a *account) createSetupKey(ctx context.Context, actor string, m *adminv1.C
 	}
 	msg := a.keyMsg(k, a.s.now())
 	msg.Key = plain
+	if a.s.opts.PublicURL != "" {
+		msg.JoinToken = jointoken.Token{ControlURL: a.s.opts.PublicURL, Pin: a.s.opts.TLSPin, SetupKey: plain}.Encode()
+		msg.JoinCommand = JoinCommand(msg.JoinToken)
+	}
 	return msg, nil
 }
 

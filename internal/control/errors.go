@@ -3,6 +3,7 @@ package control
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"connectrpc.com/connect"
 
@@ -66,38 +67,49 @@ func adminError(err error) error {
 type refusal struct {
 	reason controlv1.Reason
 	code   connect.Code
-	msg    string
+	// msg is "what: what to do"; a detail goes after "what".
+	msg string
+	// detail is said when err is given none.
+	detail string
 }
 
 var (
 	refuseLoginExpired = refusal{controlv1.Reason_REASON_LOGIN_EXPIRED, connect.CodeUnauthenticated,
-		"login expired: run meshd up --setup-key KEY"}
+		"login expired: run meshd up --setup-key KEY, or have an admin exempt this peer (meshd admin peers update PEER --login-expiration off)", ""}
 	refuseKeyUnknown = refusal{controlv1.Reason_REASON_SETUP_KEY_UNKNOWN, connect.CodePermissionDenied,
-		"setup key not accepted: no such key; check it, or create one with `meshd admin setup-keys create`"}
+		"setup key not accepted: no such key; check it, or create one with `meshd admin setup-keys create`", ""}
 	refuseKeyExpired = refusal{controlv1.Reason_REASON_SETUP_KEY_EXPIRED, connect.CodePermissionDenied,
-		"setup key expired: create a new one with `meshd admin setup-keys create`"}
+		"setup key expired: create a new one with `meshd admin setup-keys create`", ""}
 	refuseKeyRevoked = refusal{controlv1.Reason_REASON_SETUP_KEY_REVOKED, connect.CodePermissionDenied,
-		"setup key revoked: create a new one with `meshd admin setup-keys create`"}
+		"setup key revoked: create a new one with `meshd admin setup-keys create`", ""}
 	refuseKeyUsed = refusal{controlv1.Reason_REASON_SETUP_KEY_USED, connect.CodePermissionDenied,
-		"setup key already used: it was a one-off key; create a new one with `meshd admin setup-keys create`"}
+		"setup key already used: it was a one-off key; create a new one with `meshd admin setup-keys create`", ""}
 	refuseKeyLimit = refusal{controlv1.Reason_REASON_SETUP_KEY_LIMIT, connect.CodePermissionDenied,
-		"setup key reached its usage limit: raise it or create a new key with `meshd admin setup-keys create`"}
+		"setup key reached its usage limit: raise it or create a new key with `meshd admin setup-keys create`", ""}
 	refuseProof = refusal{controlv1.Reason_REASON_PROOF_FAILED, connect.CodeUnauthenticated,
-		"key proof failed"}
+		"key proof failed", ""}
 	refusePeerUnknown = refusal{controlv1.Reason_REASON_PEER_UNKNOWN, connect.CodeNotFound,
-		"peer not registered (never joined, or deleted by an admin): run meshd up --setup-key KEY"}
+		"peer not registered: run meshd up --setup-key KEY", "never joined, or deleted by an admin"}
 	refuseNetworkFull = refusal{controlv1.Reason_REASON_NETWORK_FULL, connect.CodeResourceExhausted,
-		"no free address left in the overlay network: widen it with `meshd admin account update --overlay-network CIDR`"}
+		"no free address left in the overlay network: widen it with `meshd admin account update --overlay-network CIDR`", ""}
 )
 
 func (r refusal) Error() string { return r.msg }
 
-// err returns the refusal as a Connect error, with detail added to the
-// message when not empty.
+// err returns the refusal as a Connect error, detail (or the refusal's
+// own) in parentheses after what happened: "setup key revoked (key
+// "laptops"): create a new one ...".
 func (r refusal) err(detail string) *connect.Error {
 	msg := r.msg
+	if detail == "" {
+		detail = r.detail
+	}
 	if detail != "" {
-		msg += " (" + detail + ")"
+		if what, todo, ok := strings.Cut(msg, ": "); ok {
+			msg = what + " (" + detail + "): " + todo
+		} else {
+			msg += " (" + detail + ")"
+		}
 	}
 	e := connect.NewError(r.code, errors.New(msg))
 	if d, err := connect.NewErrorDetail(&controlv1.ErrorDetail{Reason: r.reason}); err == nil {

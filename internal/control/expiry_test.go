@@ -108,3 +108,25 @@ func TestLoginExpirationOptIn(t *testing.T) {
 		t.Fatalf("%d expiry events, want one per expiry (2)", n)
 	}
 }
+
+// Refusals say what happened, which key or why in parentheses, then what to
+// do, once.
+func TestRefusalMessages(t *testing.T) {
+	h := controltest.NewHarness(t, 1)
+	ctx := context.Background()
+	key := createKey(t, h, &adminv1.CreateSetupKeyRequest{Name: "laptops"})
+	must[adminv1.SetupKey](t)(h.Admin.UpdateSetupKey(ctx, connect.NewRequest(&adminv1.UpdateSetupKeyRequest{Id: "laptops", Revoked: ptr(true)})))
+	err := h.NewAgent(controltest.AgentOptions{Hostname: "x"}).Login(key)
+	if want := "setup key revoked (key \"laptops\"): create a new one with `meshd admin setup-keys create`"; err == nil || err.Error() != want {
+		t.Fatalf("revoked key: %v\nwant %s", err, want)
+	}
+	err = h.NewAgent(controltest.AgentOptions{Hostname: "y"}).LoginWith("")
+	if want := "peer not registered (never joined, or deleted by an admin): run meshd up --setup-key KEY"; err == nil || err.Error() != want {
+		t.Fatalf("unknown peer: %v\nwant %s", err, want)
+	}
+	must[adminv1.DeletePeerResponse](t)(h.Admin.DeletePeer(ctx, connect.NewRequest(&adminv1.DeletePeerRequest{Id: "agent-0"})))
+	err = h.Agents[0].WaitDone(t)
+	if want := "peer not registered (deleted by an admin): run meshd up --setup-key KEY"; err == nil || err.Error() != want {
+		t.Fatalf("deleted peer: %v\nwant %s", err, want)
+	}
+}

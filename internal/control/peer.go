@@ -101,16 +101,19 @@ func hashSecret(s string) []byte {
 func useKey(k *store.SetupKey, now time.Time) error {
 	switch {
 	case k.Revoked:
-		return refuseKeyRevoked.err(k.Name)
+		return refuseKeyRevoked.err(keyDetail(k))
 	case !k.Expires.IsZero() && !now.Before(k.Expires):
-		return refuseKeyExpired.err(fmt.Sprintf("%s expired %s", k.Name, k.Expires.UTC().Format(time.RFC3339)))
+		return refuseKeyExpired.err(keyDetail(k) + ", at " + k.Expires.UTC().Format(time.RFC3339))
 	case k.OneOff && k.Used > 0:
-		return refuseKeyUsed.err(k.Name)
+		return refuseKeyUsed.err(keyDetail(k))
 	case k.UsageLimit > 0 && k.Used >= k.UsageLimit:
-		return refuseKeyLimit.err(fmt.Sprintf("%s was used %d of %d times", k.Name, k.Used, k.UsageLimit))
+		return refuseKeyLimit.err(fmt.Sprintf("%s, used %d of %d times", keyDetail(k), k.Used, k.UsageLimit))
 	}
 	return nil
 }
+
+// keyDetail names a key in a refusal: `key "laptops"`.
+func keyDetail(k *store.SetupKey) string { return fmt.Sprintf("key %q", k.Name) }
 
 // keyState is the admin's word for a setup key's state.
 func keyState(k *store.SetupKey, now time.Time) string {

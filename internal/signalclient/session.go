@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -93,7 +94,7 @@ func (s *session) handshake() error {
 	}
 	hello := &signalv1.Hello{PublicKey: c.pub[:], AcceptsBatches: true, AcceptsQueuedIds: true, Ticket: ticket}
 	if err := s.bs.Send(&signalv1.ClientMessage{Msg: &signalv1.ClientMessage_Hello{Hello: hello}}); err != nil {
-		return s.failed("hello", err)
+		return s.failed("hello", s.sendError(err))
 	}
 	msg, err := s.bs.Receive()
 	if err != nil {
@@ -112,7 +113,7 @@ func (s *session) handshake() error {
 		return fmt.Errorf("signal: challenge: server key: %w", err)
 	}
 	if err := s.bs.Send(&signalv1.ClientMessage{Msg: &signalv1.ClientMessage_Register{Register: &signalv1.Register{Nonce: nonce[:], Sealed: sealed}}}); err != nil {
-		return s.failed("register", err)
+		return s.failed("register", s.sendError(err))
 	}
 	msg, err = s.bs.Receive()
 	if err != nil {
@@ -132,6 +133,18 @@ func (s *session) handshake() error {
 	}
 	s.touch()
 	return nil
+}
+
+// sendError is why a Send failed. A Send fails with io.EOF when the
+// server already ended the stream; the server's reason then comes from
+// Receive (as Connect documents).
+func (s *session) sendError(err error) error {
+	if errors.Is(err, io.EOF) {
+		if _, rerr := s.bs.Receive(); rerr != nil && !errors.Is(rerr, io.EOF) {
+			return rerr
+		}
+	}
+	return err
 }
 
 // failed explains why a Send or Receive failed: the server's error, or the

@@ -18,7 +18,6 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/urfave/cli/v2"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"meshd/api/admin/v1/adminv1connect"
@@ -169,6 +168,7 @@ type session struct {
 	out  io.Writer
 	json bool
 	url  string
+	pin  string // control's certificate pin; empty when verified by CAs
 }
 
 // flag returns the value of a connection flag given at the verb or before
@@ -238,9 +238,12 @@ func newSession(c *cli.Context) (*session, error) {
 			}
 			if url == "" {
 				url = jt.ControlURL
-				if pin == "" {
-					pin = jt.Pin
-				}
+			}
+			// --control changes only where to reach control (another
+			// address of the same server): its certificate, and so its
+			// pin, stay those of DIR unless --tls-pin says otherwise.
+			if pin == "" {
+				pin = jt.Pin
 			}
 		}
 	}
@@ -274,7 +277,7 @@ func newSession(c *cli.Context) (*session, error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	return &session{c: c, ctx: ctx, out: c.App.Writer, json: boolFlag(c, "json"), url: url,
+	return &session{c: c, ctx: ctx, out: c.App.Writer, json: boolFlag(c, "json"), url: url, pin: pin,
 		api: adminv1connect.NewAdminServiceClient(hc, url, connect.WithInterceptors(auth))}, nil
 }
 
@@ -317,7 +320,7 @@ func apiError(s *session, err error) error {
 
 // printJSON prints one message as a JSON object.
 func (s *session) printJSON(m proto.Message) error {
-	b, err := jsonOpts.Marshal(m)
+	b, err := marshalJSON(m)
 	if err != nil {
 		return err
 	}
@@ -330,7 +333,7 @@ func printJSONList[T proto.Message](s *session, ms []T) error {
 	var b strings.Builder
 	b.WriteString("[")
 	for i, m := range ms {
-		j, err := jsonOpts.Marshal(m)
+		j, err := marshalJSON(m)
 		if err != nil {
 			return err
 		}
@@ -347,5 +350,3 @@ func printJSONList[T proto.Message](s *session, ms []T) error {
 	_, err := io.WriteString(s.out, b.String())
 	return err
 }
-
-var jsonOpts = protojson.MarshalOptions{UseProtoNames: true}

@@ -287,18 +287,29 @@ func showKey(s *session, k *adminv1.SetupKey) error {
 	if k.OneOff {
 		kind = "one-off"
 	}
-	limit := "unlimited"
-	if k.UsageLimit > 0 {
-		limit = fmt.Sprint(k.UsageLimit)
-	}
+	limit := keyLimit(k)
 	pairs := []string{"id", k.Id, "name", k.Name}
 	if k.Key != "" {
 		pairs = append(pairs, "key", k.Key+"   (shown only now: keep it)")
+	}
+	if k.JoinCommand != "" {
+		pairs = append(pairs, "join", k.JoinCommand+"   (run on the machine to join)")
 	}
 	pairs = append(pairs, "prefix", k.Prefix, "type", kind, "state", k.State, "used", fmt.Sprint(k.Used), "usage limit", limit,
 		"expires", when(k.Expires), "auto groups", join(k.AutoGroups), "ephemeral", yesNo(k.Ephemeral),
 		"last used", when(k.LastUsed), "created", when(k.Created))
 	return details(s.out, pairs...)
+}
+
+// keyLimit is how many times a key works: a one-off key once.
+func keyLimit(k *adminv1.SetupKey) string {
+	switch {
+	case k.OneOff:
+		return "1 (one-off)"
+	case k.UsageLimit > 0:
+		return fmt.Sprint(k.UsageLimit)
+	}
+	return "unlimited"
 }
 
 func setupKeysCmd() *cli.Command {
@@ -322,12 +333,12 @@ func setupKeysCmd() *cli.Command {
 						kind = "one-off"
 					}
 					used := fmt.Sprint(k.Used)
-					if k.UsageLimit > 0 {
-						used += "/" + fmt.Sprint(k.UsageLimit)
+					if k.OneOff || k.UsageLimit > 0 {
+						used += "/" + fmt.Sprint(max(k.UsageLimit, 1))
 					}
-					rows = append(rows, []string{k.Name, k.Prefix, kind, k.State, used, when(k.Expires), join(k.AutoGroups)})
+					rows = append(rows, []string{k.Name, k.Id, k.Prefix, kind, k.State, used, when(k.Expires), join(k.AutoGroups)})
 				}
-				return table(s.out, []string{"NAME", "PREFIX", "TYPE", "STATE", "USED", "EXPIRES", "AUTO GROUPS"}, rows)
+				return table(s.out, []string{"NAME", "ID", "PREFIX", "TYPE", "STATE", "USED", "EXPIRES", "AUTO GROUPS"}, rows)
 			}),
 			{Name: "get", Usage: "show a setup key (never its value)", ArgsUsage: "KEY", Action: run(func(s *session) error {
 				id, err := arg(s.c, "setup key")

@@ -49,7 +49,7 @@ func tokensCmd() *cli.Command {
 						return s.printJSON(t)
 					}
 					return details(s.out, "id", t.Id, "name", t.Name, "token", t.Token+"   (shown only now: keep it)",
-						"use", fmt.Sprintf("meshd admin --token %s --control URL --tls-pin PIN ...", t.Token), "created", when(t.Created))
+						"use", s.adminCommand(t.Token)+" ...", "created", when(t.Created))
 				})},
 			{Name: "delete", Aliases: []string{"rm", "revoke"}, Usage: "delete an admin token (not the last one)", ArgsUsage: "TOKEN",
 				Action: run(func(s *session) error {
@@ -64,4 +64,14 @@ func tokensCmd() *cli.Command {
 				})},
 		},
 	}
+}
+
+// adminCommand is how to call `meshd admin` with token against the control
+// this session talks to.
+func (s *session) adminCommand(token string) string {
+	cmd := fmt.Sprintf("meshd admin --control %s --token %s", s.url, token)
+	if s.pin != "" {
+		cmd += " --tls-pin " + s.pin
+	}
+	return cmd
 }

@@ -83,6 +83,18 @@ func run(c *cli.Context) error {
 		return cliutil.Exit(2, "%v", err)
 	}
 	defer func() { _ = log.Sync() }()
+	// Ports first: nothing is written to --data unless this server can run.
+	bound, err := bindPorts(c.String("listen"), c.String("stun-listen"), !c.Bool("no-turn-tcp"))
+	if err != nil {
+		return cliutil.Exit(1, "all: %v", err)
+	}
+	served := false
+	defer func() {
+		bound.releaseSTUN()
+		if !served {
+			bound.https.Close()
+		}
+	}()
 	dataDir := c.String("data")
 	if err := checkDataDir(dataDir); err != nil {
 		return cliutil.Exit(1, "all: %v", err)
@@ -143,11 +155,8 @@ func run(c *cli.Context) error {
 		return cliutil.Exit(1, "all: %v", err)
 	}
 
-	listen := c.String("listen")
-	raw, err := net.Listen("tcp", listen)
-	if err != nil {
-		return cliutil.Exit(1, "all: listen %s: %v (is another process on that port? pick one with --listen)", listen, err)
-	}
+	raw := bound.https
+	served = true // raw is closed through httpLn from here on
 	// Every connection to the port, HTTP and TURN alike, counts against
 	// one set of limits, so that silent connections cannot lock the port.
 	lim := srv.LimitConns(raw)
@@ -161,6 +170,7 @@ func run(c *cli.Context) error {
 	// A deleted or expired peer loses the relay at once, not when its
 	// credential expires.
 	relCfg.UserValid = ctl.Service.TURNUserValid
+	bound.releaseSTUN()
 	if rel, err = relay.Start(ctx, relCfg, log); err != nil {
 		httpLn.Close()
 		if relCfg.TLSListener != nil {

@@ -246,3 +246,46 @@ func checkServerStatus(tb testing.TB, tok jointoken.Token, adminToken string) {
 		tb.Fatalf("a wrong admin token: err = %v, want unauthenticated", err)
 	}
 }
+
+// A second server on busy ports fails before it writes anything to its
+// --data: no database, certificate or tokens of a network nobody can use;
+// the error names the port and the flag that changes it.
+func TestAllBusyPortCreatesNothing(t *testing.T) {
+	busyTCP, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busyTCP.Close()
+	busyUDP, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busyUDP.Close()
+	for _, tc := range []struct {
+		name, listen, stun, flag string
+	}{
+		{"https port", busyTCP.Addr().String(), freePort(t, "udp"), "--listen"},
+		{"stun port", freePort(t, "tcp"), busyUDP.LocalAddr().String(), "--stun-listen"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			app := &cli.App{Name: "meshd", Commands: []*cli.Command{Command()}, ExitErrHandler: func(*cli.Context, error) {}}
+			var out bytes.Buffer
+			app.Writer, app.ErrWriter = &out, &out
+			err := app.Run([]string{"meshd", "all", "--data", dir, "--listen", tc.listen, "--public-url", "https://" + tc.listen,
+				"--stun-listen", tc.stun, "--log-level", "warn"})
+			_, port, _ := net.SplitHostPort(map[bool]string{true: tc.listen, false: tc.stun}[tc.flag == "--listen"])
+			if err == nil || !strings.Contains(err.Error(), port) || !strings.Contains(err.Error(), tc.flag) {
+				t.Fatalf("err = %v; want it to name port %s and %s", err, port, tc.flag)
+			}
+			for _, f := range []string{"meshd.db", "tls.crt", "tls.key", "admin-token", "join-token"} {
+				if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+					t.Errorf("%s written although the server could not start", f)
+				}
+			}
+			if strings.Contains(out.String(), "created a new network") {
+				t.Errorf("a network was created:\n%s", out.String())
+			}
+		})
+	}
+}

@@ -229,14 +229,15 @@ func run(c *cli.Context) error {
 	defer stop()
 	srv := server.New(log, tlsConfig)
 	srv.ConnLimits = srv.ConnLimits.WithTotal(c.Int("max-conns"))
-	ctl, err := Start(ctx, cfg, srv, log)
-	if err != nil {
-		return cliutil.Exit(1, "%v", err)
-	}
+	// The port first: a server that cannot run creates no network.
 	ln, err := srv.Listen(c.String("listen"))
 	if err != nil {
-		ctl.Close()
 		return cliutil.Exit(1, "control: %v (is another process on that port? pick one with --listen)", err)
+	}
+	ctl, err := Start(ctx, cfg, srv, log)
+	if err != nil {
+		ln.Close()
+		return cliutil.Exit(1, "%v", err)
 	}
 	metricsDone, err := cliutil.ServeMetrics(ctx, log, c.String("metrics-listen"), ctl.Service)
 	if err != nil {
