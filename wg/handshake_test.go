@@ -11,6 +11,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 	"golang.zx2c4.com/wireguard/device"
+
+	"meshd/internal/testutil"
 )
 
 // startPing sends one echo request from a to b and returns a channel that
@@ -37,12 +39,12 @@ func heldBack(tb testing.TB, n *node, peer *node) {
 	tb.Helper()
 	gd := n.dev.(*goDevice)
 	p := gd.dev.LookupPeer(device.NoisePublicKey(peer.pub))
-	eventually(tb, 5*time.Second, func() bool {
+	testutil.WaitFor(tb, 5*time.Second, "no failed handshake initiation seen", func() bool {
 		gd.failed.mu.Lock()
 		defer gd.failed.mu.Unlock()
 		_, ok := gd.failed.at[p]
 		return ok
-	}, "no failed handshake initiation seen")
+	})
 }
 
 // TestFirstPathHandshakeAtOnce: traffic sent to a peer before it has a
@@ -118,9 +120,9 @@ func TestFirstPathKeepalive(t *testing.T) {
 	}
 	must(t, a.dev.SetDirect(b.pub, b.loopback()))
 	must(t, b.dev.SetDirect(a.pub, a.loopback()))
-	eventually(t, 5*time.Second, func() bool {
+	testutil.WaitFor(t, 5*time.Second, "keepalive on after the first path", func() bool {
 		return uapiKeepalive(t, a) == "25" && uapiKeepalive(t, b) == "25"
-	}, "keepalive not on after the first path: %s %s", uapiKeepalive(t, a), uapiKeepalive(t, b))
+	})
 	if peerStats(t, a, b.pub).LastHandshake.IsZero() {
 		t.Fatal("no handshake although both sides have their path and keepalive")
 	}

@@ -3,6 +3,7 @@ package wg
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v2"
+
+	"meshd/internal/testutil"
 )
 
 // countingConn is one end of a relay made of two UDP sockets on loopback;
@@ -120,26 +123,14 @@ func (s *stream) end(tb testing.TB) {
 func (s *stream) advance(tb testing.TB, n int64) {
 	tb.Helper()
 	target := s.moved.Load() + n
-	eventually(tb, 20*time.Second, func() bool {
+	testutil.WaitFor(tb, 20*time.Second, fmt.Sprintf("stream did not advance by %d bytes", n), func() bool {
 		select {
 		case err := <-s.done:
 			tb.Fatalf("stream broke: %v", err)
 		default:
 		}
 		return s.moved.Load() >= target
-	}, "stream did not advance by %d bytes", n)
-}
-
-// eventually polls cond every few milliseconds until it holds or d passes.
-func eventually(tb testing.TB, d time.Duration, cond func() bool, format string, args ...any) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf(format, args...)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	})
 }
 
 func peerStats(tb testing.TB, n *node, k [32]byte) PeerStats {
@@ -167,9 +158,9 @@ func TestSwitchPathsWhileTrafficFlows(t *testing.T) {
 	ra, rb := relayPair(t)
 	must(t, a.dev.SetRelayed(b.pub, ra))
 	must(t, b.dev.SetRelayed(a.pub, rb))
-	eventually(t, 10*time.Second, func() bool {
+	testutil.WaitFor(t, 10*time.Second, "peers not on the relay", func() bool {
 		return peerStats(t, a, b.pub).Relayed && peerStats(t, b, a.pub).Relayed
-	}, "peers not on the relay")
+	})
 	before := ra.written.Load()
 	s.advance(t, 256<<10)
 	if got := ra.written.Load() - before; got < 256<<10 {
@@ -196,9 +187,9 @@ func TestSwitchPathsWhileTrafficFlows(t *testing.T) {
 	// Back to the relay over the same conns.
 	must(t, a.dev.SetRelayed(b.pub, ra))
 	must(t, b.dev.SetRelayed(a.pub, rb))
-	eventually(t, 10*time.Second, func() bool {
+	testutil.WaitFor(t, 10*time.Second, "peers not back on the relay", func() bool {
 		return peerStats(t, a, b.pub).Relayed && peerStats(t, b, a.pub).Relayed
-	}, "peers not back on the relay")
+	})
 	before = ra.written.Load()
 	s.advance(t, 256<<10)
 	if ra.written.Load()-before < 256<<10 {
@@ -327,6 +318,6 @@ func TestSlowSTUNReaderNeverStallsWireGuard(t *testing.T) {
 	roundTrip(t, c, 256<<10)
 	wg.Wait()
 	bd := a.dev.(*goDevice).bind
-	eventually(t, 10*time.Second, func() bool { s, _ := bd.Drops(); return s > 0 }, "no STUN dropped although nobody reads")
+	testutil.WaitFor(t, 10*time.Second, "no STUN dropped although nobody reads", func() bool { s, _ := bd.Drops(); return s > 0 })
 	roundTrip(t, c, 64<<10)
 }

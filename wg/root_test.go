@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"meshd/internal/keys"
+	"meshd/internal/testutil"
 )
 
 // requireRoot skips tests that need root, a TUN device and iproute2.
@@ -263,10 +264,10 @@ func TestUserspaceFilterInNamespaces(t *testing.T) {
 		}
 		var out []byte
 		var err error
-		eventually(t, 10*time.Second, func() bool { // until the server listens
+		testutil.WaitFor(t, 10*time.Second, fmt.Sprintf("iperf3 (reverse %v) through the filter: %v\n%s", reverse, err, out), func() bool { // until the server listens
 			out, err = exec.Command("ip", args...).CombinedOutput()
 			return err == nil
-		}, "iperf3 (reverse %v) through the filter: %v\n%s", reverse, err, out)
+		})
 		var res struct {
 			End struct {
 				SumReceived struct {

@@ -16,6 +16,7 @@ import (
 
 	controlv1 "meshd/api/control/v1"
 	"meshd/internal/dns/dnstest"
+	"meshd/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -358,7 +359,7 @@ func TestCloseEndsQueriesInFlight(t *testing.T) {
 		q.SetQuestion("example.com.", mdns.TypeA)
 		(&mdns.Client{Timeout: 2 * time.Second}).Exchange(q, addr.String())
 	}()
-	waitFor(t, 5*time.Second, "the query to reach the upstream", func() bool { return len(dead.Asked()) > 0 })
+	testutil.WaitFor(t, 5*time.Second, "the query to reach the upstream", func() bool { return len(dead.Asked()) > 0 })
 	closed := make(chan struct{})
 	go func() { s.Close(); close(closed) }()
 	select {
@@ -369,16 +370,5 @@ func TestCloseEndsQueriesInFlight(t *testing.T) {
 	<-done
 	if _, err := s.Listen(netip.MustParseAddrPort("127.0.0.1:0")); err == nil {
 		t.Error("Listen after Close succeeded")
-	}
-}
-
-func waitFor(tb testing.TB, d time.Duration, what string, ok func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling pace, not a wait for the condition
 	}
 }

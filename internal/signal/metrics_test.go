@@ -3,6 +3,7 @@ package signal_test
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -11,6 +12,7 @@ import (
 	"meshd/internal/seal"
 	"meshd/internal/signal/signaltest"
 	"meshd/internal/signalclient"
+	"meshd/internal/testutil"
 )
 
 // TestMetricsCountRegistrationsAndMessages drives registrations (good and
@@ -51,7 +53,7 @@ func TestMetricsCountRegistrationsAndMessages(t *testing.T) {
 	}
 
 	var m metricstest.Families
-	eventually(t, "the forwarded message and both refusals on /metrics", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the forwarded message and both refusals on /metrics", func() bool {
 		m = metricstest.Scrape(t, url)
 		return m.Value(t, "meshd_signal_messages_forwarded_total") == 1 &&
 			m.Value(t, "meshd_signal_registrations_total", "result", "unauthenticated") == 1 &&
@@ -79,7 +81,7 @@ func TestMetricsCountRegistrationsAndMessages(t *testing.T) {
 
 	// A peer that leaves is no longer connected.
 	b.Stop()
-	eventually(t, "connected peers to drop to 1", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "connected peers to drop to 1", func() bool {
 		return metricstest.Scrape(t, url).Value(t, "meshd_signal_connected_peers") == 1
 	})
 }

@@ -19,6 +19,7 @@ import (
 	"meshd/internal/signal"
 	"meshd/internal/signal/signaltest"
 	"meshd/internal/signalclient"
+	"meshd/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -84,20 +85,6 @@ func ctx(tb testing.TB) context.Context {
 	return c
 }
 
-// eventually polls cond every few ms until it holds or 10 s pass.
-func eventually(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
-}
-
 func TestDeliverOverTLSAndH2C(t *testing.T) {
 	for _, h2c := range []bool{false, true} {
 		t.Run(fmt.Sprintf("h2c=%v", h2c), func(t *testing.T) {
@@ -137,7 +124,7 @@ func TestOfflinePeerIsAnsweredNotConnected(t *testing.T) {
 		t.Fatalf("send to online peer: %v", err)
 	}
 	b.Stop()
-	eventually(t, "the stopped peer to be reported offline", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the stopped peer to be reported offline", func() bool {
 		return errors.Is(a.Send(ctx(t), b.PublicKey(), []byte("hi")), signalclient.ErrNotConnected)
 	})
 }
@@ -260,7 +247,7 @@ func TestClientReconnectsAfterBeingReplaced(t *testing.T) {
 	p := h.Peer(t, signaltest.PeerOptions{OnMessage: in.add})
 	intruder := h.Register(t, p.Key) // takes over the key...
 	// ...until the client notices, backs off and registers again.
-	eventually(t, "the client to register again", func() bool { return h.Signal.Stats().Registered == 3 })
+	testutil.WaitFor(t, 10*time.Second, "the client to register again", func() bool { return h.Signal.Stats().Registered == 3 })
 	if _, err := intruder.Stream.Receive(); err == nil {
 		for range 1000 {
 			if _, err = intruder.Stream.Receive(); err != nil {
@@ -275,7 +262,7 @@ func TestClientReconnectsAfterBeingReplaced(t *testing.T) {
 		t.Fatalf("last error %v, want ErrReplaced", st.LastError)
 	}
 	a := h.Peer(t, signaltest.PeerOptions{})
-	eventually(t, "delivery to the reconnected client", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "delivery to the reconnected client", func() bool {
 		return a.Send(ctx(t), p.PublicKey(), []byte("back")) == nil
 	})
 	in.wait(t, 1)
@@ -569,7 +556,7 @@ func TestHeartbeatsKeepLiveStreamsAndDropDeadOnes(t *testing.T) {
 	if st := live.State(); st.State != signalclient.Connected || h.Signal.Stats().Registered != registered+1 {
 		t.Fatalf("live client %+v, registrations %d; it should have kept its one stream", st, h.Signal.Stats().Registered)
 	}
-	eventually(t, "the dead stream to be offline", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the dead stream to be offline", func() bool {
 		return errors.Is(live.Send(ctx(t), silent.Key.Public(), []byte("x")), signalclient.ErrNotConnected)
 	})
 }
@@ -628,7 +615,7 @@ func TestCloseEndsStreams(t *testing.T) {
 	if connect.CodeOf(err) != connect.CodeUnavailable {
 		t.Fatalf("raw stream ended with %v, want unavailable", err)
 	}
-	eventually(t, "the client to notice", func() bool { return p.State().State != signalclient.Connected })
+	testutil.WaitFor(t, 10*time.Second, "the client to notice", func() bool { return p.State().State != signalclient.Connected })
 	if err := p.Send(ctx(t), r.Key.Public(), []byte("x")); !errors.Is(err, signalclient.ErrDisconnected) {
 		t.Fatalf("send while disconnected: %v, want ErrDisconnected", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"meshd/internal/testutil"
 	"meshd/nat/relay"
 	"meshd/nat/relay/relaytest"
 )
@@ -70,7 +71,7 @@ func TestCoturnClient(t *testing.T) {
 				t.Fatalf("uclient sent %d and received %d messages, want %d each:\n%s", sent, recv, 2*n, out)
 			}
 			var st relay.Stats
-			waitFor(t, "the byte counters", func() bool {
+			testutil.WaitFor(t, 10*time.Second, "the byte counters", func() bool {
 				st = s.Stats()
 				return st.BytesToPeers >= 2*n*size && st.BytesFromPeers >= 2*n*size
 			})

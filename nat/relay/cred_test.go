@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"meshd/internal/testutil"
 	"meshd/internal/turncred"
 	"meshd/nat/relay"
 	"meshd/nat/relay/relaytest"
@@ -81,7 +82,7 @@ func TestRevokedPeerAllocationsEnd(t *testing.T) {
 	mu.Lock()
 	deleted["a"] = true
 	mu.Unlock()
-	waitFor(t, "a's allocations to end", func() bool { return s.Stats().Allocations == 1 })
+	testutil.WaitFor(t, 10*time.Second, "a's allocations to end", func() bool { return s.Stats().Allocations == 1 })
 	if _, err := relaytest.Allocate(t, addr, relaytest.UDP, cred("a"), nil); err == nil {
 		t.Fatal("a deleted peer's credential made an allocation")
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/pion/ice/v3"
 	"github.com/pion/stun/v2"
 
+	"meshd/internal/testutil"
 	"meshd/internal/turncred"
 	"meshd/nat/relay"
 	"meshd/nat/relay/relaytest"
@@ -150,7 +151,7 @@ func TestICEThroughRelay(t *testing.T) {
 	if st.AllocationsByTransport["udp"] != 1 || st.AllocationsByTransport["tls"] != 1 {
 		t.Fatalf("allocations %v, want one over UDP and one over TLS", st.AllocationsByTransport)
 	}
-	waitFor(t, "the byte counters", func() bool { return s.Stats().BytesToPeers >= 2*100*1280 })
+	testutil.WaitFor(t, 10*time.Second, "the byte counters", func() bool { return s.Stats().BytesToPeers >= 2*100*1280 })
 }
 
 // TestICEThroughCoturn: the same agents through coturn with

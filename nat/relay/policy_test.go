@@ -9,6 +9,7 @@ import (
 
 	"github.com/pion/stun/v2"
 
+	"meshd/internal/testutil"
 	"meshd/nat/relay"
 	"meshd/nat/relay/relaytest"
 )
@@ -116,7 +117,7 @@ func TestPeerPolicyOwnTURNPort(t *testing.T) {
 			t.Fatalf("send to the TURN port: %v", err)
 		}
 	}
-	waitFor(t, "the relay to drop the packets to its TURN port", func() bool { return s.Stats().PeersDenied >= 3 })
+	testutil.WaitFor(t, 10*time.Second, "the relay to drop the packets to its TURN port", func() bool { return s.Stats().PeersDenied >= 3 })
 	// Nothing comes back: a binding response would arrive within
 	// milliseconds on loopback.
 	_ = a.Relay.SetReadDeadline(time.Now().Add(500 * time.Millisecond))

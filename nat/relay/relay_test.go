@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
+	"meshd/internal/testutil"
 	"meshd/internal/tlsconf"
 	"meshd/internal/turncred"
 	"meshd/nat/relay"
@@ -83,18 +84,6 @@ func scrape(tb testing.TB, h http.Handler, series string) float64 {
 	}
 	tb.Fatalf("metric %s not served", series)
 	return 0
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for i := 0; !cond(); i++ {
-		if time.Now().After(deadline) || i > 2000 {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func TestSTUNBinding(t *testing.T) {
@@ -180,7 +169,7 @@ func TestRelay(t *testing.T) {
 			// Each direction crosses the relay twice (client to a's relay
 			// socket to b's relay socket), so both counters see both ways.
 			// (A packet is counted just after it was passed on.)
-			waitFor(t, "the byte counters", func() bool {
+			testutil.WaitFor(t, 10*time.Second, "the byte counters", func() bool {
 				st = s.Stats()
 				return st.BytesToPeers >= 2*n*size && st.BytesFromPeers >= 2*n*size
 			})
@@ -202,7 +191,7 @@ func TestRelay(t *testing.T) {
 
 			// Closing a's connection or allocation frees it on the server.
 			a.Close()
-			waitFor(t, "a's allocation to end", func() bool { return s.Stats().Allocations == 1 })
+			testutil.WaitFor(t, 10*time.Second, "a's allocation to end", func() bool { return s.Stats().Allocations == 1 })
 		})
 	}
 }
@@ -278,7 +267,7 @@ func TestRelayToPlainPeer(t *testing.T) {
 	}
 	// The relay counts a packet after its send returned, which may be
 	// after the peer has it.
-	waitFor(t, "the relay to count the packets", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the relay to count the packets", func() bool {
 		st := s.Stats()
 		return st.PacketsToPeers >= n && st.PacketsFromPeers >= n
 	})
@@ -362,7 +351,7 @@ func TestQuota(t *testing.T) {
 	mustAllocate(t, addr, relaytest.UDP, cred("modest"), nil)
 	// A freed allocation makes room again.
 	a1.Close()
-	waitFor(t, "the freed allocation", func() bool { return s.Stats().Allocations == 2 })
+	testutil.WaitFor(t, 10*time.Second, "the freed allocation", func() bool { return s.Stats().Allocations == 2 })
 	mustAllocate(t, addr, relaytest.UDP, cred("greedy"), nil)
 }
 
@@ -372,7 +361,7 @@ func TestMaxLifetime(t *testing.T) {
 	if s.Stats().AllocationsTotal != 1 {
 		t.Fatal("no allocation")
 	}
-	waitFor(t, "the allocation to reach its maximum lifetime", func() bool { return s.Stats().Allocations == 0 })
+	testutil.WaitFor(t, 10*time.Second, "the allocation to reach its maximum lifetime", func() bool { return s.Stats().Allocations == 0 })
 }
 
 func TestCapacity(t *testing.T) {
