@@ -2,11 +2,13 @@ package relaytest
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -50,7 +52,17 @@ func (c *Coturn) Output() string { return c.out.String() }
 func StartCoturn(tb testing.TB, secret, realm string) *Coturn {
 	tb.Helper()
 	NeedBinary(tb, TurnServerBin)
-	c, err := RunCoturn(secret, realm, FreePort(tb), min(FreePort(tb), 65535-50), tb.TempDir())
+	// Ports picked free may be taken by the time turnserver binds them
+	// (tests run in parallel): a clash is retried on other ports.
+	var c *Coturn
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		c, err = RunCoturn(secret, realm, FreePort(tb), min(FreePort(tb), 65535-50), tb.TempDir())
+		if !errors.Is(err, ErrPortClash) {
+			break
+		}
+		tb.Logf("turnserver: %v; trying other ports", err)
+	}
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -62,6 +74,10 @@ func StartCoturn(tb testing.TB, secret, realm string) *Coturn {
 	})
 	return c
 }
+
+// ErrPortClash means turnserver could not bind a port it was given (another
+// process took it after FreePort): try again with other ports.
+var ErrPortClash = errors.New("relaytest: port taken")
 
 // RunCoturn starts turnserver listening on 127.0.0.1:port, relaying on
 // relayMin to relayMin+50, with its pid file in dir, and waits until it
@@ -100,7 +116,14 @@ func RunCoturn(secret, realm string, port, relayMin int, dir string) (*Coturn, e
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	c.cmd = cmd
-	if err := WaitSTUN(c.Addr, 10*time.Second); err != nil {
+	err = WaitSTUN(c.Addr, 10*time.Second)
+	// A STUN answer may come from whoever else holds the port: turnserver
+	// logs a failed bind and goes on without that listener.
+	if out := c.Output(); strings.Contains(out, "errno=98") || strings.Contains(out, "Address already in use") {
+		c.Stop()
+		return nil, fmt.Errorf("turnserver on %s: %w", c.Addr, ErrPortClash)
+	}
+	if err != nil {
 		c.Stop()
 		return nil, fmt.Errorf("turnserver on %s: %w\n%s", c.Addr, err, c.Output())
 	}
