@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -19,7 +20,6 @@ import (
 
 	adminv1 "meshd/api/admin/v1"
 	"meshd/api/admin/v1/adminv1connect"
-
 	"meshd/internal/cliutil"
 	"meshd/internal/jointoken"
 	"meshd/internal/rpcclient"
@@ -105,6 +105,54 @@ func (r *running) shutdown(tb testing.TB) {
 	}
 }
 
+// testPorts are the loopback ports a test's `meshd all` listens on.
+type testPorts struct{ listen, stun, metrics string }
+
+// startFree starts `meshd all` on ports that were free a moment ago, and
+// again on others when one was taken in between (tests run in parallel):
+// `meshd all` binds its ports before it touches --data, so a clash ends it
+// at once with nothing written. With metrics, --metrics-listen gets a port
+// too. It returns once the join line is out.
+func startFree(tb testing.TB, dir string, metrics bool, extra ...string) (*running, testPorts) {
+	tb.Helper()
+	for attempt := 0; attempt < 5; attempt++ {
+		p := testPorts{listen: freePort(tb, "tcp"), stun: freePort(tb, "udp")}
+		args := extra
+		if metrics {
+			p.metrics = freePort(tb, "tcp")
+			args = append([]string{"--metrics-listen", p.metrics}, extra...)
+		}
+		r := start(tb, dir, p.listen, p.stun, args...)
+		if err := r.untilJoin(20 * time.Second); err == nil {
+			return r, p
+		} else if !strings.Contains(err.Error(), "address already in use") {
+			tb.Fatal(err)
+		}
+		tb.Logf("a port was taken; starting again on others")
+	}
+	tb.Fatal("meshd all: every port tried was taken")
+	return nil, testPorts{}
+}
+
+// untilJoin waits until the join line is out, or returns why not; a run
+// that ended is done (shutdown does nothing more).
+func (r *running) untilJoin(d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if joinRE.MatchString(r.out.String()) {
+			return nil
+		}
+		select {
+		case err := <-r.done:
+			r.stop()
+			r.stop = nil
+			return fmt.Errorf("meshd all exited early: %v\n%s", err, r.out)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("no join line within %v:\n%s", d, r.out)
+}
+
 var joinRE = regexp.MustCompile(`meshd agent --join (\S+)`)
 
 // waitJoin waits for the join line and returns its token.
@@ -148,9 +196,8 @@ func healthz(tb testing.TB, url, pin string) {
 
 func TestAllFirstStartAndRestart(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	listen, stun := freePort(t, "tcp"), freePort(t, "udp")
-
-	r := start(t, dir, listen, stun)
+	r, p := startFree(t, dir, false)
+	listen, stun := p.listen, p.stun
 	tok := r.waitJoin(t)
 	if tok.ControlURL != "https://"+listen || tok.SetupKey == "" {
 		t.Fatalf("join token %+v", tok)

@@ -26,8 +26,8 @@ import (
 // TLS handshake done within a few seconds.
 func TestAllPortSurvivesIdleConnectionFlood(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	listen, stun := freePort(t, "tcp"), freePort(t, "udp")
-	r := start(t, dir, listen, stun)
+	r, p := startFree(t, dir, false)
+	listen := p.listen
 	tok := r.waitJoin(t)
 	adminToken, err := os.ReadFile(filepath.Join(dir, "admin-token"))
 	if err != nil {
@@ -106,8 +106,8 @@ func adminCall(url, pin, token string) error {
 // use https://, not a closed connection.
 func TestAllPlainHTTPGetsHTTPSHint(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	listen, stun := freePort(t, "tcp"), freePort(t, "udp")
-	r := start(t, dir, listen, stun)
+	r, p := startFree(t, dir, false)
+	listen := p.listen
 	r.waitJoin(t)
 	c, err := net.DialTimeout("tcp", listen, 2*time.Second)
 	if err != nil {

@@ -19,8 +19,8 @@ import (
 // nothing at /metrics on the public HTTPS port.
 func TestAllServesMetricsApart(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	listen, stun, metrics := freePort(t, "tcp"), freePort(t, "udp"), freePort(t, "tcp")
-	r := start(t, dir, listen, stun, "--metrics-listen", metrics)
+	r, p := startFree(t, dir, true)
+	metrics := p.metrics
 	tok := r.waitJoin(t)
 
 	// A login with a setup key control does not know.
