@@ -484,3 +484,20 @@ func (d *kernelDevice) Close() error {
 	}
 	return err
 }
+
+// SetGuard implements GuardDevice.
+func (d *kernelDevice) SetGuard(ps []netip.Prefix) {
+	d.mu.Lock()
+	b := d.bind
+	d.mu.Unlock()
+	if b != nil {
+		b.SetGuard(ps)
+	}
+}
+
+// RouteInfo implements RouteReporter.
+func (d *kernelDevice) RouteInfo() RouteInfo {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.routes.info()
+}
