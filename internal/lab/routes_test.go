@@ -238,3 +238,78 @@ func inAny(addr string, ps []netip.Prefix) bool {
 	}
 	return false
 }
+
+// TestRouteOverUnderlay routes 198.51.100.0/25, part of the lab's
+// internet that holds the server, the relay and the peers' public
+// addresses, through one peer while the agents run. Their own traffic
+// (control, signal, relay, WireGuard to every peer) must stay on the
+// underlay: the peers keep pinging each other, and deleting the route
+// later still reaches them.
+func TestRouteOverUnderlay(t *testing.T) {
+	ctx := context.Background()
+	l := New(t)
+	alpha := l.Host("alpha", l.Router("ra", Home))
+	bravo := l.Host("bravo", l.Router("rb", Home))
+	charlie := l.Host("charlie", l.Router("rc", Home))
+	srv, ag := startMesh(ctx, t, l, alpha, bravo, charlie)
+	for _, pr := range [][2]int{{0, 1}, {0, 2}, {1, 2}} {
+		connect(ctx, t, ag[pr[0]], ag[pr[1]], 30*time.Second)
+	}
+	l.Step("every pair pings")
+
+	network := "198.51.100.0/25"
+	under := netip.MustParsePrefix(network)
+	for _, a := range []netip.Addr{srv.Host.IP(), alpha.PublicIP(), bravo.PublicIP(), charlie.PublicIP()} {
+		if !under.Contains(a) {
+			t.Fatalf("%v is outside %v: the route would not cover the underlay", a, under)
+		}
+	}
+	self, err := ag[1].Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rt struct {
+		ID string `json:"id"`
+	}
+	if err := srv.AdminJSON(ctx, &rt, "routes", "create", "--network", network, "--peer", self.Self.Name); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 2} {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		st, err := ag[i].WaitStatus(wctx, "the route "+network, func(st *Status) bool { return st.Route(network) != nil })
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: route %+v", ag[i].Host.Name(), *st.Route(network))
+		out, err := ag[i].Host.Run(ctx, "ip", "route", "show", "table", "all", network)
+		if err != nil || !strings.Contains(out, "dev "+ag[i].Iface) {
+			t.Fatalf("%s routes no %s through the mesh (%v):\n%s", ag[i].Host.Name(), network, err, out)
+		}
+	}
+	l.Step("route " + network + " via bravo reached alpha and charlie")
+
+	// Long enough for keepalives, consent checks and the sync stream to go
+	// through the route if they were going to.
+	for _, pr := range [][2]int{{0, 1}, {0, 2}, {2, 1}} {
+		a, b := ag[pr[0]], ag[pr[1]]
+		if got, out := pingSeries(ctx, a.Host, b.OverlayIP(), 15); got < 13 {
+			t.Errorf("%s → %s with the route: %d of 15 pings answered:\n%s", a.Host.Name(), b.Host.Name(), got, out)
+		}
+	}
+	l.Step("peers still ping each other")
+
+	if _, err := srv.Admin(ctx, "routes", "delete", rt.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 2} {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := ag[i].WaitStatus(wctx, "the route gone", func(st *Status) bool { return st.Route(network) == nil })
+		cancel()
+		if err != nil {
+			t.Errorf("control no longer reaches %s: %v", ag[i].Host.Name(), err)
+		}
+	}
+	l.Step("route deleted: control still reaches every agent")
+	connect(ctx, t, ag[0], ag[2], 10*time.Second)
+}

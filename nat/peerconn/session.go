@@ -213,6 +213,9 @@ func New(cfg Config) (*Session, error) {
 			size = SocketBuffer
 		}
 		var err error
+		if tnet, err = MarkedNet(tnet); err != nil {
+			return nil, fmt.Errorf("peerconn: %w", err)
+		}
 		if tnet, err = BufferedNet(tnet, size); err != nil {
 			return nil, err
 		}
