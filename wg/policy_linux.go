@@ -69,6 +69,10 @@ func installPolicy(log *zap.Logger) error {
 			return fmt.Errorf("wg: ip rule not fwmark %#x lookup %d: %w", fwmark.Mark, fwmark.Table, err)
 		}
 	}
+	// Without it only strict reverse-path filtering suffers: warn, go on.
+	if err := installConnmark(); err != nil {
+		log.Warn("cannot keep the mark of the agent's connections for their answers; with strict reverse-path filtering (rp_filter=1) a routed network that holds the server or a peer cuts this agent off", zap.Error(err))
+	}
 	return nil
 }
 
@@ -79,6 +83,11 @@ func removePolicy(log *zap.Logger) {
 		routes, err := netlink.RouteListFiltered(family, &netlink.Route{Table: fwmark.Table}, netlink.RT_FILTER_TABLE)
 		if err != nil || len(routes) > 0 {
 			continue
+		}
+		if family == netlink.FAMILY_V4 {
+			if err := removeConnmark(); err != nil {
+				log.Debug("remove connmark table", zap.Error(err))
+			}
 		}
 		if err := netlink.RuleDel(policyRule(family)); err != nil && !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.EAFNOSUPPORT) {
 			log.Debug("remove policy rule", zap.Int("family", family), zap.Error(err))

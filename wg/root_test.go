@@ -180,6 +180,9 @@ func TestUserspaceInNamespaces(t *testing.T) {
 	if rules := run(t, "ip", "-n", nsA, "rule", "show"); !strings.Contains(rules, "5182:\tnot from all fwmark 0x510000/0xff0000 lookup 51820") {
 		t.Fatalf("no policy rule for the mesh's table:\n%s", rules)
 	}
+	if nft := run(t, "ip", "netns", "exec", nsA, "nft", "list", "table", "inet", "meshd-fwmark"); !strings.Contains(nft, "meta mark set") || !strings.Contains(nft, "ct mark set") {
+		t.Fatalf("no table keeping the agent's mark for answers:\n%s", nft)
+	}
 	if mtu := run(t, "ip", "-n", nsA, "link", "show", ifA); !strings.Contains(mtu, "mtu 1280") {
 		t.Fatalf("link: %s", mtu)
 	}
