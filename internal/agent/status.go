@@ -83,8 +83,6 @@ func (e *Engine) Status() *daemonv1.StatusResponse {
 	t.mu.RUnlock()
 	if dev != nil {
 		resp.Routes = annotateRoutes(resp.Routes, routeInfo(dev))
-	}
-	if dev != nil {
 		// Fresh figures: the cached ones are up to a second old.
 		if st, err := dev.Stats(); err == nil {
 			for _, s := range st {
