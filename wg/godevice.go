@@ -311,3 +311,13 @@ func (d *goDevice) Close() error {
 	d.shutdown()
 	return err
 }
+
+// SetGuard implements GuardDevice.
+func (d *goDevice) SetGuard(ps []netip.Prefix) { d.bind.SetGuard(ps) }
+
+// RouteInfo implements RouteReporter.
+func (d *goDevice) RouteInfo() RouteInfo {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.routes.info()
+}

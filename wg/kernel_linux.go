@@ -41,6 +41,7 @@ import (
 
 	"meshd/internal/filter"
 	"meshd/internal/filter/nftfilter"
+	"meshd/internal/fwmark"
 	"meshd/internal/keys"
 	"meshd/wg/bind"
 )
@@ -164,12 +165,17 @@ func newKernel(_ context.Context, cfg Config) (Device, error) {
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fail(fmt.Errorf("wg: set %s up: %w", cfg.Name, err))
 	}
-	d.routes = newRouteSet(&linkRoutes{index: link.Attrs().Index, name: cfg.Name, log: cfg.Log}, cfg.Address)
+	d.routes = newRouteSet(newLinkRoutes(link.Attrs().Index, cfg.Name, cfg.Log), cfg.Address)
 
 	d.bind = bind.New(bind.Options{MaxPacket: cfg.MTU + 128, Log: cfg.Log.Named("bind")})
 	fns, _, err := d.bind.Open(cfg.ListenPort)
 	if err != nil {
 		return fail(fmt.Errorf("wg: listen on UDP port %d: %w", cfg.ListenPort, err))
+	}
+	// The kernel talks to the bind over loopback only; the bind's socket
+	// is what reaches peers, and it bypasses the mesh's routes.
+	if err := d.bind.SetMark(fwmark.Mark); err != nil {
+		cfg.Log.Warn("cannot mark the WireGuard socket", zap.Error(err))
 	}
 	for _, fn := range fns {
 		d.wg.Add(1)
@@ -471,4 +477,21 @@ func (d *kernelDevice) Close() error {
 		err = errors.Join(err, d.fw.Close())
 	}
 	return err
+}
+
+// SetGuard implements GuardDevice.
+func (d *kernelDevice) SetGuard(ps []netip.Prefix) {
+	d.mu.Lock()
+	b := d.bind
+	d.mu.Unlock()
+	if b != nil {
+		b.SetGuard(ps)
+	}
+}
+
+// RouteInfo implements RouteReporter.
+func (d *kernelDevice) RouteInfo() RouteInfo {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.routes.info()
 }

@@ -167,9 +167,21 @@ func TestUserspaceInNamespaces(t *testing.T) {
 			t.Errorf("wg show %s lacks %q:\n%s", ifA, want, show)
 		}
 	}
+	// The overlay is the interface's own route (main table); a peer's
+	// other allowed IPs go into the mesh's table, which the agent's marked
+	// sockets skip (policy routing).
 	routes := run(t, "ip", "-n", nsA, "route", "show", "dev", ifA)
-	if !strings.Contains(routes, "10.200.2.0/24") || !strings.Contains(routes, "100.64.0.0/16") {
-		t.Fatalf("routes on %s:\n%s", ifA, routes)
+	if strings.Contains(routes, "10.200.2.0/24") || !strings.Contains(routes, "100.64.0.0/16") {
+		t.Fatalf("main table routes on %s:\n%s", ifA, routes)
+	}
+	if table := run(t, "ip", "-n", nsA, "route", "show", "table", "51820", "dev", ifA); !strings.Contains(table, "10.200.2.0/24") {
+		t.Fatalf("table 51820 routes on %s:\n%s", ifA, table)
+	}
+	if rules := run(t, "ip", "-n", nsA, "rule", "show"); !strings.Contains(rules, "5182:\tnot from all fwmark 0x510000/0xff0000 lookup 51820") {
+		t.Fatalf("no policy rule for the mesh's table:\n%s", rules)
+	}
+	if nft := run(t, "ip", "netns", "exec", nsA, "nft", "list", "table", "inet", "meshd-fwmark"); !strings.Contains(nft, "meta mark set") || !strings.Contains(nft, "ct mark set") {
+		t.Fatalf("no table keeping the agent's mark for answers:\n%s", nft)
 	}
 	if mtu := run(t, "ip", "-n", nsA, "link", "show", ifA); !strings.Contains(mtu, "mtu 1280") {
 		t.Fatalf("link: %s", mtu)

@@ -25,10 +25,28 @@ type routeSet struct {
 	table   routeTable
 	overlay netip.Prefix
 	rc      map[netip.Prefix]int
+	skipped map[netip.Prefix]bool // routed already (errRouteExists)
 }
 
 func newRouteSet(t routeTable, overlay netip.Prefix) *routeSet {
-	return &routeSet{table: t, overlay: overlay.Masked(), rc: make(map[netip.Prefix]int)}
+	return &routeSet{table: t, overlay: overlay.Masked(), rc: make(map[netip.Prefix]int), skipped: make(map[netip.Prefix]bool)}
+}
+
+// info describes the routes (a nil set: none in the kernel).
+func (s *routeSet) info() RouteInfo {
+	if s == nil {
+		return RouteInfo{}
+	}
+	ri := RouteInfo{Kernel: true}
+	if t, ok := s.table.(interface{ info() RouteInfo }); ok {
+		ri = t.info()
+		ri.Kernel = true
+	}
+	for p := range s.skipped {
+		ri.Skipped = append(ri.Skipped, p)
+	}
+	slices.SortFunc(ri.Skipped, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+	return ri
 }
 
 // sync moves the routes from the prefixes in old to those in cur.
@@ -44,6 +62,7 @@ func (s *routeSet) sync(old, cur []netip.Prefix) error {
 		}
 		if s.rc[p] == 0 {
 			if err := s.table.Add(p); errors.Is(err, errRouteExists) {
+				s.skipped[p] = true
 				continue // not ours: never removed either
 			} else if err != nil {
 				errs = append(errs, err)
@@ -57,6 +76,7 @@ func (s *routeSet) sync(old, cur []netip.Prefix) error {
 		if s.inOverlay(p) || slices.ContainsFunc(cur, func(c netip.Prefix) bool { return c.Masked() == p }) {
 			continue
 		}
+		delete(s.skipped, p)
 		s.drop(p, &errs)
 	}
 	return errors.Join(errs...)
@@ -85,6 +105,10 @@ func (s *routeSet) clear() error {
 	for p := range s.rc {
 		s.rc[p] = 1
 		s.drop(p, &errs)
+	}
+	clear(s.skipped)
+	if t, ok := s.table.(interface{ release() }); ok {
+		t.release()
 	}
 	return errors.Join(errs...)
 }

@@ -64,3 +64,26 @@ del 10.2.0.0/24`
 		t.Fatal("nil routeSet must do nothing")
 	}
 }
+
+// TestRouteSetInfo: status learns which prefixes the machine routes
+// itself (left alone), until no peer lists them any more.
+func TestRouteSetInfo(t *testing.T) {
+	if ri := (*routeSet)(nil).info(); ri.Kernel {
+		t.Fatalf("netstack (no route set) reports kernel routes: %+v", ri)
+	}
+	ft := &fakeTable{exists: map[netip.Prefix]bool{netip.MustParsePrefix("192.168.1.0/24"): true}}
+	s := newRouteSet(ft, netip.MustParsePrefix("100.64.0.7/16"))
+	if err := s.sync(nil, pfx("100.64.0.2/32", "10.1.0.0/24", "192.168.1.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	ri := s.info()
+	if !ri.Kernel || ri.Bypass || len(ri.Skipped) != 1 || ri.Skipped[0] != netip.MustParsePrefix("192.168.1.0/24") {
+		t.Fatalf("info %+v: want kernel routes, no bypass (a table without policy), 192.168.1.0/24 skipped", ri)
+	}
+	if err := s.sync(pfx("100.64.0.2/32", "10.1.0.0/24", "192.168.1.0/24"), pfx("100.64.0.2/32")); err != nil {
+		t.Fatal(err)
+	}
+	if ri := s.info(); len(ri.Skipped) != 0 {
+		t.Fatalf("skipped after the prefix went: %v", ri.Skipped)
+	}
+}

@@ -14,6 +14,8 @@ import (
 	"go.uber.org/zap"
 	"golang.zx2c4.com/wireguard/ipc"
 	"golang.zx2c4.com/wireguard/tun"
+
+	"meshd/internal/fwmark"
 )
 
 // newUserspace runs wireguard-go on a real TUN (with its offloads: virtio
@@ -51,7 +53,12 @@ func newUserspace(_ context.Context, cfg Config) (Device, error) {
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fail(fmt.Errorf("wg: set %s up: %w", name, err))
 	}
-	d.routes = newRouteSet(&linkRoutes{index: link.Attrs().Index, name: name, log: cfg.Log}, cfg.Address)
+	d.routes = newRouteSet(newLinkRoutes(link.Attrs().Index, name, cfg.Log), cfg.Address)
+	// The agent's own traffic (control, signal, relays, the WireGuard
+	// socket) carries the mark and bypasses the mesh's routing table.
+	if err := d.dev.IpcSet(fmt.Sprintf("fwmark=%d\n", fwmark.Mark)); err != nil {
+		cfg.Log.Warn("cannot mark the WireGuard socket", zap.Error(err))
+	}
 	stop, err := serveUAPI(d, cfg.Log)
 	if err != nil {
 		return fail(err)
@@ -115,20 +122,54 @@ func serveUAPI(d *goDevice, log *zap.Logger) (stop func(), err error) {
 	}, nil
 }
 
-// linkRoutes adds and removes routes through one link.
+// linkRoutes adds and removes routes through one link: in fwmark.Table
+// behind the policy rule (policy_linux.go) when the rule could be
+// installed, else in the main table as before (and then nothing keeps the
+// agent's own traffic out of a routed network: status says so).
 type linkRoutes struct {
 	index int
 	name  string
 	log   *zap.Logger
+	table int // 0: main
+	err   error
+}
+
+func newLinkRoutes(index int, name string, log *zap.Logger) *linkRoutes {
+	r := &linkRoutes{index: index, name: name, log: log, table: fwmark.Table}
+	if err := installPolicy(log); err != nil {
+		log.Warn("no policy routing: routes go into the main table, and a routed network that contains the server or a peer's address would cut this agent off", zap.Error(err))
+		r.table, r.err = 0, err
+	}
+	return r
 }
 
 func (r *linkRoutes) route(p netip.Prefix) *netlink.Route {
-	return &netlink.Route{LinkIndex: r.index, Dst: prefixNet(p), Scope: netlink.SCOPE_LINK}
+	return &netlink.Route{LinkIndex: r.index, Dst: prefixNet(p), Scope: netlink.SCOPE_LINK, Table: r.table}
+}
+
+// info describes where the routes go.
+func (r *linkRoutes) info() RouteInfo {
+	ri := RouteInfo{Table: r.table, Bypass: r.table != 0}
+	if r.err != nil {
+		ri.Reason = r.err.Error()
+	}
+	return ri
+}
+
+// release removes the policy rule once no routes use it.
+func (r *linkRoutes) release() {
+	if r.table != 0 {
+		removePolicy(r.log)
+	}
 }
 
 func (r *linkRoutes) Add(p netip.Prefix) error {
 	if p.Bits() == 0 {
 		r.log.Warn("not routing a default route through the mesh (exit nodes need policy routing)", zap.Stringer("prefix", p))
+		return errRouteExists
+	}
+	if r.table != 0 && mainRouteExists(p) {
+		r.log.Warn("the main table routes the prefix already; leaving it", zap.Stringer("prefix", p))
 		return errRouteExists
 	}
 	err := netlink.RouteAdd(r.route(p))
@@ -137,7 +178,7 @@ func (r *linkRoutes) Add(p netip.Prefix) error {
 		return errRouteExists
 	}
 	if err != nil {
-		return fmt.Errorf("wg: route %s dev %s: %w", p, r.name, err)
+		return fmt.Errorf("wg: route %s dev %s table %d: %w", p, r.name, r.table, err)
 	}
 	return nil
 }

@@ -42,6 +42,7 @@ type peerEnv struct {
 	signal          func() Signal // the current signal client, or nil
 	includeLoopback bool
 	exclude         []netip.Prefix
+	guard           *peerconn.Guard  // read at each use: follows the maps
 	timing          *peerconn.Timing // nil: defaults
 	pathCfg         path.Config
 	log             *zap.Logger
@@ -350,6 +351,7 @@ func (w *peerWorker) newSession(kind path.Kind, id uint64) (*peerconn.Session, e
 		Servers:         w.servers,
 		IncludeLoopback: w.env.includeLoopback,
 		Exclude:         w.env.exclude,
+		Guard:           w.env.guard,
 		Timing:          w.env.timing,
 		Log:             w.log.Named("ice"),
 		Send:            w.send,

@@ -87,6 +87,7 @@ func (e *Engine) Status() *daemonv1.StatusResponse {
 	resp.Routes, resp.Dns = t.svc.status()
 	t.mu.RUnlock()
 	if dev != nil {
+		resp.Routes = annotateRoutes(resp.Routes, routeInfo(dev))
 		// Fresh figures: the cached ones are up to a second old.
 		if st, err := dev.Stats(); err == nil {
 			for _, s := range st {

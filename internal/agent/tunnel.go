@@ -56,7 +56,8 @@ type tunnel struct {
 	self    *controlv1.SelfConfig
 	dev     wg.Device
 	mux     *peerconn.Mux
-	tnet    transport.Net // what the mux lists local addresses through
+	tnet    transport.Net   // what the mux lists local addresses through
+	guard   *peerconn.Guard // addresses no path may use (loopguard.go)
 	sig     Signal
 	sigURL  string
 	sigPin  string
@@ -303,9 +304,10 @@ func (t *tunnel) open(ctx context.Context, self *controlv1.SelfConfig) error {
 		return err
 	}
 	mux := peerconn.NewMux(dev.STUNConn(), tnet, t.log.Named("ice"))
+	guard := newGuard(addr, mux, dev)
 	svc := newServices(t.log, t.e.opts.DNS, dev, addr)
 	t.mu.Lock()
-	t.self, t.dev, t.mux, t.tnet, t.svc = self, dev, mux, tnet, svc
+	t.self, t.dev, t.mux, t.tnet, t.svc, t.guard = self, dev, mux, tnet, svc, guard
 	t.mu.Unlock()
 	if t.e.opts.OnDevice != nil {
 		t.e.opts.OnDevice(dev, t.filter)
@@ -401,6 +403,7 @@ func (t *tunnel) apply(ctx context.Context, m *controlv1.NetworkMap) error {
 		t.ticket.Store(&tk)
 	}
 	t.signal(ctx, m.GetSignalUrl(), m.GetSignalTlsPin(), false)
+	t.setGuard(m) // before the peers' routes exist
 	t.svc.apply(ctx, m)
 
 	// Peers: add, update, remove. One peer's change never touches another.
@@ -463,6 +466,7 @@ func (t *tunnel) setPeer(ctx context.Context, k keys.Key, rp *controlv1.RemotePe
 		signal:          t.currentSignal,
 		includeLoopback: t.e.opts.IncludeLoopback,
 		exclude:         t.exclude(),
+		guard:           t.guard,
 		pathCfg:         t.e.opts.Path,
 		log:             t.log.Named("peer"),
 	}
@@ -567,6 +571,7 @@ func (t *tunnel) renewMux(gone []netip.Addr) {
 	// fresh one for the new mux.
 	old.Close()
 	mux := peerconn.NewMux(dev.STUNConn(), t.tnet, t.log.Named("ice"))
+	mux.SetGuard(t.guard)
 	t.mu.Lock()
 	t.mux = mux
 	t.mu.Unlock()

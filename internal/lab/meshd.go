@@ -348,9 +348,28 @@ func (a *Agent) Restart(ctx context.Context) error {
 
 // Status is the JSON of `meshd status --json`.
 type Status struct {
-	State string       `json:"state"`
-	Self  SelfStatus   `json:"self"`
-	Peers []PeerStatus `json:"peers"`
+	State  string        `json:"state"`
+	Self   SelfStatus    `json:"self"`
+	Peers  []PeerStatus  `json:"peers"`
+	Routes []RouteStatus `json:"routes"`
+}
+
+// RouteStatus is one route in Status.
+type RouteStatus struct {
+	Network string `json:"network"`
+	Via     string `json:"via"`
+	State   string `json:"state"`
+	Message string `json:"message"`
+}
+
+// Route returns the route to network, or nil.
+func (s *Status) Route(network string) *RouteStatus {
+	for i := range s.Routes {
+		if s.Routes[i].Network == network {
+			return &s.Routes[i]
+		}
+	}
+	return nil
 }
 
 // SelfStatus is the agent's own part of Status.

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"time"
 
+	"meshd/internal/fwmark"
 	"meshd/internal/tlsconf"
 )
 
@@ -20,7 +21,10 @@ func New(baseURL, pin string) (*http.Client, error) {
 	if err != nil || u.Host == "" {
 		return nil, fmt.Errorf("url %q: want https://host:port", baseURL)
 	}
-	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	// The firewall mark keeps an agent's control and signal connections
+	// on the underlay when the mesh routes a network holding the server
+	// (internal/fwmark); elsewhere, and without privileges, it is a no-op.
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: fwmark.Control}
 	t := &http.Transport{
 		DialContext:         dialer.DialContext,
 		TLSHandshakeTimeout: 10 * time.Second,

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v3"
@@ -67,6 +68,15 @@ func (m *Mux) GetXORMappedAddr(serverAddr net.Addr, deadline time.Duration) (*st
 
 var _ ice.UniversalUDPMux = (*Mux)(nil)
 
+// SetGuard makes the mux drop what arrives from, and refuse what pion
+// writes to, the addresses g holds (see Guard): a binding request that
+// came through the tunnel never becomes a peer-reflexive candidate.
+func (m *Mux) SetGuard(g *Guard) { m.rtt.guard.Store(g) }
+
+// Guarded counts the packets dropped because they came from a guarded
+// address.
+func (m *Mux) Guarded() uint64 { return m.rtt.guarded.Load() }
+
 // RTT returns the last measured round-trip time of an ICE check to addr
 // (ip:port), zero when unknown.
 func (m *Mux) RTT(addr string) time.Duration { return m.rtt.get(addr) }
@@ -103,7 +113,9 @@ func (m *Mux) RelayURLs(s Servers) Servers {
 // responses that come back.
 type rttConn struct {
 	net.PacketConn
-	ready chan struct{}
+	ready   chan struct{}
+	guard   atomic.Pointer[Guard]
+	guarded atomic.Uint64
 
 	mu   sync.Mutex
 	sent map[[12]byte]sentCheck
@@ -133,6 +145,9 @@ func stunType(b []byte) (uint16, bool) {
 }
 
 func (c *rttConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if c.guard.Load().containsNet(addr) {
+		return 0, ErrGuarded
+	}
 	if t, ok := stunType(p); ok && t == bindingRequest {
 		var id [12]byte
 		copy(id[:], p[8:20])
@@ -149,6 +164,10 @@ func (c *rttConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 func (c *rttConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	<-c.ready
 	n, addr, err := c.PacketConn.ReadFrom(p)
+	for err == nil && c.guard.Load().containsNet(addr) {
+		c.guarded.Add(1)
+		n, addr, err = c.PacketConn.ReadFrom(p)
+	}
 	if err == nil {
 		if t, ok := stunType(p[:n]); ok && t == bindingSuccess {
 			var id [12]byte

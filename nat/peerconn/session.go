@@ -137,6 +137,9 @@ type Config struct {
 	// offered nor accepted (the mesh's own overlay network: a path through
 	// the tunnel to build the tunnel would be circular).
 	Exclude []netip.Prefix
+	// Guard: addresses that lead into the mesh (see Guard), read at each
+	// use; nil guards nothing.
+	Guard *Guard
 	// Timing; zero takes DirectTiming or RelayTiming.
 	Timing *Timing
 	Log    *zap.Logger
@@ -170,6 +173,7 @@ type Session struct {
 	mu        sync.Mutex
 	offered   map[string]bool // candidates sent, by "type addr:port"
 	connected bool
+	refused   bool // a selected pair was in the guard: reported failed
 	started   bool
 	conn      net.Conn // *ice.Conn, or *relayConn for a relay session
 	pair      Pair
@@ -209,6 +213,9 @@ func New(cfg Config) (*Session, error) {
 			size = SocketBuffer
 		}
 		var err error
+		if tnet, err = MarkedNet(tnet); err != nil {
+			return nil, fmt.Errorf("peerconn: %w", err)
+		}
 		if tnet, err = BufferedNet(tnet, size); err != nil {
 			return nil, err
 		}
@@ -273,6 +280,10 @@ func (s *Session) handlers() error {
 	}
 	return s.agent.OnSelectedCandidatePairChange(func(local, remote ice.Candidate) {
 		p := Pair{Local: candidate(local), Remote: candidate(remote)}
+		if s.looping(p) {
+			s.refuse(p)
+			return
+		}
 		s.mu.Lock()
 		s.setPair(p)
 		report := s.connected && !s.closed
@@ -334,6 +345,10 @@ func (s *Session) onState(cs ice.ConnectionState) {
 		s.mu.Unlock()
 		return
 	}
+	if s.refused {
+		s.mu.Unlock()
+		return // reported failed already; pion's view no longer counts
+	}
 	s.connected = st == Connected
 	if st == Connected && s.pair == (Pair{}) {
 		if p, err := s.agent.GetSelectedCandidatePair(); err == nil && p != nil {
@@ -341,9 +356,30 @@ func (s *Session) onState(cs ice.ConnectionState) {
 		}
 	}
 	p := s.pair
+	if st == Connected && s.looping(p) {
+		s.connected = false
+		s.mu.Unlock()
+		s.refuse(p)
+		return
+	}
 	s.mu.Unlock()
 	s.log.Debug("ice state", zap.Stringer("state", cs), zap.String("local", p.Local.Address), zap.String("remote", p.Remote.Address))
 	s.cfg.OnState(st, p)
+}
+
+// refuse reports a selected pair that leads into the mesh as a failure,
+// once: the session is useless (pion keeps the pair it selected), and the
+// caller replaces it.
+func (s *Session) refuse(p Pair) {
+	s.mu.Lock()
+	done := s.refused || s.closed
+	s.refused, s.connected = true, false
+	s.mu.Unlock()
+	if done {
+		return
+	}
+	s.log.Warn("selected pair leads into the mesh; refused", zap.String("local", p.Local.Address), zap.String("remote", p.Remote.Address))
+	s.cfg.OnState(Failed, p)
 }
 
 // Kind returns the session's kind.
@@ -557,7 +593,13 @@ func (s *Session) usable(addr string) bool {
 			return false
 		}
 	}
-	return true
+	return !s.cfg.Guard.Contains(a)
+}
+
+// looping reports whether a selected pair has an end in the guard: such a
+// pair is never reported connected (see Guard).
+func (s *Session) looping(p Pair) bool {
+	return s.cfg.Guard.containsHost(p.Local.Address) || s.cfg.Guard.containsHost(p.Remote.Address)
 }
 
 func randomString(n int) string {

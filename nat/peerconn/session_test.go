@@ -33,6 +33,7 @@ type end struct {
 	servers     Servers
 	net         transport.Net // nil: the host's
 	timing      *Timing       // nil: the default
+	guard       *Guard        // nil: none
 	other       *end
 
 	mu     sync.Mutex
@@ -44,7 +45,7 @@ type end struct {
 func (e *end) newSession(id uint64) *Session {
 	e.tb.Helper()
 	s, err := New(Config{
-		Kind: e.kind, ID: id, Controlling: e.controlling, Mux: e.mux, Servers: e.servers, Net: e.net, Timing: e.timing,
+		Kind: e.kind, ID: id, Controlling: e.controlling, Mux: e.mux, Servers: e.servers, Net: e.net, Timing: e.timing, Guard: e.guard,
 		IncludeLoopback: true, Log: testLogger(e.tb).Named(map[bool]string{true: "a", false: "b"}[e.controlling]),
 		Send: func(m *peerv1.Message) { go e.other.receive(m) },
 		OnState: func(st State, p Pair) {

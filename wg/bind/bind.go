@@ -65,8 +65,11 @@ type Bind struct {
 	done    chan struct{} // closed by Stop
 	stopped bool
 
+	guard atomic.Pointer[[]netip.Prefix] // see SetGuard; nil when empty
+
 	stunDrops  atomic.Uint64
 	relayDrops atomic.Uint64
+	guardDrops atomic.Uint64 // packets dropped by the guard, both ways
 	rxBytes    atomic.Uint64 // WireGuard messages received (socket and relays)
 	txBytes    atomic.Uint64 // WireGuard messages sent
 }
@@ -185,6 +188,10 @@ func (b *Bind) BatchSize() int { return b.std.BatchSize() }
 // Send implements conn.Bind: relayed endpoints write to their conn, every
 // other endpoint goes out of the UDP socket with StdNetBind's batching.
 func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	if _, ok := ep.(*RelayEndpoint); !ok && b.guarded(ep.DstIP()) {
+		b.guardDrops.Add(uint64(len(bufs)))
+		return nil
+	}
 	n := 0
 	for _, p := range bufs {
 		n += len(p)
@@ -271,6 +278,10 @@ func (b *Bind) sendTo(p []byte, ap netip.AddrPort) error {
 		return net.ErrClosed
 	}
 	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	if b.guarded(ap.Addr()) {
+		b.guardDrops.Add(1)
+		return ErrGuarded
+	}
 	return b.sendUDP([][]byte{p}, &conn.StdNetEndpoint{AddrPort: ap})
 }
 
@@ -288,13 +299,28 @@ func (b *Bind) demux(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			return n, err
 		}
 		claims := b.claims.Load()
+		guard := b.guard.Load()
 		var (
 			lastFrom  netip.AddrPort // batches mostly come from one sender:
 			lastRelay *RelayEndpoint // look its claim up once
+			lastSrc   netip.Addr     // and whether it is guarded
+			lastBad   bool
 		)
 		for i := 0; i < n; i++ {
 			if sizes[i] == 0 {
 				continue
+			}
+			if guard != nil {
+				// A received endpoint's destination is its sender.
+				if from := eps[i].DstIP(); from != lastSrc {
+					lastSrc, lastBad = from, inPrefixes(*guard, from)
+				}
+				if lastBad {
+					b.guardDrops.Add(1)
+					sizes[i] = 0
+					eps[i] = nil
+					continue
+				}
 			}
 			if IsSTUN(bufs[i][:sizes[i]]) {
 				b.deliverSTUN(bufs[i][:sizes[i]], eps[i])
@@ -315,6 +341,48 @@ func (b *Bind) demux(fn conn.ReceiveFunc) conn.ReceiveFunc {
 		}
 		return n, nil
 	}
+}
+
+// SetGuard makes the bind drop every packet that arrives on the UDP socket
+// from an address in ps, and every packet WireGuard or ICE would send
+// there (sends to relayed endpoints are not affected). ps are the
+// addresses that lead into the mesh itself (its overlay network, networks
+// it routes that the socket would follow): a packet from there came
+// through the tunnel, so a path there would carry WireGuard inside
+// WireGuard. Dropping them before anyone sees them keeps ICE from learning
+// a peer-reflexive candidate from them and WireGuard from roaming to them.
+// Empty ps turns the guard off.
+func (b *Bind) SetGuard(ps []netip.Prefix) {
+	if len(ps) == 0 {
+		b.guard.Store(nil)
+		return
+	}
+	cp := make([]netip.Prefix, len(ps))
+	for i, p := range ps {
+		cp[i] = p.Masked()
+	}
+	b.guard.Store(&cp)
+}
+
+// Guarded counts the packets SetGuard's prefixes dropped, in and out.
+func (b *Bind) Guarded() uint64 { return b.guardDrops.Load() }
+
+// ErrGuarded is returned by STUNConn's writes to a guarded address.
+var ErrGuarded = errors.New("bind: address leads into the mesh")
+
+func (b *Bind) guarded(a netip.Addr) bool {
+	g := b.guard.Load()
+	return g != nil && inPrefixes(*g, a)
+}
+
+func inPrefixes(ps []netip.Prefix, a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func unmap(ap netip.AddrPort) netip.AddrPort {
