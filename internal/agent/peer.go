@@ -62,6 +62,10 @@ type peerWorker struct {
 	servers  peerconn.Servers
 	lastHS   time.Time
 	online   bool
+	// remoteFresh: when the remote's worker was seen to be new
+	// (restart.go); until a handshake completes, every path set starts a
+	// new WireGuard handshake.
+	remoteFresh time.Time
 	// peer is the device configuration. The device starts the first
 	// handshake (and the keepalive) once the peer has a path.
 	peer wg.Peer
@@ -232,6 +236,7 @@ func (w *peerWorker) handle(ctx context.Context, ev any) {
 		if ev.lastHandshake.After(w.lastHS) {
 			w.lastHS = ev.lastHandshake
 		}
+		w.noteHandshake(w.lastHS)
 		w.do(ctx, w.m.Step(path.Tick{At: now, LastHandshake: w.lastHS}))
 	case evMeta:
 		w.snapMu.Lock()
@@ -312,6 +317,7 @@ func (w *peerWorker) message(ctx context.Context, m *peerv1.Message) {
 		}
 	case *peerv1.Message_Request:
 		if kind, ok := pathKind(b.Request.GetKind()); ok {
+			w.noteRequest(kind, b.Request.GetSession())
 			w.do(ctx, w.m.Step(path.RemoteRequest{At: now, Kind: kind, Session: b.Request.GetSession()}))
 		}
 	case *peerv1.Message_Close:
@@ -409,6 +415,7 @@ func (w *peerWorker) do(ctx context.Context, acts []path.Action) {
 				continue
 			}
 			w.log.Info("path direct", zap.String("local", a.Pair.Local.String()), zap.String("remote", a.Pair.Remote.String()))
+			w.pathSet()
 		case path.ActionSetRelayed:
 			s := w.sessions[path.Relay]
 			if s == nil || s.ID() != a.Session {
@@ -425,6 +432,7 @@ func (w *peerWorker) do(ctx context.Context, acts []path.Action) {
 				continue
 			}
 			w.log.Info("path relayed", zap.String("local", a.Pair.Local.String()), zap.String("remote", a.Pair.Remote.String()))
+			w.pathSet()
 		}
 	}
 }
