@@ -62,6 +62,7 @@ type peerWorker struct {
 	servers  peerconn.Servers
 	lastHS   time.Time
 	online   bool
+	diag     directDiag // reason.go
 	// remoteFresh: when the remote's worker was seen to be new
 	// (restart.go); until a handshake completes, every path set starts a
 	// new WireGuard handshake.
@@ -91,6 +92,7 @@ type peerSnapshot struct {
 	healthy bool
 	rtt     time.Duration
 	started time.Time
+	reason  string // why not direct (reason.go)
 }
 
 // Events a worker handles.
@@ -222,6 +224,9 @@ func (w *peerWorker) handle(ctx context.Context, ev any) {
 		if s == nil || s.ID() != ev.id {
 			return
 		}
+		if ev.kind == path.Direct {
+			w.noteDirect(ev.state, s) // before it closes
+		}
 		if ev.state == peerconn.Failed || ev.state == peerconn.Closed {
 			w.sessions[ev.kind] = nil
 			go s.Close() // may wait on pion; never on this goroutine
@@ -311,6 +316,7 @@ func (w *peerWorker) message(ctx context.Context, m *peerv1.Message) {
 	case *peerv1.Message_Candidate:
 		kind, ok := pathKind(b.Candidate.GetKind())
 		if s := w.current(kind, b.Candidate.GetSession()); ok && s != nil {
+			w.noteRemoteCandidate(kind, s.ID(), b.Candidate.GetSdp())
 			if err := s.AddCandidate(b.Candidate.GetSdp()); err != nil {
 				w.log.Debug("remote candidate refused", zap.Error(err))
 			}
@@ -446,8 +452,12 @@ func (w *peerWorker) publish() {
 			rtt = s.RTT()
 		}
 	}
+	reason := ""
+	if p != path.PathDirect {
+		reason = w.diag.why
+	}
 	w.snapMu.Lock()
-	w.snap.path, w.snap.pair, w.snap.rtt = p, pair, rtt
+	w.snap.path, w.snap.pair, w.snap.rtt, w.snap.reason = p, pair, rtt, reason
 	w.snap.healthy = w.m.Healthy(time.Now())
 	w.snapMu.Unlock()
 }

@@ -116,6 +116,9 @@ func (e *Engine) Status() *daemonv1.StatusResponse {
 			ps.LastHandshake = timestamppb.New(s.LastHandshake)
 		}
 		ps.State, ps.Path = peerState(snap, s, now)
+		if ps.Path != PathDirect && snap.meta.GetOnline() {
+			ps.Reason = snap.reason
+		}
 		if snap.path != path.None {
 			ps.LocalCandidate = &daemonv1.Candidate{Type: snap.pair.Local.Type, Address: snap.pair.Local.Address}
 			ps.RemoteCandidate = &daemonv1.Candidate{Type: snap.pair.Remote.Type, Address: snap.pair.Remote.Address}
@@ -123,6 +126,7 @@ func (e *Engine) Status() *daemonv1.StatusResponse {
 		}
 		resp.Peers = append(resp.Peers, ps)
 	}
+	markUnreachableRoutes(resp.Routes, resp.Peers)
 	slices.SortFunc(resp.Peers, func(a, b *daemonv1.PeerStatus) int {
 		if c := strings.Compare(a.Name, b.Name); c != 0 {
 			return c

@@ -78,6 +78,8 @@ type PeerJSON struct {
 	LastHandshake string `json:"last_handshake"`
 	RxBytes       int64  `json:"rx_bytes"`
 	TxBytes       int64  `json:"tx_bytes"`
+	// Reason says why the peer is relayed or still connecting, when known.
+	Reason string `json:"reason,omitempty"`
 }
 
 // CandidateJSON is one end of the path; null when there is no path.
@@ -107,7 +109,7 @@ func ToJSON(r *daemonv1.StatusResponse) StatusJSON {
 		pj := PeerJSON{
 			Name: p.GetName(), DNSName: p.GetDnsName(), OverlayIP: p.GetOverlayIp(), PublicKey: p.GetPublicKey(),
 			State: p.GetState(), Path: p.GetPath(), LatencyMS: p.GetLatencyMs(),
-			RxBytes: p.GetRxBytes(), TxBytes: p.GetTxBytes(),
+			RxBytes: p.GetRxBytes(), TxBytes: p.GetTxBytes(), Reason: p.GetReason(),
 		}
 		if c := p.GetLocalCandidate(); c != nil && c.GetAddress() != "" {
 			pj.LocalCandidate = &CandidateJSON{Type: c.GetType(), Address: c.GetAddress()}
@@ -190,7 +192,20 @@ func WriteTable(w io.Writer, r *daemonv1.StatusResponse, now time.Time) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", orDash(p.Name), orDash(p.OverlayIP), p.State, path, endpoint, lat, hs,
 			cliutil.Bytes(p.RxBytes), cliutil.Bytes(p.TxBytes))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var why strings.Builder
+	for _, p := range s.Peers {
+		if p.Reason != "" {
+			fmt.Fprintf(&why, "  %s (%s): %s\n", orDash(p.Name), p.State+pathSuffix(p.Path), p.Reason)
+		}
+	}
+	if why.Len() > 0 {
+		_, err := io.WriteString(w, "\nwhy not direct:\n"+why.String())
+		return err
+	}
+	return nil
 }
 
 func orDash(s string) string {
@@ -205,4 +220,11 @@ func errSuffix(e string) string {
 		return ""
 	}
 	return "  (" + e + ")"
+}
+
+func pathSuffix(path string) string {
+	if path == "" {
+		return ""
+	}
+	return ", " + path
 }

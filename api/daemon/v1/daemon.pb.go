@@ -159,6 +159,7 @@ type RouteStatus struct {
 	Masquerade   bool   `protobuf:"varint,4,opt,name=masquerade,proto3" json:"masquerade,omitempty"`
 	Metric       int32  `protobuf:"varint,5,opt,name=metric,proto3" json:"metric,omitempty"`
 	// "serving" (this machine routes it), "active" (reached through via),
+	// "unreachable" (via is offline or has no tunnel yet: see message),
 	// "unsupported" (this machine cannot route: netstack mode, or its OS) or
 	// "error" (see message).
 	State         string `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
@@ -547,8 +548,11 @@ type PeerStatus struct {
 	LastHandshake   *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_handshake,json=lastHandshake,proto3" json:"last_handshake,omitempty"`
 	RxBytes         int64                  `protobuf:"varint,11,opt,name=rx_bytes,json=rxBytes,proto3" json:"rx_bytes,omitempty"`
 	TxBytes         int64                  `protobuf:"varint,12,opt,name=tx_bytes,json=txBytes,proto3" json:"tx_bytes,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Why the peer is relayed or still connecting, when the agent knows
+	// (e.g. "UDP to the relay gets no answer here"); empty otherwise.
+	Reason        string `protobuf:"bytes,13,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PeerStatus) Reset() {
@@ -663,6 +667,13 @@ func (x *PeerStatus) GetTxBytes() int64 {
 		return x.TxBytes
 	}
 	return 0
+}
+
+func (x *PeerStatus) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
 }
 
 type UpRequest struct {
@@ -864,7 +875,7 @@ const file_api_daemon_v1_daemon_proto_rawDesc = "" +
 	"listenPort\"9\n" +
 	"\tCandidate\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xc7\x03\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xdf\x03\n" +
 	"\n" +
 	"PeerStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
@@ -882,7 +893,8 @@ const file_api_daemon_v1_daemon_proto_rawDesc = "" +
 	"\x0elast_handshake\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\rlastHandshake\x12\x19\n" +
 	"\brx_bytes\x18\v \x01(\x03R\arxBytes\x12\x19\n" +
-	"\btx_bytes\x18\f \x01(\x03R\atxBytes\"(\n" +
+	"\btx_bytes\x18\f \x01(\x03R\atxBytes\x12\x16\n" +
+	"\x06reason\x18\r \x01(\tR\x06reason\"(\n" +
 	"\tUpRequest\x12\x1b\n" +
 	"\tsetup_key\x18\x01 \x01(\tR\bsetupKey\"\f\n" +
 	"\n" +
