@@ -447,9 +447,14 @@ func (w *peerWorker) do(ctx context.Context, acts []path.Action) {
 func (w *peerWorker) publish() {
 	p, pair := w.m.Path()
 	var rtt time.Duration
-	if p == path.PathDirect {
+	switch p {
+	case path.PathDirect:
 		if s := w.sessions[path.Direct]; s != nil {
 			rtt = s.RTT()
+		}
+	case path.PathRelayed:
+		if s := w.sessions[path.Relay]; s != nil {
+			rtt = s.RTT() // through the relay, over TURN/UDP
 		}
 	}
 	reason := ""

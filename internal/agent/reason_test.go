@@ -90,3 +90,16 @@ func TestRouteUnreachableWhilePeerOffline(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayedLatencyInStatus: a relayed peer shows its latency through
+// the relay.
+func TestRelayedLatencyInStatus(t *testing.T) {
+	h := newHarness(t)
+	h.hub.setRelays(turnServer(t))
+	a := h.start("", "SETUP", true) // nothing direct gets out of a
+	b := h.start("", "SETUP", false)
+	waitFor(t, 20*time.Second, "a relayed latency", func() bool {
+		p := peerStatus(a, b)
+		return p.GetLocalCandidate().GetType() == "relay" && p.GetLatencyMs() > 0
+	})
+}
