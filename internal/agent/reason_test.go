@@ -91,11 +91,13 @@ func TestRouteUnreachableWhilePeerOffline(t *testing.T) {
 	}
 }
 
-// TestRelayedLatencyInStatus: a relayed peer shows its latency through
-// the relay.
+// TestRelayedLatencyInStatus: a peer relayed over TURN/UDP shows its
+// latency through the relay.
 func TestRelayedLatencyInStatus(t *testing.T) {
 	h := newHarness(t)
-	h.hub.setRelays(turnServer(t))
+	relays := turnServer(t)
+	relays[0].Urls = relays[0].Urls[:1] // TURN over UDP only: what the latency is measured on
+	h.hub.setRelays(relays)
 	a := h.start("", "SETUP", true) // nothing direct gets out of a
 	b := h.start("", "SETUP", false)
 	waitFor(t, 20*time.Second, "a relayed latency", func() bool {

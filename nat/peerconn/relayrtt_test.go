@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/stun/v2"
+
 	peerv1 "meshd/api/peer/v1"
 )
 
@@ -11,6 +13,13 @@ import (
 // round trip of its checks through the relay (pion reports none).
 func TestRelaySessionRTT(t *testing.T) {
 	servers := turnServer(t)
+	var udp []*stun.URI
+	for _, u := range servers.TURN {
+		if u.Proto == stun.ProtoTypeUDP {
+			udp = append(udp, u)
+		}
+	}
+	servers.TURN = udp // what the round trip is measured on
 	a, b := pair(t, peerv1.Kind_KIND_RELAY, servers, false)
 	s := a.newSession(12)
 	b.receive(s.Offer())
