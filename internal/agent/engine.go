@@ -198,8 +198,10 @@ func (e *Engine) Up(ctx context.Context, setupKey string) error {
 		return err
 	}
 	if running && setupKey == "" {
+		e.log.Info("meshd up: the tunnel runs already")
 		return nil
 	}
+	e.log.Info("meshd up: starting the tunnel", zap.Bool("new_setup_key", setupKey != ""))
 	e.stopTunnel()
 	e.startTunnel()
 	// Wait for the login's outcome.
@@ -237,7 +239,9 @@ func (e *Engine) Down(ctx context.Context) error {
 	e.st.WantRunning = false
 	err := e.saveLocked()
 	e.mu.Unlock()
+	e.log.Info("meshd down: stopping the tunnel (the identity stays; `meshd up` starts it again)")
 	e.stopTunnel()
+	e.log.Info("tunnel down")
 	return err
 }
 

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
 	"meshd/internal/agent/path"
@@ -69,6 +71,8 @@ type harness struct {
 	tb  testing.TB
 	hub *hub
 	bus *bus
+	// core, when set, also receives the logs of the engines started next.
+	core zapcore.Core
 }
 
 func newHarness(tb testing.TB) *harness {
@@ -76,6 +80,14 @@ func newHarness(tb testing.TB) *harness {
 }
 
 var fastPath = path.Config{BackoffMin: 100 * time.Millisecond, BackoffMax: 500 * time.Millisecond, RequestTimeout: time.Second}
+
+func (h *harness) logger(tb testing.TB) *zap.Logger {
+	l := zaptest.NewLogger(tb)
+	if h.core != nil {
+		l = zap.New(zapcore.NewTee(l.Core(), h.core))
+	}
+	return l
+}
 
 // start runs an engine with its state in dir (a fresh one when empty).
 func (h *harness) start(dir, setupKey string, block bool) *node {
@@ -109,7 +121,7 @@ func (h *harness) start(dir, setupKey string, block bool) *node {
 		Clients:         fakeClients(h.hub, h.bus),
 		Path:            fastPath,
 		IncludeLoopback: true,
-		Log:             zaptest.NewLogger(tb).Named(filepath.Base(filepath.Dir(dir))),
+		Log:             h.logger(tb).Named(filepath.Base(filepath.Dir(dir))),
 	})
 	if err != nil {
 		tb.Fatal(err)

@@ -64,6 +64,11 @@ type peerWorker struct {
 	servers  peerconn.Servers
 	lastHS   time.Time
 	online   bool
+	diag     directDiag // reason.go
+	// remoteFresh: when the remote's worker was seen to be new
+	// (restart.go); until a handshake completes, every path set starts a
+	// new WireGuard handshake.
+	remoteFresh time.Time
 	// peer is the device configuration. The device starts the first
 	// handshake (and the keepalive) once the peer has a path.
 	peer wg.Peer
@@ -93,6 +98,7 @@ type peerSnapshot struct {
 	healthy bool
 	rtt     time.Duration
 	started time.Time
+	reason  string // why not direct (reason.go)
 }
 
 // Events a worker handles.
@@ -224,6 +230,9 @@ func (w *peerWorker) handle(ctx context.Context, ev any) {
 		if s == nil || s.ID() != ev.id {
 			return
 		}
+		if ev.kind == path.Direct {
+			w.noteDirect(ev.state, s) // before it closes
+		}
 		if ev.state == peerconn.Failed || ev.state == peerconn.Closed {
 			w.sessions[ev.kind] = nil
 			go s.Close() // may wait on pion; never on this goroutine
@@ -238,6 +247,7 @@ func (w *peerWorker) handle(ctx context.Context, ev any) {
 		if ev.lastHandshake.After(w.lastHS) {
 			w.lastHS = ev.lastHandshake
 		}
+		w.noteHandshake(w.lastHS)
 		w.do(ctx, w.m.Step(path.Tick{At: now, LastHandshake: w.lastHS}))
 	case evMeta:
 		w.snapMu.Lock()
@@ -312,12 +322,14 @@ func (w *peerWorker) message(ctx context.Context, m *peerv1.Message) {
 	case *peerv1.Message_Candidate:
 		kind, ok := pathKind(b.Candidate.GetKind())
 		if s := w.current(kind, b.Candidate.GetSession()); ok && s != nil {
+			w.noteRemoteCandidate(kind, s.ID(), b.Candidate.GetSdp())
 			if err := s.AddCandidate(b.Candidate.GetSdp()); err != nil {
 				w.log.Debug("remote candidate refused", zap.Error(err))
 			}
 		}
 	case *peerv1.Message_Request:
 		if kind, ok := pathKind(b.Request.GetKind()); ok {
+			w.noteRequest(kind, b.Request.GetSession())
 			w.do(ctx, w.m.Step(path.RemoteRequest{At: now, Kind: kind, Session: b.Request.GetSession()}))
 		}
 	case *peerv1.Message_Close:
@@ -416,6 +428,7 @@ func (w *peerWorker) do(ctx context.Context, acts []path.Action) {
 				continue
 			}
 			w.log.Info("path direct", zap.String("local", a.Pair.Local.String()), zap.String("remote", a.Pair.Remote.String()))
+			w.pathSet()
 		case path.ActionSetRelayed:
 			s := w.sessions[path.Relay]
 			if s == nil || s.ID() != a.Session {
@@ -432,6 +445,7 @@ func (w *peerWorker) do(ctx context.Context, acts []path.Action) {
 				continue
 			}
 			w.log.Info("path relayed", zap.String("local", a.Pair.Local.String()), zap.String("remote", a.Pair.Remote.String()))
+			w.pathSet()
 		}
 	}
 }
@@ -440,13 +454,22 @@ func (w *peerWorker) do(ctx context.Context, acts []path.Action) {
 func (w *peerWorker) publish() {
 	p, pair := w.m.Path()
 	var rtt time.Duration
-	if p == path.PathDirect {
+	switch p {
+	case path.PathDirect:
 		if s := w.sessions[path.Direct]; s != nil {
 			rtt = s.RTT()
 		}
+	case path.PathRelayed:
+		if s := w.sessions[path.Relay]; s != nil {
+			rtt = s.RTT() // through the relay, over TURN/UDP
+		}
+	}
+	reason := ""
+	if p != path.PathDirect {
+		reason = w.diag.why
 	}
 	w.snapMu.Lock()
-	w.snap.path, w.snap.pair, w.snap.rtt = p, pair, rtt
+	w.snap.path, w.snap.pair, w.snap.rtt, w.snap.reason = p, pair, rtt, reason
 	w.snap.healthy = w.m.Healthy(time.Now())
 	w.snapMu.Unlock()
 }

@@ -143,7 +143,8 @@ func TestRoutingPeerInNetstackMode(t *testing.T) {
 	if r.Status().State != "up" {
 		t.Errorf("the routing peer must keep running: %s %s", r.Status().State, r.Status().Message)
 	}
-	waitFor(t, 10*time.Second, "the client's status", func() bool { return routeOf(a) != nil })
+	// Active once the tunnel to the routing peer is up (unreachable before).
+	waitFor(t, 10*time.Second, "the client's route active", func() bool { rs := routeOf(a); return rs != nil && rs.State == RouteActive })
 	if rs := routeOf(a); rs.State != RouteActive || rs.Via != "rtr" || rs.ViaPublicKey != r.PublicKey().String() {
 		t.Errorf("client's route %v", rs)
 	}

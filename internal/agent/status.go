@@ -119,6 +119,8 @@ func (e *Engine) Status() *daemonv1.StatusResponse {
 		ps.State, ps.Path = peerState(snap, s, now)
 		if why := w.unreachable.Load(); why != nil && ps.State != PeerConnected {
 			ps.Reason = *why
+		} else if ps.Path != PathDirect && snap.meta.GetOnline() {
+			ps.Reason = snap.reason
 		}
 		if snap.path != path.None {
 			ps.LocalCandidate = &daemonv1.Candidate{Type: snap.pair.Local.Type, Address: snap.pair.Local.Address}
@@ -127,6 +129,7 @@ func (e *Engine) Status() *daemonv1.StatusResponse {
 		}
 		resp.Peers = append(resp.Peers, ps)
 	}
+	markUnreachableRoutes(resp.Routes, resp.Peers)
 	slices.SortFunc(resp.Peers, func(a, b *daemonv1.PeerStatus) int {
 		if c := strings.Compare(a.Name, b.Name); c != 0 {
 			return c

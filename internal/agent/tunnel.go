@@ -243,6 +243,7 @@ func (t *tunnel) login(ctx context.Context, setupKey string) (*controlv1.SelfCon
 		}
 		if err == nil {
 			e.loggedIn(self)
+			t.log.Info(fmt.Sprintf("joined as %s %s", self.GetName(), self.GetOverlayIp()), zap.String("dns_name", self.GetDnsName()))
 			return self, nil
 		}
 		if ctx.Err() != nil {

@@ -78,7 +78,8 @@ type PeerJSON struct {
 	LastHandshake string `json:"last_handshake"`
 	RxBytes       int64  `json:"rx_bytes"`
 	TxBytes       int64  `json:"tx_bytes"`
-	// Reason is why the peer cannot be reached, when signal said so.
+	// Reason says why the peer is not direct (unreachable at signal,
+	// relayed or still connecting), when known.
 	Reason string `json:"reason,omitempty"`
 }
 
@@ -189,10 +190,23 @@ func WriteTable(w io.Writer, r *daemonv1.StatusResponse, now time.Time) error {
 		if t, err := time.Parse(time.RFC3339, p.LastHandshake); err == nil {
 			hs = now.Sub(t).Round(time.Second).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s%s\n", orDash(p.Name), orDash(p.OverlayIP), p.State, path, endpoint, lat, hs,
-			cliutil.Bytes(p.RxBytes), cliutil.Bytes(p.TxBytes), errSuffix(p.Reason))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", orDash(p.Name), orDash(p.OverlayIP), p.State, path, endpoint, lat, hs,
+			cliutil.Bytes(p.RxBytes), cliutil.Bytes(p.TxBytes))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var why strings.Builder
+	for _, p := range s.Peers {
+		if p.Reason != "" {
+			fmt.Fprintf(&why, "  %s (%s): %s\n", orDash(p.Name), p.State+pathSuffix(p.Path), p.Reason)
+		}
+	}
+	if why.Len() > 0 {
+		_, err := io.WriteString(w, "\nwhy not direct:\n"+why.String())
+		return err
+	}
+	return nil
 }
 
 func orDash(s string) string {
@@ -207,4 +221,11 @@ func errSuffix(e string) string {
 		return ""
 	}
 	return "  (" + e + ")"
+}
+
+func pathSuffix(path string) string {
+	if path == "" {
+		return ""
+	}
+	return ", " + path
 }

@@ -171,3 +171,25 @@ func TestStatusRoutesAndDNS(t *testing.T) {
 		t.Errorf("no routes and no resolver:\n%s", empty.String())
 	}
 }
+
+// TestStatusSaysWhyNotDirect: a peer's reason reaches the JSON and the
+// table, under the peers.
+func TestStatusSaysWhyNotDirect(t *testing.T) {
+	r := sample()
+	r.Peers[1].State, r.Peers[1].Path = "connected", "relayed"
+	r.Peers[1].Reason = "UDP to the relay's STUN port gets no answer from here"
+	var js bytes.Buffer
+	if err := WriteJSON(&js, r); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(js.String(), `"reason": "UDP to the relay's STUN port gets no answer from here"`) {
+		t.Errorf("JSON lacks the reason:\n%s", js.String())
+	}
+	var tb bytes.Buffer
+	if err := WriteTable(&tb, r, hs); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(tb.String(), "why not direct:\n  gamma (connected, relayed): UDP to the relay's STUN port") {
+		t.Errorf("table lacks the reason:\n%s", tb.String())
+	}
+}

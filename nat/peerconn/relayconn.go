@@ -79,6 +79,9 @@ type relayConn struct {
 // this session with a confirmed channel to the remote, else one by one
 // through pion.
 func (c *relayConn) WriteBatch(bufs [][]byte) error {
+	if c.closed() {
+		return nil // relayclosed.go
+	}
 	if sock, server, ch, ok := c.s.fastRoute(); ok {
 		if err := sock.writeChannelData(bufs, ch, server); err == nil || sock.closed.Load() {
 			return err
@@ -86,7 +89,7 @@ func (c *relayConn) WriteBatch(bufs [][]byte) error {
 		// Any other error: pion's path may still work (it reports its own).
 	}
 	for _, p := range bufs {
-		if _, err := c.Conn.Write(p); err != nil {
+		if _, err := c.Write(p); err != nil {
 			return err
 		}
 	}

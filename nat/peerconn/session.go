@@ -535,10 +535,17 @@ func (s *Session) Selected() (Pair, bool) {
 }
 
 // RTT returns the latest round-trip time of a check on the selected pair
-// (direct sessions only; zero when unknown).
+// (zero when unknown): for a relay session, through the relay to the
+// remote and back, when the allocation is over UDP.
 func (s *Session) RTT() time.Duration {
 	p, ok := s.Selected()
-	if !ok || s.cfg.Mux == nil {
+	if !ok {
+		return 0
+	}
+	if s.cfg.Kind == peerv1.Kind_KIND_RELAY {
+		return s.relayRTT(p)
+	}
+	if s.cfg.Mux == nil {
 		return 0
 	}
 	return s.cfg.Mux.RTT(p.Remote.Address)

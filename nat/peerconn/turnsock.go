@@ -118,6 +118,8 @@ type turnSocket struct {
 	// Counters: messages that took the fast path each way; datagrams
 	// dropped because they did not fit a read buffer.
 	fastOut, fastIn, truncated atomic.Uint64
+
+	rtt relayRTT // the relayed path's round trip (relayrtt.go)
 }
 
 func newTurnSocket(uc *net.UDPConn, recv *atomic.Pointer[receiver], onClose func(*turnSocket)) *turnSocket {
@@ -321,6 +323,7 @@ func wireGuardPayload(d []byte) ([]byte, bool) {
 
 // sniffOut notes the server and ChannelBind requests in what pion sends.
 func (s *turnSocket) sniffOut(p []byte, to netip.AddrPort) {
+	s.rtt.out(p)
 	t, ok := stunType(p)
 	if !ok {
 		return
@@ -357,6 +360,7 @@ func (s *turnSocket) sniffOut(p []byte, to netip.AddrPort) {
 
 // sniffIn notes the answers to Allocate and ChannelBind.
 func (s *turnSocket) sniffIn(p []byte, from netip.AddrPort) {
+	s.rtt.in(p)
 	t, ok := stunType(p)
 	if !ok {
 		return

@@ -159,6 +159,7 @@ type RouteStatus struct {
 	Masquerade   bool   `protobuf:"varint,4,opt,name=masquerade,proto3" json:"masquerade,omitempty"`
 	Metric       int32  `protobuf:"varint,5,opt,name=metric,proto3" json:"metric,omitempty"`
 	// "serving" (this machine routes it), "active" (reached through via),
+	// "unreachable" (via is offline or has no tunnel yet: see message),
 	// "unsupported" (this machine cannot route: netstack mode, or its OS) or
 	// "error" (see message).
 	State         string `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
@@ -547,9 +548,11 @@ type PeerStatus struct {
 	LastHandshake   *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_handshake,json=lastHandshake,proto3" json:"last_handshake,omitempty"`
 	RxBytes         int64                  `protobuf:"varint,11,opt,name=rx_bytes,json=rxBytes,proto3" json:"rx_bytes,omitempty"`
 	TxBytes         int64                  `protobuf:"varint,12,opt,name=tx_bytes,json=txBytes,proto3" json:"tx_bytes,omitempty"`
-	// Why the peer cannot be reached, when signal said so (e.g. "peer is
-	// not connected to signal; signal refused its registration: ticket
-	// expired ..."); empty when connected or not known.
+	// Why the peer is not on a direct path: what signal said when the peer
+	// cannot be reached (e.g. "peer is not connected to signal; signal
+	// refused its registration: ticket expired ..."), else why it is relayed
+	// or still connecting when the agent knows (e.g. "UDP to the relay gets
+	// no answer here"); empty otherwise.
 	Reason        string `protobuf:"bytes,13,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
