@@ -289,7 +289,7 @@ func (w *peerWorker) message(ctx context.Context, m *peerv1.Message) {
 		}
 		if old := w.sessions[kind]; old != nil {
 			if old.ID() == b.Offer.GetSession() {
-				w.send(old.Answer()) // a repeated offer: answer again
+				w.send(answerMsg(old)) // a repeated offer: answer again
 				return
 			}
 			w.sessions[kind] = nil
@@ -303,7 +303,7 @@ func (w *peerWorker) message(ctx context.Context, m *peerv1.Message) {
 		}
 		w.sessions[kind] = s
 		w.lastID[kind] = s.ID()
-		w.send(s.Answer())
+		w.send(answerMsg(s))
 		w.do(ctx, w.m.Step(path.SessionStarted{At: now, Kind: kind, Session: s.ID()}))
 		if err := s.Gather(); err != nil {
 			w.log.Warn("gather", zap.Error(err))
@@ -354,9 +354,9 @@ func (w *peerWorker) current(kind path.Kind, id uint64) *peerconn.Session {
 }
 
 func (w *peerWorker) newSession(kind path.Kind, id uint64) (*peerconn.Session, error) {
-	pk := peerKind(kind)
+	ik := iceKind(kind)
 	return peerconn.New(peerconn.Config{
-		Kind:            pk,
+		Kind:            ik,
 		ID:              id,
 		Controlling:     w.controlling,
 		Mux:             w.env.mux,
@@ -366,7 +366,7 @@ func (w *peerWorker) newSession(kind path.Kind, id uint64) (*peerconn.Session, e
 		Guard:           w.env.guard,
 		Timing:          w.env.timing,
 		Log:             w.log.Named("ice"),
-		Send:            w.send,
+		OnCandidate:     func(sdp string) { w.send(candidateMsg(ik, id, sdp)) },
 		OnState: func(st peerconn.State, p peerconn.Pair) {
 			w.push(evSession{kind: kind, id: id, state: st, pair: p})
 		},
@@ -400,16 +400,16 @@ func (w *peerWorker) do(ctx context.Context, acts []path.Action) {
 			}
 			w.sessions[a.Kind] = s
 			w.lastID[a.Kind] = id
-			w.send(s.Offer())
+			w.send(offerMsg(s))
 			if err := s.Gather(); err != nil {
 				w.log.Warn("gather", zap.Error(err))
 			}
 			w.do(ctx, w.m.Step(path.SessionStarted{At: time.Now(), Kind: a.Kind, Session: id}))
 		case path.ActionResend:
 			if s := w.sessions[a.Kind]; s != nil && s.ID() == a.Session {
-				w.send(s.Offer())
+				w.send(offerMsg(s))
 				for _, c := range s.Candidates() {
-					w.send(c)
+					w.send(candidateMsg(s.Kind(), s.ID(), c))
 				}
 			}
 		case path.ActionStop:

@@ -49,8 +49,8 @@ func (w *peerWorker) noteDirect(st peerconn.State, s *peerconn.Session) {
 		w.diag.why = ""
 	case peerconn.Disconnected, peerconn.Failed:
 		var local []string
-		for _, m := range s.Candidates() {
-			if k := candidateKind(m.GetCandidate().GetSdp()); k != "" && !slices.Contains(local, k) {
+		for _, sdp := range s.Candidates() {
+			if k := candidateKind(sdp); k != "" && !slices.Contains(local, k) {
 				local = append(local, k)
 			}
 		}

@@ -380,7 +380,7 @@ func (t *tunnel) apply(ctx context.Context, m *controlv1.NetworkMap) error {
 		t.mu.Unlock()
 		t.e.loggedIn(s)
 	}
-	servers, err := peerconn.ParseServers(m.GetRelays())
+	servers, err := peerconn.ParseServers(relayServers(m.GetRelays()))
 	if err != nil {
 		errs = append(errs, err)
 	}

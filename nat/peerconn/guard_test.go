@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"go.uber.org/zap/zaptest"
-
-	peerv1 "meshd/api/peer/v1"
 )
 
 // guardedPair is a pair of direct-session ends on loopback: a's socket on
@@ -16,7 +14,7 @@ import (
 // sessions and muxes. Failures come quickly.
 func guardedPair(t *testing.T, sessA, sessB, muxA, muxB *Guard) (a, b *end) {
 	t.Helper()
-	a, b = pair(t, peerv1.Kind_KIND_DIRECT, Servers{}, false)
+	a, b = pair(t, Direct, Servers{}, false)
 	fast := DirectTiming
 	fast.MaxBindingRequests, fast.Disconnected, fast.Failed = 20, 300*time.Millisecond, 300*time.Millisecond
 	for _, x := range []struct {
@@ -65,7 +63,7 @@ func TestGuardedSourceLearnsNoPeerReflexive(t *testing.T) {
 	g := NewGuard(netip.MustParsePrefix("127.0.0.2/32"))
 	a, b := guardedPair(t, nil, g, nil, g)
 	s := a.newSession(9)
-	b.receive(s.Offer())
+	b.receive(offer(s))
 	if err := s.Gather(); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +90,7 @@ func TestGuardedSelectedPairRefused(t *testing.T) {
 	g := NewGuard(netip.MustParsePrefix("127.0.0.1/32"))
 	a, b := guardedPair(t, g, nil, nil, nil)
 	s := a.newSession(10)
-	b.receive(s.Offer())
+	b.receive(offer(s))
 	if err := s.Gather(); err != nil {
 		t.Fatal(err)
 	}

@@ -7,8 +7,6 @@ import (
 
 	"github.com/pion/stun/v2"
 	"go.uber.org/zap/zaptest"
-
-	controlv1 "meshd/api/control/v1"
 )
 
 func TestRelayURLsPreferUDPOnceItAnswers(t *testing.T) {
@@ -40,7 +38,7 @@ func TestRelayURLsPreferUDPOnceItAnswers(t *testing.T) {
 	m := NewMux(c, nil, zaptest.NewLogger(t))
 	defer m.Close()
 	addr := srv.LocalAddr().String()
-	s, _ := ParseServers([]*controlv1.RelayServer{{Urls: []string{
+	s, _ := ParseServers([]RelayServer{{URLs: []string{
 		"turn:" + addr + "?transport=udp", "turn:" + addr + "?transport=tcp", "turns:" + addr + "?transport=tcp",
 	}, Username: "u", Credential: "p"}})
 	if got := m.RelayURLs(s); len(got.TURN) != 3 {
@@ -87,7 +85,7 @@ func TestRelayURLsForgetUDP(t *testing.T) {
 	m := newMux(c, nil, zaptest.NewLogger(t), time.Nanosecond)
 	defer m.Close()
 	addr := srv.LocalAddr().String()
-	s, _ := ParseServers([]*controlv1.RelayServer{{Urls: []string{
+	s, _ := ParseServers([]RelayServer{{URLs: []string{
 		"turn:" + addr + "?transport=udp", "turn:" + addr + "?transport=tcp", "turns:" + addr + "?transport=tcp",
 	}, Username: "u", Credential: "p"}})
 	if _, err := m.GetXORMappedAddr(srv.LocalAddr(), 3*time.Second); err != nil {

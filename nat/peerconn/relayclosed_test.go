@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"meshd/wg/bind"
-
-	peerv1 "meshd/api/peer/v1"
 )
 
 // TestRelayConnAfterClose: once its session is closed, a relay conn that
@@ -18,9 +16,9 @@ import (
 // batches, instead of failing each with pion's "the agent is closed".
 func TestRelayConnAfterClose(t *testing.T) {
 	servers := turnServer(t)
-	a, b := pair(t, peerv1.Kind_KIND_RELAY, servers, false)
+	a, b := pair(t, Relay, servers, false)
 	s := a.newSession(11)
-	b.receive(s.Offer())
+	b.receive(offer(s))
 	if err := s.Gather(); err != nil {
 		t.Fatal(err)
 	}

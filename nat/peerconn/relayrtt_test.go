@@ -5,8 +5,6 @@ import (
 	"time"
 
 	"github.com/pion/stun/v2"
-
-	peerv1 "meshd/api/peer/v1"
 )
 
 // TestRelaySessionRTT: a connected relay session over TURN/UDP reports the
@@ -20,9 +18,9 @@ func TestRelaySessionRTT(t *testing.T) {
 		}
 	}
 	servers.TURN = udp // what the round trip is measured on
-	a, b := pair(t, peerv1.Kind_KIND_RELAY, servers, false)
+	a, b := pair(t, Relay, servers, false)
 	s := a.newSession(12)
-	b.receive(s.Offer())
+	b.receive(offer(s))
 	if err := s.Gather(); err != nil {
 		t.Fatal(err)
 	}

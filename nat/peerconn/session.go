@@ -34,8 +34,6 @@ import (
 	"github.com/pion/ice/v3"
 	"github.com/pion/transport/v3"
 	"go.uber.org/zap"
-
-	peerv1 "meshd/api/peer/v1"
 )
 
 // State is an ICE session's state.
@@ -115,7 +113,7 @@ var RelayTiming = Timing{
 
 // Config makes a Session.
 type Config struct {
-	Kind peerv1.Kind
+	Kind Kind
 	// ID names the session in every message (chosen by the controlling peer).
 	ID          uint64
 	Controlling bool
@@ -143,9 +141,10 @@ type Config struct {
 	// Timing; zero takes DirectTiming or RelayTiming.
 	Timing *Timing
 	Log    *zap.Logger
-	// Send hands a message for the remote peer to the caller, which seals
-	// and sends it. Called from pion's goroutines; must not block.
-	Send func(*peerv1.Message)
+	// OnCandidate hands a local candidate (its SDP) for the remote peer to
+	// the caller, which wraps, seals and sends it. Called from pion's
+	// goroutines; must not block.
+	OnCandidate func(sdp string)
 	// OnState reports state changes (Connected with the selected pair).
 	// Called from pion's goroutines; must not block.
 	OnState func(State, Pair)
@@ -186,13 +185,13 @@ type Session struct {
 // New creates a session with fresh credentials. Nothing is sent until
 // Gather or Connect.
 func New(cfg Config) (*Session, error) {
-	if cfg.Kind != peerv1.Kind_KIND_DIRECT && cfg.Kind != peerv1.Kind_KIND_RELAY {
+	if cfg.Kind != Direct && cfg.Kind != Relay {
 		return nil, fmt.Errorf("peerconn: session kind %v", cfg.Kind)
 	}
-	if cfg.Kind == peerv1.Kind_KIND_DIRECT && cfg.Mux == nil {
+	if cfg.Kind == Direct && cfg.Mux == nil {
 		return nil, errors.New("peerconn: a direct session needs the WireGuard socket mux")
 	}
-	if cfg.Kind == peerv1.Kind_KIND_RELAY && len(cfg.Servers.TURN) == 0 {
+	if cfg.Kind == Relay && len(cfg.Servers.TURN) == 0 {
 		return nil, errors.New("peerconn: a relay session needs a TURN server")
 	}
 	if cfg.Log == nil {
@@ -201,13 +200,13 @@ func New(cfg Config) (*Session, error) {
 	t := cfg.Timing
 	if t == nil {
 		t = &DirectTiming
-		if cfg.Kind == peerv1.Kind_KIND_RELAY {
+		if cfg.Kind == Relay {
 			t = &RelayTiming
 		}
 	}
 	tnet := cfg.Net
 	var rnet *relayNet
-	if cfg.Kind == peerv1.Kind_KIND_RELAY {
+	if cfg.Kind == Relay {
 		size := cfg.SocketBuffer
 		if size == 0 {
 			size = SocketBuffer
@@ -244,7 +243,7 @@ func New(cfg Config) (*Session, error) {
 		IncludeLoopback:        cfg.IncludeLoopback,
 		InsecureSkipVerify:     true, // see the package comment
 	}
-	if cfg.Kind == peerv1.Kind_KIND_DIRECT {
+	if cfg.Kind == Direct {
 		ac.CandidateTypes = []ice.CandidateType{ice.CandidateTypeHost, ice.CandidateTypeServerReflexive}
 		ac.Urls = cfg.Servers.STUN
 		ac.UDPMux = cfg.Mux
@@ -316,12 +315,7 @@ func (s *Session) onCandidate(c ice.Candidate) {
 		return
 	}
 	s.log.Debug("local candidate", zap.String("candidate", c.String()))
-	s.cfg.Send(&peerv1.Message{
-		Version: peerv1.Version_VERSION_1,
-		Body: &peerv1.Message_Candidate{Candidate: &peerv1.Candidate{
-			Kind: s.cfg.Kind, Session: s.cfg.ID, Sdp: c.Marshal(),
-		}},
-	})
+	s.cfg.OnCandidate(c.Marshal())
 }
 
 func (s *Session) onState(cs ice.ConnectionState) {
@@ -383,27 +377,17 @@ func (s *Session) refuse(p Pair) {
 }
 
 // Kind returns the session's kind.
-func (s *Session) Kind() peerv1.Kind { return s.cfg.Kind }
+func (s *Session) Kind() Kind { return s.cfg.Kind }
 
 // ID returns the session's id.
 func (s *Session) ID() uint64 { return s.cfg.ID }
 
-// Offer is the message that starts this session at the remote peer.
-func (s *Session) Offer() *peerv1.Message {
-	return &peerv1.Message{Version: peerv1.Version_VERSION_1, Body: &peerv1.Message_Offer{Offer: &peerv1.Offer{
-		Kind: s.cfg.Kind, Session: s.cfg.ID, Ufrag: s.ufrag, Pwd: s.pwd,
-	}}}
-}
-
-// Answer is the message that accepts the remote peer's offer.
-func (s *Session) Answer() *peerv1.Message {
-	return &peerv1.Message{Version: peerv1.Version_VERSION_1, Body: &peerv1.Message_Answer{Answer: &peerv1.Answer{
-		Kind: s.cfg.Kind, Session: s.cfg.ID, Ufrag: s.ufrag, Pwd: s.pwd,
-	}}}
-}
+// Credentials are what the remote peer needs to connect to this session:
+// the caller sends them in an offer (controlling side) or an answer.
+func (s *Session) Credentials() Credentials { return Credentials{Ufrag: s.ufrag, Pwd: s.pwd} }
 
 // Gather starts gathering local candidates; each is sent as it is found.
-// Send the Offer or Answer first: signal keeps the order of one sender's
+// Send the Credentials (in an offer or answer) first: signal keeps the order of one sender's
 // messages, so the remote learns of the session before its candidates.
 func (s *Session) Gather() error {
 	if err := s.agent.GatherCandidates(); err != nil {
@@ -412,21 +396,19 @@ func (s *Session) Gather() error {
 	return nil
 }
 
-// Candidates returns the local candidates gathered so far as messages, for
-// sending them again with a repeated Offer.
-func (s *Session) Candidates() []*peerv1.Message {
+// Candidates returns the SDP of the local candidates gathered so far, for
+// sending them again with a repeated offer.
+func (s *Session) Candidates() []string {
 	cs, err := s.agent.GetLocalCandidates()
 	if err != nil {
 		return nil
 	}
-	out := make([]*peerv1.Message, 0, len(cs))
+	out := make([]string, 0, len(cs))
 	for _, c := range cs {
 		if !s.usable(c.Address()) {
 			continue
 		}
-		out = append(out, &peerv1.Message{Version: peerv1.Version_VERSION_1, Body: &peerv1.Message_Candidate{Candidate: &peerv1.Candidate{
-			Kind: s.cfg.Kind, Session: s.cfg.ID, Sdp: c.Marshal(),
-		}}})
+		out = append(out, c.Marshal())
 	}
 	return out
 }
@@ -486,7 +468,7 @@ func (s *Session) AddCandidate(sdp string) error {
 		return fmt.Errorf("peerconn: candidate %q: %w", sdp, err)
 	}
 	relay := c.Type() == ice.CandidateTypeRelay
-	if relay != (s.cfg.Kind == peerv1.Kind_KIND_RELAY) {
+	if relay != (s.cfg.Kind == Relay) {
 		return nil
 	}
 	if !s.usable(c.Address()) {
@@ -542,7 +524,7 @@ func (s *Session) RTT() time.Duration {
 	if !ok {
 		return 0
 	}
-	if s.cfg.Kind == peerv1.Kind_KIND_RELAY {
+	if s.cfg.Kind == Relay {
 		return s.relayRTT(p)
 	}
 	if s.cfg.Mux == nil {

@@ -16,9 +16,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
-
-	controlv1 "meshd/api/control/v1"
-	peerv1 "meshd/api/peer/v1"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -27,7 +24,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // sealing and signal.
 type end struct {
 	tb          testing.TB
-	kind        peerv1.Kind
+	kind        Kind
 	controlling bool
 	mux         *Mux
 	servers     Servers
@@ -47,7 +44,7 @@ func (e *end) newSession(id uint64) *Session {
 	s, err := New(Config{
 		Kind: e.kind, ID: id, Controlling: e.controlling, Mux: e.mux, Servers: e.servers, Net: e.net, Timing: e.timing, Guard: e.guard,
 		IncludeLoopback: true, Log: testLogger(e.tb).Named(map[bool]string{true: "a", false: "b"}[e.controlling]),
-		Send: func(m *peerv1.Message) { go e.other.receive(m) },
+		OnCandidate: func(sdp string) { go e.other.receive(msg{kind: msgCandidate, session: id, sdp: sdp}) },
 		OnState: func(st State, p Pair) {
 			select {
 			case e.states <- st:
@@ -106,32 +103,49 @@ func (e *end) session() *Session {
 	return e.sess
 }
 
-func (e *end) receive(m *peerv1.Message) {
-	switch b := m.Body.(type) {
-	case *peerv1.Message_Offer:
-		s := e.newSession(b.Offer.Session)
-		go e.other.receive(s.Answer())
+// msg is what the agent's worker would wrap, seal and send through signal.
+type msg struct {
+	kind    int // msgOffer, msgAnswer, msgCandidate
+	session uint64
+	creds   Credentials
+	sdp     string
+}
+
+const (
+	msgOffer = iota + 1
+	msgAnswer
+	msgCandidate
+)
+
+func offer(s *Session) msg  { return msg{kind: msgOffer, session: s.ID(), creds: s.Credentials()} }
+func answer(s *Session) msg { return msg{kind: msgAnswer, session: s.ID(), creds: s.Credentials()} }
+
+func (e *end) receive(m msg) {
+	switch m.kind {
+	case msgOffer:
+		s := e.newSession(m.session)
+		go e.other.receive(answer(s))
 		if err := s.Gather(); err != nil {
 			e.tb.Error(err)
 		}
-		if err := s.Connect(b.Offer.Ufrag, b.Offer.Pwd); err != nil {
+		if err := s.Connect(m.creds.Ufrag, m.creds.Pwd); err != nil {
 			e.tb.Error(err)
 		}
-	case *peerv1.Message_Answer:
-		if err := e.session().Connect(b.Answer.Ufrag, b.Answer.Pwd); err != nil {
+	case msgAnswer:
+		if err := e.session().Connect(m.creds.Ufrag, m.creds.Pwd); err != nil {
 			e.tb.Error(err)
 		}
-	case *peerv1.Message_Candidate:
+	case msgCandidate:
 		for i := 0; i < 200 && e.session() == nil; i++ { // the offer's goroutine may lag
 			time.Sleep(time.Millisecond)
 		}
-		if err := e.session().AddCandidate(b.Candidate.Sdp); err != nil {
+		if err := e.session().AddCandidate(m.sdp); err != nil {
 			e.tb.Error(err)
 		}
 	}
 }
 
-func pair(tb testing.TB, kind peerv1.Kind, servers Servers, withMux bool) (a, b *end) {
+func pair(tb testing.TB, kind Kind, servers Servers, withMux bool) (a, b *end) {
 	a = &end{tb: tb, kind: kind, controlling: true, servers: servers, states: make(chan State, 16), pairs: make(chan Pair, 16)}
 	b = &end{tb: tb, kind: kind, servers: servers, states: make(chan State, 16), pairs: make(chan Pair, 16)}
 	a.other, b.other = b, a
@@ -167,10 +181,10 @@ func waitPair(tb testing.TB, e *end) Pair {
 }
 
 func TestDirectSessionOnLoopback(t *testing.T) {
-	a, b := pair(t, peerv1.Kind_KIND_DIRECT, Servers{}, true)
+	a, b := pair(t, Direct, Servers{}, true)
 	start := time.Now()
 	s := a.newSession(7)
-	b.receive(s.Offer())
+	b.receive(offer(s))
 	if err := s.Gather(); err != nil {
 		t.Fatal(err)
 	}
@@ -198,12 +212,12 @@ func TestDirectSessionOnLoopback(t *testing.T) {
 }
 
 func TestDirectSessionFailsWithoutPeer(t *testing.T) {
-	a, _ := pair(t, peerv1.Kind_KIND_DIRECT, Servers{}, true)
+	a, _ := pair(t, Direct, Servers{}, true)
 	fast := DirectTiming
 	fast.Disconnected, fast.Failed = 200*time.Millisecond, 200*time.Millisecond
 	s, err := New(Config{
-		Kind: peerv1.Kind_KIND_DIRECT, ID: 1, Controlling: true, Mux: a.mux, Timing: &fast,
-		Log: zaptest.NewLogger(t), Send: func(*peerv1.Message) {},
+		Kind: Direct, ID: 1, Controlling: true, Mux: a.mux, Timing: &fast,
+		Log: zaptest.NewLogger(t), OnCandidate: func(string) {},
 		OnState: func(st State, _ Pair) { a.states <- st },
 	})
 	if err != nil {
@@ -251,8 +265,8 @@ func turnServer(tb testing.TB) Servers {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { srv.Close() })
-	s, err := ParseServers([]*controlv1.RelayServer{{
-		Urls: []string{
+	s, err := ParseServers([]RelayServer{{
+		URLs: []string{
 			"turn:" + udp.LocalAddr().String() + "?transport=udp",
 			"turn:" + tcp.Addr().String() + "?transport=tcp",
 		},
@@ -266,10 +280,10 @@ func turnServer(tb testing.TB) Servers {
 
 func TestRelaySessionCarriesData(t *testing.T) {
 	servers := turnServer(t)
-	a, b := pair(t, peerv1.Kind_KIND_RELAY, servers, false)
+	a, b := pair(t, Relay, servers, false)
 	start := time.Now()
 	s := a.newSession(9)
-	b.receive(s.Offer())
+	b.receive(offer(s))
 	if err := s.Gather(); err != nil {
 		t.Fatal(err)
 	}
@@ -305,8 +319,8 @@ func TestRelaySessionCarriesData(t *testing.T) {
 }
 
 func TestParseServers(t *testing.T) {
-	s, err := ParseServers([]*controlv1.RelayServer{{
-		Urls: []string{
+	s, err := ParseServers([]RelayServer{{
+		URLs: []string{
 			"stun:relay.example:3478",
 			"turn:relay.example:3478?transport=udp",
 			"turn:relay.example:3478?transport=tcp",
@@ -330,7 +344,7 @@ func TestParseServers(t *testing.T) {
 		}
 	}
 	// A map with only a TURN server still gives a STUN server.
-	s2, _ := ParseServers([]*controlv1.RelayServer{{Urls: []string{"turn:198.51.100.1:3478"}, Username: "u", Credential: "p"}})
+	s2, _ := ParseServers([]RelayServer{{URLs: []string{"turn:198.51.100.1:3478"}, Username: "u", Credential: "p"}})
 	if len(s2.STUN) != 1 || s2.STUN[0].Host != "198.51.100.1" {
 		t.Fatalf("stun from turn: %v", s2.STUN)
 	}
@@ -343,12 +357,12 @@ func TestExcludedCandidatesNeitherOfferedNorAccepted(t *testing.T) {
 	var mu sync.Mutex
 	var sent []string
 	s, err := New(Config{
-		Kind: peerv1.Kind_KIND_DIRECT, ID: 1, Mux: func() *Mux { a, _ := pair(t, peerv1.Kind_KIND_DIRECT, Servers{}, true); return a.mux }(),
+		Kind: Direct, ID: 1, Mux: func() *Mux { a, _ := pair(t, Direct, Servers{}, true); return a.mux }(),
 		IncludeLoopback: true, Exclude: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 		Log: zaptest.NewLogger(t),
-		Send: func(m *peerv1.Message) {
+		OnCandidate: func(sdp string) {
 			mu.Lock()
-			sent = append(sent, m.GetCandidate().GetSdp())
+			sent = append(sent, sdp)
 			mu.Unlock()
 		},
 		OnState: func(State, Pair) {},

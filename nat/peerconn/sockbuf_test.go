@@ -16,8 +16,6 @@ import (
 	"github.com/pion/transport/v3/vnet"
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/sys/unix"
-
-	peerv1 "meshd/api/peer/v1"
 )
 
 // sockBuffers reads a socket's buffer sizes back from the kernel (which
@@ -229,10 +227,10 @@ func TestRelaySessionTURNSocketBuffers(t *testing.T) {
 		t.Fatal(err)
 	}
 	rn := &recordingNet{Net: sn}
-	a, b := pair(t, peerv1.Kind_KIND_RELAY, servers, false)
+	a, b := pair(t, Relay, servers, false)
 	a.net = rn
 	s := a.newSession(11)
-	b.receive(s.Offer())
+	b.receive(offer(s))
 	if err := s.Gather(); err != nil {
 		t.Fatal(err)
 	}

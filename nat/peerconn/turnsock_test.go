@@ -13,8 +13,6 @@ import (
 	"github.com/pion/stun/v2"
 	"go.uber.org/zap"
 
-	controlv1 "meshd/api/control/v1"
-	peerv1 "meshd/api/peer/v1"
 	"meshd/internal/turncred"
 	"meshd/nat/relay"
 	"meshd/wg/bind"
@@ -45,8 +43,8 @@ func meshRelay(tb testing.TB) Servers {
 	}
 	tb.Cleanup(func() { s.Close() })
 	c := turncred.Issue(secret, "bench", time.Now(), time.Hour)
-	servers, err := ParseServers([]*controlv1.RelayServer{{
-		Urls:     relay.URLs("127.0.0.1", int(s.UDPAddr().Port()), 0),
+	servers, err := ParseServers([]RelayServer{{
+		URLs:     relay.URLs("127.0.0.1", int(s.UDPAddr().Port()), 0),
 		Username: c.Username, Credential: c.Password,
 	}})
 	if err != nil {
@@ -71,10 +69,10 @@ func connectedRelayPair(tb testing.TB, timing *Timing, mesh bool) (a, b *end, ca
 		}
 	}
 	servers.TURN = udp
-	a, b = pair(tb, peerv1.Kind_KIND_RELAY, servers, false)
+	a, b = pair(tb, Relay, servers, false)
 	a.timing, b.timing = timing, timing
 	s := a.newSession(21)
-	b.receive(s.Offer())
+	b.receive(offer(s))
 	if err := s.Gather(); err != nil {
 		tb.Fatal(err)
 	}

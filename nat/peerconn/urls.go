@@ -6,8 +6,6 @@ import (
 	"strconv"
 
 	"github.com/pion/stun/v2"
-
-	controlv1 "meshd/api/control/v1"
 )
 
 // Servers are the STUN and TURN servers of a network map, parsed.
@@ -24,7 +22,7 @@ type Servers struct {
 // ParseServers reads the relays of a network map. URLs it cannot parse are
 // returned as an error next to whatever did parse: one bad URL does not take
 // the others down.
-func ParseServers(relays []*controlv1.RelayServer) (Servers, error) {
+func ParseServers(relays []RelayServer) (Servers, error) {
 	var s Servers
 	var firstErr error
 	stunSeen := map[string]bool{}
@@ -37,7 +35,7 @@ func ParseServers(relays []*controlv1.RelayServer) (Servers, error) {
 		s.STUN = append(s.STUN, &stun.URI{Scheme: stun.SchemeTypeSTUN, Host: host, Port: port, Proto: stun.ProtoTypeUDP})
 	}
 	for _, r := range relays {
-		for _, raw := range r.GetUrls() {
+		for _, raw := range r.URLs {
 			u, err := stun.ParseURI(raw)
 			if err != nil {
 				if firstErr == nil {
@@ -51,7 +49,7 @@ func ParseServers(relays []*controlv1.RelayServer) (Servers, error) {
 					addSTUN(u.Host, u.Port)
 				}
 			case stun.SchemeTypeTURN, stun.SchemeTypeTURNS:
-				u.Username, u.Password = r.GetUsername(), r.GetCredential()
+				u.Username, u.Password = r.Username, r.Credential
 				s.TURN = append(s.TURN, u)
 			}
 		}

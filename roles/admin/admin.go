@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"meshd/api/admin/v1/adminv1connect"
+	"meshd/internal/cliutil"
 	"meshd/internal/control"
 	"meshd/internal/jointoken"
 	"meshd/internal/rpcclient"
@@ -41,7 +42,7 @@ func connFlags() []cli.Flag {
 
 // DefaultDataDir is where `meshd control` and `meshd all` keep their data
 // unless told otherwise; `meshd admin` looks there when given nothing.
-const DefaultDataDir = "/var/lib/meshd"
+const DefaultDataDir = cliutil.DefaultDataDir
 
 // Options: HTTPClient, when set, replaces the client made from --control/--tls-pin
 // (tests run the command against an in-process server).

@@ -32,8 +32,8 @@ import (
 
 // Defaults of the agent's flags.
 const (
-	DefaultState  = "/var/lib/meshd-agent"
-	DefaultSocket = "/var/run/meshd.sock"
+	DefaultState  = cliutil.DefaultAgentState
+	DefaultSocket = cliutil.DefaultAgentSocket
 	DefaultPort   = 51820
 )
 

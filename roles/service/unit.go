@@ -6,8 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"meshd/roles/admin"
-	"meshd/roles/agent"
+	"meshd/internal/cliutil"
 )
 
 // roles are the commands a unit may run, with what the unit says they are.
@@ -95,10 +94,10 @@ func dedicatedUser(w func(string, ...any), s UnitSpec) {
 	var dirs []string
 	if s.Role == "agent" {
 		caps = "CAP_NET_ADMIN CAP_NET_BIND_SERVICE"
-		dirs = append(dirs, flagValue(s.Args, "state", agent.DefaultState),
-			filepath.Dir(flagValue(s.Args, "socket", agent.DefaultSocket)))
+		dirs = append(dirs, flagValue(s.Args, "state", cliutil.DefaultAgentState),
+			filepath.Dir(flagValue(s.Args, "socket", cliutil.DefaultAgentSocket)))
 	} else {
-		dirs = append(dirs, flagValue(s.Args, "data", admin.DefaultDataDir))
+		dirs = append(dirs, flagValue(s.Args, "data", cliutil.DefaultDataDir))
 	}
 	w("User=%s", s.User)
 	w("Group=%s", s.User)
