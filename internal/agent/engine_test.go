@@ -17,6 +17,7 @@ import (
 
 	"meshd/internal/agent/path"
 	"meshd/internal/keys"
+	"meshd/internal/testutil"
 	"meshd/wg"
 	"meshd/wg/wgtest"
 )
@@ -150,9 +151,9 @@ func (n *node) pathTo(peer keys.Key) wgtest.Path {
 func TestTwoAgentsFindADirectPath(t *testing.T) {
 	h := newHarness(t)
 	a := h.start("", "SETUP", false)
-	waitFor(t, 5*time.Second, "a up", func() bool { return a.e.Status().State == "up" }) // a is peer1
+	testutil.WaitFor(t, 5*time.Second, "a up", func() bool { return a.e.Status().State == "up" }) // a is peer1
 	b := h.start("", "SETUP", false)
-	waitFor(t, 10*time.Second, "direct paths both ways", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "direct paths both ways", func() bool {
 		return a.pathTo(b.key()) == wgtest.PathDirect && b.pathTo(a.key()) == wgtest.PathDirect
 	})
 	// Each sends straight to the other's WireGuard socket.
@@ -166,7 +167,7 @@ func TestTwoAgentsFindADirectPath(t *testing.T) {
 	// Status: connecting until WireGuard shakes hands, then connected/direct.
 	now := time.Now()
 	a.dev().Handshake(b.key(), now)
-	waitFor(t, 5*time.Second, "status connected", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "status connected", func() bool {
 		for _, p := range a.e.Status().Peers {
 			if p.PublicKey == b.key().String() && p.State == PeerConnected && p.Path == PathDirect {
 				return true
@@ -175,7 +176,7 @@ func TestTwoAgentsFindADirectPath(t *testing.T) {
 		return false
 	})
 	// After the first handshake both sides keep the tunnel alive.
-	waitFor(t, 5*time.Second, "keepalive on", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "keepalive on", func() bool {
 		p, _ := a.dev().Peer(b.key())
 		return p.Config.PersistentKeepalive == keepalive
 	})
@@ -194,7 +195,7 @@ func TestRelayedWhenNoDirectPathThenUpgrade(t *testing.T) {
 	h.hub.setRelays(turnServer(t))
 	a := h.start("", "SETUP", true) // nothing direct gets out of a
 	b := h.start("", "SETUP", false)
-	waitFor(t, 10*time.Second, "relayed paths both ways", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "relayed paths both ways", func() bool {
 		return a.pathTo(b.key()) == wgtest.PathRelayed && b.pathTo(a.key()) == wgtest.PathRelayed
 	})
 	// The relayed conns carry packets end to end.
@@ -210,7 +211,7 @@ func TestRelayedWhenNoDirectPathThenUpgrade(t *testing.T) {
 	}
 	// The NAT opens up: the direct session is retried and wins.
 	a.block.on.Store(false)
-	waitFor(t, 15*time.Second, "upgrade to direct", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "upgrade to direct", func() bool {
 		return a.pathTo(b.key()) == wgtest.PathDirect && b.pathTo(a.key()) == wgtest.PathDirect
 	})
 }
@@ -220,12 +221,12 @@ func TestRemovedPeerLosesItsTunnelOthersUndisturbed(t *testing.T) {
 	a := h.start("", "SETUP", false)
 	b := h.start("", "SETUP", false)
 	c := h.start("", "SETUP", false)
-	waitFor(t, 10*time.Second, "a's direct paths", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "a's direct paths", func() bool {
 		return a.pathTo(b.key()) == wgtest.PathDirect && a.pathTo(c.key()) == wgtest.PathDirect
 	})
 	before := len(a.dev().Calls())
 	h.hub.hide(a.key(), c.key(), true)
-	waitFor(t, 5*time.Second, "c removed from a", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "c removed from a", func() bool {
 		_, ok := a.dev().Peer(c.key())
 		return !ok
 	})
@@ -237,17 +238,17 @@ func TestRemovedPeerLosesItsTunnelOthersUndisturbed(t *testing.T) {
 	}
 	// c comes back.
 	h.hub.hide(a.key(), c.key(), false)
-	waitFor(t, 10*time.Second, "c back on a", func() bool { return a.pathTo(c.key()) == wgtest.PathDirect })
+	testutil.WaitFor(t, 10*time.Second, "c back on a", func() bool { return a.pathTo(c.key()) == wgtest.PathDirect })
 }
 
 func TestControlDownKeepsTunnelsAndResyncs(t *testing.T) {
 	h := newHarness(t)
 	a := h.start("", "SETUP", false)
 	b := h.start("", "SETUP", false)
-	waitFor(t, 10*time.Second, "direct", func() bool { return a.pathTo(b.key()) == wgtest.PathDirect })
+	testutil.WaitFor(t, 10*time.Second, "direct", func() bool { return a.pathTo(b.key()) == wgtest.PathDirect })
 	calls := len(a.dev().Calls())
 	h.hub.setDown(true)
-	waitFor(t, 5*time.Second, "status says control is down", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "status says control is down", func() bool {
 		st := a.e.Status()
 		return st.Self.Control.State != StateConnected && st.State == "up" && st.Message != ""
 	})
@@ -259,14 +260,14 @@ func TestControlDownKeepsTunnelsAndResyncs(t *testing.T) {
 	h.hub.down = false
 	h.hub.mu.Unlock()
 	c := h.start("", "SETUP", false)
-	waitFor(t, 10*time.Second, "c reaches a after control returns", func() bool { return a.pathTo(c.key()) == wgtest.PathDirect })
+	testutil.WaitFor(t, 10*time.Second, "c reaches a after control returns", func() bool { return a.pathTo(c.key()) == wgtest.PathDirect })
 }
 
 func TestRestartRejoinsWithoutSetupKey(t *testing.T) {
 	h := newHarness(t)
 	dir := filepath.Join(t.TempDir(), "state")
 	a := h.start(dir, "SETUP", false)
-	waitFor(t, 5*time.Second, "up", func() bool { return a.e.Status().State == "up" })
+	testutil.WaitFor(t, 5*time.Second, "up", func() bool { return a.e.Status().State == "up" })
 	key, ip := a.key(), a.e.Status().Self.OverlayIp
 	a.stop()
 	fi, err := os.Stat(filepath.Join(dir, KeyFile))
@@ -274,7 +275,7 @@ func TestRestartRejoinsWithoutSetupKey(t *testing.T) {
 		t.Fatalf("key file: %v %v", fi, err)
 	}
 	a2 := h.start(dir, "", false)
-	waitFor(t, 5*time.Second, "up again", func() bool { return a2.e.Status().State == "up" })
+	testutil.WaitFor(t, 5*time.Second, "up again", func() bool { return a2.e.Status().State == "up" })
 	if a2.key() != key || a2.e.Status().Self.OverlayIp != ip {
 		t.Fatalf("identity changed: %s %s, want %s %s", a2.key(), a2.e.Status().Self.OverlayIp, key, ip)
 	}
@@ -288,7 +289,7 @@ func TestRestartRejoinsWithoutSetupKey(t *testing.T) {
 func TestBadSetupKeyNeedsLoginThenUp(t *testing.T) {
 	h := newHarness(t)
 	a := h.start("", "WRONG", false)
-	waitFor(t, 5*time.Second, "needs-login", func() bool { return a.e.Status().State == "needs-login" })
+	testutil.WaitFor(t, 5*time.Second, "needs-login", func() bool { return a.e.Status().State == "needs-login" })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := a.e.Up(ctx, "WRONG"); err == nil || !errors.Is(err, ErrRefused) && err.Error() == "" {
@@ -306,7 +307,7 @@ func TestDownRemovesInterfaceUpRestoresIt(t *testing.T) {
 	h := newHarness(t)
 	a := h.start("", "SETUP", false)
 	b := h.start("", "SETUP", false)
-	waitFor(t, 10*time.Second, "direct", func() bool { return a.pathTo(b.key()) == wgtest.PathDirect })
+	testutil.WaitFor(t, 10*time.Second, "direct", func() bool { return a.pathTo(b.key()) == wgtest.PathDirect })
 	first := a.dev()
 	ctx := context.Background()
 	if err := a.e.Down(ctx); err != nil {
@@ -321,7 +322,7 @@ func TestDownRemovesInterfaceUpRestoresIt(t *testing.T) {
 	if err := a.e.Up(ctx, ""); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "direct after up", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "direct after up", func() bool {
 		return a.dev() != first && a.pathTo(b.key()) == wgtest.PathDirect
 	})
 }
@@ -330,14 +331,14 @@ func TestRestartWithAUsedSetupKeyLogsInWithoutIt(t *testing.T) {
 	h := newHarness(t)
 	dir := filepath.Join(t.TempDir(), "state")
 	a := h.start(dir, "SETUP", false)
-	waitFor(t, 5*time.Second, "up", func() bool { return a.e.Status().State == "up" })
+	testutil.WaitFor(t, 5*time.Second, "up", func() bool { return a.e.Status().State == "up" })
 	a.stop()
 	// The key is retired (a one-off key, used); the command line still has it.
 	h.hub.mu.Lock()
 	h.hub.setupKey = "RETIRED"
 	h.hub.mu.Unlock()
 	a2 := h.start(dir, "SETUP", false)
-	waitFor(t, 5*time.Second, "up again", func() bool { return a2.e.Status().State == "up" })
+	testutil.WaitFor(t, 5*time.Second, "up again", func() bool { return a2.e.Status().State == "up" })
 }
 
 // A peer whose login expired says so once and keeps asking control, so it
@@ -347,20 +348,20 @@ func TestLoginExpiredComesBackWhenLifted(t *testing.T) {
 	loginExpiredRetry = 20 * time.Millisecond
 	h := newHarness(t)
 	a := h.start("", "SETUP", false)
-	waitFor(t, 5*time.Second, "up", func() bool { return a.e.Status().State == "up" })
+	testutil.WaitFor(t, 5*time.Second, "up", func() bool { return a.e.Status().State == "up" })
 	h.hub.setExpired(a.key(), true)
-	waitFor(t, 5*time.Second, "needs-login", func() bool { return a.e.Status().State == "needs-login" })
+	testutil.WaitFor(t, 5*time.Second, "needs-login", func() bool { return a.e.Status().State == "needs-login" })
 	if msg := a.e.Status().Message; msg != "login expired: run meshd up --setup-key KEY" {
 		t.Fatalf("message %q: want control's message alone", msg)
 	}
 	h.hub.mu.Lock()
 	before := h.hub.logins
 	h.hub.mu.Unlock()
-	waitFor(t, 5*time.Second, "asks again", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "asks again", func() bool {
 		h.hub.mu.Lock()
 		defer h.hub.mu.Unlock()
 		return h.hub.logins >= before+2
 	})
 	h.hub.setExpired(a.key(), false)
-	waitFor(t, 5*time.Second, "up again without a key", func() bool { return a.e.Status().State == "up" })
+	testutil.WaitFor(t, 5*time.Second, "up again without a key", func() bool { return a.e.Status().State == "up" })
 }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"testing"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -265,18 +263,6 @@ func fakeClients(h *hub, b *bus) Clients {
 		Signal: func(c SignalConfig) (Signal, error) {
 			return &fakeSignal{b: b, key: c.Private.Public(), box: make(chan [2][]byte, 1024), ready: make(chan struct{})}, nil
 		},
-	}
-}
-
-// waitFor polls cond until it holds or d passes.
-func waitFor(tb testing.TB, d time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

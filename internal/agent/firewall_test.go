@@ -11,6 +11,7 @@ import (
 	"connectrpc.com/connect"
 
 	adminv1 "meshd/api/admin/v1"
+	"meshd/internal/testutil"
 	"meshd/wg"
 )
 
@@ -83,7 +84,7 @@ func TestMeshEnforcesPolicyPorts(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The new maps arrive: ping stops (ICMP is not allowed any more).
-	waitFor(t, 10*time.Second, "ping blocked", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "ping blocked", func() bool {
 		return ping(da, ipb, 200*time.Millisecond) != nil && ping(db, ipa, 200*time.Millisecond) != nil
 	})
 	for _, c := range []struct {

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"meshd/internal/testutil"
 )
 
 // firstPing starts a new agent next to a running one and returns how long
@@ -14,7 +16,7 @@ func firstPing(tb testing.TB, w *world, peer netip.Addr, name string) time.Durat
 	start := time.Now()
 	e := w.agent(name)
 	var dev interface{}
-	waitFor(tb, 15*time.Second, "device", func() bool { d := e.Device(); dev = d; return d != nil })
+	testutil.WaitFor(tb, 15*time.Second, "device", func() bool { d := e.Device(); dev = d; return d != nil })
 	_ = dev
 	answered := waitPing(tb, e.Device(), peer, 15*time.Second)
 	return answered.Sub(start)

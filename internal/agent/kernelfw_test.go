@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"meshd/internal/filter"
+	"meshd/internal/testutil"
 	"meshd/wg"
 )
 
@@ -68,7 +69,7 @@ func TestEngineGivesFirewallDeviceTheMapRules(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no device made")
 	}
-	waitFor(t, 10*time.Second, "a's firewall device gets rules for b", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "a's firewall device gets rules for b", func() bool {
 		for _, s := range fd.last().Specs() {
 			if s.Peer.Contains(ipb) {
 				return true

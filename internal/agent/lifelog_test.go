@@ -8,6 +8,8 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"meshd/internal/testutil"
 )
 
 // TestLogSaysJoinedDownAndUp: the log says "joined as NAME IP" on login,
@@ -17,7 +19,7 @@ func TestLogSaysJoinedDownAndUp(t *testing.T) {
 	core, logs := observer.New(zapcore.InfoLevel)
 	h.core = core
 	a := h.start("", "SETUP", false)
-	waitFor(t, 5*time.Second, "up", func() bool { return a.e.Status().State == "up" })
+	testutil.WaitFor(t, 5*time.Second, "up", func() bool { return a.e.Status().State == "up" })
 	st := a.e.Status()
 	joined := "joined as " + st.Self.Name + " " + st.Self.OverlayIp
 	if logs.FilterMessage(joined).Len() != 1 {

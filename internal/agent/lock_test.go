@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"meshd/internal/testutil"
 )
 
 // TestSecondAgentOnOneStateDirStops: while one agent runs on a state
@@ -19,7 +21,7 @@ func TestSecondAgentOnOneStateDirStops(t *testing.T) {
 	h := newHarness(t)
 	dir := filepath.Join(t.TempDir(), "state")
 	a := h.start(dir, "SETUP", false)
-	waitFor(t, 5*time.Second, "up", func() bool { return a.e.Status().State == "up" })
+	testutil.WaitFor(t, 5*time.Second, "up", func() bool { return a.e.Status().State == "up" })
 	before, err := os.ReadFile(filepath.Join(dir, StateFile))
 	if err != nil {
 		t.Fatal(err)

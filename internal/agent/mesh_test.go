@@ -18,6 +18,7 @@ import (
 	"meshd/internal/control"
 	"meshd/internal/control/controltest"
 	"meshd/internal/signal/signaltest"
+	"meshd/internal/testutil"
 	"meshd/internal/tlsconf"
 	"meshd/nat/relay"
 	"meshd/wg"
@@ -87,7 +88,7 @@ func (w *world) agentWith(name string, opt func(*Options)) *Engine {
 // waitUp waits until e has its device and overlay address.
 func waitUp(tb testing.TB, e *Engine) (wg.Device, netip.Addr) {
 	tb.Helper()
-	waitFor(tb, 15*time.Second, "agent up", func() bool {
+	testutil.WaitFor(tb, 15*time.Second, "agent up", func() bool {
 		st := e.Status()
 		return st.State == "up" && e.Device() != nil && st.Self.OverlayIp != ""
 	})
@@ -171,7 +172,7 @@ func TestMeshMovesTCPThroughTheTunnel(t *testing.T) {
 	_ = ipc
 
 	// Status: b is connected to a over a direct path (loopback host pair).
-	waitFor(t, 5*time.Second, "a sees b connected", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "a sees b connected", func() bool {
 		for _, p := range a.Status().Peers {
 			if p.OverlayIp == ipb.String() {
 				return p.State == PeerConnected && p.Path == PathDirect && p.RxBytes > 0 && p.TxBytes > 0
@@ -213,10 +214,10 @@ func TestMeshDeletedPeerLosesTunnelAndControlOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	waitFor(t, 5*time.Second, "b gone from a", func() bool { return len(a.Status().Peers) == 0 })
+	testutil.WaitFor(t, 5*time.Second, "b gone from a", func() bool { return len(a.Status().Peers) == 0 })
 	if err := ping(da, ipb, 500*time.Millisecond); err == nil {
 		t.Fatal("a still reaches b after b was deleted")
 	}
 	t.Logf("deleted peer lost its tunnel in %v", time.Since(start).Round(time.Millisecond))
-	waitFor(t, 5*time.Second, "b told to log in again", func() bool { return b.Status().State == "needs-login" })
+	testutil.WaitFor(t, 5*time.Second, "b told to log in again", func() bool { return b.Status().State == "needs-login" })
 }

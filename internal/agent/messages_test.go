@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"meshd/internal/controlclient"
+	"meshd/internal/testutil"
 	"meshd/internal/tlsconf"
 )
 
@@ -59,7 +60,7 @@ func TestControlURLSavedAfterFirstLogin(t *testing.T) {
 	h.hub.setDown(true)
 	dir := filepath.Join(t.TempDir(), "state")
 	a := h.start(dir, "SETUP", false)
-	waitFor(t, 5*time.Second, "a failed login", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "a failed login", func() bool {
 		h.hub.mu.Lock()
 		defer h.hub.mu.Unlock()
 		return h.hub.logins > 0
@@ -68,7 +69,7 @@ func TestControlURLSavedAfterFirstLogin(t *testing.T) {
 		t.Fatalf("control URL %q saved before any login worked", st.ControlURL)
 	}
 	h.hub.setDown(false)
-	waitFor(t, 10*time.Second, "up", func() bool { return a.e.Status().State == "up" })
+	testutil.WaitFor(t, 10*time.Second, "up", func() bool { return a.e.Status().State == "up" })
 	if st := readSaved(t, dir); st.ControlURL != "fake://control" || !st.Joined {
 		t.Fatalf("state after the first login: %+v", st)
 	}

@@ -15,6 +15,7 @@ import (
 
 	daemonv1 "meshd/api/daemon/v1"
 	"meshd/internal/metricstest"
+	"meshd/internal/testutil"
 )
 
 // fakeStatus hands Metrics the status a test sets.
@@ -151,7 +152,7 @@ func TestMetricsOfARealMesh(t *testing.T) {
 		io.Copy(conn, conn)
 	}()
 	waitPing(t, da, ipb, 15*time.Second)
-	waitFor(t, 10*time.Second, "a on a direct path to b", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "a on a direct path to b", func() bool {
 		st := a.Status()
 		return len(st.Peers) == 1 && st.Peers[0].Path == PathDirect
 	})
@@ -178,7 +179,7 @@ func TestMetricsOfARealMesh(t *testing.T) {
 	}
 
 	var m metricstest.Families
-	waitFor(t, 5*time.Second, "1 MiB more sent and received on the direct path", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "1 MiB more sent and received on the direct path", func() bool {
 		m = metricstest.Scrape(t, url)
 		return m.Value(t, "meshd_agent_bytes_total", "direction", "sent", "path", PathDirect)-before >= n &&
 			m.Value(t, "meshd_agent_bytes_total", "direction", "received", "path", PathDirect) >= n

@@ -11,6 +11,7 @@ import (
 
 	"meshd/internal/agent/path"
 	"meshd/internal/keys"
+	"meshd/internal/testutil"
 	"meshd/wg"
 )
 
@@ -104,15 +105,15 @@ func TestNetworkChangeKeepsAWorkingDirectPath(t *testing.T) {
 			return false
 		}
 	}
-	waitFor(t, 5*time.Second, "a sees b connected direct", connected(a, ipb))
-	waitFor(t, 5*time.Second, "b sees a connected direct", connected(b, ipa))
+	testutil.WaitFor(t, 5*time.Second, "a sees b connected direct", connected(a, ipb))
+	testutil.WaitFor(t, 5*time.Second, "b sees a connected direct", connected(b, ipa))
 	ra, rb := da.(*recDevice), db.(*recDevice)
 	// Let both path machines see the handshake (two stats polls each).
 	waitPolls := func(what string, n int) {
 		t.Helper()
 		_, sa := ra.marks()
 		_, sb := rb.marks()
-		waitFor(t, time.Duration(n+5)*statsInterval, what, func() bool {
+		testutil.WaitFor(t, time.Duration(n+5)*statsInterval, what, func() bool {
 			_, a2 := ra.marks()
 			_, b2 := rb.marks()
 			return a2 >= sa+n && b2 >= sb+n
@@ -128,7 +129,7 @@ func TestNetworkChangeKeepsAWorkingDirectPath(t *testing.T) {
 	tun.renewMux(nil) // nothing went away
 
 	// Both sides take the new direct session's pair ...
-	waitFor(t, 10*time.Second, "a new direct path on both sides", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "a new direct path on both sides", func() bool {
 		pa, _ := ra.marks()
 		pb, _ := rb.marks()
 		return pa > pa0 && pb > pb0

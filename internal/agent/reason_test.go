@@ -6,6 +6,7 @@ import (
 	"time"
 
 	daemonv1 "meshd/api/daemon/v1"
+	"meshd/internal/testutil"
 )
 
 func TestDirectReason(t *testing.T) {
@@ -40,7 +41,7 @@ func TestStatusSaysWhyRelayed(t *testing.T) {
 	a := h.start("", "SETUP", true) // nothing direct gets out of a
 	b := h.start("", "SETUP", false)
 	var pa, pb *daemonv1.PeerStatus
-	waitFor(t, 20*time.Second, "a reason on both sides", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "a reason on both sides", func() bool {
 		pa, pb = peerStatus(a, b), peerStatus(b, a)
 		return pa.GetReason() != "" && pb.GetReason() != ""
 	})
@@ -100,7 +101,7 @@ func TestRelayedLatencyInStatus(t *testing.T) {
 	h.hub.setRelays(relays)
 	a := h.start("", "SETUP", true) // nothing direct gets out of a
 	b := h.start("", "SETUP", false)
-	waitFor(t, 20*time.Second, "a relayed latency", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "a relayed latency", func() bool {
 		p := peerStatus(a, b)
 		return p.GetLocalCandidate().GetType() == "relay" && p.GetLatencyMs() > 0
 	})

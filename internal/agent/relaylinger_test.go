@@ -9,6 +9,7 @@ import (
 
 	"meshd/internal/agent/path"
 	"meshd/internal/keys"
+	"meshd/internal/testutil"
 	"meshd/wg"
 )
 
@@ -83,7 +84,7 @@ func TestRelayClosedAfterUpgradeWithoutNewHandshake(t *testing.T) {
 
 	// Relayed, with WireGuard's handshake made over the relay.
 	waitPing(t, da, ipb, 15*time.Second)
-	waitFor(t, 10*time.Second, "connected over the relay on both sides", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "connected over the relay on both sides", func() bool {
 		sa, pa := peerPath(a, ipb)
 		sb, pb := peerPath(b, ipa)
 		return sa == PeerConnected && pa == PathRelayed && sb == PeerConnected && pb == PathRelayed
@@ -98,7 +99,7 @@ func TestRelayClosedAfterUpgradeWithoutNewHandshake(t *testing.T) {
 
 	// A direct path opens up.
 	blk.on.Store(false)
-	waitFor(t, 15*time.Second, "direct on both sides", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "direct on both sides", func() bool {
 		_, pa := peerPath(a, ipb)
 		_, pb := peerPath(b, ipa)
 		return pa == PathDirect && pb == PathDirect
@@ -106,7 +107,7 @@ func TestRelayClosedAfterUpgradeWithoutNewHandshake(t *testing.T) {
 	switched := time.Now()
 	// Both relay sessions close (their allocations are released) within
 	// the linger, plus a stats poll and the close's round trips.
-	waitFor(t, linger+5*time.Second, "relay allocations released", func() bool {
+	testutil.WaitFor(t, linger+5*time.Second, "relay allocations released", func() bool {
 		return w.relay.Stats().Allocations == 0
 	})
 	t.Logf("relay sessions closed %v after the switch to direct", time.Since(switched).Round(time.Millisecond))

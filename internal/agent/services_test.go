@@ -17,6 +17,7 @@ import (
 	controlv1 "meshd/api/control/v1"
 	daemonv1 "meshd/api/daemon/v1"
 	"meshd/internal/filter"
+	"meshd/internal/testutil"
 	"meshd/wg"
 )
 
@@ -68,7 +69,7 @@ func TestMeshDNS(t *testing.T) {
 		t.Fatalf("b's dns name %q", nameB)
 	}
 	local := loopbackDNS(t, a)
-	waitFor(t, 10*time.Second, "a's resolver to know b", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "a's resolver to know b", func() bool {
 		r, err := lookup(nil, local, nameB)
 		return err == nil && slices.Equal(aRecords(r), []string{ipb.String()})
 	})
@@ -79,7 +80,7 @@ func TestMeshDNS(t *testing.T) {
 	// Through the tunnel: a asks b's resolver on b's overlay address.
 	waitPing(t, da, ipb, 15*time.Second)
 	var got []string
-	waitFor(t, 10*time.Second, "b's resolver to answer through the tunnel", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "b's resolver to answer through the tunnel", func() bool {
 		conn, err := da.Net().DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(ipb, 53))
 		if err != nil {
 			return false
@@ -103,7 +104,7 @@ func TestMeshDNS(t *testing.T) {
 		t.Fatal(err)
 	}
 	domain := strings.TrimPrefix(nameA, "dnsa.")
-	waitFor(t, 10*time.Second, "the new record", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the new record", func() bool {
 		r, err := lookup(nil, local, "printer."+domain)
 		return err == nil && slices.Equal(aRecords(r), []string{"192.168.1.20"})
 	})
@@ -136,7 +137,7 @@ func TestRoutingPeerInNetstackMode(t *testing.T) {
 		}
 		return nil
 	}
-	waitFor(t, 10*time.Second, "the routing peer's status", func() bool { return routeOf(r) != nil })
+	testutil.WaitFor(t, 10*time.Second, "the routing peer's status", func() bool { return routeOf(r) != nil })
 	if rs := routeOf(r); rs.State != RouteUnsupported || !strings.Contains(rs.Message, "netstack") || rs.Via != "" || !rs.Masquerade {
 		t.Errorf("routing peer's route %v", rs)
 	}
@@ -144,7 +145,7 @@ func TestRoutingPeerInNetstackMode(t *testing.T) {
 		t.Errorf("the routing peer must keep running: %s %s", r.Status().State, r.Status().Message)
 	}
 	// Active once the tunnel to the routing peer is up (unreachable before).
-	waitFor(t, 10*time.Second, "the client's route active", func() bool { rs := routeOf(a); return rs != nil && rs.State == RouteActive })
+	testutil.WaitFor(t, 10*time.Second, "the client's route active", func() bool { rs := routeOf(a); return rs != nil && rs.State == RouteActive })
 	if rs := routeOf(a); rs.State != RouteActive || rs.Via != "rtr" || rs.ViaPublicKey != r.PublicKey().String() {
 		t.Errorf("client's route %v", rs)
 	}
@@ -152,7 +153,7 @@ func TestRoutingPeerInNetstackMode(t *testing.T) {
 	if _, err := w.control.Admin.DeleteRoute(ctx, connect.NewRequest(&adminv1.DeleteRouteRequest{Id: "10.99.0.0/24"})); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the route gone", func() bool { return routeOf(a) == nil && routeOf(r) == nil })
+	testutil.WaitFor(t, 10*time.Second, "the route gone", func() bool { return routeOf(a) == nil && routeOf(r) == nil })
 }
 
 // TestDNSOff: --dns=false starts no resolver and says so.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	daemonv1 "meshd/api/daemon/v1"
+	"meshd/internal/testutil"
 	"meshd/wg/wgtest"
 )
 
@@ -30,7 +31,7 @@ func TestStatusSaysWhyPeerIsUnreachable(t *testing.T) {
 	}
 	// Either side may be the one that sends first; each learns why the
 	// other is unreachable once it tries.
-	waitFor(t, 10*time.Second, "a reason on a peer", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "a reason on a peer", func() bool {
 		pa, pb := peerOf(a, b), peerOf(b, a)
 		return (pa != nil && strings.Contains(pa.GetReason(), "ticket expired")) ||
 			(pb != nil && strings.Contains(pb.GetReason(), "ticket expired"))
@@ -39,11 +40,11 @@ func TestStatusSaysWhyPeerIsUnreachable(t *testing.T) {
 	h.bus.mu.Lock()
 	h.bus.down = false
 	h.bus.mu.Unlock()
-	waitFor(t, 10*time.Second, "direct paths both ways", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "direct paths both ways", func() bool {
 		return a.pathTo(b.key()) == wgtest.PathDirect && b.pathTo(a.key()) == wgtest.PathDirect
 	})
 	a.dev().Handshake(b.key(), time.Now())
-	waitFor(t, 5*time.Second, "a's peer connected without a reason", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "a's peer connected without a reason", func() bool {
 		p := peerOf(a, b)
 		return p != nil && p.State == PeerConnected && p.GetReason() == ""
 	})

@@ -13,6 +13,7 @@ import (
 	"meshd/internal/control/controltest"
 	"meshd/internal/controlclient"
 	"meshd/internal/metricstest"
+	"meshd/internal/testutil"
 )
 
 // TestMetricsCountLoginsMapsAndPeers logs agents in (two succeed, two are
@@ -28,7 +29,7 @@ func TestMetricsCountLoginsMapsAndPeers(t *testing.T) {
 	alpha := h.AddAgent(controltest.AgentOptions{Hostname: "alpha"})
 	first := alpha.WaitFor(t, "first map", func(*controltest.Map) bool { return true })
 	var m metricstest.Families
-	waitScrape(t, "alpha's maps on /metrics", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "alpha's maps on /metrics", func() bool {
 		m = scrape()
 		sent := m.Value(t, "meshd_control_maps_sent_total", "kind", "full") + m.Value(t, "meshd_control_maps_sent_total", "kind", "update")
 		return sent >= 1 && sent == float64(alpha.Count())
@@ -63,7 +64,7 @@ func TestMetricsCountLoginsMapsAndPeers(t *testing.T) {
 		t.Fatalf("login with a revoked key: %v", err)
 	}
 
-	waitScrape(t, "every map the agents got counted", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "every map the agents got counted", func() bool {
 		m = scrape()
 		sent := m.Value(t, "meshd_control_maps_sent_total", "kind", "full") + m.Value(t, "meshd_control_maps_sent_total", "kind", "update")
 		return sent == float64(alpha.Count()+bravo.Count())
@@ -98,25 +99,11 @@ func TestMetricsCountLoginsMapsAndPeers(t *testing.T) {
 
 	// A peer whose stream ends is offline.
 	bravo.Stop()
-	waitScrape(t, "bravo offline on /metrics", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "bravo offline on /metrics", func() bool {
 		m = scrape()
 		return m.Value(t, "meshd_control_peers_online") == 1 && m.Value(t, "meshd_control_sync_streams") == 1
 	})
 	if got := m.Value(t, "meshd_control_peers"); got != 2 {
 		t.Errorf("peers = %g after bravo went offline, want 2", got)
-	}
-}
-
-// waitScrape polls cond every 5 ms for up to 10 s.
-func waitScrape(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
 	}
 }

@@ -16,16 +16,25 @@ const Pace = 5 * time.Millisecond
 // count (d/Pace plus a margin), so a test never spins forever.
 func WaitFor(tb testing.TB, d time.Duration, what string, cond func() bool) {
 	tb.Helper()
-	if err := Poll(d, cond); err != nil {
+	WaitEvery(tb, d, Pace, what, cond)
+}
+
+// WaitEvery is WaitFor at another pace, for conditions that are costly to
+// check (a command run in a namespace).
+func WaitEvery(tb testing.TB, d, pace time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	if err := poll(d, pace, cond); err != nil {
 		tb.Fatalf("timed out after %v waiting for %s", d, what)
 	}
 }
 
 // Poll is WaitFor without a testing.TB: it returns an error when cond did
 // not hold within d (for helpers that add their own context to a failure).
-func Poll(d time.Duration, cond func() bool) error {
+func Poll(d time.Duration, cond func() bool) error { return poll(d, Pace, cond) }
+
+func poll(d, pace time.Duration, cond func() bool) error {
 	deadline := time.Now().Add(d)
-	limit := int(d/Pace) + 100
+	limit := int(d/pace) + 100
 	for i := 0; ; i++ {
 		if cond() {
 			return nil
@@ -33,6 +42,6 @@ func Poll(d time.Duration, cond func() bool) error {
 		if i >= limit || !time.Now().Before(deadline) {
 			return fmt.Errorf("testutil: condition not met within %v", d)
 		}
-		time.Sleep(Pace)
+		time.Sleep(pace)
 	}
 }

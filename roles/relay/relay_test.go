@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,27 +42,57 @@ func app(out io.Writer) *cli.App {
 // metrics, allocates through it over UDP and TLS, relays, reads the bytes
 // on /metrics and stops it.
 func TestCommand(t *testing.T) {
-	port, tlsPort, metricsPort := relaytest.FreePort(t), relaytest.FreePort(t), relaytest.FreePort(t)
 	secretFile := filepath.Join(t.TempDir(), "turn-secret")
 	if err := os.WriteFile(secretFile, []byte(secret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	hp := func(p int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(p)) }
-	ctx, cancel := context.WithCancel(context.Background())
-	var out bytes.Buffer
-	done := make(chan error, 1)
-	go func() {
-		done <- app(&out).RunContext(ctx, []string{"meshd", "relay",
-			"--stun-listen", hp(port),
-			"--relay-ip", "127.0.0.1",
-			"--relay-ports", "40000-40100",
-			"--turn-secret-file", secretFile,
-			"--turn-tls-listen", hp(tlsPort),
-			"--data", t.TempDir(),
-			"--metrics-listen", hp(metricsPort),
-			"--log-level", "warn",
-		})
-	}()
+	var (
+		port, tlsPort, metricsPort int
+		out                        *lockedBuffer
+		done                       chan error
+		cancel                     context.CancelFunc
+	)
+	// Ports picked free may be taken before the command binds them (tests
+	// run in parallel): a clash ends it at once, and it starts again on
+	// others.
+	for attempt := 0; ; attempt++ {
+		if attempt == 5 {
+			t.Fatal("meshd relay: every port tried was taken")
+		}
+		port, tlsPort, metricsPort = relaytest.FreePort(t), relaytest.FreePort(t), relaytest.FreePort(t)
+		var ctx context.Context
+		ctx, cancel = context.WithCancel(context.Background())
+		out, done = &lockedBuffer{}, make(chan error, 1)
+		go func(out io.Writer, done chan<- error) {
+			done <- app(out).RunContext(ctx, []string{"meshd", "relay",
+				"--stun-listen", hp(port),
+				"--relay-ip", "127.0.0.1",
+				"--relay-ports", "40000-40100",
+				"--turn-secret-file", secretFile,
+				"--turn-tls-listen", hp(tlsPort),
+				"--data", t.TempDir(),
+				"--metrics-listen", hp(metricsPort),
+				"--log-level", "warn",
+			})
+		}(out, done)
+		err := relaytest.WaitSTUN(hp(port), 10*time.Second)
+		select {
+		case exit := <-done: // a bind failure ends the command within milliseconds
+			cancel()
+			if exit != nil && strings.Contains(exit.Error(), "address already in use") {
+				t.Logf("a port was taken (%v); starting again on others", exit)
+				continue
+			}
+			t.Fatalf("meshd relay exited: %v\n%s", exit, out.String())
+		case <-time.After(200 * time.Millisecond):
+		}
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		break
+	}
 	stopped := false
 	stop := func() {
 		if !stopped {
@@ -73,9 +104,6 @@ func TestCommand(t *testing.T) {
 		}
 	}
 	defer stop()
-	if err := relaytest.WaitSTUN(hp(port), 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
 
 	c := relaytest.Credential([]byte(secret), "peer", time.Hour)
 	a, err := relaytest.Allocate(t, hp(port), relaytest.UDP, c, nil)
@@ -210,4 +238,23 @@ func TestAllowPeerFlag(t *testing.T) {
 	if !slices.Equal(cfg.AllowPeers, want) {
 		t.Fatalf("AllowPeers = %v, want %v", cfg.AllowPeers, want)
 	}
+}
+
+// lockedBuffer is a bytes.Buffer that the command writes while the test
+// reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

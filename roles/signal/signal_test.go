@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"net"
 	"regexp"
 	"strings"
@@ -51,6 +52,25 @@ func freePort(tb testing.TB) string {
 	return ln.Addr().String()
 }
 
+// waitPin waits until the command printed its TLS pin, or says why not (an
+// early exit, with the command's error, or no pin within d).
+func waitPin(out *syncBuffer, done <-chan error, d time.Duration) (string, error) {
+	deadline := time.After(d)
+	for i := 0; i < 10000; i++ {
+		if m := pinLine.FindStringSubmatch(out.String()); m != nil {
+			return m[1], nil
+		}
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case err := <-done:
+			return "", fmt.Errorf("meshd signal exited: %v; output %q", err, out.String())
+		case <-deadline:
+			return "", fmt.Errorf("no pin printed; output %q", out.String())
+		}
+	}
+	return "", errors.New("no pin printed")
+}
+
 var pinLine = regexp.MustCompile(`signal TLS pin \(self-signed certificate\): (sha256:[0-9a-f]{64})`)
 
 // controlKey makes a ticket key as control's, and returns it in the form
@@ -72,16 +92,38 @@ func controlKey(tb testing.TB) (string, func(keys.Key) []byte) {
 }
 
 func TestCommandServesPinnedTLSAndStops(t *testing.T) {
-	addr, metrics := freePort(t), freePort(t)
 	ckey, issue := controlKey(t)
-	out := &syncBuffer{}
-	app := &cli.App{Commands: []*cli.Command{Command()}, Writer: out, ErrWriter: out}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- app.RunContext(ctx, []string{"meshd", "signal", "--listen", addr, "--data", t.TempDir(), "--log-level", "warn", "--signal-heartbeat", "2s",
-			"--metrics-listen", metrics, "--control-key", ckey})
-	}()
+	var (
+		addr, metrics, pin string
+		out                *syncBuffer
+		done               chan error
+		cancel             context.CancelFunc
+	)
+	// Ports picked free may be taken before the command binds them (tests
+	// run in parallel): a clash ends it at once, and it starts again on others.
+	for attempt := 0; pin == "" && attempt < 5; attempt++ {
+		addr, metrics = freePort(t), freePort(t)
+		out = &syncBuffer{}
+		app := &cli.App{Commands: []*cli.Command{Command()}, Writer: out, ErrWriter: out}
+		var ctx context.Context
+		ctx, cancel = context.WithCancel(context.Background())
+		done = make(chan error, 1)
+		go func(done chan<- error) {
+			done <- app.RunContext(ctx, []string{"meshd", "signal", "--listen", addr, "--data", t.TempDir(), "--log-level", "warn", "--signal-heartbeat", "2s",
+				"--metrics-listen", metrics, "--control-key", ckey})
+		}(done)
+		var err error
+		if pin, err = waitPin(out, done, 10*time.Second); err != nil {
+			cancel()
+			if !strings.Contains(err.Error(), "address already in use") {
+				t.Fatal(err)
+			}
+			t.Logf("a port was taken; starting again on others")
+		}
+	}
+	if pin == "" {
+		t.Fatal("meshd signal: every port tried was taken")
+	}
 	defer func() {
 		cancel()
 		select {
@@ -93,24 +135,9 @@ func TestCommandServesPinnedTLSAndStops(t *testing.T) {
 			t.Error("meshd signal did not stop")
 		}
 	}()
-
-	var pin string
-	deadline := time.After(10 * time.Second)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for pin == "" {
-		if m := pinLine.FindStringSubmatch(out.String()); m != nil {
-			pin = m[1]
-			break
-		}
-		select {
-		case <-tick.C:
-		case err := <-done:
-			t.Fatalf("meshd signal exited: %v; output %q", err, out.String())
-		case <-deadline:
-			t.Fatalf("no pin printed; output %q", out.String())
-		}
-	}
+	var deadline <-chan time.Time
 
 	priv, _ := keys.Generate()
 	ticket := issue(priv.Public())

@@ -18,6 +18,7 @@ import (
 
 	"meshd/internal/daemon"
 	"meshd/internal/lab"
+	"meshd/internal/testutil"
 )
 
 func TestMain(m *testing.M) { lab.Main(m) }
@@ -44,18 +45,6 @@ func admin(ctx context.Context, tb testing.TB, srv *lab.Server, args ...string) 
 		tb.Fatalf("meshd admin %s: %v", strings.Join(args, " "), err)
 	}
 	return out
-}
-
-// until polls ok every 100 ms for up to d.
-func until(tb testing.TB, d time.Duration, what string, ok func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("no %s within %v", what, d)
-		}
-		time.Sleep(100 * time.Millisecond) // polling pace
-	}
 }
 
 // resolve asks the resolver at server for name's A records from inside
@@ -219,7 +208,7 @@ func TestRoutesAndDNS(t *testing.T) {
 	admin(ctx, t, srv, "dns", "records", "create", "--name", "files", "--type", "A", "--value", "10.99.0.2")
 	startUpstream(t, hn, map[string]string{"printer.home.arpa.": "10.99.0.77"})
 	admin(ctx, t, srv, "dns", "nameservers", "create", "--name", "lan", "--nameserver", "10.99.0.2", "--domain", "home.arpa")
-	until(t, 20*time.Second, "answers from the record and the routed nameserver", func() bool {
+	testutil.WaitEvery(t, 20*time.Second, 100*time.Millisecond, "answers from the record and the routed nameserver", func() bool {
 		f, err1 := resolve(ha, a.OverlayIP(), "files."+domain)
 		p, err2 := resolve(ha, a.OverlayIP(), "printer.home.arpa")
 		return err1 == nil && err2 == nil && slices.Equal(f, []string{"10.99.0.2"}) && slices.Equal(p, []string{"10.99.0.77"})
@@ -228,14 +217,14 @@ func TestRoutesAndDNS(t *testing.T) {
 
 	// Deleting the route takes the access and r's table away.
 	admin(ctx, t, srv, "routes", "delete", "10.99.0.0/24")
-	until(t, 20*time.Second, "r's table removed", func() bool {
+	testutil.WaitEvery(t, 20*time.Second, 100*time.Millisecond, "r's table removed", func() bool {
 		out, err := hr.Run(ctx, "nft", "list", "tables")
 		return err == nil && !strings.Contains(out, table)
 	})
 	if fwd, _ := hr.Run(ctx, "sysctl", "-n", "net.ipv4.ip_forward"); strings.TrimSpace(fwd) != "0" {
 		t.Errorf("r's ip_forward %q after the route went, want 0 again", fwd)
 	}
-	until(t, 20*time.Second, "a losing the routed network", func() bool { return ha.Ping(ctx, target) != nil })
+	testutil.WaitEvery(t, 20*time.Second, 100*time.Millisecond, "a losing the routed network", func() bool { return ha.Ping(ctx, target) != nil })
 	if st := status(ctx, t, a); len(st.Routes) != 0 {
 		t.Errorf("a still lists routes %+v", st.Routes)
 	}
@@ -244,7 +233,7 @@ func TestRoutesAndDNS(t *testing.T) {
 	// Stopping the routing peer's agent removes its table and restores
 	// forwarding as well.
 	admin(ctx, t, srv, "routes", "create", "--network", "10.99.0.0/24", "--peer", rName)
-	until(t, 20*time.Second, "r's table back", func() bool {
+	testutil.WaitEvery(t, 20*time.Second, 100*time.Millisecond, "r's table back", func() bool {
 		out, err := hr.Run(ctx, "nft", "list", "tables")
 		return err == nil && strings.Contains(out, table)
 	})
