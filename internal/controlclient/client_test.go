@@ -143,15 +143,18 @@ func TestSyncHeartbeatsKeepStream(t *testing.T) {
 		if err := sendMap(s, 1); err != nil {
 			return err
 		}
-		for range 10 {
-			time.Sleep(10 * time.Millisecond) // the fake control's heartbeat period
+		// 40 heartbeats 20 ms apart: the stream lives well past the
+		// timeout, which only the heartbeats can bridge; the margin between
+		// period and timeout absorbs a loaded machine under -race.
+		for range 40 {
+			time.Sleep(20 * time.Millisecond) // the fake control's heartbeat period
 			if err := s.Send(&controlv1.SyncResponse{}); err != nil {
 				return err
 			}
 		}
 		return sendMap(s, 2)
 	}}
-	c := newFake(t, f, Options{HeartbeatTimeout: 50 * time.Millisecond})
+	c := newFake(t, f, Options{HeartbeatTimeout: 300 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	c.Sync(ctx, func(m *controlv1.NetworkMap) {
 		if m.Serial == 2 {
