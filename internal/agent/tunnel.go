@@ -448,6 +448,7 @@ func (t *tunnel) setPeer(ctx context.Context, k keys.Key, rp *controlv1.RemotePe
 		mux:             t.mux,
 		signal:          t.currentSignal,
 		includeLoopback: t.e.opts.IncludeLoopback,
+		timing:          t.e.opts.ICETiming,
 		exclude:         t.exclude(),
 		pathCfg:         t.e.opts.Path,
 		log:             t.log.Named("peer"),

@@ -91,6 +91,7 @@ type turnSocket struct {
 	*net.UDPConn
 	recv    *atomic.Pointer[receiver] // shared by the session's sockets
 	onClose func(*turnSocket)
+	creds   *turnCreds // the session's; nil: requests go out as pion signed them
 
 	mu       sync.Mutex
 	server   netip.AddrPort // the TURN server: where pion sends
@@ -145,12 +146,17 @@ func (s *turnSocket) Close() error {
 	return s.UDPConn.Close()
 }
 
-// WriteTo is pion's write: noted, then sent as is.
+// WriteTo is pion's write: signed again with the newest credential if it
+// is an authenticated TURN request (resign.go), noted, then sent.
 func (s *turnSocket) WriteTo(p []byte, addr net.Addr) (int, error) {
+	out := s.creds.resign(p)
 	if ua, ok := addr.(*net.UDPAddr); ok {
-		s.sniffOut(p, unmap(ua.AddrPort()))
+		s.sniffOut(out, unmap(ua.AddrPort()))
 	}
-	return s.UDPConn.WriteTo(p, addr)
+	if _, err := s.UDPConn.WriteTo(out, addr); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // ReadFrom is pion's read. Without a receiver it is a plain read into

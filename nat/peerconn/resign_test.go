@@ -1,0 +1,314 @@
+package peerconn
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v2"
+	"go.uber.org/zap"
+
+	controlv1 "meshd/api/control/v1"
+	peerv1 "meshd/api/peer/v1"
+	"meshd/internal/tlsconf"
+	"meshd/internal/turncred"
+	"meshd/nat/relay"
+)
+
+var resignSecret = []byte("rotation secret")
+
+func uri(c turncred.Credential) *stun.URI {
+	return &stun.URI{Scheme: stun.SchemeTypeTURN, Host: "127.0.0.1", Port: 3478, Proto: stun.ProtoTypeUDP, Username: c.Username, Password: c.Password}
+}
+
+// pionRequest builds an authenticated request the way pion's TURN client
+// does.
+func pionRequest(t *testing.T, method stun.Method, c turncred.Credential) *stun.Message {
+	t.Helper()
+	var lifetime [4]byte
+	binary.BigEndian.PutUint32(lifetime[:], 600)
+	m, err := stun.Build(stun.TransactionID, stun.NewType(method, stun.ClassRequest),
+		stun.RawAttribute{Type: stun.AttrLifetime, Value: lifetime[:]},
+		stun.NewUsername(c.Username), stun.NewRealm("meshd"), stun.NewNonce("nonce-1"),
+		stun.NewLongTermIntegrity(c.Username, "meshd", c.Password), stun.Fingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// Every authenticated TURN request pion sends is signed again with the
+// newest credential of its id: the server's check with the new key passes,
+// the rest of the request is kept.
+func TestResignTURNRequests(t *testing.T) {
+	now := time.Now()
+	old := turncred.Issue(resignSecret, "peer1", now, time.Minute)
+	cur := turncred.Issue(resignSecret, "peer1", now.Add(30*time.Second), time.Minute)
+	var c turnCreds
+	c.set([]*stun.URI{uri(old)})
+	c.set([]*stun.URI{uri(cur)})
+	c.set([]*stun.URI{uri(old)}) // an older map's credential does not win
+	for _, method := range []stun.Method{stun.MethodAllocate, stun.MethodRefresh, stun.MethodCreatePermission, stun.MethodChannelBind} {
+		m := pionRequest(t, method, old)
+		orig := append([]byte(nil), m.Raw...)
+		out := c.resign(m.Raw)
+		if !bytes.Equal(m.Raw, orig) {
+			t.Fatalf("%v: the original was modified", method)
+		}
+		got := &stun.Message{Raw: out}
+		if err := got.Decode(); err != nil {
+			t.Fatalf("%v: %v", method, err)
+		}
+		var user stun.Username
+		if err := user.GetFrom(got); err != nil || user.String() != cur.Username {
+			t.Fatalf("%v: username %q (%v), want %q", method, user, err, cur.Username)
+		}
+		if err := stun.NewLongTermIntegrity(cur.Username, "meshd", turncred.Password(resignSecret, cur.Username)).Check(got); err != nil {
+			t.Errorf("%v: integrity with the new key: %v", method, err)
+		}
+		if err := stun.Fingerprint.Check(got); err != nil {
+			t.Errorf("%v: fingerprint: %v", method, err)
+		}
+		if got.Type != m.Type || got.TransactionID != m.TransactionID {
+			t.Errorf("%v: type %v id %x, want %v %x", method, got.Type, got.TransactionID, m.Type, m.TransactionID)
+		}
+		for _, a := range []stun.AttrType{stun.AttrLifetime, stun.AttrNonce, stun.AttrRealm} {
+			w, _ := m.Get(a)
+			g, err := got.Get(a)
+			if err != nil || !bytes.Equal(g, w) {
+				t.Errorf("%v: %v = %q (%v), want %q", method, a, g, err, w)
+			}
+		}
+	}
+	if n := c.resigned.Load(); n != 4 {
+		t.Errorf("resigned %d, want 4", n)
+	}
+
+	// Left alone: what is signed with the newest credential already, other
+	// ids, usernames that are not TURN REST ones, ICE's checks, data.
+	other := turncred.Issue(resignSecret, "peer2", now, time.Minute)
+	static := turncred.Credential{Username: "user", Password: "secret"}
+	ice, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.NewUsername("1234:5678"),
+		stun.NewShortTermIntegrity("pwd"), stun.Fingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chData := []byte{0x40, 0x00, 0x00, 0x04, 1, 0, 0, 0}
+	for name, p := range map[string][]byte{
+		"newest":       pionRequest(t, stun.MethodRefresh, cur).Raw,
+		"other id":     pionRequest(t, stun.MethodRefresh, other).Raw,
+		"static":       pionRequest(t, stun.MethodRefresh, static).Raw,
+		"ice":          ice.Raw,
+		"channel data": chData,
+		"cut":          pionRequest(t, stun.MethodRefresh, old).Raw[:40],
+	} {
+		if out := c.resign(p); !bytes.Equal(out, p) {
+			t.Errorf("%s: changed", name)
+		}
+	}
+	var none *turnCreds
+	if p := pionRequest(t, stun.MethodRefresh, old).Raw; !bytes.Equal(none.resign(p), p) {
+		t.Error("nil creds changed a request")
+	}
+}
+
+// rotationRelay runs meshd's relay on loopback with TURN over UDP, TCP and
+// TLS, and returns it with the URL of transport ("udp", "tcp", "tls").
+func rotationRelay(t *testing.T, transport string) (*relay.Server, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := tlsconf.ServerConfig(tlsconf.Options{DataDir: t.TempDir(), Hosts: []string{"127.0.0.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := relay.New(relay.Options{
+		Log: zap.NewNop(), Secret: resignSecret, PublicIP: netip.MustParseAddr("127.0.0.1"),
+		ListenAddr: "127.0.0.1:0", Workers: 1, TLSListener: tls.NewListener(ln, srv.Config),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	urls := relay.URLs("127.0.0.1", int(s.UDPAddr().Port()), int(s.TLSAddr().Port()))
+	want := map[string]string{"udp": "turn:", "tcp": "turn:", "tls": "turns:"}[transport]
+	for _, u := range urls {
+		if len(u) > len(want) && u[:len(want)] == want && (transport == "tls" || u[len(u)-3:] == transport) {
+			return s, u
+		}
+	}
+	t.Fatalf("no %s URL in %v", transport, urls)
+	return nil, ""
+}
+
+func credServers(t *testing.T, url, id string, ttl time.Duration) Servers {
+	t.Helper()
+	c := turncred.Issue(resignSecret, id, time.Now(), ttl)
+	s, err := ParseServers([]*controlv1.RelayServer{{Urls: []string{url}, Username: c.Username, Credential: c.Password}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// rotatingPair connects two relay sessions through s at url, with
+// credentials of ttl, and allocations that live allocLife (so pion
+// refreshes them every allocLife/2).
+func rotatingPair(t *testing.T, url string, ttl, allocLife time.Duration) (a, b *end, ca, cb net.Conn) {
+	t.Helper()
+	tm := RelayTiming
+	tm.TURNLifetime = allocLife
+	a, b = pair(t, peerv1.Kind_KIND_RELAY, Servers{}, false)
+	a.timing, b.timing = &tm, &tm
+	a.servers, b.servers = credServers(t, url, "a", ttl), credServers(t, url, "b", ttl)
+	s := a.newSession(31)
+	b.receive(s.Offer())
+	if err := s.Gather(); err != nil {
+		t.Fatal(err)
+	}
+	if p := waitPair(t, a); p.Local.Type != "relay" {
+		t.Fatalf("pair %v is not relayed", p)
+	}
+	waitPair(t, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var err error
+	if ca, err = s.WaitConn(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if cb, err = b.session().WaitConn(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return a, b, ca, cb
+}
+
+// reads hands what c reads to a channel (pion's ice.Conn has no read
+// deadlines) until c is closed.
+func reads(c net.Conn) <-chan []byte {
+	ch := make(chan []byte, 64)
+	go func() {
+		defer close(ch)
+		buf := make([]byte, 1500)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			select {
+			case ch <- append([]byte(nil), buf[:n]...):
+			default:
+			}
+		}
+	}()
+	return ch
+}
+
+// exchange sends one message each way and reports whether both arrived
+// within a second.
+func exchange(ca, cb net.Conn, ra, rb <-chan []byte, seq int) bool {
+	for _, d := range []struct {
+		w net.Conn
+		r <-chan []byte
+	}{{ca, rb}, {cb, ra}} {
+		msg := []byte("ciphertext " + strconv.Itoa(seq))
+		if _, err := d.w.Write(msg); err != nil {
+			return false
+		}
+		timeout := time.After(time.Second)
+		for got := false; !got; {
+			select {
+			case m, ok := <-d.r:
+				if !ok {
+					return false
+				}
+				got = bytes.Equal(m, msg) // earlier ones that arrived late are skipped
+			case <-timeout:
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// A relay session outlives many rotations of short-lived credentials over
+// TURN/UDP, TCP and TLS: its allocations are refreshed every second with
+// whatever credential is newest, long after the first one expired, and
+// keep carrying data. Without signing pion's refreshes again the relay
+// refuses them once the first credential expired, and the allocations end.
+func TestRelaySessionOutlivesCredentials(t *testing.T) {
+	const (
+		ttl       = 3 * time.Second // truncated to the second: 2 to 3 s
+		allocLife = 2 * time.Second
+		run       = 8 * time.Second
+	)
+	for _, transport := range []string{"udp", "tcp", "tls"} {
+		t.Run(transport, func(t *testing.T) {
+			s, url := rotationRelay(t, transport)
+			a, b, ca, cb := rotatingPair(t, url, ttl, allocLife)
+			if st := s.Stats(); st.AllocationsByTransport[transport] != 2 {
+				t.Fatalf("allocations by transport %v, want 2 over %s", st.AllocationsByTransport, transport)
+			}
+			ra, rb := reads(ca), reads(cb)
+			start := time.Now()
+			next := start
+			for i := 0; time.Since(start) < run; i++ {
+				if time.Now().After(next) { // rotate every second, as control would at half-life
+					a.session().SetTURNCredentials(credServers(t, url, "a", ttl))
+					b.session().SetTURNCredentials(credServers(t, url, "b", ttl))
+					next = next.Add(time.Second)
+				}
+				if !exchange(ca, cb, ra, rb, i) {
+					t.Fatalf("data stopped %v after the first credentials were issued (stats %+v)", time.Since(start), s.Stats())
+				}
+				time.Sleep(200 * time.Millisecond) // the pace of the traffic, not a wait for a condition
+			}
+			st := s.Stats()
+			if st.AllocationsByTransport[transport] != 2 || st.AuthRefused["expired"] != 0 {
+				t.Fatalf("stats %+v: want both allocations and no expired credential refused", st)
+			}
+			for _, e := range []*end{a, b} {
+				if n := e.session().rnet.creds.resigned.Load(); n == 0 {
+					t.Fatal("no request was signed with a newer credential")
+				}
+			}
+		})
+	}
+}
+
+// A peer whose credentials stop being renewed (deleted at control) loses
+// its allocation within a credential lifetime plus an allocation lifetime,
+// while the other peer's, renewed, stays.
+func TestRelaySessionEndsWithoutFreshCredentials(t *testing.T) {
+	const (
+		ttl       = 3 * time.Second
+		allocLife = 2 * time.Second
+	)
+	s, url := rotationRelay(t, "udp")
+	_, b, _, _ := rotatingPair(t, url, ttl, allocLife)
+	if st := s.Stats(); st.Allocations != 2 {
+		t.Fatalf("%d allocations, want 2", st.Allocations)
+	}
+	start := time.Now()
+	next := start
+	for deadline := start.Add(ttl + allocLife + 3*time.Second); s.Stats().Allocations != 1; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v %v after a's credentials stopped: want a's allocation gone", s.Stats(), time.Since(start))
+		}
+		if time.Now().After(next) {
+			b.session().SetTURNCredentials(credServers(t, url, "b", ttl))
+			next = next.Add(time.Second)
+		}
+	}
+	t.Logf("a's allocation ended %v after its last credential was issued", time.Since(start))
+	if st := s.Stats(); st.AuthRefused["expired"] == 0 || st.Users != 1 {
+		t.Fatalf("stats %+v: want a's expired credential refused and b alone holding an allocation", st)
+	}
+}
