@@ -36,7 +36,7 @@ func (n *relayNet) ListenPacket(network, address string) (net.PacketConn, error)
 		return c, nil // not a system socket (vnet): pion's path only
 	}
 	s := newTurnSocket(uc, &n.recv, n.remove)
-	s.creds = &n.creds
+	s.sign = newSigner(&n.creds)
 	n.mu.Lock()
 	n.socks = append(n.socks, s)
 	n.mu.Unlock()

@@ -37,9 +37,11 @@ import (
 //     the server signs with the key of the username it was sent), it
 //     reads the class, error code and attributes only.
 //
-// A server that insists on the allocation's first username (coturn does)
-// answers 441 Wrong Credentials; the allocation then ends as it would
-// have without this, and the next relay session allocates afresh.
+// A server that ties an allocation to its first username (coturn does)
+// answers a request signed anew with 441 Wrong Credentials. The connection
+// then stops signing anew (signer.fixed), and pion's next refresh goes out
+// with the username it allocated with: behind such a server a relayed
+// session lasts until its first credential expires, as without this.
 
 // turnCred is one credential of the current map.
 type turnCred struct {
@@ -193,5 +195,91 @@ attrs:
 func (s *Session) SetTURNCredentials(servers Servers) {
 	if s.rnet != nil {
 		s.rnet.creds.set(servers.TURN)
+	}
+}
+
+// signer is one TURN connection's use of the session's credentials.
+type signer struct {
+	creds *turnCreds
+	// fixed: the server answered 441 (it keeps an allocation's first
+	// username); requests go out as pion signed them from then on.
+	fixed atomic.Bool
+}
+
+func newSigner(c *turnCreds) *signer { return &signer{creds: c} }
+
+// out returns what to send for p, a message pion writes.
+func (s *signer) out(p []byte) []byte {
+	if s == nil || s.fixed.Load() {
+		return p
+	}
+	return s.creds.resign(p)
+}
+
+// in notes a message from the server: a 441 answer fixes the username.
+func (s *signer) in(p []byte) {
+	if s == nil || len(p) < resignHeader || p[0]&0xc0 != 0 || p[1]&0x10 == 0 || p[0]&0x01 == 0 {
+		return // not a STUN error response (class bits 0b11)
+	}
+	if !stun.IsMessage(p) || s.fixed.Load() {
+		return
+	}
+	m := &stun.Message{Raw: p}
+	if m.Decode() != nil {
+		return
+	}
+	var code stun.ErrorCodeAttribute
+	if code.GetFrom(m) == nil && code.Code == stun.CodeWrongCredentials {
+		s.fixed.Store(true)
+	}
+}
+
+// stunScanner finds the STUN messages in a TURN/TCP or TURN/TLS stream
+// from the server (RFC 8656 section 12.5: STUN messages and ChannelData
+// padded to four bytes, back to back) for signer.in. It only watches; on
+// anything it does not understand it stops watching.
+type stunScanner struct {
+	buf  []byte // a STUN message's bytes so far
+	skip int    // ChannelData bytes still to pass
+	dead bool
+}
+
+// maxScanMessage bounds a STUN message the scanner buffers.
+const maxScanMessage = 4096
+
+func (sc *stunScanner) feed(p []byte, fn func([]byte)) {
+	for len(p) > 0 && !sc.dead {
+		if sc.skip > 0 {
+			n := min(sc.skip, len(p))
+			sc.skip -= n
+			p = p[n:]
+			continue
+		}
+		need := 4
+		if len(sc.buf) >= 4 {
+			l := int(binary.BigEndian.Uint16(sc.buf[2:4]))
+			switch sc.buf[0] >> 6 {
+			case 0:
+				need = resignHeader + l
+			case 1:
+				sc.skip = (l+3)&^3 - (len(sc.buf) - 4)
+				sc.buf = sc.buf[:0]
+				continue
+			default:
+				sc.dead = true
+				return
+			}
+			if need > maxScanMessage {
+				sc.dead = true
+				return
+			}
+		}
+		n := min(need-len(sc.buf), len(p))
+		sc.buf = append(sc.buf, p[:n]...)
+		p = p[n:]
+		if len(sc.buf) >= resignHeader && len(sc.buf) == need {
+			fn(sc.buf)
+			sc.buf = sc.buf[:0]
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -310,5 +311,178 @@ func TestRelaySessionEndsWithoutFreshCredentials(t *testing.T) {
 	t.Logf("a's allocation ended %v after its last credential was issued", time.Since(start))
 	if st := s.Stats(); st.AuthRefused["expired"] == 0 || st.Users != 1 {
 		t.Fatalf("stats %+v: want a's expired credential refused and b alone holding an allocation", st)
+	}
+}
+
+// errorResponse is a server's error answer to req.
+func errorResponse(t *testing.T, req *stun.Message, code stun.ErrorCode) []byte {
+	t.Helper()
+	m, err := stun.Build(stun.NewTransactionIDSetter(req.TransactionID),
+		stun.NewType(req.Type.Method, stun.ClassErrorResponse), code, stun.Fingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Raw
+}
+
+func usernameOf(t *testing.T, p []byte) string {
+	t.Helper()
+	m := &stun.Message{Raw: p}
+	var u stun.Username
+	if err := m.Decode(); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.GetFrom(m); err != nil {
+		t.Fatal(err)
+	}
+	return u.String()
+}
+
+// A server that ties an allocation to its first username (coturn: 441
+// Wrong Credentials) makes the connection stop signing anew, over UDP and
+// over TCP/TLS streams, so pion's refreshes work until its own credential
+// expires; other errors change nothing.
+func TestSignerKeepsUsernameAfterWrongCredentials(t *testing.T) {
+	now := time.Now()
+	old := turncred.Issue(resignSecret, "peer1", now, time.Minute)
+	cur := turncred.Issue(resignSecret, "peer1", now.Add(30*time.Second), time.Minute)
+	var creds turnCreds
+	creds.set([]*stun.URI{uri(cur)})
+
+	type conn struct {
+		write func([]byte)
+		read  func() // pion reads what the server sent
+	}
+	check := func(t *testing.T, c conn, server func() []byte, answer func([]byte)) {
+		for i, tc := range []struct {
+			code stun.ErrorCode
+			want string
+		}{
+			{stun.CodeStaleNonce, cur.Username}, // not a refusal of the username
+			{stun.CodeWrongCredentials, cur.Username},
+			{0, old.Username}, // from now on pion's own
+		} {
+			req := pionRequest(t, stun.MethodRefresh, old)
+			c.write(req.Raw)
+			if got := usernameOf(t, server()); got != tc.want {
+				t.Fatalf("request %d: server got username %q, want %q", i, got, tc.want)
+			}
+			if tc.code != 0 {
+				answer(errorResponse(t, req, tc.code))
+				c.read()
+			}
+		}
+	}
+
+	t.Run("udp", func(t *testing.T) {
+		srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close()
+		uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var recv atomic.Pointer[receiver]
+		s := newTurnSocket(uc, &recv, nil)
+		defer s.Close()
+		s.sign = newSigner(&creds)
+		buf := make([]byte, 1500)
+		var client net.Addr
+		check(t, conn{
+			write: func(p []byte) {
+				if _, err := s.WriteTo(p, srv.LocalAddr()); err != nil {
+					t.Fatal(err)
+				}
+			},
+			read: func() {
+				_ = s.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if _, _, err := s.ReadFrom(buf); err != nil {
+					t.Fatal(err)
+				}
+			},
+		}, func() []byte {
+			_ = srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, from, err := srv.ReadFrom(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			client = from
+			return append([]byte(nil), buf[:n]...)
+		}, func(p []byte) {
+			if _, err := srv.WriteTo(p, client); err != nil {
+				t.Fatal(err)
+			}
+		})
+	})
+
+	t.Run("stream", func(t *testing.T) {
+		cl, sv := net.Pipe()
+		defer cl.Close()
+		defer sv.Close()
+		c := &resignConn{Conn: cl, sign: newSigner(&creds)}
+		buf := make([]byte, 1500)
+		fromServer := make(chan []byte, 1)
+		check(t, conn{
+			write: func(p []byte) {
+				go func() { _, _ = c.Write(p) }()
+			},
+			read: func() {
+				// ChannelData (padded) around the answer, read in small
+				// pieces, as pion's STUNConn may.
+				want := len(<-fromServer)
+				for got := 0; got < want; {
+					n, err := c.Read(buf[:7])
+					if err != nil {
+						t.Fatal(err)
+					}
+					got += n
+				}
+			},
+		}, func() []byte {
+			n, err := sv.Read(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return append([]byte(nil), buf[:n]...)
+		}, func(p []byte) {
+			framed := append([]byte{0x40, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0, 0}, p...)
+			fromServer <- framed
+			go func() { _, _ = sv.Write(framed) }()
+		})
+	})
+}
+
+// The scanner finds each STUN message in a TURN stream however the reads
+// cut it, past ChannelData of every padding, and gives up on garbage.
+func TestSTUNScanner(t *testing.T) {
+	refresh := pionRequest(t, stun.MethodRefresh, turncred.Issue(resignSecret, "p", time.Now(), time.Minute))
+	a := errorResponse(t, refresh, stun.CodeWrongCredentials)
+	b := errorResponse(t, refresh, stun.CodeStaleNonce)
+	var stream []byte
+	for i := 0; i < 4; i++ { // payloads of 5 to 8 bytes: 3 to 0 bytes of padding
+		stream = append(stream, 0x40, 0x00, 0x00, byte(5+i))
+		stream = append(stream, make([]byte, (5+i+3)&^3)...)
+		stream = append(stream, a...)
+	}
+	stream = append(stream, b...)
+	for _, piece := range []int{1, 3, 7, 64, len(stream)} {
+		var sc stunScanner
+		var got [][]byte
+		for p := stream; len(p) > 0; {
+			n := min(piece, len(p))
+			sc.feed(p[:n], func(m []byte) { got = append(got, append([]byte(nil), m...)) })
+			p = p[n:]
+		}
+		if len(got) != 5 || !bytes.Equal(got[0], a) || !bytes.Equal(got[3], a) || !bytes.Equal(got[4], b) {
+			t.Fatalf("pieces of %d: got %d messages", piece, len(got))
+		}
+	}
+	var sc stunScanner
+	calls := 0
+	sc.feed(append([]byte{0xff, 0xff, 0, 0}, a...), func([]byte) { calls++ })
+	if !sc.dead || calls != 0 {
+		t.Fatalf("garbage: dead %v, %d messages", sc.dead, calls)
 	}
 }

@@ -114,19 +114,29 @@ func (d turnDialer) Dial(network, address string) (net.Conn, error) {
 		}
 		c = tc
 	}
-	return &resignConn{Conn: c, creds: &d.n.creds}, nil
+	return &resignConn{Conn: c, sign: newSigner(&d.n.creds)}, nil
 }
 
 // resignConn is a TURN/TCP or TURN/TLS conn whose writes are signed again
-// with the newest credential (resign.go).
+// with the newest credential (resign.go), and whose reads are watched for
+// the server's refusal of that (signer.in).
 type resignConn struct {
 	net.Conn
-	creds *turnCreds
+	sign *signer
+	scan stunScanner // only pion's one read goroutine reads
 }
 
 func (c *resignConn) Write(p []byte) (int, error) {
-	if _, err := c.Conn.Write(c.creds.resign(p)); err != nil {
+	if _, err := c.Conn.Write(c.sign.out(p)); err != nil {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+func (c *resignConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.sign.fixed.Load() {
+		c.scan.feed(p[:n], c.sign.in)
+	}
+	return n, err
 }
