@@ -15,7 +15,6 @@ import (
 	"github.com/pion/stun/v2"
 	"go.uber.org/zap"
 
-	controlv1 "meshd/api/control/v1"
 	peerv1 "meshd/api/peer/v1"
 	"meshd/internal/tlsconf"
 	"meshd/internal/turncred"
@@ -23,6 +22,12 @@ import (
 )
 
 var resignSecret = []byte("rotation secret")
+
+// relaySession is the kind of the sessions these tests make.
+const relaySession = peerv1.Kind_KIND_RELAY
+
+// offerTo hands s's offer to b, as signal would.
+func offerTo(b *end, s *Session) { b.receive(s.Offer()) }
 
 func uri(c turncred.Credential) *stun.URI {
 	return &stun.URI{Scheme: stun.SchemeTypeTURN, Host: "127.0.0.1", Port: 3478, Proto: stun.ProtoTypeUDP, Username: c.Username, Password: c.Password}
@@ -153,11 +158,12 @@ func rotationRelay(t *testing.T, transport string) (*relay.Server, string) {
 func credServers(t *testing.T, url, id string, ttl time.Duration) Servers {
 	t.Helper()
 	c := turncred.Issue(resignSecret, id, time.Now(), ttl)
-	s, err := ParseServers([]*controlv1.RelayServer{{Urls: []string{url}, Username: c.Username, Credential: c.Password}})
+	u, err := stun.ParseURI(url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s
+	u.Username, u.Password = c.Username, c.Password
+	return Servers{TURN: []*stun.URI{u}}
 }
 
 // rotatingPair connects two relay sessions through s at url, with
@@ -167,11 +173,11 @@ func rotatingPair(t *testing.T, url string, ttl, allocLife time.Duration) (a, b 
 	t.Helper()
 	tm := RelayTiming
 	tm.TURNLifetime = allocLife
-	a, b = pair(t, peerv1.Kind_KIND_RELAY, Servers{}, false)
+	a, b = pair(t, relaySession, Servers{}, false)
 	a.timing, b.timing = &tm, &tm
 	a.servers, b.servers = credServers(t, url, "a", ttl), credServers(t, url, "b", ttl)
 	s := a.newSession(31)
-	b.receive(s.Offer())
+	offerTo(b, s)
 	if err := s.Gather(); err != nil {
 		t.Fatal(err)
 	}
