@@ -19,11 +19,10 @@ import (
 
 // A relayed tunnel outlives the rotation of short-lived TURN credentials:
 // control issues credentials of 3 s and sends fresh ones at half-life,
-// each agent hands them to its running relay session, and the
-// allocations, refreshed every second, keep working on the same relay
-// allocations long after the first credentials expired. Without the new
-// credentials reaching the session the relay refuses the refreshes as
-// expired and the allocations end.
+// each agent hands them to its running relay session, and its allocation,
+// refreshed every second, keeps working long after the first credentials
+// expired. Without the new credentials reaching the session the relay
+// refuses the refreshes as expired and the allocations end.
 func TestRelayedTunnelOutlivesTURNCredentials(t *testing.T) {
 	const (
 		ttl = 3 * time.Second
