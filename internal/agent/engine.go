@@ -30,6 +30,7 @@ import (
 	"meshd/internal/filter"
 	"meshd/internal/keys"
 	"meshd/internal/version"
+	"meshd/nat/peerconn"
 	"meshd/wg"
 )
 
@@ -66,6 +67,8 @@ type Options struct {
 	// IncludeLoopback lets ICE use loopback candidates (several agents on
 	// one host in tests).
 	IncludeLoopback bool
+	// ICETiming tunes every ICE session (tests); nil: peerconn's defaults.
+	ICETiming *peerconn.Timing
 	// DNS configures the mesh resolver (on unless DNS.Disabled).
 	DNS DNSOptions
 	Log *zap.Logger

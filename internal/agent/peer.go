@@ -265,6 +265,11 @@ func (w *peerWorker) handle(ctx context.Context, ev any) {
 		w.online = ev.meta.GetOnline()
 	case evServers:
 		w.servers = ev.servers
+		// TURN credentials are short-lived and come anew in every map: the
+		// running relay session signs its refreshes with the newest.
+		if s := w.sessions[path.Relay]; s != nil {
+			s.SetTURNCredentials(ev.servers)
+		}
 		w.do(ctx, w.m.SetHaveRelay(now, len(ev.servers.TURN) > 0))
 	case evNetwork:
 		if ev.mux != nil {

@@ -41,11 +41,17 @@ const (
 	DefaultHeartbeat       = 15 * time.Second
 	DefaultCoalesce        = 20 * time.Millisecond
 	DefaultJanitorInterval = 30 * time.Second
-	DefaultTURNTTL         = 12 * time.Hour
 	DefaultOverlayNetwork  = "100.64.0.0/16"
 	DefaultDNSDomain       = "meshd.internal"
 	ChallengeTTL           = 2 * time.Minute
 )
+
+// DefaultTURNTTL is the lifetime of TURN credentials, short so that a
+// deleted or blocked peer's credentials soon stop working also at a relay
+// that cannot ask control (a separately run `meshd relay`). Agents keep
+// their relayed sessions across the renewals (peerconn signs their TURN
+// requests anew with the newest credential).
+const DefaultTURNTTL = 10 * time.Minute
 
 // Names of control's secrets in the store.
 const (
@@ -61,8 +67,8 @@ type RelayOptions struct {
 	// Secret is the TURN REST secret shared with the relays; nil: the one
 	// control keeps in its database (see TURNSecret).
 	Secret []byte
-	// TTL of the TURN credentials; zero: DefaultTURNTTL. Maps are refreshed
-	// before credentials expire.
+	// TTL of the TURN credentials; zero: DefaultTURNTTL. Each peer gets a
+	// full map with fresh credentials at half their lifetime.
 	TTL time.Duration
 }
 

@@ -326,8 +326,11 @@ func (s *Service) stream(ctx context.Context, a *account, c *conn, pub keys.Key,
 		s.m.sent(mapKindFull, m)
 		sentSerial, sentGen = serial, snap.gen
 		if !exp.IsZero() {
-			// Refresh when a fifth of the credentials' lifetime is left.
-			refresh.Reset(max(time.Second, exp.Sub(s.now())*4/5))
+			// Refresh at half the credential's lifetime: the agent's
+			// relay sessions sign their TURN refreshes with the newest
+			// credential, and half a lifetime leaves room for a slow
+			// stream or a reconnect before the old one expires.
+			refresh.Reset(max(time.Second, exp.Sub(s.now())/2))
 		}
 		return nil
 	}

@@ -274,7 +274,7 @@ func TestEphemeralPeerRemovedAndOnlineState(t *testing.T) {
 func TestRelayCredentialsRefreshed(t *testing.T) {
 	h := controltest.NewHarness(t, 1, controltest.WithOptions(func(o *control.Options) {
 		withRelays(o)
-		o.Relays.TTL = time.Second // refreshed after max(1s, 4/5 of it)
+		o.Relays.TTL = time.Second // refreshed after max(1s, half of it)
 	}))
 	a := h.Agents[0]
 	first := a.Latest().Relays[1].Username
@@ -282,5 +282,25 @@ func TestRelayCredentialsRefreshed(t *testing.T) {
 	m := a.WaitFor(t, "new credential", func(m *controltest.Map) bool { return m.Relays[1].Username != first })
 	if !m.Relays[1].Expires.AsTime().Equal(h.Clock.Now().Add(time.Second)) {
 		t.Fatalf("refreshed credential expires %s", m.Relays[1].Expires.AsTime())
+	}
+}
+
+// Fresh TURN credentials come at half the old ones' lifetime, so an
+// agent's relayed sessions can renew with them long before they expire.
+func TestRelayCredentialsRefreshedAtHalfLife(t *testing.T) {
+	const ttl = 10 * time.Second
+	h := controltest.NewHarness(t, 1, controltest.WithOptions(func(o *control.Options) {
+		withRelays(o)
+		o.Relays.TTL = ttl
+	}))
+	a := h.Agents[0]
+	n := len(a.Serials())
+	start := time.Now()
+	a.WaitCount(t, n+1)
+	if took := time.Since(start); took > ttl*7/10 {
+		t.Fatalf("the next map came %v after the first, want about %v (half of %v)", took, ttl/2, ttl)
+	}
+	if got := a.Latest().Relays[1].Expires.AsTime(); !got.Equal(h.Clock.Now().Add(ttl)) {
+		t.Fatalf("refreshed credential expires %s, want %s", got, h.Clock.Now().Add(ttl))
 	}
 }

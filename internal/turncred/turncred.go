@@ -48,17 +48,26 @@ func Password(secret []byte, username string) string {
 // malformed or expired. The password is checked by the TURN server through
 // Password (the long-term credential mechanism needs the key, not a compare).
 func Check(username string, now time.Time) (time.Time, error) {
-	ts, _, ok := strings.Cut(username, ":")
-	if !ok {
-		return time.Time{}, ErrMalformed
-	}
-	sec, err := strconv.ParseInt(ts, 10, 64)
+	exp, _, err := Parse(username)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return time.Time{}, err
 	}
-	exp := time.Unix(sec, 0)
 	if !now.Before(exp) {
 		return exp, fmt.Errorf("%w at %s", ErrExpired, exp.UTC().Format(time.RFC3339))
 	}
 	return exp, nil
+}
+
+// Parse splits a username into its expiry and id, without judging the
+// expiry: an agent uses it to tell which of its credentials is newer.
+func Parse(username string) (time.Time, string, error) {
+	ts, id, ok := strings.Cut(username, ":")
+	if !ok {
+		return time.Time{}, "", ErrMalformed
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return time.Time{}, "", fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return time.Unix(sec, 0), id, nil
 }

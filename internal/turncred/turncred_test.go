@@ -26,3 +26,15 @@ func TestIssueCheck(t *testing.T) {
 		t.Fatalf("err = %v, want ErrMalformed", err)
 	}
 }
+
+func TestParse(t *testing.T) {
+	exp, id, err := Parse("1700003600:peer:A")
+	if err != nil || !exp.Equal(time.Unix(1_700_003_600, 0)) || id != "peer:A" {
+		t.Fatalf("Parse = %v, %q, %v", exp, id, err)
+	}
+	for _, bad := range []string{"", "peerA", "soon:peerA"} {
+		if _, _, err := Parse(bad); !errors.Is(err, ErrMalformed) {
+			t.Errorf("Parse(%q) err = %v, want ErrMalformed", bad, err)
+		}
+	}
+}

@@ -16,6 +16,11 @@ import (
 type relayNet struct {
 	transport.Net
 	recv atomic.Pointer[receiver] // the WireGuard bind's, while attached
+	// creds sign pion's TURN requests again with the newest credentials
+	// (resign.go); tcp: the schemes of the TURN/TCP addresses, by the
+	// host:port pion dials (turndial.go). Both set in newRelayNet.
+	creds turnCreds
+	tcp   map[string]*tcpScheme
 
 	mu    sync.Mutex
 	socks []*turnSocket
@@ -31,6 +36,7 @@ func (n *relayNet) ListenPacket(network, address string) (net.PacketConn, error)
 		return c, nil // not a system socket (vnet): pion's path only
 	}
 	s := newTurnSocket(uc, &n.recv, n.remove)
+	s.sign = newSigner(&n.creds)
 	n.mu.Lock()
 	n.socks = append(n.socks, s)
 	n.mu.Unlock()

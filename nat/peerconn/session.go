@@ -80,6 +80,10 @@ type Timing struct {
 	HostWait, SrflxWait, PrflxWait, RelayWait time.Duration
 	// STUNGatherTimeout bounds the wait for a server-reflexive address.
 	STUNGatherTimeout time.Duration
+	// TURNLifetime is the lifetime a relay session asks for its TURN
+	// allocations (pion refreshes them at half of it); zero: the server's
+	// default, 10 minutes.
+	TURNLifetime time.Duration
 }
 
 // DirectTiming is the default timing of direct sessions.
@@ -218,7 +222,7 @@ func New(cfg Config) (*Session, error) {
 		if tnet, err = BufferedNet(tnet, size); err != nil {
 			return nil, err
 		}
-		rnet = &relayNet{Net: tnet}
+		rnet = newRelayNet(tnet, cfg.Servers.TURN, t.TURNLifetime)
 		tnet = rnet
 	}
 	ufrag, pwd := randomString(6), randomString(24)
@@ -255,6 +259,7 @@ func New(cfg Config) (*Session, error) {
 			servers = cfg.Mux.RelayURLs(servers)
 		}
 		ac.Urls = servers.TURN
+		ac.ProxyDialer = rnet.dialer() // TURN over TCP and TLS: turndial.go
 	}
 	a, err := ice.NewAgent(ac)
 	if err != nil {

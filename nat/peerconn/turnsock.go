@@ -91,6 +91,7 @@ type turnSocket struct {
 	*net.UDPConn
 	recv    *atomic.Pointer[receiver] // shared by the session's sockets
 	onClose func(*turnSocket)
+	sign    *signer // nil: requests go out as pion signed them
 
 	mu       sync.Mutex
 	server   netip.AddrPort // the TURN server: where pion sends
@@ -147,12 +148,17 @@ func (s *turnSocket) Close() error {
 	return s.UDPConn.Close()
 }
 
-// WriteTo is pion's write: noted, then sent as is.
+// WriteTo is pion's write: signed again with the newest credential if it
+// is an authenticated TURN request (resign.go), noted, then sent.
 func (s *turnSocket) WriteTo(p []byte, addr net.Addr) (int, error) {
+	out := s.sign.out(p)
 	if ua, ok := addr.(*net.UDPAddr); ok {
-		s.sniffOut(p, unmap(ua.AddrPort()))
+		s.sniffOut(out, unmap(ua.AddrPort()))
 	}
-	return s.UDPConn.WriteTo(p, addr)
+	if _, err := s.UDPConn.WriteTo(out, addr); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // ReadFrom is pion's read. Without a receiver it is a plain read into
@@ -358,12 +364,16 @@ func (s *turnSocket) sniffOut(p []byte, to netip.AddrPort) {
 	s.pending[m.TransactionID] = pendingBind{num: binary.BigEndian.Uint16(num), peer: netip.AddrPortFrom(ap.Unmap(), uint16(peer.Port))}
 }
 
-// sniffIn notes the answers to Allocate and ChannelBind.
+// sniffIn notes the answers to Allocate and ChannelBind, and the server's
+// error answers for the signer.
 func (s *turnSocket) sniffIn(p []byte, from netip.AddrPort) {
 	s.rtt.in(p)
 	t, ok := stunType(p)
 	if !ok {
 		return
+	}
+	if p[1]&0x10 != 0 && p[0]&0x01 != 0 && from == s.serverAddr() {
+		s.sign.in(p)
 	}
 	allocOK := stunType0(stun.MethodAllocate, stun.ClassSuccessResponse)
 	bindOK := stunType0(stun.MethodChannelBind, stun.ClassSuccessResponse)
