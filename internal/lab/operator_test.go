@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -108,4 +110,52 @@ func TestOpAgentBusyPortRegistersNothing(t *testing.T) {
 			t.Errorf("setup key %s: used %d times before, %d after the agent that could not run", id, ub[id], n)
 		}
 	}
+}
+
+// TestOpAgentStateLocked: a second agent started with the state directory
+// of a running one (its own --iface, --socket and --port) must exit
+// non-zero naming the lock and the first agent's PID; the first keeps its
+// identity and its tunnels.
+func TestOpAgentStateLocked(t *testing.T) {
+	ctx := context.Background()
+	l := New(t)
+	a := l.Host("a", l.Router("ra", Home))
+	b := l.Host("b", l.Router("rb", Home))
+	_, ag := startMesh(ctx, t, l, a, b)
+	connect(ctx, t, ag[0], ag[1], 30*time.Second)
+	before, err := ag[0].Status(ctx)
+	Must(t, err)
+	l.Step("a pings b")
+
+	second := NewAgent(t, a, ag[0].Join)
+	second.State = ag[0].State
+	second.Port = AgentPort + 1
+	second.Socket = filepath.Join(filepath.Dir(ag[0].Socket), "a-second.sock")
+	Must(t, second.Launch())
+	waitExitError(t, second.Proc, 15*time.Second)
+	second.Proc.Stop() // when it did not exit (the failure above)
+	l.Step("second agent on a's state exited")
+	out := second.Proc.Output()
+	if !strings.Contains(out, "lock") || !strings.Contains(out, fmt.Sprintf("pid %d", ag[0].Proc.PID)) {
+		t.Errorf("the second agent's output names neither the lock nor the first agent's pid %d:\n%s", ag[0].Proc.PID, tail(out, 30))
+	}
+
+	after, err := ag[0].Status(ctx)
+	Must(t, err)
+	if after.Self.PublicKey != before.Self.PublicKey || after.Self.OverlayIP != before.Self.OverlayIP || after.Self.Name != before.Self.Name {
+		t.Errorf("a's identity changed: before %s %s %s, after %s %s %s", before.Self.Name, before.Self.PublicKey, before.Self.OverlayIP,
+			after.Self.Name, after.Self.PublicKey, after.Self.OverlayIP)
+	}
+	if exited, err := ag[0].Proc.Exited(); exited {
+		t.Fatalf("the first agent exited: %v", err)
+	}
+	if got, pings := pingSeries(ctx, a, ag[1].OverlayIP(), 10); got < 9 {
+		t.Errorf("a → b after the second agent: %d of 10 pings answered:\n%s", got, pings)
+	}
+	connect(ctx, t, ag[1], ag[0], 10*time.Second)
+	// The lock file still names the first agent, not the one refused.
+	if b, err := os.ReadFile(filepath.Join(ag[0].State, "lock")); err != nil || strings.TrimSpace(string(b)) != fmt.Sprint(ag[0].Proc.PID) {
+		t.Errorf("a's state directory: lock file %q (%v), want the first agent's pid %d", b, err, ag[0].Proc.PID)
+	}
+	l.Step("a keeps its identity and its tunnel")
 }
