@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -158,4 +159,64 @@ func TestOpAgentStateLocked(t *testing.T) {
 		t.Errorf("a's state directory: lock file %q (%v), want the first agent's pid %d", b, err, ag[0].Proc.PID)
 	}
 	l.Step("a keeps its identity and its tunnel")
+}
+
+// TestOpSecondServerBusyPorts: a second `meshd all` on the same host with
+// another --data and the same ports must exit non-zero naming the port and
+// the flag, create nothing in its data directory, and leave the first
+// server serving its agents.
+func TestOpSecondServerBusyPorts(t *testing.T) {
+	ctx := context.Background()
+	l := New(t)
+	a := l.Host("a", l.Router("ra", Home))
+	b := l.Host("b", l.Router("rb", Home))
+	srv, ag := startMesh(ctx, t, l, a, b)
+	connect(ctx, t, ag[0], ag[1], 30*time.Second)
+	l.Step("a pings b")
+
+	data2 := filepath.Join(l.Dir(), "srv-data2")
+	ip := srv.Host.IP().String()
+	p, err := srv.Host.Start("meshd-all-2", srv.bin, "all",
+		"--data", data2,
+		"--listen", fmt.Sprintf("%s:%d", ip, ControlPort),
+		"--public-url", srv.URL,
+		"--stun-listen", fmt.Sprintf("%s:%d", ip, STUNPort),
+	)
+	Must(t, err)
+	waitExitError(t, p, 20*time.Second)
+	p.Stop() // when it did not exit (the failure above)
+	l.Step("second meshd all exited")
+	out := p.Output()
+	if !strings.Contains(out, fmt.Sprint(ControlPort)) || !regexp.MustCompile(`--listen|--stun-listen`).MatchString(out) {
+		t.Errorf("the second server's output names neither the busy port %d nor --listen/--stun-listen:\n%s", ControlPort, tail(out, 30))
+	}
+	if joinLine.MatchString(out) {
+		t.Errorf("the second server printed a join line (it made a network):\n%s", tail(out, 30))
+	}
+	entries, err := os.ReadDir(data2)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	if len(entries) > 0 {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Errorf("the second server left %s in its data directory; want it empty or absent", strings.Join(names, ", "))
+	}
+
+	// The first server still serves: its admin API, its agents' control
+	// streams, and a fresh login.
+	var peers []adminPeer
+	Must(t, srv.AdminJSON(ctx, &peers, "peers", "list"))
+	if len(peers) != 2 {
+		t.Errorf("the first server lists %d peers, want 2: %+v", len(peers), peers)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_, err = ag[0].WaitStatus(wctx, "control connected", func(st *Status) bool { return st.Self.Control.State == "connected" })
+	cancel()
+	Must(t, err)
+	Must(t, ag[1].Restart(ctx))
+	connect(ctx, t, ag[1], ag[0], 30*time.Second)
+	l.Step("first server still serves")
 }
