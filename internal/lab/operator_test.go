@@ -220,3 +220,133 @@ func TestOpSecondServerBusyPorts(t *testing.T) {
 	connect(ctx, t, ag[1], ag[0], 30*time.Second)
 	l.Step("first server still serves")
 }
+
+// adminText runs `meshd admin --data DIR ARGS...` without --json on the
+// server's host, as an operator reads it, and returns stdout and stderr.
+func adminText(ctx context.Context, srv *Server, args ...string) (string, string, error) {
+	full := append([]string{"netns", "exec", srv.Host.Namespace(), srv.bin, "admin", "--data", srv.Data}, args...)
+	cmd := exec.CommandContext(ctx, "ip", full...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	srv.Host.lab.record("[" + srv.Host.Name() + "] meshd admin " + strings.Join(args, " "))
+	err := cmd.Run()
+	if err != nil {
+		err = fmt.Errorf("meshd admin %s: %v: %s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.String(), stderr.String(), err
+}
+
+// Timers of control and the agent that bound the login expiration test:
+// control.DefaultJanitorInterval (how often expired logins are cut) and
+// the agent's loginExpiredRetry (how often a cut-off agent asks again).
+const (
+	janitorInterval   = 30 * time.Second
+	loginExpiredRetry = time.Minute
+)
+
+// TestOpLoginExpirationSparesSetupKeyPeers: with the account's login
+// expiration at 1m, peers joined with a setup key stay connected past
+// their expiry and a janitor sweep; a peer an admin opted in is cut off
+// (needs-login) in that time; the account update counts only opted-in
+// peers; turning the expiration off brings the cut-off peer back.
+//
+// The opt-in happens at the start, not after the wait, so one wait past
+// the expiry covers both: the exempt peers joined at the same time as the
+// opted-in one, so the sweep that cuts it off saw theirs expired too.
+func TestOpLoginExpirationSparesSetupKeyPeers(t *testing.T) {
+	ctx := context.Background()
+	l := New(t)
+	a := l.Host("a", l.Router("ra", Home))
+	b := l.Host("b", l.Router("rb", Home))
+	c := l.Host("c", nil)
+	srv, ag := startMesh(ctx, t, l, a, b, c)
+	joined := time.Now() // every peer's last login is before this
+	connect(ctx, t, ag[1], ag[2], 30*time.Second)
+	connect(ctx, t, ag[0], ag[1], 30*time.Second)
+	l.Step("a, b, c connected")
+
+	const expiration = time.Minute
+	stdout, stderr, err := adminText(ctx, srv, "account", "update", "--login-expiration", "1m")
+	Must(t, err)
+	if !regexp.MustCompile(`logins expired:\s+0\n`).MatchString(stdout) || strings.Contains(stderr, "warning") {
+		t.Errorf("account update --login-expiration 1m: want \"logins expired: 0\" and no warning, got:\n%s%s", stdout, stderr)
+	}
+	sa, err := ag[0].Status(ctx)
+	Must(t, err)
+	// A failure here goes on: what follows shows whether b and c are spared.
+	var pa adminPeer
+	if err := srv.AdminJSON(ctx, &pa, "peers", "update", sa.Self.Name, "--login-expiration", "on"); err != nil || !pa.LoginExpirationEnabled {
+		t.Errorf("peers update %s --login-expiration on: the peer is not opted in: %+v %v", sa.Self.Name, pa, err)
+	}
+	l.Step("expiration 1m, a opted in")
+
+	// Poll until every login is past its expiry plus one janitor sweep:
+	// b and c must never need a login; a must, not before its expiry.
+	deadline := joined.Add(expiration + janitorInterval + 15*time.Second)
+	var aCut time.Time
+	var notConnected int
+	for i := 0; i < 1000 && time.Now().Before(deadline); i++ {
+		for _, x := range ag[1:] {
+			st, err := x.Status(ctx)
+			Must(t, err)
+			if st.State == "needs-login" {
+				t.Fatalf("%s, joined with a setup key and not opted in, was cut off %.0fs after joining: %s",
+					x.Host.Name(), time.Since(joined).Seconds(), st.State)
+			}
+			if st.Self.Control.State != "connected" {
+				notConnected++
+			}
+		}
+		if aCut.IsZero() {
+			st, err := ag[0].Status(ctx)
+			Must(t, err)
+			if st.State == "needs-login" {
+				aCut = time.Now()
+				if aCut.Before(joined.Add(-5 * time.Second).Add(expiration)) {
+					t.Errorf("a was cut off %.0fs after joining, before its login expired (%v)", time.Since(joined).Seconds(), expiration)
+				}
+			}
+		}
+		if !Pause(ctx, time.Second) {
+			break
+		}
+	}
+	l.Step("past the expiry and a sweep")
+	if aCut.IsZero() {
+		t.Fatalf("a, opted in, still does not need a login %.0fs after joining (expiration %v, sweep every %v)",
+			time.Since(joined).Seconds(), expiration, janitorInterval)
+	}
+	t.Logf("a cut off %.1fs after joining; b and c: control not connected in %d polls", aCut.Sub(joined).Seconds(), notConnected)
+	for _, x := range ag[1:] {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := x.WaitStatus(wctx, "up, control connected", func(st *Status) bool {
+			return st.State == "up" && st.Self.Control.State == "connected"
+		})
+		cancel()
+		Must(t, err)
+	}
+	if got, pings := pingSeries(ctx, b, ag[2].OverlayIP(), 5); got < 4 {
+		t.Errorf("b → c past the expiry: %d of 5 pings answered:\n%s", got, pings)
+	}
+
+	// The same setting again, now that every login is older than it: it
+	// counts (and warns of) only the opted-in peer.
+	stdout, stderr, err = adminText(ctx, srv, "account", "update", "--login-expiration", "1m")
+	Must(t, err)
+	if !regexp.MustCompile(`logins expired:\s+1\n`).MatchString(stdout) || !strings.Contains(stderr, "1 opted-in peer(s)") {
+		t.Errorf("account update --login-expiration 1m past every expiry: want 1 expired (only a), got:\n%s%s", stdout, stderr)
+	}
+
+	_, _, err = adminText(ctx, srv, "account", "update", "--login-expiration", "0")
+	Must(t, err)
+	off := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, loginExpiredRetry+20*time.Second)
+	_, err = ag[0].WaitStatus(wctx, "up, control connected", func(st *Status) bool {
+		return st.State == "up" && st.Self.Control.State == "connected"
+	})
+	cancel()
+	Must(t, err)
+	t.Logf("a back %.1fs after the expiration was turned off (the agent asks again every %v)", time.Since(off).Seconds(), loginExpiredRetry)
+	connect(ctx, t, ag[0], ag[1], 30*time.Second)
+	l.Step("expiration off: a back")
+}
