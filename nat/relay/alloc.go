@@ -11,6 +11,8 @@ import (
 
 	"github.com/pion/turn/v3"
 	"go.uber.org/zap"
+
+	"meshd/internal/turncred"
 )
 
 // relayGen is the turn.RelayAddressGenerator of one front. pion calls it
@@ -36,6 +38,9 @@ func (s *Server) allocate(f *front, network string, requestedPort int) (net.Pack
 		return nil, nil, fmt.Errorf("relay: allocate %s: only udp4 relays", network)
 	}
 	req := f.pending
+	// pion checked the credential and the message's integrity before
+	// asking for the relay socket.
+	exp, _, expErr := turncred.Parse(req.username)
 	s.mu.Lock()
 	switch {
 	case s.closing:
@@ -55,6 +60,9 @@ func (s *Server) allocate(f *front, network string, requestedPort int) (net.Pack
 		return nil, nil, ErrQuota
 	}
 	s.users[req.id]++
+	if expErr == nil {
+		s.acceptedLocked(req.id, exp)
+	}
 	rc := &relayConn{s: s, f: f, id: req.id, client: req.src, created: time.Now()}
 	if f.udp != nil && req.src.IsValid() {
 		rc.out = newOutBatch(s, f.udp, &f.gso, req.src)
@@ -95,6 +103,7 @@ func (s *Server) release(rc *relayConn) {
 	delete(s.allocs, rc)
 	if s.users[rc.id]--; s.users[rc.id] <= 0 {
 		delete(s.users, rc.id)
+		delete(s.expiry, rc.id)
 	}
 	s.m.closedToPeer.Add(rc.toPeer.Load())
 	s.m.closedFromPeer.Add(rc.fromPeer.Load())

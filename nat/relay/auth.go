@@ -62,13 +62,30 @@ func (s *Server) password(username string) string {
 }
 
 // DefaultRevokeCheck is how often live allocations are checked against
-// Options.UserValid.
+// their credentials' expiry and Options.UserValid.
 const DefaultRevokeCheck = 15 * time.Second
 
-// revokeLoop ends, every Options.RevokeCheck, the allocations of the
-// credential ids Options.UserValid no longer accepts (a deleted or
-// blocked peer): their credentials stop working at once, their existing
-// allocations here.
+// accepted notes that a request signed with username passed
+// authentication and the integrity check: the newest expiry accepted for
+// its id is what keeps that id's allocations alive (see check). Only ids
+// holding allocations are tracked, so the map stays bounded by them.
+func (s *Server) accepted(username string) {
+	exp, id, err := turncred.Parse(username)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	s.acceptedLocked(id, exp)
+	s.mu.Unlock()
+}
+
+func (s *Server) acceptedLocked(id string, exp time.Time) {
+	if s.users[id] > 0 && exp.After(s.expiry[id]) {
+		s.expiry[id] = exp
+	}
+}
+
+// revokeLoop runs check every Options.RevokeCheck.
 func (s *Server) revokeLoop() {
 	defer s.loopsWG.Done()
 	t := time.NewTicker(s.opts.RevokeCheck)
@@ -78,37 +95,62 @@ func (s *Server) revokeLoop() {
 		case <-s.done:
 			return
 		case <-t.C:
-			s.revoke()
+			s.check()
 		}
 	}
 }
 
-func (s *Server) revoke() {
-	s.mu.Lock()
-	ids := make([]string, 0, len(s.users))
-	for id := range s.users {
-		ids = append(ids, id)
-	}
-	s.mu.Unlock()
+// check ends the allocations of credential ids whose newest accepted
+// credential has expired, and of those Options.UserValid no longer
+// accepts (a deleted or blocked peer). pion checks the expiry on every
+// request, but an allocation needs none to live out its granted lifetime
+// (up to an hour, asked for just before the credential expires): without
+// this, a peer whose credentials control stopped renewing would keep its
+// allocations that long at a relay that cannot ask control. Agents sign
+// their periodic permission and allocation refreshes with their newest
+// credential, renewed at half its lifetime, so their ids never lapse here.
+func (s *Server) check() {
+	now := s.opts.Now()
 	gone := map[string]bool{}
-	for _, id := range ids {
-		if !s.opts.UserValid(id) {
-			gone[id] = true
+	if s.opts.UserValid != nil {
+		s.mu.Lock()
+		ids := make([]string, 0, len(s.users))
+		for id := range s.users {
+			ids = append(ids, id)
+		}
+		s.mu.Unlock()
+		for _, id := range ids {
+			if !s.opts.UserValid(id) {
+				gone[id] = true
+			}
 		}
 	}
-	if len(gone) == 0 {
-		return
+	type ending struct {
+		rc      *relayConn
+		expired time.Time // zero: revoked
 	}
+	var ends []ending
+	// Expiries are read with the allocations under one lock: an
+	// allocation and the expiry of the credential that made it are
+	// recorded together (allocate), so a fresh allocation is never judged
+	// by an older entry.
 	s.mu.Lock()
-	var ends []*relayConn
 	for rc := range s.allocs {
 		if gone[rc.id] {
-			ends = append(ends, rc)
+			ends = append(ends, ending{rc: rc})
+		} else if exp, ok := s.expiry[rc.id]; ok && !now.Before(exp) {
+			ends = append(ends, ending{rc: rc, expired: exp})
 		}
 	}
 	s.mu.Unlock()
-	for _, rc := range ends {
-		s.log.Info("allocation ended: its peer may no longer use the relay", zap.String("id", rc.id), zap.Stringer("relay", rc.public))
-		rc.Close()
+	for _, e := range ends {
+		if e.expired.IsZero() {
+			s.m.refused("revoked")
+			s.log.Info("allocation ended: its peer may no longer use the relay", zap.String("id", e.rc.id), zap.Stringer("relay", e.rc.public))
+		} else {
+			s.m.refused("expired")
+			s.log.Info("allocation ended: its credential expired and was not renewed", zap.String("id", e.rc.id), zap.Stringer("relay", e.rc.public), zap.Time("expired", e.expired))
+		}
+		e.rc.Close()
 	}
 }

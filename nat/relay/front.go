@@ -52,8 +52,9 @@ type front struct {
 	batch     *readBatch   // UDP: recvmmsg
 	dirty     []*relayConn // UDP: relay sockets with datagrams for peers queued
 	pending   allocRequest
-	lastAlloc *relayConn  // made for pending, not yet confirmed
-	perm      permRequest // the CreatePermission or ChannelBind being handled
+	lastAlloc *relayConn    // made for pending, not yet confirmed
+	perm      permRequest   // the CreatePermission or ChannelBind being handled
+	signed    signedRequest // the Refresh, CreatePermission or ChannelBind being handled
 
 	refused atomic.Pointer[allocRequest] // the Allocate refused by quota
 	allocs  atomic.Int32                 // live allocations made through this front
@@ -75,6 +76,14 @@ type allocRequest struct {
 	username string
 	id       string // credential id: the quota key
 	realm    string
+}
+
+// signedRequest is the authenticated Refresh, CreatePermission or
+// ChannelBind request being handled: when pion answers it with success,
+// its credential passed the integrity check and counts as renewed.
+type signedRequest struct {
+	tx       [stun.TransactionIDSize]byte
+	username string
 }
 
 // permRequest is the CreatePermission or ChannelBind request being
@@ -175,11 +184,16 @@ func (f *front) inspect(b []byte, src netip.AddrPort) {
 	if class != stun.ClassRequest {
 		return
 	}
-	if method == stun.MethodCreatePermission || method == stun.MethodChannelBind {
+	f.signed = signedRequest{}
+	switch method {
+	case stun.MethodCreatePermission, stun.MethodChannelBind:
 		f.inspectPermission(b, method)
 		return
-	}
-	if method != stun.MethodAllocate {
+	case stun.MethodRefresh:
+		f.inspectRefresh(b)
+		return
+	case stun.MethodAllocate:
+	default:
 		return
 	}
 	f.pending = allocRequest{}
@@ -210,6 +224,7 @@ func (f *front) inspectPermission(b []byte, method stun.Method) {
 		return // unauthenticated: pion answers 401 before the policy
 	}
 	f.perm = permRequest{tx: m.TransactionID, method: method, username: user.String(), realm: realm.String()}
+	f.signed = signedRequest{tx: m.TransactionID, username: user.String()}
 	if method == stun.MethodChannelBind {
 		var peer stun.XORMappedAddress
 		if peer.GetFromAs(m, stun.AttrXORPeerAddress) == nil {
@@ -218,6 +233,31 @@ func (f *front) inspectPermission(b []byte, method stun.Method) {
 			}
 		}
 	}
+}
+
+// inspectRefresh notes a Refresh request's credential.
+func (f *front) inspectRefresh(b []byte) {
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if err := m.Decode(); err != nil {
+		return
+	}
+	var user stun.Username
+	if user.GetFrom(m) != nil {
+		return
+	}
+	f.signed = signedRequest{tx: m.TransactionID, username: user.String()}
+}
+
+// renewed notes the credential of the request success answers, if it is
+// the signed request being handled. Success responses are written by the
+// read loop that handled the request.
+func (f *front) renewed(success []byte) {
+	r := f.signed
+	if r.username == "" || len(success) < stunHeader || string(success[8:stunHeader]) != string(r.tx[:]) {
+		return
+	}
+	f.signed = signedRequest{}
+	f.s.accepted(r.username)
 }
 
 // permit is pion's PermissionHandler for this front, called while pion
@@ -252,6 +292,8 @@ func (f *front) WriteTo(p []byte, addr net.Addr) (int, error) {
 				f.lastAlloc = nil
 				rc.confirmed()
 			}
+		case class == stun.ClassSuccessResponse:
+			f.renewed(p)
 		}
 	}
 	if f.udp != nil {

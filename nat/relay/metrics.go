@@ -32,7 +32,7 @@ type metrics struct {
 	internalDrops        atomic.Uint64 // between two of our allocations: the receiver's queue was full
 
 	mu          sync.Mutex
-	refusals    map[string]uint64 // quota, capacity, ports
+	refusals    map[string]uint64 // quota, capacity, ports; expired, revoked (ended)
 	authRefusal map[string]uint64 // expired, malformed, realm, no_secret, revoked
 	errors      map[int]uint64    // error responses by code
 }
@@ -118,7 +118,9 @@ type Stats struct {
 	Users int
 	// Conns is the number of TCP and TLS client connections.
 	Conns int
-	// Refused counts refused allocations by reason: quota, capacity, ports.
+	// Refused counts refused allocations by reason: quota, capacity,
+	// ports; and allocations the relay ended: expired (their id's newest
+	// credential expired unrenewed), revoked (Options.UserValid).
 	Refused map[string]uint64
 	// AuthRefused counts refused credentials by reason: expired,
 	// malformed, realm, no_secret, revoked (Options.UserValid). (Wrong passwords show as error 400 in
@@ -197,7 +199,7 @@ var (
 	descAllocsTotal = prometheus.NewDesc("meshd_relay_allocations_total",
 		"TURN allocations made, by client transport.", []string{"transport"}, nil)
 	descRefused = prometheus.NewDesc("meshd_relay_allocations_refused_total",
-		"Allocations refused, by reason (quota, capacity, ports).", []string{"reason"}, nil)
+		"Allocations refused, by reason (quota, capacity, ports), or ended by the relay (expired: the newest credential of their id expired unrenewed; revoked: their peer may no longer use the relay).", []string{"reason"}, nil)
 	descUsers = prometheus.NewDesc("meshd_relay_users",
 		"Credential ids holding allocations.", nil, nil)
 	descConns = prometheus.NewDesc("meshd_relay_connections",
@@ -245,7 +247,7 @@ func (s *Server) Collect(ch chan<- prometheus.Metric) {
 	for _, t := range []string{transportTCP, transportTLS} {
 		ch <- prometheus.MustNewConstMetric(descConns, prometheus.GaugeValue, float64(s.m.conns[t].Load()), t)
 	}
-	for _, r := range []string{"quota", "capacity", "ports"} {
+	for _, r := range []string{"quota", "capacity", "ports", "expired", "revoked"} {
 		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(st.Refused[r]), r)
 	}
 	for _, r := range []string{"expired", "malformed", "realm", "no_secret", "revoked"} {

@@ -112,10 +112,11 @@ type Options struct {
 	// use the relay: control's answer, in a process that runs both. It is
 	// asked on every authenticated request, and every RevokeCheck for the
 	// ids holding allocations, whose allocations end when it says no.
-	// Without it a credential works until it expires.
+	// Without it a credential works until it expires, and allocations
+	// until the newest credential of their id accepted here expires.
 	UserValid func(id string) bool
-	// RevokeCheck is how often live allocations are checked against
-	// UserValid; default DefaultRevokeCheck.
+	// RevokeCheck is how often live allocations are checked against their
+	// credentials' expiry and UserValid; default DefaultRevokeCheck.
 	RevokeCheck time.Duration
 }
 
@@ -197,6 +198,7 @@ type Server struct {
 	mu       sync.Mutex
 	allocs   map[*relayConn]struct{}
 	users    map[string]int
+	expiry   map[string]time.Time // newest accepted credential expiry, by id in users
 	streams  map[*front]struct{}
 	closing  bool
 	allocsWG sync.WaitGroup // one per live relayConn
@@ -219,6 +221,7 @@ func New(opts Options) (*Server, error) {
 		m:       newMetrics(),
 		allocs:  make(map[*relayConn]struct{}),
 		users:   make(map[string]int),
+		expiry:  make(map[string]time.Time),
 		streams: make(map[*front]struct{}),
 		done:    make(chan struct{}),
 	}
@@ -267,10 +270,8 @@ func New(opts Options) (*Server, error) {
 		s.loopsWG.Add(1)
 		go s.acceptLoop(s.tlsLn, transportTLS)
 	}
-	if opts.UserValid != nil {
-		s.loopsWG.Add(1)
-		go s.revokeLoop()
-	}
+	s.loopsWG.Add(1)
+	go s.revokeLoop()
 	fields := []zap.Field{
 		zap.Stringer("udp", s.udpAddr), zap.Int("workers", len(udpConns)),
 		zap.Stringer("public_ip", opts.PublicIP), zap.Stringer("relay_bind_ip", s.ports.bind),

@@ -60,6 +60,10 @@ func DialRaw(server netip.AddrPort, cred turncred.Credential) (*RawClient, error
 	return c, nil
 }
 
+// SetCredential signs the following requests with cred, as an agent
+// does with a renewed credential.
+func (c *RawClient) SetCredential(cred turncred.Credential) { c.cred = cred }
+
 // ChannelBind binds channel ch to peer (which also permits peer).
 func (c *RawClient) ChannelBind(ch uint16, peer netip.AddrPort) error {
 	_, err := c.do(stun.MethodChannelBind,
