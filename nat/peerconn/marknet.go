@@ -53,11 +53,11 @@ func (n *markedNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDP
 }
 
 func (n *markedNet) DialUDP(network string, laddr, raddr *net.UDPAddr) (transport.UDPConn, error) {
-	d := markDialer
+	var local net.Addr
 	if laddr != nil {
-		d.LocalAddr = laddr
+		local = laddr
 	}
-	c, err := d.Dial(network, raddr.String())
+	c, err := dialMarked(network, local, raddr.String())
 	if err != nil {
 		return nil, err
 	}
@@ -65,15 +65,22 @@ func (n *markedNet) DialUDP(network string, laddr, raddr *net.UDPAddr) (transpor
 }
 
 func (n *markedNet) DialTCP(network string, laddr, raddr *net.TCPAddr) (transport.TCPConn, error) {
-	d := markDialer
+	var local net.Addr
 	if laddr != nil {
-		d.LocalAddr = laddr
+		local = laddr
 	}
-	c, err := d.Dial(network, raddr.String())
+	c, err := dialMarked(network, local, raddr.String())
 	if err != nil {
 		return nil, err
 	}
 	return c.(*net.TCPConn), nil
+}
+
+// dialMarked dials from local (nil: any) with the mark set.
+func dialMarked(network string, local net.Addr, address string) (net.Conn, error) {
+	d := markDialer
+	d.LocalAddr = local
+	return d.Dial(network, address)
 }
 
 func (n *markedNet) Dial(network, address string) (net.Conn, error) {
