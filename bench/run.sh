@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/run.sh measures meshd against its references and writes the
-# results, as Markdown tables, to BENCHMARKS.md (issue 8):
+# results, as Markdown tables, to BENCHMARKS.md:
 #
 #   1. tunnel throughput: the real `meshd agent` tunnel vs plain wireguard-go
 #      and raw veth between the same namespaces (TCP, UDP), the relayed path;

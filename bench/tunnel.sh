@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tunnel throughput (issue 8, item 1, data-plane part): single-stream TCP
+# Tunnel throughput (the data-plane part): single-stream TCP
 # with iperf3 between two network namespaces joined by a veth, measured in
 # one run for
 #   raw          the veth itself (the ceiling)
