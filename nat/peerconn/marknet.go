@@ -53,11 +53,7 @@ func (n *markedNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDP
 }
 
 func (n *markedNet) DialUDP(network string, laddr, raddr *net.UDPAddr) (transport.UDPConn, error) {
-	var local net.Addr
-	if laddr != nil {
-		local = laddr
-	}
-	c, err := dialMarked(network, local, raddr.String())
+	c, err := dialMarked(network, laddr, raddr)
 	if err != nil {
 		return nil, err
 	}
@@ -65,22 +61,20 @@ func (n *markedNet) DialUDP(network string, laddr, raddr *net.UDPAddr) (transpor
 }
 
 func (n *markedNet) DialTCP(network string, laddr, raddr *net.TCPAddr) (transport.TCPConn, error) {
-	var local net.Addr
-	if laddr != nil {
-		local = laddr
-	}
-	c, err := dialMarked(network, local, raddr.String())
+	c, err := dialMarked(network, laddr, raddr)
 	if err != nil {
 		return nil, err
 	}
 	return c.(*net.TCPConn), nil
 }
 
-// dialMarked dials from local (nil: any) with the mark set.
-func dialMarked(network string, local net.Addr, address string) (net.Conn, error) {
+// dialMarked dials raddr from laddr (nil: any) with the mark set.
+func dialMarked[A *net.UDPAddr | *net.TCPAddr](network string, laddr, raddr A) (net.Conn, error) {
 	d := markDialer
-	d.LocalAddr = local
-	return d.Dial(network, address)
+	if laddr != nil {
+		d.LocalAddr = net.Addr(laddr)
+	}
+	return d.Dial(network, net.Addr(raddr).String())
 }
 
 func (n *markedNet) Dial(network, address string) (net.Conn, error) {
