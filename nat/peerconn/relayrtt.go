@@ -77,7 +77,7 @@ func relayedSTUN(p []byte) (id [stun.TransactionIDSize]byte, typ uint16, ok bool
 		if !isSTUN || (t != stunType0(stun.MethodSend, stun.ClassIndication) && t != stunType0(stun.MethodData, stun.ClassIndication)) {
 			return id, 0, false
 		}
-		m := &stun.Message{Raw: append([]byte(nil), p...)}
+		m := &stun.Message{Raw: p} // Decode reads Raw in place; nothing of m outlives this call
 		if m.Decode() != nil {
 			return id, 0, false
 		}
