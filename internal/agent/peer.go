@@ -41,7 +41,6 @@ type peerEnv struct {
 	mux             *peerconn.Mux
 	signal          func() Signal // the current signal client, or nil
 	includeLoopback bool
-	exclude         []netip.Prefix
 	guard           *peerconn.Guard  // read at each use: follows the maps
 	timing          *peerconn.Timing // nil: defaults
 	pathCfg         path.Config
@@ -367,7 +366,6 @@ func (w *peerWorker) newSession(kind path.Kind, id uint64) (*peerconn.Session, e
 		Mux:             w.env.mux,
 		Servers:         w.servers,
 		IncludeLoopback: w.env.includeLoopback,
-		Exclude:         w.env.exclude,
 		Guard:           w.env.guard,
 		Timing:          w.env.timing,
 		Log:             w.log.Named("ice"),

@@ -467,7 +467,6 @@ func (t *tunnel) setPeer(ctx context.Context, k keys.Key, rp *controlv1.RemotePe
 		signal:          t.currentSignal,
 		includeLoopback: t.e.opts.IncludeLoopback,
 		timing:          t.e.opts.ICETiming,
-		exclude:         t.exclude(),
 		guard:           t.guard,
 		pathCfg:         t.e.opts.Path,
 		log:             t.log.Named("peer"),

@@ -135,10 +135,6 @@ type Config struct {
 	// IncludeLoopback offers and accepts loopback candidates (tests with
 	// several agents on one host).
 	IncludeLoopback bool
-	// Exclude: candidates with addresses in these prefixes are neither
-	// offered nor accepted (the mesh's own overlay network: a path through
-	// the tunnel to build the tunnel would be circular).
-	Exclude []netip.Prefix
 	// Guard: addresses that lead into the mesh (see Guard), read at each
 	// use; nil guards nothing.
 	Guard *Guard
@@ -581,11 +577,6 @@ func (s *Session) usable(addr string) bool {
 	}
 	if a.IsLinkLocalUnicast() {
 		return false // needs a zone; useless to the remote peer
-	}
-	for _, p := range s.cfg.Exclude {
-		if p.Contains(a) {
-			return false
-		}
 	}
 	return !s.cfg.Guard.Contains(a)
 }

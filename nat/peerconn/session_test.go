@@ -353,12 +353,12 @@ func TestParseServers(t *testing.T) {
 	}
 }
 
-func TestExcludedCandidatesNeitherOfferedNorAccepted(t *testing.T) {
+func TestGuardedCandidatesNeitherOfferedNorAccepted(t *testing.T) {
 	var mu sync.Mutex
 	var sent []string
 	s, err := New(Config{
 		Kind: Direct, ID: 1, Mux: func() *Mux { a, _ := pair(t, Direct, Servers{}, true); return a.mux }(),
-		IncludeLoopback: true, Exclude: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		IncludeLoopback: true, Guard: NewGuard(netip.MustParsePrefix("127.0.0.0/8")),
 		Log: zaptest.NewLogger(t),
 		OnCandidate: func(sdp string) {
 			mu.Lock()
