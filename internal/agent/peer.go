@@ -326,9 +326,10 @@ func (w *peerWorker) message(ctx context.Context, m *peerv1.Message) {
 	case *peerv1.Message_Candidate:
 		kind, ok := pathKind(b.Candidate.GetKind())
 		if s := w.current(kind, b.Candidate.GetSession()); ok && s != nil {
-			w.noteRemoteCandidate(kind, s.ID(), b.Candidate.GetSdp())
 			if err := s.AddCandidate(b.Candidate.GetSdp()); err != nil {
 				w.log.Debug("remote candidate refused", zap.Error(err))
+			} else {
+				w.noteRemoteCandidate(kind, s.ID(), b.Candidate.GetSdp())
 			}
 		}
 	case *peerv1.Message_Request:

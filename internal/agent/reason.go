@@ -105,12 +105,18 @@ func orNone(kinds []string) string {
 	return strings.Join(kinds, ", ")
 }
 
-// candidateKind returns the "typ" of an ICE candidate line.
+// candidateKind returns the "typ" of an ICE candidate line, one of the
+// four ICE kinds or "": a remote peer wrote the line, and only a known
+// word may reach status.
 func candidateKind(sdp string) string {
 	f := strings.Fields(sdp)
 	for i := 0; i+1 < len(f); i++ {
 		if f[i] == "typ" {
-			return f[i+1]
+			switch k := f[i+1]; k {
+			case "host", "srflx", "prflx", "relay":
+				return k
+			}
+			return ""
 		}
 	}
 	return ""

@@ -31,6 +31,12 @@ func TestDirectReason(t *testing.T) {
 	if k := candidateKind("candidate:1 1 udp 2130706431 192.168.1.2 51820 typ host generation 0"); k != "host" {
 		t.Errorf("candidateKind: %q", k)
 	}
+	// A peer writes the line: only the four ICE kinds reach status.
+	for _, sdp := range []string{"candidate:1 1 udp 1 10.0.0.1 1 typ \x1b]0;pwn\x07", "typ " + strings.Repeat("x", 1<<16), "no kind here"} {
+		if k := candidateKind(sdp); k != "" {
+			t.Errorf("candidateKind(%.40q) = %.40q, want nothing", sdp, k)
+		}
+	}
 }
 
 // TestStatusSaysWhyRelayed: a peer whose UDP gets nowhere is relayed, and
@@ -45,8 +51,8 @@ func TestStatusSaysWhyRelayed(t *testing.T) {
 		pa, pb = peerStatus(a, b), peerStatus(b, a)
 		return pa.GetReason() != "" && pb.GetReason() != ""
 	})
-	if !strings.Contains(pa.GetReason(), "UDP") {
-		t.Errorf("blocked side says %q, want it to name UDP", pa.GetReason())
+	if !strings.Contains(pa.GetReason(), "gets no answer from here") {
+		t.Errorf("blocked side says %q, want it to say UDP gets no answer from here", pa.GetReason())
 	}
 	t.Logf("a: %s\nb: %s", pa.GetReason(), pb.GetReason())
 }
