@@ -141,6 +141,10 @@ func TestImportRules(t *testing.T) {
 	if len(pkgs) < 20 || pkgs["internal/agent"] == nil || pkgs["wg"] == nil {
 		t.Fatalf("found %d packages; the walk missed the tree", len(pkgs))
 	}
+	// Imports must be recorded, or every rule below would hold vacuously.
+	if !pkgs["internal/agent"].imports["wg"] || !pkgs["main"].imports["roles/agent"] {
+		t.Fatal("known imports (internal/agent → wg, main → roles/agent) not recorded; the import parser is broken")
+	}
 	names := make([]string, 0, len(pkgs))
 	for n := range pkgs {
 		names = append(names, n)

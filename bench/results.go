@@ -59,7 +59,7 @@ type Row struct {
 	PairedRatios []float64 `json:"paired_ratios,omitempty"`
 	// RefMeasured: the reference was measured in this run, alternating
 	// with meshd. Otherwise it is an anchor measured elsewhere (NetBird in
-	// the same kind of lab on this machine, ) and given as is.
+	// the same kind of lab on this machine) and given as is.
 	RefMeasured bool `json:"ref_measured,omitempty"`
 	// Aim in words, e.g. "≥ 1.0× wireguard-go"; Met is nil when the row
 	// has no aim.

@@ -276,10 +276,12 @@ func TestUserspaceFilterInNamespaces(t *testing.T) {
 		}
 		var out []byte
 		var err error
-		testutil.WaitFor(t, 10*time.Second, fmt.Sprintf("iperf3 (reverse %v) through the filter: %v\n%s", reverse, err, out), func() bool { // until the server listens
+		if testutil.Poll(10*time.Second, func() bool { // until the server listens
 			out, err = exec.Command("ip", args...).CombinedOutput()
 			return err == nil
-		})
+		}) != nil {
+			t.Fatalf("iperf3 (reverse %v) through the filter: %v\n%s", reverse, err, out)
+		}
 		var res struct {
 			End struct {
 				SumReceived struct {

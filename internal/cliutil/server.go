@@ -11,7 +11,7 @@ import (
 func ServerFlags(defaultListen string) []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "listen", Value: defaultListen, Usage: "`HOST:PORT` to serve HTTPS (Connect-RPC) on"},
-		&cli.StringFlag{Name: "data", Value: "/var/lib/meshd", Usage: "`DIR` for the database, certificate and secrets"},
+		&cli.StringFlag{Name: "data", Value: DefaultDataDir, Usage: "`DIR` for the database, certificate and secrets"},
 		&cli.StringFlag{Name: "tls-cert", Usage: "PEM certificate `FILE` (with --tls-key); default: a self-signed certificate in --data"},
 		&cli.StringFlag{Name: "tls-key", Usage: "PEM private key `FILE` for --tls-cert"},
 		&cli.StringFlag{Name: "acme-domain", Usage: "get a certificate for `DOMAIN` from Let's Encrypt (needs port 443 reachable)"},

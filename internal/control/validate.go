@@ -81,10 +81,12 @@ func human(d time.Duration) string {
 	return d.String()
 }
 
-// unsafeRune reports runes that must not reach a terminal or a log as they
+// UnsafeRune reports runes that must not reach a terminal or a log as they
 // are: C0 and C1 controls (escape sequences, NUL, CR), bidirectional
-// overrides that reorder what the admin reads, and line separators.
-func unsafeRune(r rune) bool {
+// overrides that reorder what the admin reads, line separators, and the
+// replacement rune of invalid UTF-8. meshd admin escapes what it prints
+// by the same rule.
+func UnsafeRune(r rune) bool {
 	return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || r == '\u2028' || r == '\u2029' ||
 		r == utf8.RuneError
 }
@@ -99,7 +101,7 @@ func checkText(what, s string, max int) (string, error) {
 	if !utf8.ValidString(s) {
 		return "", invalidf("%s is not valid UTF-8", what)
 	}
-	if i := strings.IndexFunc(s, unsafeRune); i >= 0 {
+	if i := strings.IndexFunc(s, UnsafeRune); i >= 0 {
 		r, _ := utf8.DecodeRuneInString(s[i:])
 		return "", invalidf("%s %q: no control characters or bidirectional overrides (found %U)", what, s, r)
 	}
@@ -127,7 +129,7 @@ func checkName(kind, name string) (string, error) {
 func cleanAgentText(s string) string {
 	s = strings.ToValidUTF8(s, "")
 	return strings.TrimSpace(strings.Map(func(r rune) rune {
-		if unsafeRune(r) {
+		if UnsafeRune(r) {
 			return -1
 		}
 		return r

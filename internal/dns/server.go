@@ -308,23 +308,21 @@ func (s *Server) answerLocal(ctx context.Context, z *zone, req *mdns.Msg, name s
 			resp.Answer = append(resp.Answer, rr)
 		}
 	}
-	// Follow a CNAME chain: in the mesh, or upstream. A chain that comes
-	// back to a name it passed, or is longer than maxCNAMEChase, is a
-	// broken zone: SERVFAIL, as a recursive resolver answers, rather than
-	// a chain of CNAMEs that ends nowhere.
-	seen := map[string]bool{name: true}
+	// Follow a CNAME chain: in the mesh, or upstream. A chain longer than
+	// maxCNAMEChase (a loop is one) is a broken zone: SERVFAIL, as a
+	// recursive resolver answers, rather than a chain of CNAMEs that ends
+	// nowhere.
 	for i := 0; qt != mdns.TypeCNAME && len(resp.Answer) > 0; i++ {
 		c, ok := resp.Answer[len(resp.Answer)-1].(*mdns.CNAME)
 		if !ok {
 			break
 		}
 		target := strings.ToLower(c.Target)
-		if seen[target] || i >= maxCNAMEChase {
+		if i >= maxCNAMEChase {
 			s.log.Debug("dns cname loop or chain too long", zap.String("name", name), zap.String("target", target))
 			fail := new(mdns.Msg)
 			return fail.SetRcode(req, mdns.RcodeServerFailure)
 		}
-		seen[target] = true
 		if next, ok := z.lookup(target); ok {
 			chained := false
 			for _, rr := range next {

@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
-	"unicode"
 	"unicode/utf8"
+
+	"meshd/internal/control"
 )
 
 // safe makes text from control printable in a terminal: control
@@ -16,7 +17,7 @@ import (
 // the server may carry them; every printer of text goes through safe. JSON
 // output needs nothing: the encoder escapes control characters.
 func safe(s string) string {
-	if strings.IndexFunc(s, unsafeRune) < 0 && utf8.ValidString(s) {
+	if strings.IndexFunc(s, control.UnsafeRune) < 0 && utf8.ValidString(s) {
 		return s
 	}
 	var b strings.Builder
@@ -25,9 +26,9 @@ func safe(s string) string {
 		switch {
 		case r == utf8.RuneError && n <= 1:
 			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case r < 0x80 && unsafeRune(r):
+		case r < 0x80 && control.UnsafeRune(r):
 			fmt.Fprintf(&b, `\x%02x`, r)
-		case unsafeRune(r):
+		case control.UnsafeRune(r):
 			fmt.Fprintf(&b, `\u%04x`, r)
 		default:
 			b.WriteRune(r)
@@ -37,23 +38,18 @@ func safe(s string) string {
 	return b.String()
 }
 
-// unsafeRune: C0 and C1 controls, bidirectional controls and line
-// separators.
-func unsafeRune(r rune) bool {
-	return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || r == '\u2028' || r == '\u2029'
-}
 
 // safeJSON escapes in JSON text what the encoder leaves raw but a terminal
 // would act on: C1 controls, bidirectional overrides, line separators.
 // Such runes occur only inside strings, where \uXXXX means the same rune,
 // so the JSON decodes to the same values.
 func safeJSON(b []byte) []byte {
-	if !bytes.ContainsFunc(b, func(r rune) bool { return r >= 0x80 && unsafeRune(r) }) {
+	if !bytes.ContainsFunc(b, func(r rune) bool { return r >= 0x80 && control.UnsafeRune(r) }) {
 		return b
 	}
 	var out bytes.Buffer
 	for _, r := range string(b) {
-		if r >= 0x80 && unsafeRune(r) {
+		if r >= 0x80 && control.UnsafeRune(r) {
 			fmt.Fprintf(&out, `\u%04x`, r)
 			continue
 		}
