@@ -23,6 +23,9 @@ const DefaultUnitDir = "/etc/systemd/system"
 type Options struct {
 	// UnitDir is where the unit goes (DefaultUnitDir).
 	UnitDir string
+	// EnvDir is where the environment file with secret flags goes
+	// (DefaultEnvDir).
+	EnvDir string
 	// Exe is the meshd binary the unit runs (os.Executable).
 	Exe string
 	// HasSystemd reports whether systemd runs this machine.
@@ -116,13 +119,18 @@ func install(c *cli.Context, o Options) error {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		role, args = args[0], args[1:]
 	}
-	text, err := Unit(UnitSpec{Exe: o.Exe, Role: role, Args: args, User: c.String("user")})
+	spec := UnitSpec{Exe: o.Exe, Role: role, Args: args, User: c.String("user"), EnvDir: o.EnvDir}
+	text, err := Unit(spec)
 	if err != nil {
 		return cli.Exit(err.Error(), 2)
 	}
 	path := filepath.Join(o.UnitDir, UnitName(role))
 	w := c.App.Writer
+	envFile, envText := EnvFile(spec)
 	if c.Bool("dry-run") {
+		if envFile != "" {
+			fmt.Fprintf(w, "# would write %s (mode 0600: the secret flags, not shown)\n", envFile)
+		}
 		fmt.Fprintf(w, "# would write %s and run: systemctl daemon-reload; systemctl enable --now %s\n%s", path, UnitName(role), text)
 		return nil
 	}
@@ -133,11 +141,18 @@ func install(c *cli.Context, o Options) error {
 	if _, err := os.Stat(path); err == nil && !c.Bool("force") {
 		return cli.Exit(fmt.Sprintf("service: %s exists: `meshd service uninstall %s` first, or --force to replace it", path, role), 1)
 	}
-	mode := os.FileMode(0o644)
-	if HasSecret(args) {
-		mode = 0o600 // the flags carry a secret: root only
+	if envFile != "" {
+		if err := os.MkdirAll(filepath.Dir(envFile), 0o700); err != nil {
+			return cli.Exit(fmt.Sprintf("service: %v (run as root)", err), 1)
+		}
+		if err := writeUnit(envFile, envText, 0o600); err != nil {
+			return cli.Exit(fmt.Sprintf("service: %v (run as root)", err), 1)
+		}
 	}
-	if err := writeUnit(path, text, mode); err != nil {
+	if envFile == "" {
+		_ = os.Remove(envPath(o.EnvDir, role)) // a replaced unit's secrets
+	}
+	if err := writeUnit(path, text, 0o644); err != nil {
 		return cli.Exit(fmt.Sprintf("service: %v (run as root)", err), 1)
 	}
 	for _, a := range [][]string{{"daemon-reload"}, {"enable", "--now", UnitName(role)}} {
@@ -183,6 +198,11 @@ func uninstall(c *cli.Context, o Options) error {
 	if err := os.Remove(path); err != nil {
 		return cli.Exit(fmt.Sprintf("service: remove %s: %v", path, err), 1)
 	}
+	if env := envPath(o.EnvDir, role); os.Remove(env) != nil {
+		if _, err := os.Stat(env); err == nil {
+			return cli.Exit(fmt.Sprintf("service: could not remove %s (the unit's secret flags)", env), 1)
+		}
+	}
 	if err := o.Systemctl(c.Context, "daemon-reload"); err != nil {
 		return cli.Exit(fmt.Sprintf("service: %v", err), 1)
 	}
@@ -190,7 +210,7 @@ func uninstall(c *cli.Context, o Options) error {
 	return nil
 }
 
-// writeUnit writes the unit with mode (also over an existing file, whose
+// writeUnit writes a unit or environment file with mode (also over an existing file, whose
 // mode WriteFile would keep).
 func writeUnit(path, text string, mode os.FileMode) error {
 	if err := os.WriteFile(path, []byte(text), mode); err != nil {

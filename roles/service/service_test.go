@@ -42,11 +42,14 @@ func TestUnit(t *testing.T) {
 		// file so that a blind regeneration cannot drop them.
 		want []string
 	}{
-		{"agent", UnitSpec{Exe: "/usr/local/bin/meshd", Role: "agent", Args: []string{"--join", "meshd1_abc"}},
-			[]string{"ExecStart=/usr/local/bin/meshd agent --join meshd1_abc", "Restart=on-failure", "WantedBy=multi-user.target"}},
+		{"agent", UnitSpec{Exe: "/usr/local/bin/meshd", Role: "agent", Args: []string{"--join", "meshd1_abc", "--port", "51820"}},
+			[]string{"EnvironmentFile=/etc/meshd/meshd-agent.env", "ExecStart=/usr/local/bin/meshd agent --port 51820", "Restart=on-failure", "WantedBy=multi-user.target"}},
 		{"agent_user", UnitSpec{Exe: "/usr/local/bin/meshd", Role: "agent", User: "meshd", Args: []string{"--socket=/run/meshd/meshd.sock"}},
 			[]string{"AmbientCapabilities=CAP_NET_ADMIN CAP_NET_BIND_SERVICE", "StateDirectory=meshd-agent",
 				"RuntimeDirectory=meshd", "ReadWritePaths=-/var/lib/meshd-agent -/run/meshd", "User=meshd"}},
+		{"agent_user_default_socket", UnitSpec{Exe: "/usr/local/bin/meshd", Role: "agent", User: "meshd"},
+			[]string{"ExecStart=/usr/local/bin/meshd agent --socket=/run/meshd/meshd.sock", "RuntimeDirectory=meshd",
+				"ReadWritePaths=-/var/lib/meshd-agent -/run/meshd"}},
 		{"all_user", UnitSpec{Exe: "/usr/local/bin/meshd", Role: "all", User: "meshd",
 			Args: []string{"--data", "/srv/mesh data", "--public-url", "https://vpn.example.org:443", "--listen", ":443"}},
 			[]string{`ExecStart=/usr/local/bin/meshd all --data "/srv/mesh data" --public-url https://vpn.example.org:443 --listen :443`,
@@ -64,6 +67,9 @@ func TestUnit(t *testing.T) {
 				if !strings.Contains(u, "\n"+l+"\n") {
 					t.Errorf("unit lacks %q:\n%s", l, u)
 				}
+			}
+			if strings.Contains(u, "meshd1_") {
+				t.Errorf("a secret stands in the unit (systemctl show prints it to anyone):\n%s", u)
 			}
 			golden(t, u)
 		})
@@ -102,9 +108,9 @@ func TestInstallDryRunChangesNothing(t *testing.T) {
 }
 
 func TestInstallAndUninstall(t *testing.T) {
-	dir := t.TempDir()
+	dir, envDir := t.TempDir(), filepath.Join(t.TempDir(), "etc-meshd")
 	var calls []string
-	o := Options{UnitDir: dir, Exe: "/usr/local/bin/meshd", HasSystemd: func() bool { return true },
+	o := Options{UnitDir: dir, EnvDir: envDir, Exe: "/usr/local/bin/meshd", HasSystemd: func() bool { return true },
 		Systemctl: func(_ context.Context, a ...string) error { calls = append(calls, strings.Join(a, " ")); return nil }}
 	if _, err := runService(o, "install", "agent", "--join", "meshd1_secret"); err != nil {
 		t.Fatal(err)
@@ -114,12 +120,18 @@ func TestInstallAndUninstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fi.Mode().Perm() != 0o600 {
-		t.Fatalf("unit with a join token has mode %v, want 0600", fi.Mode().Perm())
-	}
 	b, _ := os.ReadFile(path)
-	if !strings.Contains(string(b), "ExecStart=/usr/local/bin/meshd agent --join meshd1_secret\n") {
-		t.Fatalf("unit:\n%s", b)
+	if fi.Mode().Perm() != 0o644 || strings.Contains(string(b), "meshd1_secret") ||
+		!strings.Contains(string(b), "ExecStart=/usr/local/bin/meshd agent\n") ||
+		!strings.Contains(string(b), "EnvironmentFile="+filepath.Join(envDir, "meshd-agent.env")+"\n") {
+		t.Fatalf("unit (mode %v) must name the environment file and hold no secret:\n%s", fi.Mode().Perm(), b)
+	}
+	envFile := filepath.Join(envDir, "meshd-agent.env")
+	if fi, err := os.Stat(envFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("environment file: %v, mode %v; want 0600", err, fi)
+	}
+	if e, _ := os.ReadFile(envFile); string(e) != "MESHD_JOIN=\"meshd1_secret\"\n" {
+		t.Fatalf("environment file holds %q", e)
 	}
 	if got, want := strings.Join(calls, "; "), "daemon-reload; enable --now meshd-agent.service"; got != want {
 		t.Fatalf("systemctl calls %q, want %q", got, want)
@@ -139,6 +151,9 @@ func TestInstallAndUninstall(t *testing.T) {
 	}
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("unit left after uninstall: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(envDir, "meshd-agent.env")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("environment file left after uninstall: %v", err)
 	}
 	if got, want := strings.Join(calls, "; "), "disable --now meshd-agent.service; daemon-reload"; got != want {
 		t.Fatalf("systemctl calls %q, want %q", got, want)

@@ -29,20 +29,67 @@ type UnitSpec struct {
 	// User runs the service as a dedicated user with only the capabilities
 	// the role needs; empty: root.
 	User string
+	// EnvDir is where the environment file with the secret flags goes
+	// (DefaultEnvDir when empty).
+	EnvDir string
 }
 
-// secretFlags carry secrets (a setup key, a TURN secret): a unit that has
-// one in its ExecStart is written readable by root only.
+// UserSocket is the agent's socket when it runs as a dedicated user and
+// was given none (`meshd status --socket` must name it too).
+const UserSocket = "/run/meshd/meshd.sock"
+
+// DefaultEnvDir holds the environment files of units whose flags carry
+// secrets.
+const DefaultEnvDir = "/etc/meshd"
+
+// secretFlags carry secrets (a join token, a setup key, a TURN secret).
+// They never stand in the unit: `systemctl show` prints ExecStart to every
+// user, and the process's command line is world-readable. They go into an
+// environment file readable by root only, as MESHD_<FLAG> (every flag of a
+// role can be set that way).
 var secretFlags = []string{"join", "setup-key", "turn-secret", "token"}
 
-// HasSecret reports whether args give a flag that carries a secret.
-func HasSecret(args []string) bool {
-	for _, f := range secretFlags {
-		if flagValue(args, f, "") != "" {
-			return true
-		}
+// EnvFile returns the path of the environment file of s and its content
+// (MESHD_<FLAG>="value" lines), or "" when s's flags carry no secret.
+func EnvFile(s UnitSpec) (path, content string) {
+	_, env := splitSecrets(s.Args)
+	if len(env) == 0 {
+		return "", ""
 	}
-	return false
+	return envPath(s.EnvDir, s.Role), strings.Join(env, "\n") + "\n"
+}
+
+// envPath is the environment file of role in dir ("": DefaultEnvDir).
+func envPath(dir, role string) string {
+	if dir == "" {
+		dir = DefaultEnvDir
+	}
+	return filepath.Join(dir, "meshd-"+role+".env")
+}
+
+// splitSecrets takes the secret flags out of args ("--name V", "--name=V",
+// one dash too, up to "--") and returns them as environment lines.
+func splitSecrets(args []string) (rest, env []string) {
+	q := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			rest = append(rest, args[i:]...)
+			break
+		}
+		n := strings.TrimLeft(a, "-")
+		name, val, inline := strings.Cut(n, "=")
+		if n == a || !slices.Contains(secretFlags, name) || (!inline && i+1 >= len(args)) {
+			rest = append(rest, a)
+			continue
+		}
+		if !inline {
+			i++
+			val = args[i]
+		}
+		env = append(env, cliutil.EnvName(name)+`="`+q.Replace(val)+`"`)
+	}
+	return rest, env
 }
 
 // UnitName is the file name of the unit: meshd-ROLE.service.
@@ -62,6 +109,11 @@ func Unit(s UnitSpec) (string, error) {
 	if !filepath.IsAbs(s.Exe) {
 		return "", fmt.Errorf("service: the binary's path %q is not absolute", s.Exe)
 	}
+	if s.User != "" && s.Role == "agent" && flagValue(s.Args, "socket", "") == "" {
+		// The default socket's directory (/var/run) is root's: a dedicated
+		// user's agent gets one of its own under /run (RuntimeDirectory).
+		s.Args = append(slices.Clone(s.Args), "--socket="+UserSocket)
+	}
 	var b strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
 	w("# Written by `meshd service install`; `meshd service uninstall %s` removes it.", s.Role)
@@ -72,7 +124,11 @@ func Unit(s UnitSpec) (string, error) {
 	w("")
 	w("[Service]")
 	w("Type=simple")
-	w("ExecStart=%s", execLine(append([]string{s.Exe, s.Role}, s.Args...)))
+	args, _ := splitSecrets(s.Args)
+	if path, _ := EnvFile(s); path != "" {
+		w("EnvironmentFile=%s", path)
+	}
+	w("ExecStart=%s", execLine(append([]string{s.Exe, s.Role}, args...)))
 	w("Restart=on-failure")
 	w("RestartSec=5s")
 	w("LimitNOFILE=65536")
