@@ -38,7 +38,6 @@ func safe(s string) string {
 	return b.String()
 }
 
-
 // safeJSON escapes in JSON text what the encoder leaves raw but a terminal
 // would act on: C1 controls, bidirectional overrides, line separators.
 // Such runes occur only inside strings, where \uXXXX means the same rune,
