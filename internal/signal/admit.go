@@ -117,7 +117,6 @@ func (s *Server) admit(ticket []byte, key keys.Key) (string, error) {
 		}
 		return "", connect.NewError(connect.CodePermissionDenied, fmt.Errorf("signal: registration refused: %w; %s", err, hint))
 	}
-	s.refused.forget(key)
 	return tk.Account, nil
 }
 
@@ -142,12 +141,19 @@ const maxRefusals = 4096
 type refusals struct {
 	mu    sync.Mutex
 	m     map[keys.Key]refusal
-	order []keys.Key // insertion order, for eviction
+	order []refusalAt // insertion order, for eviction
+	gen   uint64
 }
 
 type refusal struct {
 	account string
 	why     string
+	gen     uint64 // which entry of order is this one's
+}
+
+type refusalAt struct {
+	key keys.Key
+	gen uint64
 }
 
 func (r *refusals) add(key keys.Key, account, why string) {
@@ -156,14 +162,22 @@ func (r *refusals) add(key keys.Key, account, why string) {
 	if r.m == nil {
 		r.m = make(map[keys.Key]refusal)
 	}
-	if _, ok := r.m[key]; !ok {
+	f, ok := r.m[key]
+	if !ok {
 		for len(r.order) >= maxRefusals {
-			delete(r.m, r.order[0])
+			// An entry forgotten and added again has a newer place: an
+			// old one evicts nothing.
+			if old := r.order[0]; r.m[old.key].gen == old.gen {
+				delete(r.m, old.key)
+			}
 			r.order = r.order[1:]
 		}
-		r.order = append(r.order, key)
+		r.gen++
+		f.gen = r.gen
+		r.order = append(r.order, refusalAt{key, f.gen})
 	}
-	r.m[key] = refusal{account: account, why: why}
+	f.account, f.why = account, why
+	r.m[key] = f
 }
 
 // forget drops key's refusal once it registers.

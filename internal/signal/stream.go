@@ -206,6 +206,8 @@ func (st *stream) register() (keys.Key, error) {
 		}
 		return none, err
 	}
+	// Only a proven key clears what signal remembers of its refusals.
+	st.srv.refused.forget(key)
 	return key, nil
 }
 
