@@ -13,9 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// LockFile is the file in the state directory an agent holds a lock on.
-const LockFile = "lock"
-
 // stateLock is an exclusive lock on a state directory. Two agents on one
 // directory would log in with the same key and take each other's sessions
 // (control keeps one per key), each knocking the other off in turn; the

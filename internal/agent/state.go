@@ -10,6 +10,10 @@ import (
 	"meshd/internal/keys"
 )
 
+// LockFile is the file in the state directory an agent holds a lock on
+// (on Unix; elsewhere the directory is not locked).
+const LockFile = "lock"
+
 // Files in the state directory.
 const (
 	KeyFile   = "private.key"

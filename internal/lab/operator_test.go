@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"meshd/internal/control"
 )
 
 // Operator mistakes and settings, driven through the real binary the way
@@ -62,10 +64,10 @@ type adminKey struct {
 // and must not register: no new peer on the server, no setup-key use.
 func TestOpAgentBusyPortRegistersNothing(t *testing.T) {
 	ctx := context.Background()
-	l := New(t)
 	if testing.Short() {
 		t.Skip("lab: end-to-end with the meshd binary; skipped with -short")
 	}
+	l := New(t)
 	srv := StartServer(ctx, t, l.Host("srv", nil))
 	a := l.Host("a", l.Router("ra", Home))
 	l.Step("meshd all started")
@@ -236,11 +238,11 @@ func adminText(ctx context.Context, srv *Server, args ...string) (string, string
 	return stdout.String(), stderr.String(), err
 }
 
-// Timers of control and the agent that bound the login expiration test:
-// control.DefaultJanitorInterval (how often expired logins are cut) and
-// the agent's loginExpiredRetry (how often a cut-off agent asks again).
+// Timers that bound the login expiration test: how often control cuts
+// expired logins, and how often a cut-off agent asks again (a copy of
+// internal/agent's unexported loginExpiredRetry).
 const (
-	janitorInterval   = 30 * time.Second
+	janitorInterval   = control.DefaultJanitorInterval
 	loginExpiredRetry = time.Minute
 )
 
