@@ -15,18 +15,13 @@ import (
 	"github.com/pion/stun/v2"
 	"go.uber.org/zap"
 
+	"meshd/internal/testutil"
 	"meshd/internal/tlsconf"
 	"meshd/internal/turncred"
 	"meshd/nat/relay"
 )
 
 var resignSecret = []byte("rotation secret")
-
-// relaySession is the kind of the sessions these tests make.
-const relaySession = Relay
-
-// offerTo hands s's offer to b, as signal would.
-func offerTo(b *end, s *Session) { b.receive(offer(s)) }
 
 func uri(c turncred.Credential) *stun.URI {
 	return &stun.URI{Scheme: stun.SchemeTypeTURN, Host: "127.0.0.1", Port: 3478, Proto: stun.ProtoTypeUDP, Username: c.Username, Password: c.Password}
@@ -172,11 +167,11 @@ func rotatingPair(t *testing.T, url string, ttl, allocLife time.Duration) (a, b 
 	t.Helper()
 	tm := RelayTiming
 	tm.TURNLifetime = allocLife
-	a, b = pair(t, relaySession, Servers{}, false)
+	a, b = pair(t, Relay, Servers{}, false)
 	a.timing, b.timing = &tm, &tm
 	a.servers, b.servers = credServers(t, url, "a", ttl), credServers(t, url, "b", ttl)
 	s := a.newSession(31)
-	offerTo(b, s)
+	b.receive(offer(s))
 	if err := s.Gather(); err != nil {
 		t.Fatal(err)
 	}
@@ -304,15 +299,14 @@ func TestRelaySessionEndsWithoutFreshCredentials(t *testing.T) {
 	}
 	start := time.Now()
 	next := start
-	for deadline := start.Add(ttl + allocLife + 3*time.Second); s.Stats().Allocations != 1; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("stats %+v %v after a's credentials stopped: want a's allocation gone", s.Stats(), time.Since(start))
-		}
+	// b's credentials keep being renewed, a's not.
+	testutil.WaitEvery(t, ttl+allocLife+3*time.Second, 50*time.Millisecond, "a's allocation gone after its credentials stopped", func() bool {
 		if time.Now().After(next) {
 			b.session().SetTURNCredentials(credServers(t, url, "b", ttl))
 			next = next.Add(time.Second)
 		}
-	}
+		return s.Stats().Allocations == 1
+	})
 	t.Logf("a's allocation ended %v after its last credential was issued", time.Since(start))
 	if st := s.Stats(); st.AuthRefused["expired"] == 0 || st.Users != 1 {
 		t.Fatalf("stats %+v: want a's expired credential refused and b alone holding an allocation", st)
