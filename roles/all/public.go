@@ -47,15 +47,11 @@ func relayIPForHost(ctx context.Context, host string, lookup lookupFunc) (netip.
 }
 
 // publicURLWarning is what `meshd all` says at start about the address in
-// its join line, or "". explicit: --public-url was given (then the
-// operator chose it, and nothing is said). Otherwise urlHost was taken
+// its join line when --public-url was not given, or "". urlHost was taken
 // from the default route's interface, which on a cloud VM behind 1:1 NAT
 // is the private address; seen, a STUN server's view of this host (the
 // zero value when none answered) shows the address the internet knows.
-func publicURLWarning(urlHost string, explicit bool, seen netip.Addr, port string) string {
-	if explicit {
-		return ""
-	}
+func publicURLWarning(urlHost string, seen netip.Addr, port string) string {
 	host, err := netip.ParseAddr(urlHost)
 	if err != nil {
 		return ""
@@ -155,7 +151,7 @@ func checkPublicURL(ctx context.Context, log *zap.Logger, p plan, relayIP netip.
 		}
 		seen = ip
 	}
-	if w := publicURLWarning(p.publicURL.Hostname(), p.explicit, seen, p.publicURL.Port()); w != "" {
+	if w := publicURLWarning(p.publicURL.Hostname(), seen, p.publicURL.Port()); w != "" {
 		log.Warn(w)
 	}
 }

@@ -61,22 +61,20 @@ func TestPublicURLWarning(t *testing.T) {
 	none := netip.Addr{}
 	pub := netip.MustParseAddr("203.0.113.10")
 	for _, tc := range []struct {
-		host     string
-		explicit bool
-		seen     netip.Addr
-		want     string // "" for no warning, else a part of it
+		host string
+		seen netip.Addr
+		want string // "" for no warning, else a part of it
 	}{
-		{"10.0.0.5", true, pub, ""},                                         // the operator chose it
-		{"10.0.0.5", false, pub, "--public-url https://203.0.113.10:33073"}, // 1:1 NAT seen by STUN
-		{"172.31.4.5", false, none, "--public-url"},                         // private, nothing seen
-		{"100.64.3.3", false, none, "--public-url"},                         // CGNAT
-		{"203.0.113.10", false, pub, ""},                                    // public and right
-		{"203.0.113.10", false, none, ""},                                   // public, nothing seen
-		{"198.51.100.2", false, netip.MustParseAddr("198.51.100.2"), ""},
+		{"10.0.0.5", pub, "--public-url https://203.0.113.10:33073"}, // 1:1 NAT seen by STUN
+		{"172.31.4.5", none, "--public-url"},                         // private, nothing seen
+		{"100.64.3.3", none, "--public-url"},                         // CGNAT
+		{"203.0.113.10", pub, ""},                                    // public and right
+		{"203.0.113.10", none, ""},                                   // public, nothing seen
+		{"198.51.100.2", netip.MustParseAddr("198.51.100.2"), ""},
 	} {
-		got := publicURLWarning(tc.host, tc.explicit, tc.seen, "33073")
+		got := publicURLWarning(tc.host, tc.seen, "33073")
 		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
-			t.Errorf("host %s explicit %v seen %v: warning %q, want one with %q", tc.host, tc.explicit, tc.seen, got, tc.want)
+			t.Errorf("host %s seen %v: warning %q, want one with %q", tc.host, tc.seen, got, tc.want)
 		}
 	}
 }
