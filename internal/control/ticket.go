@@ -56,7 +56,7 @@ func (s *Service) TicketKeyString() string {
 // ticket signs a ticket for pub in account a, and says when it expires.
 func (s *Service) ticket(a *account, pub keys.Key) ([]byte, time.Time) {
 	exp := s.now().Add(s.ticketTTL()).Truncate(time.Second)
-	t, err := seal.IssueTicket(s.ticketKey, pub, a.a.ID, exp)
+	t, err := seal.IssueTicket(s.ticketKey, pub, a.id, exp)
 	if err != nil { // account ids are short; never happens
 		s.log.Error("signal ticket", zap.Error(err))
 		return nil, time.Time{}
