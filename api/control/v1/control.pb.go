@@ -775,7 +775,10 @@ type NetworkMap struct {
 	// peer shows signal when it registers (internal/seal: tickets). Every map
 	// carries a fresh one; it expires, so a peer control no longer knows
 	// loses signal too.
-	SignalTicket  []byte `protobuf:"bytes,10,opt,name=signal_ticket,json=signalTicket,proto3" json:"signal_ticket,omitempty"`
+	SignalTicket []byte `protobuf:"bytes,10,opt,name=signal_ticket,json=signalTicket,proto3" json:"signal_ticket,omitempty"`
+	// Every live control replica's public URL (https://host:port), this
+	// one's first. An agent whose replica stops answering moves to another.
+	ControlUrls   []string `protobuf:"bytes,11,rep,name=control_urls,json=controlUrls,proto3" json:"control_urls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -876,6 +879,13 @@ func (x *NetworkMap) GetSignalTlsPin() string {
 func (x *NetworkMap) GetSignalTicket() []byte {
 	if x != nil {
 		return x.SignalTicket
+	}
+	return nil
+}
+
+func (x *NetworkMap) GetControlUrls() []string {
+	if x != nil {
+		return x.ControlUrls
 	}
 	return nil
 }
@@ -1634,7 +1644,7 @@ const file_api_control_v1_control_proto_rawDesc = "" +
 	"\vbase_serial\x18\x02 \x01(\x04R\n" +
 	"baseSerial\x12?\n" +
 	"\fupsert_peers\x18\x03 \x03(\v2\x1c.meshd.control.v1.RemotePeerR\vupsertPeers\x12*\n" +
-	"\x11removed_peer_keys\x18\x04 \x03(\tR\x0fremovedPeerKeys\"\xd2\x03\n" +
+	"\x11removed_peer_keys\x18\x04 \x03(\tR\x0fremovedPeerKeys\"\xf5\x03\n" +
 	"\n" +
 	"NetworkMap\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\x04R\x06serial\x120\n" +
@@ -1648,7 +1658,8 @@ const file_api_control_v1_control_proto_rawDesc = "" +
 	"signal_url\x18\b \x01(\tR\tsignalUrl\x12$\n" +
 	"\x0esignal_tls_pin\x18\t \x01(\tR\fsignalTlsPin\x12#\n" +
 	"\rsignal_ticket\x18\n" +
-	" \x01(\fR\fsignalTicket\"\x8e\x02\n" +
+	" \x01(\fR\fsignalTicket\x12!\n" +
+	"\fcontrol_urls\x18\v \x03(\tR\vcontrolUrls\"\x8e\x02\n" +
 	"\n" +
 	"SelfConfig\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12\x12\n" +
