@@ -322,6 +322,22 @@ func (s *Store) ReserveSerial(ctx context.Context, accountID string, upTo uint64
 	return nil
 }
 
+// TakeSerials takes n serials of the account's map counter at once and
+// returns the first: the n serials first..first+n-1 are above every serial
+// any process handed out before, so serials grow across replicas that
+// share the database.
+func (s *Store) TakeSerials(ctx context.Context, accountID string, n int) (uint64, error) {
+	if n < 1 {
+		return 0, fmt.Errorf("store: take serials: n=%d, want at least 1", n)
+	}
+	var last uint64
+	err := s.DB.QueryRowContext(ctx, `UPDATE accounts SET serial = serial + ? WHERE id = ? RETURNING serial`, n, accountID).Scan(&last)
+	if err != nil {
+		return 0, fmt.Errorf("store: take serials: %w", err)
+	}
+	return last - uint64(n) + 1, nil
+}
+
 // SetPeerLastSeen records when a peer was last connected. The record may
 // be lost in a power cut (see Store.lazy).
 func (s *Store) SetPeerLastSeen(ctx context.Context, peerID string, at time.Time) error {

@@ -111,3 +111,38 @@ func TestPutLoadRoundTrip(t *testing.T) {
 		t.Fatalf("secret replaced: %q", v)
 	}
 }
+
+func TestTakeSerialsGrowsAcrossHandles(t *testing.T) {
+	ctx := context.Background()
+	file := filepath.Join(t.TempDir(), "meshd.db")
+	a, err := Open(ctx, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Open(ctx, file) // a second replica on the same database
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := a.Write(ctx, func(tx *Tx) error { return tx.PutAccount(Account{ID: "acc", Name: "n", OverlayNetwork: "100.64.0.0/16", DNSDomain: "n.internal"}) }); err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for i, st := range []*Store{a, b, a, b} {
+		first, err := st.TakeSerials(ctx, "acc", i+1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first <= last {
+			t.Fatalf("take %d: first serial %d, want above %d", i, first, last)
+		}
+		last = first + uint64(i)
+	}
+	if last != 10 {
+		t.Fatalf("last serial %d, want 10 (1+2+3+4 taken)", last)
+	}
+	if _, err := a.TakeSerials(ctx, "nope", 1); err == nil {
+		t.Fatal("serials of an unknown account: want an error")
+	}
+}

@@ -21,8 +21,8 @@ import (
 var ErrUnavailable = errors.New("store unavailable")
 
 // MaxPayload is the largest payload Publish accepts (PostgreSQL's NOTIFY
-// takes 8,000 bytes; the rest is room for framing).
-const MaxPayload = 7000
+// takes 8,000 bytes of text: base64 of 5,000 bytes and the framing fit).
+const MaxPayload = 5000
 
 // ErrTooLarge is returned by Publish for a payload above MaxPayload.
 var ErrTooLarge = errors.New("cluster: payload too large")
