@@ -125,7 +125,9 @@ func TestTakeSerialsGrowsAcrossHandles(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	if err := a.Write(ctx, func(tx *Tx) error { return tx.PutAccount(Account{ID: "acc", Name: "n", OverlayNetwork: "100.64.0.0/16", DNSDomain: "n.internal"}) }); err != nil {
+	if err := a.Write(ctx, func(tx *Tx) error {
+		return tx.PutAccount(Account{ID: "acc", Name: "n", OverlayNetwork: "100.64.0.0/16", DNSDomain: "n.internal"})
+	}); err != nil {
 		t.Fatal(err)
 	}
 	var last uint64
