@@ -8,7 +8,6 @@ import (
 	"time"
 
 	adminv1 "meshd/api/admin/v1"
-	"meshd/internal/jointoken"
 	"meshd/internal/netmap"
 	"meshd/store"
 )
@@ -336,7 +335,7 @@ func (a *account) createSetupKey(ctx context.Context, actor string, m *adminv1.C
 	msg := a.keyMsg(k, a.s.now())
 	msg.Key = plain
 	if a.s.opts.PublicURL != "" {
-		msg.JoinToken = jointoken.Token{ControlURL: a.s.opts.PublicURL, Pin: a.s.opts.TLSPin, SetupKey: plain}.Encode()
+		msg.JoinToken = a.s.joinToken(plain).Encode()
 		msg.JoinCommand = JoinCommand(msg.JoinToken)
 	}
 	return msg, nil

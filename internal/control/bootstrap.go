@@ -202,7 +202,7 @@ func JoinCommand(token string) string { return "meshd agent --join " + token }
 // returns why (and keeps the file, with the current URL and pin, since
 // `meshd admin --data` reads control's address from it).
 func (s *Service) bootstrapJoin(ctx context.Context, a *account, path string) (jointoken.Token, string, error) {
-	want := jointoken.Token{ControlURL: s.opts.PublicURL, Pin: s.opts.TLSPin}
+	want := s.joinToken("")
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !a.a.Bootstrapped {
@@ -234,7 +234,7 @@ func (s *Service) bootstrapJoin(ctx context.Context, a *account, path string) (j
 		return want, fmt.Sprintf("%s is damaged (%v)", path, err), nil
 	}
 	want.SetupKey = t.SetupKey
-	if t != want {
+	if !t.Equal(want) {
 		if err := writeSecretFile(path, want.Encode()+"\n"); err != nil {
 			return want, "", err
 		}

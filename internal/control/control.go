@@ -79,6 +79,9 @@ type Options struct {
 	// PublicURL is how agents reach control (https://host:port); it goes into
 	// join tokens.
 	PublicURL string
+	// ControlURLs, when set, returns the public URLs of the other control
+	// replicas sharing the store; join tokens carry them after PublicURL.
+	ControlURLs func() []string
 	// TLSPin is the pin of control's self-signed certificate ("sha256:HEX"),
 	// for join tokens; empty with a CA-signed certificate.
 	TLSPin string

@@ -1,5 +1,5 @@
-// Package jointoken encodes what a new machine needs to join: control's URL,
-// the pin of its certificate and a setup key, in one copy-paste string
+// Package jointoken encodes what a new machine needs to join: control's
+// URLs, the pin of its certificate and a setup key, in one copy-paste string
 // ("meshd1_" + base64url JSON). The server side makes it, the agent reads it.
 package jointoken
 
@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -15,17 +16,53 @@ const prefix = "meshd1_"
 
 // Token is what a join token carries.
 type Token struct {
+	// ControlURL is the first control replica to try. Agents that know
+	// only this field (older binaries) use it alone, so it stays the
+	// first URL whatever the list holds.
 	ControlURL string `json:"u"`
-	Pin        string `json:"p,omitempty"`
-	SetupKey   string `json:"k"`
+	// MoreURLs are the other replicas known when the token was printed:
+	// a machine joins through any of them when the first is down.
+	MoreURLs []string `json:"us,omitempty"`
+	Pin      string   `json:"p,omitempty"`
+	SetupKey string   `json:"k"`
 }
 
 // ErrMalformed means a string is not a join token.
 var ErrMalformed = errors.New("join token malformed: copy the whole line that `meshd all` printed")
 
+// New returns a token for urls (the first is tried first; empty and
+// repeated URLs are dropped).
+func New(urls []string, pin, setupKey string) Token {
+	t := Token{Pin: pin, SetupKey: setupKey}
+	for _, u := range urls {
+		if u == "" || u == t.ControlURL || slices.Contains(t.MoreURLs, u) {
+			continue
+		}
+		if t.ControlURL == "" {
+			t.ControlURL = u
+		} else {
+			t.MoreURLs = append(t.MoreURLs, u)
+		}
+	}
+	return t
+}
+
+// URLs returns every control URL of the token, ControlURL first.
+func (t Token) URLs() []string {
+	if t.ControlURL == "" {
+		return slices.Clone(t.MoreURLs)
+	}
+	return append([]string{t.ControlURL}, t.MoreURLs...)
+}
+
+// Equal reports whether t and o carry the same fields.
+func (t Token) Equal(o Token) bool {
+	return t.ControlURL == o.ControlURL && slices.Equal(t.MoreURLs, o.MoreURLs) && t.Pin == o.Pin && t.SetupKey == o.SetupKey
+}
+
 // Encode returns the token as a string.
 func (t Token) Encode() string {
-	b, _ := json.Marshal(t) // cannot fail: three strings
+	b, _ := json.Marshal(t) // cannot fail: strings only
 	return prefix + base64.RawURLEncoding.EncodeToString(b)
 }
 
@@ -45,6 +82,9 @@ func Decode(s string) (Token, error) {
 	}
 	if t.ControlURL == "" || t.SetupKey == "" {
 		return Token{}, fmt.Errorf("%w (no control URL or setup key)", ErrMalformed)
+	}
+	if slices.Contains(t.MoreURLs, "") {
+		return Token{}, fmt.Errorf("%w (an empty control URL)", ErrMalformed)
 	}
 	return t, nil
 }
