@@ -23,7 +23,6 @@ import (
 	"meshd/api/control/v1/controlv1connect"
 	"meshd/internal/backoff"
 	"meshd/internal/keys"
-	"meshd/internal/rpcclient"
 	"meshd/internal/seal"
 	"meshd/internal/version"
 )
@@ -50,8 +49,14 @@ type Meta struct {
 
 // Options configure a Client.
 type Options struct {
-	// URL of control (https://host:port, or http:// for an --insecure lab).
+	// URL of control (https://host:port, or http:// for an --insecure lab),
+	// the first replica tried.
 	URL string
+	// URLs are the other replicas of the same control (sharing its store
+	// and certificate). Login and Sync move to the next one when the one
+	// in use fails; the control_urls of each map replace them, URL staying
+	// in the list.
+	URLs []string
 	// Pin of control's certificate ("sha256:HEX"); empty: system roots.
 	Pin     string
 	Private keys.Private
@@ -88,13 +93,15 @@ type Stats struct {
 type Client struct {
 	opts Options
 	log  *zap.Logger
-	rpc  controlv1connect.ControlServiceClient
 	pub  keys.Key
 	meta *controlv1.PeerMeta
 
 	mu    sync.Mutex
 	held  *controlv1.NetworkMap // the newest map handed to onMap: the base of updates
 	stats Stats
+	urls  []string // every known replica, in the order they are tried
+	cur   string   // the replica in use
+	rpcs  map[string]controlv1connect.ControlServiceClient
 }
 
 // New returns a client; it does not connect yet.
@@ -117,13 +124,6 @@ func New(opts Options) (*Client, error) {
 	if opts.StableAfter <= 0 {
 		opts.StableAfter = DefaultStableAfter
 	}
-	hc := opts.HTTPClient
-	if hc == nil {
-		var err error
-		if hc, err = rpcclient.New(opts.URL, opts.Pin); err != nil {
-			return nil, fmt.Errorf("controlclient: %w", err)
-		}
-	}
 	m := opts.Meta
 	if m.Hostname == "" {
 		m.Hostname, _ = os.Hostname()
@@ -134,13 +134,21 @@ func New(opts Options) (*Client, error) {
 	if m.Version == "" {
 		m.Version = version.String()
 	}
-	return &Client{
+	c := &Client{
 		opts: opts,
 		log:  opts.Log,
-		rpc:  controlv1connect.NewControlServiceClient(hc, opts.URL),
 		pub:  opts.Private.Public(),
 		meta: &controlv1.PeerMeta{Hostname: m.Hostname, Os: m.OS, Version: m.Version},
-	}, nil
+		cur:  opts.URL,
+		rpcs: make(map[string]controlv1connect.ControlServiceClient),
+	}
+	c.setURLsLocked(opts.URLs)
+	// A bad first URL is the caller's mistake: say so now. Other URLs
+	// (from maps) are checked when they are tried.
+	if _, err := c.rpcFor(opts.URL); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // PublicKey is the peer's public key.
@@ -161,8 +169,8 @@ func (c *Client) Stats() Stats {
 }
 
 // prove fetches a challenge and proves the peer's key for purpose.
-func (c *Client) prove(ctx context.Context, purpose string) (*controlv1.Proof, error) {
-	resp, err := c.rpc.Challenge(ctx, connect.NewRequest(&controlv1.ChallengeRequest{}))
+func (c *Client) prove(ctx context.Context, rpc controlv1connect.ControlServiceClient, purpose string) (*controlv1.Proof, error) {
+	resp, err := rpc.Challenge(ctx, connect.NewRequest(&controlv1.ChallengeRequest{}))
 	if err != nil {
 		return nil, fmt.Errorf("challenge: %w", err)
 	}
@@ -179,13 +187,38 @@ func (c *Client) prove(ctx context.Context, purpose string) (*controlv1.Proof, e
 
 // Login registers the peer (setupKey needed for a new peer and after the
 // login expired) and returns its configuration. Refusals wrap the ErrX
-// values of this package.
+// values of this package. A replica that does not answer is passed over
+// for the next (each is tried once); the error is then the first
+// replica's.
 func (c *Client) Login(ctx context.Context, setupKey string) (*controlv1.SelfConfig, error) {
-	proof, err := c.prove(ctx, seal.PurposeLogin)
+	var first error
+	for range c.URLs() {
+		url := c.URL()
+		self, err := c.loginAt(ctx, url, setupKey)
+		var re *RefusedError
+		if err == nil || ctx.Err() != nil || errors.As(err, &re) {
+			return self, err
+		}
+		if first == nil {
+			first = err
+		}
+		if next := c.advance(url); next != url {
+			c.log.Info("login: control does not answer; trying another replica", zap.String("url", url), zap.String("next", next), zap.Error(err))
+		}
+	}
+	return nil, first
+}
+
+func (c *Client) loginAt(ctx context.Context, url, setupKey string) (*controlv1.SelfConfig, error) {
+	rpc, err := c.rpcFor(url)
 	if err != nil {
 		return nil, fmt.Errorf("login: %w", err)
 	}
-	resp, err := c.rpc.Login(ctx, connect.NewRequest(&controlv1.LoginRequest{Proof: proof, SetupKey: setupKey, Meta: c.meta}))
+	proof, err := c.prove(ctx, rpc, seal.PurposeLogin)
+	if err != nil {
+		return nil, fmt.Errorf("login: %w", err)
+	}
+	resp, err := rpc.Login(ctx, connect.NewRequest(&controlv1.LoginRequest{Proof: proof, SetupKey: setupKey, Meta: c.meta}))
 	if err != nil {
 		return nil, refusedOr(err, "login")
 	}
@@ -202,7 +235,8 @@ func refusedOr(err error, what string) error {
 }
 
 // Sync keeps a map stream open until ctx ends, reconnecting with jittered
-// exponential backoff. onMap gets every map newer than the last one it got
+// exponential backoff, each time to the next replica (Options.URLs) when
+// there are several. onMap gets every map newer than the last one it got
 // (older or repeated serials are dropped), always whole: the client applies
 // control's map updates to the map it holds and hands over the result. onMap
 // must not modify the maps it gets (the next update is built on them).
@@ -223,7 +257,8 @@ func (c *Client) Sync(ctx context.Context, onMap func(*controlv1.NetworkMap), on
 	resynced := false
 	for {
 		began := time.Now()
-		healthy, err := c.syncOnce(ctx, onMap, onState)
+		url := c.URL()
+		healthy, err := c.syncOnce(ctx, url, onMap, onState)
 		if ctx.Err() != nil {
 			onState(false, ctx.Err())
 			return ctx.Err()
@@ -244,8 +279,9 @@ func (c *Client) Sync(ctx context.Context, onMap func(*controlv1.NetworkMap), on
 			continue
 		}
 		resynced = false
+		next := c.advance(url)
 		wait := b.Next(time.Now())
-		c.log.Debug("sync: reconnecting", zap.Duration("in", wait), zap.Error(err))
+		c.log.Debug("sync: reconnecting", zap.String("url", next), zap.Duration("in", wait), zap.Error(err))
 		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
@@ -257,14 +293,18 @@ func (c *Client) Sync(ctx context.Context, onMap func(*controlv1.NetworkMap), on
 }
 
 // syncOnce runs one stream; healthy is true when it delivered a map.
-func (c *Client) syncOnce(ctx context.Context, onMap func(*controlv1.NetworkMap), onState func(bool, error)) (healthy bool, err error) {
+func (c *Client) syncOnce(ctx context.Context, url string, onMap func(*controlv1.NetworkMap), onState func(bool, error)) (healthy bool, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	proof, err := c.prove(ctx, seal.PurposeSync)
+	rpc, err := c.rpcFor(url)
+	if err != nil {
+		return false, fmt.Errorf("sync: %w", err)
+	}
+	proof, err := c.prove(ctx, rpc, seal.PurposeSync)
 	if err != nil {
 		return false, refusedOr(err, "sync")
 	}
-	stream, err := c.rpc.Sync(ctx, connect.NewRequest(&controlv1.SyncRequest{Proof: proof, Meta: c.meta, KnownSerial: c.Serial(),
+	stream, err := rpc.Sync(ctx, connect.NewRequest(&controlv1.SyncRequest{Proof: proof, Meta: c.meta, KnownSerial: c.Serial(),
 		AcceptUpdates: !c.opts.FullMapsOnly}))
 	if err != nil {
 		return false, refusedOr(err, "sync")
@@ -332,6 +372,9 @@ func (c *Client) accept(msg *controlv1.SyncResponse) (*controlv1.NetworkMap, err
 		c.stats.Updates++
 	} else {
 		c.stats.Maps++
+		if len(m.ControlUrls) > 0 {
+			c.setURLsLocked(m.ControlUrls)
+		}
 	}
 	c.held = m
 	return m, nil
