@@ -73,9 +73,11 @@ var ErrPeerOffline = errors.New("peer is not connected to signal")
 // ControlConfig is what a Control is made from.
 type ControlConfig struct {
 	URL, Pin string
-	Private  keys.Private
-	Meta     *controlv1.PeerMeta
-	Log      *zap.Logger
+	// URLs are the other control replicas, tried when URL fails.
+	URLs    []string
+	Private keys.Private
+	Meta    *controlv1.PeerMeta
+	Log     *zap.Logger
 }
 
 // SignalConfig is what a Signal is made from.

@@ -20,18 +20,17 @@ func RealClients() Clients {
 // NewControl makes a Control on internal/controlclient.
 func NewControl(cfg ControlConfig) (Control, error) {
 	c, err := controlclient.New(controlclient.Options{
-		URL: cfg.URL, Pin: cfg.Pin, Private: cfg.Private, Log: cfg.Log,
+		URL: cfg.URL, URLs: cfg.URLs, Pin: cfg.Pin, Private: cfg.Private, Log: cfg.Log,
 		Meta: controlclient.Meta{Hostname: cfg.Meta.GetHostname(), OS: cfg.Meta.GetOs(), Version: cfg.Meta.GetVersion()},
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &realControl{c: c, url: cfg.URL}, nil
+	return &realControl{c: c}, nil
 }
 
 type realControl struct {
-	c   *controlclient.Client
-	url string
+	c *controlclient.Client
 
 	mu        sync.Mutex
 	connected bool
@@ -67,7 +66,7 @@ func (r *realControl) Sync(ctx context.Context, onMap func(*controlv1.NetworkMap
 func (r *realControl) Status() ServerStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := ServerStatus{URL: r.url, State: StateConnecting}
+	s := ServerStatus{URL: r.c.URL(), State: StateConnecting} // the replica in use
 	if r.connected {
 		s.State = StateConnected
 	} else if r.lastErr != nil {

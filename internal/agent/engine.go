@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -40,6 +41,9 @@ type Options struct {
 	StateDir string
 	// ControlURL and Pin override the saved ones (from --control/--join).
 	ControlURL, Pin string
+	// ControlURLs are the other control replicas a join token names; with
+	// ControlURL they replace the saved list.
+	ControlURLs []string
 	// SetupKey is used for the first login (or when control asks again).
 	SetupKey string
 	Hostname string
@@ -92,6 +96,7 @@ type Engine struct {
 	// one (from --control or --join) has not logged in yet: a wrong URL is
 	// not remembered for the next start.
 	onDisk     [2]string
+	onDiskURLs []string
 	urlUnsaved bool
 	started    time.Time
 	ctx        context.Context
@@ -114,7 +119,7 @@ func New(opts Options) (*Engine, error) {
 		return nil, err
 	}
 	onDisk := [2]string{st.ControlURL, st.TLSPin}
-	e, err := newEngine(opts, priv, st, lock, onDisk)
+	e, err := newEngine(opts, priv, st, lock, onDisk, st.ControlURLs)
 	if err != nil {
 		lock.release()
 		return nil, err
@@ -122,12 +127,18 @@ func New(opts Options) (*Engine, error) {
 	return e, nil
 }
 
-func newEngine(opts Options, priv keys.Private, st saved, lock *stateLock, onDisk [2]string) (*Engine, error) {
+func newEngine(opts Options, priv keys.Private, st saved, lock *stateLock, onDisk [2]string, onDiskURLs []string) (*Engine, error) {
 	if opts.ControlURL != "" {
 		if st.ControlURL != "" && st.ControlURL != opts.ControlURL {
 			opts.Log.Warn("control url changed", zap.String("old", st.ControlURL), zap.String("new", opts.ControlURL))
 		}
-		st.ControlURL, st.TLSPin = opts.ControlURL, opts.Pin
+		urls := opts.ControlURLs
+		if st.ControlURL == opts.ControlURL {
+			// The same control: the replicas the last map named stay
+			// known next to the token's (the next map prunes them).
+			urls = append(slices.Clone(urls), st.ControlURLs...)
+		}
+		st.ControlURL, st.TLSPin, st.ControlURLs = opts.ControlURL, opts.Pin, dedupe(urls)
 	}
 	if st.ControlURL == "" {
 		return nil, fmt.Errorf("agent: no control server known in %s: pass --join TOKEN or --control URL --setup-key KEY", opts.StateDir)
@@ -139,7 +150,7 @@ func newEngine(opts Options, priv keys.Private, st saved, lock *stateLock, onDis
 		opts.Hostname, _ = os.Hostname()
 	}
 	e := &Engine{opts: opts, log: opts.Log, priv: priv, lock: lock, st: st, pending: opts.SetupKey, fatal: make(chan error, 1),
-		onDisk: onDisk, urlUnsaved: onDisk != [2]string{st.ControlURL, st.TLSPin}}
+		onDisk: onDisk, onDiskURLs: onDiskURLs, urlUnsaved: onDisk != [2]string{st.ControlURL, st.TLSPin}}
 	if err := e.saveLocked(); err != nil {
 		return nil, err
 	}
@@ -341,7 +352,7 @@ func (e *Engine) stopTunnel() {
 func (e *Engine) saveLocked() error {
 	st := e.st
 	if e.urlUnsaved {
-		st.ControlURL, st.TLSPin = e.onDisk[0], e.onDisk[1]
+		st.ControlURL, st.TLSPin, st.ControlURLs = e.onDisk[0], e.onDisk[1], e.onDiskURLs
 	}
 	return st.save(e.opts.StateDir)
 }
@@ -368,6 +379,40 @@ func (e *Engine) controlURL() string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.st.ControlURL
+}
+
+func (e *Engine) controlURLs() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.st.ControlURLs)
+}
+
+// dedupe returns urls without empties and repeats (nil when none is left).
+func dedupe(urls []string) []string {
+	var out []string
+	for _, u := range urls {
+		if u != "" && !slices.Contains(out, u) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// rememberControlURLs keeps the control replicas a map lists, for the next
+// start; a map without the list (an older control) changes nothing.
+func (e *Engine) rememberControlURLs(urls []string) {
+	if len(urls) == 0 {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if slices.Equal(e.st.ControlURLs, urls) {
+		return
+	}
+	e.st.ControlURLs = slices.Clone(urls)
+	if err := e.saveLocked(); err != nil {
+		e.log.Error("save state", zap.Error(err))
+	}
 }
 
 func (e *Engine) controlPin() string {

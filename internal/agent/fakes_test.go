@@ -29,6 +29,7 @@ type hub struct {
 	changed  chan struct{} // closed and replaced on every change
 	logins   int
 	expired  map[keys.Key]bool // peers whose login expired
+	ctlURLs  []string          // the control replicas maps name
 }
 
 // errExpired is control's refusal of a peer whose login expired.
@@ -111,7 +112,8 @@ func (h *hub) login(k keys.Key, setupKey string) (*controlv1.SelfConfig, error) 
 }
 
 func (h *hub) mapFor(k keys.Key) *controlv1.NetworkMap {
-	m := &controlv1.NetworkMap{Serial: h.serial, Self: h.joined[k], Relays: h.relays, SignalUrl: h.sigURL, FirewallRules: h.rules}
+	m := &controlv1.NetworkMap{Serial: h.serial, Self: h.joined[k], Relays: h.relays, SignalUrl: h.sigURL, FirewallRules: h.rules,
+		ControlUrls: h.ctlURLs}
 	for _, o := range h.order {
 		if o == k || h.hidden[[2]keys.Key{k, o}] {
 			continue

@@ -25,6 +25,10 @@ const (
 type saved struct {
 	ControlURL string `json:"control_url"`
 	TLSPin     string `json:"tls_pin,omitempty"`
+	// ControlURLs are every control replica known (from the join token,
+	// then from each map), so that after a restart the agent still finds
+	// control when the replica at ControlURL is down.
+	ControlURLs []string `json:"control_urls,omitempty"`
 	// Joined: control accepted this key once.
 	Joined bool `json:"joined"`
 	// WantRunning is false after `meshd down`, so a restart stays down.

@@ -146,6 +146,7 @@ func (t *tunnel) run(ctx context.Context, setupKey string) error {
 		case <-ctx.Done():
 			return nil
 		case m := <-t.maps:
+			t.e.rememberControlURLs(m.GetControlUrls())
 			if err := t.apply(ctx, m); err != nil {
 				if errors.Is(err, errRestart) {
 					return err
@@ -211,7 +212,7 @@ func (t *tunnel) startSync(ctx context.Context, ctl Control, errc chan<- error) 
 
 func (t *tunnel) newControl() (Control, error) {
 	e := t.e
-	return e.opts.Clients.Control(ControlConfig{URL: e.controlURL(), Pin: e.controlPin(), Private: e.priv, Meta: e.meta(), Log: e.log.Named("control")})
+	return e.opts.Clients.Control(ControlConfig{URL: e.controlURL(), URLs: e.controlURLs(), Pin: e.controlPin(), Private: e.priv, Meta: e.meta(), Log: e.log.Named("control")})
 }
 
 // login logs in, retrying with backoff and jitter while control is

@@ -92,7 +92,7 @@ func agentOptions(c *cli.Context) (agent.Options, os.FileMode, error) {
 		if err != nil {
 			return o, 0, err
 		}
-		o.ControlURL, o.Pin = t.ControlURL, t.Pin
+		o.ControlURL, o.Pin, o.ControlURLs = t.ControlURL, t.Pin, t.MoreURLs
 		if o.SetupKey == "" {
 			o.SetupKey = t.SetupKey
 		}
