@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"flag"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -43,6 +44,11 @@ func TestAgentFlags(t *testing.T) {
 	if o.ControlURL != "https://c.example:443" || o.Pin != pin || o.SetupKey != "K1" || o.StateDir != "/tmp/s" ||
 		o.Device.Name != "m1" || o.Device.ListenPort != 0 || o.Device.Mode != wg.ModeNetstack || mode != 0o660 {
 		t.Fatalf("options %+v mode %o", o, mode)
+	}
+	multi := jointoken.New([]string{"https://a.example:443", "https://b.example:443"}, pin, "K2").Encode()
+	if o, _, err = agentOptions(ctxFor(t, "--join", multi)); err != nil || o.ControlURL != "https://a.example:443" ||
+		!slices.Equal(o.ControlURLs, []string{"https://b.example:443"}) || o.SetupKey != "K2" {
+		t.Fatalf("a token naming two replicas: %+v, %v", o, err)
 	}
 	o, _, err = agentOptions(ctxFor(t, "--control", "https://c:1", "--setup-key", " K \n")) // pasted with blanks
 	if err != nil || o.SetupKey != "K" {
