@@ -1,6 +1,7 @@
 // Package tlsconf gives meshd TLS that needs no certificate authority: a
-// self-signed certificate made once in the data directory, whose SHA-256
-// fingerprint ("pin") clients check instead of a CA chain. It also loads a
+// self-signed certificate made once (in the data directory, or in the store
+// that control replicas share), whose SHA-256 fingerprint ("pin") clients
+// check instead of a CA chain and names. It also loads a
 // given certificate or gets one by ACME. Servers and clients both import it.
 package tlsconf
 
@@ -22,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/acme/autocert"
@@ -91,14 +93,23 @@ type Options struct {
 	DataDir string
 	// Hosts are names and addresses the self-signed certificate is made for.
 	Hosts []string
+	// SharedSelfSigned: a self-signed certificate comes later, through
+	// Server.ShareSelfSigned (control keeps it in its store, so that every
+	// replica serves the one certificate whose pin join tokens carry);
+	// ServerConfig does not read or write DataDir then.
+	SharedSelfSigned bool
 }
 
 // Server is a server's TLS configuration and, for a self-signed
 // certificate, its pin.
 type Server struct {
 	Config *tls.Config
-	// Pin is empty unless the certificate is self-signed.
+	// Pin is empty unless the certificate is self-signed (and, with
+	// Options.SharedSelfSigned, until ShareSelfSigned).
 	Pin string
+
+	opts   Options
+	shared atomic.Pointer[tls.Certificate] // ShareSelfSigned's, served by Config
 }
 
 // ServerConfig builds the server's TLS configuration from opts.
@@ -125,6 +136,15 @@ func ServerConfig(opts Options) (*Server, error) {
 		c := m.TLSConfig()
 		c.MinVersion = tls.VersionTLS12
 		return &Server{Config: c}, nil
+	case opts.SharedSelfSigned:
+		s := &Server{Config: base, opts: opts}
+		base.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if c := s.shared.Load(); c != nil {
+				return c, nil
+			}
+			return nil, errors.New("tls: the certificate is not loaded yet")
+		}
+		return s, nil
 	default:
 		cert, pin, err := LoadOrCreateSelfSigned(opts.DataDir, opts.Hosts)
 		if err != nil {
@@ -145,19 +165,66 @@ const (
 // (ECDSA P-256, ten years) for hosts plus localhost. The pin stays the same
 // across restarts because the certificate is made once.
 func LoadOrCreateSelfSigned(dir string, hosts []string) (tls.Certificate, string, error) {
-	certPath, keyPath := filepath.Join(dir, CertFileName), filepath.Join(dir, KeyFileName)
-	if cert, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil {
-		return cert, Pin(cert.Certificate[0]), nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return tls.Certificate{}, "", fmt.Errorf("tls: load %s: %w (remove both %s and %s to make a new certificate; joined agents then need the new pin)", certPath, err, CertFileName, KeyFileName)
+	return SelfSignedFrom(func() ([]byte, []byte, error) { return LoadOrCreateSelfSignedPEM(dir, hosts) })
+}
+
+// SelfSignedFrom returns the certificate and pin of the PEM certificate and
+// key that load returns (from files, or from a store).
+func SelfSignedFrom(load func() (certPEM, keyPEM []byte, err error)) (tls.Certificate, string, error) {
+	certPEM, keyPEM, err := load()
+	if err != nil {
+		return tls.Certificate{}, "", err
 	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, "", fmt.Errorf("tls: self-signed certificate: %w", err)
+	}
+	return cert, Pin(cert.Certificate[0]), nil
+}
+
+// LoadOrCreateSelfSignedPEM is LoadOrCreateSelfSigned returning the PEM
+// files' contents.
+func LoadOrCreateSelfSignedPEM(dir string, hosts []string) (certPEM, keyPEM []byte, err error) {
+	certPath, keyPath := filepath.Join(dir, CertFileName), filepath.Join(dir, KeyFileName)
+	certPEM, cerr := os.ReadFile(certPath)
+	keyPEM, kerr := os.ReadFile(keyPath)
+	switch {
+	case cerr == nil && kerr == nil:
+		if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+			return nil, nil, fmt.Errorf("tls: load %s: %w (remove both %s and %s to make a new certificate; joined agents then need the new pin)", certPath, err, CertFileName, KeyFileName)
+		}
+		return certPEM, keyPEM, nil
+	case !errors.Is(cerr, os.ErrNotExist) && cerr != nil:
+		return nil, nil, fmt.Errorf("tls: load %s: %w", certPath, cerr)
+	case !errors.Is(kerr, os.ErrNotExist) && kerr != nil:
+		return nil, nil, fmt.Errorf("tls: load %s: %w", keyPath, kerr)
+	case cerr == nil || kerr == nil:
+		return nil, nil, fmt.Errorf("tls: only one of %s and %s is in %s: restore the other, or remove both to make a new certificate (joined agents then need the new pin)", CertFileName, KeyFileName, dir)
+	}
+	certPEM, keyPEM, err = NewSelfSigned(hosts)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := writeFile(keyPath, keyPEM, 0o600); err != nil {
+		return nil, nil, err
+	}
+	if err := writeFile(certPath, certPEM, 0o644); err != nil {
+		return nil, nil, err
+	}
+	return certPEM, keyPEM, nil
+}
+
+// NewSelfSigned makes a self-signed certificate and key (ECDSA P-256, ten
+// years, PEM) for hosts plus localhost. Clients check its pin, not its
+// names: hosts only help tools that look.
+func NewSelfSigned(hosts []string) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return tls.Certificate{}, "", fmt.Errorf("tls: generate key: %w", err)
+		return nil, nil, fmt.Errorf("tls: generate key: %w", err)
 	}
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
-		return tls.Certificate{}, "", fmt.Errorf("tls: serial: %w", err)
+		return nil, nil, fmt.Errorf("tls: serial: %w", err)
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -182,23 +249,14 @@ func LoadOrCreateSelfSigned(dir string, hosts []string) (tls.Certificate, string
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return tls.Certificate{}, "", fmt.Errorf("tls: create certificate: %w", err)
+		return nil, nil, fmt.Errorf("tls: create certificate: %w", err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return tls.Certificate{}, "", fmt.Errorf("tls: marshal key: %w", err)
+		return nil, nil, fmt.Errorf("tls: marshal key: %w", err)
 	}
-	if err := writeFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		return tls.Certificate{}, "", err
-	}
-	if err := writeFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return tls.Certificate{}, "", err
-	}
-	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
-	if err != nil {
-		return tls.Certificate{}, "", fmt.Errorf("tls: reload new certificate: %w", err)
-	}
-	return cert, Pin(der), nil
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
 }
 
 // writeFile writes atomically: a crash never leaves half a key behind.
