@@ -127,7 +127,9 @@ func run(c *cli.Context) error {
 	ctlCfg.SignalURL = ctlCfg.PublicURL
 	var tlsConfig *tls.Config
 	if p.tls != nil {
-		tlsConfig, ctlCfg.TLSPin, ctlCfg.SignalPin = p.tls.Config, p.tls.Pin, p.tls.Pin
+		// A self-signed certificate comes from the store in Start, which
+		// sets both pins then.
+		tlsConfig, ctlCfg.TLSPin, ctlCfg.SignalPin, ctlCfg.TLS = p.tls.Config, p.tls.Pin, p.tls.Pin, p.tls
 	}
 	ours := relayURLs(p.publicURL, relCfg.Listen, p.tls != nil)
 	extraURLs := ctlCfg.RelayURLs
@@ -190,7 +192,7 @@ func run(c *cli.Context) error {
 	control.PrintJoin(c.App.Writer, ctl.Boot, dataDir)
 	log.Info("meshd all is up",
 		zap.String("public_url", ctlCfg.PublicURL),
-		zap.String("tls_pin", ctlCfg.TLSPin),
+		zap.String("tls_pin", ctl.TLSPin),
 		zap.Strings("relays", ctlCfg.RelayURLs))
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -249,7 +251,9 @@ func makePlan(c *cli.Context) (plan, error) {
 	p.relayIP, p.relayIPErr = relayIPForHost(c.Context, u.Hostname(), net.DefaultResolver.LookupNetIP)
 	if !insecure {
 		listenHost, _, _ := net.SplitHostPort(listen)
-		ts, err := tlsconf.ServerConfig(cliutil.TLSOptions(c, u.Hostname(), listenHost))
+		opts := cliutil.TLSOptions(c, u.Hostname(), listenHost)
+		opts.SharedSelfSigned = true // from the store, in control.Start
+		ts, err := tlsconf.ServerConfig(opts)
 		if err != nil {
 			return p, err
 		}

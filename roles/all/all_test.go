@@ -227,7 +227,7 @@ func TestAllFirstStartAndRestart(t *testing.T) {
 	// The restart reuses the account, token, certificate and join line.
 	r2 := start(t, dir, listen, stun)
 	tok2 := r2.waitJoin(t)
-	if tok2 != tok {
+	if !tok2.Equal(tok) {
 		t.Fatalf("join token changed across a restart:\n%+v\n%+v", tok, tok2)
 	}
 	healthz(t, tok.ControlURL, tok.Pin)

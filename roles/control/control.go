@@ -42,6 +42,10 @@ type Config struct {
 	PublicURL string
 	// TLSPin of control's self-signed certificate, for join tokens.
 	TLSPin string
+	// TLS, when its self-signed certificate waits for the store
+	// (tlsconf.Options.SharedSelfSigned), gets it from there in Start,
+	// which sets TLSPin, and SignalPin when signal is served here too.
+	TLS *tlsconf.Server
 	// SignalURL and SignalPin go into every map.
 	SignalURL string
 	SignalPin string
@@ -120,6 +124,9 @@ type Control struct {
 	Store   *store.Store
 	// Boot holds the admin token and the join line.
 	Boot control.Bootstrap
+	// TLSPin is the pin join tokens carry ("" without a self-signed
+	// certificate).
+	TLSPin string
 }
 
 // Start opens the database in cfg.DataDir, starts the control service,
@@ -132,6 +139,17 @@ func Start(ctx context.Context, cfg Config, srv *server.Server, log *zap.Logger)
 	st, err := store.Open(ctx, filepath.Join(cfg.DataDir, DBFile))
 	if err != nil {
 		return nil, fmt.Errorf("control: %w", err)
+	}
+	if cfg.TLS != nil && cfg.TLS.NeedsSelfSigned() {
+		pin, err := shareTLS(ctx, st, cfg.TLS, cfg.DataDir, log)
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		if cfg.SignalURL == cfg.PublicURL && cfg.SignalPin == "" {
+			cfg.SignalPin = pin // signal on this listener, with this certificate
+		}
+		cfg.TLSPin = pin
 	}
 	svc, err := control.New(ctx, control.Options{
 		Store:     st,
@@ -154,7 +172,7 @@ func Start(ctx context.Context, cfg Config, srv *server.Server, log *zap.Logger)
 		return nil, err
 	}
 	svc.Mount(srv)
-	return &Control{Service: svc, Store: st, Boot: boot}, nil
+	return &Control{Service: svc, Store: st, Boot: boot, TLSPin: cfg.TLSPin}, nil
 }
 
 // Close stops the service and closes the database.
@@ -219,11 +237,13 @@ func run(c *cli.Context) error {
 	} else {
 		u, _ := url.Parse(cfg.PublicURL)
 		host, _, _ := net.SplitHostPort(c.String("listen"))
-		ts, err := tlsconf.ServerConfig(cliutil.TLSOptions(c, u.Hostname(), host))
+		opts := cliutil.TLSOptions(c, u.Hostname(), host)
+		opts.SharedSelfSigned = true // from the store, in Start
+		ts, err := tlsconf.ServerConfig(opts)
 		if err != nil {
 			return cliutil.Exit(1, "control: %v", err)
 		}
-		tlsConfig, cfg.TLSPin = ts.Config, ts.Pin
+		tlsConfig, cfg.TLSPin, cfg.TLS = ts.Config, ts.Pin, ts
 	}
 	ctx, stop := cliutil.SignalContext(c.Context)
 	defer stop()
