@@ -1,79 +1,23 @@
 package agent
 
 import (
-	"io"
 	"net"
 	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"meshd/internal/testutil"
 )
 
-// tcpProxy stands for one control replica: a TCP forwarder on loopback in
-// front of the test's control. Replicas share the store and the
-// certificate, so two forwarders to one control behave as two replicas.
-type tcpProxy struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-	wg    sync.WaitGroup
-}
-
-func newProxy(tb testing.TB, target string) *tcpProxy {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	p := &tcpProxy{ln: ln}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			p.wg.Add(2)
-			go func() { defer p.wg.Done(); io.Copy(up, c); up.Close() }()
-			go func() { defer p.wg.Done(); io.Copy(c, up); c.Close() }()
-		}
-	}()
-	tb.Cleanup(p.kill)
-	return p
-}
-
-func (p *tcpProxy) URL() string { return "https://" + p.ln.Addr().String() }
-
-// kill stops the replica as kill -9 does: the port refuses, connections
-// break.
-func (p *tcpProxy) kill() {
-	p.ln.Close()
-	p.mu.Lock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-}
-
 // The replica an agent streams from dies: the agent streams from another
 // within 10 s, and its tunnel carries traffic all along.
 func TestAgentMovesToAnotherReplica(t *testing.T) {
 	w := newWorld(t)
 	target := w.control.Server.Listener.Addr().String()
-	one, two := newProxy(t, target), newProxy(t, target)
+	// Two forwarders to one control stand for two replicas: they share
+	// the store and the certificate.
+	one, two := testutil.Forward(t, "", target), testutil.Forward(t, "", target)
 	a := w.agentWith("repla", func(o *Options) { o.ControlURL, o.ControlURLs = one.URL(), []string{two.URL()} })
 	b := w.agent("replb")
 	da, _ := waitUp(t, a)
@@ -84,7 +28,7 @@ func TestAgentMovesToAnotherReplica(t *testing.T) {
 		return c.Url == one.URL() && c.State == StateConnected
 	})
 
-	one.kill()
+	one.Kill()
 	killed := time.Now()
 	pings := 0
 	pace := time.NewTicker(50 * time.Millisecond) // one ping per tick
