@@ -2,26 +2,19 @@ package store
 
 import (
 	"context"
-	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
 )
 
-func openTest(tb testing.TB) *Store {
-	tb.Helper()
-	s, err := Open(context.Background(), filepath.Join(tb.TempDir(), "meshd.db"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { s.Close() })
-	return s
-}
-
 // What Write puts, LoadAccount reads back unchanged.
 func TestPutLoadRoundTrip(t *testing.T) {
+	forEachBackend(t, testPutLoadRoundTrip)
+}
+
+func testPutLoadRoundTrip(t *testing.T, b backend) {
 	ctx := context.Background()
-	s := openTest(t)
+	s := openTest(t, b)
 	at := time.Unix(1_700_000_000, 123)
 	want := &AccountData{
 		Account: Account{ID: "a", Name: "home", OverlayNetwork: "100.64.0.0/16", DNSDomain: "meshd.internal",
@@ -113,18 +106,14 @@ func TestPutLoadRoundTrip(t *testing.T) {
 }
 
 func TestTakeSerialsGrowsAcrossHandles(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, be backend) {
+		target := be.newTarget(t)
+		testTakeSerials(t, openTarget(t, target), openTarget(t, target)) // two replicas on one database
+	})
+}
+
+func testTakeSerials(t *testing.T, a, b *Store) {
 	ctx := context.Background()
-	file := filepath.Join(t.TempDir(), "meshd.db")
-	a, err := Open(ctx, file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := Open(ctx, file) // a second replica on the same database
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
 	if err := a.Write(ctx, func(tx *Tx) error {
 		return tx.PutAccount(Account{ID: "acc", Name: "n", OverlayNetwork: "100.64.0.0/16", DNSDomain: "n.internal"})
 	}); err != nil {
