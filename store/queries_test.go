@@ -22,15 +22,16 @@ func testPutLoadRoundTrip(t *testing.T, b backend) {
 		Groups: []Group{
 			{ID: "gall", AccountID: "a", Name: "All", IsAll: true, Created: at},
 			{ID: "geng", AccountID: "a", Name: "eng", Created: at.Add(1)},
+			{ID: "gops", AccountID: "a", Name: "ops", Created: at.Add(2)},
 		},
 		SetupKeys: []SetupKey{{ID: "k", AccountID: "a", Name: "ci", Hash: []byte{1, 2}, Prefix: "AB", OneOff: true,
 			Expires: at.Add(time.Hour), UsageLimit: 3, Used: 1, Ephemeral: true, LastUsed: at, Created: at,
 			AutoGroups: []string{"geng"}}},
 		Peers: []Peer{{ID: "p", AccountID: "a", PublicKey: "K", Name: "laptop", DNSLabel: "laptop", OverlayIP: "100.64.0.1",
 			Hostname: "Laptop", OS: "linux", Version: "1", SetupKeyID: "k", LoginExpirationEnabled: true,
-			LastLogin: at, LastSeen: at, Created: at, Groups: []string{"geng"}}},
+			LastLogin: at, LastSeen: at, Created: at, Groups: []string{"gops", "geng"}}}, // in the order given
 		Policies: []Policy{{ID: "pol", AccountID: "a", Name: "web", Enabled: true, Protocol: "tcp",
-			Ports: []string{"443", "80-81"}, Action: "accept", Created: at, Sources: []string{"geng"}, Destinations: []string{"gall"}}},
+			Ports: []string{"443", "80-81"}, Action: "accept", Created: at, Sources: []string{"gops", "geng"}, Destinations: []string{"gall"}}},
 		Routes: []Route{{ID: "r", AccountID: "a", Network: "10.0.0.0/8", Metric: 10, Masquerade: true, Enabled: true,
 			Created: at, Peers: []string{"p"}, Groups: []string{"geng"}}},
 		NameserverGroups: []NameserverGroup{{ID: "n", AccountID: "a", Name: "corp", Nameservers: []string{"1.1.1.1"},

@@ -197,7 +197,7 @@ func openPostgres(ctx context.Context, target string) (*Store, error) {
 	defer cancel()
 	if err := db.PingContext(pctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("store: connect to %s (%s:%d): %w", where, cfg.Host, cfg.Port, classify(err))
+		return nil, fmt.Errorf("store: connect to %s: %w", where, classify(err))
 	}
 	return &Store{d: postgresDialect{}, db: db, lazy: db, where: where}, nil
 }
