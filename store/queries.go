@@ -97,7 +97,9 @@ func (l *loader) each(query string, scan func(*sql.Rows) error) {
 	l.err = classify(rows.Err())
 }
 
-// pairs reads (owner id, value) rows into a map of lists.
+// pairs reads (owner id, value) rows into a map of lists. The queries
+// order join tables by rowid: insertion order, on PostgreSQL too
+// (orderedTables), so lists come back in the order they were given.
 func (l *loader) pairs(query string) map[string][]string {
 	m := map[string][]string{}
 	l.each(query, func(r *sql.Rows) error {

@@ -8,8 +8,9 @@
 //     network: --store postgres://user:pass@host:5432/db?sslmode=...
 //
 // The queries are written once, with ? placeholders that the PostgreSQL
-// side numbers ($1, $2...) in one place (dialect.rebind). What differs
-// between the engines lives in dialect.go and nowhere else.
+// side numbers ($1, $2...) in one place (dialect.rebind); upserts (ON
+// CONFLICT ... DO UPDATE/NOTHING) and RETURNING read the same on both.
+// What differs between the engines lives in dialect.go and nowhere else.
 //
 // Numbered migrations (migrations/NNNN_name.sql, embedded in the binary)
 // are applied at open, all pending ones in one transaction, and the same
