@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"database/sql"
 	"maps"
 	"path/filepath"
 	"strings"
@@ -77,6 +78,23 @@ func TestStoreCopyBadSource(t *testing.T) {
 	if code != 1 || !strings.Contains(msg, "source") || !strings.Contains(msg, "no such file") {
 		t.Fatalf("missing source: exit %d: %s", code, msg)
 	}
+
+	// A source written by a newer meshd.
+	newer := filepath.Join(t.TempDir(), "newer.db")
+	db, err := sql.Open("sqlite", newer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.Exec("PRAGMA user_version = 9999")
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, code, msg = runAdmin(t, h, "store", "copy", "--from", newer, "--to", filepath.Join(t.TempDir(), "to.db"))
+	if code != 1 || !strings.Contains(msg, "newer meshd") {
+		t.Fatalf("newer source: exit %d: %s", code, msg)
+	}
+
 	_, code, msg = runAdmin(t, h, "store", "copy", "--to", "x.db")
 	if code == 0 || !strings.Contains(msg, "from") {
 		t.Fatalf("no --from: exit %d: %s", code, msg)
