@@ -194,7 +194,8 @@ func openPostgres(ctx context.Context, target string) (*Store, error) {
 	db.SetMaxOpenConns(16)
 	db.SetMaxIdleConns(4)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	pctx, cancel := context.WithTimeout(ctx, 2*ConnectTimeout)
+	// However many addresses the host has, meshd exits within 10 s.
+	pctx, cancel := context.WithTimeout(ctx, 8*time.Second)
 	defer cancel()
 	if err := db.PingContext(pctx); err != nil {
 		db.Close()

@@ -65,7 +65,7 @@ type Config struct {
 // logging's); roles/all may reuse the ones it needs.
 func Flags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "store", EnvVars: []string{"MESHD_STORE"}, Usage: "database `URL`: postgres://user:pass@host:5432/db?sslmode=verify-full, shared by the replicas of one network (default: SQLite in --data; the environment keeps the password out of ps)"},
+		&cli.StringFlag{Name: "store", Usage: "database `URL`: postgres://user:pass@host:5432/db?sslmode=verify-full, shared by the replicas of one network (default: SQLite in --data; MESHD_STORE or PGPASSWORD keep the password out of ps)"},
 		&cli.StringFlag{Name: "public-url", Usage: "`URL` agents reach control at, e.g. https://vpn.example.org:33073 (goes into join tokens)"},
 		&cli.StringFlag{Name: "signal-url", Usage: "`URL` of the signal service put into network maps, e.g. https://vpn.example.org:10000"},
 		&cli.StringFlag{Name: "signal-pin", Usage: "TLS `PIN` (sha256:HEX) of signal's self-signed certificate, put into network maps"},
