@@ -19,7 +19,7 @@ func TestCommitsAreDurable(t *testing.T) {
 	// than the first one the pool made.
 	const n = 4
 	for i := range n {
-		c, err := s.DB.Conn(ctx)
+		c, err := s.db.Conn(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -54,7 +54,7 @@ func BenchmarkCommit(b *testing.B) {
 				b.Cleanup(func() { os.RemoveAll(dir) })
 			}
 			ctx := context.Background()
-			s, err := openAt(ctx, filepath.Join(dir, "meshd.db"), Latest(), sync)
+			s, err := open(ctx, filepath.Join(dir, "meshd.db"), Latest(), sync)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -78,7 +78,7 @@ func BenchmarkCommit(b *testing.B) {
 			})
 			b.Run("last-seen", func(b *testing.B) {
 				for i := range b.N {
-					if _, err := s.DB.ExecContext(ctx, `UPDATE peers SET last_seen = ? WHERE id = ?`, i, "p"); err != nil {
+					if _, err := s.db.ExecContext(ctx, `UPDATE peers SET last_seen = ? WHERE id = ?`, i, "p"); err != nil {
 						b.Fatal(err)
 					}
 				}

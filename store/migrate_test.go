@@ -2,49 +2,48 @@ package store
 
 import (
 	"context"
-	"path/filepath"
 	"slices"
 	"testing"
 )
 
 // seeds insert rows in the schema of each version, as a meshd of that
 // version wrote them. seeds[v] runs on a database at version v.
-var seeds = map[int][]string{
+var seeds = map[int][]seed{
 	1: {
-		`INSERT INTO accounts (id, name, overlay_network, dns_domain, login_expiration_seconds, ephemeral_offline_seconds, created)
-		 VALUES ('acct1', 'home', '100.64.0.0/16', 'meshd.internal', 3600, 600, 1000)`,
-		`INSERT INTO admin_tokens (id, account_id, name, hash, created) VALUES ('tok1', 'acct1', 'bootstrap', x'00112233', 1000)`,
-		`INSERT INTO secrets (name, value) VALUES ('control_key', x'aabb')`,
+		{`INSERT INTO accounts (id, name, overlay_network, dns_domain, login_expiration_seconds, ephemeral_offline_seconds, created)
+		 VALUES ('acct1', 'home', '100.64.0.0/16', 'meshd.internal', 3600, 600, 1000)`, nil},
+		{`INSERT INTO admin_tokens (id, account_id, name, hash, created) VALUES ('tok1', 'acct1', 'bootstrap', ?, 1000)`, []any{[]byte{0x00, 0x11, 0x22, 0x33}}},
+		{`INSERT INTO secrets (name, value) VALUES ('control_key', ?)`, []any{[]byte{0xaa, 0xbb}}},
 	},
 	2: {
-		`INSERT INTO groups (id, account_id, name, created) VALUES ('g-eng', 'acct1', 'eng', 2000)`,
-		`INSERT INTO setup_keys (id, account_id, name, hash, prefix, one_off, created) VALUES ('k1', 'acct1', 'laptops', x'01', 'ABCD', 1, 2000)`,
-		`INSERT INTO setup_key_groups (setup_key_id, group_id) VALUES ('k1', 'g-eng')`,
-		`INSERT INTO peers (id, account_id, public_key, name, dns_label, overlay_ip, setup_key_id, last_login, created)
-		 VALUES ('p1', 'acct1', 'PUBKEY1', 'laptop', 'laptop', '100.64.0.1', 'k1', 2000, 2000)`,
-		`INSERT INTO group_peers (group_id, peer_id) VALUES ('g-eng', 'p1')`,
+		{`INSERT INTO groups (id, account_id, name, created) VALUES ('g-eng', 'acct1', 'eng', 2000)`, nil},
+		{`INSERT INTO setup_keys (id, account_id, name, hash, prefix, one_off, created) VALUES ('k1', 'acct1', 'laptops', ?, 'ABCD', 1, 2000)`, []any{[]byte{0x01}}},
+		{`INSERT INTO setup_key_groups (setup_key_id, group_id) VALUES ('k1', 'g-eng')`, nil},
+		{`INSERT INTO peers (id, account_id, public_key, name, dns_label, overlay_ip, setup_key_id, last_login, created)
+		 VALUES ('p1', 'acct1', 'PUBKEY1', 'laptop', 'laptop', '100.64.0.1', 'k1', 2000, 2000)`, nil},
+		{`INSERT INTO group_peers (group_id, peer_id) VALUES ('g-eng', 'p1')`, nil},
 	},
 	3: {
-		`INSERT INTO policies (id, account_id, name, protocol, ports, created) VALUES ('pol1', 'acct1', 'web', 'tcp', '443,8000-8100', 3000)`,
-		`INSERT INTO policy_groups (policy_id, group_id, side) VALUES ('pol1', 'g-eng', 'src'), ('pol1', 'g-eng', 'dst')`,
-		`INSERT INTO routes (id, account_id, network, created) VALUES ('r1', 'acct1', '192.168.1.0/24', 3000)`,
-		`INSERT INTO route_peers (route_id, peer_id, pos) VALUES ('r1', 'p1', 0)`,
-		`INSERT INTO nameserver_groups (id, account_id, name, nameservers, match_domains, created)
-		 VALUES ('ns1', 'acct1', 'corp', '10.0.0.53,10.0.0.54', 'corp.example', 3000)`,
-		`INSERT INTO dns_records (id, account_id, name, type, value, created) VALUES ('d1', 'acct1', 'nas', 'A', '100.64.0.1', 3000)`,
+		{`INSERT INTO policies (id, account_id, name, protocol, ports, created) VALUES ('pol1', 'acct1', 'web', 'tcp', '443,8000-8100', 3000)`, nil},
+		{`INSERT INTO policy_groups (policy_id, group_id, side) VALUES ('pol1', 'g-eng', 'src'), ('pol1', 'g-eng', 'dst')`, nil},
+		{`INSERT INTO routes (id, account_id, network, created) VALUES ('r1', 'acct1', '192.168.1.0/24', 3000)`, nil},
+		{`INSERT INTO route_peers (route_id, peer_id, pos) VALUES ('r1', 'p1', 0)`, nil},
+		{`INSERT INTO nameserver_groups (id, account_id, name, nameservers, match_domains, created)
+		 VALUES ('ns1', 'acct1', 'corp', '10.0.0.53,10.0.0.54', 'corp.example', 3000)`, nil},
+		{`INSERT INTO dns_records (id, account_id, name, type, value, created) VALUES ('d1', 'acct1', 'nas', 'A', '100.64.0.1', 3000)`, nil},
 	},
 	4: {
-		`INSERT INTO events (account_id, time, actor, action) VALUES ('acct1', 4000, 'bootstrap', 'peer.added')`,
-		`UPDATE accounts SET serial = 42`,
-		`INSERT INTO setup_keys (id, account_id, name, hash, prefix, created) VALUES ('kb-old', 'acct1', 'bootstrap', x'02', 'EFGH', 4000)`,
-		`INSERT INTO setup_keys (id, account_id, name, hash, prefix, created) VALUES ('kb', 'acct1', 'bootstrap', x'03', 'IJKL', 4001)`,
+		{`INSERT INTO events (account_id, time, actor, action) VALUES ('acct1', 4000, 'bootstrap', 'peer.added')`, nil},
+		{`UPDATE accounts SET serial = 42`, nil},
+		{`INSERT INTO setup_keys (id, account_id, name, hash, prefix, created) VALUES ('kb-old', 'acct1', 'bootstrap', ?, 'EFGH', 4000)`, []any{[]byte{0x02}}},
+		{`INSERT INTO setup_keys (id, account_id, name, hash, prefix, created) VALUES ('kb', 'acct1', 'bootstrap', ?, 'IJKL', 4001)`, []any{[]byte{0x03}}},
 	},
 	5: {
-		`INSERT INTO accounts (id, name, overlay_network, dns_domain, created) VALUES ('acct5', 'new', '100.64.0.0/16', 'meshd.internal', 5000)`,
+		{`INSERT INTO accounts (id, name, overlay_network, dns_domain, created) VALUES ('acct5', 'new', '100.64.0.0/16', 'meshd.internal', 5000)`, nil},
 	},
 	6: {
-		`INSERT INTO peers (id, account_id, public_key, name, dns_label, overlay_ip, login_expiration_enabled, last_login, created)
-		 VALUES ('p6', 'acct1', 'PUBKEY6', 'person', 'person', '100.64.0.6', 1, 6000, 6000)`,
+		{`INSERT INTO peers (id, account_id, public_key, name, dns_label, overlay_ip, login_expiration_enabled, last_login, created)
+		 VALUES ('p6', 'acct1', 'PUBKEY6', 'person', 'person', '100.64.0.6', 1, 6000, 6000)`, nil},
 	},
 }
 
@@ -139,6 +138,13 @@ var checks = map[int]func(t *testing.T, s *Store, d *AccountData){
 	},
 }
 
+// seed is a statement of a seeds list with its arguments (BLOBs are
+// arguments: literals differ between engines).
+type seed struct {
+	q    string
+	args []any
+}
+
 // A database written at each earlier version, with rows, migrates to the
 // latest schema and keeps its rows.
 func TestMigrateWithRowsFromEveryVersion(t *testing.T) {
@@ -146,31 +152,33 @@ func TestMigrateWithRowsFromEveryVersion(t *testing.T) {
 	if len(seeds) != Latest() || len(checks) != Latest() {
 		t.Fatalf("add seeds and checks for migration %d", Latest())
 	}
-	for from := 1; from <= Latest(); from++ {
-		file := filepath.Join(t.TempDir(), "meshd.db")
-		for v := 1; v <= from; v++ {
-			s, err := OpenAt(ctx, file, v)
-			if err != nil {
-				t.Fatalf("from %d: build version %d: %v", from, v, err)
-			}
-			for _, q := range seeds[v] {
-				if _, err := s.DB.ExecContext(ctx, q); err != nil {
-					t.Fatalf("from %d: seed version %d: %v\n%s", from, v, err, q)
+	forEachBackend(t, func(t *testing.T, b backend) {
+		for from := 1; from <= Latest(); from++ {
+			target := b.newTarget(t)
+			for v := 1; v <= from; v++ {
+				s, err := OpenAt(ctx, target, v)
+				if err != nil {
+					t.Fatalf("from %d: build version %d: %v", from, v, err)
 				}
+				for _, q := range seeds[v] {
+					if _, err := s.exec(ctx, s.db, q.q, q.args...); err != nil {
+						t.Fatalf("from %d: seed version %d: %v\n%s", from, v, err, q.q)
+					}
+				}
+				s.Close()
+			}
+			s, err := Open(ctx, target)
+			if err != nil {
+				t.Fatalf("migrate from %d: %v", from, err)
+			}
+			d, err := s.LoadAccount(ctx, "acct1")
+			if err != nil {
+				t.Fatalf("from %d: %v", from, err)
+			}
+			for v := 1; v <= from; v++ {
+				checks[v](t, s, d)
 			}
 			s.Close()
 		}
-		s, err := Open(ctx, file)
-		if err != nil {
-			t.Fatalf("migrate from %d: %v", from, err)
-		}
-		d, err := s.LoadAccount(ctx, "acct1")
-		if err != nil {
-			t.Fatalf("from %d: %v", from, err)
-		}
-		for v := 1; v <= from; v++ {
-			checks[v](t, s, d)
-		}
-		s.Close()
-	}
+	})
 }

@@ -14,7 +14,7 @@ var ErrNotFound = errors.New("store: not found")
 
 // Accounts returns every account, oldest first.
 func (s *Store) Accounts(ctx context.Context) ([]Account, error) {
-	rows, err := s.DB.QueryContext(ctx, `SELECT id, name, overlay_network, dns_domain,
+	rows, err := s.query(ctx, s.db, `SELECT id, name, overlay_network, dns_domain,
 		login_expiration_seconds, ephemeral_offline_seconds, created, serial, bootstrap_key_id
 		FROM accounts ORDER BY created, id`)
 	if err != nil {
@@ -35,7 +35,7 @@ func (s *Store) Accounts(ctx context.Context) ([]Account, error) {
 		a.Bootstrapped, a.BootstrapKeyID = boot.Valid, boot.String
 		out = append(out, a)
 	}
-	return out, rows.Err()
+	return out, classify(rows.Err())
 }
 
 // LoadAccount reads everything of account id.
@@ -54,7 +54,7 @@ func (s *Store) LoadAccount(ctx context.Context, id string) (*AccountData, error
 	if !found {
 		return nil, fmt.Errorf("store: account %s: %w", id, ErrNotFound)
 	}
-	l := loader{ctx: ctx, db: s.DB, account: id}
+	l := loader{ctx: ctx, s: s, account: id}
 	l.groups(d)
 	l.setupKeys(d)
 	l.peers(d)
@@ -71,7 +71,7 @@ func (s *Store) LoadAccount(ctx context.Context, id string) (*AccountData, error
 // loader reads one account's tables, keeping the first error.
 type loader struct {
 	ctx     context.Context
-	db      *sql.DB
+	s       *Store
 	account string
 	err     error
 }
@@ -82,7 +82,7 @@ func (l *loader) each(query string, scan func(*sql.Rows) error) {
 	if l.err != nil {
 		return
 	}
-	rows, err := l.db.QueryContext(l.ctx, query, l.account)
+	rows, err := l.s.query(l.ctx, l.s.db, query, l.account)
 	if err != nil {
 		l.err = err
 		return
@@ -94,10 +94,12 @@ func (l *loader) each(query string, scan func(*sql.Rows) error) {
 			return
 		}
 	}
-	l.err = rows.Err()
+	l.err = classify(rows.Err())
 }
 
-// pairs reads (owner id, value) rows into a map of lists.
+// pairs reads (owner id, value) rows into a map of lists. The queries
+// order join tables by rowid: insertion order, on PostgreSQL too
+// (orderedTables), so lists come back in the order they were given.
 func (l *loader) pairs(query string) map[string][]string {
 	m := map[string][]string{}
 	l.each(query, func(r *sql.Rows) error {
@@ -233,7 +235,7 @@ func (l *loader) dnsRecords(d *AccountData) {
 
 // AdminTokens returns every admin token of every account.
 func (s *Store) AdminTokens(ctx context.Context) ([]AdminToken, error) {
-	rows, err := s.DB.QueryContext(ctx, `SELECT id, account_id, name, hash, created, COALESCE(last_used, 0)
+	rows, err := s.query(ctx, s.db, `SELECT id, account_id, name, hash, created, COALESCE(last_used, 0)
 		FROM admin_tokens ORDER BY created, id`)
 	if err != nil {
 		return nil, fmt.Errorf("store: admin tokens: %w", err)
@@ -249,13 +251,13 @@ func (s *Store) AdminTokens(ctx context.Context) ([]AdminToken, error) {
 		t.Created, t.LastUsed = fromUnixNano(created), fromUnixNano(lastUsed)
 		out = append(out, t)
 	}
-	return out, rows.Err()
+	return out, classify(rows.Err())
 }
 
 // TouchAdminToken records when a token was last used. The record may be
 // lost in a power cut (see Store.lazy).
 func (s *Store) TouchAdminToken(ctx context.Context, id string, at time.Time) error {
-	_, err := s.lazy.ExecContext(ctx, `UPDATE admin_tokens SET last_used = ? WHERE id = ?`, unixNano(at), id)
+	_, err := s.exec(ctx, s.lazy, `UPDATE admin_tokens SET last_used = ? WHERE id = ?`, unixNano(at), id)
 	if err != nil {
 		return fmt.Errorf("store: touch admin token: %w", err)
 	}
@@ -264,7 +266,7 @@ func (s *Store) TouchAdminToken(ctx context.Context, id string, at time.Time) er
 
 // Events returns the newest limit events of an account, newest first.
 func (s *Store) Events(ctx context.Context, accountID string, limit int) ([]Event, error) {
-	rows, err := s.DB.QueryContext(ctx, `SELECT id, time, actor, action, target_type, target_id, target_name, detail
+	rows, err := s.query(ctx, s.db, `SELECT id, time, actor, action, target_type, target_id, target_name, detail
 		FROM events WHERE account_id = ? ORDER BY id DESC LIMIT ?`, accountID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: events: %w", err)
@@ -280,13 +282,13 @@ func (s *Store) Events(ctx context.Context, accountID string, limit int) ([]Even
 		e.Time = fromUnixNano(at)
 		out = append(out, e)
 	}
-	return out, rows.Err()
+	return out, classify(rows.Err())
 }
 
 // Secret returns the secret called name, or ErrNotFound.
 func (s *Store) Secret(ctx context.Context, name string) ([]byte, error) {
 	var v []byte
-	err := s.DB.QueryRowContext(ctx, `SELECT value FROM secrets WHERE name = ?`, name).Scan(&v)
+	err := s.queryRow(ctx, s.db, `SELECT value FROM secrets WHERE name = ?`, []any{name}, &v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("store: secret %s: %w", name, ErrNotFound)
 	}
@@ -306,7 +308,7 @@ func (s *Store) SecretOrCreate(ctx context.Context, name string, gen func() ([]b
 	if err != nil {
 		return nil, fmt.Errorf("store: secret %s: %w", name, err)
 	}
-	if _, err := s.DB.ExecContext(ctx, `INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT(name) DO NOTHING`, name, v); err != nil {
+	if _, err := s.exec(ctx, s.db, `INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT(name) DO NOTHING`, name, v); err != nil {
 		return nil, fmt.Errorf("store: secret %s: %w", name, err)
 	}
 	return s.Secret(ctx, name)
@@ -315,7 +317,8 @@ func (s *Store) SecretOrCreate(ctx context.Context, name string, gen func() ([]b
 // ReserveSerial raises the account's serial high-water mark to upTo (never
 // lowers it).
 func (s *Store) ReserveSerial(ctx context.Context, accountID string, upTo uint64) error {
-	_, err := s.DB.ExecContext(ctx, `UPDATE accounts SET serial = MAX(serial, ?) WHERE id = ?`, upTo, accountID)
+	_, err := s.exec(ctx, s.db, `UPDATE accounts SET serial = CASE WHEN serial < ? THEN ? ELSE serial END WHERE id = ?`,
+		upTo, upTo, accountID)
 	if err != nil {
 		return fmt.Errorf("store: reserve serial: %w", err)
 	}
@@ -331,7 +334,7 @@ func (s *Store) TakeSerials(ctx context.Context, accountID string, n int) (uint6
 		return 0, fmt.Errorf("store: take serials: n=%d, want at least 1", n)
 	}
 	var last uint64
-	err := s.DB.QueryRowContext(ctx, `UPDATE accounts SET serial = serial + ? WHERE id = ? RETURNING serial`, n, accountID).Scan(&last)
+	err := s.queryRow(ctx, s.db, `UPDATE accounts SET serial = serial + ? WHERE id = ? RETURNING serial`, []any{n, accountID}, &last)
 	if err != nil {
 		return 0, fmt.Errorf("store: take serials: %w", err)
 	}
@@ -341,7 +344,7 @@ func (s *Store) TakeSerials(ctx context.Context, accountID string, n int) (uint6
 // SetPeerLastSeen records when a peer was last connected. The record may
 // be lost in a power cut (see Store.lazy).
 func (s *Store) SetPeerLastSeen(ctx context.Context, peerID string, at time.Time) error {
-	_, err := s.lazy.ExecContext(ctx, `UPDATE peers SET last_seen = ? WHERE id = ?`, unixNano(at), peerID)
+	_, err := s.exec(ctx, s.lazy, `UPDATE peers SET last_seen = ? WHERE id = ?`, unixNano(at), peerID)
 	if err != nil {
 		return fmt.Errorf("store: peer last seen: %w", err)
 	}

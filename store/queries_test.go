@@ -2,26 +2,19 @@ package store
 
 import (
 	"context"
-	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
 )
 
-func openTest(tb testing.TB) *Store {
-	tb.Helper()
-	s, err := Open(context.Background(), filepath.Join(tb.TempDir(), "meshd.db"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { s.Close() })
-	return s
-}
-
 // What Write puts, LoadAccount reads back unchanged.
 func TestPutLoadRoundTrip(t *testing.T) {
+	forEachBackend(t, testPutLoadRoundTrip)
+}
+
+func testPutLoadRoundTrip(t *testing.T, b backend) {
 	ctx := context.Background()
-	s := openTest(t)
+	s := openTest(t, b)
 	at := time.Unix(1_700_000_000, 123)
 	want := &AccountData{
 		Account: Account{ID: "a", Name: "home", OverlayNetwork: "100.64.0.0/16", DNSDomain: "meshd.internal",
@@ -29,15 +22,16 @@ func TestPutLoadRoundTrip(t *testing.T) {
 		Groups: []Group{
 			{ID: "gall", AccountID: "a", Name: "All", IsAll: true, Created: at},
 			{ID: "geng", AccountID: "a", Name: "eng", Created: at.Add(1)},
+			{ID: "gops", AccountID: "a", Name: "ops", Created: at.Add(2)},
 		},
 		SetupKeys: []SetupKey{{ID: "k", AccountID: "a", Name: "ci", Hash: []byte{1, 2}, Prefix: "AB", OneOff: true,
 			Expires: at.Add(time.Hour), UsageLimit: 3, Used: 1, Ephemeral: true, LastUsed: at, Created: at,
 			AutoGroups: []string{"geng"}}},
 		Peers: []Peer{{ID: "p", AccountID: "a", PublicKey: "K", Name: "laptop", DNSLabel: "laptop", OverlayIP: "100.64.0.1",
 			Hostname: "Laptop", OS: "linux", Version: "1", SetupKeyID: "k", LoginExpirationEnabled: true,
-			LastLogin: at, LastSeen: at, Created: at, Groups: []string{"geng"}}},
+			LastLogin: at, LastSeen: at, Created: at, Groups: []string{"gops", "geng"}}}, // in the order given
 		Policies: []Policy{{ID: "pol", AccountID: "a", Name: "web", Enabled: true, Protocol: "tcp",
-			Ports: []string{"443", "80-81"}, Action: "accept", Created: at, Sources: []string{"geng"}, Destinations: []string{"gall"}}},
+			Ports: []string{"443", "80-81"}, Action: "accept", Created: at, Sources: []string{"gops", "geng"}, Destinations: []string{"gall"}}},
 		Routes: []Route{{ID: "r", AccountID: "a", Network: "10.0.0.0/8", Metric: 10, Masquerade: true, Enabled: true,
 			Created: at, Peers: []string{"p"}, Groups: []string{"geng"}}},
 		NameserverGroups: []NameserverGroup{{ID: "n", AccountID: "a", Name: "corp", Nameservers: []string{"1.1.1.1"},
@@ -113,18 +107,14 @@ func TestPutLoadRoundTrip(t *testing.T) {
 }
 
 func TestTakeSerialsGrowsAcrossHandles(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, be backend) {
+		target := be.newTarget(t)
+		testTakeSerials(t, openTarget(t, target), openTarget(t, target)) // two replicas on one database
+	})
+}
+
+func testTakeSerials(t *testing.T, a, b *Store) {
 	ctx := context.Background()
-	file := filepath.Join(t.TempDir(), "meshd.db")
-	a, err := Open(ctx, file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := Open(ctx, file) // a second replica on the same database
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
 	if err := a.Write(ctx, func(tx *Tx) error {
 		return tx.PutAccount(Account{ID: "acc", Name: "n", OverlayNetwork: "100.64.0.0/16", DNSDomain: "n.internal"})
 	}); err != nil {

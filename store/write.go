@@ -11,16 +11,18 @@ import (
 // or replace, with their lists) so callers keep one shape per change.
 type Tx struct {
 	ctx context.Context
+	s   *Store
 	tx  *sql.Tx
 }
 
-// Write runs fn in one write transaction, committing when fn returns nil.
+// Write runs fn in one write transaction, committing when fn returns nil:
+// all of it is written or none.
 func (s *Store) Write(ctx context.Context, fn func(*Tx) error) error {
-	return s.Tx(ctx, func(tx *sql.Tx) error { return fn(&Tx{ctx: ctx, tx: tx}) })
+	return s.tx(ctx, func(tx *sql.Tx) error { return fn(&Tx{ctx: ctx, s: s, tx: tx}) })
 }
 
 func (t *Tx) exec(what, query string, args ...any) error {
-	if _, err := t.tx.ExecContext(t.ctx, query, args...); err != nil {
+	if _, err := t.s.exec(t.ctx, t.tx, query, args...); err != nil {
 		return fmt.Errorf("store: %s: %w", what, err)
 	}
 	return nil

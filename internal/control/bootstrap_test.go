@@ -61,12 +61,19 @@ func TestBootstrap(t *testing.T) {
 	if err != nil || jt.ControlURL != "https://vpn.example.org:443" || jt.Pin == "" || jt.SetupKey != first.SetupKey {
 		t.Fatalf("join token = %+v, %v", jt, err)
 	}
-	var hashes int
-	st2, _ := store.Open(ctx, filepath.Join(dir, "meshd.db"))
-	st2.DB.QueryRow(`SELECT COUNT(*) FROM admin_tokens WHERE hash = ?`, []byte(first.AdminToken)).Scan(&hashes)
+	st2, err := store.Open(ctx, filepath.Join(dir, "meshd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks, err := st2.AdminTokens(ctx)
 	st2.Close()
-	if hashes != 0 {
-		t.Fatal("admin token stored in plaintext")
+	if err != nil || len(toks) == 0 {
+		t.Fatalf("admin tokens = %v, %v", toks, err)
+	}
+	for _, tok := range toks {
+		if string(tok.Hash) == first.AdminToken {
+			t.Fatal("admin token stored in plaintext")
+		}
 	}
 
 	svc, st = openService(t, dir)

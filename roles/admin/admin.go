@@ -69,7 +69,7 @@ func NewCommand(o Options) *cli.Command {
 			"        meshd admin setup-keys create --one-off --expires 24h --group eng --json\n" +
 			"        meshd admin policies create --name web --source eng --destination servers --protocol tcp --ports 443",
 		Flags:       connFlags(),
-		Subcommands: nouns,
+		Subcommands: append(nouns, storeCmd()),
 	}
 }
 

@@ -13,7 +13,11 @@ import (
 	"meshd/internal/control/controltest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// pgtest's shared server outlives the tests (its watchdog stops it when
+// the binary exits).
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("meshd/internal/pgtest.(*Server).startWatchdog.func1"))
+}
 
 // runAdmin runs `meshd admin ARGS...` in-process against h and returns its
 // output, exit code and error message.

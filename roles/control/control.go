@@ -36,8 +36,12 @@ const DBFile = "meshd.db"
 // Config is the control service's configuration (the listener's belongs to
 // whoever owns the server).
 type Config struct {
-	// DataDir holds the database and the bootstrap files.
+	// DataDir holds the bootstrap files, and the SQLite database unless
+	// Store names another.
 	DataDir string
+	// Store is the database: a PostgreSQL URL shared by replicas, or a
+	// SQLite file; "": DBFile in DataDir.
+	Store string
 	// PublicURL is how agents reach control; it goes into join tokens.
 	PublicURL string
 	// TLSPin of control's self-signed certificate, for join tokens.
@@ -65,6 +69,7 @@ type Config struct {
 // logging's); roles/all may reuse the ones it needs.
 func Flags() []cli.Flag {
 	return []cli.Flag{
+		&cli.StringFlag{Name: "store", Usage: "database `URL`: postgres://user:pass@host:5432/db?sslmode=verify-full, shared by the replicas of one network (default: SQLite in --data; MESHD_STORE or PGPASSWORD keep the password out of ps)"},
 		&cli.StringFlag{Name: "public-url", Usage: "`URL` agents reach control at, e.g. https://vpn.example.org:33073 (goes into join tokens)"},
 		&cli.StringFlag{Name: "signal-url", Usage: "`URL` of the signal service put into network maps, e.g. https://vpn.example.org:10000"},
 		&cli.StringFlag{Name: "signal-pin", Usage: "TLS `PIN` (sha256:HEX) of signal's self-signed certificate, put into network maps"},
@@ -79,6 +84,7 @@ func Flags() []cli.Flag {
 func ConfigFromFlags(c *cli.Context) (Config, error) {
 	cfg := Config{
 		DataDir:   c.String("data"),
+		Store:     c.String("store"),
 		PublicURL: strings.TrimRight(c.String("public-url"), "/"),
 		SignalURL: c.String("signal-url"),
 		SignalPin: c.String("signal-pin"),
@@ -129,14 +135,19 @@ type Control struct {
 	TLSPin string
 }
 
-// Start opens the database in cfg.DataDir, starts the control service,
+// Start opens the database (cfg.Store, or the one in cfg.DataDir), starts the control service,
 // bootstraps the account (first start) and mounts control's services on
 // srv. Close it after srv.Serve returned.
 func Start(ctx context.Context, cfg Config, srv *server.Server, log *zap.Logger) (*Control, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("control: data dir: %w", err)
 	}
-	st, err := store.Open(ctx, filepath.Join(cfg.DataDir, DBFile))
+	target := cfg.Store
+	if target == "" {
+		target = filepath.Join(cfg.DataDir, DBFile)
+	}
+	log.Info("opening the store", zap.String("store", store.Redact(target)))
+	st, err := store.Open(ctx, target)
 	if err != nil {
 		return nil, fmt.Errorf("control: %w", err)
 	}

@@ -15,7 +15,11 @@ import (
 	ctlpkg "meshd/internal/control"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// pgtest's shared server outlives the tests (its watchdog stops it when
+// the binary exits).
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("meshd/internal/pgtest.(*Server).startWatchdog.func1"))
+}
 
 // syncBuffer is a bytes.Buffer safe for a writer and a poller.
 type syncBuffer struct {

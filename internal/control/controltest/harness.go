@@ -92,6 +92,8 @@ type Harness struct {
 	Agents []*Agent
 
 	handler atomic.Pointer[http.ServeMux]
+	// storeTarget is the database control opens ("": meshd.db in Dir).
+	storeTarget string
 }
 
 // NewHarness starts control and joins n agents with the bootstrap setup key,
@@ -142,7 +144,11 @@ func itoa(i int) string {
 func (h *Harness) start() {
 	h.tb.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(h.Dir, "meshd.db"))
+	target := h.storeTarget
+	if target == "" {
+		target = filepath.Join(h.Dir, "meshd.db")
+	}
+	st, err := store.Open(ctx, target)
 	if err != nil {
 		h.tb.Fatalf("controltest: open store: %v", err)
 	}
