@@ -6,8 +6,8 @@
 // Two implementations: Local (one process; `meshd all` on SQLite, and tests
 // that run several replicas in one process on one Local) and the PostgreSQL
 // one in store/pgcluster (LISTEN/NOTIFY and tables of the store's
-// migrations). Only internal/control, internal/signal, store/pgcluster and
-// the roles import it.
+// migrations). Only internal/control, internal/signal, store and roles
+// import it.
 package cluster
 
 import (
