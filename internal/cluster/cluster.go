@@ -7,7 +7,7 @@
 // that run several replicas in one process on one Local) and the PostgreSQL
 // one in store/pgcluster (LISTEN/NOTIFY and tables of the store's
 // migrations). Only internal/control, internal/signal, store/pgcluster and
-// the roles import it.
+// roles/ import it.
 package cluster
 
 import (
