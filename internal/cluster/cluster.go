@@ -53,7 +53,8 @@ type Cluster interface {
 	// channel is then closed). A nil payload means messages may have been
 	// lost (a reconnect to the database): the subscriber must resync from
 	// the store. A slow subscriber loses messages and gets a nil payload
-	// too; it never blocks the publisher.
+	// too, right after the last message it got (so it learns of the loss
+	// even when nothing follows); it never blocks the publisher.
 	Subscribe(ctx context.Context, channel string) (<-chan []byte, error)
 
 	// Heartbeat records r (with r.ID = Self()) as alive now and returns
