@@ -27,6 +27,9 @@ const (
 	maxNotify = 7900
 	// maxBatch bounds the messages of one round trip to the database.
 	maxBatch = 1024
+	// senders is how many statements may carry messages at once: while
+	// one waits for the database, the next gathers what queues meanwhile.
+	senders = 4
 	// frameVersion starts every NOTIFY payload: a replica that reads a
 	// version it does not know (a newer binary's) reports a loss instead
 	// of garbage.
@@ -35,9 +38,13 @@ const (
 
 var errClosed = errors.New("pgcluster: closed")
 
-// bus is the message bus: Publish calls queue their messages, and one
-// goroutine sends whatever has queued meanwhile in one statement, many
-// messages per NOTIFY, so that the cost of a round trip and of a
+// batchLimit is maxBatch; the benchmark sets it to 1 to measure what
+// batching saves.
+var batchLimit = maxBatch
+
+// bus is the message bus: Publish calls queue their messages, and a few
+// goroutines each send whatever has queued meanwhile in one statement,
+// many messages per NOTIFY, so that the cost of a round trip and of a
 // notification is shared by many small messages. Another goroutine holds
 // the one connection that LISTENs and fans notifications out to the
 // subscribers of this process.
@@ -59,10 +66,30 @@ type bus struct {
 
 type topic struct{ subs map[*sub]bool }
 
+// sub is one subscription. Its channel holds subBuffer messages and one
+// slot more, kept for the nil that reports a loss: the nil is queued the
+// moment a message is dropped, so a subscriber learns of a loss even when
+// nothing follows it. Only the bus sends on ch, holding bus.mu.
 type sub struct {
 	ch     chan []byte
-	lost   bool // a message was dropped: send nil before the next one
 	closed bool
+}
+
+// send queues m, or drops it and queues the loss marker when the
+// subscriber is subBuffer messages behind.
+func (s *sub) send(m []byte) {
+	if len(s.ch) < subBuffer {
+		s.ch <- m
+		return
+	}
+	s.lose()
+}
+
+// lose queues the loss marker unless the last slot holds one already.
+func (s *sub) lose() {
+	if len(s.ch) < cap(s.ch) {
+		s.ch <- nil
+	}
 }
 
 type pubReq struct {
@@ -107,9 +134,11 @@ func (b *bus) start(ctx, run context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.c.done.Add(2)
+	b.c.done.Add(1 + senders)
 	go b.listen(run, conn)
-	go b.publisher(run)
+	for range senders {
+		go b.publisher(run)
+	}
 	return nil
 }
 
@@ -262,18 +291,13 @@ func (b *bus) lostAll() {
 	defer b.mu.Unlock()
 	for _, t := range b.topics {
 		for s := range t.subs {
-			select {
-			case s.ch <- nil:
-				s.lost = false
-			default:
-				s.lost = true
-			}
+			s.lose()
 		}
 	}
 }
 
 // deliver fans a notification's messages out, never blocking: a full
-// subscriber loses the message and gets nil before its next one.
+// subscriber loses the message and is told so.
 func (b *bus) deliver(channel, payload string) {
 	msgs, err := decodeFrame(payload)
 	b.mu.Lock()
@@ -285,25 +309,13 @@ func (b *bus) deliver(channel, payload string) {
 	if err != nil {
 		b.log.Warn("unreadable notification; subscribers resync", zap.String("channel", channel), zap.Error(err))
 		for s := range t.subs {
-			s.lost = true
+			s.lose()
 		}
-		msgs = nil
+		return
 	}
 	for _, m := range msgs {
 		for s := range t.subs {
-			if s.lost {
-				select {
-				case s.ch <- nil:
-					s.lost = false
-				default:
-					continue
-				}
-			}
-			select {
-			case s.ch <- append(make([]byte, 0, len(m)), m...): // never nil: nil means loss
-			default:
-				s.lost = true
-			}
+			s.send(append(make([]byte, 0, len(m)), m...)) // never nil: nil means loss
 		}
 	}
 }
@@ -314,7 +326,7 @@ func (b *bus) deliver(channel, payload string) {
 // reconnecting it returns at once: the nil after the reconnect covers it.
 func (b *bus) subscribe(ctx context.Context, channel string) (<-chan []byte, error) {
 	ch := pgChannel(channel)
-	s := &sub{ch: make(chan []byte, subBuffer)}
+	s := &sub{ch: make(chan []byte, subBuffer+1)}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -384,8 +396,9 @@ func (b *bus) unsubscribe(ch string, s *sub) {
 }
 
 // publish queues a message and waits until the statement that carries it
-// has run: in order per publisher (one statement at a time, in queue
-// order), and errors reach the caller.
+// has run, so that errors reach the caller and a publisher's messages stay
+// in order: its next one is queued only once the previous one is sent,
+// whichever sender carries it.
 func (b *bus) publish(ctx context.Context, channel string, payload []byte) error {
 	if len(payload) > cluster.MaxPayload {
 		return cluster.ErrTooLarge
@@ -419,7 +432,7 @@ func (b *bus) publisher(ctx context.Context) {
 			return
 		}
 	drain:
-		for len(batch) < maxBatch {
+		for len(batch) < batchLimit {
 			select {
 			case r := <-b.queue:
 				batch = append(batch, r)
