@@ -185,3 +185,23 @@ func TestNetns(t *testing.T) {
 		t.Fatal("reached from the root namespace: the server is not in the namespace")
 	}
 }
+
+// TestCPUTime: the server's CPU time grows when it works.
+func TestCPUTime(t *testing.T) {
+	s := pgtest.Shared(t)
+	before, err := s.CPUTime()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := connect(t, s.NewDatabase(t))
+	if _, err := conn.Exec(context.Background(), "SELECT count(*) FROM generate_series(1, 2000000)"); err != nil {
+		t.Fatal(err)
+	}
+	after, err := s.CPUTime()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after <= before {
+		t.Fatalf("CPU time %v → %v after a query that takes CPU", before, after)
+	}
+}

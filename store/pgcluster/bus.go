@@ -351,7 +351,7 @@ func (b *bus) subscribe(ctx context.Context, channel string) (<-chan []byte, err
 	if !wait {
 		return s.ch, nil
 	}
-	if _, err := b.c.pool.Exec(ctx, "SELECT pg_notify($1, '')", b.ctl); err != nil {
+	if _, err := b.c.pub.Exec(ctx, "SELECT pg_notify($1, '')", b.ctl); err != nil {
 		b.unsubscribe(ch, s)
 		return nil, unavailable("subscribe "+channel, err)
 	}
@@ -443,7 +443,7 @@ func (b *bus) publisher(ctx context.Context) {
 		var chans, payloads []string
 		chans, payloads, seq = frames(batch, seq)
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := b.c.pool.Exec(sctx, `SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS t(c, p)`, chans, payloads)
+		_, err := b.c.pub.Exec(sctx, `SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS t(c, p)`, chans, payloads)
 		cancel()
 		if err != nil {
 			err = unavailable("publish", err)

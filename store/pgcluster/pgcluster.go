@@ -44,6 +44,7 @@ type Cluster struct {
 	id   string
 	log  *zap.Logger
 	pool *pgxpool.Pool
+	pub  *pgxpool.Pool   // NOTIFYs only: commits that need not wait for the disk
 	cfg  *pgx.ConnConfig // for the listen connection
 
 	ttlUS atomic.Int64 // last Heartbeat's ttl: Present's idea of "live"
@@ -99,20 +100,32 @@ func Open(ctx context.Context, dsn string, log *zap.Logger) (*Cluster, error) {
 	}
 	if err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("pgcluster: connect to %s: %w", where, err)
+		return nil, fmt.Errorf("pgcluster: connect to %s: %w: %w", where, cluster.ErrUnavailable, err)
 	}
 	if version < SchemaVersion {
 		pool.Close()
 		return nil, fmt.Errorf("pgcluster: %s has schema version %d, older than %d: run meshd control (or all) with this --store first, which migrates it", where, version, SchemaVersion)
 	}
-	c := &Cluster{id: randID(), log: log.Named("pgcluster"), pool: pool, cfg: pcfg.ConnConfig.Copy(), present: map[string]bool{}}
+	// A message is worth nothing after a crash of the database (its
+	// subscribers resync then), so its commit need not wait for the WAL
+	// to reach the disk: batches go out as fast as the CPU allows.
+	qcfg := pcfg.Copy()
+	qcfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+	qcfg.MaxConns = senders + 1
+	pub, err := pgxpool.NewWithConfig(ctx, qcfg)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("pgcluster: connect to %s: %w", where, err)
+	}
+	c := &Cluster{id: randID(), log: log.Named("pgcluster"), pool: pool, pub: pub, cfg: pcfg.ConnConfig.Copy(), present: map[string]bool{}}
 	rctx, rcancel := context.WithCancel(context.Background())
 	c.cancel = rcancel
 	c.bus = newBus(c)
 	if err := c.bus.start(octx, rctx); err != nil {
 		rcancel()
 		pool.Close()
-		return nil, fmt.Errorf("pgcluster: listen on %s: %w", where, err)
+		pub.Close()
+		return nil, fmt.Errorf("pgcluster: listen on %s: %w: %w", where, cluster.ErrUnavailable, err)
 	}
 	return c, nil
 }
@@ -359,6 +372,7 @@ func (c *Cluster) Close() error {
 	c.bus.close()
 	c.done.Wait()
 	c.pool.Close()
+	c.pub.Close()
 	if err != nil {
 		return unavailable("leave", err)
 	}

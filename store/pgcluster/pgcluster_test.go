@@ -226,3 +226,15 @@ func recvWithin(t *testing.T, ch <-chan []byte, d time.Duration) []byte {
 		return nil
 	}
 }
+
+// TestPublishSkipsDiskWait: NOTIFYs commit without waiting for the WAL
+// flush (a message is worthless after a database crash anyway).
+func TestPublishSkipsDiskWait(t *testing.T) {
+	srv := pgtest.Shared(t)
+	dsn := srv.NewDatabase(t)
+	migrate(t, dsn, pgcluster.SchemaVersion)
+	c := open(t, dsn)
+	if v, err := pgcluster.PublishSetting(c, "synchronous_commit"); err != nil || v != "off" {
+		t.Fatalf("synchronous_commit on the publish connections = %q (%v), want off", v, err)
+	}
+}
