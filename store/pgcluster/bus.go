@@ -198,7 +198,9 @@ func (b *bus) listen(ctx context.Context, conn *pgx.Conn) {
 			b.log.Info("listener reconnected; subscribers resync")
 		}
 		err := b.serve(ctx, conn, reconnected)
-		conn.Close(context.Background())
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		conn.Close(cctx)
+		cancel()
 		conn = nil
 		b.mu.Lock()
 		b.listening, b.connected, b.dirty = map[string]bool{}, false, true
@@ -416,6 +418,8 @@ func (b *bus) publish(ctx context.Context, channel string, payload []byte) error
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-b.stop:
+		return errClosed
 	}
 }
 

@@ -139,7 +139,7 @@ func randID() string {
 // unavailable wraps a database error so that callers can test for
 // cluster.ErrUnavailable.
 func unavailable(what string, err error) error {
-	if errors.Is(err, cluster.ErrUnavailable) {
+	if errors.Is(err, cluster.ErrUnavailable) || errors.Is(err, context.Canceled) { // canceled: the caller gave up
 		return fmt.Errorf("pgcluster: %s: %w", what, err)
 	}
 	return fmt.Errorf("pgcluster: %s: %w: %w", what, cluster.ErrUnavailable, err)
@@ -265,8 +265,10 @@ func (c *Cluster) Lead(ctx context.Context, name string, ttl time.Duration) (boo
 	return n == 1, nil
 }
 
-// SetPresent records or clears key for this replica. This replica keeps
-// its own list too, so that a Heartbeat can restore what the table lost.
+// SetPresent records or clears key for this replica; other replicas see
+// it once this one has sent a Heartbeat (a replica that died before its
+// first one was never live). This replica keeps its own list too, so that
+// a Heartbeat can restore what the table lost.
 func (c *Cluster) SetPresent(ctx context.Context, key string, present bool) error {
 	c.pmu.RLock()
 	defer c.pmu.RUnlock()
@@ -292,10 +294,10 @@ func (c *Cluster) SetPresent(ctx context.Context, key string, present bool) erro
 	return nil
 }
 
-// liveFilter restricts presence rows (alias p) to replicas seen within the
-// last Heartbeat's ttl, and this one.
-const liveFilter = `(p.replica = $2 OR $3 = 0 OR EXISTS (SELECT 1 FROM cluster_replicas r
-	WHERE r.id = p.replica AND r.seen >= ` + nowUS + ` - $3))`
+// liveFilter restricts presence rows (alias p) to this replica and those
+// seen within the last Heartbeat's ttl (any ttl before the first one).
+const liveFilter = `(p.replica = $2 OR EXISTS (SELECT 1 FROM cluster_replicas r
+	WHERE r.id = p.replica AND ($3 = 0 OR r.seen >= ` + nowUS + ` - $3)))`
 
 // Present lists the live replicas where key is present.
 func (c *Cluster) Present(ctx context.Context, key string) ([]string, error) {
