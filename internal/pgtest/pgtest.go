@@ -266,7 +266,8 @@ func start(opts Options) (s *Server, err error) {
 	}
 }
 
-// Close stops the server and removes its directory.
+// Close stops the server and removes its directory. Start's cleanup calls
+// it; never call it on the Shared server.
 func (s *Server) Close() error {
 	err := s.Stop()
 	if s.watchdog != nil {
