@@ -32,9 +32,12 @@ type lease struct {
 	until  time.Time
 }
 
+// sub is one subscription. Its channel holds subBuffer messages and one
+// slot more, kept for the nil that reports a loss: the nil is queued the
+// moment a message is dropped, so a subscriber learns of a loss even when
+// nothing follows it. Only the group sends on ch, holding g.mu.
 type sub struct {
-	ch   chan []byte
-	lost bool // a message was dropped: send nil before the next one
+	ch chan []byte
 }
 
 // NewGroup returns an empty group. now may be nil (time.Now).
@@ -71,18 +74,11 @@ func (l *local) Publish(ctx context.Context, channel string, payload []byte) err
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for s := range g.subs[channel] {
-		if s.lost {
-			select {
-			case s.ch <- nil:
-				s.lost = false
-			default:
-				continue
-			}
-		}
-		select {
-		case s.ch <- append([]byte(nil), payload...):
-		default:
-			s.lost = true
+		switch {
+		case len(s.ch) < subBuffer:
+			s.ch <- append(make([]byte, 0, len(payload)), payload...) // never nil: nil means loss
+		case len(s.ch) < cap(s.ch):
+			s.ch <- nil // dropped: say so (unless the last slot says so already)
 		}
 	}
 	return nil
@@ -90,7 +86,7 @@ func (l *local) Publish(ctx context.Context, channel string, payload []byte) err
 
 func (l *local) Subscribe(ctx context.Context, channel string) (<-chan []byte, error) {
 	g := l.g
-	s := &sub{ch: make(chan []byte, subBuffer)}
+	s := &sub{ch: make(chan []byte, subBuffer+1)}
 	g.mu.Lock()
 	if g.subs[channel] == nil {
 		g.subs[channel] = map[*sub]bool{}

@@ -21,12 +21,12 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -136,6 +136,9 @@ func skipOrFail(tb testing.TB, reason string) {
 
 // unavailable says why no server can be started here, or "".
 func unavailable() string {
+	if runtime.GOOS != "linux" {
+		return "PostgreSQL tests run on Linux only"
+	}
 	if os.Geteuid() != 0 {
 		return "not root (initdb and pg_ctl run as user postgres)"
 	}
@@ -266,7 +269,8 @@ func start(opts Options) (s *Server, err error) {
 	}
 }
 
-// Close stops the server and removes its directory.
+// Close stops the server and removes its directory. Start's cleanup calls
+// it; never call it on the Shared server.
 func (s *Server) Close() error {
 	err := s.Stop()
 	if s.watchdog != nil {
@@ -290,7 +294,7 @@ func (s *Server) startWatchdog() error {
 	script := `read _ ; runuser -u postgres -- "$0" stop -D "$1" -m immediate -w -t 20 >/dev/null 2>&1; rm -rf "$2"`
 	cmd := exec.Command("/bin/sh", "-c", script, filepath.Join(s.bin, "pg_ctl"), s.dataDir(), s.dir)
 	cmd.Stdin = r
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // not killed with our process group
+	cmd.SysProcAttr = ownGroup() // not killed with our process group
 	if err := cmd.Start(); err != nil {
 		w.Close()
 		return fmt.Errorf("watchdog: %w", err)
@@ -327,7 +331,7 @@ func readPID(path string) (int, error) {
 }
 
 func alive(pid int) bool {
-	return pid > 0 && syscall.Kill(pid, 0) == nil
+	return pid > 0 && signal(pid, 0) == nil
 }
 
 func (s *Server) dataDir() string { return filepath.Join(s.dir, "data") }
@@ -383,7 +387,7 @@ func (s *Server) Stop() error {
 		err = s.run(false, filepath.Join(s.bin, "pg_ctl"), "stop", "-D", s.dataDir(), "-m", "immediate", "-w", "-t", "10")
 	}
 	if err != nil && alive(pid) {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+		_ = signal(pid, sigkill)
 		deadline := time.Now().Add(10 * time.Second)
 		for alive(pid) && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)

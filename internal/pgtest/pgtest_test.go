@@ -3,14 +3,12 @@ package pgtest_test
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
-	"meshd/internal/netnstest"
 	"meshd/internal/pgtest"
 )
 
@@ -155,33 +153,22 @@ func mustPath(t *testing.T, dsn string) string {
 	return cfg.Database
 }
 
-// TestNetns runs the server inside a namespace: reachable over TCP there,
-// not from the root namespace, and NewDatabase still works (unix socket).
-func TestNetns(t *testing.T) {
-	ns, do := netnstest.New(t, "pgtest")
-	if out, err := exec.Command("ip", "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("lo up: %v: %s", err, out)
+// TestCPUTime: the server's CPU time grows when it works.
+func TestCPUTime(t *testing.T) {
+	s := pgtest.Shared(t)
+	before, err := s.CPUTime()
+	if err != nil {
+		t.Fatal(err)
 	}
-	s := pgtest.Start(t, pgtest.Options{Netns: ns})
-	dsn := s.NewDatabase(t)
-	var inside error
-	do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, dsn)
-		if err == nil {
-			_, err = c.Exec(ctx, "SELECT 1")
-			c.Close(ctx)
-		}
-		inside = err
-	})
-	if inside != nil {
-		t.Fatalf("connect inside the namespace: %v", inside)
+	conn := connect(t, s.NewDatabase(t))
+	if _, err := conn.Exec(context.Background(), "SELECT count(*) FROM generate_series(1, 2000000)"); err != nil {
+		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if c, err := pgx.Connect(ctx, dsn); err == nil {
-		c.Close(ctx)
-		t.Fatal("reached from the root namespace: the server is not in the namespace")
+	after, err := s.CPUTime()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after <= before {
+		t.Fatalf("CPU time %v → %v after a query that takes CPU", before, after)
 	}
 }
