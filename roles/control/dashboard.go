@@ -38,8 +38,7 @@ func StartDashboard(ctx context.Context, c *cli.Context, svc *control.Service, t
 		done <- nil
 		return done, nil
 	}
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return nil, fmt.Errorf("--dashboard-listen %q: want HOST:PORT (e.g. :8443) or off", addr)
 	}
 	_, h := svc.AdminHandler()
@@ -58,6 +57,7 @@ func StartDashboard(ctx context.Context, c *cli.Context, svc *control.Service, t
 		}
 		return nil, fmt.Errorf("dashboard: %w (is another process on that port? pick one with --dashboard-listen, or off)", err)
 	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	if u, err := url.Parse(publicURL); err == nil && u.Hostname() != "" {
 		scheme := "https"
 		if tlsConfig == nil {
