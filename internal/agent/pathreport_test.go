@@ -1,9 +1,14 @@
 package agent
 
 import (
+	"context"
 	"testing"
+	"time"
 
+	controlv1 "meshd/api/control/v1"
 	daemonv1 "meshd/api/daemon/v1"
+	"meshd/internal/testutil"
+	"meshd/wg/wgtest"
 )
 
 // The report names the candidate kinds of a direct path and the relay of a
@@ -35,5 +40,47 @@ func TestPathReports(t *testing.T) {
 	}
 	if r := got[3]; r.State != PeerConnecting || r.Path != "" || r.LocalKind != "" {
 		t.Errorf("connecting: %v", r)
+	}
+}
+
+// reportingControl is a fake control that records path reports.
+type reportingControl struct {
+	Control
+	got chan []*controlv1.PathReport
+}
+
+func (r *reportingControl) ReportPaths(_ context.Context, p []*controlv1.PathReport) error {
+	select {
+	case r.got <- p:
+	default:
+	}
+	return nil
+}
+
+// A running agent reports, every PathReportInterval, the path to each peer
+// as its status shows it.
+func TestEngineReportsPaths(t *testing.T) {
+	old := PathReportInterval
+	PathReportInterval = 50 * time.Millisecond
+	t.Cleanup(func() { PathReportInterval = old })
+	h := newHarness(t)
+	got := make(chan []*controlv1.PathReport, 16)
+	h.wrap = func(c Control) Control { return &reportingControl{Control: c, got: got} }
+	a := h.start("", "SETUP", false)
+	b := h.start("", "SETUP", false)
+	testutil.WaitFor(t, 10*time.Second, "direct paths", func() bool { return a.pathTo(b.key()) == wgtest.PathDirect })
+	a.dev().Handshake(b.key(), time.Now())
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case rs := <-got:
+			for _, r := range rs {
+				if r.PublicKey == b.key().String() && r.State == PeerConnected && r.Path == PathDirect && r.LocalKind == "host" {
+					return
+				}
+			}
+		case <-deadline:
+			t.Fatal("no report of the direct path to b")
+		}
 	}
 }
