@@ -255,7 +255,11 @@ func (d *Dashboard) signin(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, "Enter an admin token (meshd admin tokens create NAME prints one; the first is in DATA/admin-token).")
 		return
 	}
-	if err := d.StartSession(r.Context(), w, token); err != nil {
+	if old := d.session(r); old != nil {
+		d.sessions.remove(old.id) // a new sign-in gets a new session id
+	}
+	s, err := d.startSession(r.Context(), w, token)
+	if err != nil {
 		if connect.CodeOf(err) == connect.CodeUnauthenticated {
 			fail(http.StatusUnauthorized, "This admin token is not accepted: check it, or create one with meshd admin tokens create NAME.")
 			return
@@ -270,31 +274,23 @@ func (d *Dashboard) signin(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(kept) > 0 {
-		if s := d.sessionFromResponse(w); s != nil {
-			d.sessions.setDraft(s, next, kept)
-		}
+		d.sessions.setDraft(s, next, kept)
 	}
 	http.Redirect(w, r, next, http.StatusSeeOther)
-}
-
-// sessionFromResponse finds the session whose cookie w is about to set.
-func (d *Dashboard) sessionFromResponse(w http.ResponseWriter) *session {
-	for _, line := range w.Header().Values("Set-Cookie") {
-		c, err := http.ParseSetCookie(line)
-		if err == nil && c.Name == d.cookieName() && c.Value != "" {
-			return d.sessions.get(c.Value)
-		}
-	}
-	return nil
 }
 
 // StartSession checks credential with the admin API and, when it is
 // accepted, opens a session for the browser of w. The token form calls it;
 // a "Sign in with …" provider calls it once it holds a credential.
 func (d *Dashboard) StartSession(ctx context.Context, w http.ResponseWriter, credential string) error {
+	_, err := d.startSession(ctx, w, credential)
+	return err
+}
+
+func (d *Dashboard) startSession(ctx context.Context, w http.ResponseWriter, credential string) (*session, error) {
 	res, err := call(ctx, credential, d.admin.ListAdminTokens, &adminv1.ListAdminTokensRequest{})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	actor := "admin"
 	for _, t := range res.AdminTokens {
@@ -304,7 +300,7 @@ func (d *Dashboard) StartSession(ctx context.Context, w http.ResponseWriter, cre
 	}
 	s := d.sessions.create(credential, actor)
 	d.setCookie(w, s.id, 0)
-	return nil
+	return s, nil
 }
 
 // safeNext keeps a redirect target on this site.

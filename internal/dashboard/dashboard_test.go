@@ -227,3 +227,24 @@ func TestPagesRender(t *testing.T) {
 		t.Errorf("app.js: %d", r.status)
 	}
 }
+
+// Signing in again gives a new session id and ends the old one.
+func TestSignInAgainReplacesSession(t *testing.T) {
+	e := newEnv(t, 0)
+	c := e.client(t)
+	e.signIn(t, c, e.h.Boot.AdminToken)
+	u, _ := url.Parse(e.srv.URL)
+	old := c.Jar.Cookies(u)
+	if len(old) != 1 {
+		t.Fatalf("cookies %v", old)
+	}
+	e.signIn(t, c, e.h.Boot.AdminToken)
+	if now := c.Jar.Cookies(u); len(now) != 1 || now[0].Value == old[0].Value {
+		t.Fatalf("session id kept across sign-ins: %v", now)
+	}
+	stale := e.client(t)
+	stale.Jar.SetCookies(u, old)
+	if r := e.get(t, stale, "/peers"); r.status != http.StatusUnauthorized {
+		t.Fatalf("the replaced session still works: %d", r.status)
+	}
+}
