@@ -2,6 +2,7 @@ package dashboard_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,6 +56,29 @@ func selectOptions(sel string, names ...string) chromedp.Action[chromedp.Void] {
 	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
 		_, err := chromedp.Evaluate[bool](js)(ctx, t)
 		return err
+	})
+}
+
+// waitLocation waits until the page's URL contains part, so that what
+// follows reads the page a click led to, not the one before it.
+func waitLocation(part string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			loc, err := chromedp.Location()(ctx, t)
+			if err != nil {
+				return err
+			}
+			if strings.Contains(loc, part) {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("location %s never contained %q: %w", loc, part, ctx.Err())
+			case <-tick.C:
+			}
+		}
 	})
 }
 
@@ -226,6 +250,7 @@ func TestBrowserAdminRound(t *testing.T) {
 	}
 	run("revoke it",
 		chromedp.Click(chromedp.CSS(`tr[data-key="laptop"] button[value="revoke"]`)),
+		waitLocation("done="), // the page after the change, not the one clicked on
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-key="laptop"] .state`)),
 		textOf(`tr[data-key="laptop"] .state`, &text))
 	if text != "revoked" {
@@ -236,6 +261,7 @@ func TestBrowserAdminRound(t *testing.T) {
 		chromedp.Navigate(u+"/audit"),
 		chromedp.SendKeys(chromedp.CSS("#action"), "revoked"),
 		chromedp.Submit(chromedp.CSS("#action")),
+		waitLocation("action=revoked"),
 		chromedp.WaitVisible(chromedp.CSS("#audit")),
 		textOf("#audit tbody", &text),
 		shot("audit"))
