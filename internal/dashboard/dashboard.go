@@ -370,7 +370,7 @@ func (d *Dashboard) formError(w http.ResponseWriter, r *http.Request, s *session
 	msg := message(err)
 	p.Form = r.PostForm
 	p.Errors = map[string]string{}
-	if f := fieldFor(msg, fields); f != "" {
+	if f := fieldFor(msg, r.PostForm, fields); f != "" {
 		p.Errors[f] = msg
 	} else {
 		p.Error = msg
@@ -388,8 +388,23 @@ type field struct {
 func f(name string, words ...string) field { return field{name, words} }
 
 // fieldFor picks the field an error message is about: the one whose word
-// comes first in the message.
-func fieldFor(msg string, fields []field) string {
+// comes first in the message, once the values typed (which the message
+// quotes, and which may hold any word) are taken out of it.
+func fieldFor(msg string, typed url.Values, fields []field) string {
+	for k, vs := range typed {
+		if k == "csrf" || k == "action" || k == "id" {
+			continue
+		}
+		for _, v := range vs {
+			if v = strings.TrimSpace(v); v == "" {
+				continue
+			}
+			msg = strings.ReplaceAll(msg, fmt.Sprintf("%q", v), "")
+			if len(v) >= 4 {
+				msg = strings.ReplaceAll(msg, v, "")
+			}
+		}
+	}
 	low := strings.ToLower(msg)
 	best, at := "", len(low)+1
 	for _, fl := range fields {
@@ -421,7 +436,7 @@ func done(r *http.Request) string {
 }
 
 func parsePages() (map[string]*template.Template, error) {
-	base, err := template.New("base").Funcs(funcs).ParseFS(assets, "assets/layout.html")
+	base, err := template.New("base").Funcs(funcs).ParseFS(assets, "assets/layout.html", "assets/partials/*.html")
 	if err != nil {
 		return nil, fmt.Errorf("dashboard: templates: %w", err)
 	}

@@ -248,3 +248,78 @@ func TestSignInAgainReplacesSession(t *testing.T) {
 		t.Fatalf("the replaced session still works: %d", r.status)
 	}
 }
+
+// A policy's edit form changes it; an error keeps what was typed.
+func TestPolicyEdit(t *testing.T) {
+	e := newEnv(t, 0)
+	c := e.client(t)
+	token := e.signIn(t, c, e.h.Boot.AdminToken)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pols, err := e.h.Admin.ListPolicies(ctx, connect.NewRequest(&adminv1.ListPoliciesRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := pols.Msg.Policies[0].Id
+	if r := e.get(t, c, "/policies/"+id); r.status != http.StatusOK || !strings.Contains(r.body, `action="/policies/`+id+`"`) {
+		t.Fatalf("edit page: %d", r.status)
+	}
+	form := url.Values{"csrf": {token}, "name": {"web-only"}, "sources": {"All"}, "destinations": {"All"},
+		"protocol": {"tcp"}, "ports": {"443, 8000-8100"}}
+	if r := e.post(t, c, "/policies/"+id, form); r.status != http.StatusSeeOther {
+		t.Fatalf("save: %d %.500s", r.status, r.body)
+	}
+	got, err := e.h.Admin.GetPolicy(ctx, connect.NewRequest(&adminv1.GetPolicyRequest{Id: id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := got.Msg; p.Name != "web-only" || p.Enabled || p.Bidirectional || p.Protocol != "tcp" || strings.Join(p.Ports, ",") != "443,8000-8100" {
+		t.Fatalf("after the edit: %v", p)
+	}
+	form.Set("ports", "1-2-3")
+	form.Set("name", "typed-name")
+	r := e.post(t, c, "/policies/"+id, form)
+	if r.status != http.StatusUnprocessableEntity || !strings.Contains(r.body, `value="typed-name"`) || !strings.Contains(r.body, `id="ports-error"`) {
+		t.Fatalf("bad edit: %d %.3000s", r.status, r.body)
+	}
+}
+
+// A peer's page renames it, sets its groups and login expiry, deletes it.
+func TestPeerPage(t *testing.T) {
+	e := newEnv(t, 2)
+	c := e.client(t)
+	token := e.signIn(t, c, e.h.Boot.AdminToken)
+	id := e.h.Agents[0].Self.PeerId
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := e.h.Admin.CreateGroup(ctx, connect.NewRequest(&adminv1.CreateGroupRequest{Name: "servers"})); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []url.Values{
+		{"action": {"rename"}, "name": {"web1"}},
+		{"action": {"groups"}, "groups": {"servers"}},
+		{"action": {"expiry"}},
+	} {
+		f.Set("csrf", token)
+		if r := e.post(t, c, "/peers/"+id, f); r.status != http.StatusSeeOther {
+			t.Fatalf("%v: %d %.500s", f, r.status, r.body)
+		}
+	}
+	p, err := e.h.Admin.GetPeer(ctx, connect.NewRequest(&adminv1.GetPeerRequest{Id: id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Msg.Name != "web1" || !contains(p.Msg.Groups, "servers") || p.Msg.LoginExpirationEnabled {
+		t.Fatalf("peer after the changes: %v", p.Msg)
+	}
+	r := e.post(t, c, "/peers/"+id, url.Values{"csrf": {token}, "action": {"rename"}, "name": {e.h.Agents[1].Name}})
+	if r.status != http.StatusUnprocessableEntity || !regexp.MustCompile(`id="name" name="name" value="`+e.h.Agents[1].Name+`"[^>]*>\s*<p class="field-error"`).MatchString(r.body) {
+		t.Fatalf("taken name: %d %.3000s", r.status, r.body)
+	}
+	if r := e.post(t, c, "/peers/"+id, url.Values{"csrf": {token}, "action": {"delete"}}); r.status != http.StatusSeeOther || r.loc != "/peers?done=Peer+deleted." {
+		t.Fatalf("delete: %d %s", r.status, r.loc)
+	}
+	if _, err := e.h.Admin.GetPeer(ctx, connect.NewRequest(&adminv1.GetPeerRequest{Id: id})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("deleted peer: %v", err)
+	}
+}

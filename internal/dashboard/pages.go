@@ -79,7 +79,7 @@ func (d *Dashboard) peerPost(w http.ResponseWriter, r *http.Request, s *session)
 			return err
 		}
 		p := &page{Form: r.PostForm, Errors: map[string]string{}}
-		if fl := fieldFor(message(err), fields); fl != "" {
+		if fl := fieldFor(message(err), r.PostForm, fields); fl != "" {
 			p.Errors[fl] = message(err)
 		} else {
 			p.Error = message(err)
@@ -234,11 +234,10 @@ func (d *Dashboard) policyPost(w http.ResponseWriter, r *http.Request, s *sessio
 		Sources: &adminv1.StringList{Values: multi(v, "sources")}, Destinations: &adminv1.StringList{Values: multi(v, "destinations")},
 		Protocol: &proto, Ports: &adminv1.StringList{Values: list(v, "ports")}, Bidirectional: &bidi, Enabled: &enabled})
 	if err != nil {
-		pol, gerr := call(ctx, s.token, d.admin.GetPolicy, &adminv1.GetPolicyRequest{Id: id})
-		if gerr != nil {
-			return gerr
-		}
-		return d.showPolicies(w, r, s, "policy", &page{}, pol, err)
+		// The form again as it was typed, with the error.
+		typed := &adminv1.Policy{Id: id, Name: name, Description: desc, Sources: multi(v, "sources"),
+			Destinations: multi(v, "destinations"), Protocol: proto, Ports: list(v, "ports"), Bidirectional: bidi, Enabled: enabled}
+		return d.showPolicies(w, r, s, "policy", &page{}, typed, err)
 	}
 	return redirect(w, r, "/policies", "Policy saved.")
 }
