@@ -1,6 +1,6 @@
 // Package dashboard is meshd's web dashboard: HTML pages, rendered on the
 // server, over control's admin API. Control mounts it on a listener of its
-// own (--dashboard-listen), with control's TLS.
+// own (--dashboard-listen), with control's TLS. Only roles/control imports it.
 //
 // Why server-rendered HTML (html/template) with one small hand-written
 // JavaScript file, all embedded with go:embed: `go build` alone builds it,
