@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # meshd in a container: one static binary on a minimal base.
 #   docker build -t meshd .
-#   docker run -d --name meshd -p 33073:33073/tcp -p 3478:3478/udp -p 3478:3478/tcp \
+#   docker run -d --name meshd -p 33073:33073/tcp -p 8443:8443/tcp -p 3478:3478/udp -p 3478:3478/tcp \
 #     -p 49152-49300:49152-49300/udp -v meshd-data:/var/lib/meshd \
 #     meshd all --data /var/lib/meshd --public-url https://vpn.example.org:33073 \
 #     --relay-ports 49152-49300 --relay-ip 203.0.113.10
@@ -26,6 +26,6 @@ FROM gcr.io/distroless/static-debian12 AS run
 COPY --from=build /out/meshd /usr/local/bin/meshd
 # The server's state lives here; mount a volume to keep it across upgrades.
 VOLUME ["/var/lib/meshd"]
-EXPOSE 33073/tcp 3478/udp 3478/tcp 49152-49300/udp
+EXPOSE 33073/tcp 8443/tcp 3478/udp 3478/tcp 49152-49300/udp
 ENTRYPOINT ["/usr/local/bin/meshd"]
 CMD ["all", "--data", "/var/lib/meshd"]

@@ -74,6 +74,8 @@ type harness struct {
 	bus *bus
 	// core, when set, also receives the logs of the engines started next.
 	core zapcore.Core
+	// wrap, when set, wraps the control clients of the engines started next.
+	wrap func(Control) Control
 }
 
 func newHarness(tb testing.TB) *harness {
@@ -119,7 +121,7 @@ func (h *harness) start(dir, setupKey string, block bool) *node {
 			n.mu.Unlock()
 			return d, nil
 		},
-		Clients:         fakeClients(h.hub, h.bus),
+		Clients:         h.clients(),
 		Path:            fastPath,
 		IncludeLoopback: true,
 		Log:             h.logger(tb).Named(filepath.Base(filepath.Dir(dir))),
@@ -133,6 +135,20 @@ func (h *harness) start(dir, setupKey string, block bool) *node {
 	go func() { defer close(n.done); e.Run(ctx) }()
 	tb.Cleanup(n.stop)
 	return n
+}
+
+func (h *harness) clients() Clients {
+	c := fakeClients(h.hub, h.bus)
+	if wrap, ctl := h.wrap, c.Control; wrap != nil {
+		c.Control = func(cfg ControlConfig) (Control, error) {
+			x, err := ctl(cfg)
+			if err != nil {
+				return nil, err
+			}
+			return wrap(x), nil
+		}
+	}
+	return c
 }
 
 // pathTo returns how n's current device sends to peer.

@@ -135,6 +135,7 @@ func (t *tunnel) run(ctx context.Context, setupKey string) error {
 	syncErr := make(chan error, 1)
 	stopSync := t.startSync(ctx, t.ctl, syncErr)
 	defer func() { stopSync() }()
+	defer t.startPathReports(ctx)()
 
 	statsTick := time.NewTicker(statsInterval)
 	defer statsTick.Stop()

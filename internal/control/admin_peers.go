@@ -108,7 +108,7 @@ func (a *account) peerMsg(p *store.Peer, now time.Time) *adminv1.Peer {
 		PublicKey: p.PublicKey, Hostname: p.Hostname, Os: p.OS, Version: p.Version,
 		Groups: append([]string{a.all.Name}, a.groupNames(p.Groups)...), Online: a.online[p.ID] > 0,
 		LastSeen: ts(p.LastSeen), LoginExpirationEnabled: p.LoginExpirationEnabled, LoginExpires: ts(exp),
-		Ephemeral: p.Ephemeral, Created: ts(p.Created), SetupKeyId: p.SetupKeyID}
+		Ephemeral: p.Ephemeral, Created: ts(p.Created), SetupKeyId: p.SetupKeyID, Paths: a.pathsOf(p, now)}
 }
 
 func (a *account) listPeers(ctx context.Context, actor string, m *adminv1.ListPeersRequest) (*adminv1.ListPeersResponse, error) {

@@ -26,7 +26,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	adminv1 "meshd/api/admin/v1"
-	"meshd/api/admin/v1/adminv1connect"
 	controlv1 "meshd/api/control/v1"
 	"meshd/api/control/v1/controlv1connect"
 	"meshd/internal/keys"
@@ -123,6 +122,8 @@ type Service struct {
 	mu       sync.RWMutex
 	accounts []*account
 	tokens   map[string]*store.AdminToken // string(hash) → token
+
+	paths pathStore // the agents' latest path reports
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -269,9 +270,7 @@ type Mux interface {
 func (s *Service) Mount(m Mux) {
 	m.Handle(controlv1connect.NewControlServiceHandler(&peerAPI{s},
 		server.ReadLimit(peerReadMaxBytes, newFastGzip), connect.WithCompressMinBytes(compressMinBytes), s.m.interceptor()))
-	path, h := adminv1connect.NewAdminServiceHandler(&adminAPI{s},
-		server.ReadLimit(adminReadMaxBytes, nil), connect.WithInterceptors(&adminAuth{s}))
-	m.Handle(path, s.authenticateFirst(h))
+	m.Handle(s.AdminHandler())
 }
 
 // Only large maps (64 KiB and more: hundreds of peers, where bytes start to

@@ -19,6 +19,7 @@ const (
 	PurposeLogin  = "meshd/login"
 	PurposeSync   = "meshd/sync"
 	PurposeSignal = "meshd/signal"
+	PurposePaths  = "meshd/paths"
 )
 
 var (

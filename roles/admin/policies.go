@@ -151,6 +151,7 @@ func policiesCmd() *cli.Command {
 				}
 				return s.deleted("policy", id)
 			})},
+			checkCmd(),
 		},
 	}
 }

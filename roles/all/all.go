@@ -62,7 +62,7 @@ func flags() []cli.Flag {
 	}
 	fs = append(fs, signal.Flags()...)
 	fs = append(fs, relay.Flags()...)
-	fs = append(fs, cliutil.MetricsFlag("127.0.0.1:9181"))
+	fs = append(fs, cliutil.MetricsFlag("127.0.0.1:9181"), control.DashboardFlag())
 	return append(fs, cliutil.LogFlags()...)
 }
 
@@ -189,6 +189,14 @@ func run(c *cli.Context) error {
 		return cliutil.Exit(1, "all: %v", err)
 	}
 
+	dashDone, err := control.StartDashboard(ctx, c, ctl.Service, tlsConfig, ctlCfg.PublicURL, log, c.App.Writer)
+	if err != nil {
+		stop()
+		httpLn.Close()
+		rel.Close()
+		<-metricsDone
+		return cliutil.Exit(1, "all: %v", err)
+	}
 	control.PrintJoin(c.App.Writer, ctl.Boot, dataDir)
 	log.Info("meshd all is up",
 		zap.String("public_url", ctlCfg.PublicURL),
@@ -207,6 +215,9 @@ func run(c *cli.Context) error {
 	})
 	err = g.Wait()
 	stop()
+	if derr := <-dashDone; err == nil && derr != nil {
+		err = derr
+	}
 	if merr := <-metricsDone; err == nil && merr != nil {
 		err = merr
 	}

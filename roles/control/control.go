@@ -212,7 +212,8 @@ func Command() *cli.Command {
 		Description: "Control registers peers (setup keys), keeps the account's groups, policies, routes and DNS,\n" +
 			"and streams each peer its network map. The first start creates the network and prints the\n" +
 			"line that joins a machine. `meshd all` includes it.",
-		Flags:  append(append(cliutil.ServerFlags(DefaultListen), append(Flags(), cliutil.MetricsFlag("127.0.0.1:9181"))...), cliutil.LogFlags()...),
+		Flags: append(append(cliutil.ServerFlags(DefaultListen), append(Flags(), cliutil.MetricsFlag("127.0.0.1:9181"), DashboardFlag())...),
+			cliutil.LogFlags()...),
 		Action: run,
 	}
 }
@@ -276,10 +277,21 @@ func run(c *cli.Context) error {
 		ctl.Close()
 		return cliutil.Exit(1, "control: %v", err)
 	}
+	dashDone, err := StartDashboard(ctx, c, ctl.Service, tlsConfig, cfg.PublicURL, log, c.App.Writer)
+	if err != nil {
+		stop()
+		ln.Close()
+		<-metricsDone
+		ctl.Close()
+		return cliutil.Exit(1, "control: %v", err)
+	}
 	PrintJoin(c.App.Writer, ctl.Boot, cfg.DataDir)
 	fmt.Fprintf(c.App.Writer, "signal ticket key (for meshd signal --control-key): %s\n", ctl.Service.TicketKeyString())
 	err = srv.Serve(ctx, ln)
 	stop()
+	if derr := <-dashDone; err == nil && derr != nil {
+		err = derr
+	}
 	if merr := <-metricsDone; err == nil && merr != nil {
 		err = merr
 	}

@@ -211,6 +211,201 @@ func (Reason) EnumDescriptor() ([]byte, []int) {
 	return file_api_control_v1_control_proto_rawDescGZIP(), []int{2}
 }
 
+type ReportPathsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Proof *Proof                 `protobuf:"bytes,1,opt,name=proof,proto3" json:"proof,omitempty"`
+	// At most one entry per peer of the map; control drops the rest.
+	Paths         []*PathReport `protobuf:"bytes,2,rep,name=paths,proto3" json:"paths,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportPathsRequest) Reset() {
+	*x = ReportPathsRequest{}
+	mi := &file_api_control_v1_control_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportPathsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportPathsRequest) ProtoMessage() {}
+
+func (x *ReportPathsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_control_v1_control_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportPathsRequest.ProtoReflect.Descriptor instead.
+func (*ReportPathsRequest) Descriptor() ([]byte, []int) {
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ReportPathsRequest) GetProof() *Proof {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
+}
+
+func (x *ReportPathsRequest) GetPaths() []*PathReport {
+	if x != nil {
+		return x.Paths
+	}
+	return nil
+}
+
+type ReportPathsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportPathsResponse) Reset() {
+	*x = ReportPathsResponse{}
+	mi := &file_api_control_v1_control_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportPathsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportPathsResponse) ProtoMessage() {}
+
+func (x *ReportPathsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_control_v1_control_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportPathsResponse.ProtoReflect.Descriptor instead.
+func (*ReportPathsResponse) Descriptor() ([]byte, []int) {
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{1}
+}
+
+// PathReport is how the reporting peer reaches one other peer.
+type PathReport struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	PublicKey string                 `protobuf:"bytes,1,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"` // the other peer's WireGuard key
+	// "connected", "connecting" or "idle".
+	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// "direct" or "relayed"; empty when not connected.
+	Path string `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	// ICE candidate kinds of the pair in use: host, srflx, prflx, relay.
+	LocalKind  string `protobuf:"bytes,4,opt,name=local_kind,json=localKind,proto3" json:"local_kind,omitempty"`
+	RemoteKind string `protobuf:"bytes,5,opt,name=remote_kind,json=remoteKind,proto3" json:"remote_kind,omitempty"`
+	// The relay's address (host:port) when relayed.
+	Relay     string  `protobuf:"bytes,6,opt,name=relay,proto3" json:"relay,omitempty"`
+	LatencyMs float64 `protobuf:"fixed64,7,opt,name=latency_ms,json=latencyMs,proto3" json:"latency_ms,omitempty"`
+	// Why the peer is not on a direct path, when the agent knows.
+	Reason        string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PathReport) Reset() {
+	*x = PathReport{}
+	mi := &file_api_control_v1_control_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PathReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PathReport) ProtoMessage() {}
+
+func (x *PathReport) ProtoReflect() protoreflect.Message {
+	mi := &file_api_control_v1_control_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PathReport.ProtoReflect.Descriptor instead.
+func (*PathReport) Descriptor() ([]byte, []int) {
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PathReport) GetPublicKey() string {
+	if x != nil {
+		return x.PublicKey
+	}
+	return ""
+}
+
+func (x *PathReport) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *PathReport) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *PathReport) GetLocalKind() string {
+	if x != nil {
+		return x.LocalKind
+	}
+	return ""
+}
+
+func (x *PathReport) GetRemoteKind() string {
+	if x != nil {
+		return x.RemoteKind
+	}
+	return ""
+}
+
+func (x *PathReport) GetRelay() string {
+	if x != nil {
+		return x.Relay
+	}
+	return ""
+}
+
+func (x *PathReport) GetLatencyMs() float64 {
+	if x != nil {
+		return x.LatencyMs
+	}
+	return 0
+}
+
+func (x *PathReport) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type ChallengeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -219,7 +414,7 @@ type ChallengeRequest struct {
 
 func (x *ChallengeRequest) Reset() {
 	*x = ChallengeRequest{}
-	mi := &file_api_control_v1_control_proto_msgTypes[0]
+	mi := &file_api_control_v1_control_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -231,7 +426,7 @@ func (x *ChallengeRequest) String() string {
 func (*ChallengeRequest) ProtoMessage() {}
 
 func (x *ChallengeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[0]
+	mi := &file_api_control_v1_control_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -244,7 +439,7 @@ func (x *ChallengeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChallengeRequest.ProtoReflect.Descriptor instead.
 func (*ChallengeRequest) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{0}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{3}
 }
 
 type ChallengeResponse struct {
@@ -260,7 +455,7 @@ type ChallengeResponse struct {
 
 func (x *ChallengeResponse) Reset() {
 	*x = ChallengeResponse{}
-	mi := &file_api_control_v1_control_proto_msgTypes[1]
+	mi := &file_api_control_v1_control_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -272,7 +467,7 @@ func (x *ChallengeResponse) String() string {
 func (*ChallengeResponse) ProtoMessage() {}
 
 func (x *ChallengeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[1]
+	mi := &file_api_control_v1_control_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -285,7 +480,7 @@ func (x *ChallengeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChallengeResponse.ProtoReflect.Descriptor instead.
 func (*ChallengeResponse) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{1}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ChallengeResponse) GetServerPublicKey() []byte {
@@ -324,7 +519,7 @@ type Proof struct {
 
 func (x *Proof) Reset() {
 	*x = Proof{}
-	mi := &file_api_control_v1_control_proto_msgTypes[2]
+	mi := &file_api_control_v1_control_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -336,7 +531,7 @@ func (x *Proof) String() string {
 func (*Proof) ProtoMessage() {}
 
 func (x *Proof) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[2]
+	mi := &file_api_control_v1_control_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -349,7 +544,7 @@ func (x *Proof) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Proof.ProtoReflect.Descriptor instead.
 func (*Proof) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{2}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Proof) GetPublicKey() []byte {
@@ -392,7 +587,7 @@ type PeerMeta struct {
 
 func (x *PeerMeta) Reset() {
 	*x = PeerMeta{}
-	mi := &file_api_control_v1_control_proto_msgTypes[3]
+	mi := &file_api_control_v1_control_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -404,7 +599,7 @@ func (x *PeerMeta) String() string {
 func (*PeerMeta) ProtoMessage() {}
 
 func (x *PeerMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[3]
+	mi := &file_api_control_v1_control_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -417,7 +612,7 @@ func (x *PeerMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMeta.ProtoReflect.Descriptor instead.
 func (*PeerMeta) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{3}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PeerMeta) GetHostname() string {
@@ -453,7 +648,7 @@ type LoginRequest struct {
 
 func (x *LoginRequest) Reset() {
 	*x = LoginRequest{}
-	mi := &file_api_control_v1_control_proto_msgTypes[4]
+	mi := &file_api_control_v1_control_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -465,7 +660,7 @@ func (x *LoginRequest) String() string {
 func (*LoginRequest) ProtoMessage() {}
 
 func (x *LoginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[4]
+	mi := &file_api_control_v1_control_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -478,7 +673,7 @@ func (x *LoginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoginRequest.ProtoReflect.Descriptor instead.
 func (*LoginRequest) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{4}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *LoginRequest) GetProof() *Proof {
@@ -511,7 +706,7 @@ type LoginResponse struct {
 
 func (x *LoginResponse) Reset() {
 	*x = LoginResponse{}
-	mi := &file_api_control_v1_control_proto_msgTypes[5]
+	mi := &file_api_control_v1_control_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -523,7 +718,7 @@ func (x *LoginResponse) String() string {
 func (*LoginResponse) ProtoMessage() {}
 
 func (x *LoginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[5]
+	mi := &file_api_control_v1_control_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -536,7 +731,7 @@ func (x *LoginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoginResponse.ProtoReflect.Descriptor instead.
 func (*LoginResponse) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{5}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LoginResponse) GetSelf() *SelfConfig {
@@ -561,7 +756,7 @@ type SyncRequest struct {
 
 func (x *SyncRequest) Reset() {
 	*x = SyncRequest{}
-	mi := &file_api_control_v1_control_proto_msgTypes[6]
+	mi := &file_api_control_v1_control_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +768,7 @@ func (x *SyncRequest) String() string {
 func (*SyncRequest) ProtoMessage() {}
 
 func (x *SyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[6]
+	mi := &file_api_control_v1_control_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +781,7 @@ func (x *SyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncRequest.ProtoReflect.Descriptor instead.
 func (*SyncRequest) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{6}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SyncRequest) GetProof() *Proof {
@@ -629,7 +824,7 @@ type SyncResponse struct {
 
 func (x *SyncResponse) Reset() {
 	*x = SyncResponse{}
-	mi := &file_api_control_v1_control_proto_msgTypes[7]
+	mi := &file_api_control_v1_control_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -641,7 +836,7 @@ func (x *SyncResponse) String() string {
 func (*SyncResponse) ProtoMessage() {}
 
 func (x *SyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[7]
+	mi := &file_api_control_v1_control_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -654,7 +849,7 @@ func (x *SyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncResponse.ProtoReflect.Descriptor instead.
 func (*SyncResponse) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{7}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SyncResponse) GetMap() *NetworkMap {
@@ -698,7 +893,7 @@ type MapUpdate struct {
 
 func (x *MapUpdate) Reset() {
 	*x = MapUpdate{}
-	mi := &file_api_control_v1_control_proto_msgTypes[8]
+	mi := &file_api_control_v1_control_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -710,7 +905,7 @@ func (x *MapUpdate) String() string {
 func (*MapUpdate) ProtoMessage() {}
 
 func (x *MapUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[8]
+	mi := &file_api_control_v1_control_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -723,7 +918,7 @@ func (x *MapUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapUpdate.ProtoReflect.Descriptor instead.
 func (*MapUpdate) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{8}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MapUpdate) GetSerial() uint64 {
@@ -785,7 +980,7 @@ type NetworkMap struct {
 
 func (x *NetworkMap) Reset() {
 	*x = NetworkMap{}
-	mi := &file_api_control_v1_control_proto_msgTypes[9]
+	mi := &file_api_control_v1_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -797,7 +992,7 @@ func (x *NetworkMap) String() string {
 func (*NetworkMap) ProtoMessage() {}
 
 func (x *NetworkMap) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[9]
+	mi := &file_api_control_v1_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -810,7 +1005,7 @@ func (x *NetworkMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkMap.ProtoReflect.Descriptor instead.
 func (*NetworkMap) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{9}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *NetworkMap) GetSerial() uint64 {
@@ -910,7 +1105,7 @@ type SelfConfig struct {
 
 func (x *SelfConfig) Reset() {
 	*x = SelfConfig{}
-	mi := &file_api_control_v1_control_proto_msgTypes[10]
+	mi := &file_api_control_v1_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1117,7 @@ func (x *SelfConfig) String() string {
 func (*SelfConfig) ProtoMessage() {}
 
 func (x *SelfConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[10]
+	mi := &file_api_control_v1_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1130,7 @@ func (x *SelfConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SelfConfig.ProtoReflect.Descriptor instead.
 func (*SelfConfig) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{10}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SelfConfig) GetPeerId() string {
@@ -1010,7 +1205,7 @@ type RemotePeer struct {
 
 func (x *RemotePeer) Reset() {
 	*x = RemotePeer{}
-	mi := &file_api_control_v1_control_proto_msgTypes[11]
+	mi := &file_api_control_v1_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1217,7 @@ func (x *RemotePeer) String() string {
 func (*RemotePeer) ProtoMessage() {}
 
 func (x *RemotePeer) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[11]
+	mi := &file_api_control_v1_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1230,7 @@ func (x *RemotePeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemotePeer.ProtoReflect.Descriptor instead.
 func (*RemotePeer) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{11}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RemotePeer) GetPublicKey() string {
@@ -1097,7 +1292,7 @@ type PortRange struct {
 
 func (x *PortRange) Reset() {
 	*x = PortRange{}
-	mi := &file_api_control_v1_control_proto_msgTypes[12]
+	mi := &file_api_control_v1_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1304,7 @@ func (x *PortRange) String() string {
 func (*PortRange) ProtoMessage() {}
 
 func (x *PortRange) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[12]
+	mi := &file_api_control_v1_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1317,7 @@ func (x *PortRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortRange.ProtoReflect.Descriptor instead.
 func (*PortRange) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{12}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PortRange) GetStart() uint32 {
@@ -1154,7 +1349,7 @@ type FirewallRule struct {
 
 func (x *FirewallRule) Reset() {
 	*x = FirewallRule{}
-	mi := &file_api_control_v1_control_proto_msgTypes[13]
+	mi := &file_api_control_v1_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1166,7 +1361,7 @@ func (x *FirewallRule) String() string {
 func (*FirewallRule) ProtoMessage() {}
 
 func (x *FirewallRule) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[13]
+	mi := &file_api_control_v1_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1179,7 +1374,7 @@ func (x *FirewallRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FirewallRule.ProtoReflect.Descriptor instead.
 func (*FirewallRule) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{13}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *FirewallRule) GetPeerIp() string {
@@ -1232,7 +1427,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_api_control_v1_control_proto_msgTypes[14]
+	mi := &file_api_control_v1_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1244,7 +1439,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[14]
+	mi := &file_api_control_v1_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1257,7 +1452,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{14}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Route) GetId() string {
@@ -1313,7 +1508,7 @@ type DNSConfig struct {
 
 func (x *DNSConfig) Reset() {
 	*x = DNSConfig{}
-	mi := &file_api_control_v1_control_proto_msgTypes[15]
+	mi := &file_api_control_v1_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1325,7 +1520,7 @@ func (x *DNSConfig) String() string {
 func (*DNSConfig) ProtoMessage() {}
 
 func (x *DNSConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[15]
+	mi := &file_api_control_v1_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1338,7 +1533,7 @@ func (x *DNSConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSConfig.ProtoReflect.Descriptor instead.
 func (*DNSConfig) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{15}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DNSConfig) GetDomain() string {
@@ -1374,7 +1569,7 @@ type NameserverGroup struct {
 
 func (x *NameserverGroup) Reset() {
 	*x = NameserverGroup{}
-	mi := &file_api_control_v1_control_proto_msgTypes[16]
+	mi := &file_api_control_v1_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1386,7 +1581,7 @@ func (x *NameserverGroup) String() string {
 func (*NameserverGroup) ProtoMessage() {}
 
 func (x *NameserverGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[16]
+	mi := &file_api_control_v1_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1399,7 +1594,7 @@ func (x *NameserverGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NameserverGroup.ProtoReflect.Descriptor instead.
 func (*NameserverGroup) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{16}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *NameserverGroup) GetName() string {
@@ -1435,7 +1630,7 @@ type DNSRecord struct {
 
 func (x *DNSRecord) Reset() {
 	*x = DNSRecord{}
-	mi := &file_api_control_v1_control_proto_msgTypes[17]
+	mi := &file_api_control_v1_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1447,7 +1642,7 @@ func (x *DNSRecord) String() string {
 func (*DNSRecord) ProtoMessage() {}
 
 func (x *DNSRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[17]
+	mi := &file_api_control_v1_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1460,7 +1655,7 @@ func (x *DNSRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSRecord.ProtoReflect.Descriptor instead.
 func (*DNSRecord) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{17}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DNSRecord) GetName() string {
@@ -1504,7 +1699,7 @@ type RelayServer struct {
 
 func (x *RelayServer) Reset() {
 	*x = RelayServer{}
-	mi := &file_api_control_v1_control_proto_msgTypes[18]
+	mi := &file_api_control_v1_control_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1516,7 +1711,7 @@ func (x *RelayServer) String() string {
 func (*RelayServer) ProtoMessage() {}
 
 func (x *RelayServer) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[18]
+	mi := &file_api_control_v1_control_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1529,7 +1724,7 @@ func (x *RelayServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayServer.ProtoReflect.Descriptor instead.
 func (*RelayServer) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{18}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RelayServer) GetUrls() []string {
@@ -1570,7 +1765,7 @@ type ErrorDetail struct {
 
 func (x *ErrorDetail) Reset() {
 	*x = ErrorDetail{}
-	mi := &file_api_control_v1_control_proto_msgTypes[19]
+	mi := &file_api_control_v1_control_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1582,7 +1777,7 @@ func (x *ErrorDetail) String() string {
 func (*ErrorDetail) ProtoMessage() {}
 
 func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[19]
+	mi := &file_api_control_v1_control_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1595,7 +1790,7 @@ func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
 func (*ErrorDetail) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{19}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ErrorDetail) GetReason() Reason {
@@ -1609,7 +1804,25 @@ var File_api_control_v1_control_proto protoreflect.FileDescriptor
 
 const file_api_control_v1_control_proto_rawDesc = "" +
 	"\n" +
-	"\x1capi/control/v1/control.proto\x12\x10meshd.control.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n" +
+	"\x1capi/control/v1/control.proto\x12\x10meshd.control.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"w\n" +
+	"\x12ReportPathsRequest\x12-\n" +
+	"\x05proof\x18\x01 \x01(\v2\x17.meshd.control.v1.ProofR\x05proof\x122\n" +
+	"\x05paths\x18\x02 \x03(\v2\x1c.meshd.control.v1.PathReportR\x05paths\"\x15\n" +
+	"\x13ReportPathsResponse\"\xe2\x01\n" +
+	"\n" +
+	"PathReport\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x01 \x01(\tR\tpublicKey\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\x12\x1d\n" +
+	"\n" +
+	"local_kind\x18\x04 \x01(\tR\tlocalKind\x12\x1f\n" +
+	"\vremote_kind\x18\x05 \x01(\tR\n" +
+	"remoteKind\x12\x14\n" +
+	"\x05relay\x18\x06 \x01(\tR\x05relay\x12\x1d\n" +
+	"\n" +
+	"latency_ms\x18\a \x01(\x01R\tlatencyMs\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\"\x12\n" +
 	"\x10ChallengeRequest\"\x93\x01\n" +
 	"\x11ChallengeResponse\x12*\n" +
 	"\x11server_public_key\x18\x01 \x01(\fR\x0fserverPublicKey\x12\x1c\n" +
@@ -1744,11 +1957,12 @@ const file_api_control_v1_control_proto_rawDesc = "" +
 	"\x16REASON_SETUP_KEY_LIMIT\x10\x06\x12\x17\n" +
 	"\x13REASON_PROOF_FAILED\x10\a\x12\x17\n" +
 	"\x13REASON_PEER_UNKNOWN\x10\b\x12\x17\n" +
-	"\x13REASON_NETWORK_FULL\x10\t2\xf9\x01\n" +
+	"\x13REASON_NETWORK_FULL\x10\t2\xd5\x02\n" +
 	"\x0eControlService\x12T\n" +
 	"\tChallenge\x12\".meshd.control.v1.ChallengeRequest\x1a#.meshd.control.v1.ChallengeResponse\x12H\n" +
 	"\x05Login\x12\x1e.meshd.control.v1.LoginRequest\x1a\x1f.meshd.control.v1.LoginResponse\x12G\n" +
-	"\x04Sync\x12\x1d.meshd.control.v1.SyncRequest\x1a\x1e.meshd.control.v1.SyncResponse0\x01B Z\x1emeshd/api/control/v1;controlv1b\x06proto3"
+	"\x04Sync\x12\x1d.meshd.control.v1.SyncRequest\x1a\x1e.meshd.control.v1.SyncResponse0\x01\x12Z\n" +
+	"\vReportPaths\x12$.meshd.control.v1.ReportPathsRequest\x1a%.meshd.control.v1.ReportPathsResponseB Z\x1emeshd/api/control/v1;controlv1b\x06proto3"
 
 var (
 	file_api_control_v1_control_proto_rawDescOnce sync.Once
@@ -1763,69 +1977,76 @@ func file_api_control_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_api_control_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_api_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_api_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_api_control_v1_control_proto_goTypes = []any{
 	(Direction)(0),                // 0: meshd.control.v1.Direction
 	(Protocol)(0),                 // 1: meshd.control.v1.Protocol
 	(Reason)(0),                   // 2: meshd.control.v1.Reason
-	(*ChallengeRequest)(nil),      // 3: meshd.control.v1.ChallengeRequest
-	(*ChallengeResponse)(nil),     // 4: meshd.control.v1.ChallengeResponse
-	(*Proof)(nil),                 // 5: meshd.control.v1.Proof
-	(*PeerMeta)(nil),              // 6: meshd.control.v1.PeerMeta
-	(*LoginRequest)(nil),          // 7: meshd.control.v1.LoginRequest
-	(*LoginResponse)(nil),         // 8: meshd.control.v1.LoginResponse
-	(*SyncRequest)(nil),           // 9: meshd.control.v1.SyncRequest
-	(*SyncResponse)(nil),          // 10: meshd.control.v1.SyncResponse
-	(*MapUpdate)(nil),             // 11: meshd.control.v1.MapUpdate
-	(*NetworkMap)(nil),            // 12: meshd.control.v1.NetworkMap
-	(*SelfConfig)(nil),            // 13: meshd.control.v1.SelfConfig
-	(*RemotePeer)(nil),            // 14: meshd.control.v1.RemotePeer
-	(*PortRange)(nil),             // 15: meshd.control.v1.PortRange
-	(*FirewallRule)(nil),          // 16: meshd.control.v1.FirewallRule
-	(*Route)(nil),                 // 17: meshd.control.v1.Route
-	(*DNSConfig)(nil),             // 18: meshd.control.v1.DNSConfig
-	(*NameserverGroup)(nil),       // 19: meshd.control.v1.NameserverGroup
-	(*DNSRecord)(nil),             // 20: meshd.control.v1.DNSRecord
-	(*RelayServer)(nil),           // 21: meshd.control.v1.RelayServer
-	(*ErrorDetail)(nil),           // 22: meshd.control.v1.ErrorDetail
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*ReportPathsRequest)(nil),    // 3: meshd.control.v1.ReportPathsRequest
+	(*ReportPathsResponse)(nil),   // 4: meshd.control.v1.ReportPathsResponse
+	(*PathReport)(nil),            // 5: meshd.control.v1.PathReport
+	(*ChallengeRequest)(nil),      // 6: meshd.control.v1.ChallengeRequest
+	(*ChallengeResponse)(nil),     // 7: meshd.control.v1.ChallengeResponse
+	(*Proof)(nil),                 // 8: meshd.control.v1.Proof
+	(*PeerMeta)(nil),              // 9: meshd.control.v1.PeerMeta
+	(*LoginRequest)(nil),          // 10: meshd.control.v1.LoginRequest
+	(*LoginResponse)(nil),         // 11: meshd.control.v1.LoginResponse
+	(*SyncRequest)(nil),           // 12: meshd.control.v1.SyncRequest
+	(*SyncResponse)(nil),          // 13: meshd.control.v1.SyncResponse
+	(*MapUpdate)(nil),             // 14: meshd.control.v1.MapUpdate
+	(*NetworkMap)(nil),            // 15: meshd.control.v1.NetworkMap
+	(*SelfConfig)(nil),            // 16: meshd.control.v1.SelfConfig
+	(*RemotePeer)(nil),            // 17: meshd.control.v1.RemotePeer
+	(*PortRange)(nil),             // 18: meshd.control.v1.PortRange
+	(*FirewallRule)(nil),          // 19: meshd.control.v1.FirewallRule
+	(*Route)(nil),                 // 20: meshd.control.v1.Route
+	(*DNSConfig)(nil),             // 21: meshd.control.v1.DNSConfig
+	(*NameserverGroup)(nil),       // 22: meshd.control.v1.NameserverGroup
+	(*DNSRecord)(nil),             // 23: meshd.control.v1.DNSRecord
+	(*RelayServer)(nil),           // 24: meshd.control.v1.RelayServer
+	(*ErrorDetail)(nil),           // 25: meshd.control.v1.ErrorDetail
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
 }
 var file_api_control_v1_control_proto_depIdxs = []int32{
-	23, // 0: meshd.control.v1.ChallengeResponse.expires:type_name -> google.protobuf.Timestamp
-	5,  // 1: meshd.control.v1.LoginRequest.proof:type_name -> meshd.control.v1.Proof
-	6,  // 2: meshd.control.v1.LoginRequest.meta:type_name -> meshd.control.v1.PeerMeta
-	13, // 3: meshd.control.v1.LoginResponse.self:type_name -> meshd.control.v1.SelfConfig
-	5,  // 4: meshd.control.v1.SyncRequest.proof:type_name -> meshd.control.v1.Proof
-	6,  // 5: meshd.control.v1.SyncRequest.meta:type_name -> meshd.control.v1.PeerMeta
-	12, // 6: meshd.control.v1.SyncResponse.map:type_name -> meshd.control.v1.NetworkMap
-	11, // 7: meshd.control.v1.SyncResponse.update:type_name -> meshd.control.v1.MapUpdate
-	14, // 8: meshd.control.v1.MapUpdate.upsert_peers:type_name -> meshd.control.v1.RemotePeer
-	13, // 9: meshd.control.v1.NetworkMap.self:type_name -> meshd.control.v1.SelfConfig
-	14, // 10: meshd.control.v1.NetworkMap.peers:type_name -> meshd.control.v1.RemotePeer
-	16, // 11: meshd.control.v1.NetworkMap.firewall_rules:type_name -> meshd.control.v1.FirewallRule
-	17, // 12: meshd.control.v1.NetworkMap.routes:type_name -> meshd.control.v1.Route
-	18, // 13: meshd.control.v1.NetworkMap.dns:type_name -> meshd.control.v1.DNSConfig
-	21, // 14: meshd.control.v1.NetworkMap.relays:type_name -> meshd.control.v1.RelayServer
-	23, // 15: meshd.control.v1.SelfConfig.login_expires:type_name -> google.protobuf.Timestamp
-	23, // 16: meshd.control.v1.RemotePeer.last_seen:type_name -> google.protobuf.Timestamp
-	0,  // 17: meshd.control.v1.FirewallRule.direction:type_name -> meshd.control.v1.Direction
-	1,  // 18: meshd.control.v1.FirewallRule.protocol:type_name -> meshd.control.v1.Protocol
-	15, // 19: meshd.control.v1.FirewallRule.ports:type_name -> meshd.control.v1.PortRange
-	19, // 20: meshd.control.v1.DNSConfig.nameserver_groups:type_name -> meshd.control.v1.NameserverGroup
-	20, // 21: meshd.control.v1.DNSConfig.records:type_name -> meshd.control.v1.DNSRecord
-	23, // 22: meshd.control.v1.RelayServer.expires:type_name -> google.protobuf.Timestamp
-	2,  // 23: meshd.control.v1.ErrorDetail.reason:type_name -> meshd.control.v1.Reason
-	3,  // 24: meshd.control.v1.ControlService.Challenge:input_type -> meshd.control.v1.ChallengeRequest
-	7,  // 25: meshd.control.v1.ControlService.Login:input_type -> meshd.control.v1.LoginRequest
-	9,  // 26: meshd.control.v1.ControlService.Sync:input_type -> meshd.control.v1.SyncRequest
-	4,  // 27: meshd.control.v1.ControlService.Challenge:output_type -> meshd.control.v1.ChallengeResponse
-	8,  // 28: meshd.control.v1.ControlService.Login:output_type -> meshd.control.v1.LoginResponse
-	10, // 29: meshd.control.v1.ControlService.Sync:output_type -> meshd.control.v1.SyncResponse
-	27, // [27:30] is the sub-list for method output_type
-	24, // [24:27] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	8,  // 0: meshd.control.v1.ReportPathsRequest.proof:type_name -> meshd.control.v1.Proof
+	5,  // 1: meshd.control.v1.ReportPathsRequest.paths:type_name -> meshd.control.v1.PathReport
+	26, // 2: meshd.control.v1.ChallengeResponse.expires:type_name -> google.protobuf.Timestamp
+	8,  // 3: meshd.control.v1.LoginRequest.proof:type_name -> meshd.control.v1.Proof
+	9,  // 4: meshd.control.v1.LoginRequest.meta:type_name -> meshd.control.v1.PeerMeta
+	16, // 5: meshd.control.v1.LoginResponse.self:type_name -> meshd.control.v1.SelfConfig
+	8,  // 6: meshd.control.v1.SyncRequest.proof:type_name -> meshd.control.v1.Proof
+	9,  // 7: meshd.control.v1.SyncRequest.meta:type_name -> meshd.control.v1.PeerMeta
+	15, // 8: meshd.control.v1.SyncResponse.map:type_name -> meshd.control.v1.NetworkMap
+	14, // 9: meshd.control.v1.SyncResponse.update:type_name -> meshd.control.v1.MapUpdate
+	17, // 10: meshd.control.v1.MapUpdate.upsert_peers:type_name -> meshd.control.v1.RemotePeer
+	16, // 11: meshd.control.v1.NetworkMap.self:type_name -> meshd.control.v1.SelfConfig
+	17, // 12: meshd.control.v1.NetworkMap.peers:type_name -> meshd.control.v1.RemotePeer
+	19, // 13: meshd.control.v1.NetworkMap.firewall_rules:type_name -> meshd.control.v1.FirewallRule
+	20, // 14: meshd.control.v1.NetworkMap.routes:type_name -> meshd.control.v1.Route
+	21, // 15: meshd.control.v1.NetworkMap.dns:type_name -> meshd.control.v1.DNSConfig
+	24, // 16: meshd.control.v1.NetworkMap.relays:type_name -> meshd.control.v1.RelayServer
+	26, // 17: meshd.control.v1.SelfConfig.login_expires:type_name -> google.protobuf.Timestamp
+	26, // 18: meshd.control.v1.RemotePeer.last_seen:type_name -> google.protobuf.Timestamp
+	0,  // 19: meshd.control.v1.FirewallRule.direction:type_name -> meshd.control.v1.Direction
+	1,  // 20: meshd.control.v1.FirewallRule.protocol:type_name -> meshd.control.v1.Protocol
+	18, // 21: meshd.control.v1.FirewallRule.ports:type_name -> meshd.control.v1.PortRange
+	22, // 22: meshd.control.v1.DNSConfig.nameserver_groups:type_name -> meshd.control.v1.NameserverGroup
+	23, // 23: meshd.control.v1.DNSConfig.records:type_name -> meshd.control.v1.DNSRecord
+	26, // 24: meshd.control.v1.RelayServer.expires:type_name -> google.protobuf.Timestamp
+	2,  // 25: meshd.control.v1.ErrorDetail.reason:type_name -> meshd.control.v1.Reason
+	6,  // 26: meshd.control.v1.ControlService.Challenge:input_type -> meshd.control.v1.ChallengeRequest
+	10, // 27: meshd.control.v1.ControlService.Login:input_type -> meshd.control.v1.LoginRequest
+	12, // 28: meshd.control.v1.ControlService.Sync:input_type -> meshd.control.v1.SyncRequest
+	3,  // 29: meshd.control.v1.ControlService.ReportPaths:input_type -> meshd.control.v1.ReportPathsRequest
+	7,  // 30: meshd.control.v1.ControlService.Challenge:output_type -> meshd.control.v1.ChallengeResponse
+	11, // 31: meshd.control.v1.ControlService.Login:output_type -> meshd.control.v1.LoginResponse
+	13, // 32: meshd.control.v1.ControlService.Sync:output_type -> meshd.control.v1.SyncResponse
+	4,  // 33: meshd.control.v1.ControlService.ReportPaths:output_type -> meshd.control.v1.ReportPathsResponse
+	30, // [30:34] is the sub-list for method output_type
+	26, // [26:30] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_api_control_v1_control_proto_init() }
@@ -1839,7 +2060,7 @@ func file_api_control_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_control_v1_control_proto_rawDesc), len(file_api_control_v1_control_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   20,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

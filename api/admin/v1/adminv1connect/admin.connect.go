@@ -158,6 +158,9 @@ const (
 	// AdminServiceDeleteAdminTokenProcedure is the fully-qualified name of the AdminService's
 	// DeleteAdminToken RPC.
 	AdminServiceDeleteAdminTokenProcedure = "/meshd.admin.v1.AdminService/DeleteAdminToken"
+	// AdminServiceCheckAccessProcedure is the fully-qualified name of the AdminService's CheckAccess
+	// RPC.
+	AdminServiceCheckAccessProcedure = "/meshd.admin.v1.AdminService/CheckAccess"
 )
 
 // AdminServiceClient is a client for the meshd.admin.v1.AdminService service.
@@ -211,6 +214,10 @@ type AdminServiceClient interface {
 	CreateAdminToken(context.Context, *connect.Request[v1.CreateAdminTokenRequest]) (*connect.Response[v1.AdminToken], error)
 	// DeleteAdminToken refuses to delete the account's last token.
 	DeleteAdminToken(context.Context, *connect.Request[v1.DeleteAdminTokenRequest]) (*connect.Response[v1.DeleteAdminTokenResponse], error)
+	// CheckAccess answers "may SOURCE open a connection to DESTINATION on
+	// PROTOCOL/PORT?" from the firewall rules the two peers' agents enforce
+	// under the account's current policies.
+	CheckAccess(context.Context, *connect.Request[v1.CheckAccessRequest]) (*connect.Response[v1.CheckAccessResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the meshd.admin.v1.AdminService service. By
@@ -482,6 +489,12 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("DeleteAdminToken")),
 			connect.WithClientOptions(opts...),
 		),
+		checkAccess: connect.NewClient[v1.CheckAccessRequest, v1.CheckAccessResponse](
+			httpClient,
+			baseURL+AdminServiceCheckAccessProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("CheckAccess")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -530,6 +543,7 @@ type adminServiceClient struct {
 	listAdminTokens       *connect.Client[v1.ListAdminTokensRequest, v1.ListAdminTokensResponse]
 	createAdminToken      *connect.Client[v1.CreateAdminTokenRequest, v1.AdminToken]
 	deleteAdminToken      *connect.Client[v1.DeleteAdminTokenRequest, v1.DeleteAdminTokenResponse]
+	checkAccess           *connect.Client[v1.CheckAccessRequest, v1.CheckAccessResponse]
 }
 
 // GetAccount calls meshd.admin.v1.AdminService.GetAccount.
@@ -747,6 +761,11 @@ func (c *adminServiceClient) DeleteAdminToken(ctx context.Context, req *connect.
 	return c.deleteAdminToken.CallUnary(ctx, req)
 }
 
+// CheckAccess calls meshd.admin.v1.AdminService.CheckAccess.
+func (c *adminServiceClient) CheckAccess(ctx context.Context, req *connect.Request[v1.CheckAccessRequest]) (*connect.Response[v1.CheckAccessResponse], error) {
+	return c.checkAccess.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the meshd.admin.v1.AdminService service.
 type AdminServiceHandler interface {
 	GetAccount(context.Context, *connect.Request[v1.GetAccountRequest]) (*connect.Response[v1.Account], error)
@@ -798,6 +817,10 @@ type AdminServiceHandler interface {
 	CreateAdminToken(context.Context, *connect.Request[v1.CreateAdminTokenRequest]) (*connect.Response[v1.AdminToken], error)
 	// DeleteAdminToken refuses to delete the account's last token.
 	DeleteAdminToken(context.Context, *connect.Request[v1.DeleteAdminTokenRequest]) (*connect.Response[v1.DeleteAdminTokenResponse], error)
+	// CheckAccess answers "may SOURCE open a connection to DESTINATION on
+	// PROTOCOL/PORT?" from the firewall rules the two peers' agents enforce
+	// under the account's current policies.
+	CheckAccess(context.Context, *connect.Request[v1.CheckAccessRequest]) (*connect.Response[v1.CheckAccessResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -1065,6 +1088,12 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("DeleteAdminToken")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceCheckAccessHandler := connect.NewUnaryHandler(
+		AdminServiceCheckAccessProcedure,
+		svc.CheckAccess,
+		connect.WithSchema(adminServiceMethods.ByName("CheckAccess")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/meshd.admin.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceGetAccountProcedure:
@@ -1153,6 +1182,8 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceCreateAdminTokenHandler.ServeHTTP(w, r)
 		case AdminServiceDeleteAdminTokenProcedure:
 			adminServiceDeleteAdminTokenHandler.ServeHTTP(w, r)
+		case AdminServiceCheckAccessProcedure:
+			adminServiceCheckAccessHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -1332,4 +1363,8 @@ func (UnimplementedAdminServiceHandler) CreateAdminToken(context.Context, *conne
 
 func (UnimplementedAdminServiceHandler) DeleteAdminToken(context.Context, *connect.Request[v1.DeleteAdminTokenRequest]) (*connect.Response[v1.DeleteAdminTokenResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.admin.v1.AdminService.DeleteAdminToken is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) CheckAccess(context.Context, *connect.Request[v1.CheckAccessRequest]) (*connect.Response[v1.CheckAccessResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.admin.v1.AdminService.CheckAccess is not implemented"))
 }

@@ -42,6 +42,9 @@ const (
 	ControlServiceLoginProcedure = "/meshd.control.v1.ControlService/Login"
 	// ControlServiceSyncProcedure is the fully-qualified name of the ControlService's Sync RPC.
 	ControlServiceSyncProcedure = "/meshd.control.v1.ControlService/Sync"
+	// ControlServiceReportPathsProcedure is the fully-qualified name of the ControlService's
+	// ReportPaths RPC.
+	ControlServiceReportPathsProcedure = "/meshd.control.v1.ControlService/ReportPaths"
 )
 
 // ControlServiceClient is a client for the meshd.control.v1.ControlService service.
@@ -61,6 +64,11 @@ type ControlServiceClient interface {
 	// never sends updates to an agent that did not ask for them, so agents
 	// older than MapUpdate keep receiving full maps only.
 	Sync(context.Context, *connect.Request[v1.SyncRequest]) (*connect.ServerStreamForClient[v1.SyncResponse], error)
+	// ReportPaths tells control how this peer reaches each other peer, so
+	// that admins see it (the admin API's Peer.paths). An agent reports at
+	// most every 30 seconds; control keeps only the latest report in memory.
+	// The proof's purpose is "meshd/paths".
+	ReportPaths(context.Context, *connect.Request[v1.ReportPathsRequest]) (*connect.Response[v1.ReportPathsResponse], error)
 }
 
 // NewControlServiceClient constructs a client for the meshd.control.v1.ControlService service. By
@@ -92,14 +100,21 @@ func NewControlServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(controlServiceMethods.ByName("Sync")),
 			connect.WithClientOptions(opts...),
 		),
+		reportPaths: connect.NewClient[v1.ReportPathsRequest, v1.ReportPathsResponse](
+			httpClient,
+			baseURL+ControlServiceReportPathsProcedure,
+			connect.WithSchema(controlServiceMethods.ByName("ReportPaths")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // controlServiceClient implements ControlServiceClient.
 type controlServiceClient struct {
-	challenge *connect.Client[v1.ChallengeRequest, v1.ChallengeResponse]
-	login     *connect.Client[v1.LoginRequest, v1.LoginResponse]
-	sync      *connect.Client[v1.SyncRequest, v1.SyncResponse]
+	challenge   *connect.Client[v1.ChallengeRequest, v1.ChallengeResponse]
+	login       *connect.Client[v1.LoginRequest, v1.LoginResponse]
+	sync        *connect.Client[v1.SyncRequest, v1.SyncResponse]
+	reportPaths *connect.Client[v1.ReportPathsRequest, v1.ReportPathsResponse]
 }
 
 // Challenge calls meshd.control.v1.ControlService.Challenge.
@@ -115,6 +130,11 @@ func (c *controlServiceClient) Login(ctx context.Context, req *connect.Request[v
 // Sync calls meshd.control.v1.ControlService.Sync.
 func (c *controlServiceClient) Sync(ctx context.Context, req *connect.Request[v1.SyncRequest]) (*connect.ServerStreamForClient[v1.SyncResponse], error) {
 	return c.sync.CallServerStream(ctx, req)
+}
+
+// ReportPaths calls meshd.control.v1.ControlService.ReportPaths.
+func (c *controlServiceClient) ReportPaths(ctx context.Context, req *connect.Request[v1.ReportPathsRequest]) (*connect.Response[v1.ReportPathsResponse], error) {
+	return c.reportPaths.CallUnary(ctx, req)
 }
 
 // ControlServiceHandler is an implementation of the meshd.control.v1.ControlService service.
@@ -134,6 +154,11 @@ type ControlServiceHandler interface {
 	// never sends updates to an agent that did not ask for them, so agents
 	// older than MapUpdate keep receiving full maps only.
 	Sync(context.Context, *connect.Request[v1.SyncRequest], *connect.ServerStream[v1.SyncResponse]) error
+	// ReportPaths tells control how this peer reaches each other peer, so
+	// that admins see it (the admin API's Peer.paths). An agent reports at
+	// most every 30 seconds; control keeps only the latest report in memory.
+	// The proof's purpose is "meshd/paths".
+	ReportPaths(context.Context, *connect.Request[v1.ReportPathsRequest]) (*connect.Response[v1.ReportPathsResponse], error)
 }
 
 // NewControlServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -161,6 +186,12 @@ func NewControlServiceHandler(svc ControlServiceHandler, opts ...connect.Handler
 		connect.WithSchema(controlServiceMethods.ByName("Sync")),
 		connect.WithHandlerOptions(opts...),
 	)
+	controlServiceReportPathsHandler := connect.NewUnaryHandler(
+		ControlServiceReportPathsProcedure,
+		svc.ReportPaths,
+		connect.WithSchema(controlServiceMethods.ByName("ReportPaths")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/meshd.control.v1.ControlService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ControlServiceChallengeProcedure:
@@ -169,6 +200,8 @@ func NewControlServiceHandler(svc ControlServiceHandler, opts ...connect.Handler
 			controlServiceLoginHandler.ServeHTTP(w, r)
 		case ControlServiceSyncProcedure:
 			controlServiceSyncHandler.ServeHTTP(w, r)
+		case ControlServiceReportPathsProcedure:
+			controlServiceReportPathsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -188,4 +221,8 @@ func (UnimplementedControlServiceHandler) Login(context.Context, *connect.Reques
 
 func (UnimplementedControlServiceHandler) Sync(context.Context, *connect.Request[v1.SyncRequest], *connect.ServerStream[v1.SyncResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("meshd.control.v1.ControlService.Sync is not implemented"))
+}
+
+func (UnimplementedControlServiceHandler) ReportPaths(context.Context, *connect.Request[v1.ReportPathsRequest]) (*connect.Response[v1.ReportPathsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.control.v1.ControlService.ReportPaths is not implemented"))
 }
