@@ -127,6 +127,10 @@ type clusterRouter struct {
 	retryMu sync.Mutex
 	retry   map[string]bool // presence keys whose write failed
 
+	// downUntil (Unix ns): after a failed call, registrations and lookups
+	// do not wait on the store until then; presence waits in retry.
+	downUntil atomic.Int64
+
 	logMu   sync.Mutex
 	lastLog time.Time
 }
@@ -204,7 +208,7 @@ func (r *clusterRouter) hold(key keys.Key, account, pk string, d int) {
 		s.n[pk] = n
 	}
 	if (d > 0 && n == 1) || (d < 0 && n <= 0) {
-		r.writePresence(pk, n > 0)
+		_ = r.writePresence(pk, n > 0, false)
 		typ := byte(recDetached)
 		if n > 0 {
 			typ = recAttached
@@ -221,12 +225,28 @@ func stripeOf(pk string) int {
 	return int(h % 64)
 }
 
-// writePresence writes pk's presence; a failure is retried by retryLoop.
-// The caller holds pk's stripe.
-func (r *clusterRouter) writePresence(pk string, present bool) {
-	ctx, cancel := context.WithTimeout(r.ctx, storeTimeout)
-	err := r.c.SetPresent(ctx, pk, present)
-	cancel()
+// storeDown reports whether a call to the cluster failed within the last
+// retryEvery: a store that is down would otherwise hold every
+// registration and lookup for storeTimeout.
+func (r *clusterRouter) storeDown() bool { return time.Now().UnixNano() < r.downUntil.Load() }
+
+func (r *clusterRouter) storeFailed() { r.downUntil.Store(time.Now().Add(retryEvery).UnixNano()) }
+
+// writePresence writes pk's presence; a failure is retried by retryLoop,
+// and so is a write while the store is down unless probe. The caller
+// holds pk's stripe.
+func (r *clusterRouter) writePresence(pk string, present, probe bool) error {
+	var err error
+	if !probe && r.storeDown() {
+		err = cluster.ErrUnavailable
+	} else {
+		ctx, cancel := context.WithTimeout(r.ctx, storeTimeout)
+		err = r.c.SetPresent(ctx, pk, present)
+		cancel()
+		if err != nil && r.ctx.Err() == nil {
+			r.storeFailed()
+		}
+	}
 	r.retryMu.Lock()
 	if err != nil {
 		r.retry[pk] = true
@@ -237,6 +257,7 @@ func (r *clusterRouter) writePresence(pk string, present bool) {
 	if err != nil {
 		r.warn("cannot record a key's presence; retrying", err)
 	}
+	return err
 }
 
 // retryLoop writes again the presence that could not be written.
@@ -255,11 +276,28 @@ func (r *clusterRouter) retryLoop() {
 			pks = append(pks, pk)
 		}
 		r.retryMu.Unlock()
+		if len(pks) == 0 {
+			continue
+		}
+		// Probe with a read first, holding no stripe: registrations do
+		// not wait on a store that still does not answer.
+		ctx, cancel := context.WithTimeout(r.ctx, storeTimeout)
+		_, err := r.c.Present(ctx, presencePrefix+"probe")
+		cancel()
+		if err != nil {
+			if r.ctx.Err() == nil {
+				r.storeFailed()
+			}
+			continue
+		}
 		for _, pk := range pks {
 			s := &r.stripes[stripeOf(pk)]
 			s.mu.Lock()
-			r.writePresence(pk, s.n[pk] > 0)
+			err := r.writePresence(pk, s.n[pk] > 0, true)
 			s.mu.Unlock()
+			if err != nil {
+				break // still down: the rest waits for the next round
+			}
 		}
 	}
 }
@@ -268,11 +306,14 @@ func (r *clusterRouter) retryLoop() {
 // the cluster forgot this instance (its heartbeats failed for the ttl), it
 // forgot its presence too.
 func (r *clusterRouter) restore() {
+	probe := true // until a write fails: then the rest go to retry at once
 	for i := range r.stripes {
 		s := &r.stripes[i]
 		s.mu.Lock()
 		for pk := range s.n {
-			r.writePresence(pk, true)
+			if r.writePresence(pk, true, probe) != nil {
+				probe = false
+			}
 		}
 		s.mu.Unlock()
 	}
@@ -316,11 +357,17 @@ func (r *clusterRouter) where(ctx context.Context, pk string) []string {
 	if ok && now.Before(c.until) {
 		return c.ids
 	}
-	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
-	ids, err := r.c.Present(ctx, pk)
+	if r.storeDown() {
+		return c.ids
+	}
+	lctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	ids, err := r.c.Present(lctx, pk)
 	cancel()
 	if err != nil {
-		r.warn("cannot look up where a key is present", err)
+		if ctx.Err() == nil && r.ctx.Err() == nil {
+			r.storeFailed()
+			r.warn("cannot look up where a key is present", err)
+		}
 		return c.ids
 	}
 	others := make([]string, 0, len(ids))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -282,4 +283,57 @@ func TestPresenceIsRestoredAfterTheClusterForgot(t *testing.T) {
 	if err := a.Send(ctx(t), b.PublicKey(), []byte("x")); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// downCluster fails every presence call while down is set, as a cluster
+// whose database is unreachable does.
+type downCluster struct {
+	cluster.Cluster
+	down atomic.Bool
+}
+
+func (d *downCluster) SetPresent(ctx context.Context, key string, present bool) error {
+	if d.down.Load() {
+		return fmt.Errorf("presence: %w", cluster.ErrUnavailable)
+	}
+	return d.Cluster.SetPresent(ctx, key, present)
+}
+
+func (d *downCluster) Present(ctx context.Context, key string) ([]string, error) {
+	if d.down.Load() {
+		return nil, fmt.Errorf("presence: %w", cluster.ErrUnavailable)
+	}
+	return d.Cluster.Present(ctx, key)
+}
+
+func TestRegistrationsWorkWhileTheStoreIsDown(t *testing.T) {
+	g := cluster.NewGroup(nil)
+	c0 := &downCluster{Cluster: g.Join()}
+	joined := 0
+	in := signaltest.StartInstances(t, 2, signaltest.Options{}, func(testing.TB) cluster.Cluster {
+		if joined++; joined == 1 {
+			return c0
+		}
+		return g.Join()
+	})
+	a := in[1].Peer(t, signaltest.PeerOptions{})
+	c0.down.Store(true)
+	box := newInbox()
+	b := in[0].Peer(t, signaltest.PeerOptions{OnMessage: box.add})
+	local := in[0].Peer(t, signaltest.PeerOptions{})
+	// Peers of one instance still reach each other.
+	if err := local.Send(ctx(t), b.PublicKey(), []byte("local")); err != nil {
+		t.Fatalf("send on one instance while the store is down: %v", err)
+	}
+	box.wait(t, 1)
+	if err := a.Send(ctx(t), b.PublicKey(), []byte("x")); !errors.Is(err, signalclient.ErrNotConnected) {
+		t.Fatalf("send to a peer whose presence could not be written: %v, want ErrNotConnected", err)
+	}
+	// Once the store is back, the presence is written without a
+	// reconnect.
+	c0.down.Store(false)
+	testutil.WaitFor(t, 10*time.Second, "the peer to be reachable from the other instance", func() bool {
+		return a.Send(ctx(t), b.PublicKey(), []byte("remote")) == nil
+	})
+	box.wait(t, 2)
 }
