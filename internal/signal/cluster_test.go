@@ -13,6 +13,7 @@ import (
 
 	"meshd/internal/cluster"
 	"meshd/internal/keys"
+	"meshd/internal/metricstest"
 	"meshd/internal/seal"
 	"meshd/internal/signal"
 	"meshd/internal/signal/signaltest"
@@ -80,6 +81,10 @@ func TestOfferAnswerAndCandidatesAcrossInstances(t *testing.T) {
 	if s0.RemoteSent != n+1 || s1.RemoteSent != n+1 || s0.RemoteReceived != n+1 || s1.RemoteReceived != n+1 ||
 		s0.RemoteDropped+s1.RemoteDropped+s0.RemoteLost+s1.RemoteLost != 0 {
 		t.Fatalf("stats %+v and %+v", s0, s1)
+	}
+	m := metricstest.Scrape(t, metricstest.Serve(t, in[1].Signal.Metrics()))
+	if got := m.Value(t, "meshd_signal_instance_messages_total", "result", "received"); got != n+1 {
+		t.Fatalf("received from the other instance on /metrics: %g, want %d", got, n+1)
 	}
 }
 
