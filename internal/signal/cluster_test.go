@@ -342,3 +342,48 @@ func TestRegistrationsWorkWhileTheStoreIsDown(t *testing.T) {
 	})
 	box.wait(t, 2)
 }
+
+// lookups counts calls of Present.
+type lookups struct {
+	cluster.Cluster
+	n atomic.Int64
+}
+
+func (l *lookups) Present(ctx context.Context, key string) ([]string, error) {
+	l.n.Add(1)
+	return l.Cluster.Present(ctx, key)
+}
+
+func TestLookupsAreCachedNotMadePerMessage(t *testing.T) {
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	g := cluster.NewGroup(clk.now)
+	c0 := &lookups{Cluster: g.Join()}
+	joined := 0
+	in := signaltest.StartInstances(t, 2, signaltest.Options{Signal: signal.Options{Now: clk.now}}, func(testing.TB) cluster.Cluster {
+		if joined++; joined == 1 {
+			return c0
+		}
+		return g.Join()
+	})
+	box := newInbox()
+	a := in[0].Peer(t, signaltest.PeerOptions{})
+	b := in[1].Peer(t, signaltest.PeerOptions{OnMessage: box.add})
+	const n = 50
+	for i := range n {
+		if err := a.Send(ctx(t), b.PublicKey(), []byte("candidate")); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	box.wait(t, n)
+	if got := c0.n.Load(); got != 1 {
+		t.Fatalf("%d lookups for %d messages to one peer, want 1", got, n)
+	}
+	// The cache expires: the next message looks the key up again.
+	clk.add(time.Minute)
+	if err := a.Send(ctx(t), b.PublicKey(), []byte("candidate")); err != nil {
+		t.Fatal(err)
+	}
+	if got := c0.n.Load(); got != 2 {
+		t.Fatalf("%d lookups after the cache expired, want 2", got)
+	}
+}
