@@ -61,6 +61,9 @@ var (
 		[]string{"reason"}, nil)
 	descBatched = prometheus.NewDesc("meshd_signal_messages_batched_total",
 		"Envelopes that arrived in a batch of several.", nil, nil)
+	descRemote = prometheus.NewDesc("meshd_signal_instance_messages_total",
+		"Envelopes exchanged with other signal instances, by what happened: sent (handed to the recipient's instance), received, dropped (received for a peer that had left or had a full queue), lost (could not be published: the cluster's store was unavailable).",
+		[]string{"result"}, nil)
 )
 
 var _ prometheus.Collector = (*Server)(nil)
@@ -69,7 +72,7 @@ var _ prometheus.Collector = (*Server)(nil)
 // register the Server in a registry shared with other components.
 func (s *Server) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descStreams, descConnected, descRegistrations, descReplaced,
-		descForwarded, descDropped, descBatched} {
+		descForwarded, descDropped, descBatched, descRemote} {
 		ch <- d
 	}
 }
@@ -97,6 +100,10 @@ func (s *Server) Collect(ch chan<- prometheus.Metric) {
 	counter(descDropped, st.TooLarge, "too_large")
 	counter(descDropped, st.Invalid, "invalid")
 	counter(descBatched, st.Batched)
+	counter(descRemote, st.RemoteSent, "sent")
+	counter(descRemote, st.RemoteReceived, "received")
+	counter(descRemote, st.RemoteDropped, "dropped")
+	counter(descRemote, st.RemoteLost, "lost")
 }
 
 // Metrics serves signal's metrics (only these) in the Prometheus text

@@ -92,6 +92,20 @@ func (r *LocalRouter) Route(_ context.Context, account string, to keys.Key, env 
 	return p.m.Offer(env)
 }
 
+// replace ends the mailbox of key if it is of account: a newer stream for
+// the key registered at another instance.
+func (r *LocalRouter) replace(key keys.Key, account string) {
+	r.mu.Lock()
+	p := r.peers[key]
+	if p.m == nil || p.account != account {
+		r.mu.Unlock()
+		return
+	}
+	delete(r.peers, key)
+	r.mu.Unlock()
+	p.m.Replaced()
+}
+
 // Len returns how many peers have a mailbox.
 func (r *LocalRouter) Len() int {
 	r.mu.RLock()

@@ -9,9 +9,11 @@
 // large, rate limited, queue full). Signal never reads a payload (they are
 // sealed end to end with internal/seal) and stores nothing.
 //
-// Forwarding sits behind Router, so that several signal instances can share
-// routing later; LocalRouter is the in-memory one. Only roles/signal
-// and roles/all import it; agents use internal/signalclient.
+// Forwarding sits behind Router. By default several signal instances share
+// routing through a cluster.Cluster (cluster.go): a peer reaches peers
+// registered at any instance. LocalRouter is the in-memory core of one
+// instance. Only roles/signal and roles/all import it; agents use
+// internal/signalclient.
 package signal
 
 import (
@@ -30,6 +32,7 @@ import (
 
 	signalv1 "meshd/api/signal/v1"
 	"meshd/api/signal/v1/signalv1connect"
+	"meshd/internal/cluster"
 	"meshd/internal/keys"
 	"meshd/internal/seal"
 	"meshd/internal/server"
@@ -77,7 +80,14 @@ type Options struct {
 	// attempts beyond it are refused with ResourceExhausted.
 	RegisterRate  float64
 	RegisterBurst int
-	// Router forwards envelopes; default a new LocalRouter.
+	// Cluster connects this instance to the other signal instances of the
+	// network: keys registered here are present in it, and envelopes for
+	// keys registered elsewhere go over its bus. Nil: a cluster of this
+	// instance alone (cluster.Local), owned and closed by the Server. A
+	// given one is the caller's to close, after the Server.
+	Cluster cluster.Cluster
+	// Router forwards envelopes; default one over Cluster. A Router set
+	// here replaces it (and Cluster is not used).
 	Router Router
 	// Now is the clock for challenges and rate limits; default time.Now.
 	Now func() time.Time
@@ -111,9 +121,6 @@ func (o Options) withDefaults() Options {
 	if o.RegisterBurst <= 0 {
 		o.RegisterBurst = DefaultRegisterBurst
 	}
-	if o.Router == nil {
-		o.Router = NewLocalRouter()
-	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -132,13 +139,18 @@ type Server struct {
 	sources    *sources
 	refused    refusals // why keys were last refused
 
-	mu      sync.Mutex
-	closed  bool
-	streams map[*stream]struct{}
-	wg      sync.WaitGroup // handlers
+	mu        sync.Mutex
+	closed    bool
+	closeOnce sync.Once
+	streams   map[*stream]struct{}
+	wg        sync.WaitGroup // handlers
 
-	stats counters
-	m     metrics // what Stats does not keep, for Prometheus
+	stats  counters
+	remote remoteCounters
+	m      metrics // what Stats does not keep, for Prometheus
+
+	cr         *clusterRouter  // nil when Options.Router was given
+	ownCluster cluster.Cluster // made by New, closed by Close
 }
 
 // New returns a Server with a fresh Curve25519 key for registration proofs.
@@ -149,7 +161,7 @@ func New(opts Options) *Server {
 		// crypto/rand does not fail on the systems we run on.
 		panic("signal: " + err.Error())
 	}
-	return &Server{
+	s := &Server{
 		opts:       opts,
 		log:        opts.Log,
 		priv:       priv,
@@ -158,6 +170,25 @@ func New(opts Options) *Server {
 		limits:     newLimiters(opts.RatePerSecond, opts.Burst),
 		sources:    newSources(opts.RegisterRate, opts.RegisterBurst),
 		streams:    make(map[*stream]struct{}),
+	}
+	if s.opts.Router == nil {
+		if s.opts.Cluster == nil {
+			s.ownCluster = cluster.Local()
+			s.opts.Cluster = s.ownCluster
+		}
+		s.cr = newClusterRouter(s.opts.Cluster, s.log, s.opts.Now, &s.remote)
+		s.opts.Router = s.cr
+	}
+	return s
+}
+
+// RestorePresence records again every key registered here as present in
+// the cluster. Whoever runs this replica's heartbeats calls it when a
+// heartbeat succeeds after failing: the cluster may have forgotten this
+// replica, and its presence with it, meanwhile.
+func (s *Server) RestorePresence() {
+	if s.cr != nil {
+		s.cr.restore()
 	}
 }
 
@@ -225,6 +256,15 @@ func (s *Server) Close() error {
 		st.end(errShuttingDown)
 	}
 	s.wg.Wait()
+	s.closeOnce.Do(func() {
+		// The streams' detaches have cleared their presence.
+		if s.cr != nil {
+			s.cr.close()
+		}
+		if s.ownCluster != nil {
+			_ = s.ownCluster.Close()
+		}
+	})
 	return nil
 }
 
@@ -267,6 +307,13 @@ type Stats struct {
 	// Batched counts envelopes that came in a ClientBatch.
 	Batched uint64
 
+	// RemoteSent counts envelopes handed to other signal instances,
+	// RemoteReceived those that came from them, RemoteDropped those of
+	// them whose recipient had left or had a full queue here, and
+	// RemoteLost those that could not be published (the cluster's store
+	// was unavailable).
+	RemoteSent, RemoteReceived, RemoteDropped, RemoteLost uint64
+
 	// TicketRefused and SourceLimited count the registrations refused for
 	// a missing, invalid or expired ticket, and for a source over its
 	// rate (both are in Refused too).
@@ -308,6 +355,8 @@ func (s *Server) Stats() Stats {
 		Batched:      c.batched.Load(),
 	}
 	st.TicketRefused, st.SourceLimited = c.ticketRefused.Load(), c.sourceLimited.Load()
+	r := &s.remote
+	st.RemoteSent, st.RemoteReceived, st.RemoteDropped, st.RemoteLost = r.sent.Load(), r.received.Load(), r.dropped.Load(), r.lost.Load()
 	return st
 }
 

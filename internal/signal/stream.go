@@ -538,6 +538,8 @@ func (s *Server) forward(st *stream, env *signalv1.Envelope) answer {
 			}
 		case signalv1.DeliveryStatus_DELIVERY_STATUS_QUEUE_FULL:
 			msg = "peer's queue is full (it is not reading); retry later"
+		case signalv1.DeliveryStatus_DELIVERY_STATUS_TOO_LARGE:
+			msg = fmt.Sprintf("envelope: sealed payload is %d bytes; the peer is registered at another signal instance, where the limit is %d", len(env.Sealed), MaxRemoteMessageBytes)
 		}
 	}
 	s.stats.count(status)

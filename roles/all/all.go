@@ -24,6 +24,7 @@ import (
 
 	adminv1 "meshd/api/admin/v1"
 	"meshd/internal/cliutil"
+	"meshd/internal/cluster"
 	"meshd/internal/server"
 	natsignal "meshd/internal/signal"
 	"meshd/internal/tlsconf"
@@ -142,6 +143,18 @@ func run(c *cli.Context) error {
 		rel *natrelay.Server
 	)
 	ctlCfg.Status = func(st *adminv1.ServerStatus) { fillStatus(st, sig, rel, ctlCfg.RelayURLs) }
+
+	// The replicas of the network: this process alone. A shared store
+	// (store/pgcluster) goes here; control's replica heartbeats cover
+	// signal's presence too, so signal runs none (sigCfg.Heartbeat 0).
+	clu := cluster.Local()
+	defer func() {
+		if sig != nil {
+			_ = sig.Close() // its streams' presence goes first
+		}
+		_ = clu.Close()
+	}()
+	sigCfg.Cluster = clu
 
 	ctx, stop := cliutil.SignalContext(c.Context)
 	defer stop()

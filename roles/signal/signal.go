@@ -17,9 +17,11 @@ import (
 	"go.uber.org/zap"
 
 	"meshd/internal/cliutil"
+	"meshd/internal/cluster"
 	"meshd/internal/server"
 	"meshd/internal/signal"
 	"meshd/internal/tlsconf"
+	"meshd/internal/version"
 )
 
 // DefaultListen is where `meshd signal` listens alone.
@@ -37,6 +39,18 @@ type Config struct {
 	// only keys with a ticket it signed may register. `meshd signal` takes
 	// it as --control-key, roles/all from its control in-process.
 	ControlKey ed25519.PublicKey
+
+	// Cluster joins this signal to the network's other signal instances:
+	// peers registered at any of them reach each other. Nil: this
+	// instance alone. Whoever made it closes it, after ctx ends.
+	Cluster cluster.Cluster
+	// Heartbeat, with Cluster, makes signal record this replica as alive
+	// every interval (a standalone `meshd signal`). Zero: someone else
+	// does (`meshd all`: control's heartbeats cover the process).
+	Heartbeat time.Duration
+	// Replica describes this process in those heartbeats (SignalURL,
+	// Version; the ID is the cluster's).
+	Replica cluster.Replica
 }
 
 // controlKeyFlag is `meshd signal`'s alone: roles/all has its control's.
@@ -92,7 +106,14 @@ func Start(ctx context.Context, cfg Config, srv *server.Server, log *zap.Logger)
 		Burst:             cfg.Burst,
 		QueueLen:          cfg.QueueLen,
 		HeartbeatInterval: cfg.HeartbeatInterval,
+		Cluster:           cfg.Cluster,
 	})
+	if cfg.Cluster != nil && cfg.Heartbeat > 0 {
+		if err := startHeartbeats(ctx, cfg, sig, log.Named("signal")); err != nil {
+			_ = sig.Close()
+			return nil, err
+		}
+	}
 	sig.Mount(srv)
 	context.AfterFunc(ctx, func() { _ = sig.Close() })
 	return sig, nil
@@ -145,6 +166,13 @@ func run(c *cli.Context) error {
 			fmt.Fprintf(c.App.Writer, "signal TLS pin (self-signed certificate): %s\n", ts.Pin)
 		}
 	}
+	// This instance alone. A shared store (store/pgcluster) goes here to
+	// join the network's other signal instances, with cfg.Replica.SignalURL
+	// set to this signal's public URL.
+	clu := cluster.Local()
+	defer clu.Close()
+	cfg.Cluster, cfg.Heartbeat = clu, DefaultHeartbeat
+	cfg.Replica = cluster.Replica{Version: version.String(), Started: time.Now()}
 	ctx, stop := cliutil.SignalContext(c.Context)
 	defer stop()
 	srv := server.New(log, tlsConfig)
