@@ -108,6 +108,12 @@ type Server struct {
 	Data string // --data
 	URL  string // --public-url
 	Join string // the join token it printed
+	// Args are more flags for `meshd all` (e.g. "--store", URL); Start
+	// uses them.
+	Args []string
+	// NoJoinLine: Start waits for the "serving" log line instead of the join
+	// line (a replica that finds the network made by another prints none).
+	NoJoinLine bool
 
 	bin string
 }
@@ -118,32 +124,47 @@ var joinLine = regexp.MustCompile(`meshd agent --join (meshd1_[A-Za-z0-9_\-]+)`)
 // tb when the server does not start.
 func StartServer(ctx context.Context, tb testing.TB, h *Host) *Server {
 	tb.Helper()
-	s := &Server{
+	s := NewServer(tb, h)
+	Must(tb, s.Start(ctx))
+	return s
+}
+
+// NewServer prepares `meshd all` on h with its own data dir; Start runs it.
+func NewServer(tb testing.TB, h *Host) *Server {
+	tb.Helper()
+	return &Server{
 		Host: h,
 		Data: filepath.Join(h.lab.dir, h.Name()+"-data"),
 		URL:  fmt.Sprintf("https://%s:%d", h.IP(), ControlPort),
 		bin:  Binary(tb),
 	}
-	Must(tb, s.Start(ctx))
-	return s
 }
+
+// servingLine is what `meshd all` prints once it serves, join line or not.
+var servingLine = regexp.MustCompile(`(To manage the network here|signal ticket key)`)
 
 // Start (re)starts `meshd all` with the same data dir and waits until it
 // prints the join line.
 func (s *Server) Start(ctx context.Context) error {
 	ip := s.Host.IP().String()
-	p, err := s.Host.Start("meshd-all", s.bin, "all",
+	p, err := s.Host.Start("meshd-all", append([]string{s.bin, "all",
 		"--data", s.Data,
 		"--listen", fmt.Sprintf("%s:%d", ip, ControlPort),
 		"--public-url", s.URL,
 		"--stun-listen", fmt.Sprintf("%s:%d", ip, STUNPort),
-	)
+	}, s.Args...)...)
 	if err != nil {
 		return err
 	}
 	s.Proc = p
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	if s.NoJoinLine {
+		if _, err := p.WaitOutput(ctx, servingLine); err != nil {
+			return fmt.Errorf("meshd all on %s did not start serving: %w", s.Host.Name(), err)
+		}
+		return nil
+	}
 	m, err := p.WaitOutput(ctx, joinLine)
 	if err != nil {
 		return fmt.Errorf("meshd all on %s printed no join line: %w", s.Host.Name(), err)
@@ -158,7 +179,18 @@ func (s *Server) Kill() { s.Proc.Kill() }
 // Admin runs `meshd admin --data DIR NOUN VERB --json ARGS...` on the
 // server's host and returns its standard output.
 func (s *Server) Admin(ctx context.Context, noun, verb string, args ...string) ([]byte, error) {
-	full := append([]string{s.bin, "admin", "--data", s.Data, noun, verb, "--json"}, args...)
+	return s.AdminVia(ctx, "", noun, verb, args...)
+}
+
+// AdminVia is Admin with the token and pin of s's data dir sent to the
+// control at url instead (another replica of the same network); "" is s's
+// own.
+func (s *Server) AdminVia(ctx context.Context, url, noun, verb string, args ...string) ([]byte, error) {
+	full := []string{s.bin, "admin", "--data", s.Data}
+	if url != "" {
+		full = append(full, "--control", url)
+	}
+	full = append(append(full, noun, verb, "--json"), args...)
 	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", s.Host.Namespace()}, full...)...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
