@@ -3916,7 +3916,16 @@ type ServerStatus struct {
 	// Unset when signal runs in another process.
 	Signal *SignalStatus `protobuf:"bytes,5,opt,name=signal,proto3" json:"signal,omitempty"`
 	// Unset when the relay runs in another process.
-	Relay         *RelayStatus `protobuf:"bytes,6,opt,name=relay,proto3" json:"relay,omitempty"`
+	Relay *RelayStatus `protobuf:"bytes,6,opt,name=relay,proto3" json:"relay,omitempty"`
+	// The replica that answered.
+	ReplicaId string `protobuf:"bytes,7,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	// Whether that replica's database answers; while it does not, the
+	// replica serves its streams from memory and refuses changes.
+	StoreAvailable bool                   `protobuf:"varint,8,opt,name=store_available,json=storeAvailable,proto3" json:"store_available,omitempty"`
+	StoreError     string                 `protobuf:"bytes,9,opt,name=store_error,json=storeError,proto3" json:"store_error,omitempty"`
+	StoreDownSince *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=store_down_since,json=storeDownSince,proto3" json:"store_down_since,omitempty"`
+	// Every live replica of the network, oldest first.
+	Replicas      []*Replica `protobuf:"bytes,11,rep,name=replicas,proto3" json:"replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3993,6 +4002,134 @@ func (x *ServerStatus) GetRelay() *RelayStatus {
 	return nil
 }
 
+func (x *ServerStatus) GetReplicaId() string {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return ""
+}
+
+func (x *ServerStatus) GetStoreAvailable() bool {
+	if x != nil {
+		return x.StoreAvailable
+	}
+	return false
+}
+
+func (x *ServerStatus) GetStoreError() string {
+	if x != nil {
+		return x.StoreError
+	}
+	return ""
+}
+
+func (x *ServerStatus) GetStoreDownSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StoreDownSince
+	}
+	return nil
+}
+
+func (x *ServerStatus) GetReplicas() []*Replica {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+// Replica is one control process of the network.
+type Replica struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	PublicUrl     string                 `protobuf:"bytes,2,opt,name=public_url,json=publicUrl,proto3" json:"public_url,omitempty"`
+	SignalUrl     string                 `protobuf:"bytes,3,opt,name=signal_url,json=signalUrl,proto3" json:"signal_url,omitempty"`
+	RelayUrls     []string               `protobuf:"bytes,4,rep,name=relay_urls,json=relayUrls,proto3" json:"relay_urls,omitempty"`
+	Version       string                 `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	Started       *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=started,proto3" json:"started,omitempty"`
+	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Replica) Reset() {
+	*x = Replica{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Replica) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Replica) ProtoMessage() {}
+
+func (x *Replica) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Replica.ProtoReflect.Descriptor instead.
+func (*Replica) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *Replica) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Replica) GetPublicUrl() string {
+	if x != nil {
+		return x.PublicUrl
+	}
+	return ""
+}
+
+func (x *Replica) GetSignalUrl() string {
+	if x != nil {
+		return x.SignalUrl
+	}
+	return ""
+}
+
+func (x *Replica) GetRelayUrls() []string {
+	if x != nil {
+		return x.RelayUrls
+	}
+	return nil
+}
+
+func (x *Replica) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Replica) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *Replica) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
 type SignalStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Streams open now (registered or registering).
@@ -4007,7 +4144,7 @@ type SignalStatus struct {
 
 func (x *SignalStatus) Reset() {
 	*x = SignalStatus{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[67]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4019,7 +4156,7 @@ func (x *SignalStatus) String() string {
 func (*SignalStatus) ProtoMessage() {}
 
 func (x *SignalStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[67]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4032,7 +4169,7 @@ func (x *SignalStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalStatus.ProtoReflect.Descriptor instead.
 func (*SignalStatus) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{67}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *SignalStatus) GetStreams() int64 {
@@ -4085,7 +4222,7 @@ type RelayStatus struct {
 
 func (x *RelayStatus) Reset() {
 	*x = RelayStatus{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[68]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4097,7 +4234,7 @@ func (x *RelayStatus) String() string {
 func (*RelayStatus) ProtoMessage() {}
 
 func (x *RelayStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[68]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4110,7 +4247,7 @@ func (x *RelayStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayStatus.ProtoReflect.Descriptor instead.
 func (*RelayStatus) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{68}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *RelayStatus) GetAllocations() int64 {
@@ -4172,7 +4309,7 @@ type AdminToken struct {
 
 func (x *AdminToken) Reset() {
 	*x = AdminToken{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[69]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4184,7 +4321,7 @@ func (x *AdminToken) String() string {
 func (*AdminToken) ProtoMessage() {}
 
 func (x *AdminToken) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[69]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4197,7 +4334,7 @@ func (x *AdminToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminToken.ProtoReflect.Descriptor instead.
 func (*AdminToken) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{69}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *AdminToken) GetId() string {
@@ -4250,7 +4387,7 @@ type ListAdminTokensRequest struct {
 
 func (x *ListAdminTokensRequest) Reset() {
 	*x = ListAdminTokensRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[70]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4262,7 +4399,7 @@ func (x *ListAdminTokensRequest) String() string {
 func (*ListAdminTokensRequest) ProtoMessage() {}
 
 func (x *ListAdminTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[70]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4275,7 +4412,7 @@ func (x *ListAdminTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListAdminTokensRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{70}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{71}
 }
 
 type ListAdminTokensResponse struct {
@@ -4287,7 +4424,7 @@ type ListAdminTokensResponse struct {
 
 func (x *ListAdminTokensResponse) Reset() {
 	*x = ListAdminTokensResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[71]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4299,7 +4436,7 @@ func (x *ListAdminTokensResponse) String() string {
 func (*ListAdminTokensResponse) ProtoMessage() {}
 
 func (x *ListAdminTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[71]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4312,7 +4449,7 @@ func (x *ListAdminTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListAdminTokensResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{71}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ListAdminTokensResponse) GetAdminTokens() []*AdminToken {
@@ -4331,7 +4468,7 @@ type CreateAdminTokenRequest struct {
 
 func (x *CreateAdminTokenRequest) Reset() {
 	*x = CreateAdminTokenRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[72]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4343,7 +4480,7 @@ func (x *CreateAdminTokenRequest) String() string {
 func (*CreateAdminTokenRequest) ProtoMessage() {}
 
 func (x *CreateAdminTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[72]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4356,7 +4493,7 @@ func (x *CreateAdminTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateAdminTokenRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{72}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *CreateAdminTokenRequest) GetName() string {
@@ -4376,7 +4513,7 @@ type DeleteAdminTokenRequest struct {
 
 func (x *DeleteAdminTokenRequest) Reset() {
 	*x = DeleteAdminTokenRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[73]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4388,7 +4525,7 @@ func (x *DeleteAdminTokenRequest) String() string {
 func (*DeleteAdminTokenRequest) ProtoMessage() {}
 
 func (x *DeleteAdminTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[73]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4401,7 +4538,7 @@ func (x *DeleteAdminTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAdminTokenRequest.ProtoReflect.Descriptor instead.
 func (*DeleteAdminTokenRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{73}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *DeleteAdminTokenRequest) GetId() string {
@@ -4419,7 +4556,7 @@ type DeleteAdminTokenResponse struct {
 
 func (x *DeleteAdminTokenResponse) Reset() {
 	*x = DeleteAdminTokenResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[74]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4431,7 +4568,7 @@ func (x *DeleteAdminTokenResponse) String() string {
 func (*DeleteAdminTokenResponse) ProtoMessage() {}
 
 func (x *DeleteAdminTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[74]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4444,7 +4581,7 @@ func (x *DeleteAdminTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAdminTokenResponse.ProtoReflect.Descriptor instead.
 func (*DeleteAdminTokenResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{74}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{75}
 }
 
 var File_api_admin_v1_admin_proto protoreflect.FileDescriptor
@@ -4764,14 +4901,33 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\"C\n" +
 	"\x12ListEventsResponse\x12-\n" +
 	"\x06events\x18\x01 \x03(\v2\x15.meshd.admin.v1.EventR\x06events\"\x18\n" +
-	"\x16GetServerStatusRequest\"\x80\x02\n" +
+	"\x16GetServerStatusRequest\"\xe4\x03\n" +
 	"\fServerStatus\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x124\n" +
 	"\astarted\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x12\x14\n" +
 	"\x05peers\x18\x03 \x01(\x05R\x05peers\x12!\n" +
 	"\fpeers_online\x18\x04 \x01(\x05R\vpeersOnline\x124\n" +
 	"\x06signal\x18\x05 \x01(\v2\x1c.meshd.admin.v1.SignalStatusR\x06signal\x121\n" +
-	"\x05relay\x18\x06 \x01(\v2\x1b.meshd.admin.v1.RelayStatusR\x05relay\"\xa5\x01\n" +
+	"\x05relay\x18\x06 \x01(\v2\x1b.meshd.admin.v1.RelayStatusR\x05relay\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\a \x01(\tR\treplicaId\x12'\n" +
+	"\x0fstore_available\x18\b \x01(\bR\x0estoreAvailable\x12\x1f\n" +
+	"\vstore_error\x18\t \x01(\tR\n" +
+	"storeError\x12D\n" +
+	"\x10store_down_since\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x0estoreDownSince\x123\n" +
+	"\breplicas\x18\v \x03(\v2\x17.meshd.admin.v1.ReplicaR\breplicas\"\xff\x01\n" +
+	"\aReplica\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"public_url\x18\x02 \x01(\tR\tpublicUrl\x12\x1d\n" +
+	"\n" +
+	"signal_url\x18\x03 \x01(\tR\tsignalUrl\x12\x1d\n" +
+	"\n" +
+	"relay_urls\x18\x04 \x03(\tR\trelayUrls\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\x124\n" +
+	"\astarted\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x127\n" +
+	"\tlast_seen\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"\xa5\x01\n" +
 	"\fSignalStatus\x12\x18\n" +
 	"\astreams\x18\x01 \x01(\x03R\astreams\x12\x1e\n" +
 	"\n" +
@@ -4866,7 +5022,7 @@ func file_api_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_api_admin_v1_admin_proto_rawDescData
 }
 
-var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
+var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 76)
 var file_api_admin_v1_admin_proto_goTypes = []any{
 	(*StringList)(nil),                    // 0: meshd.admin.v1.StringList
 	(*Account)(nil),                       // 1: meshd.admin.v1.Account
@@ -4935,37 +5091,38 @@ var file_api_admin_v1_admin_proto_goTypes = []any{
 	(*ListEventsResponse)(nil),            // 64: meshd.admin.v1.ListEventsResponse
 	(*GetServerStatusRequest)(nil),        // 65: meshd.admin.v1.GetServerStatusRequest
 	(*ServerStatus)(nil),                  // 66: meshd.admin.v1.ServerStatus
-	(*SignalStatus)(nil),                  // 67: meshd.admin.v1.SignalStatus
-	(*RelayStatus)(nil),                   // 68: meshd.admin.v1.RelayStatus
-	(*AdminToken)(nil),                    // 69: meshd.admin.v1.AdminToken
-	(*ListAdminTokensRequest)(nil),        // 70: meshd.admin.v1.ListAdminTokensRequest
-	(*ListAdminTokensResponse)(nil),       // 71: meshd.admin.v1.ListAdminTokensResponse
-	(*CreateAdminTokenRequest)(nil),       // 72: meshd.admin.v1.CreateAdminTokenRequest
-	(*DeleteAdminTokenRequest)(nil),       // 73: meshd.admin.v1.DeleteAdminTokenRequest
-	(*DeleteAdminTokenResponse)(nil),      // 74: meshd.admin.v1.DeleteAdminTokenResponse
-	(*timestamppb.Timestamp)(nil),         // 75: google.protobuf.Timestamp
+	(*Replica)(nil),                       // 67: meshd.admin.v1.Replica
+	(*SignalStatus)(nil),                  // 68: meshd.admin.v1.SignalStatus
+	(*RelayStatus)(nil),                   // 69: meshd.admin.v1.RelayStatus
+	(*AdminToken)(nil),                    // 70: meshd.admin.v1.AdminToken
+	(*ListAdminTokensRequest)(nil),        // 71: meshd.admin.v1.ListAdminTokensRequest
+	(*ListAdminTokensResponse)(nil),       // 72: meshd.admin.v1.ListAdminTokensResponse
+	(*CreateAdminTokenRequest)(nil),       // 73: meshd.admin.v1.CreateAdminTokenRequest
+	(*DeleteAdminTokenRequest)(nil),       // 74: meshd.admin.v1.DeleteAdminTokenRequest
+	(*DeleteAdminTokenResponse)(nil),      // 75: meshd.admin.v1.DeleteAdminTokenResponse
+	(*timestamppb.Timestamp)(nil),         // 76: google.protobuf.Timestamp
 }
 var file_api_admin_v1_admin_proto_depIdxs = []int32{
-	75, // 0: meshd.admin.v1.Account.created:type_name -> google.protobuf.Timestamp
-	75, // 1: meshd.admin.v1.Peer.last_seen:type_name -> google.protobuf.Timestamp
-	75, // 2: meshd.admin.v1.Peer.login_expires:type_name -> google.protobuf.Timestamp
-	75, // 3: meshd.admin.v1.Peer.created:type_name -> google.protobuf.Timestamp
+	76, // 0: meshd.admin.v1.Account.created:type_name -> google.protobuf.Timestamp
+	76, // 1: meshd.admin.v1.Peer.last_seen:type_name -> google.protobuf.Timestamp
+	76, // 2: meshd.admin.v1.Peer.login_expires:type_name -> google.protobuf.Timestamp
+	76, // 3: meshd.admin.v1.Peer.created:type_name -> google.protobuf.Timestamp
 	4,  // 4: meshd.admin.v1.ListPeersResponse.peers:type_name -> meshd.admin.v1.Peer
 	0,  // 5: meshd.admin.v1.UpdatePeerRequest.groups:type_name -> meshd.admin.v1.StringList
-	75, // 6: meshd.admin.v1.Group.created:type_name -> google.protobuf.Timestamp
+	76, // 6: meshd.admin.v1.Group.created:type_name -> google.protobuf.Timestamp
 	11, // 7: meshd.admin.v1.ListGroupsResponse.groups:type_name -> meshd.admin.v1.Group
 	0,  // 8: meshd.admin.v1.UpdateGroupRequest.peers:type_name -> meshd.admin.v1.StringList
-	75, // 9: meshd.admin.v1.SetupKey.expires:type_name -> google.protobuf.Timestamp
-	75, // 10: meshd.admin.v1.SetupKey.last_used:type_name -> google.protobuf.Timestamp
-	75, // 11: meshd.admin.v1.SetupKey.created:type_name -> google.protobuf.Timestamp
+	76, // 9: meshd.admin.v1.SetupKey.expires:type_name -> google.protobuf.Timestamp
+	76, // 10: meshd.admin.v1.SetupKey.last_used:type_name -> google.protobuf.Timestamp
+	76, // 11: meshd.admin.v1.SetupKey.created:type_name -> google.protobuf.Timestamp
 	19, // 12: meshd.admin.v1.ListSetupKeysResponse.setup_keys:type_name -> meshd.admin.v1.SetupKey
 	0,  // 13: meshd.admin.v1.UpdateSetupKeyRequest.auto_groups:type_name -> meshd.admin.v1.StringList
-	75, // 14: meshd.admin.v1.Policy.created:type_name -> google.protobuf.Timestamp
+	76, // 14: meshd.admin.v1.Policy.created:type_name -> google.protobuf.Timestamp
 	27, // 15: meshd.admin.v1.ListPoliciesResponse.policies:type_name -> meshd.admin.v1.Policy
 	0,  // 16: meshd.admin.v1.UpdatePolicyRequest.sources:type_name -> meshd.admin.v1.StringList
 	0,  // 17: meshd.admin.v1.UpdatePolicyRequest.destinations:type_name -> meshd.admin.v1.StringList
 	0,  // 18: meshd.admin.v1.UpdatePolicyRequest.ports:type_name -> meshd.admin.v1.StringList
-	75, // 19: meshd.admin.v1.Route.created:type_name -> google.protobuf.Timestamp
+	76, // 19: meshd.admin.v1.Route.created:type_name -> google.protobuf.Timestamp
 	35, // 20: meshd.admin.v1.ListRoutesResponse.routes:type_name -> meshd.admin.v1.Route
 	0,  // 21: meshd.admin.v1.UpdateRouteRequest.peers:type_name -> meshd.admin.v1.StringList
 	0,  // 22: meshd.admin.v1.UpdateRouteRequest.groups:type_name -> meshd.admin.v1.StringList
@@ -4974,105 +5131,109 @@ var file_api_admin_v1_admin_proto_depIdxs = []int32{
 	0,  // 25: meshd.admin.v1.UpdateNameserverGroupRequest.match_domains:type_name -> meshd.admin.v1.StringList
 	0,  // 26: meshd.admin.v1.UpdateNameserverGroupRequest.groups:type_name -> meshd.admin.v1.StringList
 	54, // 27: meshd.admin.v1.ListDNSRecordsResponse.records:type_name -> meshd.admin.v1.DNSRecord
-	75, // 28: meshd.admin.v1.Event.time:type_name -> google.protobuf.Timestamp
+	76, // 28: meshd.admin.v1.Event.time:type_name -> google.protobuf.Timestamp
 	62, // 29: meshd.admin.v1.ListEventsResponse.events:type_name -> meshd.admin.v1.Event
-	75, // 30: meshd.admin.v1.ServerStatus.started:type_name -> google.protobuf.Timestamp
-	67, // 31: meshd.admin.v1.ServerStatus.signal:type_name -> meshd.admin.v1.SignalStatus
-	68, // 32: meshd.admin.v1.ServerStatus.relay:type_name -> meshd.admin.v1.RelayStatus
-	75, // 33: meshd.admin.v1.AdminToken.created:type_name -> google.protobuf.Timestamp
-	75, // 34: meshd.admin.v1.AdminToken.last_used:type_name -> google.protobuf.Timestamp
-	69, // 35: meshd.admin.v1.ListAdminTokensResponse.admin_tokens:type_name -> meshd.admin.v1.AdminToken
-	2,  // 36: meshd.admin.v1.AdminService.GetAccount:input_type -> meshd.admin.v1.GetAccountRequest
-	3,  // 37: meshd.admin.v1.AdminService.UpdateAccount:input_type -> meshd.admin.v1.UpdateAccountRequest
-	5,  // 38: meshd.admin.v1.AdminService.ListPeers:input_type -> meshd.admin.v1.ListPeersRequest
-	7,  // 39: meshd.admin.v1.AdminService.GetPeer:input_type -> meshd.admin.v1.GetPeerRequest
-	8,  // 40: meshd.admin.v1.AdminService.UpdatePeer:input_type -> meshd.admin.v1.UpdatePeerRequest
-	9,  // 41: meshd.admin.v1.AdminService.DeletePeer:input_type -> meshd.admin.v1.DeletePeerRequest
-	12, // 42: meshd.admin.v1.AdminService.ListGroups:input_type -> meshd.admin.v1.ListGroupsRequest
-	14, // 43: meshd.admin.v1.AdminService.GetGroup:input_type -> meshd.admin.v1.GetGroupRequest
-	15, // 44: meshd.admin.v1.AdminService.CreateGroup:input_type -> meshd.admin.v1.CreateGroupRequest
-	16, // 45: meshd.admin.v1.AdminService.UpdateGroup:input_type -> meshd.admin.v1.UpdateGroupRequest
-	17, // 46: meshd.admin.v1.AdminService.DeleteGroup:input_type -> meshd.admin.v1.DeleteGroupRequest
-	20, // 47: meshd.admin.v1.AdminService.ListSetupKeys:input_type -> meshd.admin.v1.ListSetupKeysRequest
-	22, // 48: meshd.admin.v1.AdminService.GetSetupKey:input_type -> meshd.admin.v1.GetSetupKeyRequest
-	23, // 49: meshd.admin.v1.AdminService.CreateSetupKey:input_type -> meshd.admin.v1.CreateSetupKeyRequest
-	24, // 50: meshd.admin.v1.AdminService.UpdateSetupKey:input_type -> meshd.admin.v1.UpdateSetupKeyRequest
-	25, // 51: meshd.admin.v1.AdminService.DeleteSetupKey:input_type -> meshd.admin.v1.DeleteSetupKeyRequest
-	28, // 52: meshd.admin.v1.AdminService.ListPolicies:input_type -> meshd.admin.v1.ListPoliciesRequest
-	30, // 53: meshd.admin.v1.AdminService.GetPolicy:input_type -> meshd.admin.v1.GetPolicyRequest
-	31, // 54: meshd.admin.v1.AdminService.CreatePolicy:input_type -> meshd.admin.v1.CreatePolicyRequest
-	32, // 55: meshd.admin.v1.AdminService.UpdatePolicy:input_type -> meshd.admin.v1.UpdatePolicyRequest
-	33, // 56: meshd.admin.v1.AdminService.DeletePolicy:input_type -> meshd.admin.v1.DeletePolicyRequest
-	36, // 57: meshd.admin.v1.AdminService.ListRoutes:input_type -> meshd.admin.v1.ListRoutesRequest
-	38, // 58: meshd.admin.v1.AdminService.GetRoute:input_type -> meshd.admin.v1.GetRouteRequest
-	39, // 59: meshd.admin.v1.AdminService.CreateRoute:input_type -> meshd.admin.v1.CreateRouteRequest
-	40, // 60: meshd.admin.v1.AdminService.UpdateRoute:input_type -> meshd.admin.v1.UpdateRouteRequest
-	41, // 61: meshd.admin.v1.AdminService.DeleteRoute:input_type -> meshd.admin.v1.DeleteRouteRequest
-	44, // 62: meshd.admin.v1.AdminService.GetDNSSettings:input_type -> meshd.admin.v1.GetDNSSettingsRequest
-	45, // 63: meshd.admin.v1.AdminService.UpdateDNSSettings:input_type -> meshd.admin.v1.UpdateDNSSettingsRequest
-	47, // 64: meshd.admin.v1.AdminService.ListNameserverGroups:input_type -> meshd.admin.v1.ListNameserverGroupsRequest
-	49, // 65: meshd.admin.v1.AdminService.GetNameserverGroup:input_type -> meshd.admin.v1.GetNameserverGroupRequest
-	50, // 66: meshd.admin.v1.AdminService.CreateNameserverGroup:input_type -> meshd.admin.v1.CreateNameserverGroupRequest
-	51, // 67: meshd.admin.v1.AdminService.UpdateNameserverGroup:input_type -> meshd.admin.v1.UpdateNameserverGroupRequest
-	52, // 68: meshd.admin.v1.AdminService.DeleteNameserverGroup:input_type -> meshd.admin.v1.DeleteNameserverGroupRequest
-	55, // 69: meshd.admin.v1.AdminService.ListDNSRecords:input_type -> meshd.admin.v1.ListDNSRecordsRequest
-	57, // 70: meshd.admin.v1.AdminService.GetDNSRecord:input_type -> meshd.admin.v1.GetDNSRecordRequest
-	58, // 71: meshd.admin.v1.AdminService.CreateDNSRecord:input_type -> meshd.admin.v1.CreateDNSRecordRequest
-	59, // 72: meshd.admin.v1.AdminService.UpdateDNSRecord:input_type -> meshd.admin.v1.UpdateDNSRecordRequest
-	60, // 73: meshd.admin.v1.AdminService.DeleteDNSRecord:input_type -> meshd.admin.v1.DeleteDNSRecordRequest
-	63, // 74: meshd.admin.v1.AdminService.ListEvents:input_type -> meshd.admin.v1.ListEventsRequest
-	65, // 75: meshd.admin.v1.AdminService.GetServerStatus:input_type -> meshd.admin.v1.GetServerStatusRequest
-	70, // 76: meshd.admin.v1.AdminService.ListAdminTokens:input_type -> meshd.admin.v1.ListAdminTokensRequest
-	72, // 77: meshd.admin.v1.AdminService.CreateAdminToken:input_type -> meshd.admin.v1.CreateAdminTokenRequest
-	73, // 78: meshd.admin.v1.AdminService.DeleteAdminToken:input_type -> meshd.admin.v1.DeleteAdminTokenRequest
-	1,  // 79: meshd.admin.v1.AdminService.GetAccount:output_type -> meshd.admin.v1.Account
-	1,  // 80: meshd.admin.v1.AdminService.UpdateAccount:output_type -> meshd.admin.v1.Account
-	6,  // 81: meshd.admin.v1.AdminService.ListPeers:output_type -> meshd.admin.v1.ListPeersResponse
-	4,  // 82: meshd.admin.v1.AdminService.GetPeer:output_type -> meshd.admin.v1.Peer
-	4,  // 83: meshd.admin.v1.AdminService.UpdatePeer:output_type -> meshd.admin.v1.Peer
-	10, // 84: meshd.admin.v1.AdminService.DeletePeer:output_type -> meshd.admin.v1.DeletePeerResponse
-	13, // 85: meshd.admin.v1.AdminService.ListGroups:output_type -> meshd.admin.v1.ListGroupsResponse
-	11, // 86: meshd.admin.v1.AdminService.GetGroup:output_type -> meshd.admin.v1.Group
-	11, // 87: meshd.admin.v1.AdminService.CreateGroup:output_type -> meshd.admin.v1.Group
-	11, // 88: meshd.admin.v1.AdminService.UpdateGroup:output_type -> meshd.admin.v1.Group
-	18, // 89: meshd.admin.v1.AdminService.DeleteGroup:output_type -> meshd.admin.v1.DeleteGroupResponse
-	21, // 90: meshd.admin.v1.AdminService.ListSetupKeys:output_type -> meshd.admin.v1.ListSetupKeysResponse
-	19, // 91: meshd.admin.v1.AdminService.GetSetupKey:output_type -> meshd.admin.v1.SetupKey
-	19, // 92: meshd.admin.v1.AdminService.CreateSetupKey:output_type -> meshd.admin.v1.SetupKey
-	19, // 93: meshd.admin.v1.AdminService.UpdateSetupKey:output_type -> meshd.admin.v1.SetupKey
-	26, // 94: meshd.admin.v1.AdminService.DeleteSetupKey:output_type -> meshd.admin.v1.DeleteSetupKeyResponse
-	29, // 95: meshd.admin.v1.AdminService.ListPolicies:output_type -> meshd.admin.v1.ListPoliciesResponse
-	27, // 96: meshd.admin.v1.AdminService.GetPolicy:output_type -> meshd.admin.v1.Policy
-	27, // 97: meshd.admin.v1.AdminService.CreatePolicy:output_type -> meshd.admin.v1.Policy
-	27, // 98: meshd.admin.v1.AdminService.UpdatePolicy:output_type -> meshd.admin.v1.Policy
-	34, // 99: meshd.admin.v1.AdminService.DeletePolicy:output_type -> meshd.admin.v1.DeletePolicyResponse
-	37, // 100: meshd.admin.v1.AdminService.ListRoutes:output_type -> meshd.admin.v1.ListRoutesResponse
-	35, // 101: meshd.admin.v1.AdminService.GetRoute:output_type -> meshd.admin.v1.Route
-	35, // 102: meshd.admin.v1.AdminService.CreateRoute:output_type -> meshd.admin.v1.Route
-	35, // 103: meshd.admin.v1.AdminService.UpdateRoute:output_type -> meshd.admin.v1.Route
-	42, // 104: meshd.admin.v1.AdminService.DeleteRoute:output_type -> meshd.admin.v1.DeleteRouteResponse
-	43, // 105: meshd.admin.v1.AdminService.GetDNSSettings:output_type -> meshd.admin.v1.DNSSettings
-	43, // 106: meshd.admin.v1.AdminService.UpdateDNSSettings:output_type -> meshd.admin.v1.DNSSettings
-	48, // 107: meshd.admin.v1.AdminService.ListNameserverGroups:output_type -> meshd.admin.v1.ListNameserverGroupsResponse
-	46, // 108: meshd.admin.v1.AdminService.GetNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
-	46, // 109: meshd.admin.v1.AdminService.CreateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
-	46, // 110: meshd.admin.v1.AdminService.UpdateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
-	53, // 111: meshd.admin.v1.AdminService.DeleteNameserverGroup:output_type -> meshd.admin.v1.DeleteNameserverGroupResponse
-	56, // 112: meshd.admin.v1.AdminService.ListDNSRecords:output_type -> meshd.admin.v1.ListDNSRecordsResponse
-	54, // 113: meshd.admin.v1.AdminService.GetDNSRecord:output_type -> meshd.admin.v1.DNSRecord
-	54, // 114: meshd.admin.v1.AdminService.CreateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
-	54, // 115: meshd.admin.v1.AdminService.UpdateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
-	61, // 116: meshd.admin.v1.AdminService.DeleteDNSRecord:output_type -> meshd.admin.v1.DeleteDNSRecordResponse
-	64, // 117: meshd.admin.v1.AdminService.ListEvents:output_type -> meshd.admin.v1.ListEventsResponse
-	66, // 118: meshd.admin.v1.AdminService.GetServerStatus:output_type -> meshd.admin.v1.ServerStatus
-	71, // 119: meshd.admin.v1.AdminService.ListAdminTokens:output_type -> meshd.admin.v1.ListAdminTokensResponse
-	69, // 120: meshd.admin.v1.AdminService.CreateAdminToken:output_type -> meshd.admin.v1.AdminToken
-	74, // 121: meshd.admin.v1.AdminService.DeleteAdminToken:output_type -> meshd.admin.v1.DeleteAdminTokenResponse
-	79, // [79:122] is the sub-list for method output_type
-	36, // [36:79] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	76, // 30: meshd.admin.v1.ServerStatus.started:type_name -> google.protobuf.Timestamp
+	68, // 31: meshd.admin.v1.ServerStatus.signal:type_name -> meshd.admin.v1.SignalStatus
+	69, // 32: meshd.admin.v1.ServerStatus.relay:type_name -> meshd.admin.v1.RelayStatus
+	76, // 33: meshd.admin.v1.ServerStatus.store_down_since:type_name -> google.protobuf.Timestamp
+	67, // 34: meshd.admin.v1.ServerStatus.replicas:type_name -> meshd.admin.v1.Replica
+	76, // 35: meshd.admin.v1.Replica.started:type_name -> google.protobuf.Timestamp
+	76, // 36: meshd.admin.v1.Replica.last_seen:type_name -> google.protobuf.Timestamp
+	76, // 37: meshd.admin.v1.AdminToken.created:type_name -> google.protobuf.Timestamp
+	76, // 38: meshd.admin.v1.AdminToken.last_used:type_name -> google.protobuf.Timestamp
+	70, // 39: meshd.admin.v1.ListAdminTokensResponse.admin_tokens:type_name -> meshd.admin.v1.AdminToken
+	2,  // 40: meshd.admin.v1.AdminService.GetAccount:input_type -> meshd.admin.v1.GetAccountRequest
+	3,  // 41: meshd.admin.v1.AdminService.UpdateAccount:input_type -> meshd.admin.v1.UpdateAccountRequest
+	5,  // 42: meshd.admin.v1.AdminService.ListPeers:input_type -> meshd.admin.v1.ListPeersRequest
+	7,  // 43: meshd.admin.v1.AdminService.GetPeer:input_type -> meshd.admin.v1.GetPeerRequest
+	8,  // 44: meshd.admin.v1.AdminService.UpdatePeer:input_type -> meshd.admin.v1.UpdatePeerRequest
+	9,  // 45: meshd.admin.v1.AdminService.DeletePeer:input_type -> meshd.admin.v1.DeletePeerRequest
+	12, // 46: meshd.admin.v1.AdminService.ListGroups:input_type -> meshd.admin.v1.ListGroupsRequest
+	14, // 47: meshd.admin.v1.AdminService.GetGroup:input_type -> meshd.admin.v1.GetGroupRequest
+	15, // 48: meshd.admin.v1.AdminService.CreateGroup:input_type -> meshd.admin.v1.CreateGroupRequest
+	16, // 49: meshd.admin.v1.AdminService.UpdateGroup:input_type -> meshd.admin.v1.UpdateGroupRequest
+	17, // 50: meshd.admin.v1.AdminService.DeleteGroup:input_type -> meshd.admin.v1.DeleteGroupRequest
+	20, // 51: meshd.admin.v1.AdminService.ListSetupKeys:input_type -> meshd.admin.v1.ListSetupKeysRequest
+	22, // 52: meshd.admin.v1.AdminService.GetSetupKey:input_type -> meshd.admin.v1.GetSetupKeyRequest
+	23, // 53: meshd.admin.v1.AdminService.CreateSetupKey:input_type -> meshd.admin.v1.CreateSetupKeyRequest
+	24, // 54: meshd.admin.v1.AdminService.UpdateSetupKey:input_type -> meshd.admin.v1.UpdateSetupKeyRequest
+	25, // 55: meshd.admin.v1.AdminService.DeleteSetupKey:input_type -> meshd.admin.v1.DeleteSetupKeyRequest
+	28, // 56: meshd.admin.v1.AdminService.ListPolicies:input_type -> meshd.admin.v1.ListPoliciesRequest
+	30, // 57: meshd.admin.v1.AdminService.GetPolicy:input_type -> meshd.admin.v1.GetPolicyRequest
+	31, // 58: meshd.admin.v1.AdminService.CreatePolicy:input_type -> meshd.admin.v1.CreatePolicyRequest
+	32, // 59: meshd.admin.v1.AdminService.UpdatePolicy:input_type -> meshd.admin.v1.UpdatePolicyRequest
+	33, // 60: meshd.admin.v1.AdminService.DeletePolicy:input_type -> meshd.admin.v1.DeletePolicyRequest
+	36, // 61: meshd.admin.v1.AdminService.ListRoutes:input_type -> meshd.admin.v1.ListRoutesRequest
+	38, // 62: meshd.admin.v1.AdminService.GetRoute:input_type -> meshd.admin.v1.GetRouteRequest
+	39, // 63: meshd.admin.v1.AdminService.CreateRoute:input_type -> meshd.admin.v1.CreateRouteRequest
+	40, // 64: meshd.admin.v1.AdminService.UpdateRoute:input_type -> meshd.admin.v1.UpdateRouteRequest
+	41, // 65: meshd.admin.v1.AdminService.DeleteRoute:input_type -> meshd.admin.v1.DeleteRouteRequest
+	44, // 66: meshd.admin.v1.AdminService.GetDNSSettings:input_type -> meshd.admin.v1.GetDNSSettingsRequest
+	45, // 67: meshd.admin.v1.AdminService.UpdateDNSSettings:input_type -> meshd.admin.v1.UpdateDNSSettingsRequest
+	47, // 68: meshd.admin.v1.AdminService.ListNameserverGroups:input_type -> meshd.admin.v1.ListNameserverGroupsRequest
+	49, // 69: meshd.admin.v1.AdminService.GetNameserverGroup:input_type -> meshd.admin.v1.GetNameserverGroupRequest
+	50, // 70: meshd.admin.v1.AdminService.CreateNameserverGroup:input_type -> meshd.admin.v1.CreateNameserverGroupRequest
+	51, // 71: meshd.admin.v1.AdminService.UpdateNameserverGroup:input_type -> meshd.admin.v1.UpdateNameserverGroupRequest
+	52, // 72: meshd.admin.v1.AdminService.DeleteNameserverGroup:input_type -> meshd.admin.v1.DeleteNameserverGroupRequest
+	55, // 73: meshd.admin.v1.AdminService.ListDNSRecords:input_type -> meshd.admin.v1.ListDNSRecordsRequest
+	57, // 74: meshd.admin.v1.AdminService.GetDNSRecord:input_type -> meshd.admin.v1.GetDNSRecordRequest
+	58, // 75: meshd.admin.v1.AdminService.CreateDNSRecord:input_type -> meshd.admin.v1.CreateDNSRecordRequest
+	59, // 76: meshd.admin.v1.AdminService.UpdateDNSRecord:input_type -> meshd.admin.v1.UpdateDNSRecordRequest
+	60, // 77: meshd.admin.v1.AdminService.DeleteDNSRecord:input_type -> meshd.admin.v1.DeleteDNSRecordRequest
+	63, // 78: meshd.admin.v1.AdminService.ListEvents:input_type -> meshd.admin.v1.ListEventsRequest
+	65, // 79: meshd.admin.v1.AdminService.GetServerStatus:input_type -> meshd.admin.v1.GetServerStatusRequest
+	71, // 80: meshd.admin.v1.AdminService.ListAdminTokens:input_type -> meshd.admin.v1.ListAdminTokensRequest
+	73, // 81: meshd.admin.v1.AdminService.CreateAdminToken:input_type -> meshd.admin.v1.CreateAdminTokenRequest
+	74, // 82: meshd.admin.v1.AdminService.DeleteAdminToken:input_type -> meshd.admin.v1.DeleteAdminTokenRequest
+	1,  // 83: meshd.admin.v1.AdminService.GetAccount:output_type -> meshd.admin.v1.Account
+	1,  // 84: meshd.admin.v1.AdminService.UpdateAccount:output_type -> meshd.admin.v1.Account
+	6,  // 85: meshd.admin.v1.AdminService.ListPeers:output_type -> meshd.admin.v1.ListPeersResponse
+	4,  // 86: meshd.admin.v1.AdminService.GetPeer:output_type -> meshd.admin.v1.Peer
+	4,  // 87: meshd.admin.v1.AdminService.UpdatePeer:output_type -> meshd.admin.v1.Peer
+	10, // 88: meshd.admin.v1.AdminService.DeletePeer:output_type -> meshd.admin.v1.DeletePeerResponse
+	13, // 89: meshd.admin.v1.AdminService.ListGroups:output_type -> meshd.admin.v1.ListGroupsResponse
+	11, // 90: meshd.admin.v1.AdminService.GetGroup:output_type -> meshd.admin.v1.Group
+	11, // 91: meshd.admin.v1.AdminService.CreateGroup:output_type -> meshd.admin.v1.Group
+	11, // 92: meshd.admin.v1.AdminService.UpdateGroup:output_type -> meshd.admin.v1.Group
+	18, // 93: meshd.admin.v1.AdminService.DeleteGroup:output_type -> meshd.admin.v1.DeleteGroupResponse
+	21, // 94: meshd.admin.v1.AdminService.ListSetupKeys:output_type -> meshd.admin.v1.ListSetupKeysResponse
+	19, // 95: meshd.admin.v1.AdminService.GetSetupKey:output_type -> meshd.admin.v1.SetupKey
+	19, // 96: meshd.admin.v1.AdminService.CreateSetupKey:output_type -> meshd.admin.v1.SetupKey
+	19, // 97: meshd.admin.v1.AdminService.UpdateSetupKey:output_type -> meshd.admin.v1.SetupKey
+	26, // 98: meshd.admin.v1.AdminService.DeleteSetupKey:output_type -> meshd.admin.v1.DeleteSetupKeyResponse
+	29, // 99: meshd.admin.v1.AdminService.ListPolicies:output_type -> meshd.admin.v1.ListPoliciesResponse
+	27, // 100: meshd.admin.v1.AdminService.GetPolicy:output_type -> meshd.admin.v1.Policy
+	27, // 101: meshd.admin.v1.AdminService.CreatePolicy:output_type -> meshd.admin.v1.Policy
+	27, // 102: meshd.admin.v1.AdminService.UpdatePolicy:output_type -> meshd.admin.v1.Policy
+	34, // 103: meshd.admin.v1.AdminService.DeletePolicy:output_type -> meshd.admin.v1.DeletePolicyResponse
+	37, // 104: meshd.admin.v1.AdminService.ListRoutes:output_type -> meshd.admin.v1.ListRoutesResponse
+	35, // 105: meshd.admin.v1.AdminService.GetRoute:output_type -> meshd.admin.v1.Route
+	35, // 106: meshd.admin.v1.AdminService.CreateRoute:output_type -> meshd.admin.v1.Route
+	35, // 107: meshd.admin.v1.AdminService.UpdateRoute:output_type -> meshd.admin.v1.Route
+	42, // 108: meshd.admin.v1.AdminService.DeleteRoute:output_type -> meshd.admin.v1.DeleteRouteResponse
+	43, // 109: meshd.admin.v1.AdminService.GetDNSSettings:output_type -> meshd.admin.v1.DNSSettings
+	43, // 110: meshd.admin.v1.AdminService.UpdateDNSSettings:output_type -> meshd.admin.v1.DNSSettings
+	48, // 111: meshd.admin.v1.AdminService.ListNameserverGroups:output_type -> meshd.admin.v1.ListNameserverGroupsResponse
+	46, // 112: meshd.admin.v1.AdminService.GetNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
+	46, // 113: meshd.admin.v1.AdminService.CreateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
+	46, // 114: meshd.admin.v1.AdminService.UpdateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
+	53, // 115: meshd.admin.v1.AdminService.DeleteNameserverGroup:output_type -> meshd.admin.v1.DeleteNameserverGroupResponse
+	56, // 116: meshd.admin.v1.AdminService.ListDNSRecords:output_type -> meshd.admin.v1.ListDNSRecordsResponse
+	54, // 117: meshd.admin.v1.AdminService.GetDNSRecord:output_type -> meshd.admin.v1.DNSRecord
+	54, // 118: meshd.admin.v1.AdminService.CreateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
+	54, // 119: meshd.admin.v1.AdminService.UpdateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
+	61, // 120: meshd.admin.v1.AdminService.DeleteDNSRecord:output_type -> meshd.admin.v1.DeleteDNSRecordResponse
+	64, // 121: meshd.admin.v1.AdminService.ListEvents:output_type -> meshd.admin.v1.ListEventsResponse
+	66, // 122: meshd.admin.v1.AdminService.GetServerStatus:output_type -> meshd.admin.v1.ServerStatus
+	72, // 123: meshd.admin.v1.AdminService.ListAdminTokens:output_type -> meshd.admin.v1.ListAdminTokensResponse
+	70, // 124: meshd.admin.v1.AdminService.CreateAdminToken:output_type -> meshd.admin.v1.AdminToken
+	75, // 125: meshd.admin.v1.AdminService.DeleteAdminToken:output_type -> meshd.admin.v1.DeleteAdminTokenResponse
+	83, // [83:126] is the sub-list for method output_type
+	40, // [40:83] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_api_admin_v1_admin_proto_init() }
@@ -5098,7 +5259,7 @@ func file_api_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_admin_v1_admin_proto_rawDesc), len(file_api_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   75,
+			NumMessages:   76,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
