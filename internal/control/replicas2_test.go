@@ -120,8 +120,12 @@ func TestReplicasListed(t *testing.T) {
 		}
 	}
 	st := must[adminv1.ServerStatus](t)(r[1].Admin.GetServerStatus(ctx, connect.NewRequest(&adminv1.GetServerStatusRequest{})))
-	if !st.StoreAvailable || len(st.Replicas) != 2 || st.Replicas[0].PublicUrl != r[0].URL || st.Replicas[1].PublicUrl != r[1].URL ||
-		st.ReplicaId != st.Replicas[1].Id || st.Replicas[0].Version == "" || st.Replicas[1].LastSeen == nil {
+	byURL := map[string]*adminv1.Replica{}
+	for _, x := range st.Replicas {
+		byURL[x.PublicUrl] = x
+	}
+	if !st.StoreAvailable || len(byURL) != 2 || byURL[r[0].URL] == nil || byURL[r[1].URL] == nil ||
+		st.ReplicaId != byURL[r[1].URL].Id || byURL[r[0].URL].Version == "" || byURL[r[0].URL].LastSeen == nil {
 		t.Fatalf("status = %v", st)
 	}
 
