@@ -24,6 +24,7 @@ import (
 
 	adminv1 "meshd/api/admin/v1"
 	"meshd/internal/cliutil"
+	"meshd/internal/cluster"
 	"meshd/internal/server"
 	natsignal "meshd/internal/signal"
 	"meshd/internal/tlsconf"
@@ -145,6 +146,8 @@ func run(c *cli.Context) error {
 	defer stop()
 	srv := server.New(log, tlsConfig)
 	srv.ConnLimits = srv.ConnLimits.WithTotal(c.Int("max-conns"))
+	// One replica on SQLite; the signal of this process may share it.
+	ctlCfg.Cluster = cluster.Local()
 	ctl, err := control.Start(ctx, ctlCfg, srv, log)
 	if err != nil {
 		return cliutil.Exit(1, "all: %v", err)
