@@ -68,7 +68,7 @@ func newAccount(s *Service, d *store.AccountData) (*account, error) {
 		remote:  map[string]bool{},
 		expired: map[string]time.Time{},
 	}
-	if err := a.fill(d); err != nil {
+	if _, err := a.fill(d); err != nil {
 		return nil, err
 	}
 	// Expiries before this start were recorded by the start that saw them.
@@ -84,11 +84,12 @@ func newAccount(s *Service, d *store.AccountData) (*account, error) {
 
 // fill replaces the account's entities with d's: at the start, and when
 // another replica changed them (see reload). What is this replica's own
-// (its streams, the expiries it recorded) stays. Callers hold mu, or own a.
-func (a *account) fill(d *store.AccountData) error {
+// (its streams, the expiries it recorded) stays. It returns what maps may
+// see changed (see diff). Callers hold mu, or own a.
+func (a *account) fill(d *store.AccountData) (netmap.Change, error) {
 	net, err := netip.ParsePrefix(d.Account.OverlayNetwork)
 	if err != nil {
-		return fmt.Errorf("account %s: overlay network %q: %w", d.Account.ID, d.Account.OverlayNetwork, err)
+		return netmap.Change{}, fmt.Errorf("account %s: overlay network %q: %w", d.Account.ID, d.Account.OverlayNetwork, err)
 	}
 	var all *store.Group
 	for i := range d.Groups {
@@ -97,14 +98,15 @@ func (a *account) fill(d *store.AccountData) error {
 		}
 	}
 	if all == nil {
-		return fmt.Errorf("account %s has no All group", d.Account.ID)
+		return netmap.Change{}, fmt.Errorf("account %s has no All group", d.Account.ID)
 	}
 	for i := range d.Peers {
 		p := &d.Peers[i]
 		if _, err := netip.ParseAddr(p.OverlayIP); err != nil {
-			return fmt.Errorf("account %s: peer %s: overlay ip %q: %w", d.Account.ID, p.Name, p.OverlayIP, err)
+			return netmap.Change{}, fmt.Errorf("account %s: peer %s: overlay ip %q: %w", d.Account.ID, p.Name, p.OverlayIP, err)
 		}
 	}
+	old := &account{a: a.a, peers: a.peers, policies: a.policies, routes: a.routes, ns: a.ns, records: a.records}
 	a.a, a.network, a.all = d.Account, net.Masked(), all
 	a.peers, a.byKey, a.byLabel, a.byIP = map[string]*store.Peer{}, map[string]*store.Peer{}, map[string]*store.Peer{}, map[netip.Addr]*store.Peer{}
 	a.groups, a.keys, a.keyHash = map[string]*store.Group{}, map[string]*store.SetupKey{}, map[string]*store.SetupKey{}
@@ -144,7 +146,10 @@ func (a *account) fill(d *store.AccountData) error {
 	if t := newest(d); t.After(a.lastNew) {
 		a.lastNew = t
 	}
-	return nil
+	if old.peers == nil {
+		return netmap.Change{}, nil // the first fill
+	}
+	return a.diff(old), nil
 }
 
 func (a *account) putPeer(p *store.Peer) {
@@ -251,11 +256,12 @@ func (a *account) reloadLocked(ctx context.Context) {
 		a.s.fault(err)
 		return
 	}
-	if err := a.fill(d); err != nil {
+	c, err := a.fill(d)
+	if err != nil {
 		a.log.Error("reload account", zap.Error(err))
 		return
 	}
-	a.change(netmap.Change{All: true})
+	a.change(c)
 }
 
 // input snapshots what maps depend on. Callers hold mu. Lists are sorted by

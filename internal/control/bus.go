@@ -152,7 +152,8 @@ func (s *Service) account(id string) *account {
 }
 
 // reload takes an account's entities from the store again, after another
-// replica changed them, and distributes change. An account this replica
+// replica changed them, and distributes change with what the reload found
+// changed (see diff). An account this replica
 // did not know yet (made by another replica) starts here.
 func (s *Service) reload(ctx context.Context, id string, c netmap.Change) error {
 	a := s.account(id)
@@ -189,11 +190,12 @@ func (s *Service) reload(ctx context.Context, id string, c netmap.Change) error 
 		a.log.Warn("reload account changed by another replica", zap.Error(err))
 		return err
 	}
-	if err := a.fill(d); err != nil {
+	diff, err := a.fill(d)
+	if err != nil {
 		a.log.Error("reload account changed by another replica", zap.Error(err))
 		return err
 	}
-	a.log.Debug("reloaded account changed by another replica", zap.Int("peers", len(a.peers)), zap.Bool("all", c.All))
+	c.Merge(diff)
 	for _, pid := range a.dist.connected() {
 		if a.peers[pid] == nil {
 			a.dist.kick(pid, refusePeerUnknown.err("deleted"))
