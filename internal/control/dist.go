@@ -58,6 +58,17 @@ type distributor struct {
 
 	serialMu sync.Mutex
 	high     uint64 // the highest serial this replica handed out
+
+	batchMu sync.Mutex
+	batch   *serialBatch // gathering requests while a take is in flight
+}
+
+// serialBatch is the serials many streams ask for at once (a replica's
+// agents reconnecting), taken with one database call.
+type serialBatch struct {
+	n     int
+	first uint64
+	done  chan struct{}
 }
 
 // snapshot is an index and the generation (round) that built it.
@@ -288,10 +299,44 @@ func (d *distributor) connected() []string {
 }
 
 // takeSerials returns the first of n serials above every serial handed
-// out before, on any replica (see distributor).
+// out before, on any replica (see distributor). Requests made while a take
+// is in flight join one batch, taken with the next database call: one
+// per round of rounds, however many streams start meanwhile.
 func (d *distributor) takeSerials(ctx context.Context, n int) uint64 {
-	d.serialMu.Lock()
-	defer d.serialMu.Unlock()
+	d.batchMu.Lock()
+	b := d.batch
+	lead := b == nil
+	if lead {
+		b = &serialBatch{done: make(chan struct{})}
+		d.batch = b
+	}
+	off := b.n
+	b.n += n
+	d.batchMu.Unlock()
+	if !lead {
+		<-b.done
+		return b.first + uint64(off)
+	}
+	d.serialMu.Lock() // after the take in flight: the batch gathers meanwhile
+	d.batchMu.Lock()
+	d.batch = nil // later requests start the next batch
+	d.batchMu.Unlock()
+	// The batch is not the leader's alone: its caller going away does
+	// not cancel the others' take.
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), serialTimeout)
+	b.first = d.take(tctx, b.n)
+	cancel()
+	d.serialMu.Unlock()
+	close(b.done)
+	return b.first
+}
+
+// serialTimeout bounds a take from the database; past it, the replica
+// goes on from its own serials (see fromStore).
+const serialTimeout = 5 * time.Second
+
+// take takes n serials. Callers hold serialMu.
+func (d *distributor) take(ctx context.Context, n int) uint64 {
 	first, err := d.fromStore(ctx, n)
 	if err != nil {
 		first = d.high + 1

@@ -1,7 +1,9 @@
 package control
 
 import (
+	"context"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,4 +60,53 @@ func TestReloadDiff(t *testing.T) {
 	if c, _ := a.fill(d); !c.All {
 		t.Fatalf("account settings changed: %+v, want all", c)
 	}
+}
+
+// serialStore counts the takes of serials, each slow enough for others to
+// gather behind it.
+type serialStore struct {
+	Store
+	mu    sync.Mutex
+	next  uint64
+	calls int
+}
+
+func (f *serialStore) TakeSerials(ctx context.Context, accountID string, n int) (uint64, error) {
+	time.Sleep(2 * time.Millisecond) // a database round trip
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	first := f.next + 1
+	f.next += uint64(n)
+	return first, nil
+}
+
+// Streams asking for serials at once share database calls, and each gets
+// serials of its own.
+func TestSerialsBatched(t *testing.T) {
+	st := &serialStore{}
+	s := &Service{log: zap.NewNop(), now: time.Now, st: st}
+	a, err := newAccount(s, testData())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const streams = 200
+	got := make([]uint64, streams)
+	var wg sync.WaitGroup
+	for i := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i] = a.dist.takeSerials(context.Background(), 1)
+		}()
+	}
+	wg.Wait()
+	slices.Sort(got)
+	if len(slices.Compact(slices.Clone(got))) != streams || got[0] != 1 || got[streams-1] != streams {
+		t.Fatalf("serials %v, want 1..%d once each", got, streams)
+	}
+	if st.calls > streams/10 {
+		t.Fatalf("%d streams took serials with %d database calls, want at most %d", streams, st.calls, streams/10)
+	}
+	t.Logf("%d streams, %d database calls", streams, st.calls)
 }
