@@ -16,6 +16,7 @@ import (
 
 	controlv1 "meshd/api/control/v1"
 	"meshd/api/control/v1/controlv1connect"
+	"meshd/internal/cluster"
 	"meshd/internal/keys"
 	"meshd/internal/netmap"
 	"meshd/internal/seal"
@@ -160,6 +161,29 @@ func keyState(k *store.SetupKey, now time.Time) string {
 func (a *account) register(ctx context.Context, pub string, hash []byte, meta *controlv1.PeerMeta) (*controlv1.SelfConfig, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	for attempt := 1; ; attempt++ {
+		sc, err := a.registerLocked(ctx, pub, hash, meta)
+		var ce *connect.Error
+		switch {
+		case err == nil:
+			return sc, nil
+		case errors.As(err, &ce):
+			return nil, ce // a refusal
+		case attempt < registerAttempts && !errors.Is(err, cluster.ErrUnavailable):
+			// Another replica took the address or name meanwhile: the
+			// failed commit reloaded the account, pick again.
+			a.log.Info("registration conflicted with another replica's; retrying", zap.Error(err))
+		default:
+			return nil, peerError(err)
+		}
+	}
+}
+
+// registerAttempts bounds the retries of a registration that conflicted
+// with one made at the same time through another replica.
+const registerAttempts = 3
+
+func (a *account) registerLocked(ctx context.Context, pub string, hash []byte, meta *controlv1.PeerMeta) (*controlv1.SelfConfig, error) {
 	now := a.s.now()
 	if p := a.byKey[pub]; p != nil { // registered by a concurrent login
 		return a.selfConfig(p, now), nil
@@ -197,7 +221,7 @@ func (a *account) register(ctx context.Context, pub string, hash []byte, meta *c
 		func() { a.putPeer(p); a.putKey(&nk) },
 		netmap.Change{Peers: []string{p.ID}})
 	if err != nil {
-		return nil, peerError(err)
+		return nil, err
 	}
 	a.log.Info("peer joined", zap.String("peer", p.Name), zap.String("ip", p.OverlayIP), zap.String("setup_key", k.Name))
 	return a.selfConfig(p, now), nil

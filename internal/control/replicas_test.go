@@ -169,3 +169,31 @@ func TestReplicasAdminTokens(t *testing.T) {
 	must[adminv1.DeleteAdminTokenResponse](t)(r[0].Admin.DeleteAdminToken(ctx, connect.NewRequest(&adminv1.DeleteAdminTokenRequest{Id: tok.Id})))
 	works(false)
 }
+
+// Agents joining through two replicas at the same time all get addresses
+// and names of their own (a replica that picked one the other took picks
+// again).
+func TestReplicasJoinAtOnce(t *testing.T) {
+	r := controltest.NewReplicas(t, 2)
+	const each = 8
+	errs := make(chan error, 2*each)
+	var agents []*controltest.Agent
+	for i := range 2 * each {
+		agents = append(agents, r[i%2].NewAgent(controltest.AgentOptions{Hostname: "host"}))
+	}
+	for _, a := range agents {
+		go func() { errs <- a.Login("") }()
+	}
+	for range agents {
+		if err := <-errs; err != nil {
+			t.Fatalf("join: %v", err)
+		}
+	}
+	ips, names := map[string]bool{}, map[string]bool{}
+	for _, a := range agents {
+		ips[a.Self.OverlayIp], names[a.Self.Name] = true, true
+	}
+	if len(ips) != 2*each || len(names) != 2*each {
+		t.Fatalf("%d agents got %d addresses and %d names", 2*each, len(ips), len(names))
+	}
+}
