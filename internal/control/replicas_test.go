@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	adminv1 "meshd/api/admin/v1"
 	controlv1 "meshd/api/control/v1"
 	"meshd/api/control/v1/controlv1connect"
+	"meshd/internal/cluster"
 	"meshd/internal/control"
 	"meshd/internal/control/controltest"
 	"meshd/internal/controlclient"
@@ -196,4 +198,72 @@ func TestReplicasJoinAtOnce(t *testing.T) {
 	if len(ips) != 2*each || len(names) != 2*each {
 		t.Fatalf("%d agents got %d addresses and %d names", 2*each, len(ips), len(names))
 	}
+}
+
+// lossy loses what it publishes while lose is set, and lets a test tell its
+// subscribers that messages were lost (the nil payload).
+type lossy struct {
+	cluster.Cluster
+	lose   atomic.Bool
+	inject chan []byte
+}
+
+func (l *lossy) Publish(ctx context.Context, channel string, payload []byte) error {
+	if l.lose.Load() {
+		return nil
+	}
+	return l.Cluster.Publish(ctx, channel, payload)
+}
+
+func (l *lossy) Subscribe(ctx context.Context, channel string) (<-chan []byte, error) {
+	in, err := l.Cluster.Subscribe(ctx, channel)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan []byte)
+	go func() {
+		defer close(out)
+		for {
+			var b []byte
+			select {
+			case m, ok := <-in:
+				if !ok {
+					return
+				}
+				b = m
+			case b = <-l.inject:
+			}
+			select {
+			case out <- b:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// A replica told that messages were lost reloads everything: a change whose
+// message never came reaches its streams.
+func TestReplicasLostMessages(t *testing.T) {
+	var ls []*lossy
+	r := controltest.NewReplicas(t, 2, controltest.WrapCluster(func(c cluster.Cluster) cluster.Cluster {
+		l := &lossy{Cluster: c, inject: make(chan []byte)}
+		ls = append(ls, l)
+		return l
+	}))
+	ctx := context.Background()
+	a := r[0].AddAgent(controltest.AgentOptions{Hostname: "a"})
+	b := r[1].AddAgent(controltest.AgentOptions{Hostname: "b"})
+	b.WaitFor(t, "a", listed("a", true))
+	ls[0].lose.Store(true)
+	must[adminv1.DeletePolicyResponse](t)(r[0].Admin.DeletePolicy(ctx, connect.NewRequest(&adminv1.DeletePolicyRequest{Id: "Default"})))
+	a.WaitFor(t, "no peers", func(m *controltest.Map) bool { return len(m.Peers) == 0 })
+	if got := b.Latest(); !slices.Contains(controltest.PeerNames(got), "a") {
+		t.Fatalf("b heard of the change whose message was lost: %v", controltest.PeerNames(got))
+	}
+	start := time.Now()
+	ls[1].inject <- nil
+	within(t, start, b, "no peers after the resync", func(m *controltest.Map) bool { return len(m.Peers) == 0 })
+	checkLatest(t, r[1], b)
 }

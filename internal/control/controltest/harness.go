@@ -58,6 +58,7 @@ type config struct {
 	dir      string
 	hostFmt  func(i int) string
 	cluster  cluster.Cluster
+	wrap     func(cluster.Cluster) cluster.Cluster
 	clock    *Clock
 	boot     *control.Bootstrap // of another replica: no bootstrap here
 }
@@ -161,7 +162,11 @@ func (h *Harness) start() {
 		log = zaptest.NewLogger(h.tb, zaptest.Level(zapcore.WarnLevel))
 	}
 	faults := &FaultyStore{Store: st}
-	opts := control.Options{Store: faults, Cluster: h.cfg.cluster, Log: log.Named("control"), PublicURL: h.URL, Now: h.Clock.Now,
+	cl := h.cfg.cluster
+	if h.cfg.wrap != nil && cl != nil {
+		cl = h.cfg.wrap(cl)
+	}
+	opts := control.Options{Store: faults, Cluster: cl, Log: log.Named("control"), PublicURL: h.URL, Now: h.Clock.Now,
 		SignalURL: "https://signal.test:443", Coalesce: 5 * time.Millisecond, JanitorInterval: 10 * time.Millisecond,
 		ReplicaHeartbeat: 20 * time.Millisecond}
 	if h.cfg.opts != nil {

@@ -36,6 +36,12 @@ func NewReplicas(tb testing.TB, n int, opts ...Option) []*Harness {
 // WithCluster makes the service a replica of c.
 func WithCluster(c cluster.Cluster) Option { return func(cfg *config) { cfg.cluster = c } }
 
+// WrapCluster puts fn's cluster between a replica and its cluster (to lose
+// messages, for example).
+func WrapCluster(fn func(cluster.Cluster) cluster.Cluster) Option {
+	return func(cfg *config) { cfg.wrap = fn }
+}
+
 func withClock(c *Clock) Option { return func(cfg *config) { cfg.clock = c } }
 
 func withBoot(b control.Bootstrap) Option { return func(cfg *config) { cfg.boot = &b } }
