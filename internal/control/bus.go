@@ -56,7 +56,7 @@ func (s *Service) publish(m busMsg) {
 		s.log.Error("encode change for the other replicas", zap.Error(err))
 		return
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, publishTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), publishTimeout)
 	defer cancel()
 	if err := s.cl.Publish(ctx, busChannel, b); err != nil {
 		s.fault(err)

@@ -28,7 +28,9 @@ const presenceTimeout = 5 * time.Second
 // last seen. Callers hold a.mu, so that updates of one peer stay in order.
 func (a *account) setPresent(id string, present bool, seen time.Time) {
 	s := a.s
-	ctx, cancel := context.WithTimeout(s.ctx, presenceTimeout)
+	// Also while control stops: the others should not wait for this
+	// replica's heartbeats to expire to see its peers go.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), presenceTimeout)
 	defer cancel()
 	if err := s.cl.SetPresent(ctx, presencePrefix+id, present); err != nil {
 		s.fault(err)
