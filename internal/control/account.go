@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base32"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -14,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"meshd/internal/cluster"
 	"meshd/internal/netmap"
 	"meshd/store"
 )
@@ -44,7 +46,8 @@ type account struct {
 	routes   map[string]*store.Route
 	ns       map[string]*store.NameserverGroup
 	records  map[string]*store.DNSRecord
-	online   map[string]int // peer id → open Sync streams
+	online   map[string]int  // peer id → open Sync streams on this replica
+	remote   map[string]bool // peers with a stream on another replica
 	// expired holds the peers whose login expiry is recorded in the audit
 	// log (with when it expired), so that each expiry is recorded once.
 	expired map[string]time.Time
@@ -58,48 +61,65 @@ type account struct {
 
 func newAccount(s *Service, d *store.AccountData) (*account, error) {
 	a := &account{
-		s:        s,
-		id:       d.Account.ID,
-		log:      s.log.With(zap.String("account", d.Account.ID)),
-		a:        d.Account,
-		peers:    map[string]*store.Peer{},
-		byKey:    map[string]*store.Peer{},
-		byLabel:  map[string]*store.Peer{},
-		byIP:     map[netip.Addr]*store.Peer{},
-		groups:   map[string]*store.Group{},
-		keys:     map[string]*store.SetupKey{},
-		keyHash:  map[string]*store.SetupKey{},
-		policies: map[string]*store.Policy{},
-		routes:   map[string]*store.Route{},
-		ns:       map[string]*store.NameserverGroup{},
-		records:  map[string]*store.DNSRecord{},
-		online:   map[string]int{},
-		expired:  map[string]time.Time{},
+		s:       s,
+		id:      d.Account.ID,
+		log:     s.log.With(zap.String("account", d.Account.ID)),
+		online:  map[string]int{},
+		remote:  map[string]bool{},
+		expired: map[string]time.Time{},
 	}
-	net, err := netip.ParsePrefix(d.Account.OverlayNetwork)
-	if err != nil {
-		return nil, fmt.Errorf("account %s: overlay network %q: %w", d.Account.ID, d.Account.OverlayNetwork, err)
+	if _, err := a.fill(d); err != nil {
+		return nil, err
 	}
-	a.network = net.Masked()
-	for i := range d.Groups {
-		g := &d.Groups[i]
-		a.groups[g.ID] = g
-		if g.IsAll {
-			a.all = g
+	// Expiries before this start were recorded by the start that saw them.
+	for _, p := range a.peers {
+		if a.loginExpired(p, s.now()) {
+			a.expired[p.ID] = a.loginExpires(p, s.now())
 		}
 	}
-	if a.all == nil {
-		return nil, fmt.Errorf("account %s has no All group", d.Account.ID)
+	a.nextIP = a.network.Addr().Next()
+	a.dist.init(a, d.Account.Serial)
+	return a, nil
+}
+
+// fill replaces the account's entities with d's: at the start, and when
+// another replica changed them (see reload). What is this replica's own
+// (its streams, the expiries it recorded) stays. It returns what maps may
+// see changed (see diff). Callers hold mu, or own a.
+func (a *account) fill(d *store.AccountData) (netmap.Change, error) {
+	net, err := netip.ParsePrefix(d.Account.OverlayNetwork)
+	if err != nil {
+		return netmap.Change{}, fmt.Errorf("account %s: overlay network %q: %w", d.Account.ID, d.Account.OverlayNetwork, err)
+	}
+	var all *store.Group
+	for i := range d.Groups {
+		if d.Groups[i].IsAll {
+			all = &d.Groups[i]
+		}
+	}
+	if all == nil {
+		return netmap.Change{}, fmt.Errorf("account %s has no All group", d.Account.ID)
+	}
+	for i := range d.Peers {
+		p := &d.Peers[i]
+		if _, err := netip.ParseAddr(p.OverlayIP); err != nil {
+			return netmap.Change{}, fmt.Errorf("account %s: peer %s: overlay ip %q: %w", d.Account.ID, p.Name, p.OverlayIP, err)
+		}
+	}
+	old := &account{a: a.a, peers: a.peers, policies: a.policies, routes: a.routes, ns: a.ns, records: a.records}
+	a.a, a.network, a.all = d.Account, net.Masked(), all
+	a.peers, a.byKey, a.byLabel, a.byIP = map[string]*store.Peer{}, map[string]*store.Peer{}, map[string]*store.Peer{}, map[netip.Addr]*store.Peer{}
+	a.groups, a.keys, a.keyHash = map[string]*store.Group{}, map[string]*store.SetupKey{}, map[string]*store.SetupKey{}
+	a.policies, a.routes = map[string]*store.Policy{}, map[string]*store.Route{}
+	a.ns, a.records = map[string]*store.NameserverGroup{}, map[string]*store.DNSRecord{}
+	for i := range d.Groups {
+		a.groups[d.Groups[i].ID] = &d.Groups[i]
 	}
 	for i := range d.SetupKeys {
 		a.putKey(&d.SetupKeys[i])
 	}
 	for i := range d.Peers {
-		p := &d.Peers[i]
-		if _, err := netip.ParseAddr(p.OverlayIP); err != nil {
-			return nil, fmt.Errorf("account %s: peer %s: overlay ip %q: %w", d.Account.ID, p.Name, p.OverlayIP, err)
-		}
-		a.putPeer(p)
+		a.putPeer(&d.Peers[i])
 	}
 	for i := range d.Policies {
 		a.policies[d.Policies[i].ID] = &d.Policies[i]
@@ -113,16 +133,23 @@ func newAccount(s *Service, d *store.AccountData) (*account, error) {
 	for i := range d.DNSRecords {
 		a.records[d.DNSRecords[i].ID] = &d.DNSRecords[i]
 	}
-	// Expiries before this start were recorded by the start that saw them.
-	for _, p := range a.peers {
-		if a.loginExpired(p, s.now()) {
-			a.expired[p.ID] = a.loginExpires(p, s.now())
+	for id := range a.online {
+		if a.peers[id] == nil {
+			delete(a.online, id)
 		}
 	}
-	a.nextIP = a.network.Addr().Next()
-	a.lastNew = newest(d)
-	a.dist.init(a, d.Account.Serial)
-	return a, nil
+	for id := range a.remote {
+		if a.peers[id] == nil {
+			delete(a.remote, id)
+		}
+	}
+	if t := newest(d); t.After(a.lastNew) {
+		a.lastNew = t
+	}
+	if old.peers == nil {
+		return netmap.Change{}, nil // the first fill
+	}
+	return a.diff(old), nil
 }
 
 func (a *account) putPeer(p *store.Peer) {
@@ -145,6 +172,21 @@ func (a *account) removePeer(p *store.Peer) {
 	a.dropPeerIndexes(p)
 	delete(a.peers, p.ID)
 	delete(a.online, p.ID)
+	delete(a.remote, p.ID)
+}
+
+// isOnline: the peer has a stream open on some replica. Callers hold mu.
+func (a *account) isOnline(id string) bool { return a.online[id] > 0 || a.remote[id] }
+
+// onlineCount is how many peers are online on any replica. Callers hold mu.
+func (a *account) onlineCount() int {
+	n := len(a.online)
+	for id := range a.remote {
+		if a.online[id] == 0 {
+			n++
+		}
+	}
+	return n
 }
 
 func (a *account) putKey(k *store.SetupKey) {
@@ -171,7 +213,15 @@ type audit struct {
 // commit writes an edit through to the store with its audit event, then
 // applies it in memory and records what it touched. Callers hold mu, so
 // edits of one account are serial and the store never lags memory.
+//
+// The other replicas are told (see publish) and reload the account. A
+// change is refused while the database is lost; one that fails otherwise
+// (another replica's change conflicted with it) reloads the account, so
+// that a retry sees what the store holds.
 func (a *account) commit(ctx context.Context, ev audit, write func(*store.Tx) error, apply func(), c netmap.Change) error {
+	if err := a.s.refused(); err != nil {
+		return fmt.Errorf("%s: %w", ev.action, err)
+	}
 	err := a.s.st.Write(ctx, func(tx *store.Tx) error {
 		if write != nil {
 			if err := write(tx); err != nil {
@@ -182,6 +232,10 @@ func (a *account) commit(ctx context.Context, ev audit, write func(*store.Tx) er
 			TargetType: ev.targetType, TargetID: ev.targetID, TargetName: ev.targetName, Detail: ev.detail})
 	})
 	if err != nil {
+		if err := a.s.storeError(err); errors.Is(err, cluster.ErrUnavailable) {
+			return fmt.Errorf("%s: %w", ev.action, err)
+		}
+		a.reloadLocked(ctx)
 		return fmt.Errorf("%s: %w", ev.action, err)
 	}
 	if apply != nil {
@@ -190,7 +244,24 @@ func (a *account) commit(ctx context.Context, ev audit, write func(*store.Tx) er
 	if !c.Empty() {
 		a.change(c)
 	}
+	a.s.publish(busMsg{Account: a.id, Kind: kindAccount, Change: c})
 	return nil
+}
+
+// reloadLocked takes the account from the store again after a write failed:
+// memory may lag a change of another replica. Callers hold mu.
+func (a *account) reloadLocked(ctx context.Context) {
+	d, err := a.s.st.LoadAccount(context.WithoutCancel(ctx), a.id)
+	if err != nil {
+		a.s.fault(err)
+		return
+	}
+	c, err := a.fill(d)
+	if err != nil {
+		a.log.Error("reload account", zap.Error(err))
+		return
+	}
+	a.change(c)
 }
 
 // input snapshots what maps depend on. Callers hold mu. Lists are sorted by
@@ -201,7 +272,7 @@ func (a *account) input() *netmap.Input {
 	in.Peers = make([]netmap.Peer, 0, len(a.peers))
 	for _, p := range a.peers {
 		in.Peers = append(in.Peers, netmap.Peer{ID: p.ID, Key: p.PublicKey, Name: p.Name, Label: p.DNSLabel,
-			IP: netip.MustParseAddr(p.OverlayIP), Groups: p.Groups, Online: a.online[p.ID] > 0, LastSeen: p.LastSeen,
+			IP: netip.MustParseAddr(p.OverlayIP), Groups: p.Groups, Online: a.isOnline(p.ID), LastSeen: p.LastSeen,
 			LoginExpires: a.loginExpires(p, now)})
 	}
 	for _, g := range sorted(a.groups, func(g *store.Group) (time.Time, string) { return g.Created, g.ID }) {

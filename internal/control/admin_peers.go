@@ -106,7 +106,7 @@ func (a *account) peerMsg(p *store.Peer, now time.Time) *adminv1.Peer {
 	exp := a.loginExpires(p, now)
 	return &adminv1.Peer{Id: p.ID, Name: p.Name, DnsName: fqdn(p.DNSLabel, a.a.DNSDomain), OverlayIp: p.OverlayIP,
 		PublicKey: p.PublicKey, Hostname: p.Hostname, Os: p.OS, Version: p.Version,
-		Groups: append([]string{a.all.Name}, a.groupNames(p.Groups)...), Online: a.online[p.ID] > 0,
+		Groups: append([]string{a.all.Name}, a.groupNames(p.Groups)...), Online: a.isOnline(p.ID),
 		LastSeen: ts(p.LastSeen), LoginExpirationEnabled: p.LoginExpirationEnabled, LoginExpires: ts(exp),
 		Ephemeral: p.Ephemeral, Created: ts(p.Created), SetupKeyId: p.SetupKeyID, Paths: a.pathsOf(p, now)}
 }

@@ -13,6 +13,7 @@ import (
 func (x *adminAPI) GetServerStatus(ctx context.Context, req *connect.Request[adminv1.GetServerStatusRequest]) (*connect.Response[adminv1.ServerStatus], error) {
 	return handle(ctx, req, func(a *account, actor string, m *adminv1.GetServerStatusRequest) (*adminv1.ServerStatus, error) {
 		st := a.serverStatus()
+		x.s.replicaStatus(st)
 		if hook := x.s.opts.Status; hook != nil {
 			hook(st)
 		}
@@ -29,6 +30,6 @@ func (a *account) serverStatus() *adminv1.ServerStatus {
 		Version:     version.String(),
 		Started:     timestamppb.New(a.s.started),
 		Peers:       int32(len(a.peers)),
-		PeersOnline: int32(len(a.online)),
+		PeersOnline: int32(a.onlineCount()),
 	}
 }

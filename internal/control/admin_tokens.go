@@ -85,6 +85,7 @@ func (a *account) createAdminToken(ctx context.Context, actor, current string, m
 	if err != nil {
 		return nil, err
 	}
+	a.s.publish(busMsg{Kind: kindTokens})
 	msg := tokenMsg(t, current)
 	msg.Token = plain
 	return msg, nil
@@ -111,5 +112,6 @@ func (a *account) deleteAdminToken(ctx context.Context, actor string, m *adminv1
 	if err != nil {
 		return nil, err
 	}
+	a.s.publish(busMsg{Kind: kindTokens})
 	return &adminv1.DeleteAdminTokenResponse{}, nil
 }

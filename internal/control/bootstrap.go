@@ -130,6 +130,7 @@ func (s *Service) createAccount(ctx context.Context, name string) (*account, err
 	s.accounts = append(s.accounts, a)
 	s.mu.Unlock()
 	s.start(a)
+	s.publish(busMsg{Account: a.id, Kind: kindAccount, Change: netmap.Change{All: true}})
 	s.log.Info("created account", zap.String("account", a.id), zap.String("network", d.Account.OverlayNetwork))
 	return a, nil
 }
@@ -179,6 +180,7 @@ func (s *Service) CreateAdminToken(ctx context.Context, accountID, name string) 
 	s.mu.Lock()
 	s.tokens[string(t.Hash)] = t
 	s.mu.Unlock()
+	s.publish(busMsg{Kind: kindTokens})
 	return tok, nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -28,6 +29,7 @@ import (
 	adminv1 "meshd/api/admin/v1"
 	controlv1 "meshd/api/control/v1"
 	"meshd/api/control/v1/controlv1connect"
+	"meshd/internal/cluster"
 	"meshd/internal/keys"
 	"meshd/internal/seal"
 	"meshd/internal/server"
@@ -40,9 +42,13 @@ const (
 	DefaultHeartbeat       = 15 * time.Second
 	DefaultCoalesce        = 20 * time.Millisecond
 	DefaultJanitorInterval = 30 * time.Second
-	DefaultOverlayNetwork  = "100.64.0.0/16"
-	DefaultDNSDomain       = "meshd.internal"
-	ChallengeTTL           = 2 * time.Minute
+	// DefaultReplicaHeartbeat and DefaultReplicaTTL: a dead replica leaves
+	// the list (and its agents' maps) within ten seconds.
+	DefaultReplicaHeartbeat = 2 * time.Second
+	DefaultReplicaTTL       = 10 * time.Second
+	DefaultOverlayNetwork   = "100.64.0.0/16"
+	DefaultDNSDomain        = "meshd.internal"
+	ChallengeTTL            = 2 * time.Minute
 )
 
 // DefaultTURNTTL is the lifetime of TURN credentials, short so that a
@@ -73,14 +79,15 @@ type RelayOptions struct {
 
 // Options configure a Service.
 type Options struct {
-	Store *store.Store
-	Log   *zap.Logger
+	// Store is the database replicas share (*store.Store).
+	Store Store
+	// Cluster is what the replicas of the network share besides the
+	// store: changes, presence, leases; nil: cluster.Local() (one replica).
+	Cluster cluster.Cluster
+	Log     *zap.Logger
 	// PublicURL is how agents reach control (https://host:port); it goes into
 	// join tokens.
 	PublicURL string
-	// ControlURLs, when set, returns the public URLs of the other control
-	// replicas sharing the store; join tokens carry them after PublicURL.
-	ControlURLs func() []string
 	// TLSPin is the pin of control's self-signed certificate ("sha256:HEX"),
 	// for join tokens; empty with a CA-signed certificate.
 	TLSPin string
@@ -97,6 +104,10 @@ type Options struct {
 	JanitorInterval time.Duration // ephemeral peers, expired logins
 	MTU             uint32        // tunnel MTU in maps (netmap.DefaultMTU)
 	TicketTTL       time.Duration // of signal tickets (DefaultTicketTTL)
+	// ReplicaHeartbeat is how often this replica says it is alive, and
+	// ReplicaTTL how long a silent replica counts as alive.
+	ReplicaHeartbeat time.Duration
+	ReplicaTTL       time.Duration
 
 	// Status, when set, adds what runs beside control in this process
 	// (signal's and the relay's counters) to the admin API's server status.
@@ -108,7 +119,8 @@ type Options struct {
 type Service struct {
 	opts       Options
 	log        *zap.Logger
-	st         *store.Store
+	st         Store
+	cl         cluster.Cluster
 	now        func() time.Time
 	key        keys.Private
 	ticketKey  ed25519.PrivateKey // signs signal tickets
@@ -118,6 +130,12 @@ type Service struct {
 	challenger *seal.Challenger
 	started    time.Time
 	m          *metrics
+
+	down atomic.Pointer[storeDown] // nil while the database answers
+	view atomic.Pointer[replicaView]
+	// local holds the challenges issued while the shared one-time store
+	// was unreachable: valid on this replica only.
+	local *seal.Challenger
 
 	mu       sync.RWMutex
 	accounts []*account
@@ -158,8 +176,18 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	if opts.Relays.TTL <= 0 {
 		opts.Relays.TTL = DefaultTURNTTL
 	}
-	s := &Service{opts: opts, log: opts.Log, st: opts.Store, now: opts.Now, started: opts.Now(),
-		challenger: seal.NewChallenger(ChallengeTTL), tokens: map[string]*store.AdminToken{}, m: newMetrics()}
+	if opts.ReplicaHeartbeat <= 0 {
+		opts.ReplicaHeartbeat = DefaultReplicaHeartbeat
+	}
+	if opts.ReplicaTTL <= 0 {
+		opts.ReplicaTTL = DefaultReplicaTTL
+	}
+	if opts.Cluster == nil {
+		opts.Cluster = cluster.Local()
+	}
+	s := &Service{opts: opts, log: opts.Log.With(zap.String("replica", opts.Cluster.Self())), st: opts.Store, cl: opts.Cluster, now: opts.Now, started: opts.Now(),
+		challenger: seal.NewChallenger(ChallengeTTL), local: seal.NewChallenger(ChallengeTTL),
+		tokens: map[string]*store.AdminToken{}, m: newMetrics()}
 	for _, u := range opts.Relays.URLs {
 		switch scheme, _, _ := strings.Cut(u, ":"); scheme {
 		case "stun", "stuns":
@@ -212,16 +240,27 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		return nil, err
 	}
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	// Subscribe before anything can change: a change published from now
+	// on reaches this replica.
+	msgs, err := s.cl.Subscribe(s.ctx, busChannel)
+	if err != nil {
+		s.cancel()
+		return nil, fmt.Errorf("control: subscribe to changes: %w", err)
+	}
+	s.heartbeat(ctx)
+	s.resyncPresence(ctx)
 	s.mu.RLock()
 	for _, a := range s.accounts {
 		s.start(a)
 	}
 	s.mu.RUnlock()
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.janitor(s.ctx)
-	}()
+	for _, job := range []func(context.Context){s.janitor, s.heartbeats, s.probeStore, func(ctx context.Context) { s.follow(ctx, msgs) }} {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			job(s.ctx)
+		}()
+	}
 	return s, nil
 }
 
@@ -331,14 +370,18 @@ func (s *Service) PublicKey() keys.Key { return s.key.Public() }
 // credentials, and when those expire (zero without TURN servers).
 func (s *Service) relays(peerID string) ([]*controlv1.RelayServer, time.Time) {
 	var out []*controlv1.RelayServer
-	if len(s.stunURLs) > 0 {
-		out = append(out, &controlv1.RelayServer{Urls: s.stunURLs})
+	stun, turn := s.stunURLs, s.turnURLs
+	if v := s.view.Load(); v != nil {
+		stun, turn = v.stun, v.turn // every live replica's
 	}
-	if len(s.turnURLs) == 0 {
+	if len(stun) > 0 {
+		out = append(out, &controlv1.RelayServer{Urls: stun})
+	}
+	if len(turn) == 0 {
 		return out, time.Time{}
 	}
 	c := turncred.Issue(s.turnSecret, peerID, s.now(), s.opts.Relays.TTL)
-	out = append(out, &controlv1.RelayServer{Urls: s.turnURLs, Username: c.Username, Credential: c.Password,
+	out = append(out, &controlv1.RelayServer{Urls: turn, Username: c.Username, Credential: c.Password,
 		Expires: timestamppb.New(c.Expires)})
 	return out, c.Expires
 }

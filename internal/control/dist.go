@@ -2,7 +2,6 @@ package control
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,10 +38,14 @@ import (
 //     map of the mailbox's index. A mailbox whose newest round is not above
 //     sentGen holds nothing new.
 //
-// Serials come from one counter per account, taken after a stream loads the
-// index it computes from; a stream sends maps in serial order, and the
-// counter's high-water mark is persisted in blocks so that a restart
-// continues above every serial handed out.
+// Serials come from the account's counter in the database, which every
+// replica shares, so that an agent that moves between replicas or outlives
+// a restart still sees them grow. A round takes one block for all the
+// streams it posts to (one database call, not one per stream); a stream
+// sends a serial above the one it sent last, taking a fresh one when the
+// round's is not (its own full maps: the first, the credential refresh).
+// While the database is lost a replica goes on from the highest serial it
+// handed out, and when it is back it moves the counter above those.
 type distributor struct {
 	a     *account
 	index atomic.Pointer[snapshot]
@@ -54,12 +57,19 @@ type distributor struct {
 	conns  map[string]map[*conn]struct{} // peer id → its streams
 
 	serialMu sync.Mutex
-	serial   uint64 // last handed out
-	reserved uint64 // persisted high-water mark
+	high     uint64 // the highest serial this replica handed out
+
+	batchMu sync.Mutex
+	batch   *serialBatch // gathering requests while a take is in flight
 }
 
-// serialBlock is how many serials are reserved with one database write.
-const serialBlock = 1024
+// serialBatch is the serials many streams ask for at once (a replica's
+// agents reconnecting), taken with one database call.
+type serialBatch struct {
+	n     int
+	first uint64
+	done  chan struct{}
+}
 
 // snapshot is an index and the generation (round) that built it.
 type snapshot struct {
@@ -78,11 +88,19 @@ type conn struct {
 	box mailbox
 }
 
+// post is a round's request to one stream.
+type post struct {
+	c       *conn
+	full    bool
+	entries []string
+}
+
 // mailbox is what the rounds since a stream last looked ask it to send.
 type mailbox struct {
 	snap    *snapshot // the newest round that posted; nil: empty
 	full    bool      // the whole map
 	entries map[string]struct{}
+	serial  uint64 // the newest round's serial for this stream
 }
 
 // maxUpdateEntries bounds the entries a mailbox gathers; beyond, the whole
@@ -91,10 +109,11 @@ const maxUpdateEntries = 512
 
 // post records what a round asks of c (the whole map, or new entries of the
 // given peers) and wakes c.
-func (c *conn) post(snap *snapshot, full bool, entries []string) {
+func (c *conn) post(snap *snapshot, full bool, entries []string, serial uint64) {
 	c.mu.Lock()
 	b := &c.box
 	b.snap = snap
+	b.serial = max(b.serial, serial)
 	switch {
 	case full || !c.updates || len(b.entries)+len(entries) > maxUpdateEntries:
 		b.full, b.entries = true, nil
@@ -126,7 +145,7 @@ func (d *distributor) init(a *account, serial uint64) {
 	d.a = a
 	d.wakeC = make(chan struct{}, 1)
 	d.conns = map[string]map[*conn]struct{}{}
-	d.serial, d.reserved = serial, serial
+	d.high = serial
 }
 
 func (d *distributor) wake() {
@@ -202,30 +221,36 @@ func (d *distributor) indexWith(id string) *snapshot {
 // notify posts a round's impact to the mailboxes of the streams it touches
 // and returns how many it posted to.
 func (d *distributor) notify(snap *snapshot, im netmap.Impact) int {
+	var posts []post
 	d.connMu.Lock()
-	defer d.connMu.Unlock()
-	n := 0
-	post := func(cs map[*conn]struct{}, full bool, entries []string) {
+	add := func(cs map[*conn]struct{}, full bool, entries []string) {
 		for c := range cs {
-			c.post(snap, full, entries)
-			n++
+			posts = append(posts, post{c, full, entries})
 		}
 	}
 	if im.All || len(im.Full) > len(d.conns) {
 		for id, cs := range d.conns {
 			if _, ok := im.Full[id]; im.All || ok {
-				post(cs, true, nil)
+				add(cs, true, nil)
 			}
 		}
 	} else {
 		for id := range im.Full {
-			post(d.conns[id], true, nil)
+			add(d.conns[id], true, nil)
 		}
 	}
 	for id, xs := range im.Entries { // not in Full
-		post(d.conns[id], false, xs)
+		add(d.conns[id], false, xs)
 	}
-	return n
+	d.connMu.Unlock()
+	if len(posts) == 0 {
+		return 0
+	}
+	first := d.takeSerials(context.Background(), len(posts))
+	for i, p := range posts {
+		p.c.post(snap, p.full, p.entries, first+uint64(i))
+	}
+	return len(posts)
 }
 
 func (d *distributor) attach(peerID string, updates bool) *conn {
@@ -273,19 +298,72 @@ func (d *distributor) connected() []string {
 	return out
 }
 
-// nextSerial returns a serial above every one handed out before, also
-// across restarts.
-func (d *distributor) nextSerial(ctx context.Context) (uint64, error) {
-	d.serialMu.Lock()
-	defer d.serialMu.Unlock()
-	next := d.serial + 1
-	if next > d.reserved {
-		upTo := next + serialBlock - 1
-		if err := d.a.s.st.ReserveSerial(ctx, d.a.id, upTo); err != nil {
-			return 0, fmt.Errorf("serial: %w", err)
-		}
-		d.reserved = upTo
+// takeSerials returns the first of n serials above every serial handed
+// out before, on any replica (see distributor). Requests made while a take
+// is in flight join one batch, taken with the next database call: one
+// per round of rounds, however many streams start meanwhile.
+func (d *distributor) takeSerials(ctx context.Context, n int) uint64 {
+	d.batchMu.Lock()
+	b := d.batch
+	lead := b == nil
+	if lead {
+		b = &serialBatch{done: make(chan struct{})}
+		d.batch = b
 	}
-	d.serial = next
-	return next, nil
+	off := b.n
+	b.n += n
+	d.batchMu.Unlock()
+	if !lead {
+		<-b.done
+		return b.first + uint64(off)
+	}
+	d.serialMu.Lock() // after the take in flight: the batch gathers meanwhile
+	d.batchMu.Lock()
+	d.batch = nil // later requests start the next batch
+	d.batchMu.Unlock()
+	// The batch is not the leader's alone: its caller going away does
+	// not cancel the others' take.
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), serialTimeout)
+	b.first = d.take(tctx, b.n)
+	cancel()
+	d.serialMu.Unlock()
+	close(b.done)
+	return b.first
+}
+
+// serialTimeout bounds a take from the database; past it, the replica
+// goes on from its own serials (see fromStore).
+const serialTimeout = 5 * time.Second
+
+// take takes n serials. Callers hold serialMu.
+func (d *distributor) take(ctx context.Context, n int) uint64 {
+	first, err := d.fromStore(ctx, n)
+	if err != nil {
+		first = d.high + 1
+		if !d.a.s.fault(err) && d.a.s.refused() == nil {
+			d.a.log.Warn("take serials from the store; going on from this replica's own", zap.Error(err))
+		}
+	}
+	d.high = max(d.high, first+uint64(n)-1)
+	return first
+}
+
+// fromStore takes n serials from the database. Callers hold serialMu.
+func (d *distributor) fromStore(ctx context.Context, n int) (uint64, error) {
+	s := d.a.s
+	if err := s.refused(); err != nil {
+		return 0, err
+	}
+	first, err := s.st.TakeSerials(ctx, d.a.id, n)
+	if err != nil || first > d.high {
+		return first, err
+	}
+	// This replica handed out serials of its own while the database was
+	// lost: move the counter above them.
+	if last := first + uint64(n) - 1; last < d.high {
+		if _, err := s.st.TakeSerials(ctx, d.a.id, int(d.high-last)); err != nil {
+			return 0, err
+		}
+	}
+	return s.st.TakeSerials(ctx, d.a.id, n)
 }

@@ -8,6 +8,7 @@ import (
 	"connectrpc.com/connect"
 
 	controlv1 "meshd/api/control/v1"
+	"meshd/internal/cluster"
 	"meshd/store"
 )
 
@@ -52,6 +53,8 @@ func adminError(err error) error {
 		return nil
 	case errors.As(err, &ce):
 		return ce
+	case errors.Is(err, cluster.ErrUnavailable):
+		return connect.NewError(connect.CodeUnavailable, err)
 	case errors.Is(err, ErrNotFound), errors.Is(err, store.ErrNotFound):
 		return connect.NewError(connect.CodeNotFound, err)
 	case errors.Is(err, ErrInvalid):
@@ -116,4 +119,13 @@ func (r refusal) err(detail string) *connect.Error {
 		e.AddDetail(d)
 	}
 	return e
+}
+
+// peerError maps a failed change of a peer's call: a lost database is
+// Unavailable (the agent retries), anything else Internal.
+func peerError(err error) error {
+	if errors.Is(err, cluster.ErrUnavailable) {
+		return connect.NewError(connect.CodeUnavailable, err)
+	}
+	return connect.NewError(connect.CodeInternal, err)
 }

@@ -12,7 +12,10 @@ import (
 )
 
 // janitor removes ephemeral peers that stayed offline too long and ends the
-// streams of peers whose login expired, every JanitorInterval.
+// streams of peers whose login expired, every JanitorInterval. Every
+// replica ends its own streams; what is written (a removal, an expiry in
+// the audit log) is done by one replica of the network, the one holding
+// the "janitor" lease.
 func (s *Service) janitor(ctx context.Context) {
 	t := time.NewTicker(s.opts.JanitorInterval)
 	defer t.Stop()
@@ -22,20 +25,39 @@ func (s *Service) janitor(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		lead := false
+		if s.refused() == nil {
+			var err error
+			if lead, err = s.cl.Lead(ctx, "janitor", janitorLease*s.opts.JanitorInterval); err != nil {
+				s.fault(err)
+				s.log.Warn("janitor lease", zap.Error(err))
+			}
+		}
 		for _, a := range s.accountList() {
-			a.sweep(ctx)
+			a.sweep(ctx, lead)
 		}
 	}
 }
 
-func (a *account) sweep(ctx context.Context) {
+// janitorLease is the janitor's lease in intervals: the holder renews it
+// every interval, and a dead holder's passes on within a few.
+const janitorLease = 3
+
+func (a *account) sweep(ctx context.Context, lead bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.s.now()
 	for _, p := range a.peers {
-		online := a.online[p.ID] > 0
+		online := a.isOnline(p.ID)
 		switch {
 		case p.Ephemeral && !online && now.Sub(p.LastSeen) > a.a.EphemeralOffline:
+			if !lead {
+				continue
+			}
+			// Offline on every replica, asked of the cluster itself.
+			if elsewhere, err := a.s.presentElsewhere(ctx, p.ID); err != nil || elsewhere {
+				continue
+			}
 			why := fmt.Sprintf("ephemeral peer offline since %s", p.LastSeen.UTC().Format(time.RFC3339))
 			if err := a.removePeerLocked(ctx, "system", p, why); err != nil {
 				a.log.Warn("remove ephemeral peer", zap.String("peer", p.Name), zap.Error(err))
@@ -43,7 +65,11 @@ func (a *account) sweep(ctx context.Context) {
 				a.log.Info("removed ephemeral peer", zap.String("peer", p.Name))
 			}
 		case a.loginExpired(p, now):
-			a.noteExpiry(ctx, p, now)
+			if lead {
+				a.noteExpiry(ctx, p, now)
+			} else {
+				a.expired[p.ID] = a.loginExpires(p, now) // the lead records it
+			}
 			if online {
 				a.dist.kick(p.ID, refuseLoginExpired.err(""))
 			}

@@ -81,7 +81,7 @@ func (ps *pathStore) get(peerID string, now time.Time) (pathReport, bool) {
 // ReportPaths records a peer's path summary.
 func (p *peerAPI) ReportPaths(ctx context.Context, req *connect.Request[controlv1.ReportPathsRequest]) (*connect.Response[controlv1.ReportPathsResponse], error) {
 	s := p.s
-	pub, err := s.verify(req.Msg.Proof, seal.PurposePaths)
+	pub, err := s.verify(ctx, req.Msg.Proof, seal.PurposePaths)
 	if err != nil {
 		return nil, err
 	}

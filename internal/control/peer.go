@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -15,6 +16,7 @@ import (
 
 	controlv1 "meshd/api/control/v1"
 	"meshd/api/control/v1/controlv1connect"
+	"meshd/internal/cluster"
 	"meshd/internal/keys"
 	"meshd/internal/netmap"
 	"meshd/internal/seal"
@@ -26,15 +28,42 @@ type peerAPI struct{ s *Service }
 
 var _ controlv1connect.ControlServiceHandler = (*peerAPI)(nil)
 
+// Challenge issues a key-proof challenge. It is kept in the cluster's
+// one-time tokens, so that the proof may go to any replica, once. While the
+// cluster is unreachable, the challenge is one of this replica's own
+// (s.local), valid here only.
 func (p *peerAPI) Challenge(ctx context.Context, _ *connect.Request[controlv1.ChallengeRequest]) (*connect.Response[controlv1.ChallengeResponse], error) {
-	ch, exp := p.s.challenger.Issue(p.s.now())
-	pub := p.s.key.Public()
+	s := p.s
+	ch, exp := s.challenger.Issue(s.now())
+	if err := s.cl.PutOnce(ctx, challengeKey(ch), exp); err != nil {
+		s.fault(err)
+		s.log.Warn("share a challenge with the other replicas; it is valid on this one only", zap.Error(err))
+		ch, exp = s.local.Issue(s.now())
+	}
+	pub := s.key.Public()
 	return connect.NewResponse(&controlv1.ChallengeResponse{ServerPublicKey: pub[:], Challenge: ch,
 		Expires: timestamppb.New(exp)}), nil
 }
 
+func challengeKey(ch []byte) string { return "challenge:" + hex.EncodeToString(ch) }
+
+// useChallenge accepts a challenge issued by any replica that has not
+// expired and was not used before, and uses it up.
+func (s *Service) useChallenge(ctx context.Context, ch []byte) bool {
+	now := s.now()
+	if s.local.Use(ch, now) == nil {
+		return true // this replica's own, issued while the cluster was unreachable
+	}
+	ok, err := s.cl.TakeOnce(ctx, challengeKey(ch), now)
+	if err != nil {
+		s.fault(err)
+		s.log.Warn("check a challenge", zap.Error(err))
+	}
+	return ok && err == nil
+}
+
 // verify checks a proof made for purpose and returns the proven key.
-func (s *Service) verify(pr *controlv1.Proof, purpose string) (keys.Key, error) {
+func (s *Service) verify(ctx context.Context, pr *controlv1.Proof, purpose string) (keys.Key, error) {
 	if pr == nil {
 		return keys.Key{}, refuseProof.err("no proof")
 	}
@@ -45,7 +74,7 @@ func (s *Service) verify(pr *controlv1.Proof, purpose string) (keys.Key, error) 
 	if err := pub.CheckPublic(); err != nil {
 		return keys.Key{}, refuseProof.err(err.Error() + "; use the key pair meshd generated")
 	}
-	if err := s.challenger.Use(pr.Challenge, s.now()); err != nil {
+	if !s.useChallenge(ctx, pr.Challenge) {
 		return keys.Key{}, refuseProof.err("challenge unknown, expired or used; ask for a new one")
 	}
 	if err := seal.VerifyProof(purpose, pr.Challenge, pr.Nonce, pr.Sealed, pub, s.key); err != nil {
@@ -56,7 +85,7 @@ func (s *Service) verify(pr *controlv1.Proof, purpose string) (keys.Key, error) 
 
 func (p *peerAPI) Login(ctx context.Context, req *connect.Request[controlv1.LoginRequest]) (*connect.Response[controlv1.LoginResponse], error) {
 	s := p.s
-	pub, err := s.verify(req.Msg.Proof, seal.PurposeLogin)
+	pub, err := s.verify(ctx, req.Msg.Proof, seal.PurposeLogin)
 	if err != nil {
 		return nil, err
 	}
@@ -132,6 +161,29 @@ func keyState(k *store.SetupKey, now time.Time) string {
 func (a *account) register(ctx context.Context, pub string, hash []byte, meta *controlv1.PeerMeta) (*controlv1.SelfConfig, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	for attempt := 1; ; attempt++ {
+		sc, err := a.registerLocked(ctx, pub, hash, meta)
+		var ce *connect.Error
+		switch {
+		case err == nil:
+			return sc, nil
+		case errors.As(err, &ce):
+			return nil, ce // a refusal
+		case attempt < registerAttempts && !errors.Is(err, cluster.ErrUnavailable):
+			// Another replica took the address or name meanwhile: the
+			// failed commit reloaded the account, pick again.
+			a.log.Info("registration conflicted with another replica's; retrying", zap.Error(err))
+		default:
+			return nil, peerError(err)
+		}
+	}
+}
+
+// registerAttempts bounds the retries of a registration that conflicted
+// with one made at the same time through another replica.
+const registerAttempts = 3
+
+func (a *account) registerLocked(ctx context.Context, pub string, hash []byte, meta *controlv1.PeerMeta) (*controlv1.SelfConfig, error) {
 	now := a.s.now()
 	if p := a.byKey[pub]; p != nil { // registered by a concurrent login
 		return a.selfConfig(p, now), nil
@@ -169,7 +221,7 @@ func (a *account) register(ctx context.Context, pub string, hash []byte, meta *c
 		func() { a.putPeer(p); a.putKey(&nk) },
 		netmap.Change{Peers: []string{p.ID}})
 	if err != nil {
-		return nil, connect.NewError(connect.CodeInternal, err)
+		return nil, err
 	}
 	a.log.Info("peer joined", zap.String("peer", p.Name), zap.String("ip", p.OverlayIP), zap.String("setup_key", k.Name))
 	return a.selfConfig(p, now), nil
@@ -235,7 +287,7 @@ func (a *account) relogin(ctx context.Context, id, setupKey string, meta *contro
 		},
 		netmap.Change{Only: []string{id}}) // login_expires may have moved
 	if err != nil {
-		return nil, connect.NewError(connect.CodeInternal, err)
+		return nil, peerError(err)
 	}
 	return a.selfConfig(&np, now), nil
 }
@@ -267,7 +319,7 @@ func (s *Service) mtu() uint32 {
 // the peer is deleted or its login expires.
 func (p *peerAPI) Sync(ctx context.Context, req *connect.Request[controlv1.SyncRequest], stream *connect.ServerStream[controlv1.SyncResponse]) error {
 	s := p.s
-	pub, err := s.verify(req.Msg.Proof, seal.PurposeSync)
+	pub, err := s.verify(ctx, req.Msg.Proof, seal.PurposeSync)
 	if err != nil {
 		return err
 	}
@@ -299,7 +351,15 @@ func (s *Service) stream(ctx context.Context, a *account, c *conn, pub keys.Key,
 	defer refresh.Stop()
 	// What the agent holds: the map of generation sentGen, serial sentSerial.
 	var sentSerial, sentGen uint64
-	sendMap := func() error {
+	// serialAbove returns serial when it is above the one sent last, else
+	// a fresh one.
+	serialAbove := func(serial uint64) uint64 {
+		if serial > sentSerial {
+			return serial
+		}
+		return a.dist.takeSerials(ctx, 1)
+	}
+	sendMap := func(serial uint64) error {
 		c.take() // the map covers every round up to the index it is made from
 		start := time.Now()
 		snap := a.dist.indexWith(c.peerID)
@@ -308,11 +368,9 @@ func (s *Service) stream(ctx context.Context, a *account, c *conn, pub keys.Key,
 		if m == nil {
 			return refusePeerUnknown.err("deleted")
 		}
-		serial, err := a.dist.nextSerial(ctx)
-		if err != nil {
-			return connect.NewError(connect.CodeInternal, err)
-		}
+		serial = serialAbove(serial)
 		m.Serial = serial
+		m.ControlUrls = s.controlURLs()
 		var exp, ticketExp time.Time
 		m.Relays, exp = s.relays(c.peerID)
 		m.SignalUrl, m.SignalTlsPin = s.opts.SignalURL, s.opts.SignalPin
@@ -343,16 +401,13 @@ func (s *Service) stream(ctx context.Context, a *account, c *conn, pub keys.Key,
 			return nil
 		}
 		if b.full {
-			return sendMap()
+			return sendMap(b.serial)
 		}
 		u, ok := updateFrom(b, c.peerID, sentSerial)
 		if !ok {
-			return sendMap()
+			return sendMap(b.serial)
 		}
-		serial, err := a.dist.nextSerial(ctx)
-		if err != nil {
-			return connect.NewError(connect.CodeInternal, err)
-		}
+		serial := serialAbove(b.serial)
 		u.Serial = serial
 		if err := stream.Send(&controlv1.SyncResponse{Update: u}); err != nil {
 			return err
@@ -361,7 +416,7 @@ func (s *Service) stream(ctx context.Context, a *account, c *conn, pub keys.Key,
 		sentSerial, sentGen = serial, b.snap.gen
 		return nil
 	}
-	if err := sendMap(); err != nil {
+	if err := sendMap(0); err != nil {
 		return err
 	}
 	for {
@@ -377,7 +432,7 @@ func (s *Service) stream(ctx context.Context, a *account, c *conn, pub keys.Key,
 				return err
 			}
 		case <-refresh.C:
-			if err := sendMap(); err != nil {
+			if err := sendMap(0); err != nil {
 				return err
 			}
 		case <-heartbeat.C:
@@ -424,19 +479,29 @@ func (a *account) goOnline(id string, meta *controlv1.PeerMeta, updates bool) (*
 	if a.loginExpired(p, now) {
 		return nil, refuseLoginExpired.err("")
 	}
-	if meta != nil && (meta.Hostname != p.Hostname || meta.Os != p.OS || meta.Version != p.Version) {
+	if meta != nil && (meta.Hostname != p.Hostname || meta.Os != p.OS || meta.Version != p.Version) && a.s.refused() == nil {
 		np := *p
 		np.Hostname, np.OS, np.Version = meta.Hostname, meta.Os, meta.Version
-		if err := a.s.st.Write(context.Background(), func(tx *store.Tx) error { return tx.PutPeer(np) }); err != nil {
+		err := a.s.st.Write(context.Background(), func(tx *store.Tx) error { return tx.PutPeer(np) })
+		switch {
+		case a.s.fault(err):
+			// The stream is served anyway; the meta waits for the next one.
+			a.log.Warn("record peer meta", zap.String("peer", p.Name), zap.Error(err))
+		case err != nil:
 			return nil, connect.NewError(connect.CodeInternal, err)
+		default:
+			a.putPeer(&np)
+			a.s.publish(busMsg{Account: a.id, Kind: kindAccount})
 		}
-		a.putPeer(&np)
-		p = &np
 	}
 	c := a.dist.attach(id, updates)
 	a.online[id]++
 	if a.online[id] == 1 {
-		a.change(netmap.Change{Entries: []string{id}}) // online
+		a.setPresent(id, true, time.Time{})
+		if !a.remote[id] {
+			a.change(netmap.Change{Entries: []string{id}}) // online
+		}
+		delete(a.remote, id) // counted here while it streams here
 	}
 	return c, nil
 }
@@ -458,9 +523,20 @@ func (a *account) goOffline(c *conn) {
 	delete(a.online, c.peerID)
 	np := *p
 	np.LastSeen = a.s.now()
-	if err := a.s.st.SetPeerLastSeen(context.Background(), np.ID, np.LastSeen); err != nil {
-		a.log.Warn("record last seen", zap.String("peer", np.Name), zap.Error(err))
+	if a.s.refused() == nil {
+		if err := a.s.st.SetPeerLastSeen(context.Background(), np.ID, np.LastSeen); err != nil {
+			a.s.fault(err)
+			a.log.Warn("record last seen", zap.String("peer", np.Name), zap.Error(err))
+		}
 	}
 	a.putPeer(&np)
+	a.setPresent(np.ID, false, np.LastSeen)
+	// Still online when another replica holds a stream of it (an agent
+	// that moved).
+	ctx, cancel := context.WithTimeout(a.s.ctx, presenceTimeout)
+	defer cancel()
+	if elsewhere, err := a.s.presentElsewhere(ctx, np.ID); err == nil && elsewhere {
+		a.remote[np.ID] = true
+	}
 	a.change(netmap.Change{Entries: []string{np.ID}}) // offline, last seen
 }

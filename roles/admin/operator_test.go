@@ -179,3 +179,25 @@ func TestServerStatusJSONNumbers(t *testing.T) {
 		}
 	}
 }
+
+// `server status` lists the replicas and says when this one lost its
+// database.
+func TestServerStatusReplicasAndStore(t *testing.T) {
+	r := controltest.NewReplicas(t, 2)
+	out := ok(t, r[1], "server", "status")
+	if !regexp.MustCompile(`store:\s+available`).MatchString(out) || strings.Count(out, "replica:") != 2 ||
+		!regexp.MustCompile(`replica:\s+\S+ `+regexp.QuoteMeta(r[1].URL)+`, .*\(this one\)`).MatchString(out) ||
+		!strings.Contains(out, r[0].URL) {
+		t.Fatalf("status of two replicas:\n%s", out)
+	}
+	r[1].Faults.Lose("connection refused")
+	// The next change finds the database lost.
+	if _, code, msg := runAdmin(t, r[1], append(auth(r[1]), "groups", "create", "eng")...); code == 0 ||
+		!strings.Contains(msg, "store unavailable: connection refused; changes are refused until the database is back") {
+		t.Fatalf("write while the database is lost: exit %d: %s", code, msg)
+	}
+	out = ok(t, r[1], "server", "status")
+	if !regexp.MustCompile(`store:\s+UNAVAILABLE since .*: connection refused; this replica serves its streams from memory`).MatchString(out) {
+		t.Fatalf("status while the database is lost:\n%s", out)
+	}
+}

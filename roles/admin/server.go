@@ -28,6 +28,20 @@ func serverCmd() *cli.Command {
 				}
 				pairs := []string{"version", st.Version, "started", when(st.Started),
 					"peers", fmt.Sprintf("%d (%d online)", st.Peers, st.PeersOnline)}
+				if st.StoreAvailable {
+					pairs = append(pairs, "store", "available")
+				} else if st.ReplicaId != "" {
+					pairs = append(pairs, "store", fmt.Sprintf("UNAVAILABLE since %s: %s; this replica serves its streams "+
+						"from memory and refuses changes until the database is back", when(st.StoreDownSince), st.StoreError))
+				}
+				for _, rp := range st.Replicas {
+					this := ""
+					if rp.Id == st.ReplicaId {
+						this = " (this one)"
+					}
+					pairs = append(pairs, "replica", fmt.Sprintf("%s %s, %s, started %s, seen %s%s",
+						rp.Id, rp.PublicUrl, rp.Version, when(rp.Started), when(rp.LastSeen), this))
+				}
 				if sg := st.Signal; sg != nil {
 					pairs = append(pairs, "signal", fmt.Sprintf("%d streams, %d registrations, %d forwarded, %d to offline peers, %d refused",
 						sg.Streams, sg.Registered, sg.Forwarded, sg.NotConnected, sg.Refused))

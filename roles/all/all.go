@@ -160,6 +160,8 @@ func run(c *cli.Context) error {
 	defer stop()
 	srv := server.New(log, tlsConfig)
 	srv.ConnLimits = srv.ConnLimits.WithTotal(c.Int("max-conns"))
+	// One replica on SQLite; the signal of this process may share it.
+	ctlCfg.Cluster = cluster.Local()
 	ctl, err := control.Start(ctx, ctlCfg, srv, log)
 	if err != nil {
 		return cliutil.Exit(1, "all: %v", err)

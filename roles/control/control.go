@@ -21,6 +21,7 @@ import (
 
 	adminv1 "meshd/api/admin/v1"
 	"meshd/internal/cliutil"
+	"meshd/internal/cluster"
 	"meshd/internal/control"
 	"meshd/internal/server"
 	"meshd/internal/tlsconf"
@@ -63,6 +64,9 @@ type Config struct {
 	// Status adds the counters of roles running in the same process to the
 	// admin API's server status (roles/all sets it).
 	Status func(*adminv1.ServerStatus)
+	// Cluster is what this replica shares with the others of the network;
+	// nil: a network of this one replica (cluster.Local).
+	Cluster cluster.Cluster
 }
 
 // Flags are the control service's own flags (without the server's and
@@ -171,6 +175,7 @@ func Start(ctx context.Context, cfg Config, srv *server.Server, log *zap.Logger)
 		SignalPin: cfg.SignalPin,
 		Relays:    control.RelayOptions{URLs: cfg.RelayURLs, Secret: cfg.TURNSecret, TTL: cfg.TURNTTL},
 		Status:    cfg.Status,
+		Cluster:   cfg.Cluster,
 	})
 	if err != nil {
 		st.Close()

@@ -4166,7 +4166,16 @@ type ServerStatus struct {
 	// Unset when signal runs in another process.
 	Signal *SignalStatus `protobuf:"bytes,5,opt,name=signal,proto3" json:"signal,omitempty"`
 	// Unset when the relay runs in another process.
-	Relay         *RelayStatus `protobuf:"bytes,6,opt,name=relay,proto3" json:"relay,omitempty"`
+	Relay *RelayStatus `protobuf:"bytes,6,opt,name=relay,proto3" json:"relay,omitempty"`
+	// The replica that answered.
+	ReplicaId string `protobuf:"bytes,7,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	// Whether that replica's database answers; while it does not, the
+	// replica serves its streams from memory and refuses changes.
+	StoreAvailable bool                   `protobuf:"varint,8,opt,name=store_available,json=storeAvailable,proto3" json:"store_available,omitempty"`
+	StoreError     string                 `protobuf:"bytes,9,opt,name=store_error,json=storeError,proto3" json:"store_error,omitempty"`
+	StoreDownSince *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=store_down_since,json=storeDownSince,proto3" json:"store_down_since,omitempty"`
+	// Every live replica of the network, oldest first.
+	Replicas      []*Replica `protobuf:"bytes,11,rep,name=replicas,proto3" json:"replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4243,6 +4252,134 @@ func (x *ServerStatus) GetRelay() *RelayStatus {
 	return nil
 }
 
+func (x *ServerStatus) GetReplicaId() string {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return ""
+}
+
+func (x *ServerStatus) GetStoreAvailable() bool {
+	if x != nil {
+		return x.StoreAvailable
+	}
+	return false
+}
+
+func (x *ServerStatus) GetStoreError() string {
+	if x != nil {
+		return x.StoreError
+	}
+	return ""
+}
+
+func (x *ServerStatus) GetStoreDownSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StoreDownSince
+	}
+	return nil
+}
+
+func (x *ServerStatus) GetReplicas() []*Replica {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+// Replica is one control process of the network.
+type Replica struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	PublicUrl     string                 `protobuf:"bytes,2,opt,name=public_url,json=publicUrl,proto3" json:"public_url,omitempty"`
+	SignalUrl     string                 `protobuf:"bytes,3,opt,name=signal_url,json=signalUrl,proto3" json:"signal_url,omitempty"`
+	RelayUrls     []string               `protobuf:"bytes,4,rep,name=relay_urls,json=relayUrls,proto3" json:"relay_urls,omitempty"`
+	Version       string                 `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	Started       *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=started,proto3" json:"started,omitempty"`
+	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Replica) Reset() {
+	*x = Replica{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Replica) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Replica) ProtoMessage() {}
+
+func (x *Replica) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Replica.ProtoReflect.Descriptor instead.
+func (*Replica) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *Replica) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Replica) GetPublicUrl() string {
+	if x != nil {
+		return x.PublicUrl
+	}
+	return ""
+}
+
+func (x *Replica) GetSignalUrl() string {
+	if x != nil {
+		return x.SignalUrl
+	}
+	return ""
+}
+
+func (x *Replica) GetRelayUrls() []string {
+	if x != nil {
+		return x.RelayUrls
+	}
+	return nil
+}
+
+func (x *Replica) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Replica) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *Replica) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
 type SignalStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Streams open now (registered or registering).
@@ -4257,7 +4394,7 @@ type SignalStatus struct {
 
 func (x *SignalStatus) Reset() {
 	*x = SignalStatus{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[70]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4269,7 +4406,7 @@ func (x *SignalStatus) String() string {
 func (*SignalStatus) ProtoMessage() {}
 
 func (x *SignalStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[70]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4282,7 +4419,7 @@ func (x *SignalStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalStatus.ProtoReflect.Descriptor instead.
 func (*SignalStatus) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{70}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *SignalStatus) GetStreams() int64 {
@@ -4335,7 +4472,7 @@ type RelayStatus struct {
 
 func (x *RelayStatus) Reset() {
 	*x = RelayStatus{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[71]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4347,7 +4484,7 @@ func (x *RelayStatus) String() string {
 func (*RelayStatus) ProtoMessage() {}
 
 func (x *RelayStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[71]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4360,7 +4497,7 @@ func (x *RelayStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayStatus.ProtoReflect.Descriptor instead.
 func (*RelayStatus) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{71}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *RelayStatus) GetAllocations() int64 {
@@ -4422,7 +4559,7 @@ type AdminToken struct {
 
 func (x *AdminToken) Reset() {
 	*x = AdminToken{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[72]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4434,7 +4571,7 @@ func (x *AdminToken) String() string {
 func (*AdminToken) ProtoMessage() {}
 
 func (x *AdminToken) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[72]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4447,7 +4584,7 @@ func (x *AdminToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminToken.ProtoReflect.Descriptor instead.
 func (*AdminToken) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{72}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *AdminToken) GetId() string {
@@ -4500,7 +4637,7 @@ type ListAdminTokensRequest struct {
 
 func (x *ListAdminTokensRequest) Reset() {
 	*x = ListAdminTokensRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[73]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4512,7 +4649,7 @@ func (x *ListAdminTokensRequest) String() string {
 func (*ListAdminTokensRequest) ProtoMessage() {}
 
 func (x *ListAdminTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[73]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4525,7 +4662,7 @@ func (x *ListAdminTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListAdminTokensRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{73}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{74}
 }
 
 type ListAdminTokensResponse struct {
@@ -4537,7 +4674,7 @@ type ListAdminTokensResponse struct {
 
 func (x *ListAdminTokensResponse) Reset() {
 	*x = ListAdminTokensResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[74]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4549,7 +4686,7 @@ func (x *ListAdminTokensResponse) String() string {
 func (*ListAdminTokensResponse) ProtoMessage() {}
 
 func (x *ListAdminTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[74]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4562,7 +4699,7 @@ func (x *ListAdminTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListAdminTokensResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{74}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ListAdminTokensResponse) GetAdminTokens() []*AdminToken {
@@ -4581,7 +4718,7 @@ type CreateAdminTokenRequest struct {
 
 func (x *CreateAdminTokenRequest) Reset() {
 	*x = CreateAdminTokenRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[75]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4593,7 +4730,7 @@ func (x *CreateAdminTokenRequest) String() string {
 func (*CreateAdminTokenRequest) ProtoMessage() {}
 
 func (x *CreateAdminTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[75]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4606,7 +4743,7 @@ func (x *CreateAdminTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateAdminTokenRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{75}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *CreateAdminTokenRequest) GetName() string {
@@ -4626,7 +4763,7 @@ type DeleteAdminTokenRequest struct {
 
 func (x *DeleteAdminTokenRequest) Reset() {
 	*x = DeleteAdminTokenRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[76]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4638,7 +4775,7 @@ func (x *DeleteAdminTokenRequest) String() string {
 func (*DeleteAdminTokenRequest) ProtoMessage() {}
 
 func (x *DeleteAdminTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[76]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4651,7 +4788,7 @@ func (x *DeleteAdminTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAdminTokenRequest.ProtoReflect.Descriptor instead.
 func (*DeleteAdminTokenRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{76}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *DeleteAdminTokenRequest) GetId() string {
@@ -4669,7 +4806,7 @@ type DeleteAdminTokenResponse struct {
 
 func (x *DeleteAdminTokenResponse) Reset() {
 	*x = DeleteAdminTokenResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[77]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4681,7 +4818,7 @@ func (x *DeleteAdminTokenResponse) String() string {
 func (*DeleteAdminTokenResponse) ProtoMessage() {}
 
 func (x *DeleteAdminTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[77]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4694,7 +4831,7 @@ func (x *DeleteAdminTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAdminTokenResponse.ProtoReflect.Descriptor instead.
 func (*DeleteAdminTokenResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{77}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{78}
 }
 
 var File_api_admin_v1_admin_proto protoreflect.FileDescriptor
@@ -5037,14 +5174,33 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x05limit\x18\x01 \x01(\x05R\x05limit\"C\n" +
 	"\x12ListEventsResponse\x12-\n" +
 	"\x06events\x18\x01 \x03(\v2\x15.meshd.admin.v1.EventR\x06events\"\x18\n" +
-	"\x16GetServerStatusRequest\"\x80\x02\n" +
+	"\x16GetServerStatusRequest\"\xe4\x03\n" +
 	"\fServerStatus\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x124\n" +
 	"\astarted\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x12\x14\n" +
 	"\x05peers\x18\x03 \x01(\x05R\x05peers\x12!\n" +
 	"\fpeers_online\x18\x04 \x01(\x05R\vpeersOnline\x124\n" +
 	"\x06signal\x18\x05 \x01(\v2\x1c.meshd.admin.v1.SignalStatusR\x06signal\x121\n" +
-	"\x05relay\x18\x06 \x01(\v2\x1b.meshd.admin.v1.RelayStatusR\x05relay\"\xa5\x01\n" +
+	"\x05relay\x18\x06 \x01(\v2\x1b.meshd.admin.v1.RelayStatusR\x05relay\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\a \x01(\tR\treplicaId\x12'\n" +
+	"\x0fstore_available\x18\b \x01(\bR\x0estoreAvailable\x12\x1f\n" +
+	"\vstore_error\x18\t \x01(\tR\n" +
+	"storeError\x12D\n" +
+	"\x10store_down_since\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x0estoreDownSince\x123\n" +
+	"\breplicas\x18\v \x03(\v2\x17.meshd.admin.v1.ReplicaR\breplicas\"\xff\x01\n" +
+	"\aReplica\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"public_url\x18\x02 \x01(\tR\tpublicUrl\x12\x1d\n" +
+	"\n" +
+	"signal_url\x18\x03 \x01(\tR\tsignalUrl\x12\x1d\n" +
+	"\n" +
+	"relay_urls\x18\x04 \x03(\tR\trelayUrls\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\x124\n" +
+	"\astarted\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x127\n" +
+	"\tlast_seen\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"\xa5\x01\n" +
 	"\fSignalStatus\x12\x18\n" +
 	"\astreams\x18\x01 \x01(\x03R\astreams\x12\x1e\n" +
 	"\n" +
@@ -5140,7 +5296,7 @@ func file_api_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_api_admin_v1_admin_proto_rawDescData
 }
 
-var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
+var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 79)
 var file_api_admin_v1_admin_proto_goTypes = []any{
 	(*CheckAccessRequest)(nil),            // 0: meshd.admin.v1.CheckAccessRequest
 	(*CheckAccessResponse)(nil),           // 1: meshd.admin.v1.CheckAccessResponse
@@ -5212,39 +5368,40 @@ var file_api_admin_v1_admin_proto_goTypes = []any{
 	(*ListEventsResponse)(nil),            // 67: meshd.admin.v1.ListEventsResponse
 	(*GetServerStatusRequest)(nil),        // 68: meshd.admin.v1.GetServerStatusRequest
 	(*ServerStatus)(nil),                  // 69: meshd.admin.v1.ServerStatus
-	(*SignalStatus)(nil),                  // 70: meshd.admin.v1.SignalStatus
-	(*RelayStatus)(nil),                   // 71: meshd.admin.v1.RelayStatus
-	(*AdminToken)(nil),                    // 72: meshd.admin.v1.AdminToken
-	(*ListAdminTokensRequest)(nil),        // 73: meshd.admin.v1.ListAdminTokensRequest
-	(*ListAdminTokensResponse)(nil),       // 74: meshd.admin.v1.ListAdminTokensResponse
-	(*CreateAdminTokenRequest)(nil),       // 75: meshd.admin.v1.CreateAdminTokenRequest
-	(*DeleteAdminTokenRequest)(nil),       // 76: meshd.admin.v1.DeleteAdminTokenRequest
-	(*DeleteAdminTokenResponse)(nil),      // 77: meshd.admin.v1.DeleteAdminTokenResponse
-	(*timestamppb.Timestamp)(nil),         // 78: google.protobuf.Timestamp
+	(*Replica)(nil),                       // 70: meshd.admin.v1.Replica
+	(*SignalStatus)(nil),                  // 71: meshd.admin.v1.SignalStatus
+	(*RelayStatus)(nil),                   // 72: meshd.admin.v1.RelayStatus
+	(*AdminToken)(nil),                    // 73: meshd.admin.v1.AdminToken
+	(*ListAdminTokensRequest)(nil),        // 74: meshd.admin.v1.ListAdminTokensRequest
+	(*ListAdminTokensResponse)(nil),       // 75: meshd.admin.v1.ListAdminTokensResponse
+	(*CreateAdminTokenRequest)(nil),       // 76: meshd.admin.v1.CreateAdminTokenRequest
+	(*DeleteAdminTokenRequest)(nil),       // 77: meshd.admin.v1.DeleteAdminTokenRequest
+	(*DeleteAdminTokenResponse)(nil),      // 78: meshd.admin.v1.DeleteAdminTokenResponse
+	(*timestamppb.Timestamp)(nil),         // 79: google.protobuf.Timestamp
 }
 var file_api_admin_v1_admin_proto_depIdxs = []int32{
-	78, // 0: meshd.admin.v1.Account.created:type_name -> google.protobuf.Timestamp
-	78, // 1: meshd.admin.v1.Peer.last_seen:type_name -> google.protobuf.Timestamp
-	78, // 2: meshd.admin.v1.Peer.login_expires:type_name -> google.protobuf.Timestamp
-	78, // 3: meshd.admin.v1.Peer.created:type_name -> google.protobuf.Timestamp
+	79, // 0: meshd.admin.v1.Account.created:type_name -> google.protobuf.Timestamp
+	79, // 1: meshd.admin.v1.Peer.last_seen:type_name -> google.protobuf.Timestamp
+	79, // 2: meshd.admin.v1.Peer.login_expires:type_name -> google.protobuf.Timestamp
+	79, // 3: meshd.admin.v1.Peer.created:type_name -> google.protobuf.Timestamp
 	7,  // 4: meshd.admin.v1.Peer.paths:type_name -> meshd.admin.v1.PeerPath
-	78, // 5: meshd.admin.v1.PeerPath.reported:type_name -> google.protobuf.Timestamp
+	79, // 5: meshd.admin.v1.PeerPath.reported:type_name -> google.protobuf.Timestamp
 	6,  // 6: meshd.admin.v1.ListPeersResponse.peers:type_name -> meshd.admin.v1.Peer
 	2,  // 7: meshd.admin.v1.UpdatePeerRequest.groups:type_name -> meshd.admin.v1.StringList
-	78, // 8: meshd.admin.v1.Group.created:type_name -> google.protobuf.Timestamp
+	79, // 8: meshd.admin.v1.Group.created:type_name -> google.protobuf.Timestamp
 	14, // 9: meshd.admin.v1.ListGroupsResponse.groups:type_name -> meshd.admin.v1.Group
 	2,  // 10: meshd.admin.v1.UpdateGroupRequest.peers:type_name -> meshd.admin.v1.StringList
-	78, // 11: meshd.admin.v1.SetupKey.expires:type_name -> google.protobuf.Timestamp
-	78, // 12: meshd.admin.v1.SetupKey.last_used:type_name -> google.protobuf.Timestamp
-	78, // 13: meshd.admin.v1.SetupKey.created:type_name -> google.protobuf.Timestamp
+	79, // 11: meshd.admin.v1.SetupKey.expires:type_name -> google.protobuf.Timestamp
+	79, // 12: meshd.admin.v1.SetupKey.last_used:type_name -> google.protobuf.Timestamp
+	79, // 13: meshd.admin.v1.SetupKey.created:type_name -> google.protobuf.Timestamp
 	22, // 14: meshd.admin.v1.ListSetupKeysResponse.setup_keys:type_name -> meshd.admin.v1.SetupKey
 	2,  // 15: meshd.admin.v1.UpdateSetupKeyRequest.auto_groups:type_name -> meshd.admin.v1.StringList
-	78, // 16: meshd.admin.v1.Policy.created:type_name -> google.protobuf.Timestamp
+	79, // 16: meshd.admin.v1.Policy.created:type_name -> google.protobuf.Timestamp
 	30, // 17: meshd.admin.v1.ListPoliciesResponse.policies:type_name -> meshd.admin.v1.Policy
 	2,  // 18: meshd.admin.v1.UpdatePolicyRequest.sources:type_name -> meshd.admin.v1.StringList
 	2,  // 19: meshd.admin.v1.UpdatePolicyRequest.destinations:type_name -> meshd.admin.v1.StringList
 	2,  // 20: meshd.admin.v1.UpdatePolicyRequest.ports:type_name -> meshd.admin.v1.StringList
-	78, // 21: meshd.admin.v1.Route.created:type_name -> google.protobuf.Timestamp
+	79, // 21: meshd.admin.v1.Route.created:type_name -> google.protobuf.Timestamp
 	38, // 22: meshd.admin.v1.ListRoutesResponse.routes:type_name -> meshd.admin.v1.Route
 	2,  // 23: meshd.admin.v1.UpdateRouteRequest.peers:type_name -> meshd.admin.v1.StringList
 	2,  // 24: meshd.admin.v1.UpdateRouteRequest.groups:type_name -> meshd.admin.v1.StringList
@@ -5253,107 +5410,111 @@ var file_api_admin_v1_admin_proto_depIdxs = []int32{
 	2,  // 27: meshd.admin.v1.UpdateNameserverGroupRequest.match_domains:type_name -> meshd.admin.v1.StringList
 	2,  // 28: meshd.admin.v1.UpdateNameserverGroupRequest.groups:type_name -> meshd.admin.v1.StringList
 	57, // 29: meshd.admin.v1.ListDNSRecordsResponse.records:type_name -> meshd.admin.v1.DNSRecord
-	78, // 30: meshd.admin.v1.Event.time:type_name -> google.protobuf.Timestamp
+	79, // 30: meshd.admin.v1.Event.time:type_name -> google.protobuf.Timestamp
 	65, // 31: meshd.admin.v1.ListEventsResponse.events:type_name -> meshd.admin.v1.Event
-	78, // 32: meshd.admin.v1.ServerStatus.started:type_name -> google.protobuf.Timestamp
-	70, // 33: meshd.admin.v1.ServerStatus.signal:type_name -> meshd.admin.v1.SignalStatus
-	71, // 34: meshd.admin.v1.ServerStatus.relay:type_name -> meshd.admin.v1.RelayStatus
-	78, // 35: meshd.admin.v1.AdminToken.created:type_name -> google.protobuf.Timestamp
-	78, // 36: meshd.admin.v1.AdminToken.last_used:type_name -> google.protobuf.Timestamp
-	72, // 37: meshd.admin.v1.ListAdminTokensResponse.admin_tokens:type_name -> meshd.admin.v1.AdminToken
-	4,  // 38: meshd.admin.v1.AdminService.GetAccount:input_type -> meshd.admin.v1.GetAccountRequest
-	5,  // 39: meshd.admin.v1.AdminService.UpdateAccount:input_type -> meshd.admin.v1.UpdateAccountRequest
-	8,  // 40: meshd.admin.v1.AdminService.ListPeers:input_type -> meshd.admin.v1.ListPeersRequest
-	10, // 41: meshd.admin.v1.AdminService.GetPeer:input_type -> meshd.admin.v1.GetPeerRequest
-	11, // 42: meshd.admin.v1.AdminService.UpdatePeer:input_type -> meshd.admin.v1.UpdatePeerRequest
-	12, // 43: meshd.admin.v1.AdminService.DeletePeer:input_type -> meshd.admin.v1.DeletePeerRequest
-	15, // 44: meshd.admin.v1.AdminService.ListGroups:input_type -> meshd.admin.v1.ListGroupsRequest
-	17, // 45: meshd.admin.v1.AdminService.GetGroup:input_type -> meshd.admin.v1.GetGroupRequest
-	18, // 46: meshd.admin.v1.AdminService.CreateGroup:input_type -> meshd.admin.v1.CreateGroupRequest
-	19, // 47: meshd.admin.v1.AdminService.UpdateGroup:input_type -> meshd.admin.v1.UpdateGroupRequest
-	20, // 48: meshd.admin.v1.AdminService.DeleteGroup:input_type -> meshd.admin.v1.DeleteGroupRequest
-	23, // 49: meshd.admin.v1.AdminService.ListSetupKeys:input_type -> meshd.admin.v1.ListSetupKeysRequest
-	25, // 50: meshd.admin.v1.AdminService.GetSetupKey:input_type -> meshd.admin.v1.GetSetupKeyRequest
-	26, // 51: meshd.admin.v1.AdminService.CreateSetupKey:input_type -> meshd.admin.v1.CreateSetupKeyRequest
-	27, // 52: meshd.admin.v1.AdminService.UpdateSetupKey:input_type -> meshd.admin.v1.UpdateSetupKeyRequest
-	28, // 53: meshd.admin.v1.AdminService.DeleteSetupKey:input_type -> meshd.admin.v1.DeleteSetupKeyRequest
-	31, // 54: meshd.admin.v1.AdminService.ListPolicies:input_type -> meshd.admin.v1.ListPoliciesRequest
-	33, // 55: meshd.admin.v1.AdminService.GetPolicy:input_type -> meshd.admin.v1.GetPolicyRequest
-	34, // 56: meshd.admin.v1.AdminService.CreatePolicy:input_type -> meshd.admin.v1.CreatePolicyRequest
-	35, // 57: meshd.admin.v1.AdminService.UpdatePolicy:input_type -> meshd.admin.v1.UpdatePolicyRequest
-	36, // 58: meshd.admin.v1.AdminService.DeletePolicy:input_type -> meshd.admin.v1.DeletePolicyRequest
-	39, // 59: meshd.admin.v1.AdminService.ListRoutes:input_type -> meshd.admin.v1.ListRoutesRequest
-	41, // 60: meshd.admin.v1.AdminService.GetRoute:input_type -> meshd.admin.v1.GetRouteRequest
-	42, // 61: meshd.admin.v1.AdminService.CreateRoute:input_type -> meshd.admin.v1.CreateRouteRequest
-	43, // 62: meshd.admin.v1.AdminService.UpdateRoute:input_type -> meshd.admin.v1.UpdateRouteRequest
-	44, // 63: meshd.admin.v1.AdminService.DeleteRoute:input_type -> meshd.admin.v1.DeleteRouteRequest
-	47, // 64: meshd.admin.v1.AdminService.GetDNSSettings:input_type -> meshd.admin.v1.GetDNSSettingsRequest
-	48, // 65: meshd.admin.v1.AdminService.UpdateDNSSettings:input_type -> meshd.admin.v1.UpdateDNSSettingsRequest
-	50, // 66: meshd.admin.v1.AdminService.ListNameserverGroups:input_type -> meshd.admin.v1.ListNameserverGroupsRequest
-	52, // 67: meshd.admin.v1.AdminService.GetNameserverGroup:input_type -> meshd.admin.v1.GetNameserverGroupRequest
-	53, // 68: meshd.admin.v1.AdminService.CreateNameserverGroup:input_type -> meshd.admin.v1.CreateNameserverGroupRequest
-	54, // 69: meshd.admin.v1.AdminService.UpdateNameserverGroup:input_type -> meshd.admin.v1.UpdateNameserverGroupRequest
-	55, // 70: meshd.admin.v1.AdminService.DeleteNameserverGroup:input_type -> meshd.admin.v1.DeleteNameserverGroupRequest
-	58, // 71: meshd.admin.v1.AdminService.ListDNSRecords:input_type -> meshd.admin.v1.ListDNSRecordsRequest
-	60, // 72: meshd.admin.v1.AdminService.GetDNSRecord:input_type -> meshd.admin.v1.GetDNSRecordRequest
-	61, // 73: meshd.admin.v1.AdminService.CreateDNSRecord:input_type -> meshd.admin.v1.CreateDNSRecordRequest
-	62, // 74: meshd.admin.v1.AdminService.UpdateDNSRecord:input_type -> meshd.admin.v1.UpdateDNSRecordRequest
-	63, // 75: meshd.admin.v1.AdminService.DeleteDNSRecord:input_type -> meshd.admin.v1.DeleteDNSRecordRequest
-	66, // 76: meshd.admin.v1.AdminService.ListEvents:input_type -> meshd.admin.v1.ListEventsRequest
-	68, // 77: meshd.admin.v1.AdminService.GetServerStatus:input_type -> meshd.admin.v1.GetServerStatusRequest
-	73, // 78: meshd.admin.v1.AdminService.ListAdminTokens:input_type -> meshd.admin.v1.ListAdminTokensRequest
-	75, // 79: meshd.admin.v1.AdminService.CreateAdminToken:input_type -> meshd.admin.v1.CreateAdminTokenRequest
-	76, // 80: meshd.admin.v1.AdminService.DeleteAdminToken:input_type -> meshd.admin.v1.DeleteAdminTokenRequest
-	0,  // 81: meshd.admin.v1.AdminService.CheckAccess:input_type -> meshd.admin.v1.CheckAccessRequest
-	3,  // 82: meshd.admin.v1.AdminService.GetAccount:output_type -> meshd.admin.v1.Account
-	3,  // 83: meshd.admin.v1.AdminService.UpdateAccount:output_type -> meshd.admin.v1.Account
-	9,  // 84: meshd.admin.v1.AdminService.ListPeers:output_type -> meshd.admin.v1.ListPeersResponse
-	6,  // 85: meshd.admin.v1.AdminService.GetPeer:output_type -> meshd.admin.v1.Peer
-	6,  // 86: meshd.admin.v1.AdminService.UpdatePeer:output_type -> meshd.admin.v1.Peer
-	13, // 87: meshd.admin.v1.AdminService.DeletePeer:output_type -> meshd.admin.v1.DeletePeerResponse
-	16, // 88: meshd.admin.v1.AdminService.ListGroups:output_type -> meshd.admin.v1.ListGroupsResponse
-	14, // 89: meshd.admin.v1.AdminService.GetGroup:output_type -> meshd.admin.v1.Group
-	14, // 90: meshd.admin.v1.AdminService.CreateGroup:output_type -> meshd.admin.v1.Group
-	14, // 91: meshd.admin.v1.AdminService.UpdateGroup:output_type -> meshd.admin.v1.Group
-	21, // 92: meshd.admin.v1.AdminService.DeleteGroup:output_type -> meshd.admin.v1.DeleteGroupResponse
-	24, // 93: meshd.admin.v1.AdminService.ListSetupKeys:output_type -> meshd.admin.v1.ListSetupKeysResponse
-	22, // 94: meshd.admin.v1.AdminService.GetSetupKey:output_type -> meshd.admin.v1.SetupKey
-	22, // 95: meshd.admin.v1.AdminService.CreateSetupKey:output_type -> meshd.admin.v1.SetupKey
-	22, // 96: meshd.admin.v1.AdminService.UpdateSetupKey:output_type -> meshd.admin.v1.SetupKey
-	29, // 97: meshd.admin.v1.AdminService.DeleteSetupKey:output_type -> meshd.admin.v1.DeleteSetupKeyResponse
-	32, // 98: meshd.admin.v1.AdminService.ListPolicies:output_type -> meshd.admin.v1.ListPoliciesResponse
-	30, // 99: meshd.admin.v1.AdminService.GetPolicy:output_type -> meshd.admin.v1.Policy
-	30, // 100: meshd.admin.v1.AdminService.CreatePolicy:output_type -> meshd.admin.v1.Policy
-	30, // 101: meshd.admin.v1.AdminService.UpdatePolicy:output_type -> meshd.admin.v1.Policy
-	37, // 102: meshd.admin.v1.AdminService.DeletePolicy:output_type -> meshd.admin.v1.DeletePolicyResponse
-	40, // 103: meshd.admin.v1.AdminService.ListRoutes:output_type -> meshd.admin.v1.ListRoutesResponse
-	38, // 104: meshd.admin.v1.AdminService.GetRoute:output_type -> meshd.admin.v1.Route
-	38, // 105: meshd.admin.v1.AdminService.CreateRoute:output_type -> meshd.admin.v1.Route
-	38, // 106: meshd.admin.v1.AdminService.UpdateRoute:output_type -> meshd.admin.v1.Route
-	45, // 107: meshd.admin.v1.AdminService.DeleteRoute:output_type -> meshd.admin.v1.DeleteRouteResponse
-	46, // 108: meshd.admin.v1.AdminService.GetDNSSettings:output_type -> meshd.admin.v1.DNSSettings
-	46, // 109: meshd.admin.v1.AdminService.UpdateDNSSettings:output_type -> meshd.admin.v1.DNSSettings
-	51, // 110: meshd.admin.v1.AdminService.ListNameserverGroups:output_type -> meshd.admin.v1.ListNameserverGroupsResponse
-	49, // 111: meshd.admin.v1.AdminService.GetNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
-	49, // 112: meshd.admin.v1.AdminService.CreateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
-	49, // 113: meshd.admin.v1.AdminService.UpdateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
-	56, // 114: meshd.admin.v1.AdminService.DeleteNameserverGroup:output_type -> meshd.admin.v1.DeleteNameserverGroupResponse
-	59, // 115: meshd.admin.v1.AdminService.ListDNSRecords:output_type -> meshd.admin.v1.ListDNSRecordsResponse
-	57, // 116: meshd.admin.v1.AdminService.GetDNSRecord:output_type -> meshd.admin.v1.DNSRecord
-	57, // 117: meshd.admin.v1.AdminService.CreateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
-	57, // 118: meshd.admin.v1.AdminService.UpdateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
-	64, // 119: meshd.admin.v1.AdminService.DeleteDNSRecord:output_type -> meshd.admin.v1.DeleteDNSRecordResponse
-	67, // 120: meshd.admin.v1.AdminService.ListEvents:output_type -> meshd.admin.v1.ListEventsResponse
-	69, // 121: meshd.admin.v1.AdminService.GetServerStatus:output_type -> meshd.admin.v1.ServerStatus
-	74, // 122: meshd.admin.v1.AdminService.ListAdminTokens:output_type -> meshd.admin.v1.ListAdminTokensResponse
-	72, // 123: meshd.admin.v1.AdminService.CreateAdminToken:output_type -> meshd.admin.v1.AdminToken
-	77, // 124: meshd.admin.v1.AdminService.DeleteAdminToken:output_type -> meshd.admin.v1.DeleteAdminTokenResponse
-	1,  // 125: meshd.admin.v1.AdminService.CheckAccess:output_type -> meshd.admin.v1.CheckAccessResponse
-	82, // [82:126] is the sub-list for method output_type
-	38, // [38:82] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	79, // 32: meshd.admin.v1.ServerStatus.started:type_name -> google.protobuf.Timestamp
+	71, // 33: meshd.admin.v1.ServerStatus.signal:type_name -> meshd.admin.v1.SignalStatus
+	72, // 34: meshd.admin.v1.ServerStatus.relay:type_name -> meshd.admin.v1.RelayStatus
+	79, // 35: meshd.admin.v1.ServerStatus.store_down_since:type_name -> google.protobuf.Timestamp
+	70, // 36: meshd.admin.v1.ServerStatus.replicas:type_name -> meshd.admin.v1.Replica
+	79, // 37: meshd.admin.v1.Replica.started:type_name -> google.protobuf.Timestamp
+	79, // 38: meshd.admin.v1.Replica.last_seen:type_name -> google.protobuf.Timestamp
+	79, // 39: meshd.admin.v1.AdminToken.created:type_name -> google.protobuf.Timestamp
+	79, // 40: meshd.admin.v1.AdminToken.last_used:type_name -> google.protobuf.Timestamp
+	73, // 41: meshd.admin.v1.ListAdminTokensResponse.admin_tokens:type_name -> meshd.admin.v1.AdminToken
+	4,  // 42: meshd.admin.v1.AdminService.GetAccount:input_type -> meshd.admin.v1.GetAccountRequest
+	5,  // 43: meshd.admin.v1.AdminService.UpdateAccount:input_type -> meshd.admin.v1.UpdateAccountRequest
+	8,  // 44: meshd.admin.v1.AdminService.ListPeers:input_type -> meshd.admin.v1.ListPeersRequest
+	10, // 45: meshd.admin.v1.AdminService.GetPeer:input_type -> meshd.admin.v1.GetPeerRequest
+	11, // 46: meshd.admin.v1.AdminService.UpdatePeer:input_type -> meshd.admin.v1.UpdatePeerRequest
+	12, // 47: meshd.admin.v1.AdminService.DeletePeer:input_type -> meshd.admin.v1.DeletePeerRequest
+	15, // 48: meshd.admin.v1.AdminService.ListGroups:input_type -> meshd.admin.v1.ListGroupsRequest
+	17, // 49: meshd.admin.v1.AdminService.GetGroup:input_type -> meshd.admin.v1.GetGroupRequest
+	18, // 50: meshd.admin.v1.AdminService.CreateGroup:input_type -> meshd.admin.v1.CreateGroupRequest
+	19, // 51: meshd.admin.v1.AdminService.UpdateGroup:input_type -> meshd.admin.v1.UpdateGroupRequest
+	20, // 52: meshd.admin.v1.AdminService.DeleteGroup:input_type -> meshd.admin.v1.DeleteGroupRequest
+	23, // 53: meshd.admin.v1.AdminService.ListSetupKeys:input_type -> meshd.admin.v1.ListSetupKeysRequest
+	25, // 54: meshd.admin.v1.AdminService.GetSetupKey:input_type -> meshd.admin.v1.GetSetupKeyRequest
+	26, // 55: meshd.admin.v1.AdminService.CreateSetupKey:input_type -> meshd.admin.v1.CreateSetupKeyRequest
+	27, // 56: meshd.admin.v1.AdminService.UpdateSetupKey:input_type -> meshd.admin.v1.UpdateSetupKeyRequest
+	28, // 57: meshd.admin.v1.AdminService.DeleteSetupKey:input_type -> meshd.admin.v1.DeleteSetupKeyRequest
+	31, // 58: meshd.admin.v1.AdminService.ListPolicies:input_type -> meshd.admin.v1.ListPoliciesRequest
+	33, // 59: meshd.admin.v1.AdminService.GetPolicy:input_type -> meshd.admin.v1.GetPolicyRequest
+	34, // 60: meshd.admin.v1.AdminService.CreatePolicy:input_type -> meshd.admin.v1.CreatePolicyRequest
+	35, // 61: meshd.admin.v1.AdminService.UpdatePolicy:input_type -> meshd.admin.v1.UpdatePolicyRequest
+	36, // 62: meshd.admin.v1.AdminService.DeletePolicy:input_type -> meshd.admin.v1.DeletePolicyRequest
+	39, // 63: meshd.admin.v1.AdminService.ListRoutes:input_type -> meshd.admin.v1.ListRoutesRequest
+	41, // 64: meshd.admin.v1.AdminService.GetRoute:input_type -> meshd.admin.v1.GetRouteRequest
+	42, // 65: meshd.admin.v1.AdminService.CreateRoute:input_type -> meshd.admin.v1.CreateRouteRequest
+	43, // 66: meshd.admin.v1.AdminService.UpdateRoute:input_type -> meshd.admin.v1.UpdateRouteRequest
+	44, // 67: meshd.admin.v1.AdminService.DeleteRoute:input_type -> meshd.admin.v1.DeleteRouteRequest
+	47, // 68: meshd.admin.v1.AdminService.GetDNSSettings:input_type -> meshd.admin.v1.GetDNSSettingsRequest
+	48, // 69: meshd.admin.v1.AdminService.UpdateDNSSettings:input_type -> meshd.admin.v1.UpdateDNSSettingsRequest
+	50, // 70: meshd.admin.v1.AdminService.ListNameserverGroups:input_type -> meshd.admin.v1.ListNameserverGroupsRequest
+	52, // 71: meshd.admin.v1.AdminService.GetNameserverGroup:input_type -> meshd.admin.v1.GetNameserverGroupRequest
+	53, // 72: meshd.admin.v1.AdminService.CreateNameserverGroup:input_type -> meshd.admin.v1.CreateNameserverGroupRequest
+	54, // 73: meshd.admin.v1.AdminService.UpdateNameserverGroup:input_type -> meshd.admin.v1.UpdateNameserverGroupRequest
+	55, // 74: meshd.admin.v1.AdminService.DeleteNameserverGroup:input_type -> meshd.admin.v1.DeleteNameserverGroupRequest
+	58, // 75: meshd.admin.v1.AdminService.ListDNSRecords:input_type -> meshd.admin.v1.ListDNSRecordsRequest
+	60, // 76: meshd.admin.v1.AdminService.GetDNSRecord:input_type -> meshd.admin.v1.GetDNSRecordRequest
+	61, // 77: meshd.admin.v1.AdminService.CreateDNSRecord:input_type -> meshd.admin.v1.CreateDNSRecordRequest
+	62, // 78: meshd.admin.v1.AdminService.UpdateDNSRecord:input_type -> meshd.admin.v1.UpdateDNSRecordRequest
+	63, // 79: meshd.admin.v1.AdminService.DeleteDNSRecord:input_type -> meshd.admin.v1.DeleteDNSRecordRequest
+	66, // 80: meshd.admin.v1.AdminService.ListEvents:input_type -> meshd.admin.v1.ListEventsRequest
+	68, // 81: meshd.admin.v1.AdminService.GetServerStatus:input_type -> meshd.admin.v1.GetServerStatusRequest
+	74, // 82: meshd.admin.v1.AdminService.ListAdminTokens:input_type -> meshd.admin.v1.ListAdminTokensRequest
+	76, // 83: meshd.admin.v1.AdminService.CreateAdminToken:input_type -> meshd.admin.v1.CreateAdminTokenRequest
+	77, // 84: meshd.admin.v1.AdminService.DeleteAdminToken:input_type -> meshd.admin.v1.DeleteAdminTokenRequest
+	0,  // 85: meshd.admin.v1.AdminService.CheckAccess:input_type -> meshd.admin.v1.CheckAccessRequest
+	3,  // 86: meshd.admin.v1.AdminService.GetAccount:output_type -> meshd.admin.v1.Account
+	3,  // 87: meshd.admin.v1.AdminService.UpdateAccount:output_type -> meshd.admin.v1.Account
+	9,  // 88: meshd.admin.v1.AdminService.ListPeers:output_type -> meshd.admin.v1.ListPeersResponse
+	6,  // 89: meshd.admin.v1.AdminService.GetPeer:output_type -> meshd.admin.v1.Peer
+	6,  // 90: meshd.admin.v1.AdminService.UpdatePeer:output_type -> meshd.admin.v1.Peer
+	13, // 91: meshd.admin.v1.AdminService.DeletePeer:output_type -> meshd.admin.v1.DeletePeerResponse
+	16, // 92: meshd.admin.v1.AdminService.ListGroups:output_type -> meshd.admin.v1.ListGroupsResponse
+	14, // 93: meshd.admin.v1.AdminService.GetGroup:output_type -> meshd.admin.v1.Group
+	14, // 94: meshd.admin.v1.AdminService.CreateGroup:output_type -> meshd.admin.v1.Group
+	14, // 95: meshd.admin.v1.AdminService.UpdateGroup:output_type -> meshd.admin.v1.Group
+	21, // 96: meshd.admin.v1.AdminService.DeleteGroup:output_type -> meshd.admin.v1.DeleteGroupResponse
+	24, // 97: meshd.admin.v1.AdminService.ListSetupKeys:output_type -> meshd.admin.v1.ListSetupKeysResponse
+	22, // 98: meshd.admin.v1.AdminService.GetSetupKey:output_type -> meshd.admin.v1.SetupKey
+	22, // 99: meshd.admin.v1.AdminService.CreateSetupKey:output_type -> meshd.admin.v1.SetupKey
+	22, // 100: meshd.admin.v1.AdminService.UpdateSetupKey:output_type -> meshd.admin.v1.SetupKey
+	29, // 101: meshd.admin.v1.AdminService.DeleteSetupKey:output_type -> meshd.admin.v1.DeleteSetupKeyResponse
+	32, // 102: meshd.admin.v1.AdminService.ListPolicies:output_type -> meshd.admin.v1.ListPoliciesResponse
+	30, // 103: meshd.admin.v1.AdminService.GetPolicy:output_type -> meshd.admin.v1.Policy
+	30, // 104: meshd.admin.v1.AdminService.CreatePolicy:output_type -> meshd.admin.v1.Policy
+	30, // 105: meshd.admin.v1.AdminService.UpdatePolicy:output_type -> meshd.admin.v1.Policy
+	37, // 106: meshd.admin.v1.AdminService.DeletePolicy:output_type -> meshd.admin.v1.DeletePolicyResponse
+	40, // 107: meshd.admin.v1.AdminService.ListRoutes:output_type -> meshd.admin.v1.ListRoutesResponse
+	38, // 108: meshd.admin.v1.AdminService.GetRoute:output_type -> meshd.admin.v1.Route
+	38, // 109: meshd.admin.v1.AdminService.CreateRoute:output_type -> meshd.admin.v1.Route
+	38, // 110: meshd.admin.v1.AdminService.UpdateRoute:output_type -> meshd.admin.v1.Route
+	45, // 111: meshd.admin.v1.AdminService.DeleteRoute:output_type -> meshd.admin.v1.DeleteRouteResponse
+	46, // 112: meshd.admin.v1.AdminService.GetDNSSettings:output_type -> meshd.admin.v1.DNSSettings
+	46, // 113: meshd.admin.v1.AdminService.UpdateDNSSettings:output_type -> meshd.admin.v1.DNSSettings
+	51, // 114: meshd.admin.v1.AdminService.ListNameserverGroups:output_type -> meshd.admin.v1.ListNameserverGroupsResponse
+	49, // 115: meshd.admin.v1.AdminService.GetNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
+	49, // 116: meshd.admin.v1.AdminService.CreateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
+	49, // 117: meshd.admin.v1.AdminService.UpdateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
+	56, // 118: meshd.admin.v1.AdminService.DeleteNameserverGroup:output_type -> meshd.admin.v1.DeleteNameserverGroupResponse
+	59, // 119: meshd.admin.v1.AdminService.ListDNSRecords:output_type -> meshd.admin.v1.ListDNSRecordsResponse
+	57, // 120: meshd.admin.v1.AdminService.GetDNSRecord:output_type -> meshd.admin.v1.DNSRecord
+	57, // 121: meshd.admin.v1.AdminService.CreateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
+	57, // 122: meshd.admin.v1.AdminService.UpdateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
+	64, // 123: meshd.admin.v1.AdminService.DeleteDNSRecord:output_type -> meshd.admin.v1.DeleteDNSRecordResponse
+	67, // 124: meshd.admin.v1.AdminService.ListEvents:output_type -> meshd.admin.v1.ListEventsResponse
+	69, // 125: meshd.admin.v1.AdminService.GetServerStatus:output_type -> meshd.admin.v1.ServerStatus
+	75, // 126: meshd.admin.v1.AdminService.ListAdminTokens:output_type -> meshd.admin.v1.ListAdminTokensResponse
+	73, // 127: meshd.admin.v1.AdminService.CreateAdminToken:output_type -> meshd.admin.v1.AdminToken
+	78, // 128: meshd.admin.v1.AdminService.DeleteAdminToken:output_type -> meshd.admin.v1.DeleteAdminTokenResponse
+	1,  // 129: meshd.admin.v1.AdminService.CheckAccess:output_type -> meshd.admin.v1.CheckAccessResponse
+	86, // [86:130] is the sub-list for method output_type
+	42, // [42:86] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_api_admin_v1_admin_proto_init() }
@@ -5379,7 +5540,7 @@ func file_api_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_admin_v1_admin_proto_rawDesc), len(file_api_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   78,
+			NumMessages:   79,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

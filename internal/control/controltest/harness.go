@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"meshd/api/admin/v1/adminv1connect"
+	"meshd/internal/cluster"
 	"meshd/internal/control"
 	"meshd/store"
 )
@@ -56,6 +57,10 @@ type config struct {
 	quiet    bool
 	dir      string
 	hostFmt  func(i int) string
+	cluster  cluster.Cluster
+	wrap     func(cluster.Cluster) cluster.Cluster
+	clock    *Clock
+	boot     *control.Bootstrap // of another replica: no bootstrap here
 }
 
 // WithOptions lets a test change the service's options (relays, timings...).
@@ -82,9 +87,12 @@ type Harness struct {
 	Dir   string
 	Clock *Clock
 	// URL of control, stable across restarts.
-	URL     string
-	Server  *httptest.Server
-	Store   *store.Store
+	URL    string
+	Server *httptest.Server
+	Store  *store.Store
+	// Faults stands between the service and Store: a test loses the
+	// database with it.
+	Faults  *FaultyStore
 	Service *control.Service
 	// Boot is the bootstrap result: admin token and reusable setup key.
 	Boot   control.Bootstrap
@@ -105,6 +113,9 @@ func NewHarness(tb testing.TB, n int, opts ...Option) *Harness {
 	h.cfg.patience = WaitTimeout
 	for _, o := range opts {
 		o(&h.cfg)
+	}
+	if h.cfg.clock != nil {
+		h.Clock = h.cfg.clock
 	}
 	h.Dir = h.cfg.dir
 	if h.Dir == "" {
@@ -156,8 +167,14 @@ func (h *Harness) start() {
 	if h.cfg.quiet {
 		log = zaptest.NewLogger(h.tb, zaptest.Level(zapcore.WarnLevel))
 	}
-	opts := control.Options{Store: st, Log: log.Named("control"), PublicURL: h.URL, Now: h.Clock.Now,
-		SignalURL: "https://signal.test:443", Coalesce: 5 * time.Millisecond, JanitorInterval: 10 * time.Millisecond}
+	faults := &FaultyStore{Store: st}
+	cl := h.cfg.cluster
+	if h.cfg.wrap != nil && cl != nil {
+		cl = h.cfg.wrap(cl)
+	}
+	opts := control.Options{Store: faults, Cluster: cl, Log: log.Named("control"), PublicURL: h.URL, Now: h.Clock.Now,
+		SignalURL: "https://signal.test:443", Coalesce: 5 * time.Millisecond, JanitorInterval: 10 * time.Millisecond,
+		ReplicaHeartbeat: 20 * time.Millisecond}
 	if h.cfg.opts != nil {
 		h.cfg.opts(&opts)
 	}
@@ -166,15 +183,17 @@ func (h *Harness) start() {
 		st.Close()
 		h.tb.Fatalf("controltest: start control: %v", err)
 	}
-	boot, err := svc.Bootstrap(ctx, h.Dir)
-	if err != nil {
+	var boot control.Bootstrap
+	if h.cfg.boot != nil {
+		boot = *h.cfg.boot
+	} else if boot, err = svc.Bootstrap(ctx, h.Dir); err != nil {
 		svc.Close()
 		st.Close()
 		h.tb.Fatalf("controltest: bootstrap: %v", err)
 	}
 	mux := http.NewServeMux()
 	svc.Mount(mux)
-	h.Store, h.Service, h.Boot = st, svc, boot
+	h.Store, h.Faults, h.Service, h.Boot = st, faults, svc, boot
 	h.handler.Store(mux)
 }
 
