@@ -54,6 +54,7 @@ type account struct {
 	dirty   bool
 
 	dist distributor
+	sso  ssoState // users (users.go)
 }
 
 func newAccount(s *Service, d *store.AccountData) (*account, error) {
@@ -81,6 +82,7 @@ func newAccount(s *Service, d *store.AccountData) (*account, error) {
 		return nil, fmt.Errorf("account %s: overlay network %q: %w", d.Account.ID, d.Account.OverlayNetwork, err)
 	}
 	a.network = net.Masked()
+	a.sso.init(nil)
 	for i := range d.Groups {
 		g := &d.Groups[i]
 		a.groups[g.ID] = g
@@ -200,6 +202,9 @@ func (a *account) input() *netmap.Input {
 	now := a.s.now()
 	in.Peers = make([]netmap.Peer, 0, len(a.peers))
 	for _, p := range a.peers {
+		if a.ssoHidden(p, now) {
+			continue
+		}
 		in.Peers = append(in.Peers, netmap.Peer{ID: p.ID, Key: p.PublicKey, Name: p.Name, Label: p.DNSLabel,
 			IP: netip.MustParseAddr(p.OverlayIP), Groups: p.Groups, Online: a.online[p.ID] > 0, LastSeen: p.LastSeen,
 			LoginExpires: a.loginExpires(p, now)})

@@ -14,7 +14,7 @@ import (
 )
 
 func (a *account) groupMsg(g *store.Group) *adminv1.Group {
-	msg := &adminv1.Group{Id: g.ID, Name: g.Name, Created: ts(g.Created), Peers: []string{}}
+	msg := &adminv1.Group{Id: g.ID, Name: g.Name, Created: ts(g.Created), Peers: []string{}, IdpManaged: a.sso.idpGroups[g.ID]}
 	for _, p := range sorted(a.peers, func(p *store.Peer) (time.Time, string) { return p.Created, p.ID }) {
 		if g.IsAll || slices.Contains(p.Groups, g.ID) {
 			msg.Peers = append(msg.Peers, p.Name)

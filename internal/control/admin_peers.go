@@ -104,7 +104,8 @@ func (a *account) updateAccount(ctx context.Context, actor string, m *adminv1.Up
 
 func (a *account) peerMsg(p *store.Peer, now time.Time) *adminv1.Peer {
 	exp := a.loginExpires(p, now)
-	return &adminv1.Peer{Id: p.ID, Name: p.Name, DnsName: fqdn(p.DNSLabel, a.a.DNSDomain), OverlayIp: p.OverlayIP,
+	user, userID := a.peerUserName(p.ID)
+	return &adminv1.Peer{User: user, UserId: userID, Id: p.ID, Name: p.Name, DnsName: fqdn(p.DNSLabel, a.a.DNSDomain), OverlayIp: p.OverlayIP,
 		PublicKey: p.PublicKey, Hostname: p.Hostname, Os: p.OS, Version: p.Version,
 		Groups: append([]string{a.all.Name}, a.groupNames(p.Groups)...), Online: a.online[p.ID] > 0,
 		LastSeen: ts(p.LastSeen), LoginExpirationEnabled: p.LoginExpirationEnabled, LoginExpires: ts(exp),

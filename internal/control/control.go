@@ -99,6 +99,10 @@ type Options struct {
 	// Status, when set, adds what runs beside control in this process
 	// (signal's and the relay's counters) to the admin API's server status.
 	Status func(*adminv1.ServerStatus)
+
+	// OIDC turns on single sign-on (sso.go); without an issuer there is
+	// none and setup keys are the only way in.
+	OIDC OIDCOptions
 }
 
 // Service is the control service. Create it with New, mount it on a server
@@ -116,6 +120,7 @@ type Service struct {
 	challenger *seal.Challenger
 	started    time.Time
 	m          *metrics
+	sso        *ssoClient // nil without single sign-on
 
 	mu       sync.RWMutex
 	accounts []*account
@@ -207,6 +212,14 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	if err := s.load(ctx); err != nil {
 		return nil, err
 	}
+	if opts.OIDC.Issuer != "" {
+		s.sso = newSSOClient(opts.OIDC, s.log)
+		if _, err := s.sso.discover(ctx); err != nil {
+			// Control serves setup keys without the provider; SSO logins
+			// try discovery again.
+			s.log.Warn("identity provider unreachable at start; SSO logins fail until it answers", zap.Error(err))
+		}
+	}
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.mu.RLock()
 	for _, a := range s.accounts {
@@ -235,6 +248,11 @@ func (s *Service) load(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("control: %w", err)
 		}
+		sso, err := s.st.LoadSSO(ctx, acct.ID)
+		if err != nil {
+			return fmt.Errorf("control: %w", err)
+		}
+		a.sso.init(sso)
 		s.accounts = append(s.accounts, a)
 	}
 	toks, err := s.st.AdminTokens(ctx)

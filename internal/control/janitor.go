@@ -43,9 +43,11 @@ func (a *account) sweep(ctx context.Context) {
 				a.log.Info("removed ephemeral peer", zap.String("peer", p.Name))
 			}
 		case a.loginExpired(p, now):
+			_, noted := a.expired[p.ID]
 			a.noteExpiry(ctx, p, now)
+			a.noteSSOExpiry(p, noted)
 			if online {
-				a.dist.kick(p.ID, refuseLoginExpired.err(""))
+				a.dist.kick(p.ID, a.loginExpiredErr(p))
 			}
 		default:
 			delete(a.expired, p.ID)

@@ -196,6 +196,9 @@ func (a *account) relogin(ctx context.Context, id, setupKey string, meta *contro
 	if p == nil {
 		return nil, refusePeerUnknown.err("")
 	}
+	if err := a.ssoRefusal(p, now); err != nil && (setupKey == "" || a.userOf(id).Blocked) {
+		return nil, err
+	}
 	np := *p
 	np.Hostname, np.OS, np.Version = meta.Hostname, meta.Os, meta.Version
 	ev := audit{actor: "peer:" + p.Name, action: "peer.login", targetType: "peer", targetID: p.ID, targetName: p.Name}
@@ -420,6 +423,9 @@ func (a *account) goOnline(id string, meta *controlv1.PeerMeta, updates bool) (*
 	p := a.peers[id]
 	if p == nil {
 		return nil, refusePeerUnknown.err("")
+	}
+	if err := a.ssoRefusal(p, now); err != nil {
+		return nil, err
 	}
 	if a.loginExpired(p, now) {
 		return nil, refuseLoginExpired.err("")

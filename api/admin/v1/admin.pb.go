@@ -30,6 +30,390 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// User is a person who logs in through the identity provider.
+type User struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The provider's issuer URL and its subject for the person.
+	Issuer  string `protobuf:"bytes,2,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	Subject string `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
+	Email   string `protobuf:"bytes,4,opt,name=email,proto3" json:"email,omitempty"`
+	Name    string `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
+	// owner, admin, auditor (reads everything) or user (own peers only).
+	Role          string                 `protobuf:"bytes,6,opt,name=role,proto3" json:"role,omitempty"`
+	Blocked       bool                   `protobuf:"varint,7,opt,name=blocked,proto3" json:"blocked,omitempty"`
+	Created       *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created,proto3" json:"created,omitempty"`
+	LastLogin     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_login,json=lastLogin,proto3" json:"last_login,omitempty"`
+	Peers         []string               `protobuf:"bytes,10,rep,name=peers,proto3" json:"peers,omitempty"` // peer names
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *User) Reset() {
+	*x = User{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *User) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*User) ProtoMessage() {}
+
+func (x *User) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use User.ProtoReflect.Descriptor instead.
+func (*User) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *User) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *User) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *User) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *User) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
+}
+
+func (x *User) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *User) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *User) GetBlocked() bool {
+	if x != nil {
+		return x.Blocked
+	}
+	return false
+}
+
+func (x *User) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *User) GetLastLogin() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastLogin
+	}
+	return nil
+}
+
+func (x *User) GetPeers() []string {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+type ListUsersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUsersRequest) Reset() {
+	*x = ListUsersRequest{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUsersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUsersRequest) ProtoMessage() {}
+
+func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUsersRequest.ProtoReflect.Descriptor instead.
+func (*ListUsersRequest) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+type ListUsersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Users         []*User                `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUsersResponse) Reset() {
+	*x = ListUsersResponse{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUsersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUsersResponse) ProtoMessage() {}
+
+func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUsersResponse.ProtoReflect.Descriptor instead.
+func (*ListUsersResponse) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ListUsersResponse) GetUsers() []*User {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+// id: the user's id, email or subject.
+type GetUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUserRequest) Reset() {
+	*x = GetUserRequest{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUserRequest) ProtoMessage() {}
+
+func (x *GetUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUserRequest.ProtoReflect.Descriptor instead.
+func (*GetUserRequest) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetUserRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type UpdateUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Role          *string                `protobuf:"bytes,2,opt,name=role,proto3,oneof" json:"role,omitempty"`
+	Blocked       *bool                  `protobuf:"varint,3,opt,name=blocked,proto3,oneof" json:"blocked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateUserRequest) Reset() {
+	*x = UpdateUserRequest{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateUserRequest) ProtoMessage() {}
+
+func (x *UpdateUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateUserRequest.ProtoReflect.Descriptor instead.
+func (*UpdateUserRequest) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *UpdateUserRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UpdateUserRequest) GetRole() string {
+	if x != nil && x.Role != nil {
+		return *x.Role
+	}
+	return ""
+}
+
+func (x *UpdateUserRequest) GetBlocked() bool {
+	if x != nil && x.Blocked != nil {
+		return *x.Blocked
+	}
+	return false
+}
+
+type DeleteUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteUserRequest) Reset() {
+	*x = DeleteUserRequest{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteUserRequest) ProtoMessage() {}
+
+func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteUserRequest.ProtoReflect.Descriptor instead.
+func (*DeleteUserRequest) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DeleteUserRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DeleteUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteUserResponse) Reset() {
+	*x = DeleteUserResponse{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteUserResponse) ProtoMessage() {}
+
+func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteUserResponse.ProtoReflect.Descriptor instead.
+func (*DeleteUserResponse) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
 // StringList gives a repeated field presence in update requests.
 type StringList struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -40,7 +424,7 @@ type StringList struct {
 
 func (x *StringList) Reset() {
 	*x = StringList{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -52,7 +436,7 @@ func (x *StringList) String() string {
 func (*StringList) ProtoMessage() {}
 
 func (x *StringList) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -65,7 +449,7 @@ func (x *StringList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StringList.ProtoReflect.Descriptor instead.
 func (*StringList) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StringList) GetValues() []string {
@@ -95,7 +479,7 @@ type Account struct {
 
 func (x *Account) Reset() {
 	*x = Account{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -107,7 +491,7 @@ func (x *Account) String() string {
 func (*Account) ProtoMessage() {}
 
 func (x *Account) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -120,7 +504,7 @@ func (x *Account) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Account.ProtoReflect.Descriptor instead.
 func (*Account) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Account) GetId() string {
@@ -187,7 +571,7 @@ type GetAccountRequest struct {
 
 func (x *GetAccountRequest) Reset() {
 	*x = GetAccountRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -199,7 +583,7 @@ func (x *GetAccountRequest) String() string {
 func (*GetAccountRequest) ProtoMessage() {}
 
 func (x *GetAccountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -212,7 +596,7 @@ func (x *GetAccountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAccountRequest.ProtoReflect.Descriptor instead.
 func (*GetAccountRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 type UpdateAccountRequest struct {
@@ -228,7 +612,7 @@ type UpdateAccountRequest struct {
 
 func (x *UpdateAccountRequest) Reset() {
 	*x = UpdateAccountRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -240,7 +624,7 @@ func (x *UpdateAccountRequest) String() string {
 func (*UpdateAccountRequest) ProtoMessage() {}
 
 func (x *UpdateAccountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -253,7 +637,7 @@ func (x *UpdateAccountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateAccountRequest.ProtoReflect.Descriptor instead.
 func (*UpdateAccountRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UpdateAccountRequest) GetName() string {
@@ -309,13 +693,17 @@ type Peer struct {
 	Ephemeral              bool                   `protobuf:"varint,14,opt,name=ephemeral,proto3" json:"ephemeral,omitempty"`
 	Created                *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=created,proto3" json:"created,omitempty"`
 	SetupKeyId             string                 `protobuf:"bytes,16,opt,name=setup_key_id,json=setupKeyId,proto3" json:"setup_key_id,omitempty"`
-	unknownFields          protoimpl.UnknownFields
-	sizeCache              protoimpl.SizeCache
+	// The user (email, else subject) a peer that joined by single sign-on
+	// belongs to; empty for peers that joined with a setup key.
+	User          string `protobuf:"bytes,17,opt,name=user,proto3" json:"user,omitempty"`
+	UserId        string `protobuf:"bytes,18,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -327,7 +715,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -340,7 +728,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Peer) GetId() string {
@@ -455,6 +843,20 @@ func (x *Peer) GetSetupKeyId() string {
 	return ""
 }
 
+func (x *Peer) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *Peer) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
 type ListPeersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -463,7 +865,7 @@ type ListPeersRequest struct {
 
 func (x *ListPeersRequest) Reset() {
 	*x = ListPeersRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -475,7 +877,7 @@ func (x *ListPeersRequest) String() string {
 func (*ListPeersRequest) ProtoMessage() {}
 
 func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -488,7 +890,7 @@ func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersRequest.ProtoReflect.Descriptor instead.
 func (*ListPeersRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 type ListPeersResponse struct {
@@ -500,7 +902,7 @@ type ListPeersResponse struct {
 
 func (x *ListPeersResponse) Reset() {
 	*x = ListPeersResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -512,7 +914,7 @@ func (x *ListPeersResponse) String() string {
 func (*ListPeersResponse) ProtoMessage() {}
 
 func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -525,7 +927,7 @@ func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersResponse.ProtoReflect.Descriptor instead.
 func (*ListPeersResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListPeersResponse) GetPeers() []*Peer {
@@ -544,7 +946,7 @@ type GetPeerRequest struct {
 
 func (x *GetPeerRequest) Reset() {
 	*x = GetPeerRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -556,7 +958,7 @@ func (x *GetPeerRequest) String() string {
 func (*GetPeerRequest) ProtoMessage() {}
 
 func (x *GetPeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -569,7 +971,7 @@ func (x *GetPeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPeerRequest.ProtoReflect.Descriptor instead.
 func (*GetPeerRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetPeerRequest) GetId() string {
@@ -592,7 +994,7 @@ type UpdatePeerRequest struct {
 
 func (x *UpdatePeerRequest) Reset() {
 	*x = UpdatePeerRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -604,7 +1006,7 @@ func (x *UpdatePeerRequest) String() string {
 func (*UpdatePeerRequest) ProtoMessage() {}
 
 func (x *UpdatePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -617,7 +1019,7 @@ func (x *UpdatePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePeerRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePeerRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpdatePeerRequest) GetId() string {
@@ -657,7 +1059,7 @@ type DeletePeerRequest struct {
 
 func (x *DeletePeerRequest) Reset() {
 	*x = DeletePeerRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +1071,7 @@ func (x *DeletePeerRequest) String() string {
 func (*DeletePeerRequest) ProtoMessage() {}
 
 func (x *DeletePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +1084,7 @@ func (x *DeletePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePeerRequest.ProtoReflect.Descriptor instead.
 func (*DeletePeerRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeletePeerRequest) GetId() string {
@@ -700,7 +1102,7 @@ type DeletePeerResponse struct {
 
 func (x *DeletePeerResponse) Reset() {
 	*x = DeletePeerResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -712,7 +1114,7 @@ func (x *DeletePeerResponse) String() string {
 func (*DeletePeerResponse) ProtoMessage() {}
 
 func (x *DeletePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -725,22 +1127,24 @@ func (x *DeletePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePeerResponse.ProtoReflect.Descriptor instead.
 func (*DeletePeerResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 type Group struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Peers         []string               `protobuf:"bytes,3,rep,name=peers,proto3" json:"peers,omitempty"` // peer names
-	Created       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created,proto3" json:"created,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name    string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Peers   []string               `protobuf:"bytes,3,rep,name=peers,proto3" json:"peers,omitempty"` // peer names
+	Created *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created,proto3" json:"created,omitempty"`
+	// Kept by the identity provider's groups claim: not editable by hand.
+	IdpManaged    bool `protobuf:"varint,5,opt,name=idp_managed,json=idpManaged,proto3" json:"idp_managed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Group) Reset() {
 	*x = Group{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -752,7 +1156,7 @@ func (x *Group) String() string {
 func (*Group) ProtoMessage() {}
 
 func (x *Group) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -765,7 +1169,7 @@ func (x *Group) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Group.ProtoReflect.Descriptor instead.
 func (*Group) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Group) GetId() string {
@@ -796,6 +1200,13 @@ func (x *Group) GetCreated() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Group) GetIdpManaged() bool {
+	if x != nil {
+		return x.IdpManaged
+	}
+	return false
+}
+
 type ListGroupsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -804,7 +1215,7 @@ type ListGroupsRequest struct {
 
 func (x *ListGroupsRequest) Reset() {
 	*x = ListGroupsRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -816,7 +1227,7 @@ func (x *ListGroupsRequest) String() string {
 func (*ListGroupsRequest) ProtoMessage() {}
 
 func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -829,7 +1240,7 @@ func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 type ListGroupsResponse struct {
@@ -841,7 +1252,7 @@ type ListGroupsResponse struct {
 
 func (x *ListGroupsResponse) Reset() {
 	*x = ListGroupsResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +1264,7 @@ func (x *ListGroupsResponse) String() string {
 func (*ListGroupsResponse) ProtoMessage() {}
 
 func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +1277,7 @@ func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListGroupsResponse) GetGroups() []*Group {
@@ -885,7 +1296,7 @@ type GetGroupRequest struct {
 
 func (x *GetGroupRequest) Reset() {
 	*x = GetGroupRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1308,7 @@ func (x *GetGroupRequest) String() string {
 func (*GetGroupRequest) ProtoMessage() {}
 
 func (x *GetGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1321,7 @@ func (x *GetGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGroupRequest.ProtoReflect.Descriptor instead.
 func (*GetGroupRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetGroupRequest) GetId() string {
@@ -930,7 +1341,7 @@ type CreateGroupRequest struct {
 
 func (x *CreateGroupRequest) Reset() {
 	*x = CreateGroupRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1353,7 @@ func (x *CreateGroupRequest) String() string {
 func (*CreateGroupRequest) ProtoMessage() {}
 
 func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1366,7 @@ func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupRequest.ProtoReflect.Descriptor instead.
 func (*CreateGroupRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CreateGroupRequest) GetName() string {
@@ -983,7 +1394,7 @@ type UpdateGroupRequest struct {
 
 func (x *UpdateGroupRequest) Reset() {
 	*x = UpdateGroupRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -995,7 +1406,7 @@ func (x *UpdateGroupRequest) String() string {
 func (*UpdateGroupRequest) ProtoMessage() {}
 
 func (x *UpdateGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1008,7 +1419,7 @@ func (x *UpdateGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateGroupRequest.ProtoReflect.Descriptor instead.
 func (*UpdateGroupRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UpdateGroupRequest) GetId() string {
@@ -1041,7 +1452,7 @@ type DeleteGroupRequest struct {
 
 func (x *DeleteGroupRequest) Reset() {
 	*x = DeleteGroupRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1464,7 @@ func (x *DeleteGroupRequest) String() string {
 func (*DeleteGroupRequest) ProtoMessage() {}
 
 func (x *DeleteGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1477,7 @@ func (x *DeleteGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupRequest.ProtoReflect.Descriptor instead.
 func (*DeleteGroupRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeleteGroupRequest) GetId() string {
@@ -1084,7 +1495,7 @@ type DeleteGroupResponse struct {
 
 func (x *DeleteGroupResponse) Reset() {
 	*x = DeleteGroupResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1096,7 +1507,7 @@ func (x *DeleteGroupResponse) String() string {
 func (*DeleteGroupResponse) ProtoMessage() {}
 
 func (x *DeleteGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1109,7 +1520,7 @@ func (x *DeleteGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupResponse.ProtoReflect.Descriptor instead.
 func (*DeleteGroupResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 type SetupKey struct {
@@ -1144,7 +1555,7 @@ type SetupKey struct {
 
 func (x *SetupKey) Reset() {
 	*x = SetupKey{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1567,7 @@ func (x *SetupKey) String() string {
 func (*SetupKey) ProtoMessage() {}
 
 func (x *SetupKey) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1580,7 @@ func (x *SetupKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetupKey.ProtoReflect.Descriptor instead.
 func (*SetupKey) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SetupKey) GetId() string {
@@ -1292,7 +1703,7 @@ type ListSetupKeysRequest struct {
 
 func (x *ListSetupKeysRequest) Reset() {
 	*x = ListSetupKeysRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1304,7 +1715,7 @@ func (x *ListSetupKeysRequest) String() string {
 func (*ListSetupKeysRequest) ProtoMessage() {}
 
 func (x *ListSetupKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1317,7 +1728,7 @@ func (x *ListSetupKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSetupKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListSetupKeysRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 type ListSetupKeysResponse struct {
@@ -1329,7 +1740,7 @@ type ListSetupKeysResponse struct {
 
 func (x *ListSetupKeysResponse) Reset() {
 	*x = ListSetupKeysResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1752,7 @@ func (x *ListSetupKeysResponse) String() string {
 func (*ListSetupKeysResponse) ProtoMessage() {}
 
 func (x *ListSetupKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1765,7 @@ func (x *ListSetupKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSetupKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListSetupKeysResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListSetupKeysResponse) GetSetupKeys() []*SetupKey {
@@ -1373,7 +1784,7 @@ type GetSetupKeyRequest struct {
 
 func (x *GetSetupKeyRequest) Reset() {
 	*x = GetSetupKeyRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1385,7 +1796,7 @@ func (x *GetSetupKeyRequest) String() string {
 func (*GetSetupKeyRequest) ProtoMessage() {}
 
 func (x *GetSetupKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1398,7 +1809,7 @@ func (x *GetSetupKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSetupKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetSetupKeyRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetSetupKeyRequest) GetId() string {
@@ -1423,7 +1834,7 @@ type CreateSetupKeyRequest struct {
 
 func (x *CreateSetupKeyRequest) Reset() {
 	*x = CreateSetupKeyRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1435,7 +1846,7 @@ func (x *CreateSetupKeyRequest) String() string {
 func (*CreateSetupKeyRequest) ProtoMessage() {}
 
 func (x *CreateSetupKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1448,7 +1859,7 @@ func (x *CreateSetupKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSetupKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateSetupKeyRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CreateSetupKeyRequest) GetName() string {
@@ -1505,7 +1916,7 @@ type UpdateSetupKeyRequest struct {
 
 func (x *UpdateSetupKeyRequest) Reset() {
 	*x = UpdateSetupKeyRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1517,7 +1928,7 @@ func (x *UpdateSetupKeyRequest) String() string {
 func (*UpdateSetupKeyRequest) ProtoMessage() {}
 
 func (x *UpdateSetupKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1530,7 +1941,7 @@ func (x *UpdateSetupKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSetupKeyRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSetupKeyRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UpdateSetupKeyRequest) GetId() string {
@@ -1570,7 +1981,7 @@ type DeleteSetupKeyRequest struct {
 
 func (x *DeleteSetupKeyRequest) Reset() {
 	*x = DeleteSetupKeyRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1582,7 +1993,7 @@ func (x *DeleteSetupKeyRequest) String() string {
 func (*DeleteSetupKeyRequest) ProtoMessage() {}
 
 func (x *DeleteSetupKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1595,7 +2006,7 @@ func (x *DeleteSetupKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSetupKeyRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSetupKeyRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DeleteSetupKeyRequest) GetId() string {
@@ -1613,7 +2024,7 @@ type DeleteSetupKeyResponse struct {
 
 func (x *DeleteSetupKeyResponse) Reset() {
 	*x = DeleteSetupKeyResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1625,7 +2036,7 @@ func (x *DeleteSetupKeyResponse) String() string {
 func (*DeleteSetupKeyResponse) ProtoMessage() {}
 
 func (x *DeleteSetupKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1638,7 +2049,7 @@ func (x *DeleteSetupKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSetupKeyResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSetupKeyResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 type Policy struct {
@@ -1660,7 +2071,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1672,7 +2083,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1685,7 +2096,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Policy) GetId() string {
@@ -1773,7 +2184,7 @@ type ListPoliciesRequest struct {
 
 func (x *ListPoliciesRequest) Reset() {
 	*x = ListPoliciesRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1785,7 +2196,7 @@ func (x *ListPoliciesRequest) String() string {
 func (*ListPoliciesRequest) ProtoMessage() {}
 
 func (x *ListPoliciesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1798,7 +2209,7 @@ func (x *ListPoliciesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoliciesRequest.ProtoReflect.Descriptor instead.
 func (*ListPoliciesRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 type ListPoliciesResponse struct {
@@ -1810,7 +2221,7 @@ type ListPoliciesResponse struct {
 
 func (x *ListPoliciesResponse) Reset() {
 	*x = ListPoliciesResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +2233,7 @@ func (x *ListPoliciesResponse) String() string {
 func (*ListPoliciesResponse) ProtoMessage() {}
 
 func (x *ListPoliciesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +2246,7 @@ func (x *ListPoliciesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoliciesResponse.ProtoReflect.Descriptor instead.
 func (*ListPoliciesResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListPoliciesResponse) GetPolicies() []*Policy {
@@ -1854,7 +2265,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +2277,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +2290,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetPolicyRequest) GetId() string {
@@ -1906,7 +2317,7 @@ type CreatePolicyRequest struct {
 
 func (x *CreatePolicyRequest) Reset() {
 	*x = CreatePolicyRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1918,7 +2329,7 @@ func (x *CreatePolicyRequest) String() string {
 func (*CreatePolicyRequest) ProtoMessage() {}
 
 func (x *CreatePolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1931,7 +2342,7 @@ func (x *CreatePolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePolicyRequest.ProtoReflect.Descriptor instead.
 func (*CreatePolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CreatePolicyRequest) GetName() string {
@@ -2007,7 +2418,7 @@ type UpdatePolicyRequest struct {
 
 func (x *UpdatePolicyRequest) Reset() {
 	*x = UpdatePolicyRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2019,7 +2430,7 @@ func (x *UpdatePolicyRequest) String() string {
 func (*UpdatePolicyRequest) ProtoMessage() {}
 
 func (x *UpdatePolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2032,7 +2443,7 @@ func (x *UpdatePolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePolicyRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *UpdatePolicyRequest) GetId() string {
@@ -2107,7 +2518,7 @@ type DeletePolicyRequest struct {
 
 func (x *DeletePolicyRequest) Reset() {
 	*x = DeletePolicyRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2119,7 +2530,7 @@ func (x *DeletePolicyRequest) String() string {
 func (*DeletePolicyRequest) ProtoMessage() {}
 
 func (x *DeletePolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2132,7 +2543,7 @@ func (x *DeletePolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePolicyRequest.ProtoReflect.Descriptor instead.
 func (*DeletePolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DeletePolicyRequest) GetId() string {
@@ -2150,7 +2561,7 @@ type DeletePolicyResponse struct {
 
 func (x *DeletePolicyResponse) Reset() {
 	*x = DeletePolicyResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2162,7 +2573,7 @@ func (x *DeletePolicyResponse) String() string {
 func (*DeletePolicyResponse) ProtoMessage() {}
 
 func (x *DeletePolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2175,7 +2586,7 @@ func (x *DeletePolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePolicyResponse.ProtoReflect.Descriptor instead.
 func (*DeletePolicyResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 type Route struct {
@@ -2196,7 +2607,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2208,7 +2619,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2221,7 +2632,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Route) GetId() string {
@@ -2295,7 +2706,7 @@ type ListRoutesRequest struct {
 
 func (x *ListRoutesRequest) Reset() {
 	*x = ListRoutesRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2307,7 +2718,7 @@ func (x *ListRoutesRequest) String() string {
 func (*ListRoutesRequest) ProtoMessage() {}
 
 func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2320,7 +2731,7 @@ func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoutesRequest.ProtoReflect.Descriptor instead.
 func (*ListRoutesRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 type ListRoutesResponse struct {
@@ -2332,7 +2743,7 @@ type ListRoutesResponse struct {
 
 func (x *ListRoutesResponse) Reset() {
 	*x = ListRoutesResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2344,7 +2755,7 @@ func (x *ListRoutesResponse) String() string {
 func (*ListRoutesResponse) ProtoMessage() {}
 
 func (x *ListRoutesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2357,7 +2768,7 @@ func (x *ListRoutesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoutesResponse.ProtoReflect.Descriptor instead.
 func (*ListRoutesResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListRoutesResponse) GetRoutes() []*Route {
@@ -2376,7 +2787,7 @@ type GetRouteRequest struct {
 
 func (x *GetRouteRequest) Reset() {
 	*x = GetRouteRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2388,7 +2799,7 @@ func (x *GetRouteRequest) String() string {
 func (*GetRouteRequest) ProtoMessage() {}
 
 func (x *GetRouteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2401,7 +2812,7 @@ func (x *GetRouteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRouteRequest.ProtoReflect.Descriptor instead.
 func (*GetRouteRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetRouteRequest) GetId() string {
@@ -2426,7 +2837,7 @@ type CreateRouteRequest struct {
 
 func (x *CreateRouteRequest) Reset() {
 	*x = CreateRouteRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2438,7 +2849,7 @@ func (x *CreateRouteRequest) String() string {
 func (*CreateRouteRequest) ProtoMessage() {}
 
 func (x *CreateRouteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2451,7 +2862,7 @@ func (x *CreateRouteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRouteRequest.ProtoReflect.Descriptor instead.
 func (*CreateRouteRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CreateRouteRequest) GetNetwork() string {
@@ -2519,7 +2930,7 @@ type UpdateRouteRequest struct {
 
 func (x *UpdateRouteRequest) Reset() {
 	*x = UpdateRouteRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2531,7 +2942,7 @@ func (x *UpdateRouteRequest) String() string {
 func (*UpdateRouteRequest) ProtoMessage() {}
 
 func (x *UpdateRouteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2544,7 +2955,7 @@ func (x *UpdateRouteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRouteRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRouteRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *UpdateRouteRequest) GetId() string {
@@ -2612,7 +3023,7 @@ type DeleteRouteRequest struct {
 
 func (x *DeleteRouteRequest) Reset() {
 	*x = DeleteRouteRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2624,7 +3035,7 @@ func (x *DeleteRouteRequest) String() string {
 func (*DeleteRouteRequest) ProtoMessage() {}
 
 func (x *DeleteRouteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2637,7 +3048,7 @@ func (x *DeleteRouteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRouteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRouteRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *DeleteRouteRequest) GetId() string {
@@ -2655,7 +3066,7 @@ type DeleteRouteResponse struct {
 
 func (x *DeleteRouteResponse) Reset() {
 	*x = DeleteRouteResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2667,7 +3078,7 @@ func (x *DeleteRouteResponse) String() string {
 func (*DeleteRouteResponse) ProtoMessage() {}
 
 func (x *DeleteRouteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2680,7 +3091,7 @@ func (x *DeleteRouteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRouteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRouteResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 type DNSSettings struct {
@@ -2692,7 +3103,7 @@ type DNSSettings struct {
 
 func (x *DNSSettings) Reset() {
 	*x = DNSSettings{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2704,7 +3115,7 @@ func (x *DNSSettings) String() string {
 func (*DNSSettings) ProtoMessage() {}
 
 func (x *DNSSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2717,7 +3128,7 @@ func (x *DNSSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSSettings.ProtoReflect.Descriptor instead.
 func (*DNSSettings) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *DNSSettings) GetDomain() string {
@@ -2735,7 +3146,7 @@ type GetDNSSettingsRequest struct {
 
 func (x *GetDNSSettingsRequest) Reset() {
 	*x = GetDNSSettingsRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2747,7 +3158,7 @@ func (x *GetDNSSettingsRequest) String() string {
 func (*GetDNSSettingsRequest) ProtoMessage() {}
 
 func (x *GetDNSSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2760,7 +3171,7 @@ func (x *GetDNSSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDNSSettingsRequest.ProtoReflect.Descriptor instead.
 func (*GetDNSSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 type UpdateDNSSettingsRequest struct {
@@ -2772,7 +3183,7 @@ type UpdateDNSSettingsRequest struct {
 
 func (x *UpdateDNSSettingsRequest) Reset() {
 	*x = UpdateDNSSettingsRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2784,7 +3195,7 @@ func (x *UpdateDNSSettingsRequest) String() string {
 func (*UpdateDNSSettingsRequest) ProtoMessage() {}
 
 func (x *UpdateDNSSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2797,7 +3208,7 @@ func (x *UpdateDNSSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateDNSSettingsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateDNSSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *UpdateDNSSettingsRequest) GetDomain() string {
@@ -2822,7 +3233,7 @@ type NameserverGroup struct {
 
 func (x *NameserverGroup) Reset() {
 	*x = NameserverGroup{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2834,7 +3245,7 @@ func (x *NameserverGroup) String() string {
 func (*NameserverGroup) ProtoMessage() {}
 
 func (x *NameserverGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2847,7 +3258,7 @@ func (x *NameserverGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NameserverGroup.ProtoReflect.Descriptor instead.
 func (*NameserverGroup) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *NameserverGroup) GetId() string {
@@ -2900,7 +3311,7 @@ type ListNameserverGroupsRequest struct {
 
 func (x *ListNameserverGroupsRequest) Reset() {
 	*x = ListNameserverGroupsRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2912,7 +3323,7 @@ func (x *ListNameserverGroupsRequest) String() string {
 func (*ListNameserverGroupsRequest) ProtoMessage() {}
 
 func (x *ListNameserverGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2925,7 +3336,7 @@ func (x *ListNameserverGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNameserverGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListNameserverGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 type ListNameserverGroupsResponse struct {
@@ -2937,7 +3348,7 @@ type ListNameserverGroupsResponse struct {
 
 func (x *ListNameserverGroupsResponse) Reset() {
 	*x = ListNameserverGroupsResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2949,7 +3360,7 @@ func (x *ListNameserverGroupsResponse) String() string {
 func (*ListNameserverGroupsResponse) ProtoMessage() {}
 
 func (x *ListNameserverGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2962,7 +3373,7 @@ func (x *ListNameserverGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNameserverGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListNameserverGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListNameserverGroupsResponse) GetNameserverGroups() []*NameserverGroup {
@@ -2981,7 +3392,7 @@ type GetNameserverGroupRequest struct {
 
 func (x *GetNameserverGroupRequest) Reset() {
 	*x = GetNameserverGroupRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2993,7 +3404,7 @@ func (x *GetNameserverGroupRequest) String() string {
 func (*GetNameserverGroupRequest) ProtoMessage() {}
 
 func (x *GetNameserverGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3006,7 +3417,7 @@ func (x *GetNameserverGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNameserverGroupRequest.ProtoReflect.Descriptor instead.
 func (*GetNameserverGroupRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GetNameserverGroupRequest) GetId() string {
@@ -3029,7 +3440,7 @@ type CreateNameserverGroupRequest struct {
 
 func (x *CreateNameserverGroupRequest) Reset() {
 	*x = CreateNameserverGroupRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3041,7 +3452,7 @@ func (x *CreateNameserverGroupRequest) String() string {
 func (*CreateNameserverGroupRequest) ProtoMessage() {}
 
 func (x *CreateNameserverGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3054,7 +3465,7 @@ func (x *CreateNameserverGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNameserverGroupRequest.ProtoReflect.Descriptor instead.
 func (*CreateNameserverGroupRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *CreateNameserverGroupRequest) GetName() string {
@@ -3106,7 +3517,7 @@ type UpdateNameserverGroupRequest struct {
 
 func (x *UpdateNameserverGroupRequest) Reset() {
 	*x = UpdateNameserverGroupRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3118,7 +3529,7 @@ func (x *UpdateNameserverGroupRequest) String() string {
 func (*UpdateNameserverGroupRequest) ProtoMessage() {}
 
 func (x *UpdateNameserverGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3131,7 +3542,7 @@ func (x *UpdateNameserverGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNameserverGroupRequest.ProtoReflect.Descriptor instead.
 func (*UpdateNameserverGroupRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *UpdateNameserverGroupRequest) GetId() string {
@@ -3185,7 +3596,7 @@ type DeleteNameserverGroupRequest struct {
 
 func (x *DeleteNameserverGroupRequest) Reset() {
 	*x = DeleteNameserverGroupRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3197,7 +3608,7 @@ func (x *DeleteNameserverGroupRequest) String() string {
 func (*DeleteNameserverGroupRequest) ProtoMessage() {}
 
 func (x *DeleteNameserverGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3210,7 +3621,7 @@ func (x *DeleteNameserverGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNameserverGroupRequest.ProtoReflect.Descriptor instead.
 func (*DeleteNameserverGroupRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *DeleteNameserverGroupRequest) GetId() string {
@@ -3228,7 +3639,7 @@ type DeleteNameserverGroupResponse struct {
 
 func (x *DeleteNameserverGroupResponse) Reset() {
 	*x = DeleteNameserverGroupResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3240,7 +3651,7 @@ func (x *DeleteNameserverGroupResponse) String() string {
 func (*DeleteNameserverGroupResponse) ProtoMessage() {}
 
 func (x *DeleteNameserverGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3253,7 +3664,7 @@ func (x *DeleteNameserverGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNameserverGroupResponse.ProtoReflect.Descriptor instead.
 func (*DeleteNameserverGroupResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 type DNSRecord struct {
@@ -3269,7 +3680,7 @@ type DNSRecord struct {
 
 func (x *DNSRecord) Reset() {
 	*x = DNSRecord{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3281,7 +3692,7 @@ func (x *DNSRecord) String() string {
 func (*DNSRecord) ProtoMessage() {}
 
 func (x *DNSRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3294,7 +3705,7 @@ func (x *DNSRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSRecord.ProtoReflect.Descriptor instead.
 func (*DNSRecord) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *DNSRecord) GetId() string {
@@ -3340,7 +3751,7 @@ type ListDNSRecordsRequest struct {
 
 func (x *ListDNSRecordsRequest) Reset() {
 	*x = ListDNSRecordsRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3352,7 +3763,7 @@ func (x *ListDNSRecordsRequest) String() string {
 func (*ListDNSRecordsRequest) ProtoMessage() {}
 
 func (x *ListDNSRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3365,7 +3776,7 @@ func (x *ListDNSRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDNSRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ListDNSRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{62}
 }
 
 type ListDNSRecordsResponse struct {
@@ -3377,7 +3788,7 @@ type ListDNSRecordsResponse struct {
 
 func (x *ListDNSRecordsResponse) Reset() {
 	*x = ListDNSRecordsResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3389,7 +3800,7 @@ func (x *ListDNSRecordsResponse) String() string {
 func (*ListDNSRecordsResponse) ProtoMessage() {}
 
 func (x *ListDNSRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3402,7 +3813,7 @@ func (x *ListDNSRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDNSRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ListDNSRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ListDNSRecordsResponse) GetRecords() []*DNSRecord {
@@ -3421,7 +3832,7 @@ type GetDNSRecordRequest struct {
 
 func (x *GetDNSRecordRequest) Reset() {
 	*x = GetDNSRecordRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3433,7 +3844,7 @@ func (x *GetDNSRecordRequest) String() string {
 func (*GetDNSRecordRequest) ProtoMessage() {}
 
 func (x *GetDNSRecordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3446,7 +3857,7 @@ func (x *GetDNSRecordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDNSRecordRequest.ProtoReflect.Descriptor instead.
 func (*GetDNSRecordRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *GetDNSRecordRequest) GetId() string {
@@ -3468,7 +3879,7 @@ type CreateDNSRecordRequest struct {
 
 func (x *CreateDNSRecordRequest) Reset() {
 	*x = CreateDNSRecordRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[58]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3480,7 +3891,7 @@ func (x *CreateDNSRecordRequest) String() string {
 func (*CreateDNSRecordRequest) ProtoMessage() {}
 
 func (x *CreateDNSRecordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[58]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3493,7 +3904,7 @@ func (x *CreateDNSRecordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateDNSRecordRequest.ProtoReflect.Descriptor instead.
 func (*CreateDNSRecordRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *CreateDNSRecordRequest) GetName() string {
@@ -3537,7 +3948,7 @@ type UpdateDNSRecordRequest struct {
 
 func (x *UpdateDNSRecordRequest) Reset() {
 	*x = UpdateDNSRecordRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[59]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3549,7 +3960,7 @@ func (x *UpdateDNSRecordRequest) String() string {
 func (*UpdateDNSRecordRequest) ProtoMessage() {}
 
 func (x *UpdateDNSRecordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[59]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3562,7 +3973,7 @@ func (x *UpdateDNSRecordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateDNSRecordRequest.ProtoReflect.Descriptor instead.
 func (*UpdateDNSRecordRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{59}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *UpdateDNSRecordRequest) GetId() string {
@@ -3609,7 +4020,7 @@ type DeleteDNSRecordRequest struct {
 
 func (x *DeleteDNSRecordRequest) Reset() {
 	*x = DeleteDNSRecordRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[60]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3621,7 +4032,7 @@ func (x *DeleteDNSRecordRequest) String() string {
 func (*DeleteDNSRecordRequest) ProtoMessage() {}
 
 func (x *DeleteDNSRecordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[60]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3634,7 +4045,7 @@ func (x *DeleteDNSRecordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDNSRecordRequest.ProtoReflect.Descriptor instead.
 func (*DeleteDNSRecordRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{60}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *DeleteDNSRecordRequest) GetId() string {
@@ -3652,7 +4063,7 @@ type DeleteDNSRecordResponse struct {
 
 func (x *DeleteDNSRecordResponse) Reset() {
 	*x = DeleteDNSRecordResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[61]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3664,7 +4075,7 @@ func (x *DeleteDNSRecordResponse) String() string {
 func (*DeleteDNSRecordResponse) ProtoMessage() {}
 
 func (x *DeleteDNSRecordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[61]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3677,7 +4088,7 @@ func (x *DeleteDNSRecordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDNSRecordResponse.ProtoReflect.Descriptor instead.
 func (*DeleteDNSRecordResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{61}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{68}
 }
 
 type Event struct {
@@ -3698,7 +4109,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[62]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3710,7 +4121,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[62]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3723,7 +4134,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{62}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *Event) GetId() string {
@@ -3792,7 +4203,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[63]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3804,7 +4215,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[63]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3817,7 +4228,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{63}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ListEventsRequest) GetLimit() int32 {
@@ -3836,7 +4247,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[64]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3848,7 +4259,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[64]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3861,7 +4272,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{64}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -3879,7 +4290,7 @@ type GetServerStatusRequest struct {
 
 func (x *GetServerStatusRequest) Reset() {
 	*x = GetServerStatusRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[65]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3891,7 +4302,7 @@ func (x *GetServerStatusRequest) String() string {
 func (*GetServerStatusRequest) ProtoMessage() {}
 
 func (x *GetServerStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[65]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3904,7 +4315,7 @@ func (x *GetServerStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetServerStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{65}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{72}
 }
 
 type ServerStatus struct {
@@ -3923,7 +4334,7 @@ type ServerStatus struct {
 
 func (x *ServerStatus) Reset() {
 	*x = ServerStatus{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[66]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3935,7 +4346,7 @@ func (x *ServerStatus) String() string {
 func (*ServerStatus) ProtoMessage() {}
 
 func (x *ServerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[66]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3948,7 +4359,7 @@ func (x *ServerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerStatus.ProtoReflect.Descriptor instead.
 func (*ServerStatus) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{66}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ServerStatus) GetVersion() string {
@@ -4007,7 +4418,7 @@ type SignalStatus struct {
 
 func (x *SignalStatus) Reset() {
 	*x = SignalStatus{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[67]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4019,7 +4430,7 @@ func (x *SignalStatus) String() string {
 func (*SignalStatus) ProtoMessage() {}
 
 func (x *SignalStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[67]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4032,7 +4443,7 @@ func (x *SignalStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalStatus.ProtoReflect.Descriptor instead.
 func (*SignalStatus) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{67}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *SignalStatus) GetStreams() int64 {
@@ -4085,7 +4496,7 @@ type RelayStatus struct {
 
 func (x *RelayStatus) Reset() {
 	*x = RelayStatus{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[68]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4097,7 +4508,7 @@ func (x *RelayStatus) String() string {
 func (*RelayStatus) ProtoMessage() {}
 
 func (x *RelayStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[68]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4110,7 +4521,7 @@ func (x *RelayStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayStatus.ProtoReflect.Descriptor instead.
 func (*RelayStatus) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{68}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *RelayStatus) GetAllocations() int64 {
@@ -4172,7 +4583,7 @@ type AdminToken struct {
 
 func (x *AdminToken) Reset() {
 	*x = AdminToken{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[69]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4184,7 +4595,7 @@ func (x *AdminToken) String() string {
 func (*AdminToken) ProtoMessage() {}
 
 func (x *AdminToken) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[69]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4197,7 +4608,7 @@ func (x *AdminToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminToken.ProtoReflect.Descriptor instead.
 func (*AdminToken) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{69}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *AdminToken) GetId() string {
@@ -4250,7 +4661,7 @@ type ListAdminTokensRequest struct {
 
 func (x *ListAdminTokensRequest) Reset() {
 	*x = ListAdminTokensRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[70]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4262,7 +4673,7 @@ func (x *ListAdminTokensRequest) String() string {
 func (*ListAdminTokensRequest) ProtoMessage() {}
 
 func (x *ListAdminTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[70]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4275,7 +4686,7 @@ func (x *ListAdminTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListAdminTokensRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{70}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{77}
 }
 
 type ListAdminTokensResponse struct {
@@ -4287,7 +4698,7 @@ type ListAdminTokensResponse struct {
 
 func (x *ListAdminTokensResponse) Reset() {
 	*x = ListAdminTokensResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[71]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4299,7 +4710,7 @@ func (x *ListAdminTokensResponse) String() string {
 func (*ListAdminTokensResponse) ProtoMessage() {}
 
 func (x *ListAdminTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[71]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4312,7 +4723,7 @@ func (x *ListAdminTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListAdminTokensResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{71}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *ListAdminTokensResponse) GetAdminTokens() []*AdminToken {
@@ -4331,7 +4742,7 @@ type CreateAdminTokenRequest struct {
 
 func (x *CreateAdminTokenRequest) Reset() {
 	*x = CreateAdminTokenRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[72]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4343,7 +4754,7 @@ func (x *CreateAdminTokenRequest) String() string {
 func (*CreateAdminTokenRequest) ProtoMessage() {}
 
 func (x *CreateAdminTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[72]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4356,7 +4767,7 @@ func (x *CreateAdminTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateAdminTokenRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{72}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *CreateAdminTokenRequest) GetName() string {
@@ -4376,7 +4787,7 @@ type DeleteAdminTokenRequest struct {
 
 func (x *DeleteAdminTokenRequest) Reset() {
 	*x = DeleteAdminTokenRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[73]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4388,7 +4799,7 @@ func (x *DeleteAdminTokenRequest) String() string {
 func (*DeleteAdminTokenRequest) ProtoMessage() {}
 
 func (x *DeleteAdminTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[73]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4401,7 +4812,7 @@ func (x *DeleteAdminTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAdminTokenRequest.ProtoReflect.Descriptor instead.
 func (*DeleteAdminTokenRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{73}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *DeleteAdminTokenRequest) GetId() string {
@@ -4419,7 +4830,7 @@ type DeleteAdminTokenResponse struct {
 
 func (x *DeleteAdminTokenResponse) Reset() {
 	*x = DeleteAdminTokenResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[74]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4431,7 +4842,7 @@ func (x *DeleteAdminTokenResponse) String() string {
 func (*DeleteAdminTokenResponse) ProtoMessage() {}
 
 func (x *DeleteAdminTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[74]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4444,14 +4855,42 @@ func (x *DeleteAdminTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAdminTokenResponse.ProtoReflect.Descriptor instead.
 func (*DeleteAdminTokenResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{74}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{81}
 }
 
 var File_api_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x18api/admin/v1/admin.proto\x12\x0emeshd.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"$\n" +
+	"\x18api/admin/v1/admin.proto\x12\x0emeshd.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x02\n" +
+	"\x04User\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06issuer\x18\x02 \x01(\tR\x06issuer\x12\x18\n" +
+	"\asubject\x18\x03 \x01(\tR\asubject\x12\x14\n" +
+	"\x05email\x18\x04 \x01(\tR\x05email\x12\x12\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x06 \x01(\tR\x04role\x12\x18\n" +
+	"\ablocked\x18\a \x01(\bR\ablocked\x124\n" +
+	"\acreated\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x129\n" +
+	"\n" +
+	"last_login\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tlastLogin\x12\x14\n" +
+	"\x05peers\x18\n" +
+	" \x03(\tR\x05peers\"\x12\n" +
+	"\x10ListUsersRequest\"?\n" +
+	"\x11ListUsersResponse\x12*\n" +
+	"\x05users\x18\x01 \x03(\v2\x14.meshd.admin.v1.UserR\x05users\" \n" +
+	"\x0eGetUserRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"p\n" +
+	"\x11UpdateUserRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
+	"\x04role\x18\x02 \x01(\tH\x00R\x04role\x88\x01\x01\x12\x1d\n" +
+	"\ablocked\x18\x03 \x01(\bH\x01R\ablocked\x88\x01\x01B\a\n" +
+	"\x05_roleB\n" +
+	"\n" +
+	"\b_blocked\"#\n" +
+	"\x11DeleteUserRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
+	"\x12DeleteUserResponse\"$\n" +
 	"\n" +
 	"StringList\x12\x16\n" +
 	"\x06values\x18\x01 \x03(\tR\x06values\"\xd1\x02\n" +
@@ -4477,7 +4916,7 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x10_overlay_networkB\r\n" +
 	"\v_dns_domainB\x1b\n" +
 	"\x19_login_expiration_secondsB\x1c\n" +
-	"\x1a_ephemeral_offline_seconds\"\xa3\x04\n" +
+	"\x1a_ephemeral_offline_seconds\"\xd0\x04\n" +
 	"\x04Peer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x19\n" +
@@ -4498,7 +4937,9 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\tephemeral\x18\x0e \x01(\bR\tephemeral\x124\n" +
 	"\acreated\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12 \n" +
 	"\fsetup_key_id\x18\x10 \x01(\tR\n" +
-	"setupKeyId\"\x12\n" +
+	"setupKeyId\x12\x12\n" +
+	"\x04user\x18\x11 \x01(\tR\x04user\x12\x17\n" +
+	"\auser_id\x18\x12 \x01(\tR\x06userId\"\x12\n" +
 	"\x10ListPeersRequest\"?\n" +
 	"\x11ListPeersResponse\x12*\n" +
 	"\x05peers\x18\x01 \x03(\v2\x14.meshd.admin.v1.PeerR\x05peers\" \n" +
@@ -4513,12 +4954,14 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x19_login_expiration_enabled\"#\n" +
 	"\x11DeletePeerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
-	"\x12DeletePeerResponse\"w\n" +
+	"\x12DeletePeerResponse\"\x98\x01\n" +
 	"\x05Group\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
 	"\x05peers\x18\x03 \x03(\tR\x05peers\x124\n" +
-	"\acreated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\"\x13\n" +
+	"\acreated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12\x1f\n" +
+	"\vidp_managed\x18\x05 \x01(\bR\n" +
+	"idpManaged\"\x13\n" +
 	"\x11ListGroupsRequest\"C\n" +
 	"\x12ListGroupsResponse\x12-\n" +
 	"\x06groups\x18\x01 \x03(\v2\x15.meshd.admin.v1.GroupR\x06groups\"!\n" +
@@ -4802,7 +5245,7 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\")\n" +
 	"\x17DeleteAdminTokenRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x1a\n" +
-	"\x18DeleteAdminTokenResponse2\x8a\x1d\n" +
+	"\x18DeleteAdminTokenResponse2\xb9\x1f\n" +
 	"\fAdminService\x12H\n" +
 	"\n" +
 	"GetAccount\x12!.meshd.admin.v1.GetAccountRequest\x1a\x17.meshd.admin.v1.Account\x12N\n" +
@@ -4852,7 +5295,13 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x0fGetServerStatus\x12&.meshd.admin.v1.GetServerStatusRequest\x1a\x1c.meshd.admin.v1.ServerStatus\x12b\n" +
 	"\x0fListAdminTokens\x12&.meshd.admin.v1.ListAdminTokensRequest\x1a'.meshd.admin.v1.ListAdminTokensResponse\x12W\n" +
 	"\x10CreateAdminToken\x12'.meshd.admin.v1.CreateAdminTokenRequest\x1a\x1a.meshd.admin.v1.AdminToken\x12e\n" +
-	"\x10DeleteAdminToken\x12'.meshd.admin.v1.DeleteAdminTokenRequest\x1a(.meshd.admin.v1.DeleteAdminTokenResponseB\x1cZ\x1ameshd/api/admin/v1;adminv1b\x06proto3"
+	"\x10DeleteAdminToken\x12'.meshd.admin.v1.DeleteAdminTokenRequest\x1a(.meshd.admin.v1.DeleteAdminTokenResponse\x12P\n" +
+	"\tListUsers\x12 .meshd.admin.v1.ListUsersRequest\x1a!.meshd.admin.v1.ListUsersResponse\x12?\n" +
+	"\aGetUser\x12\x1e.meshd.admin.v1.GetUserRequest\x1a\x14.meshd.admin.v1.User\x12E\n" +
+	"\n" +
+	"UpdateUser\x12!.meshd.admin.v1.UpdateUserRequest\x1a\x14.meshd.admin.v1.User\x12S\n" +
+	"\n" +
+	"DeleteUser\x12!.meshd.admin.v1.DeleteUserRequest\x1a\".meshd.admin.v1.DeleteUserResponseB\x1cZ\x1ameshd/api/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_api_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -4866,213 +5315,231 @@ func file_api_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_api_admin_v1_admin_proto_rawDescData
 }
 
-var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
+var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 82)
 var file_api_admin_v1_admin_proto_goTypes = []any{
-	(*StringList)(nil),                    // 0: meshd.admin.v1.StringList
-	(*Account)(nil),                       // 1: meshd.admin.v1.Account
-	(*GetAccountRequest)(nil),             // 2: meshd.admin.v1.GetAccountRequest
-	(*UpdateAccountRequest)(nil),          // 3: meshd.admin.v1.UpdateAccountRequest
-	(*Peer)(nil),                          // 4: meshd.admin.v1.Peer
-	(*ListPeersRequest)(nil),              // 5: meshd.admin.v1.ListPeersRequest
-	(*ListPeersResponse)(nil),             // 6: meshd.admin.v1.ListPeersResponse
-	(*GetPeerRequest)(nil),                // 7: meshd.admin.v1.GetPeerRequest
-	(*UpdatePeerRequest)(nil),             // 8: meshd.admin.v1.UpdatePeerRequest
-	(*DeletePeerRequest)(nil),             // 9: meshd.admin.v1.DeletePeerRequest
-	(*DeletePeerResponse)(nil),            // 10: meshd.admin.v1.DeletePeerResponse
-	(*Group)(nil),                         // 11: meshd.admin.v1.Group
-	(*ListGroupsRequest)(nil),             // 12: meshd.admin.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),            // 13: meshd.admin.v1.ListGroupsResponse
-	(*GetGroupRequest)(nil),               // 14: meshd.admin.v1.GetGroupRequest
-	(*CreateGroupRequest)(nil),            // 15: meshd.admin.v1.CreateGroupRequest
-	(*UpdateGroupRequest)(nil),            // 16: meshd.admin.v1.UpdateGroupRequest
-	(*DeleteGroupRequest)(nil),            // 17: meshd.admin.v1.DeleteGroupRequest
-	(*DeleteGroupResponse)(nil),           // 18: meshd.admin.v1.DeleteGroupResponse
-	(*SetupKey)(nil),                      // 19: meshd.admin.v1.SetupKey
-	(*ListSetupKeysRequest)(nil),          // 20: meshd.admin.v1.ListSetupKeysRequest
-	(*ListSetupKeysResponse)(nil),         // 21: meshd.admin.v1.ListSetupKeysResponse
-	(*GetSetupKeyRequest)(nil),            // 22: meshd.admin.v1.GetSetupKeyRequest
-	(*CreateSetupKeyRequest)(nil),         // 23: meshd.admin.v1.CreateSetupKeyRequest
-	(*UpdateSetupKeyRequest)(nil),         // 24: meshd.admin.v1.UpdateSetupKeyRequest
-	(*DeleteSetupKeyRequest)(nil),         // 25: meshd.admin.v1.DeleteSetupKeyRequest
-	(*DeleteSetupKeyResponse)(nil),        // 26: meshd.admin.v1.DeleteSetupKeyResponse
-	(*Policy)(nil),                        // 27: meshd.admin.v1.Policy
-	(*ListPoliciesRequest)(nil),           // 28: meshd.admin.v1.ListPoliciesRequest
-	(*ListPoliciesResponse)(nil),          // 29: meshd.admin.v1.ListPoliciesResponse
-	(*GetPolicyRequest)(nil),              // 30: meshd.admin.v1.GetPolicyRequest
-	(*CreatePolicyRequest)(nil),           // 31: meshd.admin.v1.CreatePolicyRequest
-	(*UpdatePolicyRequest)(nil),           // 32: meshd.admin.v1.UpdatePolicyRequest
-	(*DeletePolicyRequest)(nil),           // 33: meshd.admin.v1.DeletePolicyRequest
-	(*DeletePolicyResponse)(nil),          // 34: meshd.admin.v1.DeletePolicyResponse
-	(*Route)(nil),                         // 35: meshd.admin.v1.Route
-	(*ListRoutesRequest)(nil),             // 36: meshd.admin.v1.ListRoutesRequest
-	(*ListRoutesResponse)(nil),            // 37: meshd.admin.v1.ListRoutesResponse
-	(*GetRouteRequest)(nil),               // 38: meshd.admin.v1.GetRouteRequest
-	(*CreateRouteRequest)(nil),            // 39: meshd.admin.v1.CreateRouteRequest
-	(*UpdateRouteRequest)(nil),            // 40: meshd.admin.v1.UpdateRouteRequest
-	(*DeleteRouteRequest)(nil),            // 41: meshd.admin.v1.DeleteRouteRequest
-	(*DeleteRouteResponse)(nil),           // 42: meshd.admin.v1.DeleteRouteResponse
-	(*DNSSettings)(nil),                   // 43: meshd.admin.v1.DNSSettings
-	(*GetDNSSettingsRequest)(nil),         // 44: meshd.admin.v1.GetDNSSettingsRequest
-	(*UpdateDNSSettingsRequest)(nil),      // 45: meshd.admin.v1.UpdateDNSSettingsRequest
-	(*NameserverGroup)(nil),               // 46: meshd.admin.v1.NameserverGroup
-	(*ListNameserverGroupsRequest)(nil),   // 47: meshd.admin.v1.ListNameserverGroupsRequest
-	(*ListNameserverGroupsResponse)(nil),  // 48: meshd.admin.v1.ListNameserverGroupsResponse
-	(*GetNameserverGroupRequest)(nil),     // 49: meshd.admin.v1.GetNameserverGroupRequest
-	(*CreateNameserverGroupRequest)(nil),  // 50: meshd.admin.v1.CreateNameserverGroupRequest
-	(*UpdateNameserverGroupRequest)(nil),  // 51: meshd.admin.v1.UpdateNameserverGroupRequest
-	(*DeleteNameserverGroupRequest)(nil),  // 52: meshd.admin.v1.DeleteNameserverGroupRequest
-	(*DeleteNameserverGroupResponse)(nil), // 53: meshd.admin.v1.DeleteNameserverGroupResponse
-	(*DNSRecord)(nil),                     // 54: meshd.admin.v1.DNSRecord
-	(*ListDNSRecordsRequest)(nil),         // 55: meshd.admin.v1.ListDNSRecordsRequest
-	(*ListDNSRecordsResponse)(nil),        // 56: meshd.admin.v1.ListDNSRecordsResponse
-	(*GetDNSRecordRequest)(nil),           // 57: meshd.admin.v1.GetDNSRecordRequest
-	(*CreateDNSRecordRequest)(nil),        // 58: meshd.admin.v1.CreateDNSRecordRequest
-	(*UpdateDNSRecordRequest)(nil),        // 59: meshd.admin.v1.UpdateDNSRecordRequest
-	(*DeleteDNSRecordRequest)(nil),        // 60: meshd.admin.v1.DeleteDNSRecordRequest
-	(*DeleteDNSRecordResponse)(nil),       // 61: meshd.admin.v1.DeleteDNSRecordResponse
-	(*Event)(nil),                         // 62: meshd.admin.v1.Event
-	(*ListEventsRequest)(nil),             // 63: meshd.admin.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),            // 64: meshd.admin.v1.ListEventsResponse
-	(*GetServerStatusRequest)(nil),        // 65: meshd.admin.v1.GetServerStatusRequest
-	(*ServerStatus)(nil),                  // 66: meshd.admin.v1.ServerStatus
-	(*SignalStatus)(nil),                  // 67: meshd.admin.v1.SignalStatus
-	(*RelayStatus)(nil),                   // 68: meshd.admin.v1.RelayStatus
-	(*AdminToken)(nil),                    // 69: meshd.admin.v1.AdminToken
-	(*ListAdminTokensRequest)(nil),        // 70: meshd.admin.v1.ListAdminTokensRequest
-	(*ListAdminTokensResponse)(nil),       // 71: meshd.admin.v1.ListAdminTokensResponse
-	(*CreateAdminTokenRequest)(nil),       // 72: meshd.admin.v1.CreateAdminTokenRequest
-	(*DeleteAdminTokenRequest)(nil),       // 73: meshd.admin.v1.DeleteAdminTokenRequest
-	(*DeleteAdminTokenResponse)(nil),      // 74: meshd.admin.v1.DeleteAdminTokenResponse
-	(*timestamppb.Timestamp)(nil),         // 75: google.protobuf.Timestamp
+	(*User)(nil),                          // 0: meshd.admin.v1.User
+	(*ListUsersRequest)(nil),              // 1: meshd.admin.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),             // 2: meshd.admin.v1.ListUsersResponse
+	(*GetUserRequest)(nil),                // 3: meshd.admin.v1.GetUserRequest
+	(*UpdateUserRequest)(nil),             // 4: meshd.admin.v1.UpdateUserRequest
+	(*DeleteUserRequest)(nil),             // 5: meshd.admin.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),            // 6: meshd.admin.v1.DeleteUserResponse
+	(*StringList)(nil),                    // 7: meshd.admin.v1.StringList
+	(*Account)(nil),                       // 8: meshd.admin.v1.Account
+	(*GetAccountRequest)(nil),             // 9: meshd.admin.v1.GetAccountRequest
+	(*UpdateAccountRequest)(nil),          // 10: meshd.admin.v1.UpdateAccountRequest
+	(*Peer)(nil),                          // 11: meshd.admin.v1.Peer
+	(*ListPeersRequest)(nil),              // 12: meshd.admin.v1.ListPeersRequest
+	(*ListPeersResponse)(nil),             // 13: meshd.admin.v1.ListPeersResponse
+	(*GetPeerRequest)(nil),                // 14: meshd.admin.v1.GetPeerRequest
+	(*UpdatePeerRequest)(nil),             // 15: meshd.admin.v1.UpdatePeerRequest
+	(*DeletePeerRequest)(nil),             // 16: meshd.admin.v1.DeletePeerRequest
+	(*DeletePeerResponse)(nil),            // 17: meshd.admin.v1.DeletePeerResponse
+	(*Group)(nil),                         // 18: meshd.admin.v1.Group
+	(*ListGroupsRequest)(nil),             // 19: meshd.admin.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),            // 20: meshd.admin.v1.ListGroupsResponse
+	(*GetGroupRequest)(nil),               // 21: meshd.admin.v1.GetGroupRequest
+	(*CreateGroupRequest)(nil),            // 22: meshd.admin.v1.CreateGroupRequest
+	(*UpdateGroupRequest)(nil),            // 23: meshd.admin.v1.UpdateGroupRequest
+	(*DeleteGroupRequest)(nil),            // 24: meshd.admin.v1.DeleteGroupRequest
+	(*DeleteGroupResponse)(nil),           // 25: meshd.admin.v1.DeleteGroupResponse
+	(*SetupKey)(nil),                      // 26: meshd.admin.v1.SetupKey
+	(*ListSetupKeysRequest)(nil),          // 27: meshd.admin.v1.ListSetupKeysRequest
+	(*ListSetupKeysResponse)(nil),         // 28: meshd.admin.v1.ListSetupKeysResponse
+	(*GetSetupKeyRequest)(nil),            // 29: meshd.admin.v1.GetSetupKeyRequest
+	(*CreateSetupKeyRequest)(nil),         // 30: meshd.admin.v1.CreateSetupKeyRequest
+	(*UpdateSetupKeyRequest)(nil),         // 31: meshd.admin.v1.UpdateSetupKeyRequest
+	(*DeleteSetupKeyRequest)(nil),         // 32: meshd.admin.v1.DeleteSetupKeyRequest
+	(*DeleteSetupKeyResponse)(nil),        // 33: meshd.admin.v1.DeleteSetupKeyResponse
+	(*Policy)(nil),                        // 34: meshd.admin.v1.Policy
+	(*ListPoliciesRequest)(nil),           // 35: meshd.admin.v1.ListPoliciesRequest
+	(*ListPoliciesResponse)(nil),          // 36: meshd.admin.v1.ListPoliciesResponse
+	(*GetPolicyRequest)(nil),              // 37: meshd.admin.v1.GetPolicyRequest
+	(*CreatePolicyRequest)(nil),           // 38: meshd.admin.v1.CreatePolicyRequest
+	(*UpdatePolicyRequest)(nil),           // 39: meshd.admin.v1.UpdatePolicyRequest
+	(*DeletePolicyRequest)(nil),           // 40: meshd.admin.v1.DeletePolicyRequest
+	(*DeletePolicyResponse)(nil),          // 41: meshd.admin.v1.DeletePolicyResponse
+	(*Route)(nil),                         // 42: meshd.admin.v1.Route
+	(*ListRoutesRequest)(nil),             // 43: meshd.admin.v1.ListRoutesRequest
+	(*ListRoutesResponse)(nil),            // 44: meshd.admin.v1.ListRoutesResponse
+	(*GetRouteRequest)(nil),               // 45: meshd.admin.v1.GetRouteRequest
+	(*CreateRouteRequest)(nil),            // 46: meshd.admin.v1.CreateRouteRequest
+	(*UpdateRouteRequest)(nil),            // 47: meshd.admin.v1.UpdateRouteRequest
+	(*DeleteRouteRequest)(nil),            // 48: meshd.admin.v1.DeleteRouteRequest
+	(*DeleteRouteResponse)(nil),           // 49: meshd.admin.v1.DeleteRouteResponse
+	(*DNSSettings)(nil),                   // 50: meshd.admin.v1.DNSSettings
+	(*GetDNSSettingsRequest)(nil),         // 51: meshd.admin.v1.GetDNSSettingsRequest
+	(*UpdateDNSSettingsRequest)(nil),      // 52: meshd.admin.v1.UpdateDNSSettingsRequest
+	(*NameserverGroup)(nil),               // 53: meshd.admin.v1.NameserverGroup
+	(*ListNameserverGroupsRequest)(nil),   // 54: meshd.admin.v1.ListNameserverGroupsRequest
+	(*ListNameserverGroupsResponse)(nil),  // 55: meshd.admin.v1.ListNameserverGroupsResponse
+	(*GetNameserverGroupRequest)(nil),     // 56: meshd.admin.v1.GetNameserverGroupRequest
+	(*CreateNameserverGroupRequest)(nil),  // 57: meshd.admin.v1.CreateNameserverGroupRequest
+	(*UpdateNameserverGroupRequest)(nil),  // 58: meshd.admin.v1.UpdateNameserverGroupRequest
+	(*DeleteNameserverGroupRequest)(nil),  // 59: meshd.admin.v1.DeleteNameserverGroupRequest
+	(*DeleteNameserverGroupResponse)(nil), // 60: meshd.admin.v1.DeleteNameserverGroupResponse
+	(*DNSRecord)(nil),                     // 61: meshd.admin.v1.DNSRecord
+	(*ListDNSRecordsRequest)(nil),         // 62: meshd.admin.v1.ListDNSRecordsRequest
+	(*ListDNSRecordsResponse)(nil),        // 63: meshd.admin.v1.ListDNSRecordsResponse
+	(*GetDNSRecordRequest)(nil),           // 64: meshd.admin.v1.GetDNSRecordRequest
+	(*CreateDNSRecordRequest)(nil),        // 65: meshd.admin.v1.CreateDNSRecordRequest
+	(*UpdateDNSRecordRequest)(nil),        // 66: meshd.admin.v1.UpdateDNSRecordRequest
+	(*DeleteDNSRecordRequest)(nil),        // 67: meshd.admin.v1.DeleteDNSRecordRequest
+	(*DeleteDNSRecordResponse)(nil),       // 68: meshd.admin.v1.DeleteDNSRecordResponse
+	(*Event)(nil),                         // 69: meshd.admin.v1.Event
+	(*ListEventsRequest)(nil),             // 70: meshd.admin.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),            // 71: meshd.admin.v1.ListEventsResponse
+	(*GetServerStatusRequest)(nil),        // 72: meshd.admin.v1.GetServerStatusRequest
+	(*ServerStatus)(nil),                  // 73: meshd.admin.v1.ServerStatus
+	(*SignalStatus)(nil),                  // 74: meshd.admin.v1.SignalStatus
+	(*RelayStatus)(nil),                   // 75: meshd.admin.v1.RelayStatus
+	(*AdminToken)(nil),                    // 76: meshd.admin.v1.AdminToken
+	(*ListAdminTokensRequest)(nil),        // 77: meshd.admin.v1.ListAdminTokensRequest
+	(*ListAdminTokensResponse)(nil),       // 78: meshd.admin.v1.ListAdminTokensResponse
+	(*CreateAdminTokenRequest)(nil),       // 79: meshd.admin.v1.CreateAdminTokenRequest
+	(*DeleteAdminTokenRequest)(nil),       // 80: meshd.admin.v1.DeleteAdminTokenRequest
+	(*DeleteAdminTokenResponse)(nil),      // 81: meshd.admin.v1.DeleteAdminTokenResponse
+	(*timestamppb.Timestamp)(nil),         // 82: google.protobuf.Timestamp
 }
 var file_api_admin_v1_admin_proto_depIdxs = []int32{
-	75, // 0: meshd.admin.v1.Account.created:type_name -> google.protobuf.Timestamp
-	75, // 1: meshd.admin.v1.Peer.last_seen:type_name -> google.protobuf.Timestamp
-	75, // 2: meshd.admin.v1.Peer.login_expires:type_name -> google.protobuf.Timestamp
-	75, // 3: meshd.admin.v1.Peer.created:type_name -> google.protobuf.Timestamp
-	4,  // 4: meshd.admin.v1.ListPeersResponse.peers:type_name -> meshd.admin.v1.Peer
-	0,  // 5: meshd.admin.v1.UpdatePeerRequest.groups:type_name -> meshd.admin.v1.StringList
-	75, // 6: meshd.admin.v1.Group.created:type_name -> google.protobuf.Timestamp
-	11, // 7: meshd.admin.v1.ListGroupsResponse.groups:type_name -> meshd.admin.v1.Group
-	0,  // 8: meshd.admin.v1.UpdateGroupRequest.peers:type_name -> meshd.admin.v1.StringList
-	75, // 9: meshd.admin.v1.SetupKey.expires:type_name -> google.protobuf.Timestamp
-	75, // 10: meshd.admin.v1.SetupKey.last_used:type_name -> google.protobuf.Timestamp
-	75, // 11: meshd.admin.v1.SetupKey.created:type_name -> google.protobuf.Timestamp
-	19, // 12: meshd.admin.v1.ListSetupKeysResponse.setup_keys:type_name -> meshd.admin.v1.SetupKey
-	0,  // 13: meshd.admin.v1.UpdateSetupKeyRequest.auto_groups:type_name -> meshd.admin.v1.StringList
-	75, // 14: meshd.admin.v1.Policy.created:type_name -> google.protobuf.Timestamp
-	27, // 15: meshd.admin.v1.ListPoliciesResponse.policies:type_name -> meshd.admin.v1.Policy
-	0,  // 16: meshd.admin.v1.UpdatePolicyRequest.sources:type_name -> meshd.admin.v1.StringList
-	0,  // 17: meshd.admin.v1.UpdatePolicyRequest.destinations:type_name -> meshd.admin.v1.StringList
-	0,  // 18: meshd.admin.v1.UpdatePolicyRequest.ports:type_name -> meshd.admin.v1.StringList
-	75, // 19: meshd.admin.v1.Route.created:type_name -> google.protobuf.Timestamp
-	35, // 20: meshd.admin.v1.ListRoutesResponse.routes:type_name -> meshd.admin.v1.Route
-	0,  // 21: meshd.admin.v1.UpdateRouteRequest.peers:type_name -> meshd.admin.v1.StringList
-	0,  // 22: meshd.admin.v1.UpdateRouteRequest.groups:type_name -> meshd.admin.v1.StringList
-	46, // 23: meshd.admin.v1.ListNameserverGroupsResponse.nameserver_groups:type_name -> meshd.admin.v1.NameserverGroup
-	0,  // 24: meshd.admin.v1.UpdateNameserverGroupRequest.nameservers:type_name -> meshd.admin.v1.StringList
-	0,  // 25: meshd.admin.v1.UpdateNameserverGroupRequest.match_domains:type_name -> meshd.admin.v1.StringList
-	0,  // 26: meshd.admin.v1.UpdateNameserverGroupRequest.groups:type_name -> meshd.admin.v1.StringList
-	54, // 27: meshd.admin.v1.ListDNSRecordsResponse.records:type_name -> meshd.admin.v1.DNSRecord
-	75, // 28: meshd.admin.v1.Event.time:type_name -> google.protobuf.Timestamp
-	62, // 29: meshd.admin.v1.ListEventsResponse.events:type_name -> meshd.admin.v1.Event
-	75, // 30: meshd.admin.v1.ServerStatus.started:type_name -> google.protobuf.Timestamp
-	67, // 31: meshd.admin.v1.ServerStatus.signal:type_name -> meshd.admin.v1.SignalStatus
-	68, // 32: meshd.admin.v1.ServerStatus.relay:type_name -> meshd.admin.v1.RelayStatus
-	75, // 33: meshd.admin.v1.AdminToken.created:type_name -> google.protobuf.Timestamp
-	75, // 34: meshd.admin.v1.AdminToken.last_used:type_name -> google.protobuf.Timestamp
-	69, // 35: meshd.admin.v1.ListAdminTokensResponse.admin_tokens:type_name -> meshd.admin.v1.AdminToken
-	2,  // 36: meshd.admin.v1.AdminService.GetAccount:input_type -> meshd.admin.v1.GetAccountRequest
-	3,  // 37: meshd.admin.v1.AdminService.UpdateAccount:input_type -> meshd.admin.v1.UpdateAccountRequest
-	5,  // 38: meshd.admin.v1.AdminService.ListPeers:input_type -> meshd.admin.v1.ListPeersRequest
-	7,  // 39: meshd.admin.v1.AdminService.GetPeer:input_type -> meshd.admin.v1.GetPeerRequest
-	8,  // 40: meshd.admin.v1.AdminService.UpdatePeer:input_type -> meshd.admin.v1.UpdatePeerRequest
-	9,  // 41: meshd.admin.v1.AdminService.DeletePeer:input_type -> meshd.admin.v1.DeletePeerRequest
-	12, // 42: meshd.admin.v1.AdminService.ListGroups:input_type -> meshd.admin.v1.ListGroupsRequest
-	14, // 43: meshd.admin.v1.AdminService.GetGroup:input_type -> meshd.admin.v1.GetGroupRequest
-	15, // 44: meshd.admin.v1.AdminService.CreateGroup:input_type -> meshd.admin.v1.CreateGroupRequest
-	16, // 45: meshd.admin.v1.AdminService.UpdateGroup:input_type -> meshd.admin.v1.UpdateGroupRequest
-	17, // 46: meshd.admin.v1.AdminService.DeleteGroup:input_type -> meshd.admin.v1.DeleteGroupRequest
-	20, // 47: meshd.admin.v1.AdminService.ListSetupKeys:input_type -> meshd.admin.v1.ListSetupKeysRequest
-	22, // 48: meshd.admin.v1.AdminService.GetSetupKey:input_type -> meshd.admin.v1.GetSetupKeyRequest
-	23, // 49: meshd.admin.v1.AdminService.CreateSetupKey:input_type -> meshd.admin.v1.CreateSetupKeyRequest
-	24, // 50: meshd.admin.v1.AdminService.UpdateSetupKey:input_type -> meshd.admin.v1.UpdateSetupKeyRequest
-	25, // 51: meshd.admin.v1.AdminService.DeleteSetupKey:input_type -> meshd.admin.v1.DeleteSetupKeyRequest
-	28, // 52: meshd.admin.v1.AdminService.ListPolicies:input_type -> meshd.admin.v1.ListPoliciesRequest
-	30, // 53: meshd.admin.v1.AdminService.GetPolicy:input_type -> meshd.admin.v1.GetPolicyRequest
-	31, // 54: meshd.admin.v1.AdminService.CreatePolicy:input_type -> meshd.admin.v1.CreatePolicyRequest
-	32, // 55: meshd.admin.v1.AdminService.UpdatePolicy:input_type -> meshd.admin.v1.UpdatePolicyRequest
-	33, // 56: meshd.admin.v1.AdminService.DeletePolicy:input_type -> meshd.admin.v1.DeletePolicyRequest
-	36, // 57: meshd.admin.v1.AdminService.ListRoutes:input_type -> meshd.admin.v1.ListRoutesRequest
-	38, // 58: meshd.admin.v1.AdminService.GetRoute:input_type -> meshd.admin.v1.GetRouteRequest
-	39, // 59: meshd.admin.v1.AdminService.CreateRoute:input_type -> meshd.admin.v1.CreateRouteRequest
-	40, // 60: meshd.admin.v1.AdminService.UpdateRoute:input_type -> meshd.admin.v1.UpdateRouteRequest
-	41, // 61: meshd.admin.v1.AdminService.DeleteRoute:input_type -> meshd.admin.v1.DeleteRouteRequest
-	44, // 62: meshd.admin.v1.AdminService.GetDNSSettings:input_type -> meshd.admin.v1.GetDNSSettingsRequest
-	45, // 63: meshd.admin.v1.AdminService.UpdateDNSSettings:input_type -> meshd.admin.v1.UpdateDNSSettingsRequest
-	47, // 64: meshd.admin.v1.AdminService.ListNameserverGroups:input_type -> meshd.admin.v1.ListNameserverGroupsRequest
-	49, // 65: meshd.admin.v1.AdminService.GetNameserverGroup:input_type -> meshd.admin.v1.GetNameserverGroupRequest
-	50, // 66: meshd.admin.v1.AdminService.CreateNameserverGroup:input_type -> meshd.admin.v1.CreateNameserverGroupRequest
-	51, // 67: meshd.admin.v1.AdminService.UpdateNameserverGroup:input_type -> meshd.admin.v1.UpdateNameserverGroupRequest
-	52, // 68: meshd.admin.v1.AdminService.DeleteNameserverGroup:input_type -> meshd.admin.v1.DeleteNameserverGroupRequest
-	55, // 69: meshd.admin.v1.AdminService.ListDNSRecords:input_type -> meshd.admin.v1.ListDNSRecordsRequest
-	57, // 70: meshd.admin.v1.AdminService.GetDNSRecord:input_type -> meshd.admin.v1.GetDNSRecordRequest
-	58, // 71: meshd.admin.v1.AdminService.CreateDNSRecord:input_type -> meshd.admin.v1.CreateDNSRecordRequest
-	59, // 72: meshd.admin.v1.AdminService.UpdateDNSRecord:input_type -> meshd.admin.v1.UpdateDNSRecordRequest
-	60, // 73: meshd.admin.v1.AdminService.DeleteDNSRecord:input_type -> meshd.admin.v1.DeleteDNSRecordRequest
-	63, // 74: meshd.admin.v1.AdminService.ListEvents:input_type -> meshd.admin.v1.ListEventsRequest
-	65, // 75: meshd.admin.v1.AdminService.GetServerStatus:input_type -> meshd.admin.v1.GetServerStatusRequest
-	70, // 76: meshd.admin.v1.AdminService.ListAdminTokens:input_type -> meshd.admin.v1.ListAdminTokensRequest
-	72, // 77: meshd.admin.v1.AdminService.CreateAdminToken:input_type -> meshd.admin.v1.CreateAdminTokenRequest
-	73, // 78: meshd.admin.v1.AdminService.DeleteAdminToken:input_type -> meshd.admin.v1.DeleteAdminTokenRequest
-	1,  // 79: meshd.admin.v1.AdminService.GetAccount:output_type -> meshd.admin.v1.Account
-	1,  // 80: meshd.admin.v1.AdminService.UpdateAccount:output_type -> meshd.admin.v1.Account
-	6,  // 81: meshd.admin.v1.AdminService.ListPeers:output_type -> meshd.admin.v1.ListPeersResponse
-	4,  // 82: meshd.admin.v1.AdminService.GetPeer:output_type -> meshd.admin.v1.Peer
-	4,  // 83: meshd.admin.v1.AdminService.UpdatePeer:output_type -> meshd.admin.v1.Peer
-	10, // 84: meshd.admin.v1.AdminService.DeletePeer:output_type -> meshd.admin.v1.DeletePeerResponse
-	13, // 85: meshd.admin.v1.AdminService.ListGroups:output_type -> meshd.admin.v1.ListGroupsResponse
-	11, // 86: meshd.admin.v1.AdminService.GetGroup:output_type -> meshd.admin.v1.Group
-	11, // 87: meshd.admin.v1.AdminService.CreateGroup:output_type -> meshd.admin.v1.Group
-	11, // 88: meshd.admin.v1.AdminService.UpdateGroup:output_type -> meshd.admin.v1.Group
-	18, // 89: meshd.admin.v1.AdminService.DeleteGroup:output_type -> meshd.admin.v1.DeleteGroupResponse
-	21, // 90: meshd.admin.v1.AdminService.ListSetupKeys:output_type -> meshd.admin.v1.ListSetupKeysResponse
-	19, // 91: meshd.admin.v1.AdminService.GetSetupKey:output_type -> meshd.admin.v1.SetupKey
-	19, // 92: meshd.admin.v1.AdminService.CreateSetupKey:output_type -> meshd.admin.v1.SetupKey
-	19, // 93: meshd.admin.v1.AdminService.UpdateSetupKey:output_type -> meshd.admin.v1.SetupKey
-	26, // 94: meshd.admin.v1.AdminService.DeleteSetupKey:output_type -> meshd.admin.v1.DeleteSetupKeyResponse
-	29, // 95: meshd.admin.v1.AdminService.ListPolicies:output_type -> meshd.admin.v1.ListPoliciesResponse
-	27, // 96: meshd.admin.v1.AdminService.GetPolicy:output_type -> meshd.admin.v1.Policy
-	27, // 97: meshd.admin.v1.AdminService.CreatePolicy:output_type -> meshd.admin.v1.Policy
-	27, // 98: meshd.admin.v1.AdminService.UpdatePolicy:output_type -> meshd.admin.v1.Policy
-	34, // 99: meshd.admin.v1.AdminService.DeletePolicy:output_type -> meshd.admin.v1.DeletePolicyResponse
-	37, // 100: meshd.admin.v1.AdminService.ListRoutes:output_type -> meshd.admin.v1.ListRoutesResponse
-	35, // 101: meshd.admin.v1.AdminService.GetRoute:output_type -> meshd.admin.v1.Route
-	35, // 102: meshd.admin.v1.AdminService.CreateRoute:output_type -> meshd.admin.v1.Route
-	35, // 103: meshd.admin.v1.AdminService.UpdateRoute:output_type -> meshd.admin.v1.Route
-	42, // 104: meshd.admin.v1.AdminService.DeleteRoute:output_type -> meshd.admin.v1.DeleteRouteResponse
-	43, // 105: meshd.admin.v1.AdminService.GetDNSSettings:output_type -> meshd.admin.v1.DNSSettings
-	43, // 106: meshd.admin.v1.AdminService.UpdateDNSSettings:output_type -> meshd.admin.v1.DNSSettings
-	48, // 107: meshd.admin.v1.AdminService.ListNameserverGroups:output_type -> meshd.admin.v1.ListNameserverGroupsResponse
-	46, // 108: meshd.admin.v1.AdminService.GetNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
-	46, // 109: meshd.admin.v1.AdminService.CreateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
-	46, // 110: meshd.admin.v1.AdminService.UpdateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
-	53, // 111: meshd.admin.v1.AdminService.DeleteNameserverGroup:output_type -> meshd.admin.v1.DeleteNameserverGroupResponse
-	56, // 112: meshd.admin.v1.AdminService.ListDNSRecords:output_type -> meshd.admin.v1.ListDNSRecordsResponse
-	54, // 113: meshd.admin.v1.AdminService.GetDNSRecord:output_type -> meshd.admin.v1.DNSRecord
-	54, // 114: meshd.admin.v1.AdminService.CreateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
-	54, // 115: meshd.admin.v1.AdminService.UpdateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
-	61, // 116: meshd.admin.v1.AdminService.DeleteDNSRecord:output_type -> meshd.admin.v1.DeleteDNSRecordResponse
-	64, // 117: meshd.admin.v1.AdminService.ListEvents:output_type -> meshd.admin.v1.ListEventsResponse
-	66, // 118: meshd.admin.v1.AdminService.GetServerStatus:output_type -> meshd.admin.v1.ServerStatus
-	71, // 119: meshd.admin.v1.AdminService.ListAdminTokens:output_type -> meshd.admin.v1.ListAdminTokensResponse
-	69, // 120: meshd.admin.v1.AdminService.CreateAdminToken:output_type -> meshd.admin.v1.AdminToken
-	74, // 121: meshd.admin.v1.AdminService.DeleteAdminToken:output_type -> meshd.admin.v1.DeleteAdminTokenResponse
-	79, // [79:122] is the sub-list for method output_type
-	36, // [36:79] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	82, // 0: meshd.admin.v1.User.created:type_name -> google.protobuf.Timestamp
+	82, // 1: meshd.admin.v1.User.last_login:type_name -> google.protobuf.Timestamp
+	0,  // 2: meshd.admin.v1.ListUsersResponse.users:type_name -> meshd.admin.v1.User
+	82, // 3: meshd.admin.v1.Account.created:type_name -> google.protobuf.Timestamp
+	82, // 4: meshd.admin.v1.Peer.last_seen:type_name -> google.protobuf.Timestamp
+	82, // 5: meshd.admin.v1.Peer.login_expires:type_name -> google.protobuf.Timestamp
+	82, // 6: meshd.admin.v1.Peer.created:type_name -> google.protobuf.Timestamp
+	11, // 7: meshd.admin.v1.ListPeersResponse.peers:type_name -> meshd.admin.v1.Peer
+	7,  // 8: meshd.admin.v1.UpdatePeerRequest.groups:type_name -> meshd.admin.v1.StringList
+	82, // 9: meshd.admin.v1.Group.created:type_name -> google.protobuf.Timestamp
+	18, // 10: meshd.admin.v1.ListGroupsResponse.groups:type_name -> meshd.admin.v1.Group
+	7,  // 11: meshd.admin.v1.UpdateGroupRequest.peers:type_name -> meshd.admin.v1.StringList
+	82, // 12: meshd.admin.v1.SetupKey.expires:type_name -> google.protobuf.Timestamp
+	82, // 13: meshd.admin.v1.SetupKey.last_used:type_name -> google.protobuf.Timestamp
+	82, // 14: meshd.admin.v1.SetupKey.created:type_name -> google.protobuf.Timestamp
+	26, // 15: meshd.admin.v1.ListSetupKeysResponse.setup_keys:type_name -> meshd.admin.v1.SetupKey
+	7,  // 16: meshd.admin.v1.UpdateSetupKeyRequest.auto_groups:type_name -> meshd.admin.v1.StringList
+	82, // 17: meshd.admin.v1.Policy.created:type_name -> google.protobuf.Timestamp
+	34, // 18: meshd.admin.v1.ListPoliciesResponse.policies:type_name -> meshd.admin.v1.Policy
+	7,  // 19: meshd.admin.v1.UpdatePolicyRequest.sources:type_name -> meshd.admin.v1.StringList
+	7,  // 20: meshd.admin.v1.UpdatePolicyRequest.destinations:type_name -> meshd.admin.v1.StringList
+	7,  // 21: meshd.admin.v1.UpdatePolicyRequest.ports:type_name -> meshd.admin.v1.StringList
+	82, // 22: meshd.admin.v1.Route.created:type_name -> google.protobuf.Timestamp
+	42, // 23: meshd.admin.v1.ListRoutesResponse.routes:type_name -> meshd.admin.v1.Route
+	7,  // 24: meshd.admin.v1.UpdateRouteRequest.peers:type_name -> meshd.admin.v1.StringList
+	7,  // 25: meshd.admin.v1.UpdateRouteRequest.groups:type_name -> meshd.admin.v1.StringList
+	53, // 26: meshd.admin.v1.ListNameserverGroupsResponse.nameserver_groups:type_name -> meshd.admin.v1.NameserverGroup
+	7,  // 27: meshd.admin.v1.UpdateNameserverGroupRequest.nameservers:type_name -> meshd.admin.v1.StringList
+	7,  // 28: meshd.admin.v1.UpdateNameserverGroupRequest.match_domains:type_name -> meshd.admin.v1.StringList
+	7,  // 29: meshd.admin.v1.UpdateNameserverGroupRequest.groups:type_name -> meshd.admin.v1.StringList
+	61, // 30: meshd.admin.v1.ListDNSRecordsResponse.records:type_name -> meshd.admin.v1.DNSRecord
+	82, // 31: meshd.admin.v1.Event.time:type_name -> google.protobuf.Timestamp
+	69, // 32: meshd.admin.v1.ListEventsResponse.events:type_name -> meshd.admin.v1.Event
+	82, // 33: meshd.admin.v1.ServerStatus.started:type_name -> google.protobuf.Timestamp
+	74, // 34: meshd.admin.v1.ServerStatus.signal:type_name -> meshd.admin.v1.SignalStatus
+	75, // 35: meshd.admin.v1.ServerStatus.relay:type_name -> meshd.admin.v1.RelayStatus
+	82, // 36: meshd.admin.v1.AdminToken.created:type_name -> google.protobuf.Timestamp
+	82, // 37: meshd.admin.v1.AdminToken.last_used:type_name -> google.protobuf.Timestamp
+	76, // 38: meshd.admin.v1.ListAdminTokensResponse.admin_tokens:type_name -> meshd.admin.v1.AdminToken
+	9,  // 39: meshd.admin.v1.AdminService.GetAccount:input_type -> meshd.admin.v1.GetAccountRequest
+	10, // 40: meshd.admin.v1.AdminService.UpdateAccount:input_type -> meshd.admin.v1.UpdateAccountRequest
+	12, // 41: meshd.admin.v1.AdminService.ListPeers:input_type -> meshd.admin.v1.ListPeersRequest
+	14, // 42: meshd.admin.v1.AdminService.GetPeer:input_type -> meshd.admin.v1.GetPeerRequest
+	15, // 43: meshd.admin.v1.AdminService.UpdatePeer:input_type -> meshd.admin.v1.UpdatePeerRequest
+	16, // 44: meshd.admin.v1.AdminService.DeletePeer:input_type -> meshd.admin.v1.DeletePeerRequest
+	19, // 45: meshd.admin.v1.AdminService.ListGroups:input_type -> meshd.admin.v1.ListGroupsRequest
+	21, // 46: meshd.admin.v1.AdminService.GetGroup:input_type -> meshd.admin.v1.GetGroupRequest
+	22, // 47: meshd.admin.v1.AdminService.CreateGroup:input_type -> meshd.admin.v1.CreateGroupRequest
+	23, // 48: meshd.admin.v1.AdminService.UpdateGroup:input_type -> meshd.admin.v1.UpdateGroupRequest
+	24, // 49: meshd.admin.v1.AdminService.DeleteGroup:input_type -> meshd.admin.v1.DeleteGroupRequest
+	27, // 50: meshd.admin.v1.AdminService.ListSetupKeys:input_type -> meshd.admin.v1.ListSetupKeysRequest
+	29, // 51: meshd.admin.v1.AdminService.GetSetupKey:input_type -> meshd.admin.v1.GetSetupKeyRequest
+	30, // 52: meshd.admin.v1.AdminService.CreateSetupKey:input_type -> meshd.admin.v1.CreateSetupKeyRequest
+	31, // 53: meshd.admin.v1.AdminService.UpdateSetupKey:input_type -> meshd.admin.v1.UpdateSetupKeyRequest
+	32, // 54: meshd.admin.v1.AdminService.DeleteSetupKey:input_type -> meshd.admin.v1.DeleteSetupKeyRequest
+	35, // 55: meshd.admin.v1.AdminService.ListPolicies:input_type -> meshd.admin.v1.ListPoliciesRequest
+	37, // 56: meshd.admin.v1.AdminService.GetPolicy:input_type -> meshd.admin.v1.GetPolicyRequest
+	38, // 57: meshd.admin.v1.AdminService.CreatePolicy:input_type -> meshd.admin.v1.CreatePolicyRequest
+	39, // 58: meshd.admin.v1.AdminService.UpdatePolicy:input_type -> meshd.admin.v1.UpdatePolicyRequest
+	40, // 59: meshd.admin.v1.AdminService.DeletePolicy:input_type -> meshd.admin.v1.DeletePolicyRequest
+	43, // 60: meshd.admin.v1.AdminService.ListRoutes:input_type -> meshd.admin.v1.ListRoutesRequest
+	45, // 61: meshd.admin.v1.AdminService.GetRoute:input_type -> meshd.admin.v1.GetRouteRequest
+	46, // 62: meshd.admin.v1.AdminService.CreateRoute:input_type -> meshd.admin.v1.CreateRouteRequest
+	47, // 63: meshd.admin.v1.AdminService.UpdateRoute:input_type -> meshd.admin.v1.UpdateRouteRequest
+	48, // 64: meshd.admin.v1.AdminService.DeleteRoute:input_type -> meshd.admin.v1.DeleteRouteRequest
+	51, // 65: meshd.admin.v1.AdminService.GetDNSSettings:input_type -> meshd.admin.v1.GetDNSSettingsRequest
+	52, // 66: meshd.admin.v1.AdminService.UpdateDNSSettings:input_type -> meshd.admin.v1.UpdateDNSSettingsRequest
+	54, // 67: meshd.admin.v1.AdminService.ListNameserverGroups:input_type -> meshd.admin.v1.ListNameserverGroupsRequest
+	56, // 68: meshd.admin.v1.AdminService.GetNameserverGroup:input_type -> meshd.admin.v1.GetNameserverGroupRequest
+	57, // 69: meshd.admin.v1.AdminService.CreateNameserverGroup:input_type -> meshd.admin.v1.CreateNameserverGroupRequest
+	58, // 70: meshd.admin.v1.AdminService.UpdateNameserverGroup:input_type -> meshd.admin.v1.UpdateNameserverGroupRequest
+	59, // 71: meshd.admin.v1.AdminService.DeleteNameserverGroup:input_type -> meshd.admin.v1.DeleteNameserverGroupRequest
+	62, // 72: meshd.admin.v1.AdminService.ListDNSRecords:input_type -> meshd.admin.v1.ListDNSRecordsRequest
+	64, // 73: meshd.admin.v1.AdminService.GetDNSRecord:input_type -> meshd.admin.v1.GetDNSRecordRequest
+	65, // 74: meshd.admin.v1.AdminService.CreateDNSRecord:input_type -> meshd.admin.v1.CreateDNSRecordRequest
+	66, // 75: meshd.admin.v1.AdminService.UpdateDNSRecord:input_type -> meshd.admin.v1.UpdateDNSRecordRequest
+	67, // 76: meshd.admin.v1.AdminService.DeleteDNSRecord:input_type -> meshd.admin.v1.DeleteDNSRecordRequest
+	70, // 77: meshd.admin.v1.AdminService.ListEvents:input_type -> meshd.admin.v1.ListEventsRequest
+	72, // 78: meshd.admin.v1.AdminService.GetServerStatus:input_type -> meshd.admin.v1.GetServerStatusRequest
+	77, // 79: meshd.admin.v1.AdminService.ListAdminTokens:input_type -> meshd.admin.v1.ListAdminTokensRequest
+	79, // 80: meshd.admin.v1.AdminService.CreateAdminToken:input_type -> meshd.admin.v1.CreateAdminTokenRequest
+	80, // 81: meshd.admin.v1.AdminService.DeleteAdminToken:input_type -> meshd.admin.v1.DeleteAdminTokenRequest
+	1,  // 82: meshd.admin.v1.AdminService.ListUsers:input_type -> meshd.admin.v1.ListUsersRequest
+	3,  // 83: meshd.admin.v1.AdminService.GetUser:input_type -> meshd.admin.v1.GetUserRequest
+	4,  // 84: meshd.admin.v1.AdminService.UpdateUser:input_type -> meshd.admin.v1.UpdateUserRequest
+	5,  // 85: meshd.admin.v1.AdminService.DeleteUser:input_type -> meshd.admin.v1.DeleteUserRequest
+	8,  // 86: meshd.admin.v1.AdminService.GetAccount:output_type -> meshd.admin.v1.Account
+	8,  // 87: meshd.admin.v1.AdminService.UpdateAccount:output_type -> meshd.admin.v1.Account
+	13, // 88: meshd.admin.v1.AdminService.ListPeers:output_type -> meshd.admin.v1.ListPeersResponse
+	11, // 89: meshd.admin.v1.AdminService.GetPeer:output_type -> meshd.admin.v1.Peer
+	11, // 90: meshd.admin.v1.AdminService.UpdatePeer:output_type -> meshd.admin.v1.Peer
+	17, // 91: meshd.admin.v1.AdminService.DeletePeer:output_type -> meshd.admin.v1.DeletePeerResponse
+	20, // 92: meshd.admin.v1.AdminService.ListGroups:output_type -> meshd.admin.v1.ListGroupsResponse
+	18, // 93: meshd.admin.v1.AdminService.GetGroup:output_type -> meshd.admin.v1.Group
+	18, // 94: meshd.admin.v1.AdminService.CreateGroup:output_type -> meshd.admin.v1.Group
+	18, // 95: meshd.admin.v1.AdminService.UpdateGroup:output_type -> meshd.admin.v1.Group
+	25, // 96: meshd.admin.v1.AdminService.DeleteGroup:output_type -> meshd.admin.v1.DeleteGroupResponse
+	28, // 97: meshd.admin.v1.AdminService.ListSetupKeys:output_type -> meshd.admin.v1.ListSetupKeysResponse
+	26, // 98: meshd.admin.v1.AdminService.GetSetupKey:output_type -> meshd.admin.v1.SetupKey
+	26, // 99: meshd.admin.v1.AdminService.CreateSetupKey:output_type -> meshd.admin.v1.SetupKey
+	26, // 100: meshd.admin.v1.AdminService.UpdateSetupKey:output_type -> meshd.admin.v1.SetupKey
+	33, // 101: meshd.admin.v1.AdminService.DeleteSetupKey:output_type -> meshd.admin.v1.DeleteSetupKeyResponse
+	36, // 102: meshd.admin.v1.AdminService.ListPolicies:output_type -> meshd.admin.v1.ListPoliciesResponse
+	34, // 103: meshd.admin.v1.AdminService.GetPolicy:output_type -> meshd.admin.v1.Policy
+	34, // 104: meshd.admin.v1.AdminService.CreatePolicy:output_type -> meshd.admin.v1.Policy
+	34, // 105: meshd.admin.v1.AdminService.UpdatePolicy:output_type -> meshd.admin.v1.Policy
+	41, // 106: meshd.admin.v1.AdminService.DeletePolicy:output_type -> meshd.admin.v1.DeletePolicyResponse
+	44, // 107: meshd.admin.v1.AdminService.ListRoutes:output_type -> meshd.admin.v1.ListRoutesResponse
+	42, // 108: meshd.admin.v1.AdminService.GetRoute:output_type -> meshd.admin.v1.Route
+	42, // 109: meshd.admin.v1.AdminService.CreateRoute:output_type -> meshd.admin.v1.Route
+	42, // 110: meshd.admin.v1.AdminService.UpdateRoute:output_type -> meshd.admin.v1.Route
+	49, // 111: meshd.admin.v1.AdminService.DeleteRoute:output_type -> meshd.admin.v1.DeleteRouteResponse
+	50, // 112: meshd.admin.v1.AdminService.GetDNSSettings:output_type -> meshd.admin.v1.DNSSettings
+	50, // 113: meshd.admin.v1.AdminService.UpdateDNSSettings:output_type -> meshd.admin.v1.DNSSettings
+	55, // 114: meshd.admin.v1.AdminService.ListNameserverGroups:output_type -> meshd.admin.v1.ListNameserverGroupsResponse
+	53, // 115: meshd.admin.v1.AdminService.GetNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
+	53, // 116: meshd.admin.v1.AdminService.CreateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
+	53, // 117: meshd.admin.v1.AdminService.UpdateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
+	60, // 118: meshd.admin.v1.AdminService.DeleteNameserverGroup:output_type -> meshd.admin.v1.DeleteNameserverGroupResponse
+	63, // 119: meshd.admin.v1.AdminService.ListDNSRecords:output_type -> meshd.admin.v1.ListDNSRecordsResponse
+	61, // 120: meshd.admin.v1.AdminService.GetDNSRecord:output_type -> meshd.admin.v1.DNSRecord
+	61, // 121: meshd.admin.v1.AdminService.CreateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
+	61, // 122: meshd.admin.v1.AdminService.UpdateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
+	68, // 123: meshd.admin.v1.AdminService.DeleteDNSRecord:output_type -> meshd.admin.v1.DeleteDNSRecordResponse
+	71, // 124: meshd.admin.v1.AdminService.ListEvents:output_type -> meshd.admin.v1.ListEventsResponse
+	73, // 125: meshd.admin.v1.AdminService.GetServerStatus:output_type -> meshd.admin.v1.ServerStatus
+	78, // 126: meshd.admin.v1.AdminService.ListAdminTokens:output_type -> meshd.admin.v1.ListAdminTokensResponse
+	76, // 127: meshd.admin.v1.AdminService.CreateAdminToken:output_type -> meshd.admin.v1.AdminToken
+	81, // 128: meshd.admin.v1.AdminService.DeleteAdminToken:output_type -> meshd.admin.v1.DeleteAdminTokenResponse
+	2,  // 129: meshd.admin.v1.AdminService.ListUsers:output_type -> meshd.admin.v1.ListUsersResponse
+	0,  // 130: meshd.admin.v1.AdminService.GetUser:output_type -> meshd.admin.v1.User
+	0,  // 131: meshd.admin.v1.AdminService.UpdateUser:output_type -> meshd.admin.v1.User
+	6,  // 132: meshd.admin.v1.AdminService.DeleteUser:output_type -> meshd.admin.v1.DeleteUserResponse
+	86, // [86:133] is the sub-list for method output_type
+	39, // [39:86] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_api_admin_v1_admin_proto_init() }
@@ -5080,25 +5547,26 @@ func file_api_admin_v1_admin_proto_init() {
 	if File_api_admin_v1_admin_proto != nil {
 		return
 	}
-	file_api_admin_v1_admin_proto_msgTypes[3].OneofWrappers = []any{}
-	file_api_admin_v1_admin_proto_msgTypes[8].OneofWrappers = []any{}
-	file_api_admin_v1_admin_proto_msgTypes[16].OneofWrappers = []any{}
-	file_api_admin_v1_admin_proto_msgTypes[24].OneofWrappers = []any{}
+	file_api_admin_v1_admin_proto_msgTypes[4].OneofWrappers = []any{}
+	file_api_admin_v1_admin_proto_msgTypes[10].OneofWrappers = []any{}
+	file_api_admin_v1_admin_proto_msgTypes[15].OneofWrappers = []any{}
+	file_api_admin_v1_admin_proto_msgTypes[23].OneofWrappers = []any{}
 	file_api_admin_v1_admin_proto_msgTypes[31].OneofWrappers = []any{}
-	file_api_admin_v1_admin_proto_msgTypes[32].OneofWrappers = []any{}
+	file_api_admin_v1_admin_proto_msgTypes[38].OneofWrappers = []any{}
 	file_api_admin_v1_admin_proto_msgTypes[39].OneofWrappers = []any{}
-	file_api_admin_v1_admin_proto_msgTypes[40].OneofWrappers = []any{}
-	file_api_admin_v1_admin_proto_msgTypes[45].OneofWrappers = []any{}
-	file_api_admin_v1_admin_proto_msgTypes[50].OneofWrappers = []any{}
-	file_api_admin_v1_admin_proto_msgTypes[51].OneofWrappers = []any{}
-	file_api_admin_v1_admin_proto_msgTypes[59].OneofWrappers = []any{}
+	file_api_admin_v1_admin_proto_msgTypes[46].OneofWrappers = []any{}
+	file_api_admin_v1_admin_proto_msgTypes[47].OneofWrappers = []any{}
+	file_api_admin_v1_admin_proto_msgTypes[52].OneofWrappers = []any{}
+	file_api_admin_v1_admin_proto_msgTypes[57].OneofWrappers = []any{}
+	file_api_admin_v1_admin_proto_msgTypes[58].OneofWrappers = []any{}
+	file_api_admin_v1_admin_proto_msgTypes[66].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_admin_v1_admin_proto_rawDesc), len(file_api_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   75,
+			NumMessages:   82,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

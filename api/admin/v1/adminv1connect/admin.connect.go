@@ -158,6 +158,14 @@ const (
 	// AdminServiceDeleteAdminTokenProcedure is the fully-qualified name of the AdminService's
 	// DeleteAdminToken RPC.
 	AdminServiceDeleteAdminTokenProcedure = "/meshd.admin.v1.AdminService/DeleteAdminToken"
+	// AdminServiceListUsersProcedure is the fully-qualified name of the AdminService's ListUsers RPC.
+	AdminServiceListUsersProcedure = "/meshd.admin.v1.AdminService/ListUsers"
+	// AdminServiceGetUserProcedure is the fully-qualified name of the AdminService's GetUser RPC.
+	AdminServiceGetUserProcedure = "/meshd.admin.v1.AdminService/GetUser"
+	// AdminServiceUpdateUserProcedure is the fully-qualified name of the AdminService's UpdateUser RPC.
+	AdminServiceUpdateUserProcedure = "/meshd.admin.v1.AdminService/UpdateUser"
+	// AdminServiceDeleteUserProcedure is the fully-qualified name of the AdminService's DeleteUser RPC.
+	AdminServiceDeleteUserProcedure = "/meshd.admin.v1.AdminService/DeleteUser"
 )
 
 // AdminServiceClient is a client for the meshd.admin.v1.AdminService service.
@@ -211,6 +219,13 @@ type AdminServiceClient interface {
 	CreateAdminToken(context.Context, *connect.Request[v1.CreateAdminTokenRequest]) (*connect.Response[v1.AdminToken], error)
 	// DeleteAdminToken refuses to delete the account's last token.
 	DeleteAdminToken(context.Context, *connect.Request[v1.DeleteAdminTokenRequest]) (*connect.Response[v1.DeleteAdminTokenResponse], error)
+	// Users: people who log in through the identity provider (single
+	// sign-on). Blocking or deleting a user takes their peers out of the
+	// network (deleting deletes them).
+	ListUsers(context.Context, *connect.Request[v1.ListUsersRequest]) (*connect.Response[v1.ListUsersResponse], error)
+	GetUser(context.Context, *connect.Request[v1.GetUserRequest]) (*connect.Response[v1.User], error)
+	UpdateUser(context.Context, *connect.Request[v1.UpdateUserRequest]) (*connect.Response[v1.User], error)
+	DeleteUser(context.Context, *connect.Request[v1.DeleteUserRequest]) (*connect.Response[v1.DeleteUserResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the meshd.admin.v1.AdminService service. By
@@ -482,6 +497,30 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("DeleteAdminToken")),
 			connect.WithClientOptions(opts...),
 		),
+		listUsers: connect.NewClient[v1.ListUsersRequest, v1.ListUsersResponse](
+			httpClient,
+			baseURL+AdminServiceListUsersProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListUsers")),
+			connect.WithClientOptions(opts...),
+		),
+		getUser: connect.NewClient[v1.GetUserRequest, v1.User](
+			httpClient,
+			baseURL+AdminServiceGetUserProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("GetUser")),
+			connect.WithClientOptions(opts...),
+		),
+		updateUser: connect.NewClient[v1.UpdateUserRequest, v1.User](
+			httpClient,
+			baseURL+AdminServiceUpdateUserProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("UpdateUser")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteUser: connect.NewClient[v1.DeleteUserRequest, v1.DeleteUserResponse](
+			httpClient,
+			baseURL+AdminServiceDeleteUserProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("DeleteUser")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -530,6 +569,10 @@ type adminServiceClient struct {
 	listAdminTokens       *connect.Client[v1.ListAdminTokensRequest, v1.ListAdminTokensResponse]
 	createAdminToken      *connect.Client[v1.CreateAdminTokenRequest, v1.AdminToken]
 	deleteAdminToken      *connect.Client[v1.DeleteAdminTokenRequest, v1.DeleteAdminTokenResponse]
+	listUsers             *connect.Client[v1.ListUsersRequest, v1.ListUsersResponse]
+	getUser               *connect.Client[v1.GetUserRequest, v1.User]
+	updateUser            *connect.Client[v1.UpdateUserRequest, v1.User]
+	deleteUser            *connect.Client[v1.DeleteUserRequest, v1.DeleteUserResponse]
 }
 
 // GetAccount calls meshd.admin.v1.AdminService.GetAccount.
@@ -747,6 +790,26 @@ func (c *adminServiceClient) DeleteAdminToken(ctx context.Context, req *connect.
 	return c.deleteAdminToken.CallUnary(ctx, req)
 }
 
+// ListUsers calls meshd.admin.v1.AdminService.ListUsers.
+func (c *adminServiceClient) ListUsers(ctx context.Context, req *connect.Request[v1.ListUsersRequest]) (*connect.Response[v1.ListUsersResponse], error) {
+	return c.listUsers.CallUnary(ctx, req)
+}
+
+// GetUser calls meshd.admin.v1.AdminService.GetUser.
+func (c *adminServiceClient) GetUser(ctx context.Context, req *connect.Request[v1.GetUserRequest]) (*connect.Response[v1.User], error) {
+	return c.getUser.CallUnary(ctx, req)
+}
+
+// UpdateUser calls meshd.admin.v1.AdminService.UpdateUser.
+func (c *adminServiceClient) UpdateUser(ctx context.Context, req *connect.Request[v1.UpdateUserRequest]) (*connect.Response[v1.User], error) {
+	return c.updateUser.CallUnary(ctx, req)
+}
+
+// DeleteUser calls meshd.admin.v1.AdminService.DeleteUser.
+func (c *adminServiceClient) DeleteUser(ctx context.Context, req *connect.Request[v1.DeleteUserRequest]) (*connect.Response[v1.DeleteUserResponse], error) {
+	return c.deleteUser.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the meshd.admin.v1.AdminService service.
 type AdminServiceHandler interface {
 	GetAccount(context.Context, *connect.Request[v1.GetAccountRequest]) (*connect.Response[v1.Account], error)
@@ -798,6 +861,13 @@ type AdminServiceHandler interface {
 	CreateAdminToken(context.Context, *connect.Request[v1.CreateAdminTokenRequest]) (*connect.Response[v1.AdminToken], error)
 	// DeleteAdminToken refuses to delete the account's last token.
 	DeleteAdminToken(context.Context, *connect.Request[v1.DeleteAdminTokenRequest]) (*connect.Response[v1.DeleteAdminTokenResponse], error)
+	// Users: people who log in through the identity provider (single
+	// sign-on). Blocking or deleting a user takes their peers out of the
+	// network (deleting deletes them).
+	ListUsers(context.Context, *connect.Request[v1.ListUsersRequest]) (*connect.Response[v1.ListUsersResponse], error)
+	GetUser(context.Context, *connect.Request[v1.GetUserRequest]) (*connect.Response[v1.User], error)
+	UpdateUser(context.Context, *connect.Request[v1.UpdateUserRequest]) (*connect.Response[v1.User], error)
+	DeleteUser(context.Context, *connect.Request[v1.DeleteUserRequest]) (*connect.Response[v1.DeleteUserResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -1065,6 +1135,30 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("DeleteAdminToken")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceListUsersHandler := connect.NewUnaryHandler(
+		AdminServiceListUsersProcedure,
+		svc.ListUsers,
+		connect.WithSchema(adminServiceMethods.ByName("ListUsers")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceGetUserHandler := connect.NewUnaryHandler(
+		AdminServiceGetUserProcedure,
+		svc.GetUser,
+		connect.WithSchema(adminServiceMethods.ByName("GetUser")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceUpdateUserHandler := connect.NewUnaryHandler(
+		AdminServiceUpdateUserProcedure,
+		svc.UpdateUser,
+		connect.WithSchema(adminServiceMethods.ByName("UpdateUser")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceDeleteUserHandler := connect.NewUnaryHandler(
+		AdminServiceDeleteUserProcedure,
+		svc.DeleteUser,
+		connect.WithSchema(adminServiceMethods.ByName("DeleteUser")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/meshd.admin.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceGetAccountProcedure:
@@ -1153,6 +1247,14 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceCreateAdminTokenHandler.ServeHTTP(w, r)
 		case AdminServiceDeleteAdminTokenProcedure:
 			adminServiceDeleteAdminTokenHandler.ServeHTTP(w, r)
+		case AdminServiceListUsersProcedure:
+			adminServiceListUsersHandler.ServeHTTP(w, r)
+		case AdminServiceGetUserProcedure:
+			adminServiceGetUserHandler.ServeHTTP(w, r)
+		case AdminServiceUpdateUserProcedure:
+			adminServiceUpdateUserHandler.ServeHTTP(w, r)
+		case AdminServiceDeleteUserProcedure:
+			adminServiceDeleteUserHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -1332,4 +1434,20 @@ func (UnimplementedAdminServiceHandler) CreateAdminToken(context.Context, *conne
 
 func (UnimplementedAdminServiceHandler) DeleteAdminToken(context.Context, *connect.Request[v1.DeleteAdminTokenRequest]) (*connect.Response[v1.DeleteAdminTokenResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.admin.v1.AdminService.DeleteAdminToken is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListUsers(context.Context, *connect.Request[v1.ListUsersRequest]) (*connect.Response[v1.ListUsersResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.admin.v1.AdminService.ListUsers is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) GetUser(context.Context, *connect.Request[v1.GetUserRequest]) (*connect.Response[v1.User], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.admin.v1.AdminService.GetUser is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) UpdateUser(context.Context, *connect.Request[v1.UpdateUserRequest]) (*connect.Response[v1.User], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.admin.v1.AdminService.UpdateUser is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) DeleteUser(context.Context, *connect.Request[v1.DeleteUserRequest]) (*connect.Response[v1.DeleteUserResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.admin.v1.AdminService.DeleteUser is not implemented"))
 }
