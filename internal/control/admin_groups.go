@@ -134,6 +134,9 @@ func (a *account) updateGroup(ctx context.Context, actor string, m *adminv1.Upda
 	if g.IsAll {
 		return nil, conflictf("group %s holds every peer; it cannot be renamed or edited", g.Name)
 	}
+	if err := a.idpGroupEdit(g); err != nil {
+		return nil, err
+	}
 	ng := *g
 	var details []string
 	if m.Name != nil {
@@ -213,6 +216,9 @@ func (a *account) deleteGroup(ctx context.Context, actor string, m *adminv1.Dele
 	}
 	if g.IsAll {
 		return nil, conflictf("group %s holds every peer; it cannot be deleted", g.Name)
+	}
+	if err := a.idpGroupEdit(g); err != nil {
+		return nil, err
 	}
 	if users := a.groupUsers(g.ID); len(users) > 0 {
 		return nil, conflictf("group %s is used by %s; remove it there first", g.Name, strings.Join(users, ", "))

@@ -251,3 +251,12 @@ func (a *account) loginExpiredErr(p *store.Peer) error {
 	}
 	return refuseLoginExpired.err("")
 }
+
+// idpGroupEdit refuses a hand edit of a group the identity provider keeps.
+// Callers hold mu.
+func (a *account) idpGroupEdit(g *store.Group) error {
+	if a.sso.idpGroups[g.ID] {
+		return conflictf("group %s is kept by the identity provider's groups claim: change its members there", g.Name)
+	}
+	return nil
+}
