@@ -55,12 +55,14 @@ type Config struct {
 	// Status adds the counters of roles running in the same process to the
 	// admin API's server status (roles/all sets it).
 	Status func(*adminv1.ServerStatus)
+	// OIDC turns on single sign-on (sso.go).
+	OIDC control.OIDCOptions
 }
 
 // Flags are the control service's own flags (without the server's and
 // logging's); roles/all may reuse the ones it needs.
 func Flags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "public-url", Usage: "`URL` agents reach control at, e.g. https://vpn.example.org:33073 (goes into join tokens)"},
 		&cli.StringFlag{Name: "signal-url", Usage: "`URL` of the signal service put into network maps, e.g. https://vpn.example.org:10000"},
 		&cli.StringFlag{Name: "signal-pin", Usage: "TLS `PIN` (sha256:HEX) of signal's self-signed certificate, put into network maps"},
@@ -68,7 +70,7 @@ func Flags() []cli.Flag {
 		&cli.StringFlag{Name: "turn-secret", Usage: "TURN REST `SECRET` shared with the relays (prefer --turn-secret-file)"},
 		&cli.StringFlag{Name: "turn-secret-file", Usage: "`FILE` holding the TURN REST secret shared with the relays"},
 		&cli.DurationFlag{Name: "turn-ttl", Value: control.DefaultTURNTTL, Usage: "lifetime of the TURN credentials in maps (refreshed before they expire)"},
-	}
+	}, ssoFlags()...)
 }
 
 // ConfigFromFlags reads Flags (and --data).
@@ -108,6 +110,10 @@ func ConfigFromFlags(c *cli.Context) (Config, error) {
 			return cfg, fmt.Errorf("--turn-secret-file %s is empty", f)
 		}
 	}
+	var err error
+	if cfg.OIDC, err = oidcFromFlags(c); err != nil {
+		return cfg, err
+	}
 	if cfg.TURNTTL < time.Minute && cfg.TURNTTL != 0 {
 		return cfg, fmt.Errorf("--turn-ttl %s: want at least 1m", cfg.TURNTTL)
 	}
@@ -142,6 +148,7 @@ func Start(ctx context.Context, cfg Config, srv *server.Server, log *zap.Logger)
 		SignalPin: cfg.SignalPin,
 		Relays:    control.RelayOptions{URLs: cfg.RelayURLs, Secret: cfg.TURNSecret, TTL: cfg.TURNTTL},
 		Status:    cfg.Status,
+		OIDC:      cfg.OIDC,
 	})
 	if err != nil {
 		st.Close()
