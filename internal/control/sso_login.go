@@ -125,7 +125,7 @@ func (a *account) upsertUser(id *identity) (*store.User, error) {
 		role = store.RoleOwner
 	}
 	return &store.User{ID: newID(), AccountID: a.id, Issuer: id.issuer, Subject: id.subject, Email: id.email,
-		Name: id.name, Role: role, Created: now, LastLogin: now}, nil
+		Name: id.name, Role: role, Created: a.stamp(), LastLogin: now}, nil
 }
 
 // idpGroupsFor returns the ids of the provider-managed groups named, making
