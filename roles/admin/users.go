@@ -96,4 +96,3 @@ func usersCmd() *cli.Command {
 		},
 	}
 }
-
