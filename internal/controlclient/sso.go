@@ -68,7 +68,8 @@ func ssoError(err error) error {
 	}
 	var ce *connect.Error
 	if errors.As(err, &ce) && ce.Code() == connect.CodeFailedPrecondition {
-		return errors.New(ce.Message())
+		// "SSO is not configured on this server: ..."
+		return &RefusedError{Reason: controlv1.Reason_REASON_SSO_FAILED, Code: ce.Code(), Message: ce.Message(), err: ErrSSOFailed}
 	}
 	return fmt.Errorf("sso login: %w", err)
 }
