@@ -309,6 +309,9 @@ func (s *Service) stream(ctx context.Context, a *account, c *conn, pub keys.Key,
 		m := snap.ix.Map(c.peerID)
 		s.m.mapComputed(time.Since(start))
 		if m == nil {
+			if err := a.hiddenRefusal(c.peerID); err != nil {
+				return err // blocked or expired before the janitor said so
+			}
 			return refusePeerUnknown.err("deleted")
 		}
 		serial, err := a.dist.nextSerial(ctx)

@@ -260,3 +260,14 @@ func (a *account) idpGroupEdit(g *store.Group) error {
 	}
 	return nil
 }
+
+// hiddenRefusal is why a peer of a user has no map, nil when it has no
+// such reason (it was deleted).
+func (a *account) hiddenRefusal(peerID string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if p := a.peers[peerID]; p != nil {
+		return a.ssoRefusal(p, a.s.now())
+	}
+	return nil
+}
