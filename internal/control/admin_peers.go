@@ -165,6 +165,9 @@ func (a *account) updatePeer(ctx context.Context, actor string, m *adminv1.Updat
 		if err != nil {
 			return nil, err
 		}
+		if err := a.idpMembershipEdit(p.Groups, ids); err != nil {
+			return nil, err
+		}
 		np.Groups = ids
 		changes = append(changes, "groups "+strings.Join(a.groupNames(ids), ","))
 	}

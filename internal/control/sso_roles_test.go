@@ -161,6 +161,13 @@ func TestSSOGroupsFeedPolicy(t *testing.T) {
 	if _, err := h.Admin.UpdateGroup(ctx, connect.NewRequest(&adminv1.UpdateGroupRequest{Id: "eng", Name: ptr("x")})); connect.CodeOf(err) != connect.CodeFailedPrecondition {
 		t.Fatalf("hand edit of an IdP group: %v", err)
 	}
+	if _, err := h.Admin.DeleteGroup(ctx, connect.NewRequest(&adminv1.DeleteGroupRequest{Id: "eng"})); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+		t.Fatalf("hand delete of an IdP group: %v", err)
+	}
+	_, err := h.Admin.UpdatePeer(ctx, connect.NewRequest(&adminv1.UpdatePeerRequest{Id: "bob-pc", Groups: &adminv1.StringList{Values: []string{"eng"}}}))
+	if connect.CodeOf(err) != connect.CodeFailedPrecondition {
+		t.Fatalf("hand edit of a peer's IdP group membership: %v", err)
+	}
 	// Only eng reaches the server.
 	must[adminv1.Group](t)(h.Admin.CreateGroup(ctx, connect.NewRequest(&adminv1.CreateGroupRequest{Name: "servers", Peers: []string{"agent-0"}})))
 	must[adminv1.Policy](t)(h.Admin.CreatePolicy(ctx, connect.NewRequest(&adminv1.CreatePolicyRequest{Name: "eng-servers",

@@ -7,6 +7,7 @@ package control
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -268,6 +269,17 @@ func (a *account) hiddenRefusal(peerID string) error {
 	defer a.mu.Unlock()
 	if p := a.peers[peerID]; p != nil {
 		return a.ssoRefusal(p, a.s.now())
+	}
+	return nil
+}
+
+// idpMembershipEdit refuses a hand change of a peer's membership in groups
+// the identity provider keeps. Callers hold mu.
+func (a *account) idpMembershipEdit(have, want []string) error {
+	for g := range a.sso.idpGroups {
+		if slices.Contains(have, g) != slices.Contains(want, g) {
+			return conflictf("group %s is kept by the identity provider's groups claim: change its members there", a.groups[g].Name)
+		}
 	}
 	return nil
 }
