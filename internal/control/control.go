@@ -5,6 +5,10 @@
 // Connect services on a shared mux: meshd.control.v1.ControlService for
 // agents and meshd.admin.v1.AdminService for admins. roles/control and
 // roles/all create it; controltest runs it in-process for tests.
+//
+// Single sign-on (sso.go) uses github.com/coreos/go-oidc/v3 and
+// golang.org/x/oauth2 because OIDC discovery, JWKS rotation and ID token
+// checks are easy to get subtly wrong by hand.
 package control
 
 import (
