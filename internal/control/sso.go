@@ -87,10 +87,16 @@ type ssoClient struct {
 	opts OIDCOptions
 	log  *zap.Logger
 
-	mu       sync.Mutex
+	discMu   sync.Mutex     // one discovery at a time, without holding mu
+	mu       sync.Mutex     // guards the fields below
 	provider *oidc.Provider // nil until discovery worked
 	logins   map[string]*pendingLogin
 }
+
+// maxPendingLogins bounds the logins waiting for approval: each polls the
+// provider until its code expires, and anyone who reaches control can
+// start one.
+const maxPendingLogins = 256
 
 func newSSOClient(o OIDCOptions, log *zap.Logger) *ssoClient {
 	if o.GroupsClaim == "" {
@@ -108,10 +114,13 @@ func newSSOClient(o OIDCOptions, log *zap.Logger) *ssoClient {
 // discover fetches the provider's configuration, once it succeeds; a
 // provider down at control's start is tried again at the next login.
 func (c *ssoClient) discover(ctx context.Context) (*oidc.Provider, error) {
+	c.discMu.Lock()
+	defer c.discMu.Unlock()
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.provider != nil {
-		return c.provider, nil
+	p := c.provider
+	c.mu.Unlock()
+	if p != nil {
+		return p, nil
 	}
 	ctx, cancel := context.WithTimeout(oidc.ClientContext(ctx, c.opts.HTTPClient), 15*time.Second)
 	defer cancel()
@@ -122,7 +131,9 @@ func (c *ssoClient) discover(ctx context.Context) (*oidc.Provider, error) {
 	if p.Endpoint().DeviceAuthURL == "" {
 		return nil, fmt.Errorf("sso: %s offers no device authorization endpoint: enable the device flow for client %s", c.opts.Issuer, c.opts.ClientID)
 	}
+	c.mu.Lock()
 	c.provider = p
+	c.mu.Unlock()
 	return p, nil
 }
 
@@ -137,6 +148,12 @@ func (c *ssoClient) config(p *oidc.Provider) *oauth2.Config {
 // start asks the provider for a device code and polls for its token in the
 // background until ctx ends or the code expires.
 func (c *ssoClient) start(ctx, bg context.Context, pub string) (*controlv1.StartSSOLoginResponse, error) {
+	c.mu.Lock()
+	n := len(c.logins)
+	c.mu.Unlock()
+	if n >= maxPendingLogins {
+		return nil, connect.NewError(connect.CodeResourceExhausted, errors.New("too many SSO logins waiting for approval: try again in a few minutes"))
+	}
 	p, err := c.discover(ctx)
 	if err != nil {
 		c.log.Warn("identity provider unreachable", zap.Error(err))

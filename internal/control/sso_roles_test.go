@@ -197,3 +197,20 @@ func TestSSOGroupsFeedPolicy(t *testing.T) {
 	}
 	h.Agents[0].WaitFor(t, "ann out of eng", func(m *controltest.Map) bool { return !sees(m, "ann-pc") && sees(m, "bob-pc") })
 }
+
+// Logins waiting for approval are bounded: each polls the provider, and
+// anyone who reaches control can start one.
+func TestSSOPendingLoginsBounded(t *testing.T) {
+	p := oidctest.New(t, oidctest.Options{})
+	h := ssoHarness(t, p, 0)
+	rpc := controlv1connect.NewControlServiceClient(h.HTTPClient(), h.URL)
+	ctx := context.Background()
+	var err error
+	n := 0
+	for ; n < 1000 && err == nil; n++ {
+		_, err = rpc.StartSSOLogin(ctx, connect.NewRequest(&controlv1.StartSSOLoginRequest{}))
+	}
+	if connect.CodeOf(err) != connect.CodeResourceExhausted || n != 257 {
+		t.Fatalf("login %d: %v, want resource exhausted at the 257th", n, err)
+	}
+}
