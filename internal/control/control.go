@@ -218,13 +218,19 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	}
 	if opts.OIDC.Issuer != "" {
 		s.sso = newSSOClient(opts.OIDC, s.log)
-		if _, err := s.sso.discover(ctx); err != nil {
-			// Control serves setup keys without the provider; SSO logins
-			// try discovery again.
-			s.log.Warn("identity provider unreachable at start; SSO logins fail until it answers", zap.Error(err))
-		}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	if s.sso != nil {
+		// In the background: control serves setup keys without the
+		// provider, and SSO logins try discovery again.
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if _, err := s.sso.discover(s.ctx); err != nil {
+				s.log.Warn("identity provider unreachable at start; SSO logins fail until it answers", zap.Error(err))
+			}
+		}()
+	}
 	s.mu.RLock()
 	for _, a := range s.accounts {
 		s.start(a)
