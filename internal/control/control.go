@@ -297,6 +297,9 @@ func (s *Service) Mount(m Mux) {
 	path, h := adminv1connect.NewAdminServiceHandler(&adminAPI{s},
 		server.ReadLimit(adminReadMaxBytes, nil), connect.WithInterceptors(&adminAuth{s}))
 	m.Handle(path, s.authenticateFirst(h))
+	if s.sso != nil {
+		s.browserHandlers(m)
+	}
 }
 
 // Only large maps (64 KiB and more: hundreds of peers, where bytes start to

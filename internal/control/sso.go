@@ -76,10 +76,13 @@ type identity struct {
 
 // pendingLogin is a device authorization in progress.
 type pendingLogin struct {
-	pub  string // the peer key it is for; "" for an admin's login
-	done bool
-	id   *identity
-	err  error
+	pub string // the peer key it is for; "" for an admin's login
+	// browser: the authorization code flow (sso_browser.go); nil for a
+	// device login.
+	browser *browserLogin
+	done    bool
+	id      *identity
+	err     error
 }
 
 // ssoClient talks to the identity provider.
@@ -148,11 +151,8 @@ func (c *ssoClient) config(p *oidc.Provider) *oauth2.Config {
 // start asks the provider for a device code and polls for its token in the
 // background until ctx ends or the code expires.
 func (c *ssoClient) start(ctx, bg context.Context, pub string) (*controlv1.StartSSOLoginResponse, error) {
-	c.mu.Lock()
-	n := len(c.logins)
-	c.mu.Unlock()
-	if n >= maxPendingLogins {
-		return nil, connect.NewError(connect.CodeResourceExhausted, errors.New("too many SSO logins waiting for approval: try again in a few minutes"))
+	if err := c.full(); err != nil {
+		return nil, err
 	}
 	p, err := c.discover(ctx)
 	if err != nil {
@@ -181,6 +181,17 @@ func (c *ssoClient) start(ctx, bg context.Context, pub string) (*controlv1.Start
 	}
 	return &controlv1.StartSSOLoginResponse{VerificationUrl: da.VerificationURI, VerificationUrlComplete: da.VerificationURIComplete,
 		UserCode: da.UserCode, Handle: handle, Expires: timestamppb.New(da.Expiry), IntervalSeconds: uint32(da.Interval)}, nil
+}
+
+// full refuses a new login while maxPendingLogins wait.
+func (c *ssoClient) full() error {
+	c.mu.Lock()
+	n := len(c.logins)
+	c.mu.Unlock()
+	if n >= maxPendingLogins {
+		return connect.NewError(connect.CodeResourceExhausted, errors.New("too many SSO logins waiting for approval: try again in a few minutes"))
+	}
+	return nil
 }
 
 // poll waits for the person's approval and records the outcome.
@@ -221,17 +232,23 @@ func (c *ssoClient) poll(ctx context.Context, cfg *oauth2.Config, p *oidc.Provid
 // verify checks the ID token of a token response: signature, issuer,
 // audience and expiry.
 func (c *ssoClient) verify(ctx context.Context, p *oidc.Provider, tok *oauth2.Token) (*identity, error) {
+	id, _, err := c.verifyNonce(ctx, p, tok)
+	return id, err
+}
+
+// verifyNonce is verify that also returns the token's nonce.
+func (c *ssoClient) verifyNonce(ctx context.Context, p *oidc.Provider, tok *oauth2.Token) (*identity, string, error) {
 	raw, _ := tok.Extra("id_token").(string)
 	if raw == "" {
-		return nil, errors.New("sso: the token response has no id_token: ask for the openid scope")
+		return nil, "", errors.New("sso: the token response has no id_token: ask for the openid scope")
 	}
 	idt, err := p.Verifier(&oidc.Config{ClientID: c.opts.ClientID}).Verify(ctx, raw)
 	if err != nil {
-		return nil, fmt.Errorf("sso: verify id token: %w", err)
+		return nil, "", fmt.Errorf("sso: verify id token: %w", err)
 	}
 	var claims map[string]any
 	if err := idt.Claims(&claims); err != nil {
-		return nil, fmt.Errorf("sso: id token claims: %w", err)
+		return nil, "", fmt.Errorf("sso: id token claims: %w", err)
 	}
 	id := &identity{issuer: idt.Issuer, subject: idt.Subject}
 	id.email, _ = claims["email"].(string)
@@ -249,7 +266,7 @@ func (c *ssoClient) verify(ctx context.Context, p *oidc.Provider, tok *oauth2.To
 	case string:
 		id.groups = []string{g}
 	}
-	return id, nil
+	return id, idt.Nonce, nil
 }
 
 // finish returns the outcome of a login: pending (nil, nil, false), or the
@@ -280,7 +297,13 @@ func (p *peerAPI) StartSSOLogin(ctx context.Context, req *connect.Request[contro
 		}
 		pub = k.String()
 	}
-	res, err := s.sso.start(ctx, s.ctx, pub)
+	start := func() (*controlv1.StartSSOLoginResponse, error) { return s.sso.start(ctx, s.ctx, pub) }
+	if req.Msg.Browser {
+		start = func() (*controlv1.StartSSOLoginResponse, error) {
+			return s.sso.startBrowser(ctx, s.opts.PublicURL, pub)
+		}
+	}
+	res, err := start()
 	if err != nil {
 		return nil, err
 	}

@@ -272,3 +272,50 @@ func TestSSOLoginExpiration(t *testing.T) {
 	laptop.StartSync()
 	h.Agents[0].WaitFor(t, "re-approved SSO peer back", func(m *controltest.Map) bool { return sees(m, "ann-laptop") })
 }
+
+// On a desktop, the authorization code flow with PKCE: the browser goes
+// from control's page to the provider and back to control's callback; the
+// machine joins under the person. A used link does not work twice.
+func TestSSOBrowserPKCE(t *testing.T) {
+	var p *oidctest.Provider
+	h := controltest.NewHarness(t, 0, controltest.WithOptions(func(o *control.Options) {
+		p = oidctest.New(t, oidctest.Options{RedirectURIs: []string{o.PublicURL + "/sso/callback"}})
+		p.AddPerson(ann)
+		o.OIDC = control.OIDCOptions{Issuer: p.Issuer, ClientID: "meshd"}
+	}))
+	p.BrowserLogin("ann")
+	a := h.NewAgent(controltest.AgentOptions{Hostname: "ann-desktop"})
+	ctx, cancel := context.WithTimeout(context.Background(), controltest.WaitTimeout)
+	defer cancel()
+	browser := h.HTTPClient() // follows redirects: control (TLS), the provider (loopback http)
+	var link string
+	self, err := a.Client.LoginSSOWith(ctx, true, func(pr controlclient.SSOPrompt) {
+		link = pr.URL
+		if pr.Code != "" || !strings.HasPrefix(pr.URL, h.URL+"/sso/browser?h=") {
+			t.Errorf("browser prompt = %+v", pr)
+		}
+		res, err := browser.Get(pr.URL)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		res.Body.Close()
+		if res.StatusCode != 200 || res.Request.URL.Path != "/sso/callback" {
+			t.Errorf("browser ended at %s with %s", res.Request.URL, res.Status)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if self.Name != "ann-desktop" || listPeers(t, h)["ann-desktop"].User != "ann@example.com" {
+		t.Fatalf("joined as %v, peers %v", self, listPeers(t, h))
+	}
+	res, err := browser.Get(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 404 {
+		t.Fatalf("a used login link answered %s", res.Status)
+	}
+}

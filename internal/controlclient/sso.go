@@ -27,7 +27,14 @@ type SSOPrompt struct {
 // ends. Refusals wrap ErrSSOFailed or ErrUserBlocked; a server without
 // single sign-on answers a plain error saying so.
 func (c *Client) LoginSSO(ctx context.Context, prompt func(SSOPrompt)) (*controlv1.SelfConfig, error) {
-	res, err := c.rpc.StartSSOLogin(ctx, connect.NewRequest(&controlv1.StartSSOLoginRequest{PublicKey: c.pub[:]}))
+	return c.LoginSSOWith(ctx, false, prompt)
+}
+
+// LoginSSOWith is LoginSSO; with browser, the login uses the authorization
+// code flow with PKCE (for a desktop with a browser): the prompt's URL is
+// to be opened on this machine and there is no code.
+func (c *Client) LoginSSOWith(ctx context.Context, browser bool, prompt func(SSOPrompt)) (*controlv1.SelfConfig, error) {
+	res, err := c.rpc.StartSSOLogin(ctx, connect.NewRequest(&controlv1.StartSSOLoginRequest{PublicKey: c.pub[:], Browser: browser}))
 	if err != nil {
 		return nil, ssoError(err)
 	}

@@ -49,6 +49,8 @@ type Options struct {
 	// Addr to listen on; empty: a free loopback port. Tests that stop and
 	// start the provider again give the same address.
 	Addr string
+	// RedirectURIs the client may use in the authorization code flow.
+	RedirectURIs []string
 }
 
 // Provider is a running OpenID provider.
@@ -95,8 +97,9 @@ func Start(opts Options) (*Provider, error) {
 		return nil, err
 	}
 	st := &storage{opts: opts, key: key, people: map[string]Person{}, codes: map[string]*deviceAuth{},
-		tokens: map[string]tokenInfo{}}
+		tokens: map[string]tokenInfo{}, authReqs: map[string]*authRequest{}}
 	cfg := &op.Config{
+		CodeMethodS256:  true,
 		SupportedScopes: []string{oidc.ScopeOpenID, oidc.ScopeProfile, oidc.ScopeEmail, "groups"},
 		DeviceAuthorization: op.DeviceAuthorizationConfig{
 			Lifetime: opts.CodeLifetime, PollInterval: time.Second, UserFormPath: "/device", UserCode: op.UserCodeBase20,
@@ -119,11 +122,16 @@ func Start(opts Options) (*Provider, error) {
 		ln.Close()
 		return nil, fmt.Errorf("oidctest: %w", err)
 	}
-	srv := httptest.NewUnstartedServer(h)
+	pr := &Provider{Issuer: issuer, opts: opts, st: st}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/login", pr.loginPage)
+	mux.Handle("/", h)
+	srv := httptest.NewUnstartedServer(mux)
 	srv.Listener.Close()
 	srv.Listener = ln
 	srv.Start()
-	return &Provider{Issuer: issuer, opts: opts, srv: srv, st: st}, nil
+	pr.srv = srv
+	return pr, nil
 }
 
 // Close stops the provider.

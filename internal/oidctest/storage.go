@@ -24,6 +24,9 @@ type storage struct {
 	people map[string]Person
 	codes  map[string]*deviceAuth // by device code
 	tokens map[string]tokenInfo
+	// The authorization code flow (authcode.go).
+	authReqs       map[string]*authRequest
+	browserSubject string
 }
 
 type deviceAuth struct {
@@ -115,7 +118,7 @@ func (s *storage) GetClientByClientID(ctx context.Context, clientID string) (op.
 	if clientID != s.opts.ClientID {
 		return nil, errors.New("oidctest: unknown client " + clientID)
 	}
-	return client{id: clientID, lifetime: s.opts.IDTokenLifetime}, nil
+	return client{id: clientID, lifetime: s.opts.IDTokenLifetime, redirects: s.opts.RedirectURIs}, nil
 }
 
 func (s *storage) AuthorizeClientIDSecret(ctx context.Context, clientID, secret string) error {
@@ -167,17 +170,6 @@ func (s *storage) GetPrivateClaimsFromScopes(ctx context.Context, userID, client
 
 // Unused by the device grant.
 
-func (s *storage) CreateAuthRequest(context.Context, *oidc.AuthRequest, string) (op.AuthRequest, error) {
-	return nil, errUnsupported
-}
-func (s *storage) AuthRequestByID(context.Context, string) (op.AuthRequest, error) {
-	return nil, errUnsupported
-}
-func (s *storage) AuthRequestByCode(context.Context, string) (op.AuthRequest, error) {
-	return nil, errUnsupported
-}
-func (s *storage) SaveAuthCode(context.Context, string, string) error { return errUnsupported }
-func (s *storage) DeleteAuthRequest(context.Context, string) error    { return errUnsupported }
 func (s *storage) TokenRequestByRefreshToken(context.Context, string) (op.RefreshTokenRequest, error) {
 	return nil, op.ErrInvalidRefreshToken
 }
@@ -210,20 +202,23 @@ func (k publicKey) Key() any                           { return k.k }
 
 // client is control: a public native client allowed the device grant.
 type client struct {
-	id       string
-	lifetime time.Duration
+	id        string
+	lifetime  time.Duration
+	redirects []string
 }
 
 func (c client) GetID() string                       { return c.id }
-func (c client) RedirectURIs() []string              { return nil }
+func (c client) RedirectURIs() []string              { return c.redirects }
 func (c client) PostLogoutRedirectURIs() []string    { return nil }
 func (c client) ApplicationType() op.ApplicationType { return op.ApplicationTypeNative }
 func (c client) AuthMethod() oidc.AuthMethod         { return oidc.AuthMethodNone }
 func (c client) ResponseTypes() []oidc.ResponseType {
 	return []oidc.ResponseType{oidc.ResponseTypeCode}
 }
-func (c client) GrantTypes() []oidc.GrantType         { return []oidc.GrantType{oidc.GrantTypeDeviceCode} }
-func (c client) LoginURL(string) string               { return "" }
+func (c client) GrantTypes() []oidc.GrantType {
+	return []oidc.GrantType{oidc.GrantTypeDeviceCode, oidc.GrantTypeCode}
+}
+func (c client) LoginURL(id string) string            { return "/login?id=" + id }
 func (c client) AccessTokenType() op.AccessTokenType  { return op.AccessTokenTypeBearer }
 func (c client) IDTokenLifetime() time.Duration       { return c.lifetime }
 func (c client) DevMode() bool                        { return true }

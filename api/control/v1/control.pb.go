@@ -224,7 +224,12 @@ type StartSSOLoginRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The peer's public key (32 bytes) the login is for; empty for an
 	// admin's login. FinishSSOLogin must prove this key.
-	PublicKey     []byte `protobuf:"bytes,1,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	PublicKey []byte `protobuf:"bytes,1,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// Use the authorization code flow with PKCE instead of the device flow:
+	// verification_url is a page of control's that sends the browser to the
+	// provider and back (no user code). For desktops with a browser; the
+	// provider must allow control's redirect URI, PUBLIC_URL/sso/callback.
+	Browser       bool `protobuf:"varint,2,opt,name=browser,proto3" json:"browser,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -264,6 +269,13 @@ func (x *StartSSOLoginRequest) GetPublicKey() []byte {
 		return x.PublicKey
 	}
 	return nil
+}
+
+func (x *StartSSOLoginRequest) GetBrowser() bool {
+	if x != nil {
+		return x.Browser
+	}
+	return false
 }
 
 type StartSSOLoginResponse struct {
@@ -1893,10 +1905,11 @@ var File_api_control_v1_control_proto protoreflect.FileDescriptor
 
 const file_api_control_v1_control_proto_rawDesc = "" +
 	"\n" +
-	"\x1capi/control/v1/control.proto\x12\x10meshd.control.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"5\n" +
+	"\x1capi/control/v1/control.proto\x12\x10meshd.control.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"O\n" +
 	"\x14StartSSOLoginRequest\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x01 \x01(\fR\tpublicKey\"\x94\x02\n" +
+	"public_key\x18\x01 \x01(\fR\tpublicKey\x12\x18\n" +
+	"\abrowser\x18\x02 \x01(\bR\abrowser\"\x94\x02\n" +
 	"\x15StartSSOLoginResponse\x12)\n" +
 	"\x10verification_url\x18\x01 \x01(\tR\x0fverificationUrl\x12:\n" +
 	"\x19verification_url_complete\x18\x02 \x01(\tR\x17verificationUrlComplete\x12\x1b\n" +
