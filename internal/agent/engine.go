@@ -45,8 +45,11 @@ type Options struct {
 	SetupKey string
 	// SSO: the first login (or the next, after `meshd up --sso`) is by
 	// single sign-on through control (sso.go).
-	SSO      bool
-	Hostname string
+	SSO bool
+	// SSOBrowser: SSO logins use the authorization code flow with PKCE, for
+	// a browser on this machine, instead of the device flow.
+	SSOBrowser bool
+	Hostname   string
 	// Device is the template of the WireGuard device (mode, name, port,
 	// MTU); the engine fills in the key and the overlay address.
 	Device wg.Config
@@ -101,6 +104,7 @@ type Engine struct {
 	ctx        context.Context
 	fatal      chan error         // a tunnel that cannot run ends Run through it
 	ssoPrompt  *daemonv1.SSOLogin // while an SSO login waits (sso.go)
+	ssoBrowser bool               // the next SSO login uses the browser flow
 }
 
 // New loads (or creates) the identity in opts.StateDir.
@@ -137,7 +141,7 @@ func newEngine(opts Options, priv keys.Private, st saved, lock *stateLock, onDis
 	if st.ControlURL == "" {
 		return nil, fmt.Errorf("agent: no control server known in %s: pass --join TOKEN or --control URL --setup-key KEY", opts.StateDir)
 	}
-	if opts.SSO {
+	if opts.SSO || opts.SSOBrowser {
 		opts.SetupKey = ssoKey
 	}
 	if !st.Joined && opts.SetupKey == "" {

@@ -20,12 +20,19 @@ const ssoKey = "\x00sso"
 
 // ssoControl is a control client that can log in by single sign-on.
 type ssoControl interface {
-	LoginSSO(ctx context.Context, prompt func(controlclient.SSOPrompt)) (*controlv1.SelfConfig, error)
+	LoginSSO(ctx context.Context, browser bool, prompt func(controlclient.SSOPrompt)) (*controlv1.SelfConfig, error)
 }
 
 // UpSSO starts the tunnel with a single sign-on login (`meshd up --sso`):
 // the person approves in a browser; Status shows where while it waits.
-func (e *Engine) UpSSO(ctx context.Context) error { return e.Up(ctx, ssoKey) }
+// With browser, the login is made for a browser on this machine (the
+// authorization code flow with PKCE).
+func (e *Engine) UpSSO(ctx context.Context, browser bool) error {
+	e.mu.Lock()
+	e.ssoBrowser = browser
+	e.mu.Unlock()
+	return e.Up(ctx, ssoKey)
+}
 
 // ssoWanted reports whether the next login is by single sign-on (not yet
 // done: a restart after it logs in with the key alone).
@@ -55,11 +62,17 @@ func (t *tunnel) loginSSO(ctx context.Context, ctl Control) (*controlv1.SelfConf
 		e.ssoPrompt = nil
 		e.mu.Unlock()
 	}()
-	self, err := sc.LoginSSO(ctx, func(p controlclient.SSOPrompt) {
+	e.mu.Lock()
+	browser := e.ssoBrowser || e.opts.SSOBrowser
+	e.mu.Unlock()
+	self, err := sc.LoginSSO(ctx, browser, func(p controlclient.SSOPrompt) {
 		e.mu.Lock()
 		e.ssoPrompt = &daemonv1.SSOLogin{Url: p.URL, Code: p.Code, UrlComplete: p.URLComplete, Expires: timestamppb.New(p.Expires)}
 		e.mu.Unlock()
 		msg := fmt.Sprintf("to log in, open %s and enter %s", p.URL, p.Code)
+		if p.Code == "" {
+			msg = fmt.Sprintf("to log in, open %s in a browser on this machine", p.URL)
+		}
 		t.setPhase("connecting", msg)
 		t.log.Warn(msg, zap.Time("expires", p.Expires)) // warn: shown at the default log level
 	})
@@ -74,8 +87,8 @@ func (t *tunnel) loginSSO(ctx context.Context, ctl Control) (*controlv1.SelfConf
 }
 
 // LoginSSO logs in by single sign-on through control.
-func (r *realControl) LoginSSO(ctx context.Context, prompt func(controlclient.SSOPrompt)) (*controlv1.SelfConfig, error) {
-	self, err := r.c.LoginSSO(ctx, prompt)
+func (r *realControl) LoginSSO(ctx context.Context, browser bool, prompt func(controlclient.SSOPrompt)) (*controlv1.SelfConfig, error) {
+	self, err := r.c.LoginSSOWith(ctx, browser, prompt)
 	if err != nil {
 		r.mu.Lock()
 		r.lastErr = err

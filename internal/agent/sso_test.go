@@ -75,3 +75,44 @@ func TestAgentJoinsBySSO(t *testing.T) {
 		t.Fatalf("peers = %v, %v", peers, err)
 	}
 }
+
+// On a desktop, the browser flow: status shows control's login page (no
+// code); the browser's round trip through the provider brings the agent up.
+func TestAgentJoinsBySSOBrowser(t *testing.T) {
+	var p *oidctest.Provider
+	sig := signaltest.Start(t, signaltest.Options{})
+	h := controltest.NewHarness(t, 0, controltest.WithOptions(func(o *control.Options) {
+		p = oidctest.New(t, oidctest.Options{RedirectURIs: []string{o.PublicURL + "/sso/callback"}})
+		p.AddPerson(oidctest.Person{Subject: "ann", Email: "ann@example.com"})
+		o.SignalURL, o.SignalPin = sig.URL, sig.Pin
+		o.OIDC = control.OIDCOptions{Issuer: p.Issuer, ClientID: "meshd"}
+	}))
+	p.BrowserLogin("ann")
+	e, err := New(Options{
+		StateDir: filepath.Join(t.TempDir(), "desktop"), ControlURL: h.URL, Pin: tlsconf.Pin(h.Server.Certificate().Raw),
+		SSOBrowser: true, Hostname: "desktop", Device: wg.Config{Mode: wg.ModeNetstack, Name: "desktop"},
+		Clients: RealClients(), IncludeLoopback: true, Log: zaptest.NewLogger(t).Named("desktop"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); e.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	testutil.WaitFor(t, 10*time.Second, "login prompt in status", func() bool { return e.Status().Self.GetLogin() != nil })
+	l := e.Status().Self.GetLogin()
+	if l.Code != "" || !strings.HasPrefix(l.Url, h.URL+"/sso/browser?h=") {
+		t.Fatalf("browser login prompt = %v", l)
+	}
+	res, err := h.HTTPClient().Get(l.Url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("browser: %s at %s", res.Status, res.Request.URL)
+	}
+	waitUp(t, e)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -30,7 +31,7 @@ func upSSO(c *cli.Context, path string) error {
 	cl := daemon.Client(path)
 	done := make(chan error, 1)
 	go func() {
-		_, err := cl.Up(ctx, connect.NewRequest(&daemonv1.UpRequest{Sso: true}))
+		_, err := cl.Up(ctx, connect.NewRequest(&daemonv1.UpRequest{Sso: true, SsoBrowser: c.Bool("browser")}))
 		done <- err
 	}()
 	shown := ""
@@ -53,10 +54,26 @@ func upSSO(c *cli.Context, path string) error {
 			if err != nil {
 				continue // Up says what went wrong
 			}
-			if l := st.Msg.GetSelf().GetLogin(); l != nil && l.Code != shown {
-				shown = l.Code
-				fmt.Fprintf(c.App.Writer, "To log in, open %s and enter %s\n", l.Url, l.Code)
+			if l := st.Msg.GetSelf().GetLogin(); l != nil && l.Url != shown {
+				shown = l.Url
+				if l.Code == "" {
+					fmt.Fprintf(c.App.Writer, "To log in, open %s in a browser on this machine\n", l.Url)
+					openBrowser(l.Url)
+				} else {
+					fmt.Fprintf(c.App.Writer, "To log in, open %s and enter %s\n", l.Url, l.Code)
+				}
 			}
+		}
+	}
+}
+
+// openBrowser opens url in the desktop's browser when xdg-open is there;
+// the URL is printed either way.
+func openBrowser(url string) {
+	if p, err := exec.LookPath("xdg-open"); err == nil {
+		cmd := exec.Command(p, url)
+		if cmd.Start() == nil {
+			go cmd.Wait() // reap it
 		}
 	}
 }

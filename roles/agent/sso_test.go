@@ -36,7 +36,7 @@ func (b *ssoBackend) Status() *daemonv1.StatusResponse {
 func (b *ssoBackend) Up(context.Context, string) error { return nil }
 func (b *ssoBackend) Down(context.Context) error       { return nil }
 
-func (b *ssoBackend) UpSSO(ctx context.Context) error {
+func (b *ssoBackend) UpSSO(ctx context.Context, browser bool) error {
 	b.mu.Lock()
 	b.waiting = true
 	b.mu.Unlock()

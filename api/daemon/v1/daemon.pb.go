@@ -763,7 +763,10 @@ type UpRequest struct {
 	SetupKey string                 `protobuf:"bytes,1,opt,name=setup_key,json=setupKey,proto3" json:"setup_key,omitempty"`
 	// Log in by single sign-on: the person approves in a browser (see
 	// SelfStatus.login while it waits).
-	Sso           bool `protobuf:"varint,2,opt,name=sso,proto3" json:"sso,omitempty"`
+	Sso bool `protobuf:"varint,2,opt,name=sso,proto3" json:"sso,omitempty"`
+	// With sso: use the authorization code flow with PKCE, for a browser on
+	// this machine (SelfStatus.login has a URL and no code).
+	SsoBrowser    bool `protobuf:"varint,3,opt,name=sso_browser,json=ssoBrowser,proto3" json:"sso_browser,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -808,6 +811,13 @@ func (x *UpRequest) GetSetupKey() string {
 func (x *UpRequest) GetSso() bool {
 	if x != nil {
 		return x.Sso
+	}
+	return false
+}
+
+func (x *UpRequest) GetSsoBrowser() bool {
+	if x != nil {
+		return x.SsoBrowser
 	}
 	return false
 }
@@ -992,10 +1002,12 @@ const file_api_daemon_v1_daemon_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\rlastHandshake\x12\x19\n" +
 	"\brx_bytes\x18\v \x01(\x03R\arxBytes\x12\x19\n" +
 	"\btx_bytes\x18\f \x01(\x03R\atxBytes\x12\x16\n" +
-	"\x06reason\x18\r \x01(\tR\x06reason\":\n" +
+	"\x06reason\x18\r \x01(\tR\x06reason\"[\n" +
 	"\tUpRequest\x12\x1b\n" +
 	"\tsetup_key\x18\x01 \x01(\tR\bsetupKey\x12\x10\n" +
-	"\x03sso\x18\x02 \x01(\bR\x03sso\"\f\n" +
+	"\x03sso\x18\x02 \x01(\bR\x03sso\x12\x1f\n" +
+	"\vsso_browser\x18\x03 \x01(\bR\n" +
+	"ssoBrowser\"\f\n" +
 	"\n" +
 	"UpResponse\"\r\n" +
 	"\vDownRequest\"\x0e\n" +
