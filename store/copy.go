@@ -93,7 +93,9 @@ func copyOrder(ctx context.Context, from *Store, v int) ([]string, error) {
 	var out []string
 	for _, m := range ms[:v] {
 		for _, match := range createTable.FindAllStringSubmatch(m.SQL, -1) {
-			if t := match[1]; slices.Contains(have, t) && !slices.Contains(out, t) {
+			// cluster_*: which replicas of the old setup were alive and what
+			// they held; nothing of it is true of the new one.
+			if t := match[1]; slices.Contains(have, t) && !slices.Contains(out, t) && !strings.HasPrefix(t, "cluster_") {
 				out = append(out, t)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -43,6 +44,10 @@ func populate(t *testing.T, s *Store) {
 			tx.PutDNSRecord(DNSRecord{ID: "d", AccountID: "a", Name: "nas", Type: "A", Value: "100.64.0.1", TTL: 60, Created: at}),
 			tx.AddEvent(Event{AccountID: "a", Time: at, Actor: "admin", Action: "peer.added", TargetID: "p0"}),
 			tx.AddEvent(Event{AccountID: "a", Time: at.Add(1), Actor: "admin", Action: "peer.added", TargetID: "p1"}),
+			tx.PutUser(User{ID: "u", AccountID: "a", Issuer: "https://idp.example", Subject: "s1", Email: "ann@example.org",
+				Name: "Ann", Role: RoleAdmin, Created: at, LastLogin: at}),
+			tx.SetPeerUser("p1", "u"),
+			tx.SetIdPGroup("ga"),
 			tx.PutSecret("control_key", []byte{1, 2, 3}),
 			tx.PutSecret("turn_secret", []byte("s3cret")),
 		)
@@ -128,6 +133,12 @@ func TestCopySQLiteToPostgres(t *testing.T) {
 	for name, s := range map[string]*Store{"postgres": pg, "sqlite again": back} {
 		got := dump(t, s)
 		for table, rows := range want {
+			if strings.HasPrefix(table, "cluster_") {
+				if len(got[table]) != 0 {
+					t.Errorf("%s: table %s: %d rows copied, want none (replicas' state stays behind)", name, table, len(got[table]))
+				}
+				continue
+			}
 			if len(rows) == 0 && table != "sqlite_sequence" {
 				t.Errorf("table %s: no rows to compare: populate it", table)
 			}

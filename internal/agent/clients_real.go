@@ -96,7 +96,8 @@ func controlError(err error) error {
 	case errors.Is(err, controlclient.ErrPeerUnknown):
 		return &refusalError{err: err, kinds: []error{ErrNeedsLogin}}
 	case errors.Is(err, controlclient.ErrSetupKeyInvalid), errors.Is(err, controlclient.ErrProofFailed),
-		errors.Is(err, controlclient.ErrNetworkFull):
+		errors.Is(err, controlclient.ErrNetworkFull), errors.Is(err, controlclient.ErrSSOFailed),
+		errors.Is(err, controlclient.ErrUserBlocked):
 		return fmt.Errorf("%w: %v", ErrRefused, err)
 	}
 	return err

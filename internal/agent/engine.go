@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	controlv1 "meshd/api/control/v1"
+	daemonv1 "meshd/api/daemon/v1"
 	peerv1 "meshd/api/peer/v1"
 	"meshd/internal/agent/path"
 	"meshd/internal/filter"
@@ -46,7 +47,13 @@ type Options struct {
 	ControlURLs []string
 	// SetupKey is used for the first login (or when control asks again).
 	SetupKey string
-	Hostname string
+	// SSO: the first login (or the next, after `meshd up --sso`) is by
+	// single sign-on through control (sso.go).
+	SSO bool
+	// SSOBrowser: SSO logins use the authorization code flow with PKCE, for
+	// a browser on this machine, instead of the device flow.
+	SSOBrowser bool
+	Hostname   string
 	// Device is the template of the WireGuard device (mode, name, port,
 	// MTU); the engine fills in the key and the overlay address.
 	Device wg.Config
@@ -100,7 +107,9 @@ type Engine struct {
 	urlUnsaved bool
 	started    time.Time
 	ctx        context.Context
-	fatal      chan error // a tunnel that cannot run ends Run through it
+	fatal      chan error         // a tunnel that cannot run ends Run through it
+	ssoPrompt  *daemonv1.SSOLogin // while an SSO login waits (sso.go)
+	ssoBrowser bool               // the next SSO login uses the browser flow
 }
 
 // New loads (or creates) the identity in opts.StateDir.
@@ -142,6 +151,9 @@ func newEngine(opts Options, priv keys.Private, st saved, lock *stateLock, onDis
 	}
 	if st.ControlURL == "" {
 		return nil, fmt.Errorf("agent: no control server known in %s: pass --join TOKEN or --control URL --setup-key KEY", opts.StateDir)
+	}
+	if opts.SSO || opts.SSOBrowser {
+		opts.SetupKey = ssoKey
 	}
 	if !st.Joined && opts.SetupKey == "" {
 		return nil, errors.New("agent: this machine has not joined yet: pass --join TOKEN or --setup-key KEY")

@@ -38,6 +38,7 @@ func (e *Engine) Status() *daemonv1.StatusResponse {
 			Control:   &daemonv1.ServerStatus{Url: st.ControlURL, State: StateDisconnected},
 			Signal:    &daemonv1.ServerStatus{State: StateDisconnected},
 			Interface: e.opts.Device.Name,
+			Login:     e.ssoLoginStatus(),
 		},
 		Peers: []*daemonv1.PeerStatus{},
 	}

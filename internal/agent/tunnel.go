@@ -236,11 +236,16 @@ func (t *tunnel) login(ctx context.Context, setupKey string) (*controlv1.SelfCon
 	e.mu.Unlock()
 	for {
 		key := setupKey
-		if joined {
+		if joined || key == ssoKey {
 			key = ""
 		}
-		self, err := ctl.Login(ctx, key)
-		if joined && setupKey != "" && errors.Is(err, ErrNeedsLogin) {
+		var self *controlv1.SelfConfig
+		if setupKey == ssoKey && e.ssoWanted() {
+			self, err = t.loginSSO(ctx, ctl)
+		} else {
+			self, err = ctl.Login(ctx, key)
+		}
+		if joined && setupKey != "" && setupKey != ssoKey && errors.Is(err, ErrNeedsLogin) {
 			self, err = ctl.Login(ctx, setupKey)
 		}
 		if err == nil {

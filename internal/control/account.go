@@ -57,6 +57,7 @@ type account struct {
 	dirty   bool
 
 	dist distributor
+	sso  ssoState // users (users.go)
 }
 
 func newAccount(s *Service, d *store.AccountData) (*account, error) {
@@ -71,6 +72,7 @@ func newAccount(s *Service, d *store.AccountData) (*account, error) {
 	if _, err := a.fill(d); err != nil {
 		return nil, err
 	}
+	a.sso.init(nil) // control's load fills it
 	// Expiries before this start were recorded by the start that saw them.
 	for _, p := range a.peers {
 		if a.loginExpired(p, s.now()) {
@@ -271,6 +273,9 @@ func (a *account) input() *netmap.Input {
 	now := a.s.now()
 	in.Peers = make([]netmap.Peer, 0, len(a.peers))
 	for _, p := range a.peers {
+		if a.ssoHidden(p, now) {
+			continue
+		}
 		in.Peers = append(in.Peers, netmap.Peer{ID: p.ID, Key: p.PublicKey, Name: p.Name, Label: p.DNSLabel,
 			IP: netip.MustParseAddr(p.OverlayIP), Groups: p.Groups, Online: a.isOnline(p.ID), LastSeen: p.LastSeen,
 			LoginExpires: a.loginExpires(p, now)})

@@ -25,6 +25,10 @@ type caller struct {
 	a       *account
 	actor   string
 	tokenID string // the admin token the call came with
+	// role limits what the caller may do (admin_roles.go): owner for admin
+	// tokens, the user's role for single sign-on sessions (userID).
+	role   string
+	userID string
 }
 
 func callerOf(ctx context.Context) *caller { return ctx.Value(callerKey{}).(*caller) }
@@ -34,14 +38,15 @@ var errBadToken = connect.NewError(connect.CodeUnauthenticated, errors.New(
 
 func (x *adminAuth) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		if _, ok := ctx.Value(callerKey{}).(*caller); ok {
-			return next(ctx, req) // authenticateFirst did it
+		c, ok := ctx.Value(callerKey{}).(*caller)
+		if !ok { // else authenticateFirst did it
+			var err error
+			if c, err = x.s.authenticate(ctx, req.Header().Get("Authorization")); err != nil {
+				return nil, err
+			}
+			ctx = context.WithValue(ctx, callerKey{}, c)
 		}
-		c, err := x.s.authenticate(ctx, req.Header().Get("Authorization"))
-		if err != nil {
-			return nil, err
-		}
-		return next(context.WithValue(ctx, callerKey{}, c), req)
+		return authorized(ctx, c, req, next)
 	}
 }
 
@@ -65,6 +70,9 @@ func (s *Service) authenticate(ctx context.Context, header string) (*caller, err
 	tok = strings.TrimSpace(tok)
 	if !ok || tok == "" {
 		return nil, errBadToken
+	}
+	if strings.HasPrefix(tok, sessionPrefix) {
+		return s.authenticateSession(tok)
 	}
 	s.mu.Lock()
 	t := s.tokens[string(hashSecret(tok))]
@@ -93,5 +101,5 @@ func (s *Service) authenticate(ctx context.Context, header string) (*caller, err
 			s.log.Warn("record admin token use", zap.Error(err))
 		}
 	}
-	return &caller{a: a, actor: "admin:" + t.Name, tokenID: t.ID}, nil
+	return &caller{a: a, actor: "admin:" + t.Name, tokenID: t.ID, role: store.RoleOwner}, nil
 }

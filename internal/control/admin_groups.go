@@ -13,7 +13,7 @@ import (
 )
 
 func (a *account) groupMsg(g *store.Group) *adminv1.Group {
-	msg := &adminv1.Group{Id: g.ID, Name: g.Name, Created: ts(g.Created), Peers: []string{}}
+	msg := &adminv1.Group{Id: g.ID, Name: g.Name, Created: ts(g.Created), Peers: []string{}, IdpManaged: a.sso.idpGroups[g.ID]}
 	for _, p := range sorted(a.peers, func(p *store.Peer) (time.Time, string) { return p.Created, p.ID }) {
 		if g.IsAll || slices.Contains(p.Groups, g.ID) {
 			msg.Peers = append(msg.Peers, p.Name)
@@ -133,6 +133,9 @@ func (a *account) updateGroup(ctx context.Context, actor string, m *adminv1.Upda
 	if g.IsAll {
 		return nil, conflictf("group %s holds every peer; it cannot be renamed or edited", g.Name)
 	}
+	if err := a.idpGroupEdit(g); err != nil {
+		return nil, err
+	}
 	ng := *g
 	var details []string
 	if m.Name != nil {
@@ -212,6 +215,9 @@ func (a *account) deleteGroup(ctx context.Context, actor string, m *adminv1.Dele
 	}
 	if g.IsAll {
 		return nil, conflictf("group %s holds every peer; it cannot be deleted", g.Name)
+	}
+	if err := a.idpGroupEdit(g); err != nil {
+		return nil, err
 	}
 	if users := a.groupUsers(g.ID); len(users) > 0 {
 		return nil, conflictf("group %s is used by %s; remove it there first", g.Name, strings.Join(users, ", "))

@@ -104,7 +104,8 @@ func (a *account) updateAccount(ctx context.Context, actor string, m *adminv1.Up
 
 func (a *account) peerMsg(p *store.Peer, now time.Time) *adminv1.Peer {
 	exp := a.loginExpires(p, now)
-	return &adminv1.Peer{Id: p.ID, Name: p.Name, DnsName: fqdn(p.DNSLabel, a.a.DNSDomain), OverlayIp: p.OverlayIP,
+	user, userID := a.peerUserName(p.ID)
+	return &adminv1.Peer{User: user, UserId: userID, Id: p.ID, Name: p.Name, DnsName: fqdn(p.DNSLabel, a.a.DNSDomain), OverlayIp: p.OverlayIP,
 		PublicKey: p.PublicKey, Hostname: p.Hostname, Os: p.OS, Version: p.Version,
 		Groups: append([]string{a.all.Name}, a.groupNames(p.Groups)...), Online: a.isOnline(p.ID),
 		LastSeen: ts(p.LastSeen), LoginExpirationEnabled: p.LoginExpirationEnabled, LoginExpires: ts(exp),
@@ -162,6 +163,9 @@ func (a *account) updatePeer(ctx context.Context, actor string, m *adminv1.Updat
 	if m.Groups != nil {
 		ids, err := a.groupIDs(m.Groups.Values, true)
 		if err != nil {
+			return nil, err
+		}
+		if err := a.idpMembershipEdit(p.Groups, ids); err != nil {
 			return nil, err
 		}
 		np.Groups = ids

@@ -170,8 +170,12 @@ func (s *Service) reload(ctx context.Context, id string, c netmap.Change) error 
 			return nil // loaded meanwhile
 		}
 		a, err = newAccount(s, d)
+		if err == nil {
+			_, err = a.reloadSSO(ctx)
+		}
 		if err != nil {
 			s.mu.Unlock()
+			s.fault(err)
 			s.log.Error("load account made by another replica", zap.String("account", id), zap.Error(err))
 			return err
 		}
@@ -196,6 +200,13 @@ func (s *Service) reload(ctx context.Context, id string, c netmap.Change) error 
 		return err
 	}
 	c.Merge(diff)
+	users, err := a.reloadSSO(ctx)
+	if err != nil {
+		s.fault(err)
+		a.log.Warn("reload users changed by another replica", zap.Error(err))
+		return err
+	}
+	c.Merge(users)
 	for _, pid := range a.dist.connected() {
 		if a.peers[pid] == nil {
 			a.dist.kick(pid, refusePeerUnknown.err("deleted"))

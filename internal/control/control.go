@@ -5,6 +5,10 @@
 // Connect services on a shared mux: meshd.control.v1.ControlService for
 // agents and meshd.admin.v1.AdminService for admins. roles/control and
 // roles/all create it; controltest runs it in-process for tests.
+//
+// Single sign-on (sso.go) uses github.com/coreos/go-oidc/v3 and
+// golang.org/x/oauth2 because OIDC discovery, JWKS rotation and ID token
+// checks are easy to get subtly wrong by hand.
 package control
 
 import (
@@ -112,6 +116,10 @@ type Options struct {
 	// Status, when set, adds what runs beside control in this process
 	// (signal's and the relay's counters) to the admin API's server status.
 	Status func(*adminv1.ServerStatus)
+
+	// OIDC turns on single sign-on (sso.go); without an issuer there is
+	// none and setup keys are the only way in.
+	OIDC OIDCOptions
 }
 
 // Service is the control service. Create it with New, mount it on a server
@@ -130,6 +138,7 @@ type Service struct {
 	challenger *seal.Challenger
 	started    time.Time
 	m          *metrics
+	sso        *ssoClient // nil without single sign-on
 
 	down atomic.Pointer[storeDown] // nil while the database answers
 	view atomic.Pointer[replicaView]
@@ -239,6 +248,9 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	if err := s.load(ctx); err != nil {
 		return nil, err
 	}
+	if opts.OIDC.Issuer != "" {
+		s.sso = newSSOClient(opts.OIDC, s.log)
+	}
 	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	// Subscribe before anything can change: a change published from now
 	// on reaches this replica.
@@ -249,6 +261,17 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	}
 	s.heartbeat(ctx)
 	s.resyncPresence(ctx)
+	if s.sso != nil {
+		// In the background: control serves setup keys without the
+		// provider, and SSO logins try discovery again.
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if _, err := s.sso.discover(s.ctx); err != nil {
+				s.log.Warn("identity provider unreachable at start; SSO logins fail until it answers", zap.Error(err))
+			}
+		}()
+	}
 	s.mu.RLock()
 	for _, a := range s.accounts {
 		s.start(a)
@@ -276,6 +299,9 @@ func (s *Service) load(ctx context.Context) error {
 		}
 		a, err := newAccount(s, d)
 		if err != nil {
+			return fmt.Errorf("control: %w", err)
+		}
+		if _, err := a.reloadSSO(ctx); err != nil {
 			return fmt.Errorf("control: %w", err)
 		}
 		s.accounts = append(s.accounts, a)
@@ -310,6 +336,9 @@ func (s *Service) Mount(m Mux) {
 	m.Handle(controlv1connect.NewControlServiceHandler(&peerAPI{s},
 		server.ReadLimit(peerReadMaxBytes, newFastGzip), connect.WithCompressMinBytes(compressMinBytes), s.m.interceptor()))
 	m.Handle(s.AdminHandler())
+	if s.sso != nil {
+		s.browserHandlers(m)
+	}
 }
 
 // Only large maps (64 KiB and more: hundreds of peers, where bytes start to

@@ -65,13 +65,15 @@ func (a *account) sweep(ctx context.Context, lead bool) {
 				a.log.Info("removed ephemeral peer", zap.String("peer", p.Name))
 			}
 		case a.loginExpired(p, now):
+			_, noted := a.expired[p.ID]
 			if lead {
 				a.noteExpiry(ctx, p, now)
 			} else {
 				a.expired[p.ID] = a.loginExpires(p, now) // the lead records it
 			}
+			a.noteSSOExpiry(p, noted)
 			if online {
-				a.dist.kick(p.ID, refuseLoginExpired.err(""))
+				a.dist.kick(p.ID, a.loginExpiredErr(p))
 			}
 		default:
 			delete(a.expired, p.ID)

@@ -248,6 +248,9 @@ func (a *account) relogin(ctx context.Context, id, setupKey string, meta *contro
 	if p == nil {
 		return nil, refusePeerUnknown.err("")
 	}
+	if err := a.ssoRefusal(p, now); err != nil && (setupKey == "" || a.userOf(id).Blocked) {
+		return nil, err
+	}
 	np := *p
 	np.Hostname, np.OS, np.Version = meta.Hostname, meta.Os, meta.Version
 	ev := audit{actor: "peer:" + p.Name, action: "peer.login", targetType: "peer", targetID: p.ID, targetName: p.Name}
@@ -366,6 +369,9 @@ func (s *Service) stream(ctx context.Context, a *account, c *conn, pub keys.Key,
 		m := snap.ix.Map(c.peerID)
 		s.m.mapComputed(time.Since(start))
 		if m == nil {
+			if err := a.hiddenRefusal(c.peerID); err != nil {
+				return err // blocked or expired before the janitor said so
+			}
 			return refusePeerUnknown.err("deleted")
 		}
 		serial = serialAbove(serial)
@@ -475,6 +481,9 @@ func (a *account) goOnline(id string, meta *controlv1.PeerMeta, updates bool) (*
 	p := a.peers[id]
 	if p == nil {
 		return nil, refusePeerUnknown.err("")
+	}
+	if err := a.ssoRefusal(p, now); err != nil {
+		return nil, err
 	}
 	if a.loginExpired(p, now) {
 		return nil, refuseLoginExpired.err("")

@@ -24,6 +24,7 @@ type Store interface {
 	SecretOrCreate(ctx context.Context, name string, gen func() ([]byte, error)) ([]byte, error)
 	TakeSerials(ctx context.Context, accountID string, n int) (uint64, error)
 	SetPeerLastSeen(ctx context.Context, peerID string, at time.Time) error
+	LoadSSO(ctx context.Context, accountID string) (*store.SSOData, error)
 }
 
 var _ Store = (*store.Store)(nil)

@@ -32,6 +32,11 @@ var (
 	// ErrNoHeartbeat: the stream went silent longer than the heartbeat
 	// timeout; Sync reconnects.
 	ErrNoHeartbeat = errors.New("no heartbeat from control")
+	// ErrUserBlocked: an admin blocked the peer's user.
+	ErrUserBlocked = errors.New("user blocked")
+	// ErrSSOFailed: a single sign-on login did not succeed (refused,
+	// provider unreachable, code expired); the message says what to do.
+	ErrSSOFailed = errors.New("single sign-on failed")
 )
 
 var reasons = map[controlv1.Reason]error{
@@ -44,6 +49,8 @@ var reasons = map[controlv1.Reason]error{
 	controlv1.Reason_REASON_PROOF_FAILED:      ErrProofFailed,
 	controlv1.Reason_REASON_PEER_UNKNOWN:      ErrPeerUnknown,
 	controlv1.Reason_REASON_NETWORK_FULL:      ErrNetworkFull,
+	controlv1.Reason_REASON_USER_BLOCKED:      ErrUserBlocked,
+	controlv1.Reason_REASON_SSO_FAILED:        ErrSSOFailed,
 }
 
 // RefusedError is a refusal by control: a stable reason and control's
@@ -82,5 +89,5 @@ func refused(err error) error {
 // permanent reports whether retrying cannot help: the user has to act.
 func permanent(err error) bool {
 	return errors.Is(err, ErrPeerUnknown) || errors.Is(err, ErrLoginExpired) || errors.Is(err, ErrProofFailed) ||
-		errors.Is(err, ErrSetupKeyInvalid) || errors.Is(err, ErrNetworkFull)
+		errors.Is(err, ErrSetupKeyInvalid) || errors.Is(err, ErrNetworkFull) || errors.Is(err, ErrUserBlocked)
 }

@@ -84,7 +84,17 @@ func (h *handler) Status(_ context.Context, _ *connect.Request[daemonv1.StatusRe
 }
 
 func (h *handler) Up(ctx context.Context, req *connect.Request[daemonv1.UpRequest]) (*connect.Response[daemonv1.UpResponse], error) {
-	if err := h.b.Up(ctx, req.Msg.GetSetupKey()); err != nil {
+	up := h.b.Up
+	if req.Msg.GetSso() {
+		s, ok := h.b.(interface {
+			UpSSO(context.Context, bool) error
+		})
+		if !ok {
+			return nil, connect.NewError(connect.CodeUnimplemented, errors.New("this agent cannot log in by SSO"))
+		}
+		up = func(ctx context.Context, _ string) error { return s.UpSSO(ctx, req.Msg.GetSsoBrowser()) }
+	}
+	if err := up(ctx, req.Msg.GetSetupKey()); err != nil {
 		return nil, connect.NewError(connect.CodeFailedPrecondition, err)
 	}
 	return connect.NewResponse(&daemonv1.UpResponse{}), nil

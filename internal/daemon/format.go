@@ -54,6 +54,14 @@ type SelfJSON struct {
 	Signal     ServerJSON `json:"signal"`
 	Interface  string     `json:"interface"`
 	ListenPort uint32     `json:"listen_port"`
+	// Login is set while a single sign-on login waits for the person.
+	Login *LoginJSON `json:"login,omitempty"`
+}
+
+// LoginJSON is where the person approves a single sign-on login.
+type LoginJSON struct {
+	URL  string `json:"url"`
+	Code string `json:"code"`
 }
 
 // ServerJSON is the connection to control or signal.
@@ -105,6 +113,7 @@ func ToJSON(r *daemonv1.StatusResponse) StatusJSON {
 		Control:   ServerJSON{URL: self.GetControl().GetUrl(), State: self.GetControl().GetState(), Error: self.GetControl().GetError()},
 		Signal:    ServerJSON{URL: self.GetSignal().GetUrl(), State: self.GetSignal().GetState(), Error: self.GetSignal().GetError()},
 		Interface: self.GetInterface(), ListenPort: self.GetListenPort(),
+		Login: loginJSON(self.GetLogin()),
 	}
 	for _, p := range r.GetPeers() {
 		pj := PeerJSON{
@@ -140,6 +149,9 @@ func WriteTable(w io.Writer, r *daemonv1.StatusResponse, now time.Time) error {
 	fmt.Fprintf(b, "%s  %s  %s  (%s)\n", orDash(s.Self.Name), orDash(s.Self.OverlayIP), s.State, s.Self.PublicKey)
 	if s.Message != "" {
 		fmt.Fprintf(b, "  %s\n", s.Message)
+	}
+	if l := s.Self.Login; l != nil {
+		fmt.Fprintf(b, "  login   open %s and enter %s\n", l.URL, l.Code)
 	}
 	fmt.Fprintf(b, "  control %s  %s%s\n", orDash(s.Self.Control.State), s.Self.Control.URL, errSuffix(s.Self.Control.Error))
 	fmt.Fprintf(b, "  signal  %s  %s%s\n", orDash(s.Self.Signal.State), s.Self.Signal.URL, errSuffix(s.Self.Signal.Error))
@@ -228,4 +240,11 @@ func pathSuffix(path string) string {
 		return ""
 	}
 	return ", " + path
+}
+
+func loginJSON(l *daemonv1.SSOLogin) *LoginJSON {
+	if l == nil {
+		return nil
+	}
+	return &LoginJSON{URL: l.GetUrl(), Code: l.GetCode()}
 }

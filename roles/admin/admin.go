@@ -55,7 +55,7 @@ func Command() *cli.Command { return NewCommand(Options{}) }
 
 // NewCommand is `meshd admin` with options (tests).
 func NewCommand(o Options) *cli.Command {
-	nouns := []*cli.Command{accountCmd(), peersCmd(), groupsCmd(), setupKeysCmd(), policiesCmd(), routesCmd(), dnsCmd(), eventsCmd(), serverCmd(), tokensCmd()}
+	nouns := []*cli.Command{accountCmd(), peersCmd(), groupsCmd(), setupKeysCmd(), policiesCmd(), routesCmd(), dnsCmd(), eventsCmd(), serverCmd(), tokensCmd(), usersCmd(), loginCmd()}
 	for _, n := range nouns {
 		prepare(n, o)
 	}
@@ -245,6 +245,14 @@ func newSession(c *cli.Context) (*session, error) {
 			// pin, stay those of DIR unless --tls-pin says otherwise.
 			if pin == "" {
 				pin = jt.Pin
+			}
+		}
+	}
+	if token == "" && dir == "" {
+		if s := loadSession(url, time.Now()); s != nil { // from `meshd admin login`
+			token, url = s.Token, s.Control
+			if pin == "" {
+				pin = s.Pin
 			}
 		}
 	}

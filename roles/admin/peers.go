@@ -91,7 +91,7 @@ func showPeer(s *session, p *adminv1.Peer) error {
 		"public key", p.PublicKey, "hostname", p.Hostname, "os", p.Os, "version", p.Version, "groups", join(p.Groups),
 		"online", yesNo(p.Online), "last seen", when(p.LastSeen), "login expires", when(p.LoginExpires),
 		"login expiration", map[bool]string{true: "on", false: "off"}[p.LoginExpirationEnabled],
-		"ephemeral", yesNo(p.Ephemeral), "joined", when(p.Created), "setup key", p.SetupKeyId)
+		"ephemeral", yesNo(p.Ephemeral), "joined", when(p.Created), "setup key", p.SetupKeyId, "user", p.User)
 }
 
 func peersCmd() *cli.Command {

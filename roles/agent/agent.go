@@ -54,6 +54,8 @@ func Command() *cli.Command {
 			&cli.StringFlag{Name: "join", Usage: "join `TOKEN` from `meshd all` (control URL, pin and setup key in one)"},
 			&cli.StringFlag{Name: "control", Usage: "control's `URL` (https://host:port)"},
 			&cli.StringFlag{Name: "setup-key", Usage: "setup `KEY` for the first join (or after the login expired)"},
+			&cli.BoolFlag{Name: "sso", Usage: "join by single sign-on: prints a URL and a code to approve in any browser (control needs --oidc-issuer)"},
+			&cli.BoolFlag{Name: "sso-browser", Usage: "join by single sign-on in a browser on this machine (authorization code flow with PKCE) instead of a code"},
 			&cli.StringFlag{Name: "tls-pin", Usage: "pin of control's self-signed certificate, `sha256:HEX`"},
 			&cli.StringFlag{Name: "state", Value: DefaultState, Usage: "state `DIR`: the WireGuard key and what a restart needs"},
 			&cli.StringFlag{Name: "iface", Value: wg.DefaultName, Usage: "WireGuard interface `NAME`"},
@@ -106,6 +108,10 @@ func agentOptions(c *cli.Context) (agent.Options, os.FileMode, error) {
 	}
 	if o.SetupKey != "" && o.ControlURL == "" {
 		return o, 0, errors.New("--setup-key needs --control URL (or use --join TOKEN)")
+	}
+	o.SSOBrowser = c.Bool("sso-browser")
+	if o.SSO = c.Bool("sso") || o.SSOBrowser; o.SSO && o.SetupKey != "" {
+		return o, 0, errors.New("--sso and a setup key: join one way, drop --setup-key (or --sso)")
 	}
 	port := c.Int("port")
 	if port < 0 || port > 65535 {
@@ -279,10 +285,15 @@ func UpCommand() *cli.Command {
 		Usage: "start the tunnel (after `meshd down`, or with a new setup key)",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "setup-key", Usage: "setup `KEY`, when control asks for one"},
+			&cli.BoolFlag{Name: "sso", Usage: "log in by single sign-on: prints a URL and a code to approve in any browser"},
+			&cli.BoolFlag{Name: "browser", Usage: "with --sso: log in in a browser on this machine (opened when possible) instead of with a code"},
 			socketFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			path := c.String("socket")
+			if c.Bool("sso") {
+				return upSSO(c, path)
+			}
 			ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
 			defer cancel()
 			_, err := daemon.Client(path).Up(ctx, connect.NewRequest(&daemonv1.UpRequest{SetupKey: strings.TrimSpace(c.String("setup-key"))}))

@@ -67,12 +67,14 @@ type Config struct {
 	// Cluster is what this replica shares with the others of the network;
 	// nil: a network of this one replica (cluster.Local).
 	Cluster cluster.Cluster
+	// OIDC turns on single sign-on (sso.go).
+	OIDC control.OIDCOptions
 }
 
 // Flags are the control service's own flags (without the server's and
 // logging's); roles/all may reuse the ones it needs.
 func Flags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "store", Usage: "database `URL`: postgres://user:pass@host:5432/db?sslmode=verify-full, shared by the replicas of one network (default: SQLite in --data; MESHD_STORE or PGPASSWORD keep the password out of ps)"},
 		&cli.StringFlag{Name: "public-url", Usage: "`URL` agents reach control at, e.g. https://vpn.example.org:33073 (goes into join tokens)"},
 		&cli.StringFlag{Name: "signal-url", Usage: "`URL` of the signal service put into network maps, e.g. https://vpn.example.org:10000"},
@@ -81,7 +83,7 @@ func Flags() []cli.Flag {
 		&cli.StringFlag{Name: "turn-secret", Usage: "TURN REST `SECRET` shared with the relays (prefer --turn-secret-file)"},
 		&cli.StringFlag{Name: "turn-secret-file", Usage: "`FILE` holding the TURN REST secret shared with the relays"},
 		&cli.DurationFlag{Name: "turn-ttl", Value: control.DefaultTURNTTL, Usage: "lifetime of the TURN credentials in maps (refreshed before they expire)"},
-	}
+	}, ssoFlags()...)
 }
 
 // ConfigFromFlags reads Flags (and --data).
@@ -121,6 +123,10 @@ func ConfigFromFlags(c *cli.Context) (Config, error) {
 		if cfg.TURNSecret = []byte(strings.TrimSpace(string(b))); len(cfg.TURNSecret) == 0 {
 			return cfg, fmt.Errorf("--turn-secret-file %s is empty", f)
 		}
+	}
+	var err error
+	if cfg.OIDC, err = oidcFromFlags(c); err != nil {
+		return cfg, err
 	}
 	if cfg.TURNTTL < time.Minute && cfg.TURNTTL != 0 {
 		return cfg, fmt.Errorf("--turn-ttl %s: want at least 1m", cfg.TURNTTL)
@@ -176,6 +182,7 @@ func Start(ctx context.Context, cfg Config, srv *server.Server, log *zap.Logger)
 		Relays:    control.RelayOptions{URLs: cfg.RelayURLs, Secret: cfg.TURNSecret, TTL: cfg.TURNTTL},
 		Status:    cfg.Status,
 		Cluster:   cfg.Cluster,
+		OIDC:      cfg.OIDC,
 	})
 	if err != nil {
 		st.Close()

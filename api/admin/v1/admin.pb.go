@@ -160,6 +160,390 @@ func (x *CheckAccessResponse) GetPolicies() []string {
 	return nil
 }
 
+// User is a person who logs in through the identity provider.
+type User struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The provider's issuer URL and its subject for the person.
+	Issuer  string `protobuf:"bytes,2,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	Subject string `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
+	Email   string `protobuf:"bytes,4,opt,name=email,proto3" json:"email,omitempty"`
+	Name    string `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
+	// owner, admin, auditor (reads everything) or user (own peers only).
+	Role          string                 `protobuf:"bytes,6,opt,name=role,proto3" json:"role,omitempty"`
+	Blocked       bool                   `protobuf:"varint,7,opt,name=blocked,proto3" json:"blocked,omitempty"`
+	Created       *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created,proto3" json:"created,omitempty"`
+	LastLogin     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_login,json=lastLogin,proto3" json:"last_login,omitempty"`
+	Peers         []string               `protobuf:"bytes,10,rep,name=peers,proto3" json:"peers,omitempty"` // peer names
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *User) Reset() {
+	*x = User{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *User) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*User) ProtoMessage() {}
+
+func (x *User) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use User.ProtoReflect.Descriptor instead.
+func (*User) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *User) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *User) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *User) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *User) GetEmail() string {
+	if x != nil {
+		return x.Email
+	}
+	return ""
+}
+
+func (x *User) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *User) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *User) GetBlocked() bool {
+	if x != nil {
+		return x.Blocked
+	}
+	return false
+}
+
+func (x *User) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *User) GetLastLogin() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastLogin
+	}
+	return nil
+}
+
+func (x *User) GetPeers() []string {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+type ListUsersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUsersRequest) Reset() {
+	*x = ListUsersRequest{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUsersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUsersRequest) ProtoMessage() {}
+
+func (x *ListUsersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUsersRequest.ProtoReflect.Descriptor instead.
+func (*ListUsersRequest) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+type ListUsersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Users         []*User                `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUsersResponse) Reset() {
+	*x = ListUsersResponse{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUsersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUsersResponse) ProtoMessage() {}
+
+func (x *ListUsersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUsersResponse.ProtoReflect.Descriptor instead.
+func (*ListUsersResponse) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListUsersResponse) GetUsers() []*User {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+// id: the user's id, email or subject.
+type GetUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUserRequest) Reset() {
+	*x = GetUserRequest{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUserRequest) ProtoMessage() {}
+
+func (x *GetUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUserRequest.ProtoReflect.Descriptor instead.
+func (*GetUserRequest) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GetUserRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type UpdateUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Role          *string                `protobuf:"bytes,2,opt,name=role,proto3,oneof" json:"role,omitempty"`
+	Blocked       *bool                  `protobuf:"varint,3,opt,name=blocked,proto3,oneof" json:"blocked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateUserRequest) Reset() {
+	*x = UpdateUserRequest{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateUserRequest) ProtoMessage() {}
+
+func (x *UpdateUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateUserRequest.ProtoReflect.Descriptor instead.
+func (*UpdateUserRequest) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *UpdateUserRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UpdateUserRequest) GetRole() string {
+	if x != nil && x.Role != nil {
+		return *x.Role
+	}
+	return ""
+}
+
+func (x *UpdateUserRequest) GetBlocked() bool {
+	if x != nil && x.Blocked != nil {
+		return *x.Blocked
+	}
+	return false
+}
+
+type DeleteUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteUserRequest) Reset() {
+	*x = DeleteUserRequest{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteUserRequest) ProtoMessage() {}
+
+func (x *DeleteUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteUserRequest.ProtoReflect.Descriptor instead.
+func (*DeleteUserRequest) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *DeleteUserRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DeleteUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteUserResponse) Reset() {
+	*x = DeleteUserResponse{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteUserResponse) ProtoMessage() {}
+
+func (x *DeleteUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteUserResponse.ProtoReflect.Descriptor instead.
+func (*DeleteUserResponse) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
 // StringList gives a repeated field presence in update requests.
 type StringList struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -170,7 +554,7 @@ type StringList struct {
 
 func (x *StringList) Reset() {
 	*x = StringList{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -182,7 +566,7 @@ func (x *StringList) String() string {
 func (*StringList) ProtoMessage() {}
 
 func (x *StringList) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -195,7 +579,7 @@ func (x *StringList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StringList.ProtoReflect.Descriptor instead.
 func (*StringList) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StringList) GetValues() []string {
@@ -225,7 +609,7 @@ type Account struct {
 
 func (x *Account) Reset() {
 	*x = Account{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -237,7 +621,7 @@ func (x *Account) String() string {
 func (*Account) ProtoMessage() {}
 
 func (x *Account) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -250,7 +634,7 @@ func (x *Account) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Account.ProtoReflect.Descriptor instead.
 func (*Account) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Account) GetId() string {
@@ -317,7 +701,7 @@ type GetAccountRequest struct {
 
 func (x *GetAccountRequest) Reset() {
 	*x = GetAccountRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -329,7 +713,7 @@ func (x *GetAccountRequest) String() string {
 func (*GetAccountRequest) ProtoMessage() {}
 
 func (x *GetAccountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -342,7 +726,7 @@ func (x *GetAccountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAccountRequest.ProtoReflect.Descriptor instead.
 func (*GetAccountRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 type UpdateAccountRequest struct {
@@ -358,7 +742,7 @@ type UpdateAccountRequest struct {
 
 func (x *UpdateAccountRequest) Reset() {
 	*x = UpdateAccountRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -370,7 +754,7 @@ func (x *UpdateAccountRequest) String() string {
 func (*UpdateAccountRequest) ProtoMessage() {}
 
 func (x *UpdateAccountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -383,7 +767,7 @@ func (x *UpdateAccountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateAccountRequest.ProtoReflect.Descriptor instead.
 func (*UpdateAccountRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UpdateAccountRequest) GetName() string {
@@ -439,16 +823,20 @@ type Peer struct {
 	Ephemeral              bool                   `protobuf:"varint,14,opt,name=ephemeral,proto3" json:"ephemeral,omitempty"`
 	Created                *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=created,proto3" json:"created,omitempty"`
 	SetupKeyId             string                 `protobuf:"bytes,16,opt,name=setup_key_id,json=setupKeyId,proto3" json:"setup_key_id,omitempty"`
+	// The user (email, else subject) a peer that joined by single sign-on
+	// belongs to; empty for peers that joined with a setup key.
+	User   string `protobuf:"bytes,17,opt,name=user,proto3" json:"user,omitempty"`
+	UserId string `protobuf:"bytes,18,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// How this peer's agent last said it reaches each other peer (empty
 	// until it reports; reports are kept in control's memory only).
-	Paths         []*PeerPath `protobuf:"bytes,17,rep,name=paths,proto3" json:"paths,omitempty"`
+	Paths         []*PeerPath `protobuf:"bytes,19,rep,name=paths,proto3" json:"paths,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -460,7 +848,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -473,7 +861,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Peer) GetId() string {
@@ -588,6 +976,20 @@ func (x *Peer) GetSetupKeyId() string {
 	return ""
 }
 
+func (x *Peer) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *Peer) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
 func (x *Peer) GetPaths() []*PeerPath {
 	if x != nil {
 		return x.Paths
@@ -614,7 +1016,7 @@ type PeerPath struct {
 
 func (x *PeerPath) Reset() {
 	*x = PeerPath{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +1028,7 @@ func (x *PeerPath) String() string {
 func (*PeerPath) ProtoMessage() {}
 
 func (x *PeerPath) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +1041,7 @@ func (x *PeerPath) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerPath.ProtoReflect.Descriptor instead.
 func (*PeerPath) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PeerPath) GetPeer() string {
@@ -713,7 +1115,7 @@ type ListPeersRequest struct {
 
 func (x *ListPeersRequest) Reset() {
 	*x = ListPeersRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +1127,7 @@ func (x *ListPeersRequest) String() string {
 func (*ListPeersRequest) ProtoMessage() {}
 
 func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +1140,7 @@ func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersRequest.ProtoReflect.Descriptor instead.
 func (*ListPeersRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 type ListPeersResponse struct {
@@ -750,7 +1152,7 @@ type ListPeersResponse struct {
 
 func (x *ListPeersResponse) Reset() {
 	*x = ListPeersResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +1164,7 @@ func (x *ListPeersResponse) String() string {
 func (*ListPeersResponse) ProtoMessage() {}
 
 func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +1177,7 @@ func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersResponse.ProtoReflect.Descriptor instead.
 func (*ListPeersResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListPeersResponse) GetPeers() []*Peer {
@@ -794,7 +1196,7 @@ type GetPeerRequest struct {
 
 func (x *GetPeerRequest) Reset() {
 	*x = GetPeerRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -806,7 +1208,7 @@ func (x *GetPeerRequest) String() string {
 func (*GetPeerRequest) ProtoMessage() {}
 
 func (x *GetPeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -819,7 +1221,7 @@ func (x *GetPeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPeerRequest.ProtoReflect.Descriptor instead.
 func (*GetPeerRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetPeerRequest) GetId() string {
@@ -842,7 +1244,7 @@ type UpdatePeerRequest struct {
 
 func (x *UpdatePeerRequest) Reset() {
 	*x = UpdatePeerRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +1256,7 @@ func (x *UpdatePeerRequest) String() string {
 func (*UpdatePeerRequest) ProtoMessage() {}
 
 func (x *UpdatePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +1269,7 @@ func (x *UpdatePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePeerRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePeerRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UpdatePeerRequest) GetId() string {
@@ -907,7 +1309,7 @@ type DeletePeerRequest struct {
 
 func (x *DeletePeerRequest) Reset() {
 	*x = DeletePeerRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +1321,7 @@ func (x *DeletePeerRequest) String() string {
 func (*DeletePeerRequest) ProtoMessage() {}
 
 func (x *DeletePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1334,7 @@ func (x *DeletePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePeerRequest.ProtoReflect.Descriptor instead.
 func (*DeletePeerRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeletePeerRequest) GetId() string {
@@ -950,7 +1352,7 @@ type DeletePeerResponse struct {
 
 func (x *DeletePeerResponse) Reset() {
 	*x = DeletePeerResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -962,7 +1364,7 @@ func (x *DeletePeerResponse) String() string {
 func (*DeletePeerResponse) ProtoMessage() {}
 
 func (x *DeletePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -975,22 +1377,24 @@ func (x *DeletePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePeerResponse.ProtoReflect.Descriptor instead.
 func (*DeletePeerResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 type Group struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Peers         []string               `protobuf:"bytes,3,rep,name=peers,proto3" json:"peers,omitempty"` // peer names
-	Created       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created,proto3" json:"created,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name    string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Peers   []string               `protobuf:"bytes,3,rep,name=peers,proto3" json:"peers,omitempty"` // peer names
+	Created *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created,proto3" json:"created,omitempty"`
+	// Kept by the identity provider's groups claim: not editable by hand.
+	IdpManaged    bool `protobuf:"varint,5,opt,name=idp_managed,json=idpManaged,proto3" json:"idp_managed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Group) Reset() {
 	*x = Group{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1406,7 @@ func (x *Group) String() string {
 func (*Group) ProtoMessage() {}
 
 func (x *Group) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1419,7 @@ func (x *Group) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Group.ProtoReflect.Descriptor instead.
 func (*Group) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Group) GetId() string {
@@ -1046,6 +1450,13 @@ func (x *Group) GetCreated() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Group) GetIdpManaged() bool {
+	if x != nil {
+		return x.IdpManaged
+	}
+	return false
+}
+
 type ListGroupsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1054,7 +1465,7 @@ type ListGroupsRequest struct {
 
 func (x *ListGroupsRequest) Reset() {
 	*x = ListGroupsRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1477,7 @@ func (x *ListGroupsRequest) String() string {
 func (*ListGroupsRequest) ProtoMessage() {}
 
 func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1490,7 @@ func (x *ListGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 type ListGroupsResponse struct {
@@ -1091,7 +1502,7 @@ type ListGroupsResponse struct {
 
 func (x *ListGroupsResponse) Reset() {
 	*x = ListGroupsResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1514,7 @@ func (x *ListGroupsResponse) String() string {
 func (*ListGroupsResponse) ProtoMessage() {}
 
 func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1527,7 @@ func (x *ListGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListGroupsResponse) GetGroups() []*Group {
@@ -1135,7 +1546,7 @@ type GetGroupRequest struct {
 
 func (x *GetGroupRequest) Reset() {
 	*x = GetGroupRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1558,7 @@ func (x *GetGroupRequest) String() string {
 func (*GetGroupRequest) ProtoMessage() {}
 
 func (x *GetGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1571,7 @@ func (x *GetGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGroupRequest.ProtoReflect.Descriptor instead.
 func (*GetGroupRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetGroupRequest) GetId() string {
@@ -1180,7 +1591,7 @@ type CreateGroupRequest struct {
 
 func (x *CreateGroupRequest) Reset() {
 	*x = CreateGroupRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1603,7 @@ func (x *CreateGroupRequest) String() string {
 func (*CreateGroupRequest) ProtoMessage() {}
 
 func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1616,7 @@ func (x *CreateGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGroupRequest.ProtoReflect.Descriptor instead.
 func (*CreateGroupRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CreateGroupRequest) GetName() string {
@@ -1233,7 +1644,7 @@ type UpdateGroupRequest struct {
 
 func (x *UpdateGroupRequest) Reset() {
 	*x = UpdateGroupRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1656,7 @@ func (x *UpdateGroupRequest) String() string {
 func (*UpdateGroupRequest) ProtoMessage() {}
 
 func (x *UpdateGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1669,7 @@ func (x *UpdateGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateGroupRequest.ProtoReflect.Descriptor instead.
 func (*UpdateGroupRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UpdateGroupRequest) GetId() string {
@@ -1291,7 +1702,7 @@ type DeleteGroupRequest struct {
 
 func (x *DeleteGroupRequest) Reset() {
 	*x = DeleteGroupRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1303,7 +1714,7 @@ func (x *DeleteGroupRequest) String() string {
 func (*DeleteGroupRequest) ProtoMessage() {}
 
 func (x *DeleteGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1316,7 +1727,7 @@ func (x *DeleteGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupRequest.ProtoReflect.Descriptor instead.
 func (*DeleteGroupRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DeleteGroupRequest) GetId() string {
@@ -1334,7 +1745,7 @@ type DeleteGroupResponse struct {
 
 func (x *DeleteGroupResponse) Reset() {
 	*x = DeleteGroupResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1346,7 +1757,7 @@ func (x *DeleteGroupResponse) String() string {
 func (*DeleteGroupResponse) ProtoMessage() {}
 
 func (x *DeleteGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1359,7 +1770,7 @@ func (x *DeleteGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGroupResponse.ProtoReflect.Descriptor instead.
 func (*DeleteGroupResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 type SetupKey struct {
@@ -1394,7 +1805,7 @@ type SetupKey struct {
 
 func (x *SetupKey) Reset() {
 	*x = SetupKey{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1817,7 @@ func (x *SetupKey) String() string {
 func (*SetupKey) ProtoMessage() {}
 
 func (x *SetupKey) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1830,7 @@ func (x *SetupKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetupKey.ProtoReflect.Descriptor instead.
 func (*SetupKey) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SetupKey) GetId() string {
@@ -1542,7 +1953,7 @@ type ListSetupKeysRequest struct {
 
 func (x *ListSetupKeysRequest) Reset() {
 	*x = ListSetupKeysRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1554,7 +1965,7 @@ func (x *ListSetupKeysRequest) String() string {
 func (*ListSetupKeysRequest) ProtoMessage() {}
 
 func (x *ListSetupKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1567,7 +1978,7 @@ func (x *ListSetupKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSetupKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListSetupKeysRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 type ListSetupKeysResponse struct {
@@ -1579,7 +1990,7 @@ type ListSetupKeysResponse struct {
 
 func (x *ListSetupKeysResponse) Reset() {
 	*x = ListSetupKeysResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1591,7 +2002,7 @@ func (x *ListSetupKeysResponse) String() string {
 func (*ListSetupKeysResponse) ProtoMessage() {}
 
 func (x *ListSetupKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1604,7 +2015,7 @@ func (x *ListSetupKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSetupKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListSetupKeysResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListSetupKeysResponse) GetSetupKeys() []*SetupKey {
@@ -1623,7 +2034,7 @@ type GetSetupKeyRequest struct {
 
 func (x *GetSetupKeyRequest) Reset() {
 	*x = GetSetupKeyRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1635,7 +2046,7 @@ func (x *GetSetupKeyRequest) String() string {
 func (*GetSetupKeyRequest) ProtoMessage() {}
 
 func (x *GetSetupKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1648,7 +2059,7 @@ func (x *GetSetupKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSetupKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetSetupKeyRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetSetupKeyRequest) GetId() string {
@@ -1673,7 +2084,7 @@ type CreateSetupKeyRequest struct {
 
 func (x *CreateSetupKeyRequest) Reset() {
 	*x = CreateSetupKeyRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1685,7 +2096,7 @@ func (x *CreateSetupKeyRequest) String() string {
 func (*CreateSetupKeyRequest) ProtoMessage() {}
 
 func (x *CreateSetupKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1698,7 +2109,7 @@ func (x *CreateSetupKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSetupKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateSetupKeyRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CreateSetupKeyRequest) GetName() string {
@@ -1755,7 +2166,7 @@ type UpdateSetupKeyRequest struct {
 
 func (x *UpdateSetupKeyRequest) Reset() {
 	*x = UpdateSetupKeyRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1767,7 +2178,7 @@ func (x *UpdateSetupKeyRequest) String() string {
 func (*UpdateSetupKeyRequest) ProtoMessage() {}
 
 func (x *UpdateSetupKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1780,7 +2191,7 @@ func (x *UpdateSetupKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSetupKeyRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSetupKeyRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *UpdateSetupKeyRequest) GetId() string {
@@ -1820,7 +2231,7 @@ type DeleteSetupKeyRequest struct {
 
 func (x *DeleteSetupKeyRequest) Reset() {
 	*x = DeleteSetupKeyRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1832,7 +2243,7 @@ func (x *DeleteSetupKeyRequest) String() string {
 func (*DeleteSetupKeyRequest) ProtoMessage() {}
 
 func (x *DeleteSetupKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1845,7 +2256,7 @@ func (x *DeleteSetupKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSetupKeyRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSetupKeyRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DeleteSetupKeyRequest) GetId() string {
@@ -1863,7 +2274,7 @@ type DeleteSetupKeyResponse struct {
 
 func (x *DeleteSetupKeyResponse) Reset() {
 	*x = DeleteSetupKeyResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1875,7 +2286,7 @@ func (x *DeleteSetupKeyResponse) String() string {
 func (*DeleteSetupKeyResponse) ProtoMessage() {}
 
 func (x *DeleteSetupKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1888,7 +2299,7 @@ func (x *DeleteSetupKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSetupKeyResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSetupKeyResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 type Policy struct {
@@ -1910,7 +2321,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +2333,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +2346,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Policy) GetId() string {
@@ -2023,7 +2434,7 @@ type ListPoliciesRequest struct {
 
 func (x *ListPoliciesRequest) Reset() {
 	*x = ListPoliciesRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2035,7 +2446,7 @@ func (x *ListPoliciesRequest) String() string {
 func (*ListPoliciesRequest) ProtoMessage() {}
 
 func (x *ListPoliciesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2048,7 +2459,7 @@ func (x *ListPoliciesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoliciesRequest.ProtoReflect.Descriptor instead.
 func (*ListPoliciesRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 type ListPoliciesResponse struct {
@@ -2060,7 +2471,7 @@ type ListPoliciesResponse struct {
 
 func (x *ListPoliciesResponse) Reset() {
 	*x = ListPoliciesResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2072,7 +2483,7 @@ func (x *ListPoliciesResponse) String() string {
 func (*ListPoliciesResponse) ProtoMessage() {}
 
 func (x *ListPoliciesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2085,7 +2496,7 @@ func (x *ListPoliciesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoliciesResponse.ProtoReflect.Descriptor instead.
 func (*ListPoliciesResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListPoliciesResponse) GetPolicies() []*Policy {
@@ -2104,7 +2515,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2116,7 +2527,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2129,7 +2540,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetPolicyRequest) GetId() string {
@@ -2156,7 +2567,7 @@ type CreatePolicyRequest struct {
 
 func (x *CreatePolicyRequest) Reset() {
 	*x = CreatePolicyRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2168,7 +2579,7 @@ func (x *CreatePolicyRequest) String() string {
 func (*CreatePolicyRequest) ProtoMessage() {}
 
 func (x *CreatePolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2181,7 +2592,7 @@ func (x *CreatePolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreatePolicyRequest.ProtoReflect.Descriptor instead.
 func (*CreatePolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CreatePolicyRequest) GetName() string {
@@ -2257,7 +2668,7 @@ type UpdatePolicyRequest struct {
 
 func (x *UpdatePolicyRequest) Reset() {
 	*x = UpdatePolicyRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2269,7 +2680,7 @@ func (x *UpdatePolicyRequest) String() string {
 func (*UpdatePolicyRequest) ProtoMessage() {}
 
 func (x *UpdatePolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2282,7 +2693,7 @@ func (x *UpdatePolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePolicyRequest.ProtoReflect.Descriptor instead.
 func (*UpdatePolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *UpdatePolicyRequest) GetId() string {
@@ -2357,7 +2768,7 @@ type DeletePolicyRequest struct {
 
 func (x *DeletePolicyRequest) Reset() {
 	*x = DeletePolicyRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2369,7 +2780,7 @@ func (x *DeletePolicyRequest) String() string {
 func (*DeletePolicyRequest) ProtoMessage() {}
 
 func (x *DeletePolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2382,7 +2793,7 @@ func (x *DeletePolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePolicyRequest.ProtoReflect.Descriptor instead.
 func (*DeletePolicyRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *DeletePolicyRequest) GetId() string {
@@ -2400,7 +2811,7 @@ type DeletePolicyResponse struct {
 
 func (x *DeletePolicyResponse) Reset() {
 	*x = DeletePolicyResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2412,7 +2823,7 @@ func (x *DeletePolicyResponse) String() string {
 func (*DeletePolicyResponse) ProtoMessage() {}
 
 func (x *DeletePolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2425,7 +2836,7 @@ func (x *DeletePolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePolicyResponse.ProtoReflect.Descriptor instead.
 func (*DeletePolicyResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 type Route struct {
@@ -2446,7 +2857,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2458,7 +2869,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2471,7 +2882,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Route) GetId() string {
@@ -2545,7 +2956,7 @@ type ListRoutesRequest struct {
 
 func (x *ListRoutesRequest) Reset() {
 	*x = ListRoutesRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2557,7 +2968,7 @@ func (x *ListRoutesRequest) String() string {
 func (*ListRoutesRequest) ProtoMessage() {}
 
 func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2570,7 +2981,7 @@ func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoutesRequest.ProtoReflect.Descriptor instead.
 func (*ListRoutesRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 type ListRoutesResponse struct {
@@ -2582,7 +2993,7 @@ type ListRoutesResponse struct {
 
 func (x *ListRoutesResponse) Reset() {
 	*x = ListRoutesResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2594,7 +3005,7 @@ func (x *ListRoutesResponse) String() string {
 func (*ListRoutesResponse) ProtoMessage() {}
 
 func (x *ListRoutesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2607,7 +3018,7 @@ func (x *ListRoutesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoutesResponse.ProtoReflect.Descriptor instead.
 func (*ListRoutesResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListRoutesResponse) GetRoutes() []*Route {
@@ -2626,7 +3037,7 @@ type GetRouteRequest struct {
 
 func (x *GetRouteRequest) Reset() {
 	*x = GetRouteRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2638,7 +3049,7 @@ func (x *GetRouteRequest) String() string {
 func (*GetRouteRequest) ProtoMessage() {}
 
 func (x *GetRouteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2651,7 +3062,7 @@ func (x *GetRouteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRouteRequest.ProtoReflect.Descriptor instead.
 func (*GetRouteRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GetRouteRequest) GetId() string {
@@ -2676,7 +3087,7 @@ type CreateRouteRequest struct {
 
 func (x *CreateRouteRequest) Reset() {
 	*x = CreateRouteRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2688,7 +3099,7 @@ func (x *CreateRouteRequest) String() string {
 func (*CreateRouteRequest) ProtoMessage() {}
 
 func (x *CreateRouteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2701,7 +3112,7 @@ func (x *CreateRouteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRouteRequest.ProtoReflect.Descriptor instead.
 func (*CreateRouteRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *CreateRouteRequest) GetNetwork() string {
@@ -2769,7 +3180,7 @@ type UpdateRouteRequest struct {
 
 func (x *UpdateRouteRequest) Reset() {
 	*x = UpdateRouteRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2781,7 +3192,7 @@ func (x *UpdateRouteRequest) String() string {
 func (*UpdateRouteRequest) ProtoMessage() {}
 
 func (x *UpdateRouteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2794,7 +3205,7 @@ func (x *UpdateRouteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRouteRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRouteRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *UpdateRouteRequest) GetId() string {
@@ -2862,7 +3273,7 @@ type DeleteRouteRequest struct {
 
 func (x *DeleteRouteRequest) Reset() {
 	*x = DeleteRouteRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2874,7 +3285,7 @@ func (x *DeleteRouteRequest) String() string {
 func (*DeleteRouteRequest) ProtoMessage() {}
 
 func (x *DeleteRouteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2887,7 +3298,7 @@ func (x *DeleteRouteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRouteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRouteRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *DeleteRouteRequest) GetId() string {
@@ -2905,7 +3316,7 @@ type DeleteRouteResponse struct {
 
 func (x *DeleteRouteResponse) Reset() {
 	*x = DeleteRouteResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2917,7 +3328,7 @@ func (x *DeleteRouteResponse) String() string {
 func (*DeleteRouteResponse) ProtoMessage() {}
 
 func (x *DeleteRouteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2930,7 +3341,7 @@ func (x *DeleteRouteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRouteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRouteResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 type DNSSettings struct {
@@ -2942,7 +3353,7 @@ type DNSSettings struct {
 
 func (x *DNSSettings) Reset() {
 	*x = DNSSettings{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2954,7 +3365,7 @@ func (x *DNSSettings) String() string {
 func (*DNSSettings) ProtoMessage() {}
 
 func (x *DNSSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2967,7 +3378,7 @@ func (x *DNSSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSSettings.ProtoReflect.Descriptor instead.
 func (*DNSSettings) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DNSSettings) GetDomain() string {
@@ -2985,7 +3396,7 @@ type GetDNSSettingsRequest struct {
 
 func (x *GetDNSSettingsRequest) Reset() {
 	*x = GetDNSSettingsRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2997,7 +3408,7 @@ func (x *GetDNSSettingsRequest) String() string {
 func (*GetDNSSettingsRequest) ProtoMessage() {}
 
 func (x *GetDNSSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3010,7 +3421,7 @@ func (x *GetDNSSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDNSSettingsRequest.ProtoReflect.Descriptor instead.
 func (*GetDNSSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 type UpdateDNSSettingsRequest struct {
@@ -3022,7 +3433,7 @@ type UpdateDNSSettingsRequest struct {
 
 func (x *UpdateDNSSettingsRequest) Reset() {
 	*x = UpdateDNSSettingsRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3034,7 +3445,7 @@ func (x *UpdateDNSSettingsRequest) String() string {
 func (*UpdateDNSSettingsRequest) ProtoMessage() {}
 
 func (x *UpdateDNSSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3047,7 +3458,7 @@ func (x *UpdateDNSSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateDNSSettingsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateDNSSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *UpdateDNSSettingsRequest) GetDomain() string {
@@ -3072,7 +3483,7 @@ type NameserverGroup struct {
 
 func (x *NameserverGroup) Reset() {
 	*x = NameserverGroup{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3084,7 +3495,7 @@ func (x *NameserverGroup) String() string {
 func (*NameserverGroup) ProtoMessage() {}
 
 func (x *NameserverGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3097,7 +3508,7 @@ func (x *NameserverGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NameserverGroup.ProtoReflect.Descriptor instead.
 func (*NameserverGroup) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *NameserverGroup) GetId() string {
@@ -3150,7 +3561,7 @@ type ListNameserverGroupsRequest struct {
 
 func (x *ListNameserverGroupsRequest) Reset() {
 	*x = ListNameserverGroupsRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3162,7 +3573,7 @@ func (x *ListNameserverGroupsRequest) String() string {
 func (*ListNameserverGroupsRequest) ProtoMessage() {}
 
 func (x *ListNameserverGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3175,7 +3586,7 @@ func (x *ListNameserverGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNameserverGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListNameserverGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 type ListNameserverGroupsResponse struct {
@@ -3187,7 +3598,7 @@ type ListNameserverGroupsResponse struct {
 
 func (x *ListNameserverGroupsResponse) Reset() {
 	*x = ListNameserverGroupsResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3199,7 +3610,7 @@ func (x *ListNameserverGroupsResponse) String() string {
 func (*ListNameserverGroupsResponse) ProtoMessage() {}
 
 func (x *ListNameserverGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3212,7 +3623,7 @@ func (x *ListNameserverGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNameserverGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListNameserverGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListNameserverGroupsResponse) GetNameserverGroups() []*NameserverGroup {
@@ -3231,7 +3642,7 @@ type GetNameserverGroupRequest struct {
 
 func (x *GetNameserverGroupRequest) Reset() {
 	*x = GetNameserverGroupRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3243,7 +3654,7 @@ func (x *GetNameserverGroupRequest) String() string {
 func (*GetNameserverGroupRequest) ProtoMessage() {}
 
 func (x *GetNameserverGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3256,7 +3667,7 @@ func (x *GetNameserverGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNameserverGroupRequest.ProtoReflect.Descriptor instead.
 func (*GetNameserverGroupRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetNameserverGroupRequest) GetId() string {
@@ -3279,7 +3690,7 @@ type CreateNameserverGroupRequest struct {
 
 func (x *CreateNameserverGroupRequest) Reset() {
 	*x = CreateNameserverGroupRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3291,7 +3702,7 @@ func (x *CreateNameserverGroupRequest) String() string {
 func (*CreateNameserverGroupRequest) ProtoMessage() {}
 
 func (x *CreateNameserverGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3304,7 +3715,7 @@ func (x *CreateNameserverGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNameserverGroupRequest.ProtoReflect.Descriptor instead.
 func (*CreateNameserverGroupRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *CreateNameserverGroupRequest) GetName() string {
@@ -3356,7 +3767,7 @@ type UpdateNameserverGroupRequest struct {
 
 func (x *UpdateNameserverGroupRequest) Reset() {
 	*x = UpdateNameserverGroupRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3368,7 +3779,7 @@ func (x *UpdateNameserverGroupRequest) String() string {
 func (*UpdateNameserverGroupRequest) ProtoMessage() {}
 
 func (x *UpdateNameserverGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3381,7 +3792,7 @@ func (x *UpdateNameserverGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNameserverGroupRequest.ProtoReflect.Descriptor instead.
 func (*UpdateNameserverGroupRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *UpdateNameserverGroupRequest) GetId() string {
@@ -3435,7 +3846,7 @@ type DeleteNameserverGroupRequest struct {
 
 func (x *DeleteNameserverGroupRequest) Reset() {
 	*x = DeleteNameserverGroupRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3447,7 +3858,7 @@ func (x *DeleteNameserverGroupRequest) String() string {
 func (*DeleteNameserverGroupRequest) ProtoMessage() {}
 
 func (x *DeleteNameserverGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3460,7 +3871,7 @@ func (x *DeleteNameserverGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNameserverGroupRequest.ProtoReflect.Descriptor instead.
 func (*DeleteNameserverGroupRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *DeleteNameserverGroupRequest) GetId() string {
@@ -3478,7 +3889,7 @@ type DeleteNameserverGroupResponse struct {
 
 func (x *DeleteNameserverGroupResponse) Reset() {
 	*x = DeleteNameserverGroupResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3490,7 +3901,7 @@ func (x *DeleteNameserverGroupResponse) String() string {
 func (*DeleteNameserverGroupResponse) ProtoMessage() {}
 
 func (x *DeleteNameserverGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3503,7 +3914,7 @@ func (x *DeleteNameserverGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNameserverGroupResponse.ProtoReflect.Descriptor instead.
 func (*DeleteNameserverGroupResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{63}
 }
 
 type DNSRecord struct {
@@ -3519,7 +3930,7 @@ type DNSRecord struct {
 
 func (x *DNSRecord) Reset() {
 	*x = DNSRecord{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3531,7 +3942,7 @@ func (x *DNSRecord) String() string {
 func (*DNSRecord) ProtoMessage() {}
 
 func (x *DNSRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3544,7 +3955,7 @@ func (x *DNSRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSRecord.ProtoReflect.Descriptor instead.
 func (*DNSRecord) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *DNSRecord) GetId() string {
@@ -3590,7 +4001,7 @@ type ListDNSRecordsRequest struct {
 
 func (x *ListDNSRecordsRequest) Reset() {
 	*x = ListDNSRecordsRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[58]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3602,7 +4013,7 @@ func (x *ListDNSRecordsRequest) String() string {
 func (*ListDNSRecordsRequest) ProtoMessage() {}
 
 func (x *ListDNSRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[58]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3615,7 +4026,7 @@ func (x *ListDNSRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDNSRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ListDNSRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{65}
 }
 
 type ListDNSRecordsResponse struct {
@@ -3627,7 +4038,7 @@ type ListDNSRecordsResponse struct {
 
 func (x *ListDNSRecordsResponse) Reset() {
 	*x = ListDNSRecordsResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[59]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3639,7 +4050,7 @@ func (x *ListDNSRecordsResponse) String() string {
 func (*ListDNSRecordsResponse) ProtoMessage() {}
 
 func (x *ListDNSRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[59]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3652,7 +4063,7 @@ func (x *ListDNSRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDNSRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ListDNSRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{59}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ListDNSRecordsResponse) GetRecords() []*DNSRecord {
@@ -3671,7 +4082,7 @@ type GetDNSRecordRequest struct {
 
 func (x *GetDNSRecordRequest) Reset() {
 	*x = GetDNSRecordRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[60]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3683,7 +4094,7 @@ func (x *GetDNSRecordRequest) String() string {
 func (*GetDNSRecordRequest) ProtoMessage() {}
 
 func (x *GetDNSRecordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[60]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3696,7 +4107,7 @@ func (x *GetDNSRecordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDNSRecordRequest.ProtoReflect.Descriptor instead.
 func (*GetDNSRecordRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{60}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *GetDNSRecordRequest) GetId() string {
@@ -3718,7 +4129,7 @@ type CreateDNSRecordRequest struct {
 
 func (x *CreateDNSRecordRequest) Reset() {
 	*x = CreateDNSRecordRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[61]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3730,7 +4141,7 @@ func (x *CreateDNSRecordRequest) String() string {
 func (*CreateDNSRecordRequest) ProtoMessage() {}
 
 func (x *CreateDNSRecordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[61]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3743,7 +4154,7 @@ func (x *CreateDNSRecordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateDNSRecordRequest.ProtoReflect.Descriptor instead.
 func (*CreateDNSRecordRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{61}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *CreateDNSRecordRequest) GetName() string {
@@ -3787,7 +4198,7 @@ type UpdateDNSRecordRequest struct {
 
 func (x *UpdateDNSRecordRequest) Reset() {
 	*x = UpdateDNSRecordRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[62]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3799,7 +4210,7 @@ func (x *UpdateDNSRecordRequest) String() string {
 func (*UpdateDNSRecordRequest) ProtoMessage() {}
 
 func (x *UpdateDNSRecordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[62]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3812,7 +4223,7 @@ func (x *UpdateDNSRecordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateDNSRecordRequest.ProtoReflect.Descriptor instead.
 func (*UpdateDNSRecordRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{62}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *UpdateDNSRecordRequest) GetId() string {
@@ -3859,7 +4270,7 @@ type DeleteDNSRecordRequest struct {
 
 func (x *DeleteDNSRecordRequest) Reset() {
 	*x = DeleteDNSRecordRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[63]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3871,7 +4282,7 @@ func (x *DeleteDNSRecordRequest) String() string {
 func (*DeleteDNSRecordRequest) ProtoMessage() {}
 
 func (x *DeleteDNSRecordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[63]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3884,7 +4295,7 @@ func (x *DeleteDNSRecordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDNSRecordRequest.ProtoReflect.Descriptor instead.
 func (*DeleteDNSRecordRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{63}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *DeleteDNSRecordRequest) GetId() string {
@@ -3902,7 +4313,7 @@ type DeleteDNSRecordResponse struct {
 
 func (x *DeleteDNSRecordResponse) Reset() {
 	*x = DeleteDNSRecordResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[64]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3914,7 +4325,7 @@ func (x *DeleteDNSRecordResponse) String() string {
 func (*DeleteDNSRecordResponse) ProtoMessage() {}
 
 func (x *DeleteDNSRecordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[64]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3927,7 +4338,7 @@ func (x *DeleteDNSRecordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDNSRecordResponse.ProtoReflect.Descriptor instead.
 func (*DeleteDNSRecordResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{64}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{71}
 }
 
 type Event struct {
@@ -3948,7 +4359,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[65]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3960,7 +4371,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[65]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3973,7 +4384,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{65}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *Event) GetId() string {
@@ -4042,7 +4453,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[66]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4054,7 +4465,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[66]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4067,7 +4478,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{66}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ListEventsRequest) GetLimit() int32 {
@@ -4086,7 +4497,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[67]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4098,7 +4509,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[67]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4111,7 +4522,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{67}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -4129,7 +4540,7 @@ type GetServerStatusRequest struct {
 
 func (x *GetServerStatusRequest) Reset() {
 	*x = GetServerStatusRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[68]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4141,7 +4552,7 @@ func (x *GetServerStatusRequest) String() string {
 func (*GetServerStatusRequest) ProtoMessage() {}
 
 func (x *GetServerStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[68]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4154,7 +4565,7 @@ func (x *GetServerStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetServerStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{68}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{75}
 }
 
 type ServerStatus struct {
@@ -4182,7 +4593,7 @@ type ServerStatus struct {
 
 func (x *ServerStatus) Reset() {
 	*x = ServerStatus{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[69]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4194,7 +4605,7 @@ func (x *ServerStatus) String() string {
 func (*ServerStatus) ProtoMessage() {}
 
 func (x *ServerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[69]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4207,7 +4618,7 @@ func (x *ServerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerStatus.ProtoReflect.Descriptor instead.
 func (*ServerStatus) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{69}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *ServerStatus) GetVersion() string {
@@ -4303,7 +4714,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[70]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4315,7 +4726,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[70]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4328,7 +4739,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{70}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *Replica) GetId() string {
@@ -4394,7 +4805,7 @@ type SignalStatus struct {
 
 func (x *SignalStatus) Reset() {
 	*x = SignalStatus{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[71]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4406,7 +4817,7 @@ func (x *SignalStatus) String() string {
 func (*SignalStatus) ProtoMessage() {}
 
 func (x *SignalStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[71]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4419,7 +4830,7 @@ func (x *SignalStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalStatus.ProtoReflect.Descriptor instead.
 func (*SignalStatus) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{71}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *SignalStatus) GetStreams() int64 {
@@ -4472,7 +4883,7 @@ type RelayStatus struct {
 
 func (x *RelayStatus) Reset() {
 	*x = RelayStatus{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[72]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4484,7 +4895,7 @@ func (x *RelayStatus) String() string {
 func (*RelayStatus) ProtoMessage() {}
 
 func (x *RelayStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[72]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4497,7 +4908,7 @@ func (x *RelayStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayStatus.ProtoReflect.Descriptor instead.
 func (*RelayStatus) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{72}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *RelayStatus) GetAllocations() int64 {
@@ -4559,7 +4970,7 @@ type AdminToken struct {
 
 func (x *AdminToken) Reset() {
 	*x = AdminToken{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[73]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4571,7 +4982,7 @@ func (x *AdminToken) String() string {
 func (*AdminToken) ProtoMessage() {}
 
 func (x *AdminToken) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[73]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4584,7 +4995,7 @@ func (x *AdminToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminToken.ProtoReflect.Descriptor instead.
 func (*AdminToken) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{73}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *AdminToken) GetId() string {
@@ -4637,7 +5048,7 @@ type ListAdminTokensRequest struct {
 
 func (x *ListAdminTokensRequest) Reset() {
 	*x = ListAdminTokensRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[74]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4649,7 +5060,7 @@ func (x *ListAdminTokensRequest) String() string {
 func (*ListAdminTokensRequest) ProtoMessage() {}
 
 func (x *ListAdminTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[74]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4662,7 +5073,7 @@ func (x *ListAdminTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListAdminTokensRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{74}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{81}
 }
 
 type ListAdminTokensResponse struct {
@@ -4674,7 +5085,7 @@ type ListAdminTokensResponse struct {
 
 func (x *ListAdminTokensResponse) Reset() {
 	*x = ListAdminTokensResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[75]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4686,7 +5097,7 @@ func (x *ListAdminTokensResponse) String() string {
 func (*ListAdminTokensResponse) ProtoMessage() {}
 
 func (x *ListAdminTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[75]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4699,7 +5110,7 @@ func (x *ListAdminTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListAdminTokensResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{75}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *ListAdminTokensResponse) GetAdminTokens() []*AdminToken {
@@ -4718,7 +5129,7 @@ type CreateAdminTokenRequest struct {
 
 func (x *CreateAdminTokenRequest) Reset() {
 	*x = CreateAdminTokenRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[76]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4730,7 +5141,7 @@ func (x *CreateAdminTokenRequest) String() string {
 func (*CreateAdminTokenRequest) ProtoMessage() {}
 
 func (x *CreateAdminTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[76]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4743,7 +5154,7 @@ func (x *CreateAdminTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAdminTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateAdminTokenRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{76}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *CreateAdminTokenRequest) GetName() string {
@@ -4763,7 +5174,7 @@ type DeleteAdminTokenRequest struct {
 
 func (x *DeleteAdminTokenRequest) Reset() {
 	*x = DeleteAdminTokenRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[77]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4775,7 +5186,7 @@ func (x *DeleteAdminTokenRequest) String() string {
 func (*DeleteAdminTokenRequest) ProtoMessage() {}
 
 func (x *DeleteAdminTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[77]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4788,7 +5199,7 @@ func (x *DeleteAdminTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAdminTokenRequest.ProtoReflect.Descriptor instead.
 func (*DeleteAdminTokenRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{77}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *DeleteAdminTokenRequest) GetId() string {
@@ -4806,7 +5217,7 @@ type DeleteAdminTokenResponse struct {
 
 func (x *DeleteAdminTokenResponse) Reset() {
 	*x = DeleteAdminTokenResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[78]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4818,7 +5229,7 @@ func (x *DeleteAdminTokenResponse) String() string {
 func (*DeleteAdminTokenResponse) ProtoMessage() {}
 
 func (x *DeleteAdminTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[78]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4831,7 +5242,7 @@ func (x *DeleteAdminTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAdminTokenResponse.ProtoReflect.Descriptor instead.
 func (*DeleteAdminTokenResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{78}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{85}
 }
 
 var File_api_admin_v1_admin_proto protoreflect.FileDescriptor
@@ -4847,7 +5258,35 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x13CheckAccessResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1a\n" +
-	"\bpolicies\x18\x03 \x03(\tR\bpolicies\"$\n" +
+	"\bpolicies\x18\x03 \x03(\tR\bpolicies\"\xa7\x02\n" +
+	"\x04User\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06issuer\x18\x02 \x01(\tR\x06issuer\x12\x18\n" +
+	"\asubject\x18\x03 \x01(\tR\asubject\x12\x14\n" +
+	"\x05email\x18\x04 \x01(\tR\x05email\x12\x12\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x06 \x01(\tR\x04role\x12\x18\n" +
+	"\ablocked\x18\a \x01(\bR\ablocked\x124\n" +
+	"\acreated\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x129\n" +
+	"\n" +
+	"last_login\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tlastLogin\x12\x14\n" +
+	"\x05peers\x18\n" +
+	" \x03(\tR\x05peers\"\x12\n" +
+	"\x10ListUsersRequest\"?\n" +
+	"\x11ListUsersResponse\x12*\n" +
+	"\x05users\x18\x01 \x03(\v2\x14.meshd.admin.v1.UserR\x05users\" \n" +
+	"\x0eGetUserRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"p\n" +
+	"\x11UpdateUserRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
+	"\x04role\x18\x02 \x01(\tH\x00R\x04role\x88\x01\x01\x12\x1d\n" +
+	"\ablocked\x18\x03 \x01(\bH\x01R\ablocked\x88\x01\x01B\a\n" +
+	"\x05_roleB\n" +
+	"\n" +
+	"\b_blocked\"#\n" +
+	"\x11DeleteUserRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
+	"\x12DeleteUserResponse\"$\n" +
 	"\n" +
 	"StringList\x12\x16\n" +
 	"\x06values\x18\x01 \x03(\tR\x06values\"\xd1\x02\n" +
@@ -4873,7 +5312,7 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x10_overlay_networkB\r\n" +
 	"\v_dns_domainB\x1b\n" +
 	"\x19_login_expiration_secondsB\x1c\n" +
-	"\x1a_ephemeral_offline_seconds\"\xd3\x04\n" +
+	"\x1a_ephemeral_offline_seconds\"\x80\x05\n" +
 	"\x04Peer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x19\n" +
@@ -4894,8 +5333,10 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\tephemeral\x18\x0e \x01(\bR\tephemeral\x124\n" +
 	"\acreated\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12 \n" +
 	"\fsetup_key_id\x18\x10 \x01(\tR\n" +
-	"setupKeyId\x12.\n" +
-	"\x05paths\x18\x11 \x03(\v2\x18.meshd.admin.v1.PeerPathR\x05paths\"\x8d\x02\n" +
+	"setupKeyId\x12\x12\n" +
+	"\x04user\x18\x11 \x01(\tR\x04user\x12\x17\n" +
+	"\auser_id\x18\x12 \x01(\tR\x06userId\x12.\n" +
+	"\x05paths\x18\x13 \x03(\v2\x18.meshd.admin.v1.PeerPathR\x05paths\"\x8d\x02\n" +
 	"\bPeerPath\x12\x12\n" +
 	"\x04peer\x18\x01 \x01(\tR\x04peer\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
@@ -4923,12 +5364,14 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x19_login_expiration_enabled\"#\n" +
 	"\x11DeletePeerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
-	"\x12DeletePeerResponse\"w\n" +
+	"\x12DeletePeerResponse\"\x98\x01\n" +
 	"\x05Group\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
 	"\x05peers\x18\x03 \x03(\tR\x05peers\x124\n" +
-	"\acreated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\"\x13\n" +
+	"\acreated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12\x1f\n" +
+	"\vidp_managed\x18\x05 \x01(\bR\n" +
+	"idpManaged\"\x13\n" +
 	"\x11ListGroupsRequest\"C\n" +
 	"\x12ListGroupsResponse\x12-\n" +
 	"\x06groups\x18\x01 \x03(\v2\x15.meshd.admin.v1.GroupR\x06groups\"!\n" +
@@ -5231,7 +5674,7 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\")\n" +
 	"\x17DeleteAdminTokenRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x1a\n" +
-	"\x18DeleteAdminTokenResponse2\xe2\x1d\n" +
+	"\x18DeleteAdminTokenResponse2\x91 \n" +
 	"\fAdminService\x12H\n" +
 	"\n" +
 	"GetAccount\x12!.meshd.admin.v1.GetAccountRequest\x1a\x17.meshd.admin.v1.Account\x12N\n" +
@@ -5281,7 +5724,13 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x0fGetServerStatus\x12&.meshd.admin.v1.GetServerStatusRequest\x1a\x1c.meshd.admin.v1.ServerStatus\x12b\n" +
 	"\x0fListAdminTokens\x12&.meshd.admin.v1.ListAdminTokensRequest\x1a'.meshd.admin.v1.ListAdminTokensResponse\x12W\n" +
 	"\x10CreateAdminToken\x12'.meshd.admin.v1.CreateAdminTokenRequest\x1a\x1a.meshd.admin.v1.AdminToken\x12e\n" +
-	"\x10DeleteAdminToken\x12'.meshd.admin.v1.DeleteAdminTokenRequest\x1a(.meshd.admin.v1.DeleteAdminTokenResponse\x12V\n" +
+	"\x10DeleteAdminToken\x12'.meshd.admin.v1.DeleteAdminTokenRequest\x1a(.meshd.admin.v1.DeleteAdminTokenResponse\x12P\n" +
+	"\tListUsers\x12 .meshd.admin.v1.ListUsersRequest\x1a!.meshd.admin.v1.ListUsersResponse\x12?\n" +
+	"\aGetUser\x12\x1e.meshd.admin.v1.GetUserRequest\x1a\x14.meshd.admin.v1.User\x12E\n" +
+	"\n" +
+	"UpdateUser\x12!.meshd.admin.v1.UpdateUserRequest\x1a\x14.meshd.admin.v1.User\x12S\n" +
+	"\n" +
+	"DeleteUser\x12!.meshd.admin.v1.DeleteUserRequest\x1a\".meshd.admin.v1.DeleteUserResponse\x12V\n" +
 	"\vCheckAccess\x12\".meshd.admin.v1.CheckAccessRequest\x1a#.meshd.admin.v1.CheckAccessResponseB\x1cZ\x1ameshd/api/admin/v1;adminv1b\x06proto3"
 
 var (
@@ -5296,225 +5745,243 @@ func file_api_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_api_admin_v1_admin_proto_rawDescData
 }
 
-var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 79)
+var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 86)
 var file_api_admin_v1_admin_proto_goTypes = []any{
 	(*CheckAccessRequest)(nil),            // 0: meshd.admin.v1.CheckAccessRequest
 	(*CheckAccessResponse)(nil),           // 1: meshd.admin.v1.CheckAccessResponse
-	(*StringList)(nil),                    // 2: meshd.admin.v1.StringList
-	(*Account)(nil),                       // 3: meshd.admin.v1.Account
-	(*GetAccountRequest)(nil),             // 4: meshd.admin.v1.GetAccountRequest
-	(*UpdateAccountRequest)(nil),          // 5: meshd.admin.v1.UpdateAccountRequest
-	(*Peer)(nil),                          // 6: meshd.admin.v1.Peer
-	(*PeerPath)(nil),                      // 7: meshd.admin.v1.PeerPath
-	(*ListPeersRequest)(nil),              // 8: meshd.admin.v1.ListPeersRequest
-	(*ListPeersResponse)(nil),             // 9: meshd.admin.v1.ListPeersResponse
-	(*GetPeerRequest)(nil),                // 10: meshd.admin.v1.GetPeerRequest
-	(*UpdatePeerRequest)(nil),             // 11: meshd.admin.v1.UpdatePeerRequest
-	(*DeletePeerRequest)(nil),             // 12: meshd.admin.v1.DeletePeerRequest
-	(*DeletePeerResponse)(nil),            // 13: meshd.admin.v1.DeletePeerResponse
-	(*Group)(nil),                         // 14: meshd.admin.v1.Group
-	(*ListGroupsRequest)(nil),             // 15: meshd.admin.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),            // 16: meshd.admin.v1.ListGroupsResponse
-	(*GetGroupRequest)(nil),               // 17: meshd.admin.v1.GetGroupRequest
-	(*CreateGroupRequest)(nil),            // 18: meshd.admin.v1.CreateGroupRequest
-	(*UpdateGroupRequest)(nil),            // 19: meshd.admin.v1.UpdateGroupRequest
-	(*DeleteGroupRequest)(nil),            // 20: meshd.admin.v1.DeleteGroupRequest
-	(*DeleteGroupResponse)(nil),           // 21: meshd.admin.v1.DeleteGroupResponse
-	(*SetupKey)(nil),                      // 22: meshd.admin.v1.SetupKey
-	(*ListSetupKeysRequest)(nil),          // 23: meshd.admin.v1.ListSetupKeysRequest
-	(*ListSetupKeysResponse)(nil),         // 24: meshd.admin.v1.ListSetupKeysResponse
-	(*GetSetupKeyRequest)(nil),            // 25: meshd.admin.v1.GetSetupKeyRequest
-	(*CreateSetupKeyRequest)(nil),         // 26: meshd.admin.v1.CreateSetupKeyRequest
-	(*UpdateSetupKeyRequest)(nil),         // 27: meshd.admin.v1.UpdateSetupKeyRequest
-	(*DeleteSetupKeyRequest)(nil),         // 28: meshd.admin.v1.DeleteSetupKeyRequest
-	(*DeleteSetupKeyResponse)(nil),        // 29: meshd.admin.v1.DeleteSetupKeyResponse
-	(*Policy)(nil),                        // 30: meshd.admin.v1.Policy
-	(*ListPoliciesRequest)(nil),           // 31: meshd.admin.v1.ListPoliciesRequest
-	(*ListPoliciesResponse)(nil),          // 32: meshd.admin.v1.ListPoliciesResponse
-	(*GetPolicyRequest)(nil),              // 33: meshd.admin.v1.GetPolicyRequest
-	(*CreatePolicyRequest)(nil),           // 34: meshd.admin.v1.CreatePolicyRequest
-	(*UpdatePolicyRequest)(nil),           // 35: meshd.admin.v1.UpdatePolicyRequest
-	(*DeletePolicyRequest)(nil),           // 36: meshd.admin.v1.DeletePolicyRequest
-	(*DeletePolicyResponse)(nil),          // 37: meshd.admin.v1.DeletePolicyResponse
-	(*Route)(nil),                         // 38: meshd.admin.v1.Route
-	(*ListRoutesRequest)(nil),             // 39: meshd.admin.v1.ListRoutesRequest
-	(*ListRoutesResponse)(nil),            // 40: meshd.admin.v1.ListRoutesResponse
-	(*GetRouteRequest)(nil),               // 41: meshd.admin.v1.GetRouteRequest
-	(*CreateRouteRequest)(nil),            // 42: meshd.admin.v1.CreateRouteRequest
-	(*UpdateRouteRequest)(nil),            // 43: meshd.admin.v1.UpdateRouteRequest
-	(*DeleteRouteRequest)(nil),            // 44: meshd.admin.v1.DeleteRouteRequest
-	(*DeleteRouteResponse)(nil),           // 45: meshd.admin.v1.DeleteRouteResponse
-	(*DNSSettings)(nil),                   // 46: meshd.admin.v1.DNSSettings
-	(*GetDNSSettingsRequest)(nil),         // 47: meshd.admin.v1.GetDNSSettingsRequest
-	(*UpdateDNSSettingsRequest)(nil),      // 48: meshd.admin.v1.UpdateDNSSettingsRequest
-	(*NameserverGroup)(nil),               // 49: meshd.admin.v1.NameserverGroup
-	(*ListNameserverGroupsRequest)(nil),   // 50: meshd.admin.v1.ListNameserverGroupsRequest
-	(*ListNameserverGroupsResponse)(nil),  // 51: meshd.admin.v1.ListNameserverGroupsResponse
-	(*GetNameserverGroupRequest)(nil),     // 52: meshd.admin.v1.GetNameserverGroupRequest
-	(*CreateNameserverGroupRequest)(nil),  // 53: meshd.admin.v1.CreateNameserverGroupRequest
-	(*UpdateNameserverGroupRequest)(nil),  // 54: meshd.admin.v1.UpdateNameserverGroupRequest
-	(*DeleteNameserverGroupRequest)(nil),  // 55: meshd.admin.v1.DeleteNameserverGroupRequest
-	(*DeleteNameserverGroupResponse)(nil), // 56: meshd.admin.v1.DeleteNameserverGroupResponse
-	(*DNSRecord)(nil),                     // 57: meshd.admin.v1.DNSRecord
-	(*ListDNSRecordsRequest)(nil),         // 58: meshd.admin.v1.ListDNSRecordsRequest
-	(*ListDNSRecordsResponse)(nil),        // 59: meshd.admin.v1.ListDNSRecordsResponse
-	(*GetDNSRecordRequest)(nil),           // 60: meshd.admin.v1.GetDNSRecordRequest
-	(*CreateDNSRecordRequest)(nil),        // 61: meshd.admin.v1.CreateDNSRecordRequest
-	(*UpdateDNSRecordRequest)(nil),        // 62: meshd.admin.v1.UpdateDNSRecordRequest
-	(*DeleteDNSRecordRequest)(nil),        // 63: meshd.admin.v1.DeleteDNSRecordRequest
-	(*DeleteDNSRecordResponse)(nil),       // 64: meshd.admin.v1.DeleteDNSRecordResponse
-	(*Event)(nil),                         // 65: meshd.admin.v1.Event
-	(*ListEventsRequest)(nil),             // 66: meshd.admin.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),            // 67: meshd.admin.v1.ListEventsResponse
-	(*GetServerStatusRequest)(nil),        // 68: meshd.admin.v1.GetServerStatusRequest
-	(*ServerStatus)(nil),                  // 69: meshd.admin.v1.ServerStatus
-	(*Replica)(nil),                       // 70: meshd.admin.v1.Replica
-	(*SignalStatus)(nil),                  // 71: meshd.admin.v1.SignalStatus
-	(*RelayStatus)(nil),                   // 72: meshd.admin.v1.RelayStatus
-	(*AdminToken)(nil),                    // 73: meshd.admin.v1.AdminToken
-	(*ListAdminTokensRequest)(nil),        // 74: meshd.admin.v1.ListAdminTokensRequest
-	(*ListAdminTokensResponse)(nil),       // 75: meshd.admin.v1.ListAdminTokensResponse
-	(*CreateAdminTokenRequest)(nil),       // 76: meshd.admin.v1.CreateAdminTokenRequest
-	(*DeleteAdminTokenRequest)(nil),       // 77: meshd.admin.v1.DeleteAdminTokenRequest
-	(*DeleteAdminTokenResponse)(nil),      // 78: meshd.admin.v1.DeleteAdminTokenResponse
-	(*timestamppb.Timestamp)(nil),         // 79: google.protobuf.Timestamp
+	(*User)(nil),                          // 2: meshd.admin.v1.User
+	(*ListUsersRequest)(nil),              // 3: meshd.admin.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),             // 4: meshd.admin.v1.ListUsersResponse
+	(*GetUserRequest)(nil),                // 5: meshd.admin.v1.GetUserRequest
+	(*UpdateUserRequest)(nil),             // 6: meshd.admin.v1.UpdateUserRequest
+	(*DeleteUserRequest)(nil),             // 7: meshd.admin.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),            // 8: meshd.admin.v1.DeleteUserResponse
+	(*StringList)(nil),                    // 9: meshd.admin.v1.StringList
+	(*Account)(nil),                       // 10: meshd.admin.v1.Account
+	(*GetAccountRequest)(nil),             // 11: meshd.admin.v1.GetAccountRequest
+	(*UpdateAccountRequest)(nil),          // 12: meshd.admin.v1.UpdateAccountRequest
+	(*Peer)(nil),                          // 13: meshd.admin.v1.Peer
+	(*PeerPath)(nil),                      // 14: meshd.admin.v1.PeerPath
+	(*ListPeersRequest)(nil),              // 15: meshd.admin.v1.ListPeersRequest
+	(*ListPeersResponse)(nil),             // 16: meshd.admin.v1.ListPeersResponse
+	(*GetPeerRequest)(nil),                // 17: meshd.admin.v1.GetPeerRequest
+	(*UpdatePeerRequest)(nil),             // 18: meshd.admin.v1.UpdatePeerRequest
+	(*DeletePeerRequest)(nil),             // 19: meshd.admin.v1.DeletePeerRequest
+	(*DeletePeerResponse)(nil),            // 20: meshd.admin.v1.DeletePeerResponse
+	(*Group)(nil),                         // 21: meshd.admin.v1.Group
+	(*ListGroupsRequest)(nil),             // 22: meshd.admin.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),            // 23: meshd.admin.v1.ListGroupsResponse
+	(*GetGroupRequest)(nil),               // 24: meshd.admin.v1.GetGroupRequest
+	(*CreateGroupRequest)(nil),            // 25: meshd.admin.v1.CreateGroupRequest
+	(*UpdateGroupRequest)(nil),            // 26: meshd.admin.v1.UpdateGroupRequest
+	(*DeleteGroupRequest)(nil),            // 27: meshd.admin.v1.DeleteGroupRequest
+	(*DeleteGroupResponse)(nil),           // 28: meshd.admin.v1.DeleteGroupResponse
+	(*SetupKey)(nil),                      // 29: meshd.admin.v1.SetupKey
+	(*ListSetupKeysRequest)(nil),          // 30: meshd.admin.v1.ListSetupKeysRequest
+	(*ListSetupKeysResponse)(nil),         // 31: meshd.admin.v1.ListSetupKeysResponse
+	(*GetSetupKeyRequest)(nil),            // 32: meshd.admin.v1.GetSetupKeyRequest
+	(*CreateSetupKeyRequest)(nil),         // 33: meshd.admin.v1.CreateSetupKeyRequest
+	(*UpdateSetupKeyRequest)(nil),         // 34: meshd.admin.v1.UpdateSetupKeyRequest
+	(*DeleteSetupKeyRequest)(nil),         // 35: meshd.admin.v1.DeleteSetupKeyRequest
+	(*DeleteSetupKeyResponse)(nil),        // 36: meshd.admin.v1.DeleteSetupKeyResponse
+	(*Policy)(nil),                        // 37: meshd.admin.v1.Policy
+	(*ListPoliciesRequest)(nil),           // 38: meshd.admin.v1.ListPoliciesRequest
+	(*ListPoliciesResponse)(nil),          // 39: meshd.admin.v1.ListPoliciesResponse
+	(*GetPolicyRequest)(nil),              // 40: meshd.admin.v1.GetPolicyRequest
+	(*CreatePolicyRequest)(nil),           // 41: meshd.admin.v1.CreatePolicyRequest
+	(*UpdatePolicyRequest)(nil),           // 42: meshd.admin.v1.UpdatePolicyRequest
+	(*DeletePolicyRequest)(nil),           // 43: meshd.admin.v1.DeletePolicyRequest
+	(*DeletePolicyResponse)(nil),          // 44: meshd.admin.v1.DeletePolicyResponse
+	(*Route)(nil),                         // 45: meshd.admin.v1.Route
+	(*ListRoutesRequest)(nil),             // 46: meshd.admin.v1.ListRoutesRequest
+	(*ListRoutesResponse)(nil),            // 47: meshd.admin.v1.ListRoutesResponse
+	(*GetRouteRequest)(nil),               // 48: meshd.admin.v1.GetRouteRequest
+	(*CreateRouteRequest)(nil),            // 49: meshd.admin.v1.CreateRouteRequest
+	(*UpdateRouteRequest)(nil),            // 50: meshd.admin.v1.UpdateRouteRequest
+	(*DeleteRouteRequest)(nil),            // 51: meshd.admin.v1.DeleteRouteRequest
+	(*DeleteRouteResponse)(nil),           // 52: meshd.admin.v1.DeleteRouteResponse
+	(*DNSSettings)(nil),                   // 53: meshd.admin.v1.DNSSettings
+	(*GetDNSSettingsRequest)(nil),         // 54: meshd.admin.v1.GetDNSSettingsRequest
+	(*UpdateDNSSettingsRequest)(nil),      // 55: meshd.admin.v1.UpdateDNSSettingsRequest
+	(*NameserverGroup)(nil),               // 56: meshd.admin.v1.NameserverGroup
+	(*ListNameserverGroupsRequest)(nil),   // 57: meshd.admin.v1.ListNameserverGroupsRequest
+	(*ListNameserverGroupsResponse)(nil),  // 58: meshd.admin.v1.ListNameserverGroupsResponse
+	(*GetNameserverGroupRequest)(nil),     // 59: meshd.admin.v1.GetNameserverGroupRequest
+	(*CreateNameserverGroupRequest)(nil),  // 60: meshd.admin.v1.CreateNameserverGroupRequest
+	(*UpdateNameserverGroupRequest)(nil),  // 61: meshd.admin.v1.UpdateNameserverGroupRequest
+	(*DeleteNameserverGroupRequest)(nil),  // 62: meshd.admin.v1.DeleteNameserverGroupRequest
+	(*DeleteNameserverGroupResponse)(nil), // 63: meshd.admin.v1.DeleteNameserverGroupResponse
+	(*DNSRecord)(nil),                     // 64: meshd.admin.v1.DNSRecord
+	(*ListDNSRecordsRequest)(nil),         // 65: meshd.admin.v1.ListDNSRecordsRequest
+	(*ListDNSRecordsResponse)(nil),        // 66: meshd.admin.v1.ListDNSRecordsResponse
+	(*GetDNSRecordRequest)(nil),           // 67: meshd.admin.v1.GetDNSRecordRequest
+	(*CreateDNSRecordRequest)(nil),        // 68: meshd.admin.v1.CreateDNSRecordRequest
+	(*UpdateDNSRecordRequest)(nil),        // 69: meshd.admin.v1.UpdateDNSRecordRequest
+	(*DeleteDNSRecordRequest)(nil),        // 70: meshd.admin.v1.DeleteDNSRecordRequest
+	(*DeleteDNSRecordResponse)(nil),       // 71: meshd.admin.v1.DeleteDNSRecordResponse
+	(*Event)(nil),                         // 72: meshd.admin.v1.Event
+	(*ListEventsRequest)(nil),             // 73: meshd.admin.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),            // 74: meshd.admin.v1.ListEventsResponse
+	(*GetServerStatusRequest)(nil),        // 75: meshd.admin.v1.GetServerStatusRequest
+	(*ServerStatus)(nil),                  // 76: meshd.admin.v1.ServerStatus
+	(*Replica)(nil),                       // 77: meshd.admin.v1.Replica
+	(*SignalStatus)(nil),                  // 78: meshd.admin.v1.SignalStatus
+	(*RelayStatus)(nil),                   // 79: meshd.admin.v1.RelayStatus
+	(*AdminToken)(nil),                    // 80: meshd.admin.v1.AdminToken
+	(*ListAdminTokensRequest)(nil),        // 81: meshd.admin.v1.ListAdminTokensRequest
+	(*ListAdminTokensResponse)(nil),       // 82: meshd.admin.v1.ListAdminTokensResponse
+	(*CreateAdminTokenRequest)(nil),       // 83: meshd.admin.v1.CreateAdminTokenRequest
+	(*DeleteAdminTokenRequest)(nil),       // 84: meshd.admin.v1.DeleteAdminTokenRequest
+	(*DeleteAdminTokenResponse)(nil),      // 85: meshd.admin.v1.DeleteAdminTokenResponse
+	(*timestamppb.Timestamp)(nil),         // 86: google.protobuf.Timestamp
 }
 var file_api_admin_v1_admin_proto_depIdxs = []int32{
-	79, // 0: meshd.admin.v1.Account.created:type_name -> google.protobuf.Timestamp
-	79, // 1: meshd.admin.v1.Peer.last_seen:type_name -> google.protobuf.Timestamp
-	79, // 2: meshd.admin.v1.Peer.login_expires:type_name -> google.protobuf.Timestamp
-	79, // 3: meshd.admin.v1.Peer.created:type_name -> google.protobuf.Timestamp
-	7,  // 4: meshd.admin.v1.Peer.paths:type_name -> meshd.admin.v1.PeerPath
-	79, // 5: meshd.admin.v1.PeerPath.reported:type_name -> google.protobuf.Timestamp
-	6,  // 6: meshd.admin.v1.ListPeersResponse.peers:type_name -> meshd.admin.v1.Peer
-	2,  // 7: meshd.admin.v1.UpdatePeerRequest.groups:type_name -> meshd.admin.v1.StringList
-	79, // 8: meshd.admin.v1.Group.created:type_name -> google.protobuf.Timestamp
-	14, // 9: meshd.admin.v1.ListGroupsResponse.groups:type_name -> meshd.admin.v1.Group
-	2,  // 10: meshd.admin.v1.UpdateGroupRequest.peers:type_name -> meshd.admin.v1.StringList
-	79, // 11: meshd.admin.v1.SetupKey.expires:type_name -> google.protobuf.Timestamp
-	79, // 12: meshd.admin.v1.SetupKey.last_used:type_name -> google.protobuf.Timestamp
-	79, // 13: meshd.admin.v1.SetupKey.created:type_name -> google.protobuf.Timestamp
-	22, // 14: meshd.admin.v1.ListSetupKeysResponse.setup_keys:type_name -> meshd.admin.v1.SetupKey
-	2,  // 15: meshd.admin.v1.UpdateSetupKeyRequest.auto_groups:type_name -> meshd.admin.v1.StringList
-	79, // 16: meshd.admin.v1.Policy.created:type_name -> google.protobuf.Timestamp
-	30, // 17: meshd.admin.v1.ListPoliciesResponse.policies:type_name -> meshd.admin.v1.Policy
-	2,  // 18: meshd.admin.v1.UpdatePolicyRequest.sources:type_name -> meshd.admin.v1.StringList
-	2,  // 19: meshd.admin.v1.UpdatePolicyRequest.destinations:type_name -> meshd.admin.v1.StringList
-	2,  // 20: meshd.admin.v1.UpdatePolicyRequest.ports:type_name -> meshd.admin.v1.StringList
-	79, // 21: meshd.admin.v1.Route.created:type_name -> google.protobuf.Timestamp
-	38, // 22: meshd.admin.v1.ListRoutesResponse.routes:type_name -> meshd.admin.v1.Route
-	2,  // 23: meshd.admin.v1.UpdateRouteRequest.peers:type_name -> meshd.admin.v1.StringList
-	2,  // 24: meshd.admin.v1.UpdateRouteRequest.groups:type_name -> meshd.admin.v1.StringList
-	49, // 25: meshd.admin.v1.ListNameserverGroupsResponse.nameserver_groups:type_name -> meshd.admin.v1.NameserverGroup
-	2,  // 26: meshd.admin.v1.UpdateNameserverGroupRequest.nameservers:type_name -> meshd.admin.v1.StringList
-	2,  // 27: meshd.admin.v1.UpdateNameserverGroupRequest.match_domains:type_name -> meshd.admin.v1.StringList
-	2,  // 28: meshd.admin.v1.UpdateNameserverGroupRequest.groups:type_name -> meshd.admin.v1.StringList
-	57, // 29: meshd.admin.v1.ListDNSRecordsResponse.records:type_name -> meshd.admin.v1.DNSRecord
-	79, // 30: meshd.admin.v1.Event.time:type_name -> google.protobuf.Timestamp
-	65, // 31: meshd.admin.v1.ListEventsResponse.events:type_name -> meshd.admin.v1.Event
-	79, // 32: meshd.admin.v1.ServerStatus.started:type_name -> google.protobuf.Timestamp
-	71, // 33: meshd.admin.v1.ServerStatus.signal:type_name -> meshd.admin.v1.SignalStatus
-	72, // 34: meshd.admin.v1.ServerStatus.relay:type_name -> meshd.admin.v1.RelayStatus
-	79, // 35: meshd.admin.v1.ServerStatus.store_down_since:type_name -> google.protobuf.Timestamp
-	70, // 36: meshd.admin.v1.ServerStatus.replicas:type_name -> meshd.admin.v1.Replica
-	79, // 37: meshd.admin.v1.Replica.started:type_name -> google.protobuf.Timestamp
-	79, // 38: meshd.admin.v1.Replica.last_seen:type_name -> google.protobuf.Timestamp
-	79, // 39: meshd.admin.v1.AdminToken.created:type_name -> google.protobuf.Timestamp
-	79, // 40: meshd.admin.v1.AdminToken.last_used:type_name -> google.protobuf.Timestamp
-	73, // 41: meshd.admin.v1.ListAdminTokensResponse.admin_tokens:type_name -> meshd.admin.v1.AdminToken
-	4,  // 42: meshd.admin.v1.AdminService.GetAccount:input_type -> meshd.admin.v1.GetAccountRequest
-	5,  // 43: meshd.admin.v1.AdminService.UpdateAccount:input_type -> meshd.admin.v1.UpdateAccountRequest
-	8,  // 44: meshd.admin.v1.AdminService.ListPeers:input_type -> meshd.admin.v1.ListPeersRequest
-	10, // 45: meshd.admin.v1.AdminService.GetPeer:input_type -> meshd.admin.v1.GetPeerRequest
-	11, // 46: meshd.admin.v1.AdminService.UpdatePeer:input_type -> meshd.admin.v1.UpdatePeerRequest
-	12, // 47: meshd.admin.v1.AdminService.DeletePeer:input_type -> meshd.admin.v1.DeletePeerRequest
-	15, // 48: meshd.admin.v1.AdminService.ListGroups:input_type -> meshd.admin.v1.ListGroupsRequest
-	17, // 49: meshd.admin.v1.AdminService.GetGroup:input_type -> meshd.admin.v1.GetGroupRequest
-	18, // 50: meshd.admin.v1.AdminService.CreateGroup:input_type -> meshd.admin.v1.CreateGroupRequest
-	19, // 51: meshd.admin.v1.AdminService.UpdateGroup:input_type -> meshd.admin.v1.UpdateGroupRequest
-	20, // 52: meshd.admin.v1.AdminService.DeleteGroup:input_type -> meshd.admin.v1.DeleteGroupRequest
-	23, // 53: meshd.admin.v1.AdminService.ListSetupKeys:input_type -> meshd.admin.v1.ListSetupKeysRequest
-	25, // 54: meshd.admin.v1.AdminService.GetSetupKey:input_type -> meshd.admin.v1.GetSetupKeyRequest
-	26, // 55: meshd.admin.v1.AdminService.CreateSetupKey:input_type -> meshd.admin.v1.CreateSetupKeyRequest
-	27, // 56: meshd.admin.v1.AdminService.UpdateSetupKey:input_type -> meshd.admin.v1.UpdateSetupKeyRequest
-	28, // 57: meshd.admin.v1.AdminService.DeleteSetupKey:input_type -> meshd.admin.v1.DeleteSetupKeyRequest
-	31, // 58: meshd.admin.v1.AdminService.ListPolicies:input_type -> meshd.admin.v1.ListPoliciesRequest
-	33, // 59: meshd.admin.v1.AdminService.GetPolicy:input_type -> meshd.admin.v1.GetPolicyRequest
-	34, // 60: meshd.admin.v1.AdminService.CreatePolicy:input_type -> meshd.admin.v1.CreatePolicyRequest
-	35, // 61: meshd.admin.v1.AdminService.UpdatePolicy:input_type -> meshd.admin.v1.UpdatePolicyRequest
-	36, // 62: meshd.admin.v1.AdminService.DeletePolicy:input_type -> meshd.admin.v1.DeletePolicyRequest
-	39, // 63: meshd.admin.v1.AdminService.ListRoutes:input_type -> meshd.admin.v1.ListRoutesRequest
-	41, // 64: meshd.admin.v1.AdminService.GetRoute:input_type -> meshd.admin.v1.GetRouteRequest
-	42, // 65: meshd.admin.v1.AdminService.CreateRoute:input_type -> meshd.admin.v1.CreateRouteRequest
-	43, // 66: meshd.admin.v1.AdminService.UpdateRoute:input_type -> meshd.admin.v1.UpdateRouteRequest
-	44, // 67: meshd.admin.v1.AdminService.DeleteRoute:input_type -> meshd.admin.v1.DeleteRouteRequest
-	47, // 68: meshd.admin.v1.AdminService.GetDNSSettings:input_type -> meshd.admin.v1.GetDNSSettingsRequest
-	48, // 69: meshd.admin.v1.AdminService.UpdateDNSSettings:input_type -> meshd.admin.v1.UpdateDNSSettingsRequest
-	50, // 70: meshd.admin.v1.AdminService.ListNameserverGroups:input_type -> meshd.admin.v1.ListNameserverGroupsRequest
-	52, // 71: meshd.admin.v1.AdminService.GetNameserverGroup:input_type -> meshd.admin.v1.GetNameserverGroupRequest
-	53, // 72: meshd.admin.v1.AdminService.CreateNameserverGroup:input_type -> meshd.admin.v1.CreateNameserverGroupRequest
-	54, // 73: meshd.admin.v1.AdminService.UpdateNameserverGroup:input_type -> meshd.admin.v1.UpdateNameserverGroupRequest
-	55, // 74: meshd.admin.v1.AdminService.DeleteNameserverGroup:input_type -> meshd.admin.v1.DeleteNameserverGroupRequest
-	58, // 75: meshd.admin.v1.AdminService.ListDNSRecords:input_type -> meshd.admin.v1.ListDNSRecordsRequest
-	60, // 76: meshd.admin.v1.AdminService.GetDNSRecord:input_type -> meshd.admin.v1.GetDNSRecordRequest
-	61, // 77: meshd.admin.v1.AdminService.CreateDNSRecord:input_type -> meshd.admin.v1.CreateDNSRecordRequest
-	62, // 78: meshd.admin.v1.AdminService.UpdateDNSRecord:input_type -> meshd.admin.v1.UpdateDNSRecordRequest
-	63, // 79: meshd.admin.v1.AdminService.DeleteDNSRecord:input_type -> meshd.admin.v1.DeleteDNSRecordRequest
-	66, // 80: meshd.admin.v1.AdminService.ListEvents:input_type -> meshd.admin.v1.ListEventsRequest
-	68, // 81: meshd.admin.v1.AdminService.GetServerStatus:input_type -> meshd.admin.v1.GetServerStatusRequest
-	74, // 82: meshd.admin.v1.AdminService.ListAdminTokens:input_type -> meshd.admin.v1.ListAdminTokensRequest
-	76, // 83: meshd.admin.v1.AdminService.CreateAdminToken:input_type -> meshd.admin.v1.CreateAdminTokenRequest
-	77, // 84: meshd.admin.v1.AdminService.DeleteAdminToken:input_type -> meshd.admin.v1.DeleteAdminTokenRequest
-	0,  // 85: meshd.admin.v1.AdminService.CheckAccess:input_type -> meshd.admin.v1.CheckAccessRequest
-	3,  // 86: meshd.admin.v1.AdminService.GetAccount:output_type -> meshd.admin.v1.Account
-	3,  // 87: meshd.admin.v1.AdminService.UpdateAccount:output_type -> meshd.admin.v1.Account
-	9,  // 88: meshd.admin.v1.AdminService.ListPeers:output_type -> meshd.admin.v1.ListPeersResponse
-	6,  // 89: meshd.admin.v1.AdminService.GetPeer:output_type -> meshd.admin.v1.Peer
-	6,  // 90: meshd.admin.v1.AdminService.UpdatePeer:output_type -> meshd.admin.v1.Peer
-	13, // 91: meshd.admin.v1.AdminService.DeletePeer:output_type -> meshd.admin.v1.DeletePeerResponse
-	16, // 92: meshd.admin.v1.AdminService.ListGroups:output_type -> meshd.admin.v1.ListGroupsResponse
-	14, // 93: meshd.admin.v1.AdminService.GetGroup:output_type -> meshd.admin.v1.Group
-	14, // 94: meshd.admin.v1.AdminService.CreateGroup:output_type -> meshd.admin.v1.Group
-	14, // 95: meshd.admin.v1.AdminService.UpdateGroup:output_type -> meshd.admin.v1.Group
-	21, // 96: meshd.admin.v1.AdminService.DeleteGroup:output_type -> meshd.admin.v1.DeleteGroupResponse
-	24, // 97: meshd.admin.v1.AdminService.ListSetupKeys:output_type -> meshd.admin.v1.ListSetupKeysResponse
-	22, // 98: meshd.admin.v1.AdminService.GetSetupKey:output_type -> meshd.admin.v1.SetupKey
-	22, // 99: meshd.admin.v1.AdminService.CreateSetupKey:output_type -> meshd.admin.v1.SetupKey
-	22, // 100: meshd.admin.v1.AdminService.UpdateSetupKey:output_type -> meshd.admin.v1.SetupKey
-	29, // 101: meshd.admin.v1.AdminService.DeleteSetupKey:output_type -> meshd.admin.v1.DeleteSetupKeyResponse
-	32, // 102: meshd.admin.v1.AdminService.ListPolicies:output_type -> meshd.admin.v1.ListPoliciesResponse
-	30, // 103: meshd.admin.v1.AdminService.GetPolicy:output_type -> meshd.admin.v1.Policy
-	30, // 104: meshd.admin.v1.AdminService.CreatePolicy:output_type -> meshd.admin.v1.Policy
-	30, // 105: meshd.admin.v1.AdminService.UpdatePolicy:output_type -> meshd.admin.v1.Policy
-	37, // 106: meshd.admin.v1.AdminService.DeletePolicy:output_type -> meshd.admin.v1.DeletePolicyResponse
-	40, // 107: meshd.admin.v1.AdminService.ListRoutes:output_type -> meshd.admin.v1.ListRoutesResponse
-	38, // 108: meshd.admin.v1.AdminService.GetRoute:output_type -> meshd.admin.v1.Route
-	38, // 109: meshd.admin.v1.AdminService.CreateRoute:output_type -> meshd.admin.v1.Route
-	38, // 110: meshd.admin.v1.AdminService.UpdateRoute:output_type -> meshd.admin.v1.Route
-	45, // 111: meshd.admin.v1.AdminService.DeleteRoute:output_type -> meshd.admin.v1.DeleteRouteResponse
-	46, // 112: meshd.admin.v1.AdminService.GetDNSSettings:output_type -> meshd.admin.v1.DNSSettings
-	46, // 113: meshd.admin.v1.AdminService.UpdateDNSSettings:output_type -> meshd.admin.v1.DNSSettings
-	51, // 114: meshd.admin.v1.AdminService.ListNameserverGroups:output_type -> meshd.admin.v1.ListNameserverGroupsResponse
-	49, // 115: meshd.admin.v1.AdminService.GetNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
-	49, // 116: meshd.admin.v1.AdminService.CreateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
-	49, // 117: meshd.admin.v1.AdminService.UpdateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
-	56, // 118: meshd.admin.v1.AdminService.DeleteNameserverGroup:output_type -> meshd.admin.v1.DeleteNameserverGroupResponse
-	59, // 119: meshd.admin.v1.AdminService.ListDNSRecords:output_type -> meshd.admin.v1.ListDNSRecordsResponse
-	57, // 120: meshd.admin.v1.AdminService.GetDNSRecord:output_type -> meshd.admin.v1.DNSRecord
-	57, // 121: meshd.admin.v1.AdminService.CreateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
-	57, // 122: meshd.admin.v1.AdminService.UpdateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
-	64, // 123: meshd.admin.v1.AdminService.DeleteDNSRecord:output_type -> meshd.admin.v1.DeleteDNSRecordResponse
-	67, // 124: meshd.admin.v1.AdminService.ListEvents:output_type -> meshd.admin.v1.ListEventsResponse
-	69, // 125: meshd.admin.v1.AdminService.GetServerStatus:output_type -> meshd.admin.v1.ServerStatus
-	75, // 126: meshd.admin.v1.AdminService.ListAdminTokens:output_type -> meshd.admin.v1.ListAdminTokensResponse
-	73, // 127: meshd.admin.v1.AdminService.CreateAdminToken:output_type -> meshd.admin.v1.AdminToken
-	78, // 128: meshd.admin.v1.AdminService.DeleteAdminToken:output_type -> meshd.admin.v1.DeleteAdminTokenResponse
-	1,  // 129: meshd.admin.v1.AdminService.CheckAccess:output_type -> meshd.admin.v1.CheckAccessResponse
-	86, // [86:130] is the sub-list for method output_type
-	42, // [42:86] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	86, // 0: meshd.admin.v1.User.created:type_name -> google.protobuf.Timestamp
+	86, // 1: meshd.admin.v1.User.last_login:type_name -> google.protobuf.Timestamp
+	2,  // 2: meshd.admin.v1.ListUsersResponse.users:type_name -> meshd.admin.v1.User
+	86, // 3: meshd.admin.v1.Account.created:type_name -> google.protobuf.Timestamp
+	86, // 4: meshd.admin.v1.Peer.last_seen:type_name -> google.protobuf.Timestamp
+	86, // 5: meshd.admin.v1.Peer.login_expires:type_name -> google.protobuf.Timestamp
+	86, // 6: meshd.admin.v1.Peer.created:type_name -> google.protobuf.Timestamp
+	14, // 7: meshd.admin.v1.Peer.paths:type_name -> meshd.admin.v1.PeerPath
+	86, // 8: meshd.admin.v1.PeerPath.reported:type_name -> google.protobuf.Timestamp
+	13, // 9: meshd.admin.v1.ListPeersResponse.peers:type_name -> meshd.admin.v1.Peer
+	9,  // 10: meshd.admin.v1.UpdatePeerRequest.groups:type_name -> meshd.admin.v1.StringList
+	86, // 11: meshd.admin.v1.Group.created:type_name -> google.protobuf.Timestamp
+	21, // 12: meshd.admin.v1.ListGroupsResponse.groups:type_name -> meshd.admin.v1.Group
+	9,  // 13: meshd.admin.v1.UpdateGroupRequest.peers:type_name -> meshd.admin.v1.StringList
+	86, // 14: meshd.admin.v1.SetupKey.expires:type_name -> google.protobuf.Timestamp
+	86, // 15: meshd.admin.v1.SetupKey.last_used:type_name -> google.protobuf.Timestamp
+	86, // 16: meshd.admin.v1.SetupKey.created:type_name -> google.protobuf.Timestamp
+	29, // 17: meshd.admin.v1.ListSetupKeysResponse.setup_keys:type_name -> meshd.admin.v1.SetupKey
+	9,  // 18: meshd.admin.v1.UpdateSetupKeyRequest.auto_groups:type_name -> meshd.admin.v1.StringList
+	86, // 19: meshd.admin.v1.Policy.created:type_name -> google.protobuf.Timestamp
+	37, // 20: meshd.admin.v1.ListPoliciesResponse.policies:type_name -> meshd.admin.v1.Policy
+	9,  // 21: meshd.admin.v1.UpdatePolicyRequest.sources:type_name -> meshd.admin.v1.StringList
+	9,  // 22: meshd.admin.v1.UpdatePolicyRequest.destinations:type_name -> meshd.admin.v1.StringList
+	9,  // 23: meshd.admin.v1.UpdatePolicyRequest.ports:type_name -> meshd.admin.v1.StringList
+	86, // 24: meshd.admin.v1.Route.created:type_name -> google.protobuf.Timestamp
+	45, // 25: meshd.admin.v1.ListRoutesResponse.routes:type_name -> meshd.admin.v1.Route
+	9,  // 26: meshd.admin.v1.UpdateRouteRequest.peers:type_name -> meshd.admin.v1.StringList
+	9,  // 27: meshd.admin.v1.UpdateRouteRequest.groups:type_name -> meshd.admin.v1.StringList
+	56, // 28: meshd.admin.v1.ListNameserverGroupsResponse.nameserver_groups:type_name -> meshd.admin.v1.NameserverGroup
+	9,  // 29: meshd.admin.v1.UpdateNameserverGroupRequest.nameservers:type_name -> meshd.admin.v1.StringList
+	9,  // 30: meshd.admin.v1.UpdateNameserverGroupRequest.match_domains:type_name -> meshd.admin.v1.StringList
+	9,  // 31: meshd.admin.v1.UpdateNameserverGroupRequest.groups:type_name -> meshd.admin.v1.StringList
+	64, // 32: meshd.admin.v1.ListDNSRecordsResponse.records:type_name -> meshd.admin.v1.DNSRecord
+	86, // 33: meshd.admin.v1.Event.time:type_name -> google.protobuf.Timestamp
+	72, // 34: meshd.admin.v1.ListEventsResponse.events:type_name -> meshd.admin.v1.Event
+	86, // 35: meshd.admin.v1.ServerStatus.started:type_name -> google.protobuf.Timestamp
+	78, // 36: meshd.admin.v1.ServerStatus.signal:type_name -> meshd.admin.v1.SignalStatus
+	79, // 37: meshd.admin.v1.ServerStatus.relay:type_name -> meshd.admin.v1.RelayStatus
+	86, // 38: meshd.admin.v1.ServerStatus.store_down_since:type_name -> google.protobuf.Timestamp
+	77, // 39: meshd.admin.v1.ServerStatus.replicas:type_name -> meshd.admin.v1.Replica
+	86, // 40: meshd.admin.v1.Replica.started:type_name -> google.protobuf.Timestamp
+	86, // 41: meshd.admin.v1.Replica.last_seen:type_name -> google.protobuf.Timestamp
+	86, // 42: meshd.admin.v1.AdminToken.created:type_name -> google.protobuf.Timestamp
+	86, // 43: meshd.admin.v1.AdminToken.last_used:type_name -> google.protobuf.Timestamp
+	80, // 44: meshd.admin.v1.ListAdminTokensResponse.admin_tokens:type_name -> meshd.admin.v1.AdminToken
+	11, // 45: meshd.admin.v1.AdminService.GetAccount:input_type -> meshd.admin.v1.GetAccountRequest
+	12, // 46: meshd.admin.v1.AdminService.UpdateAccount:input_type -> meshd.admin.v1.UpdateAccountRequest
+	15, // 47: meshd.admin.v1.AdminService.ListPeers:input_type -> meshd.admin.v1.ListPeersRequest
+	17, // 48: meshd.admin.v1.AdminService.GetPeer:input_type -> meshd.admin.v1.GetPeerRequest
+	18, // 49: meshd.admin.v1.AdminService.UpdatePeer:input_type -> meshd.admin.v1.UpdatePeerRequest
+	19, // 50: meshd.admin.v1.AdminService.DeletePeer:input_type -> meshd.admin.v1.DeletePeerRequest
+	22, // 51: meshd.admin.v1.AdminService.ListGroups:input_type -> meshd.admin.v1.ListGroupsRequest
+	24, // 52: meshd.admin.v1.AdminService.GetGroup:input_type -> meshd.admin.v1.GetGroupRequest
+	25, // 53: meshd.admin.v1.AdminService.CreateGroup:input_type -> meshd.admin.v1.CreateGroupRequest
+	26, // 54: meshd.admin.v1.AdminService.UpdateGroup:input_type -> meshd.admin.v1.UpdateGroupRequest
+	27, // 55: meshd.admin.v1.AdminService.DeleteGroup:input_type -> meshd.admin.v1.DeleteGroupRequest
+	30, // 56: meshd.admin.v1.AdminService.ListSetupKeys:input_type -> meshd.admin.v1.ListSetupKeysRequest
+	32, // 57: meshd.admin.v1.AdminService.GetSetupKey:input_type -> meshd.admin.v1.GetSetupKeyRequest
+	33, // 58: meshd.admin.v1.AdminService.CreateSetupKey:input_type -> meshd.admin.v1.CreateSetupKeyRequest
+	34, // 59: meshd.admin.v1.AdminService.UpdateSetupKey:input_type -> meshd.admin.v1.UpdateSetupKeyRequest
+	35, // 60: meshd.admin.v1.AdminService.DeleteSetupKey:input_type -> meshd.admin.v1.DeleteSetupKeyRequest
+	38, // 61: meshd.admin.v1.AdminService.ListPolicies:input_type -> meshd.admin.v1.ListPoliciesRequest
+	40, // 62: meshd.admin.v1.AdminService.GetPolicy:input_type -> meshd.admin.v1.GetPolicyRequest
+	41, // 63: meshd.admin.v1.AdminService.CreatePolicy:input_type -> meshd.admin.v1.CreatePolicyRequest
+	42, // 64: meshd.admin.v1.AdminService.UpdatePolicy:input_type -> meshd.admin.v1.UpdatePolicyRequest
+	43, // 65: meshd.admin.v1.AdminService.DeletePolicy:input_type -> meshd.admin.v1.DeletePolicyRequest
+	46, // 66: meshd.admin.v1.AdminService.ListRoutes:input_type -> meshd.admin.v1.ListRoutesRequest
+	48, // 67: meshd.admin.v1.AdminService.GetRoute:input_type -> meshd.admin.v1.GetRouteRequest
+	49, // 68: meshd.admin.v1.AdminService.CreateRoute:input_type -> meshd.admin.v1.CreateRouteRequest
+	50, // 69: meshd.admin.v1.AdminService.UpdateRoute:input_type -> meshd.admin.v1.UpdateRouteRequest
+	51, // 70: meshd.admin.v1.AdminService.DeleteRoute:input_type -> meshd.admin.v1.DeleteRouteRequest
+	54, // 71: meshd.admin.v1.AdminService.GetDNSSettings:input_type -> meshd.admin.v1.GetDNSSettingsRequest
+	55, // 72: meshd.admin.v1.AdminService.UpdateDNSSettings:input_type -> meshd.admin.v1.UpdateDNSSettingsRequest
+	57, // 73: meshd.admin.v1.AdminService.ListNameserverGroups:input_type -> meshd.admin.v1.ListNameserverGroupsRequest
+	59, // 74: meshd.admin.v1.AdminService.GetNameserverGroup:input_type -> meshd.admin.v1.GetNameserverGroupRequest
+	60, // 75: meshd.admin.v1.AdminService.CreateNameserverGroup:input_type -> meshd.admin.v1.CreateNameserverGroupRequest
+	61, // 76: meshd.admin.v1.AdminService.UpdateNameserverGroup:input_type -> meshd.admin.v1.UpdateNameserverGroupRequest
+	62, // 77: meshd.admin.v1.AdminService.DeleteNameserverGroup:input_type -> meshd.admin.v1.DeleteNameserverGroupRequest
+	65, // 78: meshd.admin.v1.AdminService.ListDNSRecords:input_type -> meshd.admin.v1.ListDNSRecordsRequest
+	67, // 79: meshd.admin.v1.AdminService.GetDNSRecord:input_type -> meshd.admin.v1.GetDNSRecordRequest
+	68, // 80: meshd.admin.v1.AdminService.CreateDNSRecord:input_type -> meshd.admin.v1.CreateDNSRecordRequest
+	69, // 81: meshd.admin.v1.AdminService.UpdateDNSRecord:input_type -> meshd.admin.v1.UpdateDNSRecordRequest
+	70, // 82: meshd.admin.v1.AdminService.DeleteDNSRecord:input_type -> meshd.admin.v1.DeleteDNSRecordRequest
+	73, // 83: meshd.admin.v1.AdminService.ListEvents:input_type -> meshd.admin.v1.ListEventsRequest
+	75, // 84: meshd.admin.v1.AdminService.GetServerStatus:input_type -> meshd.admin.v1.GetServerStatusRequest
+	81, // 85: meshd.admin.v1.AdminService.ListAdminTokens:input_type -> meshd.admin.v1.ListAdminTokensRequest
+	83, // 86: meshd.admin.v1.AdminService.CreateAdminToken:input_type -> meshd.admin.v1.CreateAdminTokenRequest
+	84, // 87: meshd.admin.v1.AdminService.DeleteAdminToken:input_type -> meshd.admin.v1.DeleteAdminTokenRequest
+	3,  // 88: meshd.admin.v1.AdminService.ListUsers:input_type -> meshd.admin.v1.ListUsersRequest
+	5,  // 89: meshd.admin.v1.AdminService.GetUser:input_type -> meshd.admin.v1.GetUserRequest
+	6,  // 90: meshd.admin.v1.AdminService.UpdateUser:input_type -> meshd.admin.v1.UpdateUserRequest
+	7,  // 91: meshd.admin.v1.AdminService.DeleteUser:input_type -> meshd.admin.v1.DeleteUserRequest
+	0,  // 92: meshd.admin.v1.AdminService.CheckAccess:input_type -> meshd.admin.v1.CheckAccessRequest
+	10, // 93: meshd.admin.v1.AdminService.GetAccount:output_type -> meshd.admin.v1.Account
+	10, // 94: meshd.admin.v1.AdminService.UpdateAccount:output_type -> meshd.admin.v1.Account
+	16, // 95: meshd.admin.v1.AdminService.ListPeers:output_type -> meshd.admin.v1.ListPeersResponse
+	13, // 96: meshd.admin.v1.AdminService.GetPeer:output_type -> meshd.admin.v1.Peer
+	13, // 97: meshd.admin.v1.AdminService.UpdatePeer:output_type -> meshd.admin.v1.Peer
+	20, // 98: meshd.admin.v1.AdminService.DeletePeer:output_type -> meshd.admin.v1.DeletePeerResponse
+	23, // 99: meshd.admin.v1.AdminService.ListGroups:output_type -> meshd.admin.v1.ListGroupsResponse
+	21, // 100: meshd.admin.v1.AdminService.GetGroup:output_type -> meshd.admin.v1.Group
+	21, // 101: meshd.admin.v1.AdminService.CreateGroup:output_type -> meshd.admin.v1.Group
+	21, // 102: meshd.admin.v1.AdminService.UpdateGroup:output_type -> meshd.admin.v1.Group
+	28, // 103: meshd.admin.v1.AdminService.DeleteGroup:output_type -> meshd.admin.v1.DeleteGroupResponse
+	31, // 104: meshd.admin.v1.AdminService.ListSetupKeys:output_type -> meshd.admin.v1.ListSetupKeysResponse
+	29, // 105: meshd.admin.v1.AdminService.GetSetupKey:output_type -> meshd.admin.v1.SetupKey
+	29, // 106: meshd.admin.v1.AdminService.CreateSetupKey:output_type -> meshd.admin.v1.SetupKey
+	29, // 107: meshd.admin.v1.AdminService.UpdateSetupKey:output_type -> meshd.admin.v1.SetupKey
+	36, // 108: meshd.admin.v1.AdminService.DeleteSetupKey:output_type -> meshd.admin.v1.DeleteSetupKeyResponse
+	39, // 109: meshd.admin.v1.AdminService.ListPolicies:output_type -> meshd.admin.v1.ListPoliciesResponse
+	37, // 110: meshd.admin.v1.AdminService.GetPolicy:output_type -> meshd.admin.v1.Policy
+	37, // 111: meshd.admin.v1.AdminService.CreatePolicy:output_type -> meshd.admin.v1.Policy
+	37, // 112: meshd.admin.v1.AdminService.UpdatePolicy:output_type -> meshd.admin.v1.Policy
+	44, // 113: meshd.admin.v1.AdminService.DeletePolicy:output_type -> meshd.admin.v1.DeletePolicyResponse
+	47, // 114: meshd.admin.v1.AdminService.ListRoutes:output_type -> meshd.admin.v1.ListRoutesResponse
+	45, // 115: meshd.admin.v1.AdminService.GetRoute:output_type -> meshd.admin.v1.Route
+	45, // 116: meshd.admin.v1.AdminService.CreateRoute:output_type -> meshd.admin.v1.Route
+	45, // 117: meshd.admin.v1.AdminService.UpdateRoute:output_type -> meshd.admin.v1.Route
+	52, // 118: meshd.admin.v1.AdminService.DeleteRoute:output_type -> meshd.admin.v1.DeleteRouteResponse
+	53, // 119: meshd.admin.v1.AdminService.GetDNSSettings:output_type -> meshd.admin.v1.DNSSettings
+	53, // 120: meshd.admin.v1.AdminService.UpdateDNSSettings:output_type -> meshd.admin.v1.DNSSettings
+	58, // 121: meshd.admin.v1.AdminService.ListNameserverGroups:output_type -> meshd.admin.v1.ListNameserverGroupsResponse
+	56, // 122: meshd.admin.v1.AdminService.GetNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
+	56, // 123: meshd.admin.v1.AdminService.CreateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
+	56, // 124: meshd.admin.v1.AdminService.UpdateNameserverGroup:output_type -> meshd.admin.v1.NameserverGroup
+	63, // 125: meshd.admin.v1.AdminService.DeleteNameserverGroup:output_type -> meshd.admin.v1.DeleteNameserverGroupResponse
+	66, // 126: meshd.admin.v1.AdminService.ListDNSRecords:output_type -> meshd.admin.v1.ListDNSRecordsResponse
+	64, // 127: meshd.admin.v1.AdminService.GetDNSRecord:output_type -> meshd.admin.v1.DNSRecord
+	64, // 128: meshd.admin.v1.AdminService.CreateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
+	64, // 129: meshd.admin.v1.AdminService.UpdateDNSRecord:output_type -> meshd.admin.v1.DNSRecord
+	71, // 130: meshd.admin.v1.AdminService.DeleteDNSRecord:output_type -> meshd.admin.v1.DeleteDNSRecordResponse
+	74, // 131: meshd.admin.v1.AdminService.ListEvents:output_type -> meshd.admin.v1.ListEventsResponse
+	76, // 132: meshd.admin.v1.AdminService.GetServerStatus:output_type -> meshd.admin.v1.ServerStatus
+	82, // 133: meshd.admin.v1.AdminService.ListAdminTokens:output_type -> meshd.admin.v1.ListAdminTokensResponse
+	80, // 134: meshd.admin.v1.AdminService.CreateAdminToken:output_type -> meshd.admin.v1.AdminToken
+	85, // 135: meshd.admin.v1.AdminService.DeleteAdminToken:output_type -> meshd.admin.v1.DeleteAdminTokenResponse
+	4,  // 136: meshd.admin.v1.AdminService.ListUsers:output_type -> meshd.admin.v1.ListUsersResponse
+	2,  // 137: meshd.admin.v1.AdminService.GetUser:output_type -> meshd.admin.v1.User
+	2,  // 138: meshd.admin.v1.AdminService.UpdateUser:output_type -> meshd.admin.v1.User
+	8,  // 139: meshd.admin.v1.AdminService.DeleteUser:output_type -> meshd.admin.v1.DeleteUserResponse
+	1,  // 140: meshd.admin.v1.AdminService.CheckAccess:output_type -> meshd.admin.v1.CheckAccessResponse
+	93, // [93:141] is the sub-list for method output_type
+	45, // [45:93] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_api_admin_v1_admin_proto_init() }
@@ -5522,25 +5989,26 @@ func file_api_admin_v1_admin_proto_init() {
 	if File_api_admin_v1_admin_proto != nil {
 		return
 	}
-	file_api_admin_v1_admin_proto_msgTypes[5].OneofWrappers = []any{}
-	file_api_admin_v1_admin_proto_msgTypes[11].OneofWrappers = []any{}
-	file_api_admin_v1_admin_proto_msgTypes[19].OneofWrappers = []any{}
-	file_api_admin_v1_admin_proto_msgTypes[27].OneofWrappers = []any{}
+	file_api_admin_v1_admin_proto_msgTypes[6].OneofWrappers = []any{}
+	file_api_admin_v1_admin_proto_msgTypes[12].OneofWrappers = []any{}
+	file_api_admin_v1_admin_proto_msgTypes[18].OneofWrappers = []any{}
+	file_api_admin_v1_admin_proto_msgTypes[26].OneofWrappers = []any{}
 	file_api_admin_v1_admin_proto_msgTypes[34].OneofWrappers = []any{}
-	file_api_admin_v1_admin_proto_msgTypes[35].OneofWrappers = []any{}
+	file_api_admin_v1_admin_proto_msgTypes[41].OneofWrappers = []any{}
 	file_api_admin_v1_admin_proto_msgTypes[42].OneofWrappers = []any{}
-	file_api_admin_v1_admin_proto_msgTypes[43].OneofWrappers = []any{}
-	file_api_admin_v1_admin_proto_msgTypes[48].OneofWrappers = []any{}
-	file_api_admin_v1_admin_proto_msgTypes[53].OneofWrappers = []any{}
-	file_api_admin_v1_admin_proto_msgTypes[54].OneofWrappers = []any{}
-	file_api_admin_v1_admin_proto_msgTypes[62].OneofWrappers = []any{}
+	file_api_admin_v1_admin_proto_msgTypes[49].OneofWrappers = []any{}
+	file_api_admin_v1_admin_proto_msgTypes[50].OneofWrappers = []any{}
+	file_api_admin_v1_admin_proto_msgTypes[55].OneofWrappers = []any{}
+	file_api_admin_v1_admin_proto_msgTypes[60].OneofWrappers = []any{}
+	file_api_admin_v1_admin_proto_msgTypes[61].OneofWrappers = []any{}
+	file_api_admin_v1_admin_proto_msgTypes[69].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_admin_v1_admin_proto_rawDesc), len(file_api_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   79,
+			NumMessages:   86,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -154,21 +154,28 @@ const (
 	Reason_REASON_PEER_UNKNOWN Reason = 8
 	// The account's overlay network has no free address left.
 	Reason_REASON_NETWORK_FULL Reason = 9
+	// The peer's user is blocked by an admin.
+	Reason_REASON_USER_BLOCKED Reason = 10
+	// Single sign-on failed: the identity provider refused or could not be
+	// reached, or the login code expired. The message says what to do.
+	Reason_REASON_SSO_FAILED Reason = 11
 )
 
 // Enum value maps for Reason.
 var (
 	Reason_name = map[int32]string{
-		0: "REASON_UNSPECIFIED",
-		1: "REASON_LOGIN_EXPIRED",
-		2: "REASON_SETUP_KEY_UNKNOWN",
-		3: "REASON_SETUP_KEY_EXPIRED",
-		4: "REASON_SETUP_KEY_REVOKED",
-		5: "REASON_SETUP_KEY_USED",
-		6: "REASON_SETUP_KEY_LIMIT",
-		7: "REASON_PROOF_FAILED",
-		8: "REASON_PEER_UNKNOWN",
-		9: "REASON_NETWORK_FULL",
+		0:  "REASON_UNSPECIFIED",
+		1:  "REASON_LOGIN_EXPIRED",
+		2:  "REASON_SETUP_KEY_UNKNOWN",
+		3:  "REASON_SETUP_KEY_EXPIRED",
+		4:  "REASON_SETUP_KEY_REVOKED",
+		5:  "REASON_SETUP_KEY_USED",
+		6:  "REASON_SETUP_KEY_LIMIT",
+		7:  "REASON_PROOF_FAILED",
+		8:  "REASON_PEER_UNKNOWN",
+		9:  "REASON_NETWORK_FULL",
+		10: "REASON_USER_BLOCKED",
+		11: "REASON_SSO_FAILED",
 	}
 	Reason_value = map[string]int32{
 		"REASON_UNSPECIFIED":       0,
@@ -181,6 +188,8 @@ var (
 		"REASON_PROOF_FAILED":      7,
 		"REASON_PEER_UNKNOWN":      8,
 		"REASON_NETWORK_FULL":      9,
+		"REASON_USER_BLOCKED":      10,
+		"REASON_SSO_FAILED":        11,
 	}
 )
 
@@ -211,6 +220,293 @@ func (Reason) EnumDescriptor() ([]byte, []int) {
 	return file_api_control_v1_control_proto_rawDescGZIP(), []int{2}
 }
 
+type StartSSOLoginRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The peer's public key (32 bytes) the login is for; empty for an
+	// admin's login. FinishSSOLogin must prove this key.
+	PublicKey []byte `protobuf:"bytes,1,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// Use the authorization code flow with PKCE instead of the device flow:
+	// verification_url is a page of control's that sends the browser to the
+	// provider and back (no user code). For desktops with a browser; the
+	// provider must allow control's redirect URI, PUBLIC_URL/sso/callback.
+	Browser       bool `protobuf:"varint,2,opt,name=browser,proto3" json:"browser,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartSSOLoginRequest) Reset() {
+	*x = StartSSOLoginRequest{}
+	mi := &file_api_control_v1_control_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartSSOLoginRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartSSOLoginRequest) ProtoMessage() {}
+
+func (x *StartSSOLoginRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_control_v1_control_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartSSOLoginRequest.ProtoReflect.Descriptor instead.
+func (*StartSSOLoginRequest) Descriptor() ([]byte, []int) {
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *StartSSOLoginRequest) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *StartSSOLoginRequest) GetBrowser() bool {
+	if x != nil {
+		return x.Browser
+	}
+	return false
+}
+
+type StartSSOLoginResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	VerificationUrl string                 `protobuf:"bytes,1,opt,name=verification_url,json=verificationUrl,proto3" json:"verification_url,omitempty"`
+	// The URL with the code filled in, when the provider gives one.
+	VerificationUrlComplete string `protobuf:"bytes,2,opt,name=verification_url_complete,json=verificationUrlComplete,proto3" json:"verification_url_complete,omitempty"`
+	UserCode                string `protobuf:"bytes,3,opt,name=user_code,json=userCode,proto3" json:"user_code,omitempty"`
+	// Opaque; names the login in FinishSSOLogin.
+	Handle  string                 `protobuf:"bytes,4,opt,name=handle,proto3" json:"handle,omitempty"`
+	Expires *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires,proto3" json:"expires,omitempty"`
+	// How often to call FinishSSOLogin.
+	IntervalSeconds uint32 `protobuf:"varint,6,opt,name=interval_seconds,json=intervalSeconds,proto3" json:"interval_seconds,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *StartSSOLoginResponse) Reset() {
+	*x = StartSSOLoginResponse{}
+	mi := &file_api_control_v1_control_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartSSOLoginResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartSSOLoginResponse) ProtoMessage() {}
+
+func (x *StartSSOLoginResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_control_v1_control_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartSSOLoginResponse.ProtoReflect.Descriptor instead.
+func (*StartSSOLoginResponse) Descriptor() ([]byte, []int) {
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *StartSSOLoginResponse) GetVerificationUrl() string {
+	if x != nil {
+		return x.VerificationUrl
+	}
+	return ""
+}
+
+func (x *StartSSOLoginResponse) GetVerificationUrlComplete() string {
+	if x != nil {
+		return x.VerificationUrlComplete
+	}
+	return ""
+}
+
+func (x *StartSSOLoginResponse) GetUserCode() string {
+	if x != nil {
+		return x.UserCode
+	}
+	return ""
+}
+
+func (x *StartSSOLoginResponse) GetHandle() string {
+	if x != nil {
+		return x.Handle
+	}
+	return ""
+}
+
+func (x *StartSSOLoginResponse) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+func (x *StartSSOLoginResponse) GetIntervalSeconds() uint32 {
+	if x != nil {
+		return x.IntervalSeconds
+	}
+	return 0
+}
+
+type FinishSSOLoginRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Handle string                 `protobuf:"bytes,1,opt,name=handle,proto3" json:"handle,omitempty"`
+	// For a peer's login: proof (purpose "meshd/login") of the key given to
+	// StartSSOLogin.
+	Proof         *Proof    `protobuf:"bytes,2,opt,name=proof,proto3" json:"proof,omitempty"`
+	Meta          *PeerMeta `protobuf:"bytes,3,opt,name=meta,proto3" json:"meta,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FinishSSOLoginRequest) Reset() {
+	*x = FinishSSOLoginRequest{}
+	mi := &file_api_control_v1_control_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FinishSSOLoginRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FinishSSOLoginRequest) ProtoMessage() {}
+
+func (x *FinishSSOLoginRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_control_v1_control_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FinishSSOLoginRequest.ProtoReflect.Descriptor instead.
+func (*FinishSSOLoginRequest) Descriptor() ([]byte, []int) {
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FinishSSOLoginRequest) GetHandle() string {
+	if x != nil {
+		return x.Handle
+	}
+	return ""
+}
+
+func (x *FinishSSOLoginRequest) GetProof() *Proof {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
+}
+
+func (x *FinishSSOLoginRequest) GetMeta() *PeerMeta {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
+type FinishSSOLoginResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The person has not approved yet: call again after the interval.
+	Pending bool `protobuf:"varint,1,opt,name=pending,proto3" json:"pending,omitempty"`
+	// A peer's login: its configuration.
+	Self *SelfConfig `protobuf:"bytes,2,opt,name=self,proto3" json:"self,omitempty"`
+	// An admin's login: a bearer token for the admin API, and its expiry.
+	AdminToken        string                 `protobuf:"bytes,3,opt,name=admin_token,json=adminToken,proto3" json:"admin_token,omitempty"`
+	AdminTokenExpires *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=admin_token_expires,json=adminTokenExpires,proto3" json:"admin_token_expires,omitempty"`
+	// Who logged in (email, else subject).
+	User          string `protobuf:"bytes,5,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FinishSSOLoginResponse) Reset() {
+	*x = FinishSSOLoginResponse{}
+	mi := &file_api_control_v1_control_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FinishSSOLoginResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FinishSSOLoginResponse) ProtoMessage() {}
+
+func (x *FinishSSOLoginResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_control_v1_control_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FinishSSOLoginResponse.ProtoReflect.Descriptor instead.
+func (*FinishSSOLoginResponse) Descriptor() ([]byte, []int) {
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *FinishSSOLoginResponse) GetPending() bool {
+	if x != nil {
+		return x.Pending
+	}
+	return false
+}
+
+func (x *FinishSSOLoginResponse) GetSelf() *SelfConfig {
+	if x != nil {
+		return x.Self
+	}
+	return nil
+}
+
+func (x *FinishSSOLoginResponse) GetAdminToken() string {
+	if x != nil {
+		return x.AdminToken
+	}
+	return ""
+}
+
+func (x *FinishSSOLoginResponse) GetAdminTokenExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AdminTokenExpires
+	}
+	return nil
+}
+
+func (x *FinishSSOLoginResponse) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
 type ReportPathsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Proof *Proof                 `protobuf:"bytes,1,opt,name=proof,proto3" json:"proof,omitempty"`
@@ -222,7 +518,7 @@ type ReportPathsRequest struct {
 
 func (x *ReportPathsRequest) Reset() {
 	*x = ReportPathsRequest{}
-	mi := &file_api_control_v1_control_proto_msgTypes[0]
+	mi := &file_api_control_v1_control_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -234,7 +530,7 @@ func (x *ReportPathsRequest) String() string {
 func (*ReportPathsRequest) ProtoMessage() {}
 
 func (x *ReportPathsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[0]
+	mi := &file_api_control_v1_control_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -247,7 +543,7 @@ func (x *ReportPathsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportPathsRequest.ProtoReflect.Descriptor instead.
 func (*ReportPathsRequest) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{0}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ReportPathsRequest) GetProof() *Proof {
@@ -272,7 +568,7 @@ type ReportPathsResponse struct {
 
 func (x *ReportPathsResponse) Reset() {
 	*x = ReportPathsResponse{}
-	mi := &file_api_control_v1_control_proto_msgTypes[1]
+	mi := &file_api_control_v1_control_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -284,7 +580,7 @@ func (x *ReportPathsResponse) String() string {
 func (*ReportPathsResponse) ProtoMessage() {}
 
 func (x *ReportPathsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[1]
+	mi := &file_api_control_v1_control_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -297,7 +593,7 @@ func (x *ReportPathsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportPathsResponse.ProtoReflect.Descriptor instead.
 func (*ReportPathsResponse) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{1}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{5}
 }
 
 // PathReport is how the reporting peer reaches one other peer.
@@ -322,7 +618,7 @@ type PathReport struct {
 
 func (x *PathReport) Reset() {
 	*x = PathReport{}
-	mi := &file_api_control_v1_control_proto_msgTypes[2]
+	mi := &file_api_control_v1_control_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -334,7 +630,7 @@ func (x *PathReport) String() string {
 func (*PathReport) ProtoMessage() {}
 
 func (x *PathReport) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[2]
+	mi := &file_api_control_v1_control_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -347,7 +643,7 @@ func (x *PathReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathReport.ProtoReflect.Descriptor instead.
 func (*PathReport) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{2}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PathReport) GetPublicKey() string {
@@ -414,7 +710,7 @@ type ChallengeRequest struct {
 
 func (x *ChallengeRequest) Reset() {
 	*x = ChallengeRequest{}
-	mi := &file_api_control_v1_control_proto_msgTypes[3]
+	mi := &file_api_control_v1_control_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -426,7 +722,7 @@ func (x *ChallengeRequest) String() string {
 func (*ChallengeRequest) ProtoMessage() {}
 
 func (x *ChallengeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[3]
+	mi := &file_api_control_v1_control_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -439,7 +735,7 @@ func (x *ChallengeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChallengeRequest.ProtoReflect.Descriptor instead.
 func (*ChallengeRequest) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{3}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{7}
 }
 
 type ChallengeResponse struct {
@@ -455,7 +751,7 @@ type ChallengeResponse struct {
 
 func (x *ChallengeResponse) Reset() {
 	*x = ChallengeResponse{}
-	mi := &file_api_control_v1_control_proto_msgTypes[4]
+	mi := &file_api_control_v1_control_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -467,7 +763,7 @@ func (x *ChallengeResponse) String() string {
 func (*ChallengeResponse) ProtoMessage() {}
 
 func (x *ChallengeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[4]
+	mi := &file_api_control_v1_control_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -480,7 +776,7 @@ func (x *ChallengeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChallengeResponse.ProtoReflect.Descriptor instead.
 func (*ChallengeResponse) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{4}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ChallengeResponse) GetServerPublicKey() []byte {
@@ -519,7 +815,7 @@ type Proof struct {
 
 func (x *Proof) Reset() {
 	*x = Proof{}
-	mi := &file_api_control_v1_control_proto_msgTypes[5]
+	mi := &file_api_control_v1_control_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +827,7 @@ func (x *Proof) String() string {
 func (*Proof) ProtoMessage() {}
 
 func (x *Proof) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[5]
+	mi := &file_api_control_v1_control_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +840,7 @@ func (x *Proof) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Proof.ProtoReflect.Descriptor instead.
 func (*Proof) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{5}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Proof) GetPublicKey() []byte {
@@ -587,7 +883,7 @@ type PeerMeta struct {
 
 func (x *PeerMeta) Reset() {
 	*x = PeerMeta{}
-	mi := &file_api_control_v1_control_proto_msgTypes[6]
+	mi := &file_api_control_v1_control_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -599,7 +895,7 @@ func (x *PeerMeta) String() string {
 func (*PeerMeta) ProtoMessage() {}
 
 func (x *PeerMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[6]
+	mi := &file_api_control_v1_control_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -612,7 +908,7 @@ func (x *PeerMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMeta.ProtoReflect.Descriptor instead.
 func (*PeerMeta) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{6}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PeerMeta) GetHostname() string {
@@ -648,7 +944,7 @@ type LoginRequest struct {
 
 func (x *LoginRequest) Reset() {
 	*x = LoginRequest{}
-	mi := &file_api_control_v1_control_proto_msgTypes[7]
+	mi := &file_api_control_v1_control_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -660,7 +956,7 @@ func (x *LoginRequest) String() string {
 func (*LoginRequest) ProtoMessage() {}
 
 func (x *LoginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[7]
+	mi := &file_api_control_v1_control_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -673,7 +969,7 @@ func (x *LoginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoginRequest.ProtoReflect.Descriptor instead.
 func (*LoginRequest) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{7}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LoginRequest) GetProof() *Proof {
@@ -706,7 +1002,7 @@ type LoginResponse struct {
 
 func (x *LoginResponse) Reset() {
 	*x = LoginResponse{}
-	mi := &file_api_control_v1_control_proto_msgTypes[8]
+	mi := &file_api_control_v1_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -718,7 +1014,7 @@ func (x *LoginResponse) String() string {
 func (*LoginResponse) ProtoMessage() {}
 
 func (x *LoginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[8]
+	mi := &file_api_control_v1_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -731,7 +1027,7 @@ func (x *LoginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoginResponse.ProtoReflect.Descriptor instead.
 func (*LoginResponse) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{8}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LoginResponse) GetSelf() *SelfConfig {
@@ -756,7 +1052,7 @@ type SyncRequest struct {
 
 func (x *SyncRequest) Reset() {
 	*x = SyncRequest{}
-	mi := &file_api_control_v1_control_proto_msgTypes[9]
+	mi := &file_api_control_v1_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +1064,7 @@ func (x *SyncRequest) String() string {
 func (*SyncRequest) ProtoMessage() {}
 
 func (x *SyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[9]
+	mi := &file_api_control_v1_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +1077,7 @@ func (x *SyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncRequest.ProtoReflect.Descriptor instead.
 func (*SyncRequest) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{9}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SyncRequest) GetProof() *Proof {
@@ -824,7 +1120,7 @@ type SyncResponse struct {
 
 func (x *SyncResponse) Reset() {
 	*x = SyncResponse{}
-	mi := &file_api_control_v1_control_proto_msgTypes[10]
+	mi := &file_api_control_v1_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +1132,7 @@ func (x *SyncResponse) String() string {
 func (*SyncResponse) ProtoMessage() {}
 
 func (x *SyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[10]
+	mi := &file_api_control_v1_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,7 +1145,7 @@ func (x *SyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncResponse.ProtoReflect.Descriptor instead.
 func (*SyncResponse) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{10}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SyncResponse) GetMap() *NetworkMap {
@@ -893,7 +1189,7 @@ type MapUpdate struct {
 
 func (x *MapUpdate) Reset() {
 	*x = MapUpdate{}
-	mi := &file_api_control_v1_control_proto_msgTypes[11]
+	mi := &file_api_control_v1_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +1201,7 @@ func (x *MapUpdate) String() string {
 func (*MapUpdate) ProtoMessage() {}
 
 func (x *MapUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[11]
+	mi := &file_api_control_v1_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +1214,7 @@ func (x *MapUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapUpdate.ProtoReflect.Descriptor instead.
 func (*MapUpdate) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{11}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MapUpdate) GetSerial() uint64 {
@@ -980,7 +1276,7 @@ type NetworkMap struct {
 
 func (x *NetworkMap) Reset() {
 	*x = NetworkMap{}
-	mi := &file_api_control_v1_control_proto_msgTypes[12]
+	mi := &file_api_control_v1_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -992,7 +1288,7 @@ func (x *NetworkMap) String() string {
 func (*NetworkMap) ProtoMessage() {}
 
 func (x *NetworkMap) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[12]
+	mi := &file_api_control_v1_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,7 +1301,7 @@ func (x *NetworkMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkMap.ProtoReflect.Descriptor instead.
 func (*NetworkMap) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{12}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NetworkMap) GetSerial() uint64 {
@@ -1105,7 +1401,7 @@ type SelfConfig struct {
 
 func (x *SelfConfig) Reset() {
 	*x = SelfConfig{}
-	mi := &file_api_control_v1_control_proto_msgTypes[13]
+	mi := &file_api_control_v1_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1413,7 @@ func (x *SelfConfig) String() string {
 func (*SelfConfig) ProtoMessage() {}
 
 func (x *SelfConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[13]
+	mi := &file_api_control_v1_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1426,7 @@ func (x *SelfConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SelfConfig.ProtoReflect.Descriptor instead.
 func (*SelfConfig) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{13}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SelfConfig) GetPeerId() string {
@@ -1205,7 +1501,7 @@ type RemotePeer struct {
 
 func (x *RemotePeer) Reset() {
 	*x = RemotePeer{}
-	mi := &file_api_control_v1_control_proto_msgTypes[14]
+	mi := &file_api_control_v1_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1513,7 @@ func (x *RemotePeer) String() string {
 func (*RemotePeer) ProtoMessage() {}
 
 func (x *RemotePeer) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[14]
+	mi := &file_api_control_v1_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1526,7 @@ func (x *RemotePeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemotePeer.ProtoReflect.Descriptor instead.
 func (*RemotePeer) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{14}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RemotePeer) GetPublicKey() string {
@@ -1292,7 +1588,7 @@ type PortRange struct {
 
 func (x *PortRange) Reset() {
 	*x = PortRange{}
-	mi := &file_api_control_v1_control_proto_msgTypes[15]
+	mi := &file_api_control_v1_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1304,7 +1600,7 @@ func (x *PortRange) String() string {
 func (*PortRange) ProtoMessage() {}
 
 func (x *PortRange) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[15]
+	mi := &file_api_control_v1_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1317,7 +1613,7 @@ func (x *PortRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortRange.ProtoReflect.Descriptor instead.
 func (*PortRange) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{15}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PortRange) GetStart() uint32 {
@@ -1349,7 +1645,7 @@ type FirewallRule struct {
 
 func (x *FirewallRule) Reset() {
 	*x = FirewallRule{}
-	mi := &file_api_control_v1_control_proto_msgTypes[16]
+	mi := &file_api_control_v1_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +1657,7 @@ func (x *FirewallRule) String() string {
 func (*FirewallRule) ProtoMessage() {}
 
 func (x *FirewallRule) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[16]
+	mi := &file_api_control_v1_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +1670,7 @@ func (x *FirewallRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FirewallRule.ProtoReflect.Descriptor instead.
 func (*FirewallRule) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{16}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FirewallRule) GetPeerIp() string {
@@ -1427,7 +1723,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_api_control_v1_control_proto_msgTypes[17]
+	mi := &file_api_control_v1_control_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1439,7 +1735,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[17]
+	mi := &file_api_control_v1_control_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1452,7 +1748,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{17}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Route) GetId() string {
@@ -1508,7 +1804,7 @@ type DNSConfig struct {
 
 func (x *DNSConfig) Reset() {
 	*x = DNSConfig{}
-	mi := &file_api_control_v1_control_proto_msgTypes[18]
+	mi := &file_api_control_v1_control_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1520,7 +1816,7 @@ func (x *DNSConfig) String() string {
 func (*DNSConfig) ProtoMessage() {}
 
 func (x *DNSConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[18]
+	mi := &file_api_control_v1_control_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1533,7 +1829,7 @@ func (x *DNSConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSConfig.ProtoReflect.Descriptor instead.
 func (*DNSConfig) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{18}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DNSConfig) GetDomain() string {
@@ -1569,7 +1865,7 @@ type NameserverGroup struct {
 
 func (x *NameserverGroup) Reset() {
 	*x = NameserverGroup{}
-	mi := &file_api_control_v1_control_proto_msgTypes[19]
+	mi := &file_api_control_v1_control_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1877,7 @@ func (x *NameserverGroup) String() string {
 func (*NameserverGroup) ProtoMessage() {}
 
 func (x *NameserverGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[19]
+	mi := &file_api_control_v1_control_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1890,7 @@ func (x *NameserverGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NameserverGroup.ProtoReflect.Descriptor instead.
 func (*NameserverGroup) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{19}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NameserverGroup) GetName() string {
@@ -1630,7 +1926,7 @@ type DNSRecord struct {
 
 func (x *DNSRecord) Reset() {
 	*x = DNSRecord{}
-	mi := &file_api_control_v1_control_proto_msgTypes[20]
+	mi := &file_api_control_v1_control_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1642,7 +1938,7 @@ func (x *DNSRecord) String() string {
 func (*DNSRecord) ProtoMessage() {}
 
 func (x *DNSRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[20]
+	mi := &file_api_control_v1_control_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1655,7 +1951,7 @@ func (x *DNSRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSRecord.ProtoReflect.Descriptor instead.
 func (*DNSRecord) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{20}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DNSRecord) GetName() string {
@@ -1699,7 +1995,7 @@ type RelayServer struct {
 
 func (x *RelayServer) Reset() {
 	*x = RelayServer{}
-	mi := &file_api_control_v1_control_proto_msgTypes[21]
+	mi := &file_api_control_v1_control_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1711,7 +2007,7 @@ func (x *RelayServer) String() string {
 func (*RelayServer) ProtoMessage() {}
 
 func (x *RelayServer) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[21]
+	mi := &file_api_control_v1_control_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1724,7 +2020,7 @@ func (x *RelayServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayServer.ProtoReflect.Descriptor instead.
 func (*RelayServer) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{21}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RelayServer) GetUrls() []string {
@@ -1765,7 +2061,7 @@ type ErrorDetail struct {
 
 func (x *ErrorDetail) Reset() {
 	*x = ErrorDetail{}
-	mi := &file_api_control_v1_control_proto_msgTypes[22]
+	mi := &file_api_control_v1_control_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1777,7 +2073,7 @@ func (x *ErrorDetail) String() string {
 func (*ErrorDetail) ProtoMessage() {}
 
 func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_api_control_v1_control_proto_msgTypes[22]
+	mi := &file_api_control_v1_control_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1790,7 +2086,7 @@ func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
 func (*ErrorDetail) Descriptor() ([]byte, []int) {
-	return file_api_control_v1_control_proto_rawDescGZIP(), []int{22}
+	return file_api_control_v1_control_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ErrorDetail) GetReason() Reason {
@@ -1804,7 +2100,29 @@ var File_api_control_v1_control_proto protoreflect.FileDescriptor
 
 const file_api_control_v1_control_proto_rawDesc = "" +
 	"\n" +
-	"\x1capi/control/v1/control.proto\x12\x10meshd.control.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"w\n" +
+	"\x1capi/control/v1/control.proto\x12\x10meshd.control.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"O\n" +
+	"\x14StartSSOLoginRequest\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x01 \x01(\fR\tpublicKey\x12\x18\n" +
+	"\abrowser\x18\x02 \x01(\bR\abrowser\"\x94\x02\n" +
+	"\x15StartSSOLoginResponse\x12)\n" +
+	"\x10verification_url\x18\x01 \x01(\tR\x0fverificationUrl\x12:\n" +
+	"\x19verification_url_complete\x18\x02 \x01(\tR\x17verificationUrlComplete\x12\x1b\n" +
+	"\tuser_code\x18\x03 \x01(\tR\buserCode\x12\x16\n" +
+	"\x06handle\x18\x04 \x01(\tR\x06handle\x124\n" +
+	"\aexpires\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x12)\n" +
+	"\x10interval_seconds\x18\x06 \x01(\rR\x0fintervalSeconds\"\x8e\x01\n" +
+	"\x15FinishSSOLoginRequest\x12\x16\n" +
+	"\x06handle\x18\x01 \x01(\tR\x06handle\x12-\n" +
+	"\x05proof\x18\x02 \x01(\v2\x17.meshd.control.v1.ProofR\x05proof\x12.\n" +
+	"\x04meta\x18\x03 \x01(\v2\x1a.meshd.control.v1.PeerMetaR\x04meta\"\xe5\x01\n" +
+	"\x16FinishSSOLoginResponse\x12\x18\n" +
+	"\apending\x18\x01 \x01(\bR\apending\x120\n" +
+	"\x04self\x18\x02 \x01(\v2\x1c.meshd.control.v1.SelfConfigR\x04self\x12\x1f\n" +
+	"\vadmin_token\x18\x03 \x01(\tR\n" +
+	"adminToken\x12J\n" +
+	"\x13admin_token_expires\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x11adminTokenExpires\x12\x12\n" +
+	"\x04user\x18\x05 \x01(\tR\x04user\"w\n" +
 	"\x12ReportPathsRequest\x12-\n" +
 	"\x05proof\x18\x01 \x01(\v2\x17.meshd.control.v1.ProofR\x05proof\x122\n" +
 	"\x05paths\x18\x02 \x03(\v2\x1c.meshd.control.v1.PathReportR\x05paths\"\x15\n" +
@@ -1946,7 +2264,7 @@ const file_api_control_v1_control_proto_rawDesc = "" +
 	"\fPROTOCOL_ALL\x10\x01\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x02\x12\x10\n" +
 	"\fPROTOCOL_UDP\x10\x03\x12\x11\n" +
-	"\rPROTOCOL_ICMP\x10\x04*\x96\x02\n" +
+	"\rPROTOCOL_ICMP\x10\x04*\xc6\x02\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14REASON_LOGIN_EXPIRED\x10\x01\x12\x1c\n" +
@@ -1957,11 +2275,16 @@ const file_api_control_v1_control_proto_rawDesc = "" +
 	"\x16REASON_SETUP_KEY_LIMIT\x10\x06\x12\x17\n" +
 	"\x13REASON_PROOF_FAILED\x10\a\x12\x17\n" +
 	"\x13REASON_PEER_UNKNOWN\x10\b\x12\x17\n" +
-	"\x13REASON_NETWORK_FULL\x10\t2\xd5\x02\n" +
+	"\x13REASON_NETWORK_FULL\x10\t\x12\x17\n" +
+	"\x13REASON_USER_BLOCKED\x10\n" +
+	"\x12\x15\n" +
+	"\x11REASON_SSO_FAILED\x10\v2\x9c\x04\n" +
 	"\x0eControlService\x12T\n" +
 	"\tChallenge\x12\".meshd.control.v1.ChallengeRequest\x1a#.meshd.control.v1.ChallengeResponse\x12H\n" +
 	"\x05Login\x12\x1e.meshd.control.v1.LoginRequest\x1a\x1f.meshd.control.v1.LoginResponse\x12G\n" +
-	"\x04Sync\x12\x1d.meshd.control.v1.SyncRequest\x1a\x1e.meshd.control.v1.SyncResponse0\x01\x12Z\n" +
+	"\x04Sync\x12\x1d.meshd.control.v1.SyncRequest\x1a\x1e.meshd.control.v1.SyncResponse0\x01\x12`\n" +
+	"\rStartSSOLogin\x12&.meshd.control.v1.StartSSOLoginRequest\x1a'.meshd.control.v1.StartSSOLoginResponse\x12c\n" +
+	"\x0eFinishSSOLogin\x12'.meshd.control.v1.FinishSSOLoginRequest\x1a(.meshd.control.v1.FinishSSOLoginResponse\x12Z\n" +
 	"\vReportPaths\x12$.meshd.control.v1.ReportPathsRequest\x1a%.meshd.control.v1.ReportPathsResponseB Z\x1emeshd/api/control/v1;controlv1b\x06proto3"
 
 var (
@@ -1977,76 +2300,89 @@ func file_api_control_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_api_control_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_api_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_api_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_api_control_v1_control_proto_goTypes = []any{
-	(Direction)(0),                // 0: meshd.control.v1.Direction
-	(Protocol)(0),                 // 1: meshd.control.v1.Protocol
-	(Reason)(0),                   // 2: meshd.control.v1.Reason
-	(*ReportPathsRequest)(nil),    // 3: meshd.control.v1.ReportPathsRequest
-	(*ReportPathsResponse)(nil),   // 4: meshd.control.v1.ReportPathsResponse
-	(*PathReport)(nil),            // 5: meshd.control.v1.PathReport
-	(*ChallengeRequest)(nil),      // 6: meshd.control.v1.ChallengeRequest
-	(*ChallengeResponse)(nil),     // 7: meshd.control.v1.ChallengeResponse
-	(*Proof)(nil),                 // 8: meshd.control.v1.Proof
-	(*PeerMeta)(nil),              // 9: meshd.control.v1.PeerMeta
-	(*LoginRequest)(nil),          // 10: meshd.control.v1.LoginRequest
-	(*LoginResponse)(nil),         // 11: meshd.control.v1.LoginResponse
-	(*SyncRequest)(nil),           // 12: meshd.control.v1.SyncRequest
-	(*SyncResponse)(nil),          // 13: meshd.control.v1.SyncResponse
-	(*MapUpdate)(nil),             // 14: meshd.control.v1.MapUpdate
-	(*NetworkMap)(nil),            // 15: meshd.control.v1.NetworkMap
-	(*SelfConfig)(nil),            // 16: meshd.control.v1.SelfConfig
-	(*RemotePeer)(nil),            // 17: meshd.control.v1.RemotePeer
-	(*PortRange)(nil),             // 18: meshd.control.v1.PortRange
-	(*FirewallRule)(nil),          // 19: meshd.control.v1.FirewallRule
-	(*Route)(nil),                 // 20: meshd.control.v1.Route
-	(*DNSConfig)(nil),             // 21: meshd.control.v1.DNSConfig
-	(*NameserverGroup)(nil),       // 22: meshd.control.v1.NameserverGroup
-	(*DNSRecord)(nil),             // 23: meshd.control.v1.DNSRecord
-	(*RelayServer)(nil),           // 24: meshd.control.v1.RelayServer
-	(*ErrorDetail)(nil),           // 25: meshd.control.v1.ErrorDetail
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(Direction)(0),                 // 0: meshd.control.v1.Direction
+	(Protocol)(0),                  // 1: meshd.control.v1.Protocol
+	(Reason)(0),                    // 2: meshd.control.v1.Reason
+	(*StartSSOLoginRequest)(nil),   // 3: meshd.control.v1.StartSSOLoginRequest
+	(*StartSSOLoginResponse)(nil),  // 4: meshd.control.v1.StartSSOLoginResponse
+	(*FinishSSOLoginRequest)(nil),  // 5: meshd.control.v1.FinishSSOLoginRequest
+	(*FinishSSOLoginResponse)(nil), // 6: meshd.control.v1.FinishSSOLoginResponse
+	(*ReportPathsRequest)(nil),     // 7: meshd.control.v1.ReportPathsRequest
+	(*ReportPathsResponse)(nil),    // 8: meshd.control.v1.ReportPathsResponse
+	(*PathReport)(nil),             // 9: meshd.control.v1.PathReport
+	(*ChallengeRequest)(nil),       // 10: meshd.control.v1.ChallengeRequest
+	(*ChallengeResponse)(nil),      // 11: meshd.control.v1.ChallengeResponse
+	(*Proof)(nil),                  // 12: meshd.control.v1.Proof
+	(*PeerMeta)(nil),               // 13: meshd.control.v1.PeerMeta
+	(*LoginRequest)(nil),           // 14: meshd.control.v1.LoginRequest
+	(*LoginResponse)(nil),          // 15: meshd.control.v1.LoginResponse
+	(*SyncRequest)(nil),            // 16: meshd.control.v1.SyncRequest
+	(*SyncResponse)(nil),           // 17: meshd.control.v1.SyncResponse
+	(*MapUpdate)(nil),              // 18: meshd.control.v1.MapUpdate
+	(*NetworkMap)(nil),             // 19: meshd.control.v1.NetworkMap
+	(*SelfConfig)(nil),             // 20: meshd.control.v1.SelfConfig
+	(*RemotePeer)(nil),             // 21: meshd.control.v1.RemotePeer
+	(*PortRange)(nil),              // 22: meshd.control.v1.PortRange
+	(*FirewallRule)(nil),           // 23: meshd.control.v1.FirewallRule
+	(*Route)(nil),                  // 24: meshd.control.v1.Route
+	(*DNSConfig)(nil),              // 25: meshd.control.v1.DNSConfig
+	(*NameserverGroup)(nil),        // 26: meshd.control.v1.NameserverGroup
+	(*DNSRecord)(nil),              // 27: meshd.control.v1.DNSRecord
+	(*RelayServer)(nil),            // 28: meshd.control.v1.RelayServer
+	(*ErrorDetail)(nil),            // 29: meshd.control.v1.ErrorDetail
+	(*timestamppb.Timestamp)(nil),  // 30: google.protobuf.Timestamp
 }
 var file_api_control_v1_control_proto_depIdxs = []int32{
-	8,  // 0: meshd.control.v1.ReportPathsRequest.proof:type_name -> meshd.control.v1.Proof
-	5,  // 1: meshd.control.v1.ReportPathsRequest.paths:type_name -> meshd.control.v1.PathReport
-	26, // 2: meshd.control.v1.ChallengeResponse.expires:type_name -> google.protobuf.Timestamp
-	8,  // 3: meshd.control.v1.LoginRequest.proof:type_name -> meshd.control.v1.Proof
-	9,  // 4: meshd.control.v1.LoginRequest.meta:type_name -> meshd.control.v1.PeerMeta
-	16, // 5: meshd.control.v1.LoginResponse.self:type_name -> meshd.control.v1.SelfConfig
-	8,  // 6: meshd.control.v1.SyncRequest.proof:type_name -> meshd.control.v1.Proof
-	9,  // 7: meshd.control.v1.SyncRequest.meta:type_name -> meshd.control.v1.PeerMeta
-	15, // 8: meshd.control.v1.SyncResponse.map:type_name -> meshd.control.v1.NetworkMap
-	14, // 9: meshd.control.v1.SyncResponse.update:type_name -> meshd.control.v1.MapUpdate
-	17, // 10: meshd.control.v1.MapUpdate.upsert_peers:type_name -> meshd.control.v1.RemotePeer
-	16, // 11: meshd.control.v1.NetworkMap.self:type_name -> meshd.control.v1.SelfConfig
-	17, // 12: meshd.control.v1.NetworkMap.peers:type_name -> meshd.control.v1.RemotePeer
-	19, // 13: meshd.control.v1.NetworkMap.firewall_rules:type_name -> meshd.control.v1.FirewallRule
-	20, // 14: meshd.control.v1.NetworkMap.routes:type_name -> meshd.control.v1.Route
-	21, // 15: meshd.control.v1.NetworkMap.dns:type_name -> meshd.control.v1.DNSConfig
-	24, // 16: meshd.control.v1.NetworkMap.relays:type_name -> meshd.control.v1.RelayServer
-	26, // 17: meshd.control.v1.SelfConfig.login_expires:type_name -> google.protobuf.Timestamp
-	26, // 18: meshd.control.v1.RemotePeer.last_seen:type_name -> google.protobuf.Timestamp
-	0,  // 19: meshd.control.v1.FirewallRule.direction:type_name -> meshd.control.v1.Direction
-	1,  // 20: meshd.control.v1.FirewallRule.protocol:type_name -> meshd.control.v1.Protocol
-	18, // 21: meshd.control.v1.FirewallRule.ports:type_name -> meshd.control.v1.PortRange
-	22, // 22: meshd.control.v1.DNSConfig.nameserver_groups:type_name -> meshd.control.v1.NameserverGroup
-	23, // 23: meshd.control.v1.DNSConfig.records:type_name -> meshd.control.v1.DNSRecord
-	26, // 24: meshd.control.v1.RelayServer.expires:type_name -> google.protobuf.Timestamp
-	2,  // 25: meshd.control.v1.ErrorDetail.reason:type_name -> meshd.control.v1.Reason
-	6,  // 26: meshd.control.v1.ControlService.Challenge:input_type -> meshd.control.v1.ChallengeRequest
-	10, // 27: meshd.control.v1.ControlService.Login:input_type -> meshd.control.v1.LoginRequest
-	12, // 28: meshd.control.v1.ControlService.Sync:input_type -> meshd.control.v1.SyncRequest
-	3,  // 29: meshd.control.v1.ControlService.ReportPaths:input_type -> meshd.control.v1.ReportPathsRequest
-	7,  // 30: meshd.control.v1.ControlService.Challenge:output_type -> meshd.control.v1.ChallengeResponse
-	11, // 31: meshd.control.v1.ControlService.Login:output_type -> meshd.control.v1.LoginResponse
-	13, // 32: meshd.control.v1.ControlService.Sync:output_type -> meshd.control.v1.SyncResponse
-	4,  // 33: meshd.control.v1.ControlService.ReportPaths:output_type -> meshd.control.v1.ReportPathsResponse
-	30, // [30:34] is the sub-list for method output_type
-	26, // [26:30] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	30, // 0: meshd.control.v1.StartSSOLoginResponse.expires:type_name -> google.protobuf.Timestamp
+	12, // 1: meshd.control.v1.FinishSSOLoginRequest.proof:type_name -> meshd.control.v1.Proof
+	13, // 2: meshd.control.v1.FinishSSOLoginRequest.meta:type_name -> meshd.control.v1.PeerMeta
+	20, // 3: meshd.control.v1.FinishSSOLoginResponse.self:type_name -> meshd.control.v1.SelfConfig
+	30, // 4: meshd.control.v1.FinishSSOLoginResponse.admin_token_expires:type_name -> google.protobuf.Timestamp
+	12, // 5: meshd.control.v1.ReportPathsRequest.proof:type_name -> meshd.control.v1.Proof
+	9,  // 6: meshd.control.v1.ReportPathsRequest.paths:type_name -> meshd.control.v1.PathReport
+	30, // 7: meshd.control.v1.ChallengeResponse.expires:type_name -> google.protobuf.Timestamp
+	12, // 8: meshd.control.v1.LoginRequest.proof:type_name -> meshd.control.v1.Proof
+	13, // 9: meshd.control.v1.LoginRequest.meta:type_name -> meshd.control.v1.PeerMeta
+	20, // 10: meshd.control.v1.LoginResponse.self:type_name -> meshd.control.v1.SelfConfig
+	12, // 11: meshd.control.v1.SyncRequest.proof:type_name -> meshd.control.v1.Proof
+	13, // 12: meshd.control.v1.SyncRequest.meta:type_name -> meshd.control.v1.PeerMeta
+	19, // 13: meshd.control.v1.SyncResponse.map:type_name -> meshd.control.v1.NetworkMap
+	18, // 14: meshd.control.v1.SyncResponse.update:type_name -> meshd.control.v1.MapUpdate
+	21, // 15: meshd.control.v1.MapUpdate.upsert_peers:type_name -> meshd.control.v1.RemotePeer
+	20, // 16: meshd.control.v1.NetworkMap.self:type_name -> meshd.control.v1.SelfConfig
+	21, // 17: meshd.control.v1.NetworkMap.peers:type_name -> meshd.control.v1.RemotePeer
+	23, // 18: meshd.control.v1.NetworkMap.firewall_rules:type_name -> meshd.control.v1.FirewallRule
+	24, // 19: meshd.control.v1.NetworkMap.routes:type_name -> meshd.control.v1.Route
+	25, // 20: meshd.control.v1.NetworkMap.dns:type_name -> meshd.control.v1.DNSConfig
+	28, // 21: meshd.control.v1.NetworkMap.relays:type_name -> meshd.control.v1.RelayServer
+	30, // 22: meshd.control.v1.SelfConfig.login_expires:type_name -> google.protobuf.Timestamp
+	30, // 23: meshd.control.v1.RemotePeer.last_seen:type_name -> google.protobuf.Timestamp
+	0,  // 24: meshd.control.v1.FirewallRule.direction:type_name -> meshd.control.v1.Direction
+	1,  // 25: meshd.control.v1.FirewallRule.protocol:type_name -> meshd.control.v1.Protocol
+	22, // 26: meshd.control.v1.FirewallRule.ports:type_name -> meshd.control.v1.PortRange
+	26, // 27: meshd.control.v1.DNSConfig.nameserver_groups:type_name -> meshd.control.v1.NameserverGroup
+	27, // 28: meshd.control.v1.DNSConfig.records:type_name -> meshd.control.v1.DNSRecord
+	30, // 29: meshd.control.v1.RelayServer.expires:type_name -> google.protobuf.Timestamp
+	2,  // 30: meshd.control.v1.ErrorDetail.reason:type_name -> meshd.control.v1.Reason
+	10, // 31: meshd.control.v1.ControlService.Challenge:input_type -> meshd.control.v1.ChallengeRequest
+	14, // 32: meshd.control.v1.ControlService.Login:input_type -> meshd.control.v1.LoginRequest
+	16, // 33: meshd.control.v1.ControlService.Sync:input_type -> meshd.control.v1.SyncRequest
+	3,  // 34: meshd.control.v1.ControlService.StartSSOLogin:input_type -> meshd.control.v1.StartSSOLoginRequest
+	5,  // 35: meshd.control.v1.ControlService.FinishSSOLogin:input_type -> meshd.control.v1.FinishSSOLoginRequest
+	7,  // 36: meshd.control.v1.ControlService.ReportPaths:input_type -> meshd.control.v1.ReportPathsRequest
+	11, // 37: meshd.control.v1.ControlService.Challenge:output_type -> meshd.control.v1.ChallengeResponse
+	15, // 38: meshd.control.v1.ControlService.Login:output_type -> meshd.control.v1.LoginResponse
+	17, // 39: meshd.control.v1.ControlService.Sync:output_type -> meshd.control.v1.SyncResponse
+	4,  // 40: meshd.control.v1.ControlService.StartSSOLogin:output_type -> meshd.control.v1.StartSSOLoginResponse
+	6,  // 41: meshd.control.v1.ControlService.FinishSSOLogin:output_type -> meshd.control.v1.FinishSSOLoginResponse
+	8,  // 42: meshd.control.v1.ControlService.ReportPaths:output_type -> meshd.control.v1.ReportPathsResponse
+	37, // [37:43] is the sub-list for method output_type
+	31, // [31:37] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_api_control_v1_control_proto_init() }
@@ -2060,7 +2396,7 @@ func file_api_control_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_control_v1_control_proto_rawDesc), len(file_api_control_v1_control_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   23,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -381,15 +381,17 @@ func (x *ServerStatus) GetError() string {
 }
 
 type SelfStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	DnsName       string                 `protobuf:"bytes,2,opt,name=dns_name,json=dnsName,proto3" json:"dns_name,omitempty"`
-	OverlayIp     string                 `protobuf:"bytes,3,opt,name=overlay_ip,json=overlayIp,proto3" json:"overlay_ip,omitempty"`
-	PublicKey     string                 `protobuf:"bytes,4,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
-	Control       *ServerStatus          `protobuf:"bytes,5,opt,name=control,proto3" json:"control,omitempty"`
-	Signal        *ServerStatus          `protobuf:"bytes,6,opt,name=signal,proto3" json:"signal,omitempty"`
-	Interface     string                 `protobuf:"bytes,7,opt,name=interface,proto3" json:"interface,omitempty"`
-	ListenPort    uint32                 `protobuf:"varint,8,opt,name=listen_port,json=listenPort,proto3" json:"listen_port,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	DnsName    string                 `protobuf:"bytes,2,opt,name=dns_name,json=dnsName,proto3" json:"dns_name,omitempty"`
+	OverlayIp  string                 `protobuf:"bytes,3,opt,name=overlay_ip,json=overlayIp,proto3" json:"overlay_ip,omitempty"`
+	PublicKey  string                 `protobuf:"bytes,4,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	Control    *ServerStatus          `protobuf:"bytes,5,opt,name=control,proto3" json:"control,omitempty"`
+	Signal     *ServerStatus          `protobuf:"bytes,6,opt,name=signal,proto3" json:"signal,omitempty"`
+	Interface  string                 `protobuf:"bytes,7,opt,name=interface,proto3" json:"interface,omitempty"`
+	ListenPort uint32                 `protobuf:"varint,8,opt,name=listen_port,json=listenPort,proto3" json:"listen_port,omitempty"`
+	// Set while a single sign-on login waits for the person's approval.
+	Login         *SSOLogin `protobuf:"bytes,9,opt,name=login,proto3" json:"login,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -480,6 +482,83 @@ func (x *SelfStatus) GetListenPort() uint32 {
 	return 0
 }
 
+func (x *SelfStatus) GetLogin() *SSOLogin {
+	if x != nil {
+		return x.Login
+	}
+	return nil
+}
+
+// SSOLogin is what the person must do: open url in any browser and enter
+// code.
+type SSOLogin struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Url           string                 `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	Code          string                 `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
+	UrlComplete   string                 `protobuf:"bytes,3,opt,name=url_complete,json=urlComplete,proto3" json:"url_complete,omitempty"`
+	Expires       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires,proto3" json:"expires,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SSOLogin) Reset() {
+	*x = SSOLogin{}
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SSOLogin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SSOLogin) ProtoMessage() {}
+
+func (x *SSOLogin) ProtoReflect() protoreflect.Message {
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SSOLogin.ProtoReflect.Descriptor instead.
+func (*SSOLogin) Descriptor() ([]byte, []int) {
+	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SSOLogin) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *SSOLogin) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *SSOLogin) GetUrlComplete() string {
+	if x != nil {
+		return x.UrlComplete
+	}
+	return ""
+}
+
+func (x *SSOLogin) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
 type Candidate struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`       // host, srflx, prflx, relay
@@ -490,7 +569,7 @@ type Candidate struct {
 
 func (x *Candidate) Reset() {
 	*x = Candidate{}
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[6]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -502,7 +581,7 @@ func (x *Candidate) String() string {
 func (*Candidate) ProtoMessage() {}
 
 func (x *Candidate) ProtoReflect() protoreflect.Message {
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[6]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -515,7 +594,7 @@ func (x *Candidate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Candidate.ProtoReflect.Descriptor instead.
 func (*Candidate) Descriptor() ([]byte, []int) {
-	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{6}
+	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Candidate) GetType() string {
@@ -560,7 +639,7 @@ type PeerStatus struct {
 
 func (x *PeerStatus) Reset() {
 	*x = PeerStatus{}
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[7]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -572,7 +651,7 @@ func (x *PeerStatus) String() string {
 func (*PeerStatus) ProtoMessage() {}
 
 func (x *PeerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[7]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -585,7 +664,7 @@ func (x *PeerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerStatus.ProtoReflect.Descriptor instead.
 func (*PeerStatus) Descriptor() ([]byte, []int) {
-	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{7}
+	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PeerStatus) GetName() string {
@@ -680,15 +759,21 @@ func (x *PeerStatus) GetReason() string {
 }
 
 type UpRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SetupKey      string                 `protobuf:"bytes,1,opt,name=setup_key,json=setupKey,proto3" json:"setup_key,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	SetupKey string                 `protobuf:"bytes,1,opt,name=setup_key,json=setupKey,proto3" json:"setup_key,omitempty"`
+	// Log in by single sign-on: the person approves in a browser (see
+	// SelfStatus.login while it waits).
+	Sso bool `protobuf:"varint,2,opt,name=sso,proto3" json:"sso,omitempty"`
+	// With sso: use the authorization code flow with PKCE, for a browser on
+	// this machine (SelfStatus.login has a URL and no code).
+	SsoBrowser    bool `protobuf:"varint,3,opt,name=sso_browser,json=ssoBrowser,proto3" json:"sso_browser,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpRequest) Reset() {
 	*x = UpRequest{}
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[8]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +785,7 @@ func (x *UpRequest) String() string {
 func (*UpRequest) ProtoMessage() {}
 
 func (x *UpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[8]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +798,7 @@ func (x *UpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpRequest.ProtoReflect.Descriptor instead.
 func (*UpRequest) Descriptor() ([]byte, []int) {
-	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{8}
+	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UpRequest) GetSetupKey() string {
@@ -721,6 +806,20 @@ func (x *UpRequest) GetSetupKey() string {
 		return x.SetupKey
 	}
 	return ""
+}
+
+func (x *UpRequest) GetSso() bool {
+	if x != nil {
+		return x.Sso
+	}
+	return false
+}
+
+func (x *UpRequest) GetSsoBrowser() bool {
+	if x != nil {
+		return x.SsoBrowser
+	}
+	return false
 }
 
 type UpResponse struct {
@@ -731,7 +830,7 @@ type UpResponse struct {
 
 func (x *UpResponse) Reset() {
 	*x = UpResponse{}
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[9]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -743,7 +842,7 @@ func (x *UpResponse) String() string {
 func (*UpResponse) ProtoMessage() {}
 
 func (x *UpResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[9]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -756,7 +855,7 @@ func (x *UpResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpResponse.ProtoReflect.Descriptor instead.
 func (*UpResponse) Descriptor() ([]byte, []int) {
-	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{9}
+	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{10}
 }
 
 type DownRequest struct {
@@ -767,7 +866,7 @@ type DownRequest struct {
 
 func (x *DownRequest) Reset() {
 	*x = DownRequest{}
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[10]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +878,7 @@ func (x *DownRequest) String() string {
 func (*DownRequest) ProtoMessage() {}
 
 func (x *DownRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[10]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +891,7 @@ func (x *DownRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownRequest.ProtoReflect.Descriptor instead.
 func (*DownRequest) Descriptor() ([]byte, []int) {
-	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{10}
+	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{11}
 }
 
 type DownResponse struct {
@@ -803,7 +902,7 @@ type DownResponse struct {
 
 func (x *DownResponse) Reset() {
 	*x = DownResponse{}
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[11]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +914,7 @@ func (x *DownResponse) String() string {
 func (*DownResponse) ProtoMessage() {}
 
 func (x *DownResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_daemon_v1_daemon_proto_msgTypes[11]
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +927,7 @@ func (x *DownResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownResponse.ProtoReflect.Descriptor instead.
 func (*DownResponse) Descriptor() ([]byte, []int) {
-	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{11}
+	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{12}
 }
 
 var File_api_daemon_v1_daemon_proto protoreflect.FileDescriptor
@@ -862,7 +961,7 @@ const file_api_daemon_v1_daemon_proto_rawDesc = "" +
 	"\fServerStatus\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"\xa8\x02\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\xd9\x02\n" +
 	"\n" +
 	"SelfStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
@@ -875,7 +974,13 @@ const file_api_daemon_v1_daemon_proto_rawDesc = "" +
 	"\x06signal\x18\x06 \x01(\v2\x1d.meshd.daemon.v1.ServerStatusR\x06signal\x12\x1c\n" +
 	"\tinterface\x18\a \x01(\tR\tinterface\x12\x1f\n" +
 	"\vlisten_port\x18\b \x01(\rR\n" +
-	"listenPort\"9\n" +
+	"listenPort\x12/\n" +
+	"\x05login\x18\t \x01(\v2\x19.meshd.daemon.v1.SSOLoginR\x05login\"\x89\x01\n" +
+	"\bSSOLogin\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\tR\x04code\x12!\n" +
+	"\furl_complete\x18\x03 \x01(\tR\vurlComplete\x124\n" +
+	"\aexpires\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"9\n" +
 	"\tCandidate\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xdf\x03\n" +
@@ -897,9 +1002,12 @@ const file_api_daemon_v1_daemon_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\rlastHandshake\x12\x19\n" +
 	"\brx_bytes\x18\v \x01(\x03R\arxBytes\x12\x19\n" +
 	"\btx_bytes\x18\f \x01(\x03R\atxBytes\x12\x16\n" +
-	"\x06reason\x18\r \x01(\tR\x06reason\"(\n" +
+	"\x06reason\x18\r \x01(\tR\x06reason\"[\n" +
 	"\tUpRequest\x12\x1b\n" +
-	"\tsetup_key\x18\x01 \x01(\tR\bsetupKey\"\f\n" +
+	"\tsetup_key\x18\x01 \x01(\tR\bsetupKey\x12\x10\n" +
+	"\x03sso\x18\x02 \x01(\bR\x03sso\x12\x1f\n" +
+	"\vsso_browser\x18\x03 \x01(\bR\n" +
+	"ssoBrowser\"\f\n" +
 	"\n" +
 	"UpResponse\"\r\n" +
 	"\vDownRequest\"\x0e\n" +
@@ -921,7 +1029,7 @@ func file_api_daemon_v1_daemon_proto_rawDescGZIP() []byte {
 	return file_api_daemon_v1_daemon_proto_rawDescData
 }
 
-var file_api_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_api_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_api_daemon_v1_daemon_proto_goTypes = []any{
 	(*StatusRequest)(nil),         // 0: meshd.daemon.v1.StatusRequest
 	(*StatusResponse)(nil),        // 1: meshd.daemon.v1.StatusResponse
@@ -929,35 +1037,38 @@ var file_api_daemon_v1_daemon_proto_goTypes = []any{
 	(*DNSStatus)(nil),             // 3: meshd.daemon.v1.DNSStatus
 	(*ServerStatus)(nil),          // 4: meshd.daemon.v1.ServerStatus
 	(*SelfStatus)(nil),            // 5: meshd.daemon.v1.SelfStatus
-	(*Candidate)(nil),             // 6: meshd.daemon.v1.Candidate
-	(*PeerStatus)(nil),            // 7: meshd.daemon.v1.PeerStatus
-	(*UpRequest)(nil),             // 8: meshd.daemon.v1.UpRequest
-	(*UpResponse)(nil),            // 9: meshd.daemon.v1.UpResponse
-	(*DownRequest)(nil),           // 10: meshd.daemon.v1.DownRequest
-	(*DownResponse)(nil),          // 11: meshd.daemon.v1.DownResponse
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*SSOLogin)(nil),              // 6: meshd.daemon.v1.SSOLogin
+	(*Candidate)(nil),             // 7: meshd.daemon.v1.Candidate
+	(*PeerStatus)(nil),            // 8: meshd.daemon.v1.PeerStatus
+	(*UpRequest)(nil),             // 9: meshd.daemon.v1.UpRequest
+	(*UpResponse)(nil),            // 10: meshd.daemon.v1.UpResponse
+	(*DownRequest)(nil),           // 11: meshd.daemon.v1.DownRequest
+	(*DownResponse)(nil),          // 12: meshd.daemon.v1.DownResponse
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
 }
 var file_api_daemon_v1_daemon_proto_depIdxs = []int32{
 	5,  // 0: meshd.daemon.v1.StatusResponse.self:type_name -> meshd.daemon.v1.SelfStatus
-	7,  // 1: meshd.daemon.v1.StatusResponse.peers:type_name -> meshd.daemon.v1.PeerStatus
+	8,  // 1: meshd.daemon.v1.StatusResponse.peers:type_name -> meshd.daemon.v1.PeerStatus
 	2,  // 2: meshd.daemon.v1.StatusResponse.routes:type_name -> meshd.daemon.v1.RouteStatus
 	3,  // 3: meshd.daemon.v1.StatusResponse.dns:type_name -> meshd.daemon.v1.DNSStatus
 	4,  // 4: meshd.daemon.v1.SelfStatus.control:type_name -> meshd.daemon.v1.ServerStatus
 	4,  // 5: meshd.daemon.v1.SelfStatus.signal:type_name -> meshd.daemon.v1.ServerStatus
-	6,  // 6: meshd.daemon.v1.PeerStatus.local_candidate:type_name -> meshd.daemon.v1.Candidate
-	6,  // 7: meshd.daemon.v1.PeerStatus.remote_candidate:type_name -> meshd.daemon.v1.Candidate
-	12, // 8: meshd.daemon.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
-	0,  // 9: meshd.daemon.v1.DaemonService.Status:input_type -> meshd.daemon.v1.StatusRequest
-	8,  // 10: meshd.daemon.v1.DaemonService.Up:input_type -> meshd.daemon.v1.UpRequest
-	10, // 11: meshd.daemon.v1.DaemonService.Down:input_type -> meshd.daemon.v1.DownRequest
-	1,  // 12: meshd.daemon.v1.DaemonService.Status:output_type -> meshd.daemon.v1.StatusResponse
-	9,  // 13: meshd.daemon.v1.DaemonService.Up:output_type -> meshd.daemon.v1.UpResponse
-	11, // 14: meshd.daemon.v1.DaemonService.Down:output_type -> meshd.daemon.v1.DownResponse
-	12, // [12:15] is the sub-list for method output_type
-	9,  // [9:12] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	6,  // 6: meshd.daemon.v1.SelfStatus.login:type_name -> meshd.daemon.v1.SSOLogin
+	13, // 7: meshd.daemon.v1.SSOLogin.expires:type_name -> google.protobuf.Timestamp
+	7,  // 8: meshd.daemon.v1.PeerStatus.local_candidate:type_name -> meshd.daemon.v1.Candidate
+	7,  // 9: meshd.daemon.v1.PeerStatus.remote_candidate:type_name -> meshd.daemon.v1.Candidate
+	13, // 10: meshd.daemon.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
+	0,  // 11: meshd.daemon.v1.DaemonService.Status:input_type -> meshd.daemon.v1.StatusRequest
+	9,  // 12: meshd.daemon.v1.DaemonService.Up:input_type -> meshd.daemon.v1.UpRequest
+	11, // 13: meshd.daemon.v1.DaemonService.Down:input_type -> meshd.daemon.v1.DownRequest
+	1,  // 14: meshd.daemon.v1.DaemonService.Status:output_type -> meshd.daemon.v1.StatusResponse
+	10, // 15: meshd.daemon.v1.DaemonService.Up:output_type -> meshd.daemon.v1.UpResponse
+	12, // 16: meshd.daemon.v1.DaemonService.Down:output_type -> meshd.daemon.v1.DownResponse
+	14, // [14:17] is the sub-list for method output_type
+	11, // [11:14] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_api_daemon_v1_daemon_proto_init() }
@@ -971,7 +1082,7 @@ func file_api_daemon_v1_daemon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_daemon_v1_daemon_proto_rawDesc), len(file_api_daemon_v1_daemon_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

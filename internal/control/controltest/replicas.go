@@ -140,3 +140,10 @@ func (f *FaultyStore) SetPeerLastSeen(ctx context.Context, peerID string, at tim
 	}
 	return f.Store.SetPeerLastSeen(ctx, peerID, at)
 }
+
+func (f *FaultyStore) LoadSSO(ctx context.Context, accountID string) (*store.SSOData, error) {
+	if err := f.check(); err != nil {
+		return nil, err
+	}
+	return f.Store.LoadSSO(ctx, accountID)
+}

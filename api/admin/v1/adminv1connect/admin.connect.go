@@ -158,6 +158,14 @@ const (
 	// AdminServiceDeleteAdminTokenProcedure is the fully-qualified name of the AdminService's
 	// DeleteAdminToken RPC.
 	AdminServiceDeleteAdminTokenProcedure = "/meshd.admin.v1.AdminService/DeleteAdminToken"
+	// AdminServiceListUsersProcedure is the fully-qualified name of the AdminService's ListUsers RPC.
+	AdminServiceListUsersProcedure = "/meshd.admin.v1.AdminService/ListUsers"
+	// AdminServiceGetUserProcedure is the fully-qualified name of the AdminService's GetUser RPC.
+	AdminServiceGetUserProcedure = "/meshd.admin.v1.AdminService/GetUser"
+	// AdminServiceUpdateUserProcedure is the fully-qualified name of the AdminService's UpdateUser RPC.
+	AdminServiceUpdateUserProcedure = "/meshd.admin.v1.AdminService/UpdateUser"
+	// AdminServiceDeleteUserProcedure is the fully-qualified name of the AdminService's DeleteUser RPC.
+	AdminServiceDeleteUserProcedure = "/meshd.admin.v1.AdminService/DeleteUser"
 	// AdminServiceCheckAccessProcedure is the fully-qualified name of the AdminService's CheckAccess
 	// RPC.
 	AdminServiceCheckAccessProcedure = "/meshd.admin.v1.AdminService/CheckAccess"
@@ -214,6 +222,13 @@ type AdminServiceClient interface {
 	CreateAdminToken(context.Context, *connect.Request[v1.CreateAdminTokenRequest]) (*connect.Response[v1.AdminToken], error)
 	// DeleteAdminToken refuses to delete the account's last token.
 	DeleteAdminToken(context.Context, *connect.Request[v1.DeleteAdminTokenRequest]) (*connect.Response[v1.DeleteAdminTokenResponse], error)
+	// Users: people who log in through the identity provider (single
+	// sign-on). Blocking or deleting a user takes their peers out of the
+	// network (deleting deletes them).
+	ListUsers(context.Context, *connect.Request[v1.ListUsersRequest]) (*connect.Response[v1.ListUsersResponse], error)
+	GetUser(context.Context, *connect.Request[v1.GetUserRequest]) (*connect.Response[v1.User], error)
+	UpdateUser(context.Context, *connect.Request[v1.UpdateUserRequest]) (*connect.Response[v1.User], error)
+	DeleteUser(context.Context, *connect.Request[v1.DeleteUserRequest]) (*connect.Response[v1.DeleteUserResponse], error)
 	// CheckAccess answers "may SOURCE open a connection to DESTINATION on
 	// PROTOCOL/PORT?" from the firewall rules the two peers' agents enforce
 	// under the account's current policies.
@@ -489,6 +504,30 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("DeleteAdminToken")),
 			connect.WithClientOptions(opts...),
 		),
+		listUsers: connect.NewClient[v1.ListUsersRequest, v1.ListUsersResponse](
+			httpClient,
+			baseURL+AdminServiceListUsersProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListUsers")),
+			connect.WithClientOptions(opts...),
+		),
+		getUser: connect.NewClient[v1.GetUserRequest, v1.User](
+			httpClient,
+			baseURL+AdminServiceGetUserProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("GetUser")),
+			connect.WithClientOptions(opts...),
+		),
+		updateUser: connect.NewClient[v1.UpdateUserRequest, v1.User](
+			httpClient,
+			baseURL+AdminServiceUpdateUserProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("UpdateUser")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteUser: connect.NewClient[v1.DeleteUserRequest, v1.DeleteUserResponse](
+			httpClient,
+			baseURL+AdminServiceDeleteUserProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("DeleteUser")),
+			connect.WithClientOptions(opts...),
+		),
 		checkAccess: connect.NewClient[v1.CheckAccessRequest, v1.CheckAccessResponse](
 			httpClient,
 			baseURL+AdminServiceCheckAccessProcedure,
@@ -543,6 +582,10 @@ type adminServiceClient struct {
 	listAdminTokens       *connect.Client[v1.ListAdminTokensRequest, v1.ListAdminTokensResponse]
 	createAdminToken      *connect.Client[v1.CreateAdminTokenRequest, v1.AdminToken]
 	deleteAdminToken      *connect.Client[v1.DeleteAdminTokenRequest, v1.DeleteAdminTokenResponse]
+	listUsers             *connect.Client[v1.ListUsersRequest, v1.ListUsersResponse]
+	getUser               *connect.Client[v1.GetUserRequest, v1.User]
+	updateUser            *connect.Client[v1.UpdateUserRequest, v1.User]
+	deleteUser            *connect.Client[v1.DeleteUserRequest, v1.DeleteUserResponse]
 	checkAccess           *connect.Client[v1.CheckAccessRequest, v1.CheckAccessResponse]
 }
 
@@ -761,6 +804,26 @@ func (c *adminServiceClient) DeleteAdminToken(ctx context.Context, req *connect.
 	return c.deleteAdminToken.CallUnary(ctx, req)
 }
 
+// ListUsers calls meshd.admin.v1.AdminService.ListUsers.
+func (c *adminServiceClient) ListUsers(ctx context.Context, req *connect.Request[v1.ListUsersRequest]) (*connect.Response[v1.ListUsersResponse], error) {
+	return c.listUsers.CallUnary(ctx, req)
+}
+
+// GetUser calls meshd.admin.v1.AdminService.GetUser.
+func (c *adminServiceClient) GetUser(ctx context.Context, req *connect.Request[v1.GetUserRequest]) (*connect.Response[v1.User], error) {
+	return c.getUser.CallUnary(ctx, req)
+}
+
+// UpdateUser calls meshd.admin.v1.AdminService.UpdateUser.
+func (c *adminServiceClient) UpdateUser(ctx context.Context, req *connect.Request[v1.UpdateUserRequest]) (*connect.Response[v1.User], error) {
+	return c.updateUser.CallUnary(ctx, req)
+}
+
+// DeleteUser calls meshd.admin.v1.AdminService.DeleteUser.
+func (c *adminServiceClient) DeleteUser(ctx context.Context, req *connect.Request[v1.DeleteUserRequest]) (*connect.Response[v1.DeleteUserResponse], error) {
+	return c.deleteUser.CallUnary(ctx, req)
+}
+
 // CheckAccess calls meshd.admin.v1.AdminService.CheckAccess.
 func (c *adminServiceClient) CheckAccess(ctx context.Context, req *connect.Request[v1.CheckAccessRequest]) (*connect.Response[v1.CheckAccessResponse], error) {
 	return c.checkAccess.CallUnary(ctx, req)
@@ -817,6 +880,13 @@ type AdminServiceHandler interface {
 	CreateAdminToken(context.Context, *connect.Request[v1.CreateAdminTokenRequest]) (*connect.Response[v1.AdminToken], error)
 	// DeleteAdminToken refuses to delete the account's last token.
 	DeleteAdminToken(context.Context, *connect.Request[v1.DeleteAdminTokenRequest]) (*connect.Response[v1.DeleteAdminTokenResponse], error)
+	// Users: people who log in through the identity provider (single
+	// sign-on). Blocking or deleting a user takes their peers out of the
+	// network (deleting deletes them).
+	ListUsers(context.Context, *connect.Request[v1.ListUsersRequest]) (*connect.Response[v1.ListUsersResponse], error)
+	GetUser(context.Context, *connect.Request[v1.GetUserRequest]) (*connect.Response[v1.User], error)
+	UpdateUser(context.Context, *connect.Request[v1.UpdateUserRequest]) (*connect.Response[v1.User], error)
+	DeleteUser(context.Context, *connect.Request[v1.DeleteUserRequest]) (*connect.Response[v1.DeleteUserResponse], error)
 	// CheckAccess answers "may SOURCE open a connection to DESTINATION on
 	// PROTOCOL/PORT?" from the firewall rules the two peers' agents enforce
 	// under the account's current policies.
@@ -1088,6 +1158,30 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("DeleteAdminToken")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceListUsersHandler := connect.NewUnaryHandler(
+		AdminServiceListUsersProcedure,
+		svc.ListUsers,
+		connect.WithSchema(adminServiceMethods.ByName("ListUsers")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceGetUserHandler := connect.NewUnaryHandler(
+		AdminServiceGetUserProcedure,
+		svc.GetUser,
+		connect.WithSchema(adminServiceMethods.ByName("GetUser")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceUpdateUserHandler := connect.NewUnaryHandler(
+		AdminServiceUpdateUserProcedure,
+		svc.UpdateUser,
+		connect.WithSchema(adminServiceMethods.ByName("UpdateUser")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceDeleteUserHandler := connect.NewUnaryHandler(
+		AdminServiceDeleteUserProcedure,
+		svc.DeleteUser,
+		connect.WithSchema(adminServiceMethods.ByName("DeleteUser")),
+		connect.WithHandlerOptions(opts...),
+	)
 	adminServiceCheckAccessHandler := connect.NewUnaryHandler(
 		AdminServiceCheckAccessProcedure,
 		svc.CheckAccess,
@@ -1182,6 +1276,14 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceCreateAdminTokenHandler.ServeHTTP(w, r)
 		case AdminServiceDeleteAdminTokenProcedure:
 			adminServiceDeleteAdminTokenHandler.ServeHTTP(w, r)
+		case AdminServiceListUsersProcedure:
+			adminServiceListUsersHandler.ServeHTTP(w, r)
+		case AdminServiceGetUserProcedure:
+			adminServiceGetUserHandler.ServeHTTP(w, r)
+		case AdminServiceUpdateUserProcedure:
+			adminServiceUpdateUserHandler.ServeHTTP(w, r)
+		case AdminServiceDeleteUserProcedure:
+			adminServiceDeleteUserHandler.ServeHTTP(w, r)
 		case AdminServiceCheckAccessProcedure:
 			adminServiceCheckAccessHandler.ServeHTTP(w, r)
 		default:
@@ -1363,6 +1465,22 @@ func (UnimplementedAdminServiceHandler) CreateAdminToken(context.Context, *conne
 
 func (UnimplementedAdminServiceHandler) DeleteAdminToken(context.Context, *connect.Request[v1.DeleteAdminTokenRequest]) (*connect.Response[v1.DeleteAdminTokenResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.admin.v1.AdminService.DeleteAdminToken is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListUsers(context.Context, *connect.Request[v1.ListUsersRequest]) (*connect.Response[v1.ListUsersResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.admin.v1.AdminService.ListUsers is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) GetUser(context.Context, *connect.Request[v1.GetUserRequest]) (*connect.Response[v1.User], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.admin.v1.AdminService.GetUser is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) UpdateUser(context.Context, *connect.Request[v1.UpdateUserRequest]) (*connect.Response[v1.User], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.admin.v1.AdminService.UpdateUser is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) DeleteUser(context.Context, *connect.Request[v1.DeleteUserRequest]) (*connect.Response[v1.DeleteUserResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.admin.v1.AdminService.DeleteUser is not implemented"))
 }
 
 func (UnimplementedAdminServiceHandler) CheckAccess(context.Context, *connect.Request[v1.CheckAccessRequest]) (*connect.Response[v1.CheckAccessResponse], error) {

@@ -42,6 +42,12 @@ const (
 	ControlServiceLoginProcedure = "/meshd.control.v1.ControlService/Login"
 	// ControlServiceSyncProcedure is the fully-qualified name of the ControlService's Sync RPC.
 	ControlServiceSyncProcedure = "/meshd.control.v1.ControlService/Sync"
+	// ControlServiceStartSSOLoginProcedure is the fully-qualified name of the ControlService's
+	// StartSSOLogin RPC.
+	ControlServiceStartSSOLoginProcedure = "/meshd.control.v1.ControlService/StartSSOLogin"
+	// ControlServiceFinishSSOLoginProcedure is the fully-qualified name of the ControlService's
+	// FinishSSOLogin RPC.
+	ControlServiceFinishSSOLoginProcedure = "/meshd.control.v1.ControlService/FinishSSOLogin"
 	// ControlServiceReportPathsProcedure is the fully-qualified name of the ControlService's
 	// ReportPaths RPC.
 	ControlServiceReportPathsProcedure = "/meshd.control.v1.ControlService/ReportPaths"
@@ -64,6 +70,18 @@ type ControlServiceClient interface {
 	// never sends updates to an agent that did not ask for them, so agents
 	// older than MapUpdate keep receiving full maps only.
 	Sync(context.Context, *connect.Request[v1.SyncRequest]) (*connect.ServerStreamForClient[v1.SyncResponse], error)
+	// StartSSOLogin starts a login through the identity provider (OAuth 2.0
+	// device authorization, RFC 8628, brokered by control so that the caller
+	// needs to reach only control). The person opens verification_url in any
+	// browser and enters user_code; the caller then polls FinishSSOLogin with
+	// the handle. Refused with FAILED_PRECONDITION when control has no
+	// identity provider configured.
+	StartSSOLogin(context.Context, *connect.Request[v1.StartSSOLoginRequest]) (*connect.Response[v1.StartSSOLoginResponse], error)
+	// FinishSSOLogin says whether the person approved yet. With a proof, the
+	// login registers (or logs in again) the peer of the proven key for the
+	// person; without one it is an admin's login and returns an admin session
+	// token.
+	FinishSSOLogin(context.Context, *connect.Request[v1.FinishSSOLoginRequest]) (*connect.Response[v1.FinishSSOLoginResponse], error)
 	// ReportPaths tells control how this peer reaches each other peer, so
 	// that admins see it (the admin API's Peer.paths). An agent reports at
 	// most every 30 seconds; control keeps only the latest report in memory.
@@ -100,6 +118,18 @@ func NewControlServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(controlServiceMethods.ByName("Sync")),
 			connect.WithClientOptions(opts...),
 		),
+		startSSOLogin: connect.NewClient[v1.StartSSOLoginRequest, v1.StartSSOLoginResponse](
+			httpClient,
+			baseURL+ControlServiceStartSSOLoginProcedure,
+			connect.WithSchema(controlServiceMethods.ByName("StartSSOLogin")),
+			connect.WithClientOptions(opts...),
+		),
+		finishSSOLogin: connect.NewClient[v1.FinishSSOLoginRequest, v1.FinishSSOLoginResponse](
+			httpClient,
+			baseURL+ControlServiceFinishSSOLoginProcedure,
+			connect.WithSchema(controlServiceMethods.ByName("FinishSSOLogin")),
+			connect.WithClientOptions(opts...),
+		),
 		reportPaths: connect.NewClient[v1.ReportPathsRequest, v1.ReportPathsResponse](
 			httpClient,
 			baseURL+ControlServiceReportPathsProcedure,
@@ -111,10 +141,12 @@ func NewControlServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 
 // controlServiceClient implements ControlServiceClient.
 type controlServiceClient struct {
-	challenge   *connect.Client[v1.ChallengeRequest, v1.ChallengeResponse]
-	login       *connect.Client[v1.LoginRequest, v1.LoginResponse]
-	sync        *connect.Client[v1.SyncRequest, v1.SyncResponse]
-	reportPaths *connect.Client[v1.ReportPathsRequest, v1.ReportPathsResponse]
+	challenge      *connect.Client[v1.ChallengeRequest, v1.ChallengeResponse]
+	login          *connect.Client[v1.LoginRequest, v1.LoginResponse]
+	sync           *connect.Client[v1.SyncRequest, v1.SyncResponse]
+	startSSOLogin  *connect.Client[v1.StartSSOLoginRequest, v1.StartSSOLoginResponse]
+	finishSSOLogin *connect.Client[v1.FinishSSOLoginRequest, v1.FinishSSOLoginResponse]
+	reportPaths    *connect.Client[v1.ReportPathsRequest, v1.ReportPathsResponse]
 }
 
 // Challenge calls meshd.control.v1.ControlService.Challenge.
@@ -130,6 +162,16 @@ func (c *controlServiceClient) Login(ctx context.Context, req *connect.Request[v
 // Sync calls meshd.control.v1.ControlService.Sync.
 func (c *controlServiceClient) Sync(ctx context.Context, req *connect.Request[v1.SyncRequest]) (*connect.ServerStreamForClient[v1.SyncResponse], error) {
 	return c.sync.CallServerStream(ctx, req)
+}
+
+// StartSSOLogin calls meshd.control.v1.ControlService.StartSSOLogin.
+func (c *controlServiceClient) StartSSOLogin(ctx context.Context, req *connect.Request[v1.StartSSOLoginRequest]) (*connect.Response[v1.StartSSOLoginResponse], error) {
+	return c.startSSOLogin.CallUnary(ctx, req)
+}
+
+// FinishSSOLogin calls meshd.control.v1.ControlService.FinishSSOLogin.
+func (c *controlServiceClient) FinishSSOLogin(ctx context.Context, req *connect.Request[v1.FinishSSOLoginRequest]) (*connect.Response[v1.FinishSSOLoginResponse], error) {
+	return c.finishSSOLogin.CallUnary(ctx, req)
 }
 
 // ReportPaths calls meshd.control.v1.ControlService.ReportPaths.
@@ -154,6 +196,18 @@ type ControlServiceHandler interface {
 	// never sends updates to an agent that did not ask for them, so agents
 	// older than MapUpdate keep receiving full maps only.
 	Sync(context.Context, *connect.Request[v1.SyncRequest], *connect.ServerStream[v1.SyncResponse]) error
+	// StartSSOLogin starts a login through the identity provider (OAuth 2.0
+	// device authorization, RFC 8628, brokered by control so that the caller
+	// needs to reach only control). The person opens verification_url in any
+	// browser and enters user_code; the caller then polls FinishSSOLogin with
+	// the handle. Refused with FAILED_PRECONDITION when control has no
+	// identity provider configured.
+	StartSSOLogin(context.Context, *connect.Request[v1.StartSSOLoginRequest]) (*connect.Response[v1.StartSSOLoginResponse], error)
+	// FinishSSOLogin says whether the person approved yet. With a proof, the
+	// login registers (or logs in again) the peer of the proven key for the
+	// person; without one it is an admin's login and returns an admin session
+	// token.
+	FinishSSOLogin(context.Context, *connect.Request[v1.FinishSSOLoginRequest]) (*connect.Response[v1.FinishSSOLoginResponse], error)
 	// ReportPaths tells control how this peer reaches each other peer, so
 	// that admins see it (the admin API's Peer.paths). An agent reports at
 	// most every 30 seconds; control keeps only the latest report in memory.
@@ -186,6 +240,18 @@ func NewControlServiceHandler(svc ControlServiceHandler, opts ...connect.Handler
 		connect.WithSchema(controlServiceMethods.ByName("Sync")),
 		connect.WithHandlerOptions(opts...),
 	)
+	controlServiceStartSSOLoginHandler := connect.NewUnaryHandler(
+		ControlServiceStartSSOLoginProcedure,
+		svc.StartSSOLogin,
+		connect.WithSchema(controlServiceMethods.ByName("StartSSOLogin")),
+		connect.WithHandlerOptions(opts...),
+	)
+	controlServiceFinishSSOLoginHandler := connect.NewUnaryHandler(
+		ControlServiceFinishSSOLoginProcedure,
+		svc.FinishSSOLogin,
+		connect.WithSchema(controlServiceMethods.ByName("FinishSSOLogin")),
+		connect.WithHandlerOptions(opts...),
+	)
 	controlServiceReportPathsHandler := connect.NewUnaryHandler(
 		ControlServiceReportPathsProcedure,
 		svc.ReportPaths,
@@ -200,6 +266,10 @@ func NewControlServiceHandler(svc ControlServiceHandler, opts ...connect.Handler
 			controlServiceLoginHandler.ServeHTTP(w, r)
 		case ControlServiceSyncProcedure:
 			controlServiceSyncHandler.ServeHTTP(w, r)
+		case ControlServiceStartSSOLoginProcedure:
+			controlServiceStartSSOLoginHandler.ServeHTTP(w, r)
+		case ControlServiceFinishSSOLoginProcedure:
+			controlServiceFinishSSOLoginHandler.ServeHTTP(w, r)
 		case ControlServiceReportPathsProcedure:
 			controlServiceReportPathsHandler.ServeHTTP(w, r)
 		default:
@@ -221,6 +291,14 @@ func (UnimplementedControlServiceHandler) Login(context.Context, *connect.Reques
 
 func (UnimplementedControlServiceHandler) Sync(context.Context, *connect.Request[v1.SyncRequest], *connect.ServerStream[v1.SyncResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("meshd.control.v1.ControlService.Sync is not implemented"))
+}
+
+func (UnimplementedControlServiceHandler) StartSSOLogin(context.Context, *connect.Request[v1.StartSSOLoginRequest]) (*connect.Response[v1.StartSSOLoginResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.control.v1.ControlService.StartSSOLogin is not implemented"))
+}
+
+func (UnimplementedControlServiceHandler) FinishSSOLogin(context.Context, *connect.Request[v1.FinishSSOLoginRequest]) (*connect.Response[v1.FinishSSOLoginResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.control.v1.ControlService.FinishSSOLogin is not implemented"))
 }
 
 func (UnimplementedControlServiceHandler) ReportPaths(context.Context, *connect.Request[v1.ReportPathsRequest]) (*connect.Response[v1.ReportPathsResponse], error) {
