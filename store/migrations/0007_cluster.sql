@@ -1,0 +1,2 @@
+-- placeholder; replaced by the cluster migration
+SELECT 1;
