@@ -46,6 +46,9 @@ type Meta struct {
 	Hostname string
 	OS       string
 	Version  string
+	// PostQuantum: the agent takes part in post-quantum pre-shared key
+	// exchanges (control tells its peers so).
+	PostQuantum bool
 }
 
 // Options configure a Client.
@@ -139,7 +142,7 @@ func New(opts Options) (*Client, error) {
 		log:  opts.Log,
 		rpc:  controlv1connect.NewControlServiceClient(hc, opts.URL),
 		pub:  opts.Private.Public(),
-		meta: &controlv1.PeerMeta{Hostname: m.Hostname, Os: m.OS, Version: m.Version},
+		meta: &controlv1.PeerMeta{Hostname: m.Hostname, Os: m.OS, Version: m.Version, PostQuantum: m.PostQuantum},
 	}, nil
 }
 
