@@ -256,7 +256,11 @@ func (w *peerWorker) pqInstall(k pqpsk.Key, now time.Time) {
 	first := !q.hasKey
 	q.key, q.hasKey, q.at, q.confirmed, q.rotated, q.waiting = k, true, now, false, now, time.Time{}
 	q.nextStart = now.Add(q.timing.Rotate)
-	w.log.Info("post-quantum key installed", zap.Uint64("epoch", k.Epoch), zap.Bool("first", first))
+	if first {
+		w.log.Info("post-quantum key installed", zap.Uint64("epoch", k.Epoch))
+	} else {
+		w.log.Debug("post-quantum key rotated", zap.Uint64("epoch", k.Epoch)) // every 2 minutes per peer
+	}
 	if q.pair.Initiator() {
 		w.pqRekey()
 	}
