@@ -10,7 +10,8 @@
 // (peer.v1 PostQuantum, carried in the sealed signal envelopes) that says
 // what to send back and when a key is ready; the agent (internal/agent)
 // decides when to rotate, retransmit, install and fall back. The
-// construction is documented in docs/post-quantum.md.
+// construction is documented in docs/post-quantum.md. Only internal/agent
+// imports it.
 package pqpsk
 
 import (
