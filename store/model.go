@@ -24,6 +24,9 @@ type Account struct {
 	// (BootstrapKeyID, empty when unknown); later starts never make another.
 	Bootstrapped   bool
 	BootstrapKeyID string
+	// PostQuantum is the mode of post-quantum pre-shared keys between
+	// peers: "off" (or empty), "permissive" or "strict".
+	PostQuantum string
 }
 
 // AdminToken authenticates calls to the admin API. Only its SHA-256 is kept.
@@ -75,6 +78,7 @@ type Peer struct {
 	Hostname               string
 	OS                     string
 	Version                string
+	PostQuantum            bool   // the agent supports post-quantum pre-shared keys
 	SetupKeyID             string // empty when the key was deleted
 	Ephemeral              bool
 	LoginExpirationEnabled bool

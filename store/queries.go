@@ -15,7 +15,7 @@ var ErrNotFound = errors.New("store: not found")
 // Accounts returns every account, oldest first.
 func (s *Store) Accounts(ctx context.Context) ([]Account, error) {
 	rows, err := s.query(ctx, s.db, `SELECT id, name, overlay_network, dns_domain,
-		login_expiration_seconds, ephemeral_offline_seconds, created, serial, bootstrap_key_id
+		login_expiration_seconds, ephemeral_offline_seconds, created, serial, bootstrap_key_id, post_quantum
 		FROM accounts ORDER BY created, id`)
 	if err != nil {
 		return nil, fmt.Errorf("store: accounts: %w", err)
@@ -26,7 +26,7 @@ func (s *Store) Accounts(ctx context.Context) ([]Account, error) {
 		var a Account
 		var exp, eph, created int64
 		var boot sql.NullString
-		if err := rows.Scan(&a.ID, &a.Name, &a.OverlayNetwork, &a.DNSDomain, &exp, &eph, &created, &a.Serial, &boot); err != nil {
+		if err := rows.Scan(&a.ID, &a.Name, &a.OverlayNetwork, &a.DNSDomain, &exp, &eph, &created, &a.Serial, &boot, &a.PostQuantum); err != nil {
 			return nil, fmt.Errorf("store: accounts: %w", err)
 		}
 		a.LoginExpiration = time.Duration(exp) * time.Second
@@ -148,12 +148,12 @@ func (l *loader) peers(d *AccountData) {
 	groups := l.pairs(`SELECT gp.peer_id, gp.group_id FROM group_peers gp
 		JOIN peers p ON p.id = gp.peer_id WHERE p.account_id = ? ORDER BY gp.rowid`)
 	l.each(`SELECT id, public_key, name, dns_label, overlay_ip, hostname, os, version, COALESCE(setup_key_id, ''),
-		ephemeral, login_expiration_enabled, last_login, last_seen, created
+		ephemeral, login_expiration_enabled, last_login, last_seen, created, post_quantum
 		FROM peers WHERE account_id = ? ORDER BY created, id`, func(r *sql.Rows) error {
 		p := Peer{AccountID: l.account}
 		var lastLogin, lastSeen, created int64
 		if err := r.Scan(&p.ID, &p.PublicKey, &p.Name, &p.DNSLabel, &p.OverlayIP, &p.Hostname, &p.OS, &p.Version,
-			&p.SetupKeyID, &p.Ephemeral, &p.LoginExpirationEnabled, &lastLogin, &lastSeen, &created); err != nil {
+			&p.SetupKeyID, &p.Ephemeral, &p.LoginExpirationEnabled, &lastLogin, &lastSeen, &created, &p.PostQuantum); err != nil {
 			return err
 		}
 		p.LastLogin, p.LastSeen, p.Created = fromUnixNano(lastLogin), fromUnixNano(lastSeen), fromUnixNano(created)

@@ -62,13 +62,14 @@ func (t *Tx) replaceList(table, ownerCol, valueCol, posCol, owner string, values
 
 // PutAccount writes an account (not its serial: see Store.ReserveSerial).
 func (t *Tx) PutAccount(a Account) error {
-	q := `INSERT INTO accounts (id, name, overlay_network, dns_domain, login_expiration_seconds, ephemeral_offline_seconds, created)
-		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET name = excluded.name,
+	q := `INSERT INTO accounts (id, name, overlay_network, dns_domain, login_expiration_seconds, ephemeral_offline_seconds, created, post_quantum)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET name = excluded.name,
 		overlay_network = excluded.overlay_network, dns_domain = excluded.dns_domain,
 		login_expiration_seconds = excluded.login_expiration_seconds,
-		ephemeral_offline_seconds = excluded.ephemeral_offline_seconds`
+		ephemeral_offline_seconds = excluded.ephemeral_offline_seconds,
+		post_quantum = excluded.post_quantum`
 	return t.exec("put account", q, a.ID, a.Name, a.OverlayNetwork, a.DNSDomain,
-		int64(a.LoginExpiration.Seconds()), int64(a.EphemeralOffline.Seconds()), unixNano(a.Created))
+		int64(a.LoginExpiration.Seconds()), int64(a.EphemeralOffline.Seconds()), unixNano(a.Created), a.PostQuantum)
 }
 
 // SetBootstrapKey records that the account was bootstrapped with setup key
@@ -124,10 +125,10 @@ func (t *Tx) PutPeer(p Peer) error {
 	}
 	if err := t.upsert("peers", []string{"id", "account_id", "public_key", "name", "dns_label", "overlay_ip",
 		"hostname", "os", "version", "setup_key_id", "ephemeral", "login_expiration_enabled", "last_login",
-		"last_seen", "created"},
+		"last_seen", "created", "post_quantum"},
 		p.ID, p.AccountID, p.PublicKey, p.Name, p.DNSLabel, p.OverlayIP, p.Hostname, p.OS, p.Version, key,
 		b2i(p.Ephemeral), b2i(p.LoginExpirationEnabled), unixNano(p.LastLogin), unixNano(p.LastSeen),
-		unixNano(p.Created)); err != nil {
+		unixNano(p.Created), b2i(p.PostQuantum)); err != nil {
 		return err
 	}
 	return t.replaceList("group_peers", "peer_id", "group_id", "", p.ID, p.Groups)

@@ -120,6 +120,9 @@ type PeerStats struct {
 	LastHandshake time.Time
 	RxBytes       int64
 	TxBytes       int64
+	// PresharedKey is the installed pre-shared key (nil: none), as
+	// `wg show IFACE preshared-keys` prints it.
+	PresharedKey *[32]byte
 }
 
 // Counters count what a device moved and dropped since it started.

@@ -438,6 +438,10 @@ func (d *kernelDevice) Stats() ([]PeerStats, error) {
 			RxBytes:       kp.ReceiveBytes,
 			TxBytes:       kp.TransmitBytes,
 		}
+		if kp.PresharedKey != (wgtypes.Key{}) {
+			psk := [32]byte(kp.PresharedKey)
+			s.PresharedKey = &psk
+		}
 		if ep := paths[s.PublicKey]; ep != nil {
 			s.Endpoint = ep.DstToString()
 			_, s.Relayed = ep.(*bind.RelayEndpoint)

@@ -101,6 +101,13 @@ func parseStats(s string) ([]PeerStats, error) {
 			sec, err = strconv.ParseInt(val, 10, 64)
 		case "last_handshake_time_nsec":
 			nsec, err = strconv.ParseInt(val, 10, 64)
+		case "preshared_key":
+			if cur != nil && strings.Trim(val, "0") != "" {
+				var k keys.Key
+				if k, err = keyFromHex(val); err == nil {
+					cur.PresharedKey = (*[32]byte)(&k)
+				}
+			}
 		case "rx_bytes":
 			if cur != nil {
 				cur.RxBytes, err = strconv.ParseInt(val, 10, 64)

@@ -21,7 +21,7 @@ func RealClients() Clients {
 func NewControl(cfg ControlConfig) (Control, error) {
 	c, err := controlclient.New(controlclient.Options{
 		URL: cfg.URL, URLs: cfg.URLs, Pin: cfg.Pin, Private: cfg.Private, Log: cfg.Log,
-		Meta: controlclient.Meta{Hostname: cfg.Meta.GetHostname(), OS: cfg.Meta.GetOs(), Version: cfg.Meta.GetVersion()},
+		Meta: controlclient.Meta{Hostname: cfg.Meta.GetHostname(), OS: cfg.Meta.GetOs(), Version: cfg.Meta.GetVersion(), PostQuantum: cfg.Meta.GetPostQuantum()},
 	})
 	if err != nil {
 		return nil, err

@@ -82,7 +82,14 @@ type Options struct {
 	ICETiming *peerconn.Timing
 	// DNS configures the mesh resolver (on unless DNS.Disabled).
 	DNS DNSOptions
-	Log *zap.Logger
+	// PostQuantumOff keeps this agent out of post-quantum pre-shared key
+	// exchanges (meshd agent --post-quantum=false): control tells its
+	// peers, which then connect without (permissive) or not at all
+	// (strict).
+	PostQuantumOff bool
+	// PQTiming tunes the post-quantum key rotation (tests); nil: defaults.
+	PQTiming *PQTiming
+	Log      *zap.Logger
 }
 
 // Engine is the agent. Make it with New, run it with Run.
@@ -434,7 +441,7 @@ func (e *Engine) controlPin() string {
 }
 
 func (e *Engine) meta() *controlv1.PeerMeta {
-	return &controlv1.PeerMeta{Hostname: e.opts.Hostname, Os: runtime.GOOS, Version: version.String()}
+	return &controlv1.PeerMeta{Hostname: e.opts.Hostname, Os: runtime.GOOS, Version: version.String(), PostQuantum: !e.opts.PostQuantumOff}
 }
 
 // unmarshalPeer reads a peer message; unknown fields are kept aside by

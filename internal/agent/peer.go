@@ -44,6 +44,8 @@ type peerEnv struct {
 	guard           *peerconn.Guard  // read at each use: follows the maps
 	timing          *peerconn.Timing // nil: defaults
 	pathCfg         path.Config
+	pqOff           bool      // --post-quantum=false
+	pqTiming        *PQTiming // nil: defaults
 	log             *zap.Logger
 }
 
@@ -84,6 +86,8 @@ type peerWorker struct {
 	halted chan struct{} // closed when run stops acting (before its sessions close)
 	done   chan struct{}
 
+	pq pqState // pq.go; owned by run
+
 	// unreachable is why signal last refused a message to the peer (nil
 	// after one went through), for status.
 	unreachable atomic.Pointer[string]
@@ -98,6 +102,7 @@ type peerSnapshot struct {
 	rtt     time.Duration
 	started time.Time
 	reason  string // why not direct (reason.go)
+	pq      pqStatus
 }
 
 // Events a worker handles.
@@ -117,6 +122,7 @@ type (
 	evMeta  struct {
 		meta    *controlv1.RemotePeer
 		allowed []netip.Prefix
+		pqMode  string // the account's post-quantum mode
 	}
 	evServers struct{ servers peerconn.Servers }
 	evNetwork struct {
@@ -129,7 +135,7 @@ type (
 // larger public key, compared as bytes, controls.
 func controls(self, remote keys.Key) bool { return bytes.Compare(self[:], remote[:]) > 0 }
 
-func startPeer(ctx context.Context, env peerEnv, meta *controlv1.RemotePeer, cfgPeer wg.Peer, servers peerconn.Servers) *peerWorker {
+func startPeer(ctx context.Context, env peerEnv, meta *controlv1.RemotePeer, cfgPeer wg.Peer, servers peerconn.Servers, pqMode string) *peerWorker {
 	key := cfgPeer.PublicKey
 	cfg := env.pathCfg
 	cfg.Controlling = controls(env.self, key)
@@ -149,6 +155,8 @@ func startPeer(ctx context.Context, env peerEnv, meta *controlv1.RemotePeer, cfg
 		done:        make(chan struct{}),
 	}
 	w.snap = peerSnapshot{meta: meta, started: time.Now()}
+	// Before any path: in strict mode no handshake may complete first.
+	w.pqInit(!env.pqOff, env.pqTiming, pqMode, time.Now())
 	ctx, w.cancel = context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -196,8 +204,13 @@ func (w *peerWorker) run(ctx context.Context) {
 	defer timer.Stop()
 	var batch []any
 	for {
+		pqNext := w.pqTick(time.Now())
 		w.publish()
-		if next := w.m.Next(); !next.IsZero() {
+		next := w.m.Next()
+		if !pqNext.IsZero() && (next.IsZero() || pqNext.Before(next)) {
+			next = pqNext
+		}
+		if !next.IsZero() {
 			timer.Reset(max(time.Until(next), time.Millisecond))
 		} else {
 			timer.Reset(time.Hour)
@@ -247,6 +260,7 @@ func (w *peerWorker) handle(ctx context.Context, ev any) {
 			w.lastHS = ev.lastHandshake
 		}
 		w.noteHandshake(w.lastHS)
+		w.pqHandshake(w.lastHS)
 		w.do(ctx, w.m.Step(path.Tick{At: now, LastHandshake: w.lastHS}))
 	case evMeta:
 		w.snapMu.Lock()
@@ -262,6 +276,7 @@ func (w *peerWorker) handle(ctx context.Context, ev any) {
 			w.do(ctx, w.m.Step(path.RemoteOnline{At: now}))
 		}
 		w.online = ev.meta.GetOnline()
+		w.pqConfigure(ev.pqMode, ev.meta.GetPostQuantum(), now)
 	case evServers:
 		w.servers = ev.servers
 		// TURN credentials are short-lived and come anew in every map: the
@@ -337,6 +352,8 @@ func (w *peerWorker) message(ctx context.Context, m *peerv1.Message) {
 			w.noteRequest(kind, b.Request.GetSession())
 			w.do(ctx, w.m.Step(path.RemoteRequest{At: now, Kind: kind, Session: b.Request.GetSession()}))
 		}
+	case *peerv1.Message_PostQuantum:
+		w.pqMessage(b.PostQuantum, now)
 	case *peerv1.Message_Close:
 		kind, ok := pathKind(b.Close.GetKind())
 		if s := w.current(kind, b.Close.GetSession()); ok && s != nil {
@@ -475,6 +492,7 @@ func (w *peerWorker) publish() {
 	w.snapMu.Lock()
 	w.snap.path, w.snap.pair, w.snap.rtt, w.snap.reason = p, pair, rtt, reason
 	w.snap.healthy = w.m.Healthy(time.Now())
+	w.snap.pq = w.pqSnapshot()
 	w.snapMu.Unlock()
 }
 

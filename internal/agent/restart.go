@@ -24,6 +24,7 @@ import (
 func (w *peerWorker) noteRequest(kind path.Kind, session uint64) {
 	if w.controlling && kind == path.Direct && session == 0 {
 		w.remoteFresh = time.Now()
+		w.pq.nextStart = w.remoteFresh // a new session: a new post-quantum key
 	}
 }
 

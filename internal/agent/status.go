@@ -120,8 +120,14 @@ func (e *Engine) Status() *daemonv1.StatusResponse {
 		ps.State, ps.Path = peerState(snap, s, now)
 		if why := w.unreachable.Load(); why != nil && ps.State != PeerConnected {
 			ps.Reason = *why
+		} else if snap.pq.reason != "" {
+			ps.Reason = snap.pq.reason
 		} else if ps.Path != PathDirect && snap.meta.GetOnline() {
 			ps.Reason = snap.reason
+		}
+		ps.PostQuantum = snap.pq.on
+		if !snap.pq.rotated.IsZero() {
+			ps.PostQuantumRotated = timestamppb.New(snap.pq.rotated)
 		}
 		if snap.path != path.None {
 			ps.LocalCandidate = &daemonv1.Candidate{Type: snap.pair.Local.Type, Address: snap.pair.Local.Address}

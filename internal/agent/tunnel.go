@@ -80,6 +80,7 @@ type tunnel struct {
 	filter  *filter.Filter
 	maps    chan *controlv1.NetworkMap // latest map only
 	addrs   []netip.Addr
+	pqMode  string // the account's post-quantum mode, from the newest map
 
 	// ticket is control's newest signal ticket for this peer (from the
 	// map), which the signal client shows at each registration.
@@ -410,6 +411,10 @@ func (t *tunnel) apply(ctx context.Context, m *controlv1.NetworkMap) error {
 	if tk := m.GetSignalTicket(); len(tk) > 0 {
 		t.ticket.Store(&tk)
 	}
+	if t.pqMode != m.GetPostQuantum() {
+		t.log.Info("post-quantum mode", zap.String("mode", m.GetPostQuantum()))
+		t.pqMode = m.GetPostQuantum()
+	}
 	t.signal(ctx, m.GetSignalUrl(), m.GetSignalTlsPin(), false)
 	t.setGuard(m) // before the peers' routes exist
 	t.svc.apply(ctx, m)
@@ -456,7 +461,7 @@ func (t *tunnel) setPeer(ctx context.Context, k keys.Key, rp *controlv1.RemotePe
 	t.mu.RUnlock()
 	if w != nil {
 		// The worker owns the peer's device configuration from here on.
-		w.push(evMeta{meta: rp, allowed: allowed})
+		w.push(evMeta{meta: rp, allowed: allowed, pqMode: t.pqMode})
 		if serversChanged {
 			w.push(evServers{servers: t.servers})
 		}
@@ -476,9 +481,11 @@ func (t *tunnel) setPeer(ctx context.Context, k keys.Key, rp *controlv1.RemotePe
 		timing:          t.e.opts.ICETiming,
 		guard:           t.guard,
 		pathCfg:         t.e.opts.Path,
+		pqOff:           t.e.opts.PostQuantumOff,
+		pqTiming:        t.e.opts.PQTiming,
 		log:             t.log.Named("peer"),
 	}
-	w = startPeer(ctx, env, rp, wg.Peer{PublicKey: k, AllowedIPs: allowed, PersistentKeepalive: keepalive}, t.servers)
+	w = startPeer(ctx, env, rp, wg.Peer{PublicKey: k, AllowedIPs: allowed, PersistentKeepalive: keepalive}, t.servers, t.pqMode)
 	t.mu.Lock()
 	t.peers[k] = w
 	early := t.early[k]

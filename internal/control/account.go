@@ -269,7 +269,8 @@ func (a *account) reloadLocked(ctx context.Context) {
 // input snapshots what maps depend on. Callers hold mu. Lists are sorted by
 // creation so that maps come out in a stable order.
 func (a *account) input() *netmap.Input {
-	in := &netmap.Input{Settings: netmap.Settings{Domain: a.a.DNSDomain, Network: a.network, MTU: a.s.opts.MTU}}
+	in := &netmap.Input{Settings: netmap.Settings{Domain: a.a.DNSDomain, Network: a.network, MTU: a.s.opts.MTU,
+		PostQuantum: pqMapMode(a.a.PostQuantum)}}
 	now := a.s.now()
 	in.Peers = make([]netmap.Peer, 0, len(a.peers))
 	for _, p := range a.peers {
@@ -278,7 +279,7 @@ func (a *account) input() *netmap.Input {
 		}
 		in.Peers = append(in.Peers, netmap.Peer{ID: p.ID, Key: p.PublicKey, Name: p.Name, Label: p.DNSLabel,
 			IP: netip.MustParseAddr(p.OverlayIP), Groups: p.Groups, Online: a.isOnline(p.ID), LastSeen: p.LastSeen,
-			LoginExpires: a.loginExpires(p, now)})
+			LoginExpires: a.loginExpires(p, now), PostQuantum: p.PostQuantum})
 	}
 	for _, g := range sorted(a.groups, func(g *store.Group) (time.Time, string) { return g.Created, g.ID }) {
 		in.Groups = append(in.Groups, netmap.Group{ID: g.ID, Name: g.Name, All: g.IsAll})

@@ -17,7 +17,7 @@ func (a *account) accountMsg() *adminv1.Account {
 	return &adminv1.Account{Id: a.a.ID, Name: a.a.Name, OverlayNetwork: a.network.String(), DnsDomain: a.a.DNSDomain,
 		LoginExpirationSeconds:  int64(a.a.LoginExpiration / time.Second),
 		EphemeralOfflineSeconds: int64(a.a.EphemeralOffline / time.Second), Created: ts(a.a.Created),
-		LoginExpiredPeers: int32(a.loginExpiredCount(a.s.now()))}
+		LoginExpiredPeers: int32(a.loginExpiredCount(a.s.now())), PostQuantum: pqMode(a.a.PostQuantum)}
 }
 
 func (a *account) getAccount(ctx context.Context, actor string, m *adminv1.GetAccountRequest) (*adminv1.Account, error) {
@@ -87,6 +87,14 @@ func (a *account) updateAccount(ctx context.Context, actor string, m *adminv1.Up
 		}
 		na.EphemeralOffline = d
 		changes = append(changes, "ephemeral offline "+na.EphemeralOffline.String())
+	}
+	if m.PostQuantum != nil {
+		mode, err := checkPostQuantum(*m.PostQuantum)
+		if err != nil {
+			return nil, err
+		}
+		na.PostQuantum = mode
+		changes = append(changes, "post-quantum "+mode)
 	}
 	err := a.commit(ctx, audit{actor: actor, action: "account.updated", targetType: "account", targetID: a.id,
 		targetName: na.Name, detail: strings.Join(changes, ", ")},

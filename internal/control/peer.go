@@ -201,7 +201,7 @@ func (a *account) registerLocked(ctx context.Context, pub string, hash []byte, m
 	}
 	label := a.label(meta.Hostname, "")
 	p := &store.Peer{ID: newID(), AccountID: a.id, PublicKey: pub, Name: label, DNSLabel: label,
-		OverlayIP: ip.String(), Hostname: meta.Hostname, OS: meta.Os, Version: meta.Version, SetupKeyID: k.ID,
+		OverlayIP: ip.String(), Hostname: meta.Hostname, OS: meta.Os, Version: meta.Version, PostQuantum: meta.PostQuantum, SetupKeyID: k.ID,
 		// Login expiration is for people: a machine that joined with a setup
 		// key (a server, a routing peer) is not cut off unless an admin opts
 		// it in.
@@ -253,6 +253,11 @@ func (a *account) relogin(ctx context.Context, id, setupKey string, meta *contro
 	}
 	np := *p
 	np.Hostname, np.OS, np.Version = meta.Hostname, meta.Os, meta.Version
+	change := netmap.Change{Only: []string{id}} // login_expires may have moved
+	if np.PostQuantum != meta.PostQuantum {
+		np.PostQuantum = meta.PostQuantum
+		change.Entries = []string{id} // its neighbours see it
+	}
 	ev := audit{actor: "peer:" + p.Name, action: "peer.login", targetType: "peer", targetID: p.ID, targetName: p.Name}
 	var nk *store.SetupKey
 	if setupKey != "" {
@@ -288,7 +293,7 @@ func (a *account) relogin(ctx context.Context, id, setupKey string, meta *contro
 			}
 			delete(a.expired, id) // logged in: a later expiry is a new one
 		},
-		netmap.Change{Only: []string{id}}) // login_expires may have moved
+		change)
 	if err != nil {
 		return nil, peerError(err)
 	}
@@ -488,9 +493,10 @@ func (a *account) goOnline(id string, meta *controlv1.PeerMeta, updates bool) (*
 	if a.loginExpired(p, now) {
 		return nil, refuseLoginExpired.err("")
 	}
-	if meta != nil && (meta.Hostname != p.Hostname || meta.Os != p.OS || meta.Version != p.Version) && a.s.refused() == nil {
+	pqChanged := meta != nil && meta.PostQuantum != p.PostQuantum
+	if meta != nil && (meta.Hostname != p.Hostname || meta.Os != p.OS || meta.Version != p.Version || pqChanged) && a.s.refused() == nil {
 		np := *p
-		np.Hostname, np.OS, np.Version = meta.Hostname, meta.Os, meta.Version
+		np.Hostname, np.OS, np.Version, np.PostQuantum = meta.Hostname, meta.Os, meta.Version, meta.PostQuantum
 		err := a.s.st.Write(context.Background(), func(tx *store.Tx) error { return tx.PutPeer(np) })
 		switch {
 		case a.s.fault(err):
@@ -507,10 +513,12 @@ func (a *account) goOnline(id string, meta *controlv1.PeerMeta, updates bool) (*
 	a.online[id]++
 	if a.online[id] == 1 {
 		a.setPresent(id, true, time.Time{})
-		if !a.remote[id] {
-			a.change(netmap.Change{Entries: []string{id}}) // online
+		if !a.remote[id] || pqChanged {
+			a.change(netmap.Change{Entries: []string{id}}) // online, or post-quantum support
 		}
 		delete(a.remote, id) // counted here while it streams here
+	} else if pqChanged {
+		a.change(netmap.Change{Entries: []string{id}}) // post-quantum support
 	}
 	return c, nil
 }

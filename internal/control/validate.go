@@ -153,7 +153,7 @@ func checkMeta(m *controlv1.PeerMeta) (*controlv1.PeerMeta, error) {
 		}
 	}
 	return &controlv1.PeerMeta{Hostname: cleanAgentText(m.Hostname), Os: cleanAgentText(m.Os),
-		Version: cleanAgentText(m.Version)}, nil
+		Version: cleanAgentText(m.Version), PostQuantum: m.PostQuantum}, nil
 }
 
 // Networks that can never be an overlay: traffic to them never reaches a

@@ -45,6 +45,9 @@ type Meta struct {
 	Hostname string
 	OS       string
 	Version  string
+	// PostQuantum: the agent takes part in post-quantum pre-shared key
+	// exchanges (control tells its peers so).
+	PostQuantum bool
 }
 
 // Options configure a Client.
@@ -138,7 +141,7 @@ func New(opts Options) (*Client, error) {
 		opts: opts,
 		log:  opts.Log,
 		pub:  opts.Private.Public(),
-		meta: &controlv1.PeerMeta{Hostname: m.Hostname, Os: m.OS, Version: m.Version},
+		meta: &controlv1.PeerMeta{Hostname: m.Hostname, Os: m.OS, Version: m.Version, PostQuantum: m.PostQuantum},
 		cur:  opts.URL,
 		rpcs: make(map[string]controlv1connect.ControlServiceClient),
 	}

@@ -89,6 +89,11 @@ type PeerJSON struct {
 	// Reason says why the peer is not direct (unreachable at signal,
 	// relayed or still connecting), when known.
 	Reason string `json:"reason,omitempty"`
+	// PostQuantum: a post-quantum pre-shared key protects the tunnel;
+	// PostQuantumRotated is when it last rotated (RFC 3339, UTC; "" when
+	// never).
+	PostQuantum        bool   `json:"post_quantum"`
+	PostQuantumRotated string `json:"post_quantum_rotated,omitempty"`
 }
 
 // CandidateJSON is one end of the path; null when there is no path.
@@ -129,6 +134,10 @@ func ToJSON(r *daemonv1.StatusResponse) StatusJSON {
 		}
 		if hs := p.GetLastHandshake(); hs != nil && hs.AsTime().Unix() > 0 {
 			pj.LastHandshake = hs.AsTime().UTC().Format(time.RFC3339)
+		}
+		pj.PostQuantum = p.GetPostQuantum()
+		if r := p.GetPostQuantumRotated(); r != nil && r.AsTime().Unix() > 0 {
+			pj.PostQuantumRotated = r.AsTime().UTC().Format(time.RFC3339)
 		}
 		s.Peers = append(s.Peers, pj)
 	}
@@ -215,7 +224,22 @@ func WriteTable(w io.Writer, r *daemonv1.StatusResponse, now time.Time) error {
 		}
 	}
 	if why.Len() > 0 {
-		_, err := io.WriteString(w, "\nwhy not direct:\n"+why.String())
+		if _, err := io.WriteString(w, "\nwhy not direct:\n"+why.String()); err != nil {
+			return err
+		}
+	}
+	var pq strings.Builder
+	for _, p := range s.Peers {
+		if p.PostQuantum {
+			rotated := "never"
+			if t, err := time.Parse(time.RFC3339, p.PostQuantumRotated); err == nil {
+				rotated = now.Sub(t).Round(time.Second).String() + " ago"
+			}
+			fmt.Fprintf(&pq, "  %s: post_quantum: true, key rotated %s\n", orDash(p.Name), rotated)
+		}
+	}
+	if pq.Len() > 0 {
+		_, err := io.WriteString(w, "\npost-quantum pre-shared keys:\n"+pq.String())
 		return err
 	}
 	return nil

@@ -68,7 +68,7 @@ func TestStatusJSONShape(t *testing.T) {
 		t.Fatalf("%d peers", len(peers))
 	}
 	p := peers[0].(map[string]any)
-	if got, want := keys(p), "dns_name,last_handshake,latency_ms,local_candidate,name,overlay_ip,path,public_key,remote_candidate,rx_bytes,state,tx_bytes"; got != want {
+	if got, want := keys(p), "dns_name,last_handshake,latency_ms,local_candidate,name,overlay_ip,path,post_quantum,public_key,remote_candidate,rx_bytes,state,tx_bytes"; got != want {
 		t.Fatalf("peer fields %s, want %s", got, want)
 	}
 	checks := map[string]any{

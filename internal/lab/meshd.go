@@ -435,6 +435,10 @@ type PeerStatus struct {
 	LastHandshake   string     `json:"last_handshake"`
 	RxBytes         Int64      `json:"rx_bytes"`
 	TxBytes         Int64      `json:"tx_bytes"`
+	// PostQuantum: a post-quantum pre-shared key is installed;
+	// PostQuantumRotated: when it last rotated (RFC 3339).
+	PostQuantum        bool   `json:"post_quantum"`
+	PostQuantumRotated string `json:"post_quantum_rotated"`
 }
 
 // Candidate is an ICE candidate in Status.

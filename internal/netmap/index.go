@@ -142,12 +142,13 @@ func Build(in *Input) *Index {
 
 func remotePeer(p *Peer, domain string) *controlv1.RemotePeer {
 	r := &controlv1.RemotePeer{
-		PublicKey:  p.Key,
-		Name:       p.Name,
-		DnsName:    fqdn(p.Label, domain),
-		OverlayIp:  p.IP.String(),
-		AllowedIps: []string{p.IP.String() + "/32"},
-		Online:     p.Online,
+		PublicKey:   p.Key,
+		Name:        p.Name,
+		DnsName:     fqdn(p.Label, domain),
+		OverlayIp:   p.IP.String(),
+		AllowedIps:  []string{p.IP.String() + "/32"},
+		Online:      p.Online,
+		PostQuantum: p.PostQuantum,
 	}
 	if !p.LastSeen.IsZero() {
 		r.LastSeen = timestamppb.New(p.LastSeen)

@@ -33,6 +33,9 @@ type Settings struct {
 	Network netip.Prefix
 	// MTU of the tunnel; zero means DefaultMTU.
 	MTU uint32
+	// PostQuantum is the account's post-quantum mode ("off",
+	// "permissive", "strict"), which every map names.
+	PostQuantum string
 }
 
 // Peer is a machine of the account.
@@ -47,6 +50,8 @@ type Peer struct {
 	Online       bool
 	LastSeen     time.Time
 	LoginExpires time.Time // zero: no expiry
+	// PostQuantum: the peer's agent supports post-quantum pre-shared keys.
+	PostQuantum bool
 }
 
 // Group is a named set of peers. Membership is on the peer (Peer.Groups);

@@ -141,7 +141,7 @@ func (ix *Index) compute(i int32, sc *scratch) *controlv1.NetworkMap {
 	e := &ix.peers[i]
 	var r rules
 	ix.reach(i, sc, &r)
-	m := &controlv1.NetworkMap{Self: ix.self(e)}
+	m := &controlv1.NetworkMap{Self: ix.self(e), PostQuantum: ix.settings.PostQuantum}
 	if n := len(r.in) + len(r.out); n > 0 {
 		// in and out share one array (see reach): close the gap self left.
 		copy(r.all[len(r.in):], r.out)
@@ -232,7 +232,7 @@ func (ix *Index) routes(i int32, sc *scratch) ([]*controlv1.Route, map[int32]*co
 		if !ok {
 			orig := ix.peers[bestPeer].remote
 			rp = &controlv1.RemotePeer{PublicKey: orig.PublicKey, Name: orig.Name, DnsName: orig.DnsName,
-				OverlayIp: orig.OverlayIp, Online: orig.Online, LastSeen: orig.LastSeen,
+				OverlayIp: orig.OverlayIp, Online: orig.Online, LastSeen: orig.LastSeen, PostQuantum: orig.PostQuantum,
 				AllowedIps: append([]string(nil), orig.AllowedIps...)}
 			via[bestPeer] = rp
 		}

@@ -25,7 +25,7 @@ func accountCmd() *cli.Command {
 		return details(s.out, "id", a.Id, "name", a.Name, "overlay network", a.OverlayNetwork, "dns domain", a.DnsDomain,
 			"login expiration", exp,
 			"logins expired", fmt.Sprint(a.LoginExpiredPeers), "ephemeral peers removed after",
-			seconds(a.EphemeralOfflineSeconds)+" offline", "created", when(a.Created))
+			seconds(a.EphemeralOfflineSeconds)+" offline", "post-quantum", a.PostQuantum, "created", when(a.Created))
 	}
 	return &cli.Command{
 		Name:  "account",
@@ -45,6 +45,7 @@ func accountCmd() *cli.Command {
 					&cli.StringFlag{Name: "dns-domain", Usage: "DNS `DOMAIN` of peer names"},
 					&cli.StringFlag{Name: "login-expiration", Usage: "opted-in peers must log in again after `DURATION` (e.g. 30d; 0: never); peers joined with setup keys are exempt unless opted in"},
 					&cli.StringFlag{Name: "ephemeral-offline", Usage: "remove ephemeral peers offline for `DURATION`"},
+					&cli.StringFlag{Name: "post-quantum", Usage: "post-quantum pre-shared keys between peers: `MODE` off, permissive (peers that both support them use them) or strict (a peer without them is not connected); docs/post-quantum.md"},
 				},
 				Action: run(func(s *session) error {
 					req := &adminv1.UpdateAccountRequest{}
@@ -57,6 +58,9 @@ func accountCmd() *cli.Command {
 					}
 					if c.IsSet("dns-domain") {
 						req.DnsDomain = ptr(c.String("dns-domain"))
+					}
+					if c.IsSet("post-quantum") {
+						req.PostQuantum = ptr(c.String("post-quantum"))
 					}
 					for flag, dst := range map[string]**int64{"login-expiration": &req.LoginExpirationSeconds, "ephemeral-offline": &req.EphemeralOfflineSeconds} {
 						if c.IsSet(flag) {

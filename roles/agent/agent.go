@@ -74,6 +74,9 @@ func Command() *cli.Command {
 				"(default: those of /etc/resolv.conf; none: answer SERVFAIL instead)"},
 			&cli.DurationFlag{Name: "mem-trim", Value: memtrim.DefaultQuiet, Usage: "give memory back to the OS once the tunnel has been quiet for `DURATION` " +
 				"(wireguard-go keeps the buffers of a bulk transfer otherwise; 0: never)"},
+			&cli.BoolFlag{Name: "post-quantum", Value: true, Usage: "take part in post-quantum pre-shared key exchanges with peers when the account " +
+				"turns them on (meshd admin account update --post-quantum); --post-quantum=false: peers connect without (permissive) or not at all (strict)"},
+			&cli.DurationFlag{Name: "post-quantum-rotate", Hidden: true, Usage: "rotate post-quantum keys every `DURATION` instead of 2m (lab tests)"},
 			cliutil.MetricsFlag("127.0.0.1:9182"),
 			&cli.BoolFlag{Name: "metrics-peer-labels", Usage: "add per-peer series to /metrics, labelled with peer names (more series; names show who talks to whom)"},
 			&cli.StringFlag{Name: "pprof-listen", Hidden: true, Usage: "serve Go profiles (net/http/pprof) on `ADDR`: a unix socket path, or a loopback host:port; for debugging"},
@@ -131,6 +134,10 @@ func agentOptions(c *cli.Context) (agent.Options, os.FileMode, error) {
 	o.Hostname = c.String("hostname")
 	o.Device = wg.Config{Mode: mode, Name: c.String("iface"), ListenPort: uint16(port)}
 	o.DNS = agent.DNSOptions{Disabled: !c.Bool("dns"), ConfigureOS: true}
+	o.PostQuantumOff = !c.Bool("post-quantum")
+	if d := c.Duration("post-quantum-rotate"); d > 0 {
+		o.PQTiming = &agent.PQTiming{Rotate: d}
+	}
 	if c.Bool("dns-resolv-conf") {
 		o.DNS.ResolvConf, o.DNS.BackupDir = dns.DefaultResolvConf, o.StateDir
 	}

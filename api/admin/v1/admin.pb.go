@@ -603,8 +603,12 @@ type Account struct {
 	// Peers whose login is expired under the current setting (opted in and
 	// not logged in for longer): they stay cut off until they log in again.
 	LoginExpiredPeers int32 `protobuf:"varint,8,opt,name=login_expired_peers,json=loginExpiredPeers,proto3" json:"login_expired_peers,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Post-quantum pre-shared keys between peers: "off", "permissive" (peers
+	// that both support them use them, others connect without) or "strict"
+	// (a peer without them is not connected).
+	PostQuantum   string `protobuf:"bytes,9,opt,name=post_quantum,json=postQuantum,proto3" json:"post_quantum,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Account) Reset() {
@@ -693,6 +697,13 @@ func (x *Account) GetLoginExpiredPeers() int32 {
 	return 0
 }
 
+func (x *Account) GetPostQuantum() string {
+	if x != nil {
+		return x.PostQuantum
+	}
+	return ""
+}
+
 type GetAccountRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -736,8 +747,10 @@ type UpdateAccountRequest struct {
 	DnsDomain               *string                `protobuf:"bytes,3,opt,name=dns_domain,json=dnsDomain,proto3,oneof" json:"dns_domain,omitempty"`
 	LoginExpirationSeconds  *int64                 `protobuf:"varint,4,opt,name=login_expiration_seconds,json=loginExpirationSeconds,proto3,oneof" json:"login_expiration_seconds,omitempty"`
 	EphemeralOfflineSeconds *int64                 `protobuf:"varint,5,opt,name=ephemeral_offline_seconds,json=ephemeralOfflineSeconds,proto3,oneof" json:"ephemeral_offline_seconds,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// "off", "permissive" or "strict".
+	PostQuantum   *string `protobuf:"bytes,6,opt,name=post_quantum,json=postQuantum,proto3,oneof" json:"post_quantum,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateAccountRequest) Reset() {
@@ -803,6 +816,13 @@ func (x *UpdateAccountRequest) GetEphemeralOfflineSeconds() int64 {
 		return *x.EphemeralOfflineSeconds
 	}
 	return 0
+}
+
+func (x *UpdateAccountRequest) GetPostQuantum() string {
+	if x != nil && x.PostQuantum != nil {
+		return *x.PostQuantum
+	}
+	return ""
 }
 
 type Peer struct {
@@ -5289,7 +5309,7 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x12DeleteUserResponse\"$\n" +
 	"\n" +
 	"StringList\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\tR\x06values\"\xd1\x02\n" +
+	"\x06values\x18\x01 \x03(\tR\x06values\"\xf4\x02\n" +
 	"\aAccount\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12'\n" +
@@ -5299,20 +5319,23 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x18login_expiration_seconds\x18\x05 \x01(\x03R\x16loginExpirationSeconds\x12:\n" +
 	"\x19ephemeral_offline_seconds\x18\x06 \x01(\x03R\x17ephemeralOfflineSeconds\x124\n" +
 	"\acreated\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12.\n" +
-	"\x13login_expired_peers\x18\b \x01(\x05R\x11loginExpiredPeers\"\x13\n" +
-	"\x11GetAccountRequest\"\xe8\x02\n" +
+	"\x13login_expired_peers\x18\b \x01(\x05R\x11loginExpiredPeers\x12!\n" +
+	"\fpost_quantum\x18\t \x01(\tR\vpostQuantum\"\x13\n" +
+	"\x11GetAccountRequest\"\xa1\x03\n" +
 	"\x14UpdateAccountRequest\x12\x17\n" +
 	"\x04name\x18\x01 \x01(\tH\x00R\x04name\x88\x01\x01\x12,\n" +
 	"\x0foverlay_network\x18\x02 \x01(\tH\x01R\x0eoverlayNetwork\x88\x01\x01\x12\"\n" +
 	"\n" +
 	"dns_domain\x18\x03 \x01(\tH\x02R\tdnsDomain\x88\x01\x01\x12=\n" +
 	"\x18login_expiration_seconds\x18\x04 \x01(\x03H\x03R\x16loginExpirationSeconds\x88\x01\x01\x12?\n" +
-	"\x19ephemeral_offline_seconds\x18\x05 \x01(\x03H\x04R\x17ephemeralOfflineSeconds\x88\x01\x01B\a\n" +
+	"\x19ephemeral_offline_seconds\x18\x05 \x01(\x03H\x04R\x17ephemeralOfflineSeconds\x88\x01\x01\x12&\n" +
+	"\fpost_quantum\x18\x06 \x01(\tH\x05R\vpostQuantum\x88\x01\x01B\a\n" +
 	"\x05_nameB\x12\n" +
 	"\x10_overlay_networkB\r\n" +
 	"\v_dns_domainB\x1b\n" +
 	"\x19_login_expiration_secondsB\x1c\n" +
-	"\x1a_ephemeral_offline_seconds\"\x80\x05\n" +
+	"\x1a_ephemeral_offline_secondsB\x0f\n" +
+	"\r_post_quantum\"\x80\x05\n" +
 	"\x04Peer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x19\n" +

@@ -873,10 +873,13 @@ func (x *Proof) GetSealed() []byte {
 
 // PeerMeta describes the machine an agent runs on.
 type PeerMeta struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Hostname      string                 `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	Os            string                 `protobuf:"bytes,2,opt,name=os,proto3" json:"os,omitempty"`
-	Version       string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Hostname string                 `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Os       string                 `protobuf:"bytes,2,opt,name=os,proto3" json:"os,omitempty"`
+	Version  string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// The agent can take part in post-quantum pre-shared key exchanges
+	// (meshd agent --post-quantum, on by default).
+	PostQuantum   bool `protobuf:"varint,4,opt,name=post_quantum,json=postQuantum,proto3" json:"post_quantum,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -930,6 +933,13 @@ func (x *PeerMeta) GetVersion() string {
 		return x.Version
 	}
 	return ""
+}
+
+func (x *PeerMeta) GetPostQuantum() bool {
+	if x != nil {
+		return x.PostQuantum
+	}
+	return false
 }
 
 type LoginRequest struct {
@@ -1269,7 +1279,10 @@ type NetworkMap struct {
 	SignalTicket []byte `protobuf:"bytes,10,opt,name=signal_ticket,json=signalTicket,proto3" json:"signal_ticket,omitempty"`
 	// Every live control replica's public URL (https://host:port), this
 	// one's first. An agent whose replica stops answering moves to another.
-	ControlUrls   []string `protobuf:"bytes,11,rep,name=control_urls,json=controlUrls,proto3" json:"control_urls,omitempty"`
+	ControlUrls []string `protobuf:"bytes,11,rep,name=control_urls,json=controlUrls,proto3" json:"control_urls,omitempty"`
+	// The account's post-quantum mode: "off" (or empty, from an older
+	// control), "permissive" or "strict" (docs/post-quantum.md).
+	PostQuantum   string `protobuf:"bytes,12,opt,name=post_quantum,json=postQuantum,proto3" json:"post_quantum,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1379,6 +1392,13 @@ func (x *NetworkMap) GetControlUrls() []string {
 		return x.ControlUrls
 	}
 	return nil
+}
+
+func (x *NetworkMap) GetPostQuantum() string {
+	if x != nil {
+		return x.PostQuantum
+	}
+	return ""
 }
 
 type SelfConfig struct {
@@ -1492,9 +1512,11 @@ type RemotePeer struct {
 	DnsName   string                 `protobuf:"bytes,3,opt,name=dns_name,json=dnsName,proto3" json:"dns_name,omitempty"`
 	OverlayIp string                 `protobuf:"bytes,4,opt,name=overlay_ip,json=overlayIp,proto3" json:"overlay_ip,omitempty"`
 	// CIDRs routed to this peer: its overlay_ip/32 plus networks it routes.
-	AllowedIps    []string               `protobuf:"bytes,5,rep,name=allowed_ips,json=allowedIps,proto3" json:"allowed_ips,omitempty"`
-	Online        bool                   `protobuf:"varint,6,opt,name=online,proto3" json:"online,omitempty"`
-	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	AllowedIps []string               `protobuf:"bytes,5,rep,name=allowed_ips,json=allowedIps,proto3" json:"allowed_ips,omitempty"`
+	Online     bool                   `protobuf:"varint,6,opt,name=online,proto3" json:"online,omitempty"`
+	LastSeen   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	// The peer's agent said it supports post-quantum pre-shared keys.
+	PostQuantum   bool `protobuf:"varint,8,opt,name=post_quantum,json=postQuantum,proto3" json:"post_quantum,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1576,6 +1598,13 @@ func (x *RemotePeer) GetLastSeen() *timestamppb.Timestamp {
 		return x.LastSeen
 	}
 	return nil
+}
+
+func (x *RemotePeer) GetPostQuantum() bool {
+	if x != nil {
+		return x.PostQuantum
+	}
+	return false
 }
 
 type PortRange struct {
@@ -2151,11 +2180,12 @@ const file_api_control_v1_control_proto_rawDesc = "" +
 	"public_key\x18\x01 \x01(\fR\tpublicKey\x12\x1c\n" +
 	"\tchallenge\x18\x02 \x01(\fR\tchallenge\x12\x14\n" +
 	"\x05nonce\x18\x03 \x01(\fR\x05nonce\x12\x16\n" +
-	"\x06sealed\x18\x04 \x01(\fR\x06sealed\"P\n" +
+	"\x06sealed\x18\x04 \x01(\fR\x06sealed\"s\n" +
 	"\bPeerMeta\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x0e\n" +
 	"\x02os\x18\x02 \x01(\tR\x02os\x12\x18\n" +
-	"\aversion\x18\x03 \x01(\tR\aversion\"\x8a\x01\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12!\n" +
+	"\fpost_quantum\x18\x04 \x01(\bR\vpostQuantum\"\x8a\x01\n" +
 	"\fLoginRequest\x12-\n" +
 	"\x05proof\x18\x01 \x01(\v2\x17.meshd.control.v1.ProofR\x05proof\x12\x1b\n" +
 	"\tsetup_key\x18\x02 \x01(\tR\bsetupKey\x12.\n" +
@@ -2175,7 +2205,7 @@ const file_api_control_v1_control_proto_rawDesc = "" +
 	"\vbase_serial\x18\x02 \x01(\x04R\n" +
 	"baseSerial\x12?\n" +
 	"\fupsert_peers\x18\x03 \x03(\v2\x1c.meshd.control.v1.RemotePeerR\vupsertPeers\x12*\n" +
-	"\x11removed_peer_keys\x18\x04 \x03(\tR\x0fremovedPeerKeys\"\xf5\x03\n" +
+	"\x11removed_peer_keys\x18\x04 \x03(\tR\x0fremovedPeerKeys\"\x98\x04\n" +
 	"\n" +
 	"NetworkMap\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\x04R\x06serial\x120\n" +
@@ -2190,7 +2220,8 @@ const file_api_control_v1_control_proto_rawDesc = "" +
 	"\x0esignal_tls_pin\x18\t \x01(\tR\fsignalTlsPin\x12#\n" +
 	"\rsignal_ticket\x18\n" +
 	" \x01(\fR\fsignalTicket\x12!\n" +
-	"\fcontrol_urls\x18\v \x03(\tR\vcontrolUrls\"\x8e\x02\n" +
+	"\fcontrol_urls\x18\v \x03(\tR\vcontrolUrls\x12!\n" +
+	"\fpost_quantum\x18\f \x01(\tR\vpostQuantum\"\x8e\x02\n" +
 	"\n" +
 	"SelfConfig\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12\x12\n" +
@@ -2202,7 +2233,7 @@ const file_api_control_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"public_key\x18\x06 \x01(\tR\tpublicKey\x12\x10\n" +
 	"\x03mtu\x18\a \x01(\rR\x03mtu\x12?\n" +
-	"\rlogin_expires\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\floginExpires\"\xeb\x01\n" +
+	"\rlogin_expires\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\floginExpires\"\x8e\x02\n" +
 	"\n" +
 	"RemotePeer\x12\x1d\n" +
 	"\n" +
@@ -2214,7 +2245,8 @@ const file_api_control_v1_control_proto_rawDesc = "" +
 	"\vallowed_ips\x18\x05 \x03(\tR\n" +
 	"allowedIps\x12\x16\n" +
 	"\x06online\x18\x06 \x01(\bR\x06online\x127\n" +
-	"\tlast_seen\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"3\n" +
+	"\tlast_seen\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12!\n" +
+	"\fpost_quantum\x18\b \x01(\bR\vpostQuantum\"3\n" +
 	"\tPortRange\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\rR\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\rR\x03end\"\xea\x01\n" +

@@ -632,9 +632,13 @@ type PeerStatus struct {
 	// refused its registration: ticket expired ..."), else why it is relayed
 	// or still connecting when the agent knows (e.g. "UDP to the relay gets
 	// no answer here"); empty otherwise.
-	Reason        string `protobuf:"bytes,13,opt,name=reason,proto3" json:"reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Reason string `protobuf:"bytes,13,opt,name=reason,proto3" json:"reason,omitempty"`
+	// A post-quantum pre-shared key is installed for this peer.
+	PostQuantum bool `protobuf:"varint,14,opt,name=post_quantum,json=postQuantum,proto3" json:"post_quantum,omitempty"`
+	// When that key last rotated (unset when none).
+	PostQuantumRotated *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=post_quantum_rotated,json=postQuantumRotated,proto3" json:"post_quantum_rotated,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *PeerStatus) Reset() {
@@ -756,6 +760,20 @@ func (x *PeerStatus) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *PeerStatus) GetPostQuantum() bool {
+	if x != nil {
+		return x.PostQuantum
+	}
+	return false
+}
+
+func (x *PeerStatus) GetPostQuantumRotated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PostQuantumRotated
+	}
+	return nil
 }
 
 type UpRequest struct {
@@ -983,7 +1001,7 @@ const file_api_daemon_v1_daemon_proto_rawDesc = "" +
 	"\aexpires\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"9\n" +
 	"\tCandidate\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xdf\x03\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xd0\x04\n" +
 	"\n" +
 	"PeerStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
@@ -1002,7 +1020,9 @@ const file_api_daemon_v1_daemon_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\rlastHandshake\x12\x19\n" +
 	"\brx_bytes\x18\v \x01(\x03R\arxBytes\x12\x19\n" +
 	"\btx_bytes\x18\f \x01(\x03R\atxBytes\x12\x16\n" +
-	"\x06reason\x18\r \x01(\tR\x06reason\"[\n" +
+	"\x06reason\x18\r \x01(\tR\x06reason\x12!\n" +
+	"\fpost_quantum\x18\x0e \x01(\bR\vpostQuantum\x12L\n" +
+	"\x14post_quantum_rotated\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x12postQuantumRotated\"[\n" +
 	"\tUpRequest\x12\x1b\n" +
 	"\tsetup_key\x18\x01 \x01(\tR\bsetupKey\x12\x10\n" +
 	"\x03sso\x18\x02 \x01(\bR\x03sso\x12\x1f\n" +
@@ -1058,17 +1078,18 @@ var file_api_daemon_v1_daemon_proto_depIdxs = []int32{
 	7,  // 8: meshd.daemon.v1.PeerStatus.local_candidate:type_name -> meshd.daemon.v1.Candidate
 	7,  // 9: meshd.daemon.v1.PeerStatus.remote_candidate:type_name -> meshd.daemon.v1.Candidate
 	13, // 10: meshd.daemon.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
-	0,  // 11: meshd.daemon.v1.DaemonService.Status:input_type -> meshd.daemon.v1.StatusRequest
-	9,  // 12: meshd.daemon.v1.DaemonService.Up:input_type -> meshd.daemon.v1.UpRequest
-	11, // 13: meshd.daemon.v1.DaemonService.Down:input_type -> meshd.daemon.v1.DownRequest
-	1,  // 14: meshd.daemon.v1.DaemonService.Status:output_type -> meshd.daemon.v1.StatusResponse
-	10, // 15: meshd.daemon.v1.DaemonService.Up:output_type -> meshd.daemon.v1.UpResponse
-	12, // 16: meshd.daemon.v1.DaemonService.Down:output_type -> meshd.daemon.v1.DownResponse
-	14, // [14:17] is the sub-list for method output_type
-	11, // [11:14] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	13, // 11: meshd.daemon.v1.PeerStatus.post_quantum_rotated:type_name -> google.protobuf.Timestamp
+	0,  // 12: meshd.daemon.v1.DaemonService.Status:input_type -> meshd.daemon.v1.StatusRequest
+	9,  // 13: meshd.daemon.v1.DaemonService.Up:input_type -> meshd.daemon.v1.UpRequest
+	11, // 14: meshd.daemon.v1.DaemonService.Down:input_type -> meshd.daemon.v1.DownRequest
+	1,  // 15: meshd.daemon.v1.DaemonService.Status:output_type -> meshd.daemon.v1.StatusResponse
+	10, // 16: meshd.daemon.v1.DaemonService.Up:output_type -> meshd.daemon.v1.UpResponse
+	12, // 17: meshd.daemon.v1.DaemonService.Down:output_type -> meshd.daemon.v1.DownResponse
+	15, // [15:18] is the sub-list for method output_type
+	12, // [12:15] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_api_daemon_v1_daemon_proto_init() }

@@ -130,6 +130,74 @@ func (Kind) EnumDescriptor() ([]byte, []int) {
 	return file_api_peer_v1_peer_proto_rawDescGZIP(), []int{1}
 }
 
+// Step is where a PostQuantum message stands in the exchange.
+type Step int32
+
+const (
+	Step_STEP_UNSPECIFIED Step = 0
+	// The responder (the controlled peer) asks for an exchange now: it
+	// started, or its key is overdue.
+	Step_STEP_REQUEST Step = 1
+	// The initiator (the controlling peer) sends a fresh ML-KEM-768
+	// encapsulation key.
+	Step_STEP_INIT Step = 2
+	// The responder sends its own fresh encapsulation key and a ciphertext
+	// to the initiator's.
+	Step_STEP_REPLY Step = 3
+	// The initiator sends a ciphertext to the responder's key and a tag
+	// proving it derived the key.
+	Step_STEP_FINISH Step = 4
+	// The responder confirms with its own tag; both now hold the key.
+	Step_STEP_DONE Step = 5
+)
+
+// Enum value maps for Step.
+var (
+	Step_name = map[int32]string{
+		0: "STEP_UNSPECIFIED",
+		1: "STEP_REQUEST",
+		2: "STEP_INIT",
+		3: "STEP_REPLY",
+		4: "STEP_FINISH",
+		5: "STEP_DONE",
+	}
+	Step_value = map[string]int32{
+		"STEP_UNSPECIFIED": 0,
+		"STEP_REQUEST":     1,
+		"STEP_INIT":        2,
+		"STEP_REPLY":       3,
+		"STEP_FINISH":      4,
+		"STEP_DONE":        5,
+	}
+)
+
+func (x Step) Enum() *Step {
+	p := new(Step)
+	*p = x
+	return p
+}
+
+func (x Step) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Step) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_peer_v1_peer_proto_enumTypes[2].Descriptor()
+}
+
+func (Step) Type() protoreflect.EnumType {
+	return &file_api_peer_v1_peer_proto_enumTypes[2]
+}
+
+func (x Step) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Step.Descriptor instead.
+func (Step) EnumDescriptor() ([]byte, []int) {
+	return file_api_peer_v1_peer_proto_rawDescGZIP(), []int{2}
+}
+
 type Message struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Version Version                `protobuf:"varint,1,opt,name=version,proto3,enum=meshd.peer.v1.Version" json:"version,omitempty"`
@@ -140,6 +208,7 @@ type Message struct {
 	//	*Message_Candidate
 	//	*Message_Request
 	//	*Message_Close
+	//	*Message_PostQuantum
 	Body          isMessage_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -234,6 +303,15 @@ func (x *Message) GetClose() *Close {
 	return nil
 }
 
+func (x *Message) GetPostQuantum() *PostQuantum {
+	if x != nil {
+		if x, ok := x.Body.(*Message_PostQuantum); ok {
+			return x.PostQuantum
+		}
+	}
+	return nil
+}
+
 type isMessage_Body interface {
 	isMessage_Body()
 }
@@ -258,6 +336,10 @@ type Message_Close struct {
 	Close *Close `protobuf:"bytes,6,opt,name=close,proto3,oneof"`
 }
 
+type Message_PostQuantum struct {
+	PostQuantum *PostQuantum `protobuf:"bytes,7,opt,name=post_quantum,json=postQuantum,proto3,oneof"`
+}
+
 func (*Message_Offer) isMessage_Body() {}
 
 func (*Message_Answer) isMessage_Body() {}
@@ -267,6 +349,8 @@ func (*Message_Candidate) isMessage_Body() {}
 func (*Message_Request) isMessage_Body() {}
 
 func (*Message_Close) isMessage_Body() {}
+
+func (*Message_PostQuantum) isMessage_Body() {}
 
 // Offer starts an ICE session. Only the controlling peer (the one with the
 // larger public key, compared as bytes) offers; a new offer for a kind
@@ -600,18 +684,126 @@ func (x *Close) GetReason() string {
 	return ""
 }
 
+// PostQuantum is one step of the post-quantum pre-shared key exchange
+// (internal/pqpsk): both peers encapsulate to the other's fresh ML-KEM-768
+// key, and the WireGuard pre-shared key of the epoch is derived from both
+// shared secrets. Older agents ignore it.
+type PostQuantum struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Step  Step                   `protobuf:"varint,1,opt,name=step,proto3,enum=meshd.peer.v1.Step" json:"step,omitempty"`
+	// Chosen by the initiator, larger than every earlier one of the pair.
+	Epoch uint64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The sender's and the recipient's WireGuard public keys (32 bytes).
+	From             []byte `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	To               []byte `protobuf:"bytes,4,opt,name=to,proto3" json:"to,omitempty"`
+	EncapsulationKey []byte `protobuf:"bytes,5,opt,name=encapsulation_key,json=encapsulationKey,proto3" json:"encapsulation_key,omitempty"`
+	Ciphertext       []byte `protobuf:"bytes,6,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"`
+	// Key confirmation (HMAC-SHA256 under a key derived with the PSK).
+	Confirm       []byte `protobuf:"bytes,7,opt,name=confirm,proto3" json:"confirm,omitempty"`
+	Reason        string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PostQuantum) Reset() {
+	*x = PostQuantum{}
+	mi := &file_api_peer_v1_peer_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PostQuantum) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PostQuantum) ProtoMessage() {}
+
+func (x *PostQuantum) ProtoReflect() protoreflect.Message {
+	mi := &file_api_peer_v1_peer_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PostQuantum.ProtoReflect.Descriptor instead.
+func (*PostQuantum) Descriptor() ([]byte, []int) {
+	return file_api_peer_v1_peer_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PostQuantum) GetStep() Step {
+	if x != nil {
+		return x.Step
+	}
+	return Step_STEP_UNSPECIFIED
+}
+
+func (x *PostQuantum) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *PostQuantum) GetFrom() []byte {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *PostQuantum) GetTo() []byte {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *PostQuantum) GetEncapsulationKey() []byte {
+	if x != nil {
+		return x.EncapsulationKey
+	}
+	return nil
+}
+
+func (x *PostQuantum) GetCiphertext() []byte {
+	if x != nil {
+		return x.Ciphertext
+	}
+	return nil
+}
+
+func (x *PostQuantum) GetConfirm() []byte {
+	if x != nil {
+		return x.Confirm
+	}
+	return nil
+}
+
+func (x *PostQuantum) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_api_peer_v1_peer_proto protoreflect.FileDescriptor
 
 const file_api_peer_v1_peer_proto_rawDesc = "" +
 	"\n" +
-	"\x16api/peer/v1/peer.proto\x12\rmeshd.peer.v1\"\xbe\x02\n" +
+	"\x16api/peer/v1/peer.proto\x12\rmeshd.peer.v1\"\xff\x02\n" +
 	"\aMessage\x120\n" +
 	"\aversion\x18\x01 \x01(\x0e2\x16.meshd.peer.v1.VersionR\aversion\x12,\n" +
 	"\x05offer\x18\x02 \x01(\v2\x14.meshd.peer.v1.OfferH\x00R\x05offer\x12/\n" +
 	"\x06answer\x18\x03 \x01(\v2\x15.meshd.peer.v1.AnswerH\x00R\x06answer\x128\n" +
 	"\tcandidate\x18\x04 \x01(\v2\x18.meshd.peer.v1.CandidateH\x00R\tcandidate\x122\n" +
 	"\arequest\x18\x05 \x01(\v2\x16.meshd.peer.v1.RequestH\x00R\arequest\x12,\n" +
-	"\x05close\x18\x06 \x01(\v2\x14.meshd.peer.v1.CloseH\x00R\x05closeB\x06\n" +
+	"\x05close\x18\x06 \x01(\v2\x14.meshd.peer.v1.CloseH\x00R\x05close\x12?\n" +
+	"\fpost_quantum\x18\a \x01(\v2\x1a.meshd.peer.v1.PostQuantumH\x00R\vpostQuantumB\x06\n" +
 	"\x04body\"r\n" +
 	"\x05Offer\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.meshd.peer.v1.KindR\x04kind\x12\x18\n" +
@@ -634,7 +826,18 @@ const file_api_peer_v1_peer_proto_rawDesc = "" +
 	"\x05Close\x12'\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x13.meshd.peer.v1.KindR\x04kind\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason*1\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xef\x01\n" +
+	"\vPostQuantum\x12'\n" +
+	"\x04step\x18\x01 \x01(\x0e2\x13.meshd.peer.v1.StepR\x04step\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\fR\x04from\x12\x0e\n" +
+	"\x02to\x18\x04 \x01(\fR\x02to\x12+\n" +
+	"\x11encapsulation_key\x18\x05 \x01(\fR\x10encapsulationKey\x12\x1e\n" +
+	"\n" +
+	"ciphertext\x18\x06 \x01(\fR\n" +
+	"ciphertext\x12\x18\n" +
+	"\aconfirm\x18\a \x01(\fR\aconfirm\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason*1\n" +
 	"\aVersion\x12\x17\n" +
 	"\x13VERSION_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tVERSION_1\x10\x01*=\n" +
@@ -642,7 +845,15 @@ const file_api_peer_v1_peer_proto_rawDesc = "" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vKIND_DIRECT\x10\x01\x12\x0e\n" +
 	"\n" +
-	"KIND_RELAY\x10\x02B\x1aZ\x18meshd/api/peer/v1;peerv1b\x06proto3"
+	"KIND_RELAY\x10\x02*m\n" +
+	"\x04Step\x12\x14\n" +
+	"\x10STEP_UNSPECIFIED\x10\x00\x12\x10\n" +
+	"\fSTEP_REQUEST\x10\x01\x12\r\n" +
+	"\tSTEP_INIT\x10\x02\x12\x0e\n" +
+	"\n" +
+	"STEP_REPLY\x10\x03\x12\x0f\n" +
+	"\vSTEP_FINISH\x10\x04\x12\r\n" +
+	"\tSTEP_DONE\x10\x05B\x1aZ\x18meshd/api/peer/v1;peerv1b\x06proto3"
 
 var (
 	file_api_peer_v1_peer_proto_rawDescOnce sync.Once
@@ -656,35 +867,39 @@ func file_api_peer_v1_peer_proto_rawDescGZIP() []byte {
 	return file_api_peer_v1_peer_proto_rawDescData
 }
 
-var file_api_peer_v1_peer_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_peer_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_api_peer_v1_peer_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_api_peer_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_api_peer_v1_peer_proto_goTypes = []any{
-	(Version)(0),      // 0: meshd.peer.v1.Version
-	(Kind)(0),         // 1: meshd.peer.v1.Kind
-	(*Message)(nil),   // 2: meshd.peer.v1.Message
-	(*Offer)(nil),     // 3: meshd.peer.v1.Offer
-	(*Answer)(nil),    // 4: meshd.peer.v1.Answer
-	(*Candidate)(nil), // 5: meshd.peer.v1.Candidate
-	(*Request)(nil),   // 6: meshd.peer.v1.Request
-	(*Close)(nil),     // 7: meshd.peer.v1.Close
+	(Version)(0),        // 0: meshd.peer.v1.Version
+	(Kind)(0),           // 1: meshd.peer.v1.Kind
+	(Step)(0),           // 2: meshd.peer.v1.Step
+	(*Message)(nil),     // 3: meshd.peer.v1.Message
+	(*Offer)(nil),       // 4: meshd.peer.v1.Offer
+	(*Answer)(nil),      // 5: meshd.peer.v1.Answer
+	(*Candidate)(nil),   // 6: meshd.peer.v1.Candidate
+	(*Request)(nil),     // 7: meshd.peer.v1.Request
+	(*Close)(nil),       // 8: meshd.peer.v1.Close
+	(*PostQuantum)(nil), // 9: meshd.peer.v1.PostQuantum
 }
 var file_api_peer_v1_peer_proto_depIdxs = []int32{
 	0,  // 0: meshd.peer.v1.Message.version:type_name -> meshd.peer.v1.Version
-	3,  // 1: meshd.peer.v1.Message.offer:type_name -> meshd.peer.v1.Offer
-	4,  // 2: meshd.peer.v1.Message.answer:type_name -> meshd.peer.v1.Answer
-	5,  // 3: meshd.peer.v1.Message.candidate:type_name -> meshd.peer.v1.Candidate
-	6,  // 4: meshd.peer.v1.Message.request:type_name -> meshd.peer.v1.Request
-	7,  // 5: meshd.peer.v1.Message.close:type_name -> meshd.peer.v1.Close
-	1,  // 6: meshd.peer.v1.Offer.kind:type_name -> meshd.peer.v1.Kind
-	1,  // 7: meshd.peer.v1.Answer.kind:type_name -> meshd.peer.v1.Kind
-	1,  // 8: meshd.peer.v1.Candidate.kind:type_name -> meshd.peer.v1.Kind
-	1,  // 9: meshd.peer.v1.Request.kind:type_name -> meshd.peer.v1.Kind
-	1,  // 10: meshd.peer.v1.Close.kind:type_name -> meshd.peer.v1.Kind
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	4,  // 1: meshd.peer.v1.Message.offer:type_name -> meshd.peer.v1.Offer
+	5,  // 2: meshd.peer.v1.Message.answer:type_name -> meshd.peer.v1.Answer
+	6,  // 3: meshd.peer.v1.Message.candidate:type_name -> meshd.peer.v1.Candidate
+	7,  // 4: meshd.peer.v1.Message.request:type_name -> meshd.peer.v1.Request
+	8,  // 5: meshd.peer.v1.Message.close:type_name -> meshd.peer.v1.Close
+	9,  // 6: meshd.peer.v1.Message.post_quantum:type_name -> meshd.peer.v1.PostQuantum
+	1,  // 7: meshd.peer.v1.Offer.kind:type_name -> meshd.peer.v1.Kind
+	1,  // 8: meshd.peer.v1.Answer.kind:type_name -> meshd.peer.v1.Kind
+	1,  // 9: meshd.peer.v1.Candidate.kind:type_name -> meshd.peer.v1.Kind
+	1,  // 10: meshd.peer.v1.Request.kind:type_name -> meshd.peer.v1.Kind
+	1,  // 11: meshd.peer.v1.Close.kind:type_name -> meshd.peer.v1.Kind
+	2,  // 12: meshd.peer.v1.PostQuantum.step:type_name -> meshd.peer.v1.Step
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_api_peer_v1_peer_proto_init() }
@@ -698,14 +913,15 @@ func file_api_peer_v1_peer_proto_init() {
 		(*Message_Candidate)(nil),
 		(*Message_Request)(nil),
 		(*Message_Close)(nil),
+		(*Message_PostQuantum)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_peer_v1_peer_proto_rawDesc), len(file_api_peer_v1_peer_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   6,
+			NumEnums:      3,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -38,6 +38,8 @@ type AgentOptions struct {
 	// FullMapsOnly: the agent does not ask for map updates (as agents
 	// before them).
 	FullMapsOnly bool
+	// PostQuantum: the agent says it supports post-quantum keys.
+	PostQuantum bool
 }
 
 // Agent is a fake agent: a real key and a controlclient, recording the maps
@@ -93,7 +95,7 @@ func (h *Harness) NewAgent(o AgentOptions) *Agent {
 		log = zaptest.NewLogger(h.tb, zaptest.Level(zapcore.WarnLevel)).Named(o.Hostname)
 	}
 	c, err := controlclient.New(controlclient.Options{URL: h.URL, Private: o.Key, HTTPClient: hc, Log: log,
-		Meta:       controlclient.Meta{Hostname: o.Hostname, OS: "linux", Version: "test"},
+		Meta:       controlclient.Meta{Hostname: o.Hostname, OS: "linux", Version: "test", PostQuantum: o.PostQuantum},
 		MinBackoff: 5 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, HeartbeatTimeout: 5 * time.Second,
 		FullMapsOnly: o.FullMapsOnly})
 	if err != nil {
