@@ -5,10 +5,12 @@ package lab
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"meshd/internal/jointoken"
 	"meshd/internal/pgtest"
 )
 
@@ -38,21 +40,41 @@ func TestReplicasOnPostgres(t *testing.T) {
 	Must(t, r2.Start(ctx))
 	l.Step("two replicas serve one network")
 
-	// A join token made through replica 2 names it first.
-	var key struct {
-		JoinToken string `json:"join_token"`
+	// Join tokens made through a replica name it first, then every other
+	// live replica.
+	joinVia := func(url, name string) string {
+		var key struct {
+			JoinToken string `json:"join_token"`
+		}
+		out, err := r1.AdminVia(ctx, url, "setup-keys", "create", "--name", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(out, &key); err != nil || key.JoinToken == "" {
+			t.Fatalf("setup key through %s: %v: %s", url, err, out)
+		}
+		return key.JoinToken
 	}
-	out, err := r1.AdminVia(ctx, r2.URL, "setup-keys", "create", "--name", "via-r2")
-	if err != nil {
-		t.Fatal(err)
+	var join1, join2 string
+	for i := 0; i < 50; i++ { // until replica 1 has heard of replica 2 (heartbeats, 5 s at most)
+		if join1 = joinVia(r1.URL, fmt.Sprint("via-r1-", i)); strings.Contains(decodeURLs(t, join1), r2.URL) {
+			break
+		}
+		if !Pause(ctx, 100*time.Millisecond) {
+			break
+		}
 	}
-	if err := json.Unmarshal(out, &key); err != nil || key.JoinToken == "" {
-		t.Fatalf("setup key through replica 2: %v: %s", err, out)
+	if got := decodeURLs(t, join1); got != r1.URL+" "+r2.URL {
+		t.Fatalf("join token through replica 1 names %q, want %q", got, r1.URL+" "+r2.URL)
+	}
+	join2 = joinVia(r2.URL, "via-r2")
+	if got := decodeURLs(t, join2); got != r2.URL+" "+r1.URL {
+		t.Fatalf("join token through replica 2 names %q, want %q", got, r2.URL+" "+r1.URL)
 	}
 
-	a := NewAgent(t, l.Host("a", l.Router("ra", Home)), r1.Join)
-	c := NewAgent(t, l.Host("c", l.Router("rc", Symmetric)), r1.Join)
-	b := NewAgent(t, l.Host("b", l.Router("rb", Home)), key.JoinToken)
+	a := NewAgent(t, l.Host("a", l.Router("ra", Home)), join1)
+	c := NewAgent(t, l.Host("c", l.Router("rc", Symmetric)), join1)
+	b := NewAgent(t, l.Host("b", l.Router("rb", Home)), join2)
 	agents := []*Agent{a, b, c}
 	for _, x := range agents {
 		Must(t, x.Launch())
@@ -78,7 +100,7 @@ func TestReplicasOnPostgres(t *testing.T) {
 		ID   string `json:"id"`
 		Name string `json:"name"`
 	}
-	out, err = r1.AdminVia(ctx, r2.URL, "policies", "list")
+	out, err := r1.AdminVia(ctx, r2.URL, "policies", "list")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +150,7 @@ func TestReplicasOnPostgres(t *testing.T) {
 	if got < 45 {
 		t.Errorf("while replica 1 was dying, a → c answered %d of 50 pings:\n%s", got, pings)
 	}
-	d := NewAgent(t, l.Host("d", l.Router("rd", Home)), r1.Join)
+	d := NewAgent(t, l.Host("d", l.Router("rd", Home)), join1)
 	Must(t, d.Launch())
 	Must(t, d.WaitReady(ctx))
 	waitControl(ctx, t, d, r2.URL, 10*time.Second)
@@ -169,12 +191,22 @@ func TestReplicasOnPostgres(t *testing.T) {
 	t.Logf("admin writes work again %s after the database was back", time.Since(back).Round(100*time.Millisecond))
 	// A change made now still reaches every agent: a new agent joins and
 	// the others see it.
-	e := NewAgent(t, l.Host("e", l.Router("re", Home)), key.JoinToken)
+	e := NewAgent(t, l.Host("e", l.Router("re", Home)), join2)
 	Must(t, e.Launch())
 	Must(t, e.WaitReady(ctx))
 	waitPeers(ctx, t, []*Agent{a, b, c, d, e}, 30*time.Second)
 	connect(ctx, t, e, c, 30*time.Second)
 	l.Step("after the outage: writes, joins and maps work without a restart")
+}
+
+// decodeURLs returns the control URLs a join token names, space-separated.
+func decodeURLs(t *testing.T, token string) string {
+	t.Helper()
+	tok, err := jointoken.Decode(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(tok.URLs(), " ")
 }
 
 // waitControl waits until x streams from the control at url.

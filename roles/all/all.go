@@ -24,7 +24,6 @@ import (
 
 	adminv1 "meshd/api/admin/v1"
 	"meshd/internal/cliutil"
-	"meshd/internal/cluster"
 	"meshd/internal/server"
 	natsignal "meshd/internal/signal"
 	"meshd/internal/tlsconf"
@@ -144,33 +143,25 @@ func run(c *cli.Context) error {
 	)
 	ctlCfg.Status = func(st *adminv1.ServerStatus) { fillStatus(st, sig, rel, ctlCfg.RelayURLs) }
 
-	// The replicas of the network: this process alone. A shared store
-	// (store/pgcluster) goes here; control's replica heartbeats cover
-	// signal's presence too, so signal runs none (sigCfg.Heartbeat 0).
-	clu := cluster.Local()
-	defer func() {
-		if sig != nil {
-			_ = sig.Close() // its streams' presence goes first
-		}
-		_ = clu.Close()
-	}()
-	sigCfg.Cluster = clu
-
 	ctx, stop := cliutil.SignalContext(c.Context)
 	defer stop()
 	srv := server.New(log, tlsConfig)
 	srv.ConnLimits = srv.ConnLimits.WithTotal(c.Int("max-conns"))
-	// One replica on SQLite; the signal of this process may share it.
-	ctlCfg.Cluster = cluster.Local()
+	// Control opens the replicas' cluster for its store (PostgreSQL: the
+	// other replicas; SQLite: this process alone); signal shares it, and
+	// control's replica heartbeats cover signal's presence too, so signal
+	// runs none (sigCfg.Heartbeat 0).
 	ctl, err := control.Start(ctx, ctlCfg, srv, log)
 	if err != nil {
 		return cliutil.Exit(1, "all: %v", err)
 	}
 	defer ctl.Close()
 	sigCfg.ControlKey = ctl.Service.TicketKey()
+	sigCfg.Cluster = ctl.Cluster
 	if sig, err = signal.Start(ctx, sigCfg, srv, log); err != nil {
 		return cliutil.Exit(1, "all: %v", err)
 	}
+	defer sig.Close() // before control's Close: its streams' presence goes first
 
 	raw := bound.https
 	served = true // raw is closed through httpLn from here on

@@ -65,7 +65,8 @@ type Config struct {
 	// admin API's server status (roles/all sets it).
 	Status func(*adminv1.ServerStatus)
 	// Cluster is what this replica shares with the others of the network;
-	// nil: a network of this one replica (cluster.Local).
+	// nil: Start opens one for Store (PostgreSQL: the replicas sharing it;
+	// SQLite: this replica alone).
 	Cluster cluster.Cluster
 	// OIDC turns on single sign-on (sso.go).
 	OIDC control.OIDCOptions
@@ -138,6 +139,11 @@ func ConfigFromFlags(c *cli.Context) (Config, error) {
 type Control struct {
 	Service *control.Service
 	Store   *store.Store
+	// Cluster is what this replica shares with the others: cfg.Cluster, or
+	// the one Start opened for cfg.Store (PostgreSQL: shared; else Local).
+	// roles/all gives it to its signal.
+	Cluster    cluster.Cluster
+	ownCluster bool
 	// Boot holds the admin token and the join line.
 	Boot control.Bootstrap
 	// TLSPin is the pin join tokens carry ("" without a self-signed
@@ -172,6 +178,13 @@ func Start(ctx context.Context, cfg Config, srv *server.Server, log *zap.Logger)
 		}
 		cfg.TLSPin = pin
 	}
+	clu := cfg.Cluster
+	if clu == nil {
+		if clu, err = openCluster(ctx, target, log); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
 	svc, err := control.New(ctx, control.Options{
 		Store:     st,
 		Log:       log.Named("control"),
@@ -181,26 +194,33 @@ func Start(ctx context.Context, cfg Config, srv *server.Server, log *zap.Logger)
 		SignalPin: cfg.SignalPin,
 		Relays:    control.RelayOptions{URLs: cfg.RelayURLs, Secret: cfg.TURNSecret, TTL: cfg.TURNTTL},
 		Status:    cfg.Status,
-		Cluster:   cfg.Cluster,
+		Cluster:   clu,
 		OIDC:      cfg.OIDC,
 	})
 	if err != nil {
+		clu.Close()
 		st.Close()
 		return nil, err
 	}
 	boot, err := svc.Bootstrap(ctx, cfg.DataDir)
 	if err != nil {
 		svc.Close()
+		clu.Close()
 		st.Close()
 		return nil, err
 	}
 	svc.Mount(srv)
-	return &Control{Service: svc, Store: st, Boot: boot, TLSPin: cfg.TLSPin}, nil
+	return &Control{Service: svc, Store: st, Cluster: clu, ownCluster: cfg.Cluster == nil, Boot: boot, TLSPin: cfg.TLSPin}, nil
 }
 
-// Close stops the service and closes the database.
+// Close stops the service and closes the database (and the cluster, when
+// Start opened it). Close what uses Cluster (signal) first.
 func (c *Control) Close() error {
-	return errors.Join(c.Service.Close(), c.Store.Close())
+	err := c.Service.Close()
+	if c.ownCluster {
+		err = errors.Join(err, c.Cluster.Close())
+	}
+	return errors.Join(err, c.Store.Close())
 }
 
 // PrintJoin prints the copy-paste line that joins a machine, and how to

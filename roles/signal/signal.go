@@ -126,7 +126,7 @@ func Command() *cli.Command {
 		Usage: "run the signal role: forwards peers' sealed connection offers",
 		Description: "Signal forwards end-to-end sealed messages (ICE offers and candidates) between agents,\n" +
 			"addressed by WireGuard public key. It stores nothing. `meshd all` includes it.",
-		Flags:  append(append(cliutil.ServerFlags(DefaultListen), append(Flags(), controlKeyFlag, cliutil.MetricsFlag("127.0.0.1:9183"))...), cliutil.LogFlags()...),
+		Flags:  append(append(cliutil.ServerFlags(DefaultListen), append(Flags(), controlKeyFlag, storeFlag, publicURLFlag, cliutil.MetricsFlag("127.0.0.1:9183"))...), cliutil.LogFlags()...),
 		Action: run,
 	}
 }
@@ -166,13 +166,15 @@ func run(c *cli.Context) error {
 			fmt.Fprintf(c.App.Writer, "signal TLS pin (self-signed certificate): %s\n", ts.Pin)
 		}
 	}
-	// This instance alone. A shared store (store/pgcluster) goes here to
-	// join the network's other signal instances, with cfg.Replica.SignalURL
-	// set to this signal's public URL.
-	clu := cluster.Local()
+	// This instance alone, or with --store the network's other signal
+	// instances (and control replicas) sharing that database.
+	clu, err := openCluster(c.Context, c.String("store"), log)
+	if err != nil {
+		return cliutil.Exit(1, "signal: %v", err)
+	}
 	defer clu.Close()
 	cfg.Cluster, cfg.Heartbeat = clu, DefaultHeartbeat
-	cfg.Replica = cluster.Replica{Version: version.String(), Started: time.Now()}
+	cfg.Replica = cluster.Replica{SignalURL: c.String("public-url"), Version: version.String(), Started: time.Now()}
 	ctx, stop := cliutil.SignalContext(c.Context)
 	defer stop()
 	srv := server.New(log, tlsConfig)
