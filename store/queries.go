@@ -314,17 +314,6 @@ func (s *Store) SecretOrCreate(ctx context.Context, name string, gen func() ([]b
 	return s.Secret(ctx, name)
 }
 
-// ReserveSerial raises the account's serial high-water mark to upTo (never
-// lowers it).
-func (s *Store) ReserveSerial(ctx context.Context, accountID string, upTo uint64) error {
-	_, err := s.exec(ctx, s.db, `UPDATE accounts SET serial = CASE WHEN serial < ? THEN ? ELSE serial END WHERE id = ?`,
-		upTo, upTo, accountID)
-	if err != nil {
-		return fmt.Errorf("store: reserve serial: %w", err)
-	}
-	return nil
-}
-
 // TakeSerials takes n serials of the account's map counter at once and
 // returns the first: the n serials first..first+n-1 are above every serial
 // any process handed out before, so serials grow across replicas that

@@ -60,7 +60,7 @@ func (t *Tx) replaceList(table, ownerCol, valueCol, posCol, owner string, values
 	return nil
 }
 
-// PutAccount writes an account (not its serial: see Store.ReserveSerial).
+// PutAccount writes an account (not its serial: see Store.TakeSerials).
 func (t *Tx) PutAccount(a Account) error {
 	q := `INSERT INTO accounts (id, name, overlay_network, dns_domain, login_expiration_seconds, ephemeral_offline_seconds, created, post_quantum)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET name = excluded.name,
