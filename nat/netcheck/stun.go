@@ -18,17 +18,15 @@ const retransmit = 200 * time.Millisecond
 // the mapped addresses of one family belong to one socket (what the
 // symmetric-NAT comparison needs), and fills in Mapped, LatencyMs and Error.
 func stunAll(ctx context.Context, probes []Probe, log *zap.Logger) {
+	// Split before any goroutine writes to probes.
+	byFam := map[string][]int{}
+	for i, p := range probes {
+		if p.Error == "" {
+			byFam[p.Family] = append(byFam[p.Family], i)
+		}
+	}
 	var wg sync.WaitGroup
-	for _, fam := range []string{"ipv4", "ipv6"} {
-		var idx []int
-		for i, p := range probes {
-			if p.Family == fam && p.Error == "" {
-				idx = append(idx, i)
-			}
-		}
-		if len(idx) == 0 {
-			continue
-		}
+	for fam, idx := range byFam {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
