@@ -193,3 +193,20 @@ func TestUPnPAnswer(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+func TestIPv6Server(t *testing.T) {
+	c, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	stuntest.Serve(t, c)
+	a := stuntest.Listen(t)
+	r := run(t, Options{STUN: []string{a.String(), c.LocalAddr().String()}})
+	if !r.IPv4 || !r.IPv6 || !strings.HasPrefix(r.GlobalV6, "[::1]:") || r.IPv6Note != "" {
+		t.Fatalf("want IPv4 and IPv6, got %+v", r)
+	}
+	// IPv6 answers do not count towards the IPv4 mapping verdict.
+	if r.MappingVariesByDest != nil {
+		t.Fatalf("one IPv4 server: want no verdict, got %v", *r.MappingVariesByDest)
+	}
+}
