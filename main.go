@@ -61,6 +61,8 @@ func newApp() *cli.App {
 			agent.StatusCommand(),
 			agent.UpCommand(),
 			agent.DownCommand(),
+			agent.PingCommand(),
+			agent.NetcheckCommand(),
 			admin.Command(),
 			service.Command(),
 			{

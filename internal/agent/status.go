@@ -86,6 +86,7 @@ func (e *Engine) Status() *daemonv1.StatusResponse {
 	}
 	dev := t.dev
 	resp.Routes, resp.Dns = t.svc.status()
+	resp.StunServers = slices.Clone(t.stun)
 	t.mu.RUnlock()
 	if dev != nil {
 		resp.Routes = annotateRoutes(resp.Routes, routeInfo(dev))

@@ -71,7 +71,8 @@ type tunnel struct {
 	early   map[keys.Key][]earlyMsg
 	nEarly  int
 	stats   map[keys.Key]wg.PeerStats
-	phase   string // "connecting", "up", "needs-login"
+	stun    []string // the map's STUN servers, for status (ping.go)
+	phase   string   // "connecting", "up", "needs-login"
 	message string
 
 	// Owned by run.
@@ -394,6 +395,9 @@ func (t *tunnel) apply(ctx context.Context, m *controlv1.NetworkMap) error {
 	}
 	serversChanged := !servers.Equal(t.servers)
 	t.servers = servers
+	t.mu.Lock()
+	t.stun = stunURLs(servers)
+	t.mu.Unlock()
 	rules, err := filter.Compile(firewallRules(m))
 	if err != nil {
 		errs = append(errs, err)

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -29,6 +30,13 @@ type Backend interface {
 	Status() *daemonv1.StatusResponse
 	Up(ctx context.Context, setupKey string) error
 	Down(ctx context.Context) error
+}
+
+// Pinger is a Backend that can ping peers through the tunnel (`meshd
+// ping`). Its errors say what went wrong in words; errors.Is tells
+// fs.ErrNotExist (no such peer) and os.ErrDeadlineExceeded (no answer).
+type Pinger interface {
+	Ping(ctx context.Context, peer string, timeout time.Duration) (*daemonv1.PingResponse, error)
 }
 
 // ErrInUse means another process serves on the socket.
@@ -105,6 +113,29 @@ func (h *handler) Down(ctx context.Context, _ *connect.Request[daemonv1.DownRequ
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
 	return connect.NewResponse(&daemonv1.DownResponse{}), nil
+}
+
+func (h *handler) Ping(ctx context.Context, req *connect.Request[daemonv1.PingRequest]) (*connect.Response[daemonv1.PingResponse], error) {
+	p, ok := h.b.(Pinger)
+	if !ok {
+		return nil, connect.NewError(connect.CodeUnimplemented, errors.New("this agent cannot ping"))
+	}
+	const maxTimeout = time.Minute
+	timeout := time.Duration(req.Msg.GetTimeoutMs()) * time.Millisecond
+	if timeout < 0 || timeout > maxTimeout {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("timeout must be between 0 and %v", maxTimeout))
+	}
+	resp, err := p.Ping(ctx, req.Msg.GetPeer(), timeout)
+	switch {
+	case err == nil:
+		return connect.NewResponse(resp), nil
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, connect.NewError(connect.CodeNotFound, err)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, connect.NewError(connect.CodeDeadlineExceeded, err)
+	default:
+		return nil, connect.NewError(connect.CodeFailedPrecondition, err)
+	}
 }
 
 // Client returns a client of the daemon on the unix socket at path.

@@ -73,7 +73,10 @@ type StatusResponse struct {
 	// peer and those it reaches through one.
 	Routes []*RouteStatus `protobuf:"bytes,5,rep,name=routes,proto3" json:"routes,omitempty"`
 	// The mesh resolver; unset while the tunnel is down.
-	Dns           *DNSStatus `protobuf:"bytes,6,opt,name=dns,proto3" json:"dns,omitempty"`
+	Dns *DNSStatus `protobuf:"bytes,6,opt,name=dns,proto3" json:"dns,omitempty"`
+	// The relays' STUN servers from the network map (stun:host:port, no
+	// credentials), for `meshd netcheck`.
+	StunServers   []string `protobuf:"bytes,7,rep,name=stun_servers,json=stunServers,proto3" json:"stun_servers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -146,6 +149,13 @@ func (x *StatusResponse) GetRoutes() []*RouteStatus {
 func (x *StatusResponse) GetDns() *DNSStatus {
 	if x != nil {
 		return x.Dns
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetStunServers() []string {
+	if x != nil {
+		return x.StunServers
 	}
 	return nil
 }
@@ -948,19 +958,189 @@ func (*DownResponse) Descriptor() ([]byte, []int) {
 	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{12}
 }
 
+type PingRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A peer's name, DNS name, overlay IP or public key.
+	Peer string `protobuf:"bytes,1,opt,name=peer,proto3" json:"peer,omitempty"`
+	// How long to wait for the answer; 0: 2 s.
+	TimeoutMs     int64 `protobuf:"varint,2,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PingRequest) Reset() {
+	*x = PingRequest{}
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PingRequest) ProtoMessage() {}
+
+func (x *PingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
+func (*PingRequest) Descriptor() ([]byte, []int) {
+	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *PingRequest) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+func (x *PingRequest) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+type PingResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	DnsName   string                 `protobuf:"bytes,2,opt,name=dns_name,json=dnsName,proto3" json:"dns_name,omitempty"`
+	OverlayIp string                 `protobuf:"bytes,3,opt,name=overlay_ip,json=overlayIp,proto3" json:"overlay_ip,omitempty"`
+	PublicKey string                 `protobuf:"bytes,4,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// Round trip of the echo through the tunnel.
+	LatencyMs float64 `protobuf:"fixed64,5,opt,name=latency_ms,json=latencyMs,proto3" json:"latency_ms,omitempty"`
+	// The path when the answer came: "direct" or "relayed" ("" when none).
+	Path string `protobuf:"bytes,6,opt,name=path,proto3" json:"path,omitempty"`
+	// The candidate pair of the path: for "direct" the addresses the
+	// packets travel between; for "relayed" the local candidate is the
+	// relay's address (type relay).
+	LocalCandidate  *Candidate `protobuf:"bytes,7,opt,name=local_candidate,json=localCandidate,proto3" json:"local_candidate,omitempty"`
+	RemoteCandidate *Candidate `protobuf:"bytes,8,opt,name=remote_candidate,json=remoteCandidate,proto3" json:"remote_candidate,omitempty"`
+	// For "relayed": the relay's address (host:port of the relayed
+	// candidate).
+	Relay         string `protobuf:"bytes,9,opt,name=relay,proto3" json:"relay,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PingResponse) Reset() {
+	*x = PingResponse{}
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PingResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PingResponse) ProtoMessage() {}
+
+func (x *PingResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_daemon_v1_daemon_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
+func (*PingResponse) Descriptor() ([]byte, []int) {
+	return file_api_daemon_v1_daemon_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *PingResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PingResponse) GetDnsName() string {
+	if x != nil {
+		return x.DnsName
+	}
+	return ""
+}
+
+func (x *PingResponse) GetOverlayIp() string {
+	if x != nil {
+		return x.OverlayIp
+	}
+	return ""
+}
+
+func (x *PingResponse) GetPublicKey() string {
+	if x != nil {
+		return x.PublicKey
+	}
+	return ""
+}
+
+func (x *PingResponse) GetLatencyMs() float64 {
+	if x != nil {
+		return x.LatencyMs
+	}
+	return 0
+}
+
+func (x *PingResponse) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *PingResponse) GetLocalCandidate() *Candidate {
+	if x != nil {
+		return x.LocalCandidate
+	}
+	return nil
+}
+
+func (x *PingResponse) GetRemoteCandidate() *Candidate {
+	if x != nil {
+		return x.RemoteCandidate
+	}
+	return nil
+}
+
+func (x *PingResponse) GetRelay() string {
+	if x != nil {
+		return x.Relay
+	}
+	return ""
+}
+
 var File_api_daemon_v1_daemon_proto protoreflect.FileDescriptor
 
 const file_api_daemon_v1_daemon_proto_rawDesc = "" +
 	"\n" +
 	"\x1aapi/daemon/v1/daemon.proto\x12\x0fmeshd.daemon.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0f\n" +
-	"\rStatusRequest\"\x88\x02\n" +
+	"\rStatusRequest\"\xab\x02\n" +
 	"\x0eStatusResponse\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12/\n" +
 	"\x04self\x18\x03 \x01(\v2\x1b.meshd.daemon.v1.SelfStatusR\x04self\x121\n" +
 	"\x05peers\x18\x04 \x03(\v2\x1b.meshd.daemon.v1.PeerStatusR\x05peers\x124\n" +
 	"\x06routes\x18\x05 \x03(\v2\x1c.meshd.daemon.v1.RouteStatusR\x06routes\x12,\n" +
-	"\x03dns\x18\x06 \x01(\v2\x1a.meshd.daemon.v1.DNSStatusR\x03dns\"\xc7\x01\n" +
+	"\x03dns\x18\x06 \x01(\v2\x1a.meshd.daemon.v1.DNSStatusR\x03dns\x12!\n" +
+	"\fstun_servers\x18\a \x03(\tR\vstunServers\"\xc7\x01\n" +
 	"\vRouteStatus\x12\x18\n" +
 	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x10\n" +
 	"\x03via\x18\x02 \x01(\tR\x03via\x12$\n" +
@@ -1031,11 +1211,29 @@ const file_api_daemon_v1_daemon_proto_rawDesc = "" +
 	"\n" +
 	"UpResponse\"\r\n" +
 	"\vDownRequest\"\x0e\n" +
-	"\fDownResponse2\xde\x01\n" +
+	"\fDownResponse\"@\n" +
+	"\vPingRequest\x12\x12\n" +
+	"\x04peer\x18\x01 \x01(\tR\x04peer\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x02 \x01(\x03R\ttimeoutMs\"\xd0\x02\n" +
+	"\fPingResponse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
+	"\bdns_name\x18\x02 \x01(\tR\adnsName\x12\x1d\n" +
+	"\n" +
+	"overlay_ip\x18\x03 \x01(\tR\toverlayIp\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x04 \x01(\tR\tpublicKey\x12\x1d\n" +
+	"\n" +
+	"latency_ms\x18\x05 \x01(\x01R\tlatencyMs\x12\x12\n" +
+	"\x04path\x18\x06 \x01(\tR\x04path\x12C\n" +
+	"\x0flocal_candidate\x18\a \x01(\v2\x1a.meshd.daemon.v1.CandidateR\x0elocalCandidate\x12E\n" +
+	"\x10remote_candidate\x18\b \x01(\v2\x1a.meshd.daemon.v1.CandidateR\x0fremoteCandidate\x12\x14\n" +
+	"\x05relay\x18\t \x01(\tR\x05relay2\xa3\x02\n" +
 	"\rDaemonService\x12I\n" +
 	"\x06Status\x12\x1e.meshd.daemon.v1.StatusRequest\x1a\x1f.meshd.daemon.v1.StatusResponse\x12=\n" +
 	"\x02Up\x12\x1a.meshd.daemon.v1.UpRequest\x1a\x1b.meshd.daemon.v1.UpResponse\x12C\n" +
-	"\x04Down\x12\x1c.meshd.daemon.v1.DownRequest\x1a\x1d.meshd.daemon.v1.DownResponseB\x1eZ\x1cmeshd/api/daemon/v1;daemonv1b\x06proto3"
+	"\x04Down\x12\x1c.meshd.daemon.v1.DownRequest\x1a\x1d.meshd.daemon.v1.DownResponse\x12C\n" +
+	"\x04Ping\x12\x1c.meshd.daemon.v1.PingRequest\x1a\x1d.meshd.daemon.v1.PingResponseB\x1eZ\x1cmeshd/api/daemon/v1;daemonv1b\x06proto3"
 
 var (
 	file_api_daemon_v1_daemon_proto_rawDescOnce sync.Once
@@ -1049,7 +1247,7 @@ func file_api_daemon_v1_daemon_proto_rawDescGZIP() []byte {
 	return file_api_daemon_v1_daemon_proto_rawDescData
 }
 
-var file_api_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_api_daemon_v1_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_api_daemon_v1_daemon_proto_goTypes = []any{
 	(*StatusRequest)(nil),         // 0: meshd.daemon.v1.StatusRequest
 	(*StatusResponse)(nil),        // 1: meshd.daemon.v1.StatusResponse
@@ -1064,7 +1262,9 @@ var file_api_daemon_v1_daemon_proto_goTypes = []any{
 	(*UpResponse)(nil),            // 10: meshd.daemon.v1.UpResponse
 	(*DownRequest)(nil),           // 11: meshd.daemon.v1.DownRequest
 	(*DownResponse)(nil),          // 12: meshd.daemon.v1.DownResponse
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*PingRequest)(nil),           // 13: meshd.daemon.v1.PingRequest
+	(*PingResponse)(nil),          // 14: meshd.daemon.v1.PingResponse
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
 }
 var file_api_daemon_v1_daemon_proto_depIdxs = []int32{
 	5,  // 0: meshd.daemon.v1.StatusResponse.self:type_name -> meshd.daemon.v1.SelfStatus
@@ -1074,22 +1274,26 @@ var file_api_daemon_v1_daemon_proto_depIdxs = []int32{
 	4,  // 4: meshd.daemon.v1.SelfStatus.control:type_name -> meshd.daemon.v1.ServerStatus
 	4,  // 5: meshd.daemon.v1.SelfStatus.signal:type_name -> meshd.daemon.v1.ServerStatus
 	6,  // 6: meshd.daemon.v1.SelfStatus.login:type_name -> meshd.daemon.v1.SSOLogin
-	13, // 7: meshd.daemon.v1.SSOLogin.expires:type_name -> google.protobuf.Timestamp
+	15, // 7: meshd.daemon.v1.SSOLogin.expires:type_name -> google.protobuf.Timestamp
 	7,  // 8: meshd.daemon.v1.PeerStatus.local_candidate:type_name -> meshd.daemon.v1.Candidate
 	7,  // 9: meshd.daemon.v1.PeerStatus.remote_candidate:type_name -> meshd.daemon.v1.Candidate
-	13, // 10: meshd.daemon.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
-	13, // 11: meshd.daemon.v1.PeerStatus.post_quantum_rotated:type_name -> google.protobuf.Timestamp
-	0,  // 12: meshd.daemon.v1.DaemonService.Status:input_type -> meshd.daemon.v1.StatusRequest
-	9,  // 13: meshd.daemon.v1.DaemonService.Up:input_type -> meshd.daemon.v1.UpRequest
-	11, // 14: meshd.daemon.v1.DaemonService.Down:input_type -> meshd.daemon.v1.DownRequest
-	1,  // 15: meshd.daemon.v1.DaemonService.Status:output_type -> meshd.daemon.v1.StatusResponse
-	10, // 16: meshd.daemon.v1.DaemonService.Up:output_type -> meshd.daemon.v1.UpResponse
-	12, // 17: meshd.daemon.v1.DaemonService.Down:output_type -> meshd.daemon.v1.DownResponse
-	15, // [15:18] is the sub-list for method output_type
-	12, // [12:15] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	15, // 10: meshd.daemon.v1.PeerStatus.last_handshake:type_name -> google.protobuf.Timestamp
+	15, // 11: meshd.daemon.v1.PeerStatus.post_quantum_rotated:type_name -> google.protobuf.Timestamp
+	7,  // 12: meshd.daemon.v1.PingResponse.local_candidate:type_name -> meshd.daemon.v1.Candidate
+	7,  // 13: meshd.daemon.v1.PingResponse.remote_candidate:type_name -> meshd.daemon.v1.Candidate
+	0,  // 14: meshd.daemon.v1.DaemonService.Status:input_type -> meshd.daemon.v1.StatusRequest
+	9,  // 15: meshd.daemon.v1.DaemonService.Up:input_type -> meshd.daemon.v1.UpRequest
+	11, // 16: meshd.daemon.v1.DaemonService.Down:input_type -> meshd.daemon.v1.DownRequest
+	13, // 17: meshd.daemon.v1.DaemonService.Ping:input_type -> meshd.daemon.v1.PingRequest
+	1,  // 18: meshd.daemon.v1.DaemonService.Status:output_type -> meshd.daemon.v1.StatusResponse
+	10, // 19: meshd.daemon.v1.DaemonService.Up:output_type -> meshd.daemon.v1.UpResponse
+	12, // 20: meshd.daemon.v1.DaemonService.Down:output_type -> meshd.daemon.v1.DownResponse
+	14, // 21: meshd.daemon.v1.DaemonService.Ping:output_type -> meshd.daemon.v1.PingResponse
+	18, // [18:22] is the sub-list for method output_type
+	14, // [14:18] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_api_daemon_v1_daemon_proto_init() }
@@ -1103,7 +1307,7 @@ func file_api_daemon_v1_daemon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_daemon_v1_daemon_proto_rawDesc), len(file_api_daemon_v1_daemon_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,6 +41,8 @@ const (
 	DaemonServiceUpProcedure = "/meshd.daemon.v1.DaemonService/Up"
 	// DaemonServiceDownProcedure is the fully-qualified name of the DaemonService's Down RPC.
 	DaemonServiceDownProcedure = "/meshd.daemon.v1.DaemonService/Down"
+	// DaemonServicePingProcedure is the fully-qualified name of the DaemonService's Ping RPC.
+	DaemonServicePingProcedure = "/meshd.daemon.v1.DaemonService/Ping"
 )
 
 // DaemonServiceClient is a client for the meshd.daemon.v1.DaemonService service.
@@ -50,6 +52,9 @@ type DaemonServiceClient interface {
 	Up(context.Context, *connect.Request[v1.UpRequest]) (*connect.Response[v1.UpResponse], error)
 	// Down stops the tunnel and keeps the identity.
 	Down(context.Context, *connect.Request[v1.DownRequest]) (*connect.Response[v1.DownResponse], error)
+	// Ping sends one echo request to a peer through the tunnel and says which
+	// path carried the answer (`meshd ping`).
+	Ping(context.Context, *connect.Request[v1.PingRequest]) (*connect.Response[v1.PingResponse], error)
 }
 
 // NewDaemonServiceClient constructs a client for the meshd.daemon.v1.DaemonService service. By
@@ -81,6 +86,12 @@ func NewDaemonServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(daemonServiceMethods.ByName("Down")),
 			connect.WithClientOptions(opts...),
 		),
+		ping: connect.NewClient[v1.PingRequest, v1.PingResponse](
+			httpClient,
+			baseURL+DaemonServicePingProcedure,
+			connect.WithSchema(daemonServiceMethods.ByName("Ping")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -89,6 +100,7 @@ type daemonServiceClient struct {
 	status *connect.Client[v1.StatusRequest, v1.StatusResponse]
 	up     *connect.Client[v1.UpRequest, v1.UpResponse]
 	down   *connect.Client[v1.DownRequest, v1.DownResponse]
+	ping   *connect.Client[v1.PingRequest, v1.PingResponse]
 }
 
 // Status calls meshd.daemon.v1.DaemonService.Status.
@@ -106,6 +118,11 @@ func (c *daemonServiceClient) Down(ctx context.Context, req *connect.Request[v1.
 	return c.down.CallUnary(ctx, req)
 }
 
+// Ping calls meshd.daemon.v1.DaemonService.Ping.
+func (c *daemonServiceClient) Ping(ctx context.Context, req *connect.Request[v1.PingRequest]) (*connect.Response[v1.PingResponse], error) {
+	return c.ping.CallUnary(ctx, req)
+}
+
 // DaemonServiceHandler is an implementation of the meshd.daemon.v1.DaemonService service.
 type DaemonServiceHandler interface {
 	Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error)
@@ -113,6 +130,9 @@ type DaemonServiceHandler interface {
 	Up(context.Context, *connect.Request[v1.UpRequest]) (*connect.Response[v1.UpResponse], error)
 	// Down stops the tunnel and keeps the identity.
 	Down(context.Context, *connect.Request[v1.DownRequest]) (*connect.Response[v1.DownResponse], error)
+	// Ping sends one echo request to a peer through the tunnel and says which
+	// path carried the answer (`meshd ping`).
+	Ping(context.Context, *connect.Request[v1.PingRequest]) (*connect.Response[v1.PingResponse], error)
 }
 
 // NewDaemonServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -140,6 +160,12 @@ func NewDaemonServiceHandler(svc DaemonServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(daemonServiceMethods.ByName("Down")),
 		connect.WithHandlerOptions(opts...),
 	)
+	daemonServicePingHandler := connect.NewUnaryHandler(
+		DaemonServicePingProcedure,
+		svc.Ping,
+		connect.WithSchema(daemonServiceMethods.ByName("Ping")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/meshd.daemon.v1.DaemonService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case DaemonServiceStatusProcedure:
@@ -148,6 +174,8 @@ func NewDaemonServiceHandler(svc DaemonServiceHandler, opts ...connect.HandlerOp
 			daemonServiceUpHandler.ServeHTTP(w, r)
 		case DaemonServiceDownProcedure:
 			daemonServiceDownHandler.ServeHTTP(w, r)
+		case DaemonServicePingProcedure:
+			daemonServicePingHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -167,4 +195,8 @@ func (UnimplementedDaemonServiceHandler) Up(context.Context, *connect.Request[v1
 
 func (UnimplementedDaemonServiceHandler) Down(context.Context, *connect.Request[v1.DownRequest]) (*connect.Response[v1.DownResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.daemon.v1.DaemonService.Down is not implemented"))
+}
+
+func (UnimplementedDaemonServiceHandler) Ping(context.Context, *connect.Request[v1.PingRequest]) (*connect.Response[v1.PingResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("meshd.daemon.v1.DaemonService.Ping is not implemented"))
 }
