@@ -158,12 +158,13 @@ func TestPQGraceFallsBackToThePreviousKey(t *testing.T) {
 
 	// k2 is agreed, but no handshake comes: back to k1 after the grace.
 	f.remote.Abort()
-	k2 := f.rotate(t, 102, t1)
-	f.w.pqTick(t1.Add(10 * time.Second))
+	t2 := t1.Add(time.Second) // the initiator's next start, not at once
+	k2 := f.rotate(t, 102, t2)
+	f.w.pqTick(t2.Add(10 * time.Second))
 	if k := f.dev.key(f.w.key); *k != k2 {
 		t.Fatal("dropped before the grace ended")
 	}
-	f.w.pqTick(t1.Add(16 * time.Second))
+	f.w.pqTick(t2.Add(16 * time.Second))
 	if k := f.dev.key(f.w.key); k == nil || *k != k1 {
 		t.Fatalf("after the grace the device holds %x, want the previous key %x", k, k1)
 	}

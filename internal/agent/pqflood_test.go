@@ -1,0 +1,112 @@
+package agent
+
+import (
+	"testing"
+	"time"
+
+	peerv1 "meshd/api/peer/v1"
+	"meshd/internal/pqpsk"
+	"meshd/wg"
+)
+
+// countPQ drains the worker's queue and counts its post-quantum messages
+// of step s.
+func (f *pqFixture) countPQ(s peerv1.Step) int {
+	n := 0
+	for {
+		select {
+		case m := <-f.w.out:
+			if m.GetPostQuantum().GetStep() == s {
+				n++
+			}
+		default:
+			return n
+		}
+	}
+}
+
+// TestPQResponderBoundsExchangeStarts: a remote that floods the responder
+// with exchange starts of ever new epochs (each one an ML-KEM key
+// generation and encapsulation here) gets at most one answered per quarter
+// retry interval; a retransmission is still answered, and a start after
+// the interval goes through.
+func TestPQResponderBoundsExchangeStarts(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	f := newPQFixture(t, pqPermissive, true, t0)
+	f.countPQ(peerv1.Step_STEP_REQUEST)
+	var last *peerv1.PostQuantum
+	for e := uint64(1); e <= 50; e++ {
+		m, err := f.remote.Start(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e == 1 {
+			last = m
+		}
+		f.w.pqMessage(m, t0.Add(time.Duration(e)*time.Millisecond))
+	}
+	if n := f.countPQ(peerv1.Step_STEP_REPLY); n != 1 {
+		t.Fatalf("%d of 50 exchange starts within 50 ms answered, want 1", n)
+	}
+	// The first start's retransmission is answered again (no new work).
+	f.w.pqMessage(last, t0.Add(60*time.Millisecond))
+	if n := f.countPQ(peerv1.Step_STEP_REPLY); n != 1 {
+		t.Fatalf("a retransmission got %d answers, want 1", n)
+	}
+	f.remote.Abort()
+	f.rotate(t, 100, t0.Add(f.w.pq.timing.Retry))
+}
+
+// TestPQInitiatorBoundsExchangeStarts: a remote that makes the initiator
+// start exchange after exchange (by answering at once with a bad
+// confirmation, and asking for a new session) gets at most one start per
+// half retry interval.
+func TestPQInitiatorBoundsExchangeStarts(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	f := newPQFixture(t, pqPermissive, true, t0)
+	// Swap the sides: the worker initiates.
+	f.w.key, f.w.env.self = f.w.env.self, f.w.key
+	if err := f.dev.SetPeer(wg.Peer{PublicKey: f.w.key}); err != nil {
+		t.Fatal(err)
+	}
+	f.w.pqInit(true, &PQTiming{Rotate: time.Minute, Grace: 15 * time.Second, Fallback: 30 * time.Second}, pqPermissive, t0)
+	f.remote = pqpsk.NewPair(f.w.key, f.w.env.self)
+	if !f.w.pq.pair.Initiator() {
+		t.Fatal("the worker should initiate")
+	}
+	starts := 0
+	for i := range 50 {
+		now := t0.Add(time.Duration(i) * time.Millisecond)
+		f.w.pq.nextStart = now // what a remote's request for a first session does
+		f.w.pqTick(now)
+		var init *peerv1.PostQuantum
+		for {
+			select {
+			case m := <-f.w.out:
+				if pq := m.GetPostQuantum(); pq.GetStep() == peerv1.Step_STEP_INIT {
+					init = pq
+				}
+				continue
+			default:
+			}
+			break
+		}
+		if init == nil {
+			continue
+		}
+		starts++
+		out, err := f.remote.Handle(init)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.w.pqMessage(out.Send, now) // the worker decapsulates, encapsulates
+		bad := &peerv1.PostQuantum{Step: peerv1.Step_STEP_DONE, Epoch: init.GetEpoch(), From: f.w.key[:], To: f.w.env.self[:], Confirm: make([]byte, 32)}
+		f.w.pqMessage(bad, now) // refused: the exchange is given up
+		if f.w.pq.pair.InFlight() {
+			t.Fatal("a failed confirmation left the exchange in flight")
+		}
+	}
+	if starts != 1 {
+		t.Fatalf("%d exchanges started within 50 ms, want 1", starts)
+	}
+}
