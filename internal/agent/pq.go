@@ -205,7 +205,17 @@ func (w *peerWorker) pqSetDevice(what string, psk *[32]byte) {
 		w.log.Warn("set pre-shared key", zap.Error(err))
 		return
 	}
+	plain := q.installed == "none"
 	q.installed = what
+	if what == "random" && plain {
+		// Strict now, where there was no key: a session made without one
+		// may be running, and would carry traffic until it expires.
+		if sd, ok := w.env.dev.(wg.SessionDropper); ok {
+			if err := sd.DropSession(w.key); err != nil && !errors.Is(err, wg.ErrUnknownPeer) {
+				w.log.Warn("drop the session made without a post-quantum key", zap.Error(err))
+			}
+		}
+	}
 }
 
 func (w *peerWorker) pqSend(m *peerv1.PostQuantum) {
