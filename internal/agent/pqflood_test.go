@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -108,5 +109,40 @@ func TestPQInitiatorBoundsExchangeStarts(t *testing.T) {
 	}
 	if starts != 1 {
 		t.Fatalf("%d exchanges started within 50 ms, want 1", starts)
+	}
+}
+
+// TestPQStrictPeerThatNeverFinishes: in strict mode a remote that says it
+// supports post-quantum keys but never finishes an exchange stays cut off
+// (a random key on the device), status says why after the fallback time,
+// and this side's state stays one exchange however long it goes on.
+func TestPQStrictPeerThatNeverFinishes(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	f := newPQFixture(t, pqStrict, true, t0)
+	random := f.dev.key(f.w.key)
+	if random == nil {
+		t.Fatal("strict mode without a key on the device")
+	}
+	// The remote starts exchanges and abandons each after the INIT.
+	for e := uint64(1); e <= 20; e++ {
+		now := t0.Add(time.Duration(e) * 5 * time.Second)
+		m, _ := f.remote.Start(e)
+		f.w.pqMessage(m, now)
+		f.w.pqTick(now)
+		f.remote.Abort()
+	}
+	now := t0.Add(101 * time.Second)
+	f.w.pqTick(now)
+	if k := f.dev.key(f.w.key); k == nil || *k != *random {
+		t.Fatalf("device holds %x, want the random key", k)
+	}
+	if s := f.w.pqSnapshot(); s.on || !strings.Contains(s.reason, "required (strict): not connected") {
+		t.Fatalf("status %+v", s)
+	}
+	if n := f.countPQ(peerv1.Step_STEP_REPLY); n != 20 {
+		t.Fatalf("%d replies, want one per start", n)
+	}
+	if !f.w.pq.pair.InFlight() || f.w.pq.pair.LastEpoch() != 20 {
+		t.Fatal("the state is not the newest exchange alone")
 	}
 }
