@@ -275,6 +275,12 @@ func (w *peerWorker) pqMessage(m *peerv1.PostQuantum, now time.Time) {
 	if err != nil {
 		w.log.Warn("post-quantum message refused; the installed key stays", zap.Stringer("step", m.GetStep()),
 			zap.Uint64("epoch", m.GetEpoch()), zap.Error(err))
+		if m.GetStep() == peerv1.Step_STEP_INIT && !q.pair.Initiator() && errors.Is(err, pqpsk.ErrOldEpoch) &&
+			now.Sub(q.lastReq) >= q.timing.Retry {
+			// An initiator that restarted with its clock behind: the
+			// request tells it where to start.
+			w.pqRequest("old epoch", now)
+		}
 		return
 	}
 	if out.Send != nil {

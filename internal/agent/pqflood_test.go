@@ -146,3 +146,26 @@ func TestPQStrictPeerThatNeverFinishes(t *testing.T) {
 		t.Fatal("the state is not the newest exchange alone")
 	}
 }
+
+// TestPQResponderAnswersAnOldEpochWithItsOwn: an initiator that restarted
+// with its clock behind starts below the epochs the responder accepted; the
+// responder refuses, asks for an exchange naming its last epoch, and the
+// next exchange (above it) installs a key.
+func TestPQResponderAnswersAnOldEpochWithItsOwn(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	f := newPQFixture(t, pqPermissive, true, t0)
+	f.countPQ(peerv1.Step_STEP_REQUEST)
+	f.rotate(t, 5_000_000, t0)
+	f.remote = pqpsk.NewPair(f.w.key, f.w.env.self) // restarted
+	t1 := t0.Add(time.Minute)
+	m, _ := f.remote.Start(1_000)
+	f.w.pqMessage(m, t1)
+	req := f.sent(t)
+	if req.GetStep() != peerv1.Step_STEP_REQUEST || req.GetEpoch() != 5_000_000 {
+		t.Fatalf("answer to an old epoch: %s of epoch %d, want a request naming 5000000", req.GetStep(), req.GetEpoch())
+	}
+	if _, err := f.remote.Handle(req); err != nil {
+		t.Fatal(err)
+	}
+	f.rotate(t, f.remote.LastEpoch()+1, t1.Add(time.Second))
+}

@@ -145,6 +145,9 @@ func TestPQGraceFallsBackToThePreviousKey(t *testing.T) {
 	old := f.remote.Request("x") // any message naming the pair; made an INIT of an old epoch
 	old.Step, old.Epoch = peerv1.Step_STEP_INIT, 100
 	f.w.pqMessage(old, t1)
+	if r := f.sent(t); r.GetStep() != peerv1.Step_STEP_REQUEST || r.GetEpoch() != 100 {
+		t.Fatalf("answer to an old INIT: %s of epoch %d, want a request naming 100", r.GetStep(), r.GetEpoch())
+	}
 	init, _ := f.remote.Start(101)
 	f.w.pqMessage(init, t1)
 	out, _ := f.remote.Handle(f.sent(t))
