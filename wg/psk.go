@@ -75,3 +75,30 @@ func (d *goDevice) Rekey(k keys.Key) error {
 	}
 	return nil
 }
+
+// SessionDropper is a Device that can forget a peer's session at once, both
+// ways: packets of the remote's session are dropped, and the next packet
+// sent waits for a new handshake. The agent uses it when strict
+// post-quantum mode puts a key nobody knows where there was none: the
+// session in use was made without a pre-shared key and would otherwise go
+// on carrying traffic until it expires (up to three minutes). Userspace and
+// netstack devices are; kernel WireGuard's session runs until its rekey.
+type SessionDropper interface {
+	DropSession(peer keys.Key) error
+}
+
+var _ SessionDropper = (*goDevice)(nil)
+
+func (d *goDevice) DropSession(k keys.Key) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, err := d.lookup(k); err != nil {
+		return err
+	}
+	if p := d.dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
+		// What wireguard-go does when a session's keys run out: both
+		// directions' keys and the handshake in progress go.
+		p.ZeroAndFlushAll()
+	}
+	return nil
+}

@@ -100,6 +100,8 @@ type pqState struct {
 	sends     int
 	waiting   time.Time // since when a key is wanted and none agreed
 	lastReq   time.Time // responder: the last request sent; initiator: the last honoured
+	lastWork  time.Time // the last exchange this side began (ML-KEM key generation)
+	refused   int       // exchange starts refused since lastWork, for the log
 	reason    string    // for status
 }
 
@@ -163,6 +165,19 @@ func (w *peerWorker) pqConfigure(mode string, remoteOn bool, now time.Time) {
 	}
 }
 
+// workGap is the least time between two exchanges this side begins. Each
+// costs an ML-KEM key generation (and, for the responder, an encapsulation):
+// without a bound, a remote could make this side do that for every message
+// signal lets through. The initiator waits half a retry interval between
+// starts, the responder a quarter (room for the starts' delays to differ):
+// a real exchange is never delayed by more than a retransmission.
+func (q *pqState) workGap() time.Duration {
+	if q.pair.Initiator() {
+		return q.timing.Retry / 2
+	}
+	return q.timing.Retry / 4
+}
+
 // pqFloor is what the device holds without an agreed key: nothing, or in
 // strict mode a random key (no handshake completes).
 func (w *peerWorker) pqFloor() string {
@@ -190,7 +205,17 @@ func (w *peerWorker) pqSetDevice(what string, psk *[32]byte) {
 		w.log.Warn("set pre-shared key", zap.Error(err))
 		return
 	}
+	plain := q.installed == "none"
 	q.installed = what
+	if what == "random" && plain {
+		// Strict now, where there was no key: a session made without one
+		// may be running, and would carry traffic until it expires.
+		if sd, ok := w.env.dev.(wg.SessionDropper); ok {
+			if err := sd.DropSession(w.key); err != nil && !errors.Is(err, wg.ErrUnknownPeer) {
+				w.log.Warn("drop the session made without a post-quantum key", zap.Error(err))
+			}
+		}
+	}
 }
 
 func (w *peerWorker) pqSend(m *peerv1.PostQuantum) {
@@ -207,6 +232,10 @@ func (w *peerWorker) pqRequest(reason string, now time.Time) {
 // remote remembers.
 func (w *peerWorker) pqStart(now time.Time) {
 	q := &w.pq
+	if at := q.lastWork.Add(q.workGap()); now.Before(at) {
+		q.nextStart = at
+		return
+	}
 	epoch := max(q.pair.LastEpoch()+1, uint64(now.UnixMilli()))
 	m, err := q.pair.Start(epoch)
 	if err != nil {
@@ -214,7 +243,7 @@ func (w *peerWorker) pqStart(now time.Time) {
 		q.nextStart = now.Add(q.timing.Rotate)
 		return
 	}
-	q.sentAt, q.sends = now, 1
+	q.sentAt, q.sends, q.lastWork = now, 1, now
 	w.pqSend(m)
 }
 
@@ -225,10 +254,33 @@ func (w *peerWorker) pqMessage(m *peerv1.PostQuantum, now time.Time) {
 		w.log.Debug("post-quantum message while post-quantum keys are off here; dropped", zap.Stringer("step", m.GetStep()))
 		return
 	}
+	// A start of a new epoch (a retransmission repeats the last one) is
+	// work; one too soon after the last is dropped: the initiator sends it
+	// again after its retry interval.
+	fresh := !q.pair.Initiator() && m.GetStep() == peerv1.Step_STEP_INIT && m.GetEpoch() > q.pair.LastEpoch()
+	if fresh && now.Sub(q.lastWork) < q.workGap() {
+		if q.refused == 0 {
+			w.log.Warn("post-quantum exchange started too soon after the last; dropped (the peer retries)", zap.Uint64("epoch", m.GetEpoch()))
+		}
+		q.refused++
+		return
+	}
 	out, err := q.pair.Handle(m)
+	if fresh && err == nil {
+		if q.refused > 1 {
+			w.log.Warn("post-quantum exchange starts dropped as too frequent", zap.Int("dropped", q.refused))
+		}
+		q.lastWork, q.refused = now, 0
+	}
 	if err != nil {
 		w.log.Warn("post-quantum message refused; the installed key stays", zap.Stringer("step", m.GetStep()),
 			zap.Uint64("epoch", m.GetEpoch()), zap.Error(err))
+		if m.GetStep() == peerv1.Step_STEP_INIT && !q.pair.Initiator() && errors.Is(err, pqpsk.ErrOldEpoch) &&
+			now.Sub(q.lastReq) >= q.timing.Retry {
+			// An initiator that restarted with its clock behind: the
+			// request tells it where to start.
+			w.pqRequest("old epoch", now)
+		}
 		return
 	}
 	if out.Send != nil {

@@ -145,6 +145,9 @@ func TestPQGraceFallsBackToThePreviousKey(t *testing.T) {
 	old := f.remote.Request("x") // any message naming the pair; made an INIT of an old epoch
 	old.Step, old.Epoch = peerv1.Step_STEP_INIT, 100
 	f.w.pqMessage(old, t1)
+	if r := f.sent(t); r.GetStep() != peerv1.Step_STEP_REQUEST || r.GetEpoch() != 100 {
+		t.Fatalf("answer to an old INIT: %s of epoch %d, want a request naming 100", r.GetStep(), r.GetEpoch())
+	}
 	init, _ := f.remote.Start(101)
 	f.w.pqMessage(init, t1)
 	out, _ := f.remote.Handle(f.sent(t))
@@ -158,12 +161,13 @@ func TestPQGraceFallsBackToThePreviousKey(t *testing.T) {
 
 	// k2 is agreed, but no handshake comes: back to k1 after the grace.
 	f.remote.Abort()
-	k2 := f.rotate(t, 102, t1)
-	f.w.pqTick(t1.Add(10 * time.Second))
+	t2 := t1.Add(time.Second) // the initiator's next start, not at once
+	k2 := f.rotate(t, 102, t2)
+	f.w.pqTick(t2.Add(10 * time.Second))
 	if k := f.dev.key(f.w.key); *k != k2 {
 		t.Fatal("dropped before the grace ended")
 	}
-	f.w.pqTick(t1.Add(16 * time.Second))
+	f.w.pqTick(t2.Add(16 * time.Second))
 	if k := f.dev.key(f.w.key); k == nil || *k != k1 {
 		t.Fatalf("after the grace the device holds %x, want the previous key %x", k, k1)
 	}

@@ -127,9 +127,16 @@ func (p *Pair) Abort() {
 // progress (nil when none), for a retransmission.
 func (p *Pair) Resend() *peerv1.PostQuantum { return p.sent }
 
-// Request asks the initiator for an exchange (responder only).
+// maxRequestEpoch bounds the epochs a request may lift this side to: far
+// above any clock in milliseconds, and far enough below the largest epoch
+// that a lifted initiator never runs out of new ones.
+const maxRequestEpoch = 1 << 62
+
+// Request asks the initiator for an exchange (responder only). It names
+// the last epoch this side accepted, so that an initiator whose clock went
+// back since (epochs follow its clock) starts above it.
 func (p *Pair) Request(reason string) *peerv1.PostQuantum {
-	return &peerv1.PostQuantum{Step: peerv1.Step_STEP_REQUEST, From: p.self[:], To: p.remote[:], Reason: reason}
+	return &peerv1.PostQuantum{Step: peerv1.Step_STEP_REQUEST, Epoch: p.last, From: p.self[:], To: p.remote[:], Reason: reason}
 }
 
 // Start begins an exchange of the given epoch, which must be larger than
@@ -166,6 +173,13 @@ func (p *Pair) Handle(m *peerv1.PostQuantum) (Out, error) {
 	if step == peerv1.Step_STEP_REQUEST {
 		if !p.initiator {
 			return Out{}, fmt.Errorf("%w: a request to the responder", ErrUnexpected)
+		}
+		if e := m.GetEpoch(); e > p.last && e < maxRequestEpoch {
+			// The responder accepted epochs beyond ours (this side
+			// restarted with its clock behind): an exchange in flight
+			// was refused there, and the next must start above.
+			p.last = e
+			p.Abort()
 		}
 		return Out{Requested: true}, nil
 	}

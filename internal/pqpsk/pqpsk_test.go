@@ -358,3 +358,28 @@ func BenchmarkRotation(b *testing.B) {
 		exchange(b, i, r, uint64(n)+1)
 	}
 }
+
+// TestRequestLiftsARestartedInitiatorsEpochs: an initiator that restarted
+// with its clock behind the epochs the responder accepted is refused, learns
+// the responder's last epoch from its request, and its next exchange
+// starts above it.
+func TestRequestLiftsARestartedInitiatorsEpochs(t *testing.T) {
+	a, b := newKeys(t)
+	i, r := NewPair(a, b), NewPair(b, a)
+	exchange(t, i, r, 5_000_000)
+	i = NewPair(a, b) // restarted, its clock behind
+	m, _ := i.Start(1_000)
+	if _, err := r.Handle(m); !errors.Is(err, ErrOldEpoch) {
+		t.Fatalf("got %v, want ErrOldEpoch", err)
+	}
+	out, err := i.Handle(r.Request("old epoch"))
+	if err != nil || !out.Requested {
+		t.Fatalf("request: %v", err)
+	}
+	if i.InFlight() || i.LastEpoch() < 5_000_000 {
+		t.Fatalf("after the request: in flight %v, last epoch %d", i.InFlight(), i.LastEpoch())
+	}
+	if ki, kr := exchange(t, i, r, i.LastEpoch()+1); *ki != *kr {
+		t.Fatal("no agreement")
+	}
+}
