@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"connectrpc.com/connect"
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -256,6 +257,9 @@ func (c *ssoClient) verifyNonce(ctx context.Context, p *oidc.Provider, tok *oaut
 	if id.name == "" {
 		id.name, _ = claims["preferred_username"].(string)
 	}
+	// People often edit their own name and email at the provider: what
+	// reaches terminals, logs and the dashboard is printable and short.
+	id.email, id.name = idpText(id.email), idpText(id.name)
 	switch g := claims[c.opts.GroupsClaim].(type) {
 	case []any:
 		for _, v := range g {
@@ -266,7 +270,33 @@ func (c *ssoClient) verifyNonce(ctx context.Context, p *oidc.Provider, tok *oaut
 	case string:
 		id.groups = []string{g}
 	}
+	if len(id.groups) > maxIdPGroups {
+		c.log.Warn("groups claim too long: only the first groups are synced", zap.Int("groups", len(id.groups)), zap.Int("kept", maxIdPGroups))
+		id.groups = id.groups[:maxIdPGroups]
+	}
 	return id, idt.Nonce, nil
+}
+
+// maxIdPGroups bounds the groups one login syncs: each becomes a group of
+// every policy compilation, and a claim is as long as the provider makes it.
+const maxIdPGroups = 100
+
+// maxIdPText bounds an email or name from the provider.
+const maxIdPText = 256
+
+// idpText is an email or name from the provider without control
+// characters, bidirectional overrides or invalid UTF-8, at most
+// maxIdPText bytes (cut at a rune boundary).
+func idpText(s string) string {
+	s = cleanAgentText(s)
+	if len(s) <= maxIdPText {
+		return s
+	}
+	s = s[:maxIdPText]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
 // finish returns the outcome of a login: pending (nil, nil, false), or the
