@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -78,6 +79,7 @@ type identity struct {
 // pendingLogin is a device authorization in progress.
 type pendingLogin struct {
 	pub string // the peer key it is for; "" for an admin's login
+	src string // who started it (loginSource)
 	// browser: the authorization code flow (sso_browser.go); nil for a
 	// device login.
 	browser *browserLogin
@@ -101,6 +103,26 @@ type ssoClient struct {
 // provider until its code expires, and anyone who reaches control can
 // start one.
 const maxPendingLogins = 256
+
+// maxPendingPerSource bounds the logins one address (an IPv6 /64) may have
+// waiting, so that one client cannot take every slot of maxPendingLogins
+// and keep everyone else from logging in.
+const maxPendingPerSource = 8
+
+// loginSource is the address a login is counted against: the IP of addr
+// (host:port), its /64 for IPv6.
+func loginSource(addr string) string {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return addr
+	}
+	ip := ap.Addr().Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
+}
 
 func newSSOClient(o OIDCOptions, log *zap.Logger) *ssoClient {
 	if o.GroupsClaim == "" {
@@ -151,8 +173,8 @@ func (c *ssoClient) config(p *oidc.Provider) *oauth2.Config {
 
 // start asks the provider for a device code and polls for its token in the
 // background until ctx ends or the code expires.
-func (c *ssoClient) start(ctx, bg context.Context, pub string) (*controlv1.StartSSOLoginResponse, error) {
-	if err := c.full(); err != nil {
+func (c *ssoClient) start(ctx, bg context.Context, pub, src string) (*controlv1.StartSSOLoginResponse, error) {
+	if err := c.full(src); err != nil {
 		return nil, err
 	}
 	p, err := c.discover(ctx)
@@ -172,7 +194,7 @@ func (c *ssoClient) start(ctx, bg context.Context, pub string) (*controlv1.Start
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
 	handle := base64.RawURLEncoding.EncodeToString(b[:])
-	pl := &pendingLogin{pub: pub}
+	pl := &pendingLogin{pub: pub, src: src}
 	c.mu.Lock()
 	c.logins[handle] = pl
 	c.mu.Unlock()
@@ -184,13 +206,22 @@ func (c *ssoClient) start(ctx, bg context.Context, pub string) (*controlv1.Start
 		UserCode: da.UserCode, Handle: handle, Expires: timestamppb.New(da.Expiry), IntervalSeconds: uint32(da.Interval)}, nil
 }
 
-// full refuses a new login while maxPendingLogins wait.
-func (c *ssoClient) full() error {
+// full refuses a new login while maxPendingLogins wait, or
+// maxPendingPerSource of src.
+func (c *ssoClient) full(src string) error {
 	c.mu.Lock()
-	n := len(c.logins)
+	n, mine := len(c.logins), 0
+	for _, pl := range c.logins {
+		if pl.src == src && !pl.done {
+			mine++
+		}
+	}
 	c.mu.Unlock()
 	if n >= maxPendingLogins {
 		return connect.NewError(connect.CodeResourceExhausted, errors.New("too many SSO logins waiting for approval: try again in a few minutes"))
+	}
+	if mine >= maxPendingPerSource {
+		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%d SSO logins from this address are waiting for approval: finish one, or wait until their codes expire", mine))
 	}
 	return nil
 }
@@ -300,12 +331,15 @@ func idpText(s string) string {
 }
 
 // finish returns the outcome of a login: pending (nil, nil, false), or the
-// verified person, or why not. A finished login is forgotten.
-func (c *ssoClient) finish(handle string) (pl pendingLogin, ok bool) {
+// verified person, or why not. A finished login is forgotten once its own
+// caller collected it: pub is the key that proved itself ("" for an
+// admin's login), and a caller with another key learns nothing and takes
+// nothing away.
+func (c *ssoClient) finish(handle, pub string) (pl pendingLogin, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p := c.logins[handle]
-	if p == nil {
+	if p == nil || p.pub != pub {
 		return pendingLogin{}, false
 	}
 	if p.done {
@@ -327,10 +361,11 @@ func (p *peerAPI) StartSSOLogin(ctx context.Context, req *connect.Request[contro
 		}
 		pub = k.String()
 	}
-	start := func() (*controlv1.StartSSOLoginResponse, error) { return s.sso.start(ctx, s.ctx, pub) }
+	src := loginSource(req.Peer().Addr)
+	start := func() (*controlv1.StartSSOLoginResponse, error) { return s.sso.start(ctx, s.ctx, pub, src) }
 	if req.Msg.Browser {
 		start = func() (*controlv1.StartSSOLoginResponse, error) {
-			return s.sso.startBrowser(ctx, s.opts.PublicURL, pub)
+			return s.sso.startBrowser(ctx, s.opts.PublicURL, pub, src)
 		}
 	}
 	res, err := start()
@@ -352,12 +387,14 @@ func (p *peerAPI) FinishSSOLogin(ctx context.Context, req *connect.Request[contr
 			return nil, err
 		}
 	}
-	pl, ok := s.sso.finish(req.Msg.Handle)
+	var who string
+	if req.Msg.Proof != nil {
+		who = pub.String()
+	}
+	pl, ok := s.sso.finish(req.Msg.Handle, who)
 	switch {
 	case !ok:
 		return nil, refuseSSOUnknown.err("")
-	case (pl.pub == "") != (req.Msg.Proof == nil) || (pl.pub != "" && pl.pub != pub.String()):
-		return nil, refuseSSOUnknown.err("started for another key")
 	case !pl.done:
 		return connect.NewResponse(&controlv1.FinishSSOLoginResponse{Pending: true}), nil
 	case pl.err != nil:

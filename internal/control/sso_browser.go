@@ -40,11 +40,11 @@ type browserLogin struct {
 }
 
 // startBrowser makes a pending login for the browser flow.
-func (c *ssoClient) startBrowser(ctx context.Context, publicURL, pub string) (*controlv1.StartSSOLoginResponse, error) {
+func (c *ssoClient) startBrowser(ctx context.Context, publicURL, pub, src string) (*controlv1.StartSSOLoginResponse, error) {
 	if publicURL == "" {
 		return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("the browser login needs control's public URL (--public-url)"))
 	}
-	if err := c.full(); err != nil {
+	if err := c.full(src); err != nil {
 		return nil, err
 	}
 	if _, err := c.discover(ctx); err != nil {
@@ -52,7 +52,7 @@ func (c *ssoClient) startBrowser(ctx context.Context, publicURL, pub string) (*c
 		return nil, refuseSSOUnreachable.err("")
 	}
 	handle := randomToken()
-	pl := &pendingLogin{pub: pub, browser: &browserLogin{verifier: oauth2.GenerateVerifier(), nonce: randomToken()}}
+	pl := &pendingLogin{pub: pub, src: src, browser: &browserLogin{verifier: oauth2.GenerateVerifier(), nonce: randomToken()}}
 	c.mu.Lock()
 	c.logins[handle] = pl
 	c.mu.Unlock()

@@ -5,12 +5,17 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
 	adminv1 "meshd/api/admin/v1"
+	controlv1 "meshd/api/control/v1"
+	"meshd/api/control/v1/controlv1connect"
 	"meshd/internal/control/controltest"
+	"meshd/internal/keys"
 	"meshd/internal/oidctest"
+	"meshd/internal/seal"
 )
 
 // A person controls their own email, name and (at some providers) groups:
@@ -50,5 +55,62 @@ func TestSSOHostileClaims(t *testing.T) {
 	peer := listPeers(t, h)["eve-laptop"]
 	if strings.ContainsAny(peer.User, "\x1b\r\n\u202e") {
 		t.Fatalf("peer's user %q carries control characters", peer.User)
+	}
+}
+
+// One address cannot take every pending-login slot: its ninth login
+// waiting for approval is refused with a message that says why, so others
+// can still log in.
+func TestSSOPendingLoginsPerSource(t *testing.T) {
+	p := oidctest.New(t, oidctest.Options{})
+	h := ssoHarness(t, p, 0)
+	ctx := context.Background()
+	rpc := controlv1connect.NewControlServiceClient(h.HTTPClient(), h.URL)
+	for i := range 8 {
+		if _, err := rpc.StartSSOLogin(ctx, connect.NewRequest(&controlv1.StartSSOLoginRequest{})); err != nil {
+			t.Fatalf("login %d: %v", i+1, err)
+		}
+	}
+	_, err := rpc.StartSSOLogin(ctx, connect.NewRequest(&controlv1.StartSSOLoginRequest{}))
+	if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "from this address") {
+		t.Fatalf("ninth pending login from one address: %v, want refused", err)
+	}
+}
+
+// Someone who learned the handle of another's login and finishes it with
+// their own key (or with none) gets nothing, and the login stays for the
+// one who started it.
+func TestSSOHandleOfAnotherKey(t *testing.T) {
+	p := oidctest.New(t, oidctest.Options{})
+	p.AddPerson(ann)
+	h := ssoHarness(t, p, 0)
+	ctx := context.Background()
+	rpc := controlv1connect.NewControlServiceClient(h.HTTPClient(), h.URL)
+	st := must[controlv1.StartSSOLoginResponse](t)(rpc.StartSSOLogin(ctx, connect.NewRequest(&controlv1.StartSSOLoginRequest{})))
+	if err := p.Approve(st.UserCode, "ann"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(controltest.WaitTimeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !h.Service.SSOLoginDone(st.Handle) {
+		if time.Now().After(deadline) {
+			t.Fatal("control never collected the approval")
+		}
+		<-tick.C
+	}
+	thief, _ := keys.Generate()
+	tpub := thief.Public()
+	ch := must[controlv1.ChallengeResponse](t)(rpc.Challenge(ctx, connect.NewRequest(&controlv1.ChallengeRequest{})))
+	srv, _ := keys.FromBytes(ch.ServerPublicKey)
+	n, s := prove(t, seal.PurposeLogin, ch.Challenge, srv, thief)
+	_, err := rpc.FinishSSOLogin(ctx, connect.NewRequest(&controlv1.FinishSSOLoginRequest{Handle: st.Handle,
+		Proof: &controlv1.Proof{PublicKey: tpub[:], Challenge: ch.Challenge, Nonce: n[:], Sealed: s}}))
+	if connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("another key finishing an admin login: %v, want unknown", err)
+	}
+	fin := must[controlv1.FinishSSOLoginResponse](t)(rpc.FinishSSOLogin(ctx, connect.NewRequest(&controlv1.FinishSSOLoginRequest{Handle: st.Handle})))
+	if fin.Pending || fin.AdminToken == "" {
+		t.Fatalf("the person's own finish after the thief's try: %+v", fin)
 	}
 }
