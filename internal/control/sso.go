@@ -240,6 +240,10 @@ func (c *ssoClient) poll(ctx context.Context, cfg *oauth2.Config, p *oidc.Provid
 		err = refuseSSOExpiredCode.err("")
 	case errors.Is(err, context.Canceled):
 		err = connect.NewError(connect.CodeUnavailable, errors.New("control is shutting down"))
+	case err != nil && !errors.As(err, &re):
+		// Not an answer of the provider's: it went away during the login.
+		c.log.Warn("identity provider unreachable during an SSO login", zap.Error(err))
+		err = refuseSSOUnreachable.err("")
 	case err != nil:
 		c.log.Info("SSO login refused by the provider", zap.Error(err))
 		err = refuseSSORefused.err("")

@@ -114,3 +114,29 @@ func TestSSOHandleOfAnotherKey(t *testing.T) {
 		t.Fatalf("the person's own finish after the thief's try: %+v", fin)
 	}
 }
+
+// The provider going away while a person logs in ends the login with
+// "cannot reach the identity provider", not a "login refused" that would
+// send them looking for what they did wrong.
+func TestSSOProviderDownDuringLogin(t *testing.T) {
+	p := oidctest.New(t, oidctest.Options{})
+	p.AddPerson(ann)
+	h := ssoHarness(t, p, 0)
+	ctx := context.Background()
+	rpc := controlv1connect.NewControlServiceClient(h.HTTPClient(), h.URL)
+	st := must[controlv1.StartSSOLoginResponse](t)(rpc.StartSSOLogin(ctx, connect.NewRequest(&controlv1.StartSSOLoginRequest{})))
+	p.Close()
+	deadline := time.Now().Add(controltest.WaitTimeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !h.Service.SSOLoginDone(st.Handle) {
+		if time.Now().After(deadline) {
+			t.Fatal("the login never ended")
+		}
+		<-tick.C
+	}
+	_, err := rpc.FinishSSOLogin(ctx, connect.NewRequest(&controlv1.FinishSSOLoginRequest{Handle: st.Handle}))
+	if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), "cannot reach the identity provider") {
+		t.Fatalf("login with the provider gone: %v", err)
+	}
+}
