@@ -303,10 +303,21 @@ func (d *Dashboard) startSession(ctx context.Context, w http.ResponseWriter, cre
 	return s, nil
 }
 
-// safeNext keeps a redirect target on this site.
+// safeNext keeps a redirect target on this site: a path of printable
+// ASCII without backslashes. Browsers drop tabs and newlines from a
+// Location and read "\\" as "/", so "/\t/evil.example" would leave.
 func safeNext(next string) string {
-	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") {
-		return "/peers"
+	const home = "/peers"
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") {
+		return home
+	}
+	for i := 0; i < len(next); i++ {
+		if c := next[i]; c <= ' ' || c >= 0x7f || c == '\\' {
+			return home
+		}
+	}
+	if u, err := url.Parse(next); err != nil || u.Scheme != "" || u.Host != "" {
+		return home
 	}
 	return next
 }
