@@ -305,7 +305,8 @@ func (d *Dashboard) startSession(ctx context.Context, w http.ResponseWriter, cre
 
 // safeNext keeps a redirect target on this site: a path of printable
 // ASCII without backslashes. Browsers drop tabs and newlines from a
-// Location and read "\\" as "/", so "/\t/evil.example" would leave.
+// Location and read a backslash as a slash, so "/<tab>/evil.example"
+// would leave.
 func safeNext(next string) string {
 	const home = "/peers"
 	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") {
