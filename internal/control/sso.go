@@ -365,6 +365,13 @@ func (p *peerAPI) StartSSOLogin(ctx context.Context, req *connect.Request[contro
 		}
 		pub = k.String()
 	}
+	if req.Msg.Browser && pub == "" {
+		// A browser login's link finishes the login for whoever holds its
+		// handle: an admin session from one would go to whoever sent an
+		// owner the link. Admins log in by the device flow, whose code the
+		// person types.
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("the browser login is for machines: log in as an admin with the device flow (meshd admin login)"))
+	}
 	src := loginSource(req.Peer().Addr)
 	start := func() (*controlv1.StartSSOLoginResponse, error) { return s.sso.start(ctx, s.ctx, pub, src) }
 	if req.Msg.Browser {

@@ -140,3 +140,15 @@ func TestSSOProviderDownDuringLogin(t *testing.T) {
 		t.Fatalf("login with the provider gone: %v", err)
 	}
 }
+
+// A browser login without a machine's key is refused: whoever sent an
+// owner its link would collect the owner's admin session with the handle.
+func TestSSOBrowserAdminLoginRefused(t *testing.T) {
+	p := oidctest.New(t, oidctest.Options{})
+	h := ssoHarness(t, p, 0)
+	rpc := controlv1connect.NewControlServiceClient(h.HTTPClient(), h.URL)
+	_, err := rpc.StartSSOLogin(context.Background(), connect.NewRequest(&controlv1.StartSSOLoginRequest{Browser: true}))
+	if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "meshd admin login") {
+		t.Fatalf("keyless browser login: %v, want refused", err)
+	}
+}
