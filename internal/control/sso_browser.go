@@ -37,6 +37,8 @@ const browserLoginTTL = 10 * time.Minute
 type browserLogin struct {
 	verifier, nonce string
 	started         bool // the browser went to the provider (once)
+	// returnTo: a web login's page (sso_web.go), which finishes it.
+	returnTo string
 }
 
 // startBrowser makes a pending login for the browser flow.
@@ -118,6 +120,9 @@ func (s *Service) browserHandlers(m Mux) {
 		c.mu.Unlock()
 		if !ok {
 			page(w, http.StatusNotFound, "This login is unknown, finished or expired: run the command again.")
+			return
+		}
+		if webReturn(w, r, pl.browser) {
 			return
 		}
 		id, err := c.exchange(r.Context(), redirect, q.Get("code"), q.Get("error"), pl.browser)
