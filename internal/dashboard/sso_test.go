@@ -1,6 +1,7 @@
 package dashboard_test
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"net/http"
@@ -10,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
+	adminv1 "meshd/api/admin/v1"
 	"meshd/internal/control"
 	"meshd/internal/control/controltest"
 	"meshd/internal/dashboard"
@@ -33,7 +36,7 @@ func newSSOEnv(t *testing.T) *ssoEnv {
 		e.p = oidctest.New(t, oidctest.Options{RedirectURIs: []string{o.PublicURL + "/sso/callback"}})
 		o.OIDC = control.OIDCOptions{Issuer: e.p.Issuer, ClientID: "meshd"}
 	}))
-	for _, s := range []string{"ann", "eve"} {
+	for _, s := range []string{"ann", "eve", "max"} {
 		e.p.AddPerson(oidctest.Person{Subject: s, Email: s + "@example.com"})
 	}
 	_, admin := e.h.Service.AdminHandler()
@@ -128,3 +131,33 @@ func TestSSOSignIn(t *testing.T) {
 		t.Fatalf("a user-role sign-in: %d %.500s", r.status, r.body)
 	}
 }
+
+// A person blocked while signed in to the dashboard is signed out at their
+// next request, not left on an error page with a live session.
+func TestSSOBlockedSignedOut(t *testing.T) {
+	e := newSSOEnv(t)
+	ann, max := e.browser(t), e.browser(t)
+	e.p.BrowserLogin("ann")
+	e.follow(t, ann, e.start(t, ann))
+	e.p.BrowserLogin("max")
+	e.follow(t, max, e.start(t, max)) // a user: refused; make max an admin
+	ctx := context.Background()
+	if _, err := e.h.Admin.UpdateUser(ctx, connect.NewRequest(&adminv1.UpdateUserRequest{Id: "max@example.com", Role: ptr("admin")})); err != nil {
+		t.Fatal(err)
+	}
+	e.follow(t, max, e.start(t, max))
+	if r := e.follow(t, max, e.srv.URL+"/peers"); r.status != http.StatusOK || !strings.Contains(r.body, "agent-0") {
+		t.Fatalf("admin max on the peers page: %d %.300s", r.status, r.body)
+	}
+	if _, err := e.h.Admin.UpdateUser(ctx, connect.NewRequest(&adminv1.UpdateUserRequest{Id: "max@example.com", Blocked: ptr(true)})); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.follow(t, max, e.srv.URL+"/peers"); r.status != http.StatusUnauthorized || !strings.Contains(r.body, `name="token"`) {
+		t.Fatalf("blocked max on the peers page: %d %.300s", r.status, r.body)
+	}
+	if r := e.follow(t, max, e.srv.URL+"/groups"); r.status != http.StatusUnauthorized {
+		t.Fatalf("blocked max still has a session: %d", r.status)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
