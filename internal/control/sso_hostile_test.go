@@ -152,3 +152,45 @@ func TestSSOBrowserAdminLoginRefused(t *testing.T) {
 		t.Fatalf("keyless browser login: %v, want refused", err)
 	}
 }
+
+// IdP groups named like a hand-made group (or like All) leave those groups
+// alone: the person's peer is not put in them, they stay editable by hand,
+// and no second group of that name appears; a hand-made group cannot take
+// the name of an IdP group either.
+func TestSSOGroupNameCollisions(t *testing.T) {
+	p := oidctest.New(t, oidctest.Options{})
+	p.AddPerson(oidctest.Person{Subject: "zed", Email: "zed@example.com", Groups: []string{"ops", "All", "eng"}})
+	h := ssoHarness(t, p, 0)
+	ctx := context.Background()
+	must[adminv1.Group](t)(h.Admin.CreateGroup(ctx, connect.NewRequest(&adminv1.CreateGroupRequest{Name: "ops"})))
+	a := h.NewAgent(controltest.AgentOptions{Hostname: "zed-pc"})
+	if err := a.LoginSSO(approveAs(p, "zed")); err != nil {
+		t.Fatal(err)
+	}
+	gl := must[adminv1.ListGroupsResponse](t)(h.Admin.ListGroups(ctx, connect.NewRequest(&adminv1.ListGroupsRequest{})))
+	byName := map[string]*adminv1.Group{}
+	for _, g := range gl.Groups {
+		if byName[g.Name] != nil {
+			t.Fatalf("two groups named %q", g.Name)
+		}
+		byName[g.Name] = g
+	}
+	if g := byName["ops"]; g == nil || g.IdpManaged || len(g.Peers) != 0 {
+		t.Fatalf("hand-made ops after an IdP ops: %+v", g)
+	}
+	if g := byName["All"]; g == nil || g.IdpManaged {
+		t.Fatalf("All after an IdP All: %+v", g)
+	}
+	if g := byName["eng"]; g == nil || !g.IdpManaged || len(g.Peers) != 1 || g.Peers[0] != "zed-pc" {
+		t.Fatalf("IdP eng: %+v", g)
+	}
+	if _, err := h.Admin.UpdateGroup(ctx, connect.NewRequest(&adminv1.UpdateGroupRequest{Id: "ops", Peers: &adminv1.StringList{Values: []string{"zed-pc"}}})); err != nil {
+		t.Fatalf("hand edit of the hand-made ops: %v", err)
+	}
+	if _, err := h.Admin.UpdateGroup(ctx, connect.NewRequest(&adminv1.UpdateGroupRequest{Id: "eng", Peers: &adminv1.StringList{Values: []string{}}})); connect.CodeOf(err) != connect.CodeFailedPrecondition && connect.CodeOf(err) != connect.CodeAlreadyExists && connect.CodeOf(err) != connect.CodeAborted {
+		t.Fatalf("hand edit of the IdP eng: %v, want refused", err)
+	}
+	if _, err := h.Admin.CreateGroup(ctx, connect.NewRequest(&adminv1.CreateGroupRequest{Name: "eng"})); err == nil {
+		t.Fatal("a hand-made group took the name of an IdP group")
+	}
+}
