@@ -60,7 +60,14 @@ func (d *Dashboard) ssoStart(w http.ResponseWriter, r *http.Request) {
 	// Lax, not Strict: the browser comes back from the provider's site.
 	http.SetCookie(w, &http.Cookie{Name: d.ssoCookieName(), Value: state, Path: "/", MaxAge: int(ssoCookieAge / time.Second),
 		HttpOnly: true, Secure: !d.opts.PlainHTTP, SameSite: http.SameSiteLaxMode})
-	http.Redirect(w, r, authURL, http.StatusSeeOther)
+	// Not a redirect: the sign-in page's CSP (form-action 'self') would
+	// stop a form's redirect to the provider's site. A page of ours that
+	// moves on is a navigation of its own.
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	u := html.EscapeString(authURL)
+	_, _ = w.Write([]byte(`<!doctype html><meta http-equiv="refresh" content="0;url=` + u + `"><title>Sign in</title>` +
+		`<p><a href="` + u + `">Continue to your identity provider</a></p>` + "\n"))
 }
 
 // ssoDone finishes a login that this browser started and opens its

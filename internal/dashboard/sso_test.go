@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"html"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -64,24 +66,25 @@ func (e *ssoEnv) browser(t *testing.T) *http.Client {
 }
 
 // start posts the sign-in form's SSO button and returns the provider's
-// URL the browser is sent to (not followed).
+// URL the page sends the browser on to.
 func (e *ssoEnv) start(t *testing.T, c *http.Client) string {
 	t.Helper()
-	nc := *c
-	nc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	req, _ := http.NewRequest("POST", e.srv.URL+"/sso/start", strings.NewReader("next=%2Fpeers"))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Origin", e.srv.URL)
-	res, err := nc.Do(req)
+	res, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := read(t, res)
-	if r.status != http.StatusSeeOther || !strings.HasPrefix(r.loc, e.p.Issuer) {
-		t.Fatalf("SSO start: %d to %q: %.300s", r.status, r.loc, r.body)
+	m := refreshRE.FindStringSubmatch(r.body)
+	if r.status != http.StatusOK || m == nil || !strings.HasPrefix(html.UnescapeString(m[1]), e.p.Issuer) {
+		t.Fatalf("SSO start: %d %.300s", r.status, r.body)
 	}
-	return r.loc
+	return html.UnescapeString(m[1])
 }
+
+var refreshRE = regexp.MustCompile(`http-equiv="refresh" content="0;url=([^"]+)"`)
 
 func (e *ssoEnv) follow(t *testing.T, c *http.Client, u string) resp {
 	t.Helper()
