@@ -2,8 +2,8 @@ package control
 
 // Roles on the admin API, enforced here for every method so that no handler
 // can forget: owners and admins may call everything, auditors every read
-// (List*, Get*), users only the peer methods and only on their own peers
-// (ListPeers shows just those; an update may only rename).
+// (List*, Get*, CheckAccess), users only the peer methods and only on their
+// own peers (ListPeers shows just those; an update may only rename).
 
 import (
 	"context"
@@ -16,9 +16,10 @@ import (
 	"meshd/store"
 )
 
-// readMethod reports whether an admin method only reads.
+// readMethod reports whether an admin method only reads. CheckAccess
+// answers from the compiled rules and changes nothing.
 func readMethod(method string) bool {
-	return strings.HasPrefix(method, "List") || strings.HasPrefix(method, "Get")
+	return strings.HasPrefix(method, "List") || strings.HasPrefix(method, "Get") || method == "CheckAccess"
 }
 
 // userMethods are what the user role may call (on its own peers).

@@ -90,7 +90,9 @@ func (s *Service) authenticateSession(tok string) (*caller, error) {
 		}
 		a.mu.Unlock()
 		if u == nil || cu.Blocked {
-			return nil, connect.NewError(connect.CodePermissionDenied, errors.New("your user is blocked or deleted: ask an admin"))
+			// The session no longer authenticates anyone (not a role's
+			// limit): clients such as the dashboard sign it out.
+			return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("your user is blocked or deleted: ask an admin"))
 		}
 		return &caller{a: a, actor: "user:" + userLabel(&cu), role: cu.Role, userID: cu.ID}, nil
 	}

@@ -19,8 +19,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"connectrpc.com/connect"
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -77,6 +79,7 @@ type identity struct {
 // pendingLogin is a device authorization in progress.
 type pendingLogin struct {
 	pub string // the peer key it is for; "" for an admin's login
+	src string // who started it (loginSource)
 	// browser: the authorization code flow (sso_browser.go); nil for a
 	// device login.
 	browser *browserLogin
@@ -100,6 +103,26 @@ type ssoClient struct {
 // provider until its code expires, and anyone who reaches control can
 // start one.
 const maxPendingLogins = 256
+
+// maxPendingPerSource bounds the logins one address (an IPv6 /64) may have
+// waiting, so that one client cannot take every slot of maxPendingLogins
+// and keep everyone else from logging in.
+const maxPendingPerSource = 8
+
+// loginSource is the address a login is counted against: the IP of addr
+// (host:port), its /64 for IPv6.
+func loginSource(addr string) string {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return addr
+	}
+	ip := ap.Addr().Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
+}
 
 func newSSOClient(o OIDCOptions, log *zap.Logger) *ssoClient {
 	if o.GroupsClaim == "" {
@@ -150,8 +173,8 @@ func (c *ssoClient) config(p *oidc.Provider) *oauth2.Config {
 
 // start asks the provider for a device code and polls for its token in the
 // background until ctx ends or the code expires.
-func (c *ssoClient) start(ctx, bg context.Context, pub string) (*controlv1.StartSSOLoginResponse, error) {
-	if err := c.full(); err != nil {
+func (c *ssoClient) start(ctx, bg context.Context, pub, src string) (*controlv1.StartSSOLoginResponse, error) {
+	if err := c.full(src); err != nil {
 		return nil, err
 	}
 	p, err := c.discover(ctx)
@@ -171,7 +194,7 @@ func (c *ssoClient) start(ctx, bg context.Context, pub string) (*controlv1.Start
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
 	handle := base64.RawURLEncoding.EncodeToString(b[:])
-	pl := &pendingLogin{pub: pub}
+	pl := &pendingLogin{pub: pub, src: src}
 	c.mu.Lock()
 	c.logins[handle] = pl
 	c.mu.Unlock()
@@ -183,13 +206,22 @@ func (c *ssoClient) start(ctx, bg context.Context, pub string) (*controlv1.Start
 		UserCode: da.UserCode, Handle: handle, Expires: timestamppb.New(da.Expiry), IntervalSeconds: uint32(da.Interval)}, nil
 }
 
-// full refuses a new login while maxPendingLogins wait.
-func (c *ssoClient) full() error {
+// full refuses a new login while maxPendingLogins wait, or
+// maxPendingPerSource of src.
+func (c *ssoClient) full(src string) error {
 	c.mu.Lock()
-	n := len(c.logins)
+	n, mine := len(c.logins), 0
+	for _, pl := range c.logins {
+		if pl.src == src && !pl.done {
+			mine++
+		}
+	}
 	c.mu.Unlock()
 	if n >= maxPendingLogins {
 		return connect.NewError(connect.CodeResourceExhausted, errors.New("too many SSO logins waiting for approval: try again in a few minutes"))
+	}
+	if mine >= maxPendingPerSource {
+		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%d SSO logins from this address are waiting for approval: finish one, or wait until their codes expire", mine))
 	}
 	return nil
 }
@@ -208,6 +240,10 @@ func (c *ssoClient) poll(ctx context.Context, cfg *oauth2.Config, p *oidc.Provid
 		err = refuseSSOExpiredCode.err("")
 	case errors.Is(err, context.Canceled):
 		err = connect.NewError(connect.CodeUnavailable, errors.New("control is shutting down"))
+	case err != nil && !errors.As(err, &re):
+		// Not an answer of the provider's: it went away during the login.
+		c.log.Warn("identity provider unreachable during an SSO login", zap.Error(err))
+		err = refuseSSOUnreachable.err("")
 	case err != nil:
 		c.log.Info("SSO login refused by the provider", zap.Error(err))
 		err = refuseSSORefused.err("")
@@ -256,6 +292,9 @@ func (c *ssoClient) verifyNonce(ctx context.Context, p *oidc.Provider, tok *oaut
 	if id.name == "" {
 		id.name, _ = claims["preferred_username"].(string)
 	}
+	// People often edit their own name and email at the provider: what
+	// reaches terminals, logs and the dashboard is printable and short.
+	id.email, id.name = idpText(id.email), idpText(id.name)
 	switch g := claims[c.opts.GroupsClaim].(type) {
 	case []any:
 		for _, v := range g {
@@ -266,16 +305,45 @@ func (c *ssoClient) verifyNonce(ctx context.Context, p *oidc.Provider, tok *oaut
 	case string:
 		id.groups = []string{g}
 	}
+	if len(id.groups) > maxIdPGroups {
+		c.log.Warn("groups claim too long: only the first groups are synced", zap.Int("groups", len(id.groups)), zap.Int("kept", maxIdPGroups))
+		id.groups = id.groups[:maxIdPGroups]
+	}
 	return id, idt.Nonce, nil
 }
 
+// maxIdPGroups bounds the groups one login syncs: each becomes a group of
+// every policy compilation, and a claim is as long as the provider makes it.
+const maxIdPGroups = 100
+
+// maxIdPText bounds an email or name from the provider.
+const maxIdPText = 256
+
+// idpText is an email or name from the provider without control
+// characters, bidirectional overrides or invalid UTF-8, at most
+// maxIdPText bytes (cut at a rune boundary).
+func idpText(s string) string {
+	s = cleanAgentText(s)
+	if len(s) <= maxIdPText {
+		return s
+	}
+	s = s[:maxIdPText]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
 // finish returns the outcome of a login: pending (nil, nil, false), or the
-// verified person, or why not. A finished login is forgotten.
-func (c *ssoClient) finish(handle string) (pl pendingLogin, ok bool) {
+// verified person, or why not. A finished login is forgotten once its own
+// caller collected it: pub is the key that proved itself ("" for an
+// admin's login), and a caller with another key learns nothing and takes
+// nothing away.
+func (c *ssoClient) finish(handle, pub string) (pl pendingLogin, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p := c.logins[handle]
-	if p == nil {
+	if p == nil || p.pub != pub {
 		return pendingLogin{}, false
 	}
 	if p.done {
@@ -297,10 +365,18 @@ func (p *peerAPI) StartSSOLogin(ctx context.Context, req *connect.Request[contro
 		}
 		pub = k.String()
 	}
-	start := func() (*controlv1.StartSSOLoginResponse, error) { return s.sso.start(ctx, s.ctx, pub) }
+	if req.Msg.Browser && pub == "" {
+		// A browser login's link finishes the login for whoever holds its
+		// handle: an admin session from one would go to whoever sent an
+		// owner the link. Admins log in by the device flow, whose code the
+		// person types.
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("the browser login is for machines: log in as an admin with the device flow (meshd admin login)"))
+	}
+	src := loginSource(req.Peer().Addr)
+	start := func() (*controlv1.StartSSOLoginResponse, error) { return s.sso.start(ctx, s.ctx, pub, src) }
 	if req.Msg.Browser {
 		start = func() (*controlv1.StartSSOLoginResponse, error) {
-			return s.sso.startBrowser(ctx, s.opts.PublicURL, pub)
+			return s.sso.startBrowser(ctx, s.opts.PublicURL, pub, src)
 		}
 	}
 	res, err := start()
@@ -322,12 +398,14 @@ func (p *peerAPI) FinishSSOLogin(ctx context.Context, req *connect.Request[contr
 			return nil, err
 		}
 	}
-	pl, ok := s.sso.finish(req.Msg.Handle)
+	var who string
+	if req.Msg.Proof != nil {
+		who = pub.String()
+	}
+	pl, ok := s.sso.finish(req.Msg.Handle, who)
 	switch {
 	case !ok:
 		return nil, refuseSSOUnknown.err("")
-	case (pl.pub == "") != (req.Msg.Proof == nil) || (pl.pub != "" && pl.pub != pub.String()):
-		return nil, refuseSSOUnknown.err("started for another key")
 	case !pl.done:
 		return connect.NewResponse(&controlv1.FinishSSOLoginResponse{Pending: true}), nil
 	case pl.err != nil:

@@ -37,14 +37,16 @@ const browserLoginTTL = 10 * time.Minute
 type browserLogin struct {
 	verifier, nonce string
 	started         bool // the browser went to the provider (once)
+	// returnTo: a web login's page (sso_web.go), which finishes it.
+	returnTo string
 }
 
 // startBrowser makes a pending login for the browser flow.
-func (c *ssoClient) startBrowser(ctx context.Context, publicURL, pub string) (*controlv1.StartSSOLoginResponse, error) {
+func (c *ssoClient) startBrowser(ctx context.Context, publicURL, pub, src string) (*controlv1.StartSSOLoginResponse, error) {
 	if publicURL == "" {
 		return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("the browser login needs control's public URL (--public-url)"))
 	}
-	if err := c.full(); err != nil {
+	if err := c.full(src); err != nil {
 		return nil, err
 	}
 	if _, err := c.discover(ctx); err != nil {
@@ -52,7 +54,7 @@ func (c *ssoClient) startBrowser(ctx context.Context, publicURL, pub string) (*c
 		return nil, refuseSSOUnreachable.err("")
 	}
 	handle := randomToken()
-	pl := &pendingLogin{pub: pub, browser: &browserLogin{verifier: oauth2.GenerateVerifier(), nonce: randomToken()}}
+	pl := &pendingLogin{pub: pub, src: src, browser: &browserLogin{verifier: oauth2.GenerateVerifier(), nonce: randomToken()}}
 	c.mu.Lock()
 	c.logins[handle] = pl
 	c.mu.Unlock()
@@ -118,6 +120,9 @@ func (s *Service) browserHandlers(m Mux) {
 		c.mu.Unlock()
 		if !ok {
 			page(w, http.StatusNotFound, "This login is unknown, finished or expired: run the command again.")
+			return
+		}
+		if webReturn(w, r, pl.browser) {
 			return
 		}
 		id, err := c.exchange(r.Context(), redirect, q.Get("code"), q.Get("error"), pl.browser)

@@ -132,12 +132,17 @@ func (a *account) upsertUser(id *identity) (*store.User, error) {
 // the missing ones (returned apart, not yet applied). A group of that name
 // made by hand is left alone. Callers hold mu.
 func (a *account) idpGroupsFor(names []string) (ids []string, made []*store.Group) {
+	seen := map[string]bool{}
 	for _, n := range names {
 		name, err := checkName("group", n)
 		if err != nil {
-			a.log.Warn("IdP group name not usable", zap.String("group", n), zap.Error(err))
+			a.log.Warn("IdP group name not usable", zap.String("group", cleanAgentText(n)), zap.Error(err))
 			continue
 		}
+		if seen[name] { // a claim naming a group twice makes it once
+			continue
+		}
+		seen[name] = true
 		var found *store.Group
 		for _, g := range a.groups {
 			if g.Name == name {

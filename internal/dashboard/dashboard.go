@@ -24,7 +24,8 @@ import (
 var assets embed.FS
 
 // Provider is another way to sign in, shown as a "Sign in with Name"
-// button linking to URL (which must end in StartSession).
+// button that posts the sign-in form (without the token) to URL, a
+// handler of this site that ends in StartSession.
 type Provider struct {
 	Name string
 	URL  string
@@ -39,8 +40,11 @@ type Options struct {
 	// PlainHTTP: served without TLS (--insecure labs); cookies then lack
 	// Secure, which browsers require over HTTPS only.
 	PlainHTTP bool
-	// Providers are extra sign-in buttons (none yet).
+	// Providers are extra sign-in buttons.
 	Providers []Provider
+	// SSO, when set, adds "Sign in with single sign-on": control's
+	// browser login for admins and auditors.
+	SSO WebLogin
 	// IdleTimeout and MaxAge end sessions; zero: the defaults.
 	IdleTimeout, MaxAge time.Duration
 	// LiveInterval is how often the live peers table is refreshed (2 s).
@@ -88,6 +92,9 @@ func New(opts Options) (*Dashboard, error) {
 	if d.pages, err = parsePages(); err != nil {
 		return nil, err
 	}
+	if opts.SSO != nil {
+		d.opts.Providers = append(d.opts.Providers, Provider{Name: "single sign-on", URL: ssoStartPath})
+	}
 	static, _ := fs.Sub(assets, "assets/static")
 	d.static = http.StripPrefix("/static/", http.FileServerFS(static))
 	d.routes()
@@ -130,6 +137,10 @@ func (d *Dashboard) routes() {
 	m.HandleFunc("GET /signin", d.signinPage)
 	m.HandleFunc("POST /signin", d.signin)
 	m.HandleFunc("POST /signout", d.signout)
+	if d.opts.SSO != nil {
+		m.HandleFunc("POST "+ssoStartPath, d.ssoStart)
+		m.HandleFunc("GET "+ssoDonePath, d.ssoDone)
+	}
 	m.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/peers", http.StatusSeeOther) })
 	get := func(pattern string, h handler) { m.Handle("GET "+pattern, d.authed(h, false)) }
 	post := func(pattern string, h handler) { m.Handle("POST "+pattern, d.authed(h, true)) }
@@ -288,14 +299,22 @@ func (d *Dashboard) StartSession(ctx context.Context, w http.ResponseWriter, cre
 }
 
 func (d *Dashboard) startSession(ctx context.Context, w http.ResponseWriter, credential string) (*session, error) {
+	return d.startSessionAs(ctx, w, credential, "")
+}
+
+// startSessionAs is startSession naming the session's person actor ("":
+// the admin token's name).
+func (d *Dashboard) startSessionAs(ctx context.Context, w http.ResponseWriter, credential, actor string) (*session, error) {
 	res, err := call(ctx, credential, d.admin.ListAdminTokens, &adminv1.ListAdminTokensRequest{})
 	if err != nil {
 		return nil, err
 	}
-	actor := "admin"
-	for _, t := range res.AdminTokens {
-		if t.Current {
-			actor = t.Name
+	if actor == "" {
+		actor = "admin"
+		for _, t := range res.AdminTokens {
+			if t.Current {
+				actor = t.Name
+			}
 		}
 	}
 	s := d.sessions.create(credential, actor)
@@ -303,10 +322,22 @@ func (d *Dashboard) startSession(ctx context.Context, w http.ResponseWriter, cre
 	return s, nil
 }
 
-// safeNext keeps a redirect target on this site.
+// safeNext keeps a redirect target on this site: a path of printable
+// ASCII without backslashes. Browsers drop tabs and newlines from a
+// Location and read a backslash as a slash, so "/<tab>/evil.example"
+// would leave.
 func safeNext(next string) string {
-	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") {
-		return "/peers"
+	const home = "/peers"
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") {
+		return home
+	}
+	for i := 0; i < len(next); i++ {
+		if c := next[i]; c <= ' ' || c >= 0x7f || c == '\\' {
+			return home
+		}
+	}
+	if u, err := url.Parse(next); err != nil || u.Scheme != "" || u.Host != "" {
+		return home
 	}
 	return next
 }

@@ -42,7 +42,11 @@ func StartDashboard(ctx context.Context, c *cli.Context, svc *control.Service, t
 		return nil, fmt.Errorf("--dashboard-listen %q: want HOST:PORT (e.g. :8443) or off", addr)
 	}
 	_, h := svc.AdminHandler()
-	d, err := dashboard.New(dashboard.Options{Admin: h, Log: log.Named("dashboard"), PlainHTTP: tlsConfig == nil})
+	opts := dashboard.Options{Admin: h, Log: log.Named("dashboard"), PlainHTTP: tlsConfig == nil}
+	if svc.SSOConfigured() {
+		opts.SSO = svc
+	}
+	d, err := dashboard.New(opts)
 	if err != nil {
 		return nil, err
 	}
