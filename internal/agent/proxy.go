@@ -23,6 +23,14 @@ func (e *Engine) Mesh() proxy.Mesh { return engineMesh{e} }
 type engineMesh struct{ e *Engine }
 
 func (m engineMesh) Dial(ctx context.Context, host string, port uint16) (net.Conn, error) {
+	return m.dial(ctx, host, port, false)
+}
+
+func (m engineMesh) DialUDP(ctx context.Context, host string, port uint16) (net.Conn, error) {
+	return m.dial(ctx, host, port, true)
+}
+
+func (m engineMesh) dial(ctx context.Context, host string, port uint16, udp bool) (net.Conn, error) {
 	m.e.mu.Lock()
 	t := m.e.tun
 	m.e.mu.Unlock()
@@ -38,6 +46,13 @@ func (m engineMesh) Dial(ctx context.Context, host string, port uint16) (net.Con
 	tnet := dev.Net()
 	if tnet == nil {
 		return nil, fmt.Errorf("%w: the proxies need --wg-mode netstack (with a TUN, programs reach the mesh directly)", proxy.ErrDown)
+	}
+	if udp {
+		a, err := t.view.Load().ResolveUDP(host, port)
+		if err != nil {
+			return nil, err
+		}
+		return tnet.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(a, port))
 	}
 	a, err := t.view.Load().Resolve(host, port)
 	if err != nil {

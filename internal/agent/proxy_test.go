@@ -112,6 +112,12 @@ func TestProxiesReachAForwardedService(t *testing.T) {
 		}
 	}
 
+	// UDP through the SOCKS5 proxy to an echo on B's netstack.
+	udpEchoOn(t, b, 5000)
+	if got := socksUDP(t, socksAddr, "pxb", 5000, "ping"); got != "ping" {
+		t.Errorf("UDP through SOCKS5: %q, want the echo", got)
+	}
+
 	// No open proxy.
 	if _, err := d.Dial("tcp", "127.0.0.1:"+strings.Split(local, ":")[1]); err == nil || !strings.Contains(err.Error(), "not allowed") {
 		t.Errorf("SOCKS5 to this machine's loopback: %v, want refused (not allowed by ruleset)", err)
@@ -169,4 +175,61 @@ func TestMeshRefusesWhileDown(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not up") {
 		t.Fatalf("dial while down: %v, want ErrDown", err)
 	}
+}
+
+// udpEchoOn echoes UDP datagrams on port of e's netstack until the test ends.
+func udpEchoOn(tb testing.TB, e *Engine, port uint16) {
+	tb.Helper()
+	pc, err := e.Device().Net().ListenUDP(&net.UDPAddr{Port: int(port)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan struct{})
+	tb.Cleanup(func() { pc.Close(); <-done })
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+}
+
+// socksUDP sends data to host:port through a SOCKS5 UDP association,
+// again every 200 ms until an answer comes (at most 10 s), and returns
+// the answer's payload ("" for none).
+func socksUDP(tb testing.TB, socks, host string, port uint16, data string) string {
+	tb.Helper()
+	c, err := net.Dial("tcp", socks)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte{5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0})
+	rep := make([]byte, 12)
+	if _, err := io.ReadFull(c, rep); err != nil || rep[3] != 0 || rep[5] != 1 {
+		tb.Fatalf("UDP ASSOCIATE: % x %v", rep, err)
+	}
+	relay := &net.UDPAddr{IP: net.IP(rep[6:10]), Port: int(rep[10])<<8 | int(rep[11])}
+	uc, err := net.DialUDP("udp", nil, relay)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer uc.Close()
+	dg := append([]byte{0, 0, 0, 3, byte(len(host))}, host...)
+	dg = append(append(dg, byte(port>>8), byte(port)), data...)
+	buf := make([]byte, 2048)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		uc.Write(dg)
+		uc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if n, err := uc.Read(buf); err == nil && n >= 10 {
+			return string(buf[10:n]) // header: 0 0 0 1 ADDR(4) PORT(2)
+		}
+	}
+	return ""
 }

@@ -51,6 +51,9 @@ type Mesh interface {
 	// error wraps ErrNotAllowed, ErrNoSuchName or ErrDown when the
 	// destination is refused before any packet is sent.
 	Dial(ctx context.Context, host string, port uint16) (net.Conn, error)
+	// DialUDP is Dial for UDP: a connected socket whose writes go to
+	// host:port through the mesh and whose reads return what comes back.
+	DialUDP(ctx context.Context, host string, port uint16) (net.Conn, error)
 }
 
 // Timeouts of a proxied connection.

@@ -103,8 +103,18 @@ func TestViewResolve(t *testing.T) {
 // fakeMesh resolves through a View and dials the loopback service that
 // stands for each mesh address.
 type fakeMesh struct {
-	view *View
-	at   map[netip.Addr]string // mesh address -> loopback host:port
+	view  *View
+	at    map[netip.Addr]string // mesh address -> loopback host:port
+	udpAt map[netip.Addr]string // the same for UDP
+}
+
+func (m *fakeMesh) DialUDP(ctx context.Context, host string, port uint16) (net.Conn, error) {
+	a, err := m.view.ResolveUDP(host, port)
+	if err != nil {
+		return nil, err
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "udp", m.udpAt[a])
 }
 
 func (m *fakeMesh) Dial(ctx context.Context, host string, port uint16) (net.Conn, error) {
@@ -217,7 +227,6 @@ func TestSOCKS5BadInput(t *testing.T) {
 		{"only username/password", []byte{5, 1, 2}, []byte{5, 0xff}},
 		{"request version", append(hello, 4, 1, 0, 1, 100, 64, 0, 2, 0, 80), reply(repGeneralFailure)},
 		{"bind", append(hello, 5, 2, 0, 1, 100, 64, 0, 2, 0, 80), reply(repCmdNotSupported)},
-		{"udp associate", append(hello, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0), reply(repCmdNotSupported)},
 		{"address type", append(hello, 5, 1, 0, 9, 1, 2, 3, 4, 0, 80), reply(repAddrNotSupported)},
 		{"empty name", name("", 80), reply(repHostUnreachable)},
 		{"long name", name(strings.Repeat("x", 255), 80), reply(repHostUnreachable)},

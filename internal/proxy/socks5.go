@@ -22,7 +22,8 @@ const (
 	methodNoAuth       = 0x00
 	methodNoAcceptable = 0xff
 
-	cmdConnect = 1
+	cmdConnect      = 1
+	cmdUDPAssociate = 3
 
 	atypIPv4   = 1
 	atypDomain = 3
@@ -38,9 +39,9 @@ const (
 	repAddrNotSupported = 0x08
 )
 
-// SOCKS5 is a SOCKS5 server with CONNECT (TCP) and no authentication:
-// it listens on loopback unless told otherwise. UDP ASSOCIATE and BIND are
-// answered "command not supported".
+// SOCKS5 is a SOCKS5 server with CONNECT (TCP), UDP ASSOCIATE (udp.go)
+// and no authentication: it listens on loopback unless told otherwise.
+// BIND is answered "command not supported".
 type SOCKS5 struct {
 	Mesh Mesh
 	Log  *zap.Logger
@@ -80,6 +81,10 @@ func (s *SOCKS5) handle(ctx context.Context, c net.Conn) {
 			writeReply(c, rep, nil)
 		}
 		s.log().Debug("socks5: bad request", zap.Stringer("from", c.RemoteAddr()), zap.Error(err))
+		return
+	}
+	if req.cmd == cmdUDPAssociate {
+		s.associate(ctx, c, req)
 		return
 	}
 	up, err := dial(ctx, s.Mesh, req.host, req.port)
@@ -162,8 +167,8 @@ func readSOCKS(c net.Conn) (socksRequest, byte, error) {
 		return req, 0, fmt.Errorf("request: port: %w", err)
 	}
 	req.port = binary.BigEndian.Uint16(p[:])
-	if req.cmd != cmdConnect {
-		return req, repCmdNotSupported, fmt.Errorf("request: command %d (only CONNECT is supported)", req.cmd)
+	if req.cmd != cmdConnect && req.cmd != cmdUDPAssociate {
+		return req, repCmdNotSupported, fmt.Errorf("request: command %d (CONNECT and UDP ASSOCIATE are supported)", req.cmd)
 	}
 	return req, 0, nil
 }
@@ -171,18 +176,26 @@ func readSOCKS(c net.Conn) (socksRequest, byte, error) {
 // writeReply sends a reply with the bound address bnd (nil: 0.0.0.0:0).
 func writeReply(c net.Conn, rep byte, bnd net.Addr) error {
 	ap := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
-	if t, ok := bnd.(*net.TCPAddr); ok {
+	switch t := bnd.(type) {
+	case *net.TCPAddr:
+		ap = t.AddrPort()
+	case *net.UDPAddr:
 		ap = t.AddrPort()
 	}
+	_, err := c.Write(appendAddr([]byte{socksVersion, rep, 0}, ap))
+	return err
+}
+
+// appendAddr appends ATYP, the address and the port.
+func appendAddr(b []byte, ap netip.AddrPort) []byte {
 	a := ap.Addr().Unmap()
-	b := []byte{socksVersion, rep, 0, atypIPv4}
 	if a.Is6() {
-		b[3] = atypIPv6
+		b = append(b, atypIPv6)
+	} else {
+		b = append(b, atypIPv4)
 	}
 	b = append(b, a.AsSlice()...)
-	b = binary.BigEndian.AppendUint16(b, ap.Port())
-	_, err := c.Write(b)
-	return err
+	return binary.BigEndian.AppendUint16(b, ap.Port())
 }
 
 // replyFor maps a dial error to a SOCKS5 reply code.

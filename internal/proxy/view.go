@@ -71,6 +71,15 @@ func canonical(s string) string {
 // the firewall rules let the connection start. host is an IP address, a
 // mesh name (name.domain) or a bare name; names come from the map only.
 func (v *View) Resolve(host string, port uint16) (netip.Addr, error) {
+	return v.resolve(host, filter.ProtoTCP, port)
+}
+
+// ResolveUDP is Resolve for UDP datagrams to port.
+func (v *View) ResolveUDP(host string, port uint16) (netip.Addr, error) {
+	return v.resolve(host, filter.ProtoUDP, port)
+}
+
+func (v *View) resolve(host string, proto uint8, port uint16) (netip.Addr, error) {
 	if v == nil {
 		return netip.Addr{}, ErrDown
 	}
@@ -88,8 +97,12 @@ func (v *View) Resolve(host string, port uint16) (netip.Addr, error) {
 	if !v.peers[a] && !v.routed(a) {
 		return netip.Addr{}, fmt.Errorf("%w: %s is not in the mesh", ErrNotAllowed, a)
 	}
-	if !v.rules.Starts(false, a, filter.ProtoTCP, port) {
-		return netip.Addr{}, fmt.Errorf("%w: the policies do not let this peer reach %s port %d over TCP", ErrNotAllowed, a, port)
+	if !v.rules.Starts(false, a, proto, port) {
+		name := "TCP"
+		if proto == filter.ProtoUDP {
+			name = "UDP"
+		}
+		return netip.Addr{}, fmt.Errorf("%w: the policies do not let this peer reach %s port %d over %s", ErrNotAllowed, a, port, name)
 	}
 	return a, nil
 }

@@ -19,7 +19,7 @@ import (
 // proxyFlags are the flags of userspace networking (netstack mode).
 func proxyFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "socks5", Usage: "netstack mode: serve a SOCKS5 proxy (CONNECT) into the mesh on `ADDR` (PORT or HOST:PORT; a port alone " +
+		&cli.StringFlag{Name: "socks5", Usage: "netstack mode: serve a SOCKS5 proxy (CONNECT, UDP ASSOCIATE) into the mesh on `ADDR` (PORT or HOST:PORT; a port alone " +
 			"is on 127.0.0.1); it reaches peers by overlay address or mesh name, and refuses anything the policies do not let this peer reach"},
 		&cli.StringFlag{Name: "http-proxy", Usage: "netstack mode: serve an HTTP proxy (CONNECT and http:// requests) into the mesh on `ADDR`, as --socks5"},
 		&cli.StringSliceFlag{Name: "forward", Usage: "netstack mode: expose a service of this machine to the mesh: `PORT=LOCAL` listens on the overlay address " +
