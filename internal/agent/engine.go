@@ -31,6 +31,7 @@ import (
 	"meshd/internal/agent/path"
 	"meshd/internal/filter"
 	"meshd/internal/keys"
+	"meshd/internal/proxy"
 	"meshd/internal/version"
 	"meshd/nat/peerconn"
 	"meshd/wg"
@@ -87,6 +88,9 @@ type Options struct {
 	// peers, which then connect without (permissive) or not at all
 	// (strict).
 	PostQuantumOff bool
+	// Forwards expose local services on the overlay address (netstack
+	// mode only: with a TUN they listen on it themselves); see proxy.go.
+	Forwards []proxy.Forward
 	// PQTiming tunes the post-quantum key rotation (tests); nil: defaults.
 	PQTiming *PQTiming
 	Log      *zap.Logger

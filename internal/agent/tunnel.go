@@ -19,6 +19,7 @@ import (
 	peerv1 "meshd/api/peer/v1"
 	"meshd/internal/filter"
 	"meshd/internal/keys"
+	"meshd/internal/proxy"
 	"meshd/nat/peerconn"
 	"meshd/wg"
 )
@@ -64,6 +65,7 @@ type tunnel struct {
 	sigStop context.CancelFunc
 	sigDone chan struct{}
 	svc     *services // routes served and the mesh resolver (services.go)
+	fwd     *forwards // Options.Forwards on the overlay address (proxy.go)
 	peers   map[keys.Key]*peerWorker
 	// early holds messages from peers that are not (yet) in our map: the
 	// peer's map often arrives before ours, and its first offer must not be
@@ -86,6 +88,8 @@ type tunnel struct {
 	// ticket is control's newest signal ticket for this peer (from the
 	// map), which the signal client shows at each registration.
 	ticket atomic.Pointer[[]byte]
+	// view is what the newest map lets the proxies reach (proxy.go).
+	view atomic.Pointer[proxy.View]
 }
 
 func newTunnel(e *Engine) *tunnel {
@@ -316,8 +320,9 @@ func (t *tunnel) open(ctx context.Context, self *controlv1.SelfConfig) error {
 	mux := peerconn.NewMux(dev.STUNConn(), tnet, t.log.Named("ice"))
 	guard := newGuard(addr, mux, dev)
 	svc := newServices(t.log, t.e.opts.DNS, dev, addr)
+	fwd := startForwards(t.log, dev, addr.Addr(), t.e.opts.Forwards)
 	t.mu.Lock()
-	t.self, t.dev, t.mux, t.tnet, t.svc, t.guard = self, dev, mux, tnet, svc, guard
+	t.self, t.dev, t.mux, t.tnet, t.svc, t.guard, t.fwd = self, dev, mux, tnet, svc, guard, fwd
 	t.mu.Unlock()
 	if t.e.opts.OnDevice != nil {
 		t.e.opts.OnDevice(dev, t.filter)
@@ -344,9 +349,11 @@ func (t *tunnel) teardown() {
 	t.peers = make(map[keys.Key]*peerWorker)
 	sigStop, sigDone := t.sigStop, t.sigDone
 	t.sig, t.sigStop, t.sigDone = nil, nil, nil
-	dev, mux, svc := t.dev, t.mux, t.svc
-	t.dev, t.mux = nil, nil
+	dev, mux, svc, fwd := t.dev, t.mux, t.svc, t.fwd
+	t.dev, t.mux, t.fwd = nil, nil, nil
 	t.mu.Unlock()
+	t.view.Store(nil)
+	fwd.close()
 	var wg sync.WaitGroup
 	for _, w := range peers {
 		wg.Add(1)
@@ -404,6 +411,7 @@ func (t *tunnel) apply(ctx context.Context, m *controlv1.NetworkMap) error {
 	}
 	t.filter.SetRules(rules)
 	t.filter.Sweep()
+	t.view.Store(proxy.NewView(m, rules))
 	t.mu.RLock()
 	fw, ok := t.dev.(wg.FirewallDevice) // kernel mode: the same rules as nftables rules
 	t.mu.RUnlock()

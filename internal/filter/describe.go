@@ -101,3 +101,19 @@ func (cr *rule) spec(inbound bool, peer netip.Prefix) Spec {
 
 // Rules returns the rules the filter applies now (never nil).
 func (f *Filter) Rules() *Rules { return f.rules.Load() }
+
+// Starts reports whether the rules let a new flow start with its first
+// packet: to peer (or from it, when inbound), with protocol proto to
+// destination port. A proxy asks it before it dials, so that a
+// destination the policies deny is refused at once instead of timing out
+// on packets the filter drops.
+func (r *Rules) Starts(inbound bool, peer netip.Addr, proto uint8, port uint16) bool {
+	if r.AllowAll() {
+		return true
+	}
+	rs := &r.out
+	if inbound {
+		rs = &r.in
+	}
+	return rs.match(peer.Unmap(), proto, port, true)
+}

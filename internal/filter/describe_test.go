@@ -61,3 +61,40 @@ func TestAllowAllHasNoSpecs(t *testing.T) {
 		t.Error("Filter.Rules after SetRules")
 	}
 }
+
+// TestRulesStarts: the question a proxy asks before it dials matches what
+// the filter does with the flow's first packet.
+func TestRulesStarts(t *testing.T) {
+	r, err := Compile([]*controlv1.FirewallRule{
+		{PeerIp: "100.64.0.2", Direction: controlv1.Direction_DIRECTION_OUT, Protocol: controlv1.Protocol_PROTOCOL_TCP,
+			Ports: []*controlv1.PortRange{{Start: 80, End: 80}}},
+		{PeerIp: "10.9.0.0/24", Direction: controlv1.Direction_DIRECTION_IN, Protocol: controlv1.Protocol_PROTOCOL_ALL},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		inbound bool
+		peer    string
+		proto   uint8
+		port    uint16
+		want    bool
+	}{
+		{false, "100.64.0.2", ProtoTCP, 80, true},
+		{false, "::ffff:100.64.0.2", ProtoTCP, 80, true},
+		{false, "100.64.0.2", ProtoTCP, 81, false},
+		{false, "100.64.0.2", ProtoUDP, 80, false},
+		{true, "100.64.0.2", ProtoTCP, 80, false},
+		{true, "10.9.0.5", ProtoUDP, 53, true},
+		{false, "10.9.0.5", ProtoTCP, 80, false},
+		{false, "8.8.8.8", ProtoTCP, 80, false},
+	} {
+		if got := r.Starts(tc.inbound, netip.MustParseAddr(tc.peer), tc.proto, tc.port); got != tc.want {
+			t.Errorf("Starts(in=%v, %s, %d, %d) = %v, want %v", tc.inbound, tc.peer, tc.proto, tc.port, got, tc.want)
+		}
+	}
+	var none *Rules
+	if !none.Starts(false, netip.MustParseAddr("8.8.8.8"), ProtoTCP, 1) {
+		t.Error("nil rules (no firewall rules in the map) must accept everything")
+	}
+}

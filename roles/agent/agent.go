@@ -38,7 +38,8 @@ const (
 )
 
 func socketFlag() cli.Flag {
-	return &cli.StringFlag{Name: "socket", Value: DefaultSocket, Usage: "the agent's local API socket `PATH`"}
+	return &cli.StringFlag{Name: "socket", Value: DefaultSocket, Usage: "the agent's local API socket `PATH` " +
+		"(not root: $XDG_RUNTIME_DIR/meshd.sock, or meshd.sock in the user's state directory)"}
 }
 
 // Command is `meshd agent`.
@@ -57,13 +58,14 @@ func Command() *cli.Command {
 			&cli.BoolFlag{Name: "sso", Usage: "join by single sign-on: prints a URL and a code to approve in any browser (control needs --oidc-issuer)"},
 			&cli.BoolFlag{Name: "sso-browser", Usage: "join by single sign-on in a browser on this machine (authorization code flow with PKCE) instead of a code"},
 			&cli.StringFlag{Name: "tls-pin", Usage: "pin of control's self-signed certificate, `sha256:HEX`"},
-			&cli.StringFlag{Name: "state", Value: DefaultState, Usage: "state `DIR`: the WireGuard key and what a restart needs"},
+			&cli.StringFlag{Name: "state", Value: DefaultState, Usage: "state `DIR`: the WireGuard key and what a restart needs " +
+				"(not root: $XDG_STATE_HOME/meshd-agent or ~/.local/state/meshd-agent)"},
 			&cli.StringFlag{Name: "iface", Value: wg.DefaultName, Usage: "WireGuard interface `NAME`"},
 			&cli.IntFlag{Name: "port", Value: DefaultPort, Usage: "WireGuard UDP `PORT` (0: any)"},
 			socketFlag(),
 			&cli.StringFlag{Name: "socket-mode", Value: "0600", Usage: "file `MODE` of the socket (0660 lets the socket's group use the CLI)"},
 			&cli.StringFlag{Name: "wg-mode", Value: string(wg.ModeAuto), Usage: "`MODE`: auto (userspace), userspace (wireguard-go on a TUN), kernel (experimental: kernel WireGuard, never picked by auto) " +
-				"or netstack (no root; reachable only from this process)"},
+				"or netstack (no root; programs reach the mesh through --socks5 or --http-proxy, peers reach this machine through --forward)"},
 			&cli.StringFlag{Name: "hostname", Usage: "`NAME` to register (default: the machine's hostname)"},
 			&cli.BoolFlag{Name: "dns", Value: true, Usage: "run the mesh resolver on the overlay address, port 53 (peer names, custom records, nameserver groups); " +
 				"with systemd-resolved, send the mesh domain to it (--dns=false: off)"},
@@ -80,7 +82,7 @@ func Command() *cli.Command {
 			cliutil.MetricsFlag("127.0.0.1:9182"),
 			&cli.BoolFlag{Name: "metrics-peer-labels", Usage: "add per-peer series to /metrics, labelled with peer names (more series; names show who talks to whom)"},
 			&cli.StringFlag{Name: "pprof-listen", Hidden: true, Usage: "serve Go profiles (net/http/pprof) on `ADDR`: a unix socket path, or a loopback host:port; for debugging"},
-		}, cliutil.LogFlags()...),
+		}, append(proxyFlags(), cliutil.LogFlags()...)...),
 		Action: runAgent,
 	}
 }
@@ -130,7 +132,7 @@ func agentOptions(c *cli.Context) (agent.Options, os.FileMode, error) {
 	if err != nil || sm&^0o777 != 0 || sm&0o600 != 0o600 {
 		return o, 0, fmt.Errorf("--socket-mode %q: want an octal mode the owner can use, e.g. 0600 or 0660", c.String("socket-mode"))
 	}
-	o.StateDir = c.String("state")
+	o.StateDir = statePath(c)
 	o.Hostname = c.String("hostname")
 	o.Device = wg.Config{Mode: mode, Name: c.String("iface"), ListenPort: uint16(port)}
 	o.DNS = agent.DNSOptions{Disabled: !c.Bool("dns"), ConfigureOS: true}
@@ -176,6 +178,10 @@ func runAgent(c *cli.Context) error {
 	if err != nil {
 		return cliutil.Exit(2, "%v", err)
 	}
+	pl, err := proxyOptions(c, &opts)
+	if err != nil {
+		return cliutil.Exit(2, "%v", err)
+	}
 	opts.Log = log
 	var trim *memtrim.Trimmer
 	switch quiet := c.Duration("mem-trim"); {
@@ -194,7 +200,7 @@ func runAgent(c *cli.Context) error {
 	} else if ok {
 		log.Info("mesh DNS: restored the resolv.conf an earlier run left", zap.String("file", dns.DefaultResolvConf))
 	}
-	ln, err := daemon.Listen(c.String("socket"), mode)
+	ln, err := daemon.Listen(socketPath(c), mode)
 	if err != nil {
 		return cliutil.Exit(1, "%v", err)
 	}
@@ -226,8 +232,15 @@ func runAgent(c *cli.Context) error {
 		go func() { defer close(trimDone); trim.Run(ctx) }()
 		defer func() { cancel(); <-trimDone }()
 	}
+	waitProxies, err := startProxies(ctx, log, eng, pl)
+	if err != nil {
+		ln.Close()
+		eng.Close()
+		return cliutil.Exit(1, "%v", err)
+	}
+	defer func() { cancel(); waitProxies() }()
 	log.Info("agent starting", zap.Stringer("public_key", eng.PublicKey()), zap.String("state", opts.StateDir),
-		zap.String("iface", opts.Device.Name), zap.String("socket", c.String("socket")))
+		zap.String("iface", opts.Device.Name), zap.String("socket", socketPath(c)))
 	served := make(chan error, 1)
 	go func() { served <- daemon.Serve(ctx, ln, eng, log.Named("daemon")) }()
 	err = eng.Run(ctx)
@@ -270,7 +283,7 @@ func StatusCommand() *cli.Command {
 			socketFlag(),
 		},
 		Action: func(c *cli.Context) error {
-			path := c.String("socket")
+			path := socketPath(c)
 			ctx, cancel := context.WithTimeout(c.Context, 10*time.Second)
 			defer cancel()
 			resp, err := daemon.Client(path).Status(ctx, connect.NewRequest(&daemonv1.StatusRequest{}))
@@ -297,7 +310,7 @@ func UpCommand() *cli.Command {
 			socketFlag(),
 		},
 		Action: func(c *cli.Context) error {
-			path := c.String("socket")
+			path := socketPath(c)
 			if c.Bool("sso") {
 				return upSSO(c, path)
 			}
@@ -320,7 +333,7 @@ func DownCommand() *cli.Command {
 		Usage: "stop the tunnel, keeping this machine's identity",
 		Flags: []cli.Flag{socketFlag()},
 		Action: func(c *cli.Context) error {
-			path := c.String("socket")
+			path := socketPath(c)
 			ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
 			defer cancel()
 			if _, err := daemon.Client(path).Down(ctx, connect.NewRequest(&daemonv1.DownRequest{})); err != nil {

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"flag"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"meshd/internal/agent"
+	"meshd/internal/cliutil"
 	"meshd/internal/dns"
 	"meshd/internal/jointoken"
 	"meshd/internal/memtrim"
@@ -54,7 +56,7 @@ func TestAgentFlags(t *testing.T) {
 	if err != nil || o.SetupKey != "K" {
 		t.Fatalf("setup key %q not trimmed: %v", o.SetupKey, err)
 	}
-	if o.Device.ListenPort != DefaultPort || o.StateDir != DefaultState || o.Device.Mode != wg.ModeAuto {
+	if o.Device.ListenPort != DefaultPort || o.StateDir != cliutil.AgentStateFor(os.Geteuid()) || o.Device.Mode != wg.ModeAuto {
 		t.Fatalf("defaults: %+v %v", o, err)
 	}
 	if o.DNS.Disabled || !o.DNS.ConfigureOS || o.DNS.Listen.IsValid() {
