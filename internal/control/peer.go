@@ -171,7 +171,11 @@ func (a *account) register(ctx context.Context, pub string, hash []byte, meta *c
 			return nil, ce // a refusal
 		case attempt < registerAttempts && !errors.Is(err, cluster.ErrUnavailable):
 			// Another replica took the address or name meanwhile: the
-			// failed commit reloaded the account, pick again.
+			// failed commit reloaded the account, pick again, from
+			// elsewhere in the network: both replicas search from after
+			// the last address they handed out, so searching on from
+			// there would collide with the other replica's next pick.
+			a.scatterIP()
 			a.log.Info("registration conflicted with another replica's; retrying", zap.Error(err))
 		default:
 			return nil, peerError(err)
