@@ -6,15 +6,26 @@ import (
 	"testing"
 
 	"meshd/internal/control/controltest"
+	"meshd/internal/pgtest"
 )
 
 // Peers joining at the same time through two replicas all get in, each
 // with its own address: a replica whose pick collided with the other's
 // picks again from elsewhere rather than from the address the other
-// replica picks next.
+// replica picks next; on PostgreSQL, two registrations with one setup key
+// do not deadlock.
 func TestConcurrentJoinsAcrossReplicas(t *testing.T) {
-	hs := controltest.NewReplicas(t, 2, controltest.Quiet())
-	const clients, each = 8, 15
+	t.Run("sqlite", func(t *testing.T) {
+		concurrentJoins(t, controltest.NewReplicas(t, 2, controltest.Quiet()))
+	})
+	t.Run("postgres", func(t *testing.T) {
+		dsn := pgtest.Shared(t).NewDatabase(t)
+		concurrentJoins(t, controltest.NewPGReplicas(t, dsn, 2, controltest.Quiet()))
+	})
+}
+
+func concurrentJoins(t *testing.T, hs []*controltest.Harness) {
+	const clients, each = 16, 15
 	agents := make([]*controltest.Agent, clients*each)
 	for i := range agents {
 		agents[i] = hs[i%2].NewAgent(controltest.AgentOptions{Hostname: fmt.Sprintf("c-%d", i)})
