@@ -32,7 +32,7 @@ func BenchmarkCrossInstancePG(b *testing.B) {
 	for _, pairs := range []int{1, 64} {
 		b.Run(fmt.Sprintf("across/pairs=%d", pairs), func(b *testing.B) {
 			dsn := srv.NewDatabase(b)
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
 			st, err := store.Open(ctx, dsn) // the cluster's tables
 			if err != nil {
@@ -42,6 +42,13 @@ func BenchmarkCrossInstancePG(b *testing.B) {
 			join := func(tb testing.TB) cluster.Cluster {
 				c, err := pgcluster.Open(ctx, dsn, zaptest.NewLogger(tb, zaptest.Level(zapcore.WarnLevel)))
 				if err != nil {
+					tb.Fatal(err)
+				}
+				// A replica is live to the others once it has a heartbeat
+				// (as `meshd signal` records at its start); one with a ttl
+				// longer than the benchmark does.
+				r := cluster.Replica{ID: c.Self(), SignalURL: "https://signal.test", Started: time.Now()}
+				if _, err := c.Heartbeat(ctx, r, 30*time.Minute); err != nil {
 					tb.Fatal(err)
 				}
 				return c
