@@ -7,7 +7,10 @@
 #   2. connection setup: agent start → first ping, → direct path;
 #   3. control: maps at 1k/5k/10k peers, policy fan-out, agents joining/s;
 #   4. signal (messages/s, latency) and relay (vs coturn);
-#   5. memory: `meshd all` with 1,000 peers, the agent with 1 and 51 peers.
+#   5. memory: `meshd all` with 1,000 peers, the agent with 1 and 51 peers;
+#   6. replicas on PostgreSQL next to SQLite: joins/s, a start's maps,
+#      policy fan-out over 2 replicas, memory per peer, signal across
+#      two instances over the PostgreSQL cluster.
 #
 # Usage, as root, from anywhere:
 #
@@ -106,9 +109,9 @@ else
 fi
 
 if [ "$QUICK" = 1 ]; then
-	MODE=quick SECS=3 ROUNDS=1 RELAY_ROUNDS=1 SETUP_RUNS=3 SIGNAL_N=5000x NETMAP_N=1x RELAY_PACKETS=100000
+	MODE=quick SECS=3 ROUNDS=1 RELAY_ROUNDS=1 SETUP_RUNS=3 SIGNAL_N=5000x NETMAP_N=1x RELAY_PACKETS=100000 REPL_COUNT=1
 else
-	MODE=full SECS=10 ROUNDS=5 RELAY_ROUNDS=2 SETUP_RUNS=10 SIGNAL_N=20000x NETMAP_N=5x RELAY_PACKETS=300000
+	MODE=full SECS=10 ROUNDS=5 RELAY_ROUNDS=2 SETUP_RUNS=10 SIGNAL_N=20000x NETMAP_N=5x RELAY_PACKETS=300000 REPL_COUNT=3
 fi
 log "$MODE run of $DESC; work directory $WORK"
 
@@ -132,6 +135,7 @@ log "building (meshd, wireguard-go, test binaries)"
 	go build -o "$WORK/bin/wireguard-go" golang.zx2c4.com/wireguard
 	go build -o "$WORK/bin/relay" ./bench/relay
 	for p in netmap control signal; do go test -c -o "$WORK/bin/$p.test" "./internal/$p"; done
+	go test -c -o "$WORK/bin/pgcluster.test" ./store/pgcluster
 )
 (cd "$ROOT" && go test -c -o "$WORK/bin/bench.test" ./bench && go build -o "$WORK/bin/report" ./bench/report)
 WGVER=$(cd "$SRC" && go list -m -f '{{.Version}}' golang.zx2c4.com/wireguard)
@@ -201,6 +205,16 @@ else
 	gobench control control 'PolicyChangeFanout|MemoryPerConnectedPeer' 1x
 	gobench signal signal 'Forward/tls/' "$SIGNAL_N"
 fi
+# 6. Replicas on PostgreSQL (internal/pgtest starts a server of its own;
+# the benchmarks skip without PostgreSQL): each PostgreSQL figure next to
+# SQLite's (one instance's for signal), run REPL_COUNT times.
+step replicas-control "$SRC/internal/control" "go test ./internal/control -run '^\$' -bench ReplicaJoins -benchtime 500x -count $REPL_COUNT && go test ./internal/control -run '^\$' -bench 'ReplicaPolicyFanout|ReplicaMemoryPerPeer|StartMaps' -benchtime 1x -count $REPL_COUNT" \
+	bash -c "'$WORK/bin/control.test' -test.run '^\$' -test.bench 'ReplicaJoins' -test.benchtime 500x -test.count $REPL_COUNT -test.timeout 30m &&
+		'$WORK/bin/control.test' -test.run '^\$' -test.bench 'ReplicaPolicyFanout|ReplicaMemoryPerPeer|StartMaps' -test.benchtime 1x -test.count $REPL_COUNT -test.timeout 60m"
+step replicas-signal "$SRC/internal/signal" "go test ./internal/signal -run '^\$' -bench 'CrossInstance(PG)?/' -benchtime $SIGNAL_N -count $REPL_COUNT" \
+	"$WORK/bin/signal.test" -test.run '^$' -test.bench 'CrossInstance(PG)?/' -test.benchtime "$SIGNAL_N" -test.count "$REPL_COUNT" -test.timeout 30m
+step replicas-pgcluster "$SRC/store/pgcluster" "go test ./store/pgcluster -run '^\$' -bench 'Publish/batched=true' -benchtime $SIGNAL_N -count $REPL_COUNT" \
+	"$WORK/bin/pgcluster.test" -test.run '^$' -test.bench 'Publish/batched=true' -test.benchtime "$SIGNAL_N" -test.count "$REPL_COUNT" -test.timeout 30m
 # 4. Relay: meshd and coturn, then again in the other order.
 TARGETS=meshd
 [ "$HAVE_COTURN" = 1 ] && TARGETS=meshd,coturn
@@ -215,7 +229,7 @@ log "writing $OUT"
 args=(-results "$RESULTS" -profiles "$PROFILES" -commands "$CMDS" -commit "$DESC" -mode "$MODE"
 	-started "$STARTED" -load-start "$LOAD_START" -finished "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 	-load-end "$(cut -d' ' -f1-3 /proc/loadavg | sed 's/ /, /g')" -tools "$TOOLS" -out "$OUT")
-for n in netmap control signal; do [ -f "$WORK/$n.log" ] && args+=(-gobench "$WORK/$n.log"); done
+for n in netmap control signal replicas-control replicas-signal replicas-pgcluster; do [ -f "$WORK/$n.log" ] && args+=(-gobench "$WORK/$n.log"); done
 for n in relay-1 relay-2; do [ -f "$WORK/$n.log" ] && args+=(-relay "$WORK/$n.log"); done
 [ -s "$WORK/tunnel-device.md" ] && args+=(-extra "1. Tunnel throughput::**The data plane alone** (\`bench/tunnel.sh\`: package wg's device with the one-socket bind and static peers, no agent, in two namespaces joined by one veth; its relayed row is a plain UDP conn standing in for TURN)::$WORK/tunnel-device.md")
 for f in "${FAILED[@]}"; do args+=(-failed "$f"); done

@@ -83,6 +83,7 @@ func run() error {
 			return fmt.Errorf("%s: %w", path, err)
 		}
 		rows = append(rows, benchRows(rs, loads(b))...)
+		rows = append(rows, replicaRows(rs, loads(b))...)
 	}
 	var rr []relayResult
 	var rload []float64

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base32"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -409,6 +410,23 @@ func (a *account) allocIP() (netip.Addr, bool) {
 		ip = next
 	}
 	return netip.Addr{}, false
+}
+
+// scatterIP moves where allocIP's search starts to a random address of the
+// overlay network. Callers hold mu.
+func (a *account) scatterIP() {
+	bits := 32 - a.network.Bits()
+	if !a.network.Addr().Is4() || bits < 2 {
+		return
+	}
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return // the sequential search still works, only slower
+	}
+	base := a.network.Addr().As4()
+	off := binary.BigEndian.Uint32(b[:]) & (uint32(1)<<min(bits, 31) - 1)
+	binary.BigEndian.PutUint32(b[:], binary.BigEndian.Uint32(base[:])|off)
+	a.nextIP = netip.AddrFrom4(b)
 }
 
 // label returns a unique DNS label made from a hostname: "laptop",

@@ -21,7 +21,8 @@ func TestMain(m *testing.M) {
 	if os.Getenv(agentsEnv) != "" {
 		os.Exit(runAgents())
 	}
-	goleak.VerifyTestMain(m)
+	// The shared PostgreSQL server (pgtest.Shared) outlives the tests.
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("meshd/internal/pgtest.(*Server).startWatchdog.func1"))
 }
 
 // agentsEnv makes the test binary a process of fake agents (see

@@ -171,7 +171,11 @@ func (a *account) register(ctx context.Context, pub string, hash []byte, meta *c
 			return nil, ce // a refusal
 		case attempt < registerAttempts && !errors.Is(err, cluster.ErrUnavailable):
 			// Another replica took the address or name meanwhile: the
-			// failed commit reloaded the account, pick again.
+			// failed commit reloaded the account, pick again, from
+			// elsewhere in the network: both replicas search from after
+			// the last address they handed out, so searching on from
+			// there would collide with the other replica's next pick.
+			a.scatterIP()
 			a.log.Info("registration conflicted with another replica's; retrying", zap.Error(err))
 		default:
 			return nil, peerError(err)
@@ -213,10 +217,13 @@ func (a *account) registerLocked(ctx context.Context, pub string, hash []byte, m
 	err := a.commit(ctx, audit{actor: "setup-key:" + k.Name, action: "peer.added", targetType: "peer", targetID: p.ID,
 		targetName: p.Name, detail: fmt.Sprintf("ip %s, key %s…", p.OverlayIP, pub[:8])},
 		func(tx *store.Tx) error {
-			if err := tx.PutPeer(*p); err != nil {
+			// The key first: the peer's row refers to it, and a replica
+			// that took the reference's share lock before the key's row
+			// lock would deadlock with another replica doing the same.
+			if err := tx.PutSetupKey(nk); err != nil {
 				return err
 			}
-			return tx.PutSetupKey(nk)
+			return tx.PutPeer(*p)
 		},
 		func() { a.putPeer(p); a.putKey(&nk) },
 		netmap.Change{Peers: []string{p.ID}})

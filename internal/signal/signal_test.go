@@ -26,7 +26,8 @@ func TestMain(m *testing.M) {
 	if benchServerMode() {
 		return // the benchmark's server process; see bench_server_test.go
 	}
-	goleak.VerifyTestMain(m)
+	// The shared PostgreSQL server (pgtest.Shared) outlives the benchmarks.
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("meshd/internal/pgtest.(*Server).startWatchdog.func1"))
 }
 
 // inbox collects what a peer's handler receives.

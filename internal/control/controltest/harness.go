@@ -61,6 +61,7 @@ type config struct {
 	wrap     func(cluster.Cluster) cluster.Cluster
 	clock    *Clock
 	boot     *control.Bootstrap // of another replica: no bootstrap here
+	store    string             // the database ("": meshd.db in dir)
 }
 
 // WithOptions lets a test change the service's options (relays, timings...).
@@ -118,6 +119,7 @@ func NewHarness(tb testing.TB, n int, opts ...Option) *Harness {
 		h.Clock = h.cfg.clock
 	}
 	h.Dir = h.cfg.dir
+	h.storeTarget = h.cfg.store
 	if h.Dir == "" {
 		h.Dir = tb.TempDir()
 	}
