@@ -59,8 +59,7 @@ func (s *Service) publish(m busMsg) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), publishTimeout)
 	defer cancel()
 	if err := s.cl.Publish(ctx, busChannel, b); err != nil {
-		s.fault(err)
-		s.log.Warn("publish change to the other replicas", zap.String("kind", m.Kind), zap.Error(err))
+		s.faultLog(s.log, err)("publish change to the other replicas", zap.String("kind", m.Kind), zap.Error(err))
 	}
 }
 
@@ -160,8 +159,7 @@ func (s *Service) reload(ctx context.Context, id string, c netmap.Change) error 
 	if a == nil {
 		d, err := s.st.LoadAccount(ctx, id)
 		if err != nil {
-			s.fault(err)
-			s.log.Warn("load account made by another replica", zap.String("account", id), zap.Error(err))
+			s.faultLog(s.log, err)("load account made by another replica", zap.String("account", id), zap.Error(err))
 			return err
 		}
 		s.mu.Lock()
@@ -190,8 +188,7 @@ func (s *Service) reload(ctx context.Context, id string, c netmap.Change) error 
 	defer a.mu.Unlock()
 	d, err := s.st.LoadAccount(ctx, id)
 	if err != nil {
-		s.fault(err)
-		a.log.Warn("reload account changed by another replica", zap.Error(err))
+		s.faultLog(a.log, err)("reload account changed by another replica", zap.Error(err))
 		return err
 	}
 	diff, err := a.fill(d)
@@ -202,8 +199,7 @@ func (s *Service) reload(ctx context.Context, id string, c netmap.Change) error 
 	c.Merge(diff)
 	users, err := a.reloadSSO(ctx)
 	if err != nil {
-		s.fault(err)
-		a.log.Warn("reload users changed by another replica", zap.Error(err))
+		s.faultLog(a.log, err)("reload users changed by another replica", zap.Error(err))
 		return err
 	}
 	c.Merge(users)
@@ -230,8 +226,7 @@ func (s *Service) accountLocked(id string) *account {
 func (s *Service) resyncAll(ctx context.Context) error {
 	accts, err := s.st.Accounts(ctx)
 	if err != nil {
-		s.fault(err)
-		s.log.Warn("resync from the store", zap.Error(err))
+		s.faultLog(s.log, err)("resync from the store", zap.Error(err))
 		return err
 	}
 	for _, acct := range accts {
@@ -250,8 +245,7 @@ func (s *Service) resyncAll(ctx context.Context) error {
 func (s *Service) reloadTokens(ctx context.Context) error {
 	toks, err := s.st.AdminTokens(ctx)
 	if err != nil {
-		s.fault(err)
-		s.log.Warn("reload admin tokens", zap.Error(err))
+		s.faultLog(s.log, err)("reload admin tokens", zap.Error(err))
 		return err
 	}
 	m := make(map[string]*store.AdminToken, len(toks))

@@ -36,8 +36,7 @@ func (p *peerAPI) Challenge(ctx context.Context, _ *connect.Request[controlv1.Ch
 	s := p.s
 	ch, exp := s.challenger.Issue(s.now())
 	if err := s.cl.PutOnce(ctx, challengeKey(ch), exp); err != nil {
-		s.fault(err)
-		s.log.Warn("share a challenge with the other replicas; it is valid on this one only", zap.Error(err))
+		s.faultLog(s.log, err)("share a challenge with the other replicas; it is valid on this one only", zap.Error(err))
 		ch, exp = s.local.Issue(s.now())
 	}
 	pub := s.key.Public()
@@ -56,8 +55,7 @@ func (s *Service) useChallenge(ctx context.Context, ch []byte) bool {
 	}
 	ok, err := s.cl.TakeOnce(ctx, challengeKey(ch), now)
 	if err != nil {
-		s.fault(err)
-		s.log.Warn("check a challenge", zap.Error(err))
+		s.faultLog(s.log, err)("check a challenge", zap.Error(err))
 	}
 	return ok && err == nil
 }
@@ -542,8 +540,7 @@ func (a *account) goOffline(c *conn) {
 	np.LastSeen = a.s.now()
 	if a.s.refused() == nil {
 		if err := a.s.st.SetPeerLastSeen(context.Background(), np.ID, np.LastSeen); err != nil {
-			a.s.fault(err)
-			a.log.Warn("record last seen", zap.String("peer", np.Name), zap.Error(err))
+			a.s.faultLog(a.log, err)("record last seen", zap.String("peer", np.Name), zap.Error(err))
 		}
 	}
 	a.putPeer(&np)
