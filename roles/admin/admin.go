@@ -338,6 +338,10 @@ func apiError(s *session, err error) error {
 		case connect.CodeUnauthenticated:
 			return cli.Exit(safe(ce.Message()), 1)
 		case connect.CodeUnavailable, connect.CodeUnknown, connect.CodeDeadlineExceeded:
+			if strings.Contains(ce.Message(), "store unavailable") {
+				// Control answered: what it lost is its database.
+				return cli.Exit(fmt.Sprintf("control at %s: %s", s.url, safe(ce.Message())), 1)
+			}
 			return cli.Exit(fmt.Sprintf("cannot reach control at %s: %s", s.url, safe(ce.Message())), 1)
 		case connect.CodeInternal:
 			return cli.Exit("control failed: "+safe(ce.Message()), 1)
