@@ -66,9 +66,18 @@ func (s *Service) publish(m busMsg) {
 // maxBatch bounds how many waiting messages are handled in one go.
 const maxBatch = 256
 
+// reloadGap is the least time between two rounds of reloads. Each change
+// on another replica loads the whole account here: without a gap, a
+// stream of small changes (a peer logging in again and again) keeps every
+// other replica loading its account back to back. Changes published during
+// the gap are merged into the next round.
+const reloadGap = 100 * time.Millisecond
+
 // follow applies what the other replicas publish until ctx ends. Messages
 // that arrive while it works are handled together: an account changed many
-// times is loaded once.
+// times is loaded once. After a round that reloaded accounts it waits
+// reloadGap, or as long as the round took if longer, so that reloads take
+// at most half of the time however fast changes come.
 func (s *Service) follow(ctx context.Context, msgs <-chan []byte) {
 	for {
 		var batch [][]byte
@@ -93,12 +102,23 @@ func (s *Service) follow(ctx context.Context, msgs <-chan []byte) {
 				break more
 			}
 		}
-		s.receive(ctx, batch)
+		start := time.Now()
+		if !s.receive(ctx, batch) {
+			continue
+		}
+		t := time.NewTimer(max(reloadGap, time.Since(start)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
 	}
 }
 
-// receive applies a batch of messages.
-func (s *Service) receive(ctx context.Context, batch [][]byte) {
+// receive applies a batch of messages and reports whether it loaded
+// anything from the store.
+func (s *Service) receive(ctx context.Context, batch [][]byte) bool {
 	changes := map[string]*netmap.Change{}
 	var order []string
 	var presence []busMsg
@@ -108,7 +128,7 @@ func (s *Service) receive(ctx context.Context, batch [][]byte) {
 		if b == nil || json.Unmarshal(b, &m) != nil {
 			// Messages were lost: take everything from the store again.
 			s.resyncAll(ctx)
-			return
+			return true
 		}
 		if m.Origin == s.cl.Self() {
 			continue
@@ -137,6 +157,7 @@ func (s *Service) receive(ctx context.Context, batch [][]byte) {
 	for _, m := range presence {
 		s.applyPresence(ctx, m)
 	}
+	return tokens || len(order) > 0
 }
 
 // account returns the account with id, nil when this replica has not
