@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -110,6 +111,28 @@ func (t *Tx) PutSetupKey(k SetupKey) error {
 		return err
 	}
 	return t.replaceList("setup_key_groups", "setup_key_id", "group_id", "", k.ID, k.AutoGroups)
+}
+
+// ErrStale is returned by a write that found the row changed since the
+// caller read it (by another replica): the caller reloads and decides again.
+var ErrStale = errors.New("store: changed by another replica meanwhile")
+
+// UseSetupKey counts one use of the setup key k, which now has k.Used
+// uses: it writes only when the database still holds k.Used-1, so that two
+// replicas that both saw the key with one use left cannot both take it
+// (ErrStale for the second).
+func (t *Tx) UseSetupKey(k SetupKey) error {
+	r, err := t.s.exec(t.ctx, t.tx, `UPDATE setup_keys SET used = ?, last_used = ? WHERE id = ? AND used = ?`,
+		k.Used, unixNano(k.LastUsed), k.ID, k.Used-1)
+	if err != nil {
+		return fmt.Errorf("store: use setup key: %w", err)
+	}
+	if n, err := r.RowsAffected(); err != nil {
+		return fmt.Errorf("store: use setup key: %w", err)
+	} else if n != 1 {
+		return fmt.Errorf("store: use setup key %s: %w", k.Name, ErrStale)
+	}
+	return nil
 }
 
 // DeleteSetupKey deletes a setup key; peers that joined with it stay.

@@ -214,7 +214,7 @@ func (a *account) registerLocked(ctx context.Context, pub string, hash []byte, m
 			if err := tx.PutPeer(*p); err != nil {
 				return err
 			}
-			return tx.PutSetupKey(nk)
+			return tx.UseSetupKey(nk)
 		},
 		func() { a.putPeer(p); a.putKey(&nk) },
 		netmap.Change{Peers: []string{p.ID}})
@@ -237,10 +237,21 @@ func (a *account) existingGroups(ids []string) []string {
 }
 
 // relogin logs a known peer in again; with a setup key it renews an
-// expired login.
+// expired login. A use of the key that another replica's use made stale
+// (the failed commit reloaded the account) is tried again.
 func (a *account) relogin(ctx context.Context, id, setupKey string, meta *controlv1.PeerMeta) (*controlv1.SelfConfig, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	for attempt := 1; ; attempt++ {
+		sc, err := a.reloginLocked(ctx, id, setupKey, meta)
+		if attempt < registerAttempts && errors.Is(err, store.ErrStale) {
+			continue
+		}
+		return sc, err
+	}
+}
+
+func (a *account) reloginLocked(ctx context.Context, id, setupKey string, meta *controlv1.PeerMeta) (*controlv1.SelfConfig, error) {
 	now := a.s.now()
 	p := a.peers[id]
 	if p == nil {
@@ -278,7 +289,7 @@ func (a *account) relogin(ctx context.Context, id, setupKey string, meta *contro
 	err := a.commit(ctx, ev,
 		func(tx *store.Tx) error {
 			if nk != nil {
-				if err := tx.PutSetupKey(*nk); err != nil {
+				if err := tx.UseSetupKey(*nk); err != nil {
 					return err
 				}
 			}
