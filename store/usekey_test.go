@@ -23,6 +23,19 @@ func TestUseSetupKeyRefusesStaleCount(t *testing.T) {
 		if !errors.Is(err, ErrStale) {
 			t.Fatalf("use with a stale count: %v, want ErrStale", err)
 		}
+		// Revoked through another replica.
+		err = s.Write(ctx, func(tx *Tx) error {
+			return tx.PutSetupKey(SetupKey{ID: "k", AccountID: "a", Name: "bootstrap", Hash: []byte{9, 9}, Prefix: "AB",
+				UsageLimit: 5, Used: 3, Revoked: true, LastUsed: k.LastUsed})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		late := k
+		late.Used = 4
+		if err := s.Write(ctx, func(tx *Tx) error { return tx.UseSetupKey(late) }); !errors.Is(err, ErrStale) {
+			t.Fatalf("use of a revoked key: %v, want ErrStale", err)
+		}
 		d, err := s.LoadAccount(ctx, "a")
 		if err != nil {
 			t.Fatal(err)

@@ -120,9 +120,10 @@ var ErrStale = errors.New("store: changed by another replica meanwhile")
 // UseSetupKey counts one use of the setup key k, which now has k.Used
 // uses: it writes only when the database still holds k.Used-1, so that two
 // replicas that both saw the key with one use left cannot both take it
-// (ErrStale for the second).
+// (ErrStale for the second), and a key revoked through another replica is
+// not used through this one before the revocation reaches it.
 func (t *Tx) UseSetupKey(k SetupKey) error {
-	r, err := t.s.exec(t.ctx, t.tx, `UPDATE setup_keys SET used = ?, last_used = ? WHERE id = ? AND used = ?`,
+	r, err := t.s.exec(t.ctx, t.tx, `UPDATE setup_keys SET used = ?, last_used = ? WHERE id = ? AND used = ? AND revoked = 0`,
 		k.Used, unixNano(k.LastUsed), k.ID, k.Used-1)
 	if err != nil {
 		return fmt.Errorf("store: use setup key: %w", err)
