@@ -63,7 +63,7 @@ func (s *Service) applyPresence(ctx context.Context, m busMsg) {
 	for _, id := range m.Change.Entries {
 		remote, err := s.presentElsewhere(ctx, id)
 		if err != nil {
-			a.log.Warn("presence of a peer", zap.String("peer", id), zap.Error(err))
+			s.faultLog(a.log, err)("presence of a peer", zap.String("peer", id), zap.Error(err))
 			continue
 		}
 		a.mu.Lock()

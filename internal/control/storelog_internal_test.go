@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"meshd/internal/cluster"
+	"meshd/internal/netmap"
 )
 
 // lostCluster is a cluster whose database is gone.
@@ -40,5 +41,29 @@ func TestStoreDownLogsOnce(t *testing.T) {
 			t.Log(e.Level, e.Message)
 		}
 		t.Fatalf("%d log lines over 20 heartbeats without the database, want 1", n)
+	}
+}
+
+func (lostCluster) Present(context.Context, string) ([]string, error) {
+	return nil, fmt.Errorf("pgcluster: present: %w: connection refused", cluster.ErrUnavailable)
+}
+
+// Presence messages that cannot be checked against the lost database are
+// not a warning each either.
+func TestStoreDownPresenceLogsOnce(t *testing.T) {
+	core, logs := observer.New(zapcore.InfoLevel)
+	l := cluster.Local()
+	defer l.Close()
+	s := &Service{log: zap.New(core), now: time.Now, cl: lostCluster{l}}
+	a, err := newAccount(s, testData())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.accounts = append(s.accounts, a)
+	for range 20 {
+		s.applyPresence(context.Background(), busMsg{Account: "acct", Kind: kindPresence, Change: netmap.Change{Entries: []string{"p1"}}})
+	}
+	if n := logs.Len(); n != 1 {
+		t.Fatalf("%d log lines over 20 presence messages without the database, want 1", n)
 	}
 }
