@@ -7,41 +7,51 @@ import (
 	"time"
 )
 
-// A use of a setup key counted against a stale count (another replica used
-// the key meanwhile) is refused, on both engines; a fresh one is written.
-func TestUseSetupKeyRefusesStaleCount(t *testing.T) {
+// Uses of a setup key are counted in the database: a limited key refuses
+// the use past its limit even when the caller's copy (another replica's)
+// said there was one left, a revoked key refuses any, on both engines.
+func TestUseSetupKeyCountsInTheDatabase(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		s := openTest(t, b)
-		populate(t, s) // key "k" used twice
+		populate(t, s) // key "k": limit 5, used twice
 		ctx := context.Background()
-		k := SetupKey{ID: "k", Name: "bootstrap", Used: 3, LastUsed: time.Unix(1_800_000_000, 0)}
-		if err := s.Write(ctx, func(tx *Tx) error { return tx.UseSetupKey(k) }); err != nil {
-			t.Fatalf("use with the count in the database: %v", err)
+		k := SetupKey{ID: "k", Name: "bootstrap", LastUsed: time.Unix(1_800_000_000, 0)}
+		use := func() error { return s.Write(ctx, func(tx *Tx) error { return tx.UseSetupKey(k) }) }
+		for i := range 3 {
+			if err := use(); err != nil {
+				t.Fatalf("use %d of the 3 left: %v", i+1, err)
+			}
 		}
-		// A second replica that also saw two uses.
-		err := s.Write(ctx, func(tx *Tx) error { return tx.UseSetupKey(k) })
-		if !errors.Is(err, ErrStale) {
-			t.Fatalf("use with a stale count: %v, want ErrStale", err)
-		}
-		// Revoked through another replica.
-		err = s.Write(ctx, func(tx *Tx) error {
-			return tx.PutSetupKey(SetupKey{ID: "k", AccountID: "a", Name: "bootstrap", Hash: []byte{9, 9}, Prefix: "AB",
-				UsageLimit: 5, Used: 3, Revoked: true, LastUsed: k.LastUsed})
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		late := k
-		late.Used = 4
-		if err := s.Write(ctx, func(tx *Tx) error { return tx.UseSetupKey(late) }); !errors.Is(err, ErrStale) {
-			t.Fatalf("use of a revoked key: %v, want ErrStale", err)
+		if err := use(); !errors.Is(err, ErrStale) {
+			t.Fatalf("use past the limit: %v, want ErrStale", err)
 		}
 		d, err := s.LoadAccount(ctx, "a")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := d.SetupKeys[0]; got.Used != 3 || !got.LastUsed.Equal(k.LastUsed) {
+		if got := d.SetupKeys[0]; got.Used != 5 || !got.LastUsed.Equal(k.LastUsed) {
 			t.Fatalf("key after the uses: used %d, last used %v", got.Used, got.LastUsed)
+		}
+		// One-off, revoked.
+		err = s.Write(ctx, func(tx *Tx) error {
+			if err := tx.PutSetupKey(SetupKey{ID: "once", AccountID: "a", Name: "once", Hash: []byte{1}, Prefix: "ON", OneOff: true}); err != nil {
+				return err
+			}
+			return tx.PutSetupKey(SetupKey{ID: "rev", AccountID: "a", Name: "rev", Hash: []byte{2}, Prefix: "RE", Revoked: true})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.ID = "once"
+		if err := use(); err != nil {
+			t.Fatalf("first use of a one-off key: %v", err)
+		}
+		if err := use(); !errors.Is(err, ErrStale) {
+			t.Fatalf("second use of a one-off key: %v, want ErrStale", err)
+		}
+		k.ID = "rev"
+		if err := use(); !errors.Is(err, ErrStale) {
+			t.Fatalf("use of a revoked key: %v, want ErrStale", err)
 		}
 	})
 }

@@ -117,14 +117,16 @@ func (t *Tx) PutSetupKey(k SetupKey) error {
 // caller read it (by another replica): the caller reloads and decides again.
 var ErrStale = errors.New("store: changed by another replica meanwhile")
 
-// UseSetupKey counts one use of the setup key k, which now has k.Used
-// uses: it writes only when the database still holds k.Used-1, so that two
-// replicas that both saw the key with one use left cannot both take it
-// (ErrStale for the second), and a key revoked through another replica is
-// not used through this one before the revocation reaches it.
+// UseSetupKey counts one use of the setup key k (at k.LastUsed) in the
+// database itself, and only while the key has uses left there: two
+// replicas that both saw a one-off key unused cannot both take it (ErrStale
+// for the second), and a key revoked through another replica is not used
+// through this one before the revocation reaches it. Uses of a key without
+// a limit never conflict.
 func (t *Tx) UseSetupKey(k SetupKey) error {
-	r, err := t.s.exec(t.ctx, t.tx, `UPDATE setup_keys SET used = ?, last_used = ? WHERE id = ? AND used = ? AND revoked = 0`,
-		k.Used, unixNano(k.LastUsed), k.ID, k.Used-1)
+	r, err := t.s.exec(t.ctx, t.tx, `UPDATE setup_keys SET used = used + 1, last_used = ?
+		WHERE id = ? AND revoked = 0 AND (one_off = 0 OR used < 1) AND (usage_limit = 0 OR used < usage_limit)`,
+		unixNano(k.LastUsed), k.ID)
 	if err != nil {
 		return fmt.Errorf("store: use setup key: %w", err)
 	}
