@@ -178,8 +178,11 @@ func (a *account) register(ctx context.Context, pub string, hash []byte, meta *c
 }
 
 // registerAttempts bounds the retries of a registration that conflicted
-// with one made at the same time through another replica.
-const registerAttempts = 3
+// with one made at the same time through another replica. Machines that
+// join in a burst through several replicas (same hostnames, next free
+// addresses) may conflict at every round while the others commit theirs
+// in between: three attempts were too few for eight joins per replica.
+const registerAttempts = 8
 
 func (a *account) registerLocked(ctx context.Context, pub string, hash []byte, meta *controlv1.PeerMeta) (*controlv1.SelfConfig, error) {
 	now := a.s.now()
