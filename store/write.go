@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -110,6 +111,31 @@ func (t *Tx) PutSetupKey(k SetupKey) error {
 		return err
 	}
 	return t.replaceList("setup_key_groups", "setup_key_id", "group_id", "", k.ID, k.AutoGroups)
+}
+
+// ErrStale is returned by a write that found the row changed since the
+// caller read it (by another replica): the caller reloads and decides again.
+var ErrStale = errors.New("store: changed by another replica meanwhile")
+
+// UseSetupKey counts one use of the setup key k (at k.LastUsed) in the
+// database itself, and only while the key has uses left there: two
+// replicas that both saw a one-off key unused cannot both take it (ErrStale
+// for the second), and a key revoked through another replica is not used
+// through this one before the revocation reaches it. Uses of a key without
+// a limit never conflict.
+func (t *Tx) UseSetupKey(k SetupKey) error {
+	r, err := t.s.exec(t.ctx, t.tx, `UPDATE setup_keys SET used = used + 1, last_used = ?
+		WHERE id = ? AND revoked = 0 AND (one_off = 0 OR used < 1) AND (usage_limit = 0 OR used < usage_limit)`,
+		unixNano(k.LastUsed), k.ID)
+	if err != nil {
+		return fmt.Errorf("store: use setup key: %w", err)
+	}
+	if n, err := r.RowsAffected(); err != nil {
+		return fmt.Errorf("store: use setup key: %w", err)
+	} else if n != 1 {
+		return fmt.Errorf("store: use setup key %s: %w", k.Name, ErrStale)
+	}
+	return nil
 }
 
 // DeleteSetupKey deletes a setup key; peers that joined with it stay.

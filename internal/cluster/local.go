@@ -14,6 +14,9 @@ import (
 // it loses messages (and is told so with a nil payload).
 const subBuffer = 1024
 
+// onceSweep is how often PutOnce drops expired one-time tokens.
+const onceSweep = time.Second
+
 // Group is the shared state of replicas that live in one process: `meshd
 // all` on SQLite has one replica in it; tests put several.
 type Group struct {
@@ -24,6 +27,7 @@ type Group struct {
 	leases   map[string]lease
 	present  map[string]map[string]bool // key → replica IDs
 	once     map[string]time.Time
+	onceNext time.Time                // next sweep of expired one-time tokens
 	subs     map[string]map[*sub]bool // channel → subscribers
 }
 
@@ -203,11 +207,16 @@ func (l *local) PutOnce(ctx context.Context, token string, exp time.Time) error 
 	g := l.g
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	now := g.now()
-	for t, e := range g.once { // bounded by the callers' own rate limits
-		if !now.Before(e) {
-			delete(g.once, t)
+	// Anyone may ask for a challenge: sweeping on every call would make
+	// each one walk all the tokens alive. Once a second keeps the cost
+	// per token constant and expired ones at most a second too long.
+	if now := g.now(); !now.Before(g.onceNext) {
+		for t, e := range g.once {
+			if !now.Before(e) {
+				delete(g.once, t)
+			}
 		}
+		g.onceNext = now.Add(onceSweep)
 	}
 	g.once[token] = exp
 	return nil

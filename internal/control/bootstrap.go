@@ -24,7 +24,24 @@ const (
 	AdminTokenFile = "admin-token"
 	// JoinTokenFile holds the join token (control URL, pin, setup key).
 	JoinTokenFile = "join-token"
+	// AddressFile holds control's URL and pin (two lines) for `meshd admin
+	// --data`: a replica that joined a network made by another has no
+	// join-token (the bootstrap key stays with the first one).
+	AddressFile = "control-address"
 )
+
+// ReadAddress returns the control URL and pin kept in DIR/control-address.
+func ReadAddress(dir string) (url, pin string, err error) {
+	b, err := os.ReadFile(filepath.Join(dir, AddressFile))
+	if err != nil {
+		return "", "", err
+	}
+	url, pin, _ = strings.Cut(strings.TrimSpace(string(b)), "\n")
+	if url == "" {
+		return "", "", fmt.Errorf("%s: no control URL in it", filepath.Join(dir, AddressFile))
+	}
+	return url, strings.TrimSpace(pin), nil
+}
 
 // Bootstrap is what a first start made, or a later start found again.
 type Bootstrap struct {
@@ -80,6 +97,10 @@ func (s *Service) Bootstrap(ctx context.Context, dir string) (Bootstrap, error) 
 	}
 	b.AdminToken = tok
 
+	want := s.joinToken("")
+	if err := writeIfChanged(filepath.Join(dir, AddressFile), want.ControlURL+"\n"+want.Pin+"\n"); err != nil {
+		return b, err
+	}
 	b.JoinTokenPath = filepath.Join(dir, JoinTokenFile)
 	jt, why, err := s.bootstrapJoin(ctx, a, b.JoinTokenPath)
 	if err != nil {
@@ -227,7 +248,8 @@ func (s *Service) bootstrapJoin(ctx context.Context, a *account, path string) (j
 	}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return want, fmt.Sprintf("%s was removed, and the bootstrap setup key is kept only there", path), nil
+		return want, fmt.Sprintf("%s is not here: the bootstrap setup key is kept only in the data directory "+
+			"of the server that made the network (another replica's, or this one's if the file was removed)", path), nil
 	} else if err != nil {
 		return want, "", fmt.Errorf("control: bootstrap: %w", err)
 	}
@@ -249,6 +271,14 @@ func (s *Service) bootstrapJoin(ctx context.Context, a *account, path string) (j
 		return want, "the bootstrap setup key is " + keyState(k, s.now()), nil
 	}
 	return want, "", nil
+}
+
+// writeIfChanged writes data to path (mode 0600) unless it holds data already.
+func writeIfChanged(path, data string) error {
+	if b, err := os.ReadFile(path); err == nil && string(b) == data {
+		return nil
+	}
+	return writeSecretFile(path, data)
 }
 
 // writeSecretFile writes data to path with mode 0600, atomically.

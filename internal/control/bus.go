@@ -59,17 +59,25 @@ func (s *Service) publish(m busMsg) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), publishTimeout)
 	defer cancel()
 	if err := s.cl.Publish(ctx, busChannel, b); err != nil {
-		s.fault(err)
-		s.log.Warn("publish change to the other replicas", zap.String("kind", m.Kind), zap.Error(err))
+		s.faultLog(s.log, err)("publish change to the other replicas", zap.String("kind", m.Kind), zap.Error(err))
 	}
 }
 
 // maxBatch bounds how many waiting messages are handled in one go.
 const maxBatch = 256
 
+// reloadGap is the least time between two rounds of reloads. Each change
+// on another replica loads the whole account here: without a gap, a
+// stream of small changes (a peer logging in again and again) keeps every
+// other replica loading its account back to back. Changes published during
+// the gap are merged into the next round.
+const reloadGap = 100 * time.Millisecond
+
 // follow applies what the other replicas publish until ctx ends. Messages
 // that arrive while it works are handled together: an account changed many
-// times is loaded once.
+// times is loaded once. After a round that reloaded accounts it waits
+// reloadGap, or as long as the round took if longer, so that reloads take
+// at most half of the time however fast changes come.
 func (s *Service) follow(ctx context.Context, msgs <-chan []byte) {
 	for {
 		var batch [][]byte
@@ -94,12 +102,23 @@ func (s *Service) follow(ctx context.Context, msgs <-chan []byte) {
 				break more
 			}
 		}
-		s.receive(ctx, batch)
+		start := time.Now()
+		if !s.receive(ctx, batch) {
+			continue
+		}
+		t := time.NewTimer(max(reloadGap, time.Since(start)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
 	}
 }
 
-// receive applies a batch of messages.
-func (s *Service) receive(ctx context.Context, batch [][]byte) {
+// receive applies a batch of messages and reports whether it loaded
+// anything from the store.
+func (s *Service) receive(ctx context.Context, batch [][]byte) bool {
 	changes := map[string]*netmap.Change{}
 	var order []string
 	var presence []busMsg
@@ -109,7 +128,7 @@ func (s *Service) receive(ctx context.Context, batch [][]byte) {
 		if b == nil || json.Unmarshal(b, &m) != nil {
 			// Messages were lost: take everything from the store again.
 			s.resyncAll(ctx)
-			return
+			return true
 		}
 		if m.Origin == s.cl.Self() {
 			continue
@@ -138,6 +157,7 @@ func (s *Service) receive(ctx context.Context, batch [][]byte) {
 	for _, m := range presence {
 		s.applyPresence(ctx, m)
 	}
+	return tokens || len(order) > 0
 }
 
 // account returns the account with id, nil when this replica has not
@@ -160,8 +180,7 @@ func (s *Service) reload(ctx context.Context, id string, c netmap.Change) error 
 	if a == nil {
 		d, err := s.st.LoadAccount(ctx, id)
 		if err != nil {
-			s.fault(err)
-			s.log.Warn("load account made by another replica", zap.String("account", id), zap.Error(err))
+			s.faultLog(s.log, err)("load account made by another replica", zap.String("account", id), zap.Error(err))
 			return err
 		}
 		s.mu.Lock()
@@ -190,8 +209,7 @@ func (s *Service) reload(ctx context.Context, id string, c netmap.Change) error 
 	defer a.mu.Unlock()
 	d, err := s.st.LoadAccount(ctx, id)
 	if err != nil {
-		s.fault(err)
-		a.log.Warn("reload account changed by another replica", zap.Error(err))
+		s.faultLog(a.log, err)("reload account changed by another replica", zap.Error(err))
 		return err
 	}
 	diff, err := a.fill(d)
@@ -202,8 +220,7 @@ func (s *Service) reload(ctx context.Context, id string, c netmap.Change) error 
 	c.Merge(diff)
 	users, err := a.reloadSSO(ctx)
 	if err != nil {
-		s.fault(err)
-		a.log.Warn("reload users changed by another replica", zap.Error(err))
+		s.faultLog(a.log, err)("reload users changed by another replica", zap.Error(err))
 		return err
 	}
 	c.Merge(users)
@@ -230,8 +247,7 @@ func (s *Service) accountLocked(id string) *account {
 func (s *Service) resyncAll(ctx context.Context) error {
 	accts, err := s.st.Accounts(ctx)
 	if err != nil {
-		s.fault(err)
-		s.log.Warn("resync from the store", zap.Error(err))
+		s.faultLog(s.log, err)("resync from the store", zap.Error(err))
 		return err
 	}
 	for _, acct := range accts {
@@ -250,8 +266,7 @@ func (s *Service) resyncAll(ctx context.Context) error {
 func (s *Service) reloadTokens(ctx context.Context) error {
 	toks, err := s.st.AdminTokens(ctx)
 	if err != nil {
-		s.fault(err)
-		s.log.Warn("reload admin tokens", zap.Error(err))
+		s.faultLog(s.log, err)("reload admin tokens", zap.Error(err))
 		return err
 	}
 	m := make(map[string]*store.AdminToken, len(toks))

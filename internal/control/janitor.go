@@ -29,8 +29,7 @@ func (s *Service) janitor(ctx context.Context) {
 		if s.refused() == nil {
 			var err error
 			if lead, err = s.cl.Lead(ctx, "janitor", janitorLease*s.opts.JanitorInterval); err != nil {
-				s.fault(err)
-				s.log.Warn("janitor lease", zap.Error(err))
+				s.faultLog(s.log, err)("janitor lease", zap.Error(err))
 			}
 		}
 		for _, a := range s.accountList() {

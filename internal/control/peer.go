@@ -36,8 +36,7 @@ func (p *peerAPI) Challenge(ctx context.Context, _ *connect.Request[controlv1.Ch
 	s := p.s
 	ch, exp := s.challenger.Issue(s.now())
 	if err := s.cl.PutOnce(ctx, challengeKey(ch), exp); err != nil {
-		s.fault(err)
-		s.log.Warn("share a challenge with the other replicas; it is valid on this one only", zap.Error(err))
+		s.faultLog(s.log, err)("share a challenge with the other replicas; it is valid on this one only", zap.Error(err))
 		ch, exp = s.local.Issue(s.now())
 	}
 	pub := s.key.Public()
@@ -56,8 +55,7 @@ func (s *Service) useChallenge(ctx context.Context, ch []byte) bool {
 	}
 	ok, err := s.cl.TakeOnce(ctx, challengeKey(ch), now)
 	if err != nil {
-		s.fault(err)
-		s.log.Warn("check a challenge", zap.Error(err))
+		s.faultLog(s.log, err)("check a challenge", zap.Error(err))
 	}
 	return ok && err == nil
 }
@@ -184,8 +182,11 @@ func (a *account) register(ctx context.Context, pub string, hash []byte, meta *c
 }
 
 // registerAttempts bounds the retries of a registration that conflicted
-// with one made at the same time through another replica.
-const registerAttempts = 3
+// with one made at the same time through another replica. Machines that
+// join in a burst through several replicas (same hostnames, next free
+// addresses) may conflict at every round while the others commit theirs
+// in between: three attempts were too few for eight joins per replica.
+const registerAttempts = 8
 
 func (a *account) registerLocked(ctx context.Context, pub string, hash []byte, meta *controlv1.PeerMeta) (*controlv1.SelfConfig, error) {
 	now := a.s.now()
@@ -217,10 +218,12 @@ func (a *account) registerLocked(ctx context.Context, pub string, hash []byte, m
 	err := a.commit(ctx, audit{actor: "setup-key:" + k.Name, action: "peer.added", targetType: "peer", targetID: p.ID,
 		targetName: p.Name, detail: fmt.Sprintf("ip %s, key %s…", p.OverlayIP, pub[:8])},
 		func(tx *store.Tx) error {
-			// The key first: the peer's row refers to it, and a replica
-			// that took the reference's share lock before the key's row
-			// lock would deadlock with another replica doing the same.
-			if err := tx.PutSetupKey(nk); err != nil {
+			// The key first, counted in the database against its limit
+			// (another replica may have used it meanwhile): the peer's row
+			// refers to it, and a replica that took the reference's share
+			// lock before the key's row lock would deadlock with another
+			// replica doing the same.
+			if err := tx.UseSetupKey(nk); err != nil {
 				return err
 			}
 			return tx.PutPeer(*p)
@@ -246,10 +249,21 @@ func (a *account) existingGroups(ids []string) []string {
 }
 
 // relogin logs a known peer in again; with a setup key it renews an
-// expired login.
+// expired login. A use of the key that another replica's use made stale
+// (the failed commit reloaded the account) is tried again.
 func (a *account) relogin(ctx context.Context, id, setupKey string, meta *controlv1.PeerMeta) (*controlv1.SelfConfig, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	for attempt := 1; ; attempt++ {
+		sc, err := a.reloginLocked(ctx, id, setupKey, meta)
+		if attempt < registerAttempts && errors.Is(err, store.ErrStale) {
+			continue
+		}
+		return sc, err
+	}
+}
+
+func (a *account) reloginLocked(ctx context.Context, id, setupKey string, meta *controlv1.PeerMeta) (*controlv1.SelfConfig, error) {
 	now := a.s.now()
 	p := a.peers[id]
 	if p == nil {
@@ -287,7 +301,7 @@ func (a *account) relogin(ctx context.Context, id, setupKey string, meta *contro
 	err := a.commit(ctx, ev,
 		func(tx *store.Tx) error {
 			if nk != nil {
-				if err := tx.PutSetupKey(*nk); err != nil {
+				if err := tx.UseSetupKey(*nk); err != nil {
 					return err
 				}
 			}
@@ -549,8 +563,7 @@ func (a *account) goOffline(c *conn) {
 	np.LastSeen = a.s.now()
 	if a.s.refused() == nil {
 		if err := a.s.st.SetPeerLastSeen(context.Background(), np.ID, np.LastSeen); err != nil {
-			a.s.fault(err)
-			a.log.Warn("record last seen", zap.String("peer", np.Name), zap.Error(err))
+			a.s.faultLog(a.log, err)("record last seen", zap.String("peer", np.Name), zap.Error(err))
 		}
 	}
 	a.putPeer(&np)

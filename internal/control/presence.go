@@ -33,8 +33,7 @@ func (a *account) setPresent(id string, present bool, seen time.Time) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), presenceTimeout)
 	defer cancel()
 	if err := s.cl.SetPresent(ctx, presencePrefix+id, present); err != nil {
-		s.fault(err)
-		a.log.Warn("record presence", zap.String("peer", id), zap.Bool("present", present), zap.Error(err))
+		s.faultLog(a.log, err)("record presence", zap.String("peer", id), zap.Bool("present", present), zap.Error(err))
 	}
 	m := busMsg{Account: a.id, Kind: kindPresence, Change: netmap.Change{Entries: []string{id}}}
 	if !present {
@@ -64,7 +63,7 @@ func (s *Service) applyPresence(ctx context.Context, m busMsg) {
 	for _, id := range m.Change.Entries {
 		remote, err := s.presentElsewhere(ctx, id)
 		if err != nil {
-			a.log.Warn("presence of a peer", zap.String("peer", id), zap.Error(err))
+			s.faultLog(a.log, err)("presence of a peer", zap.String("peer", id), zap.Error(err))
 			continue
 		}
 		a.mu.Lock()
@@ -99,8 +98,7 @@ func (s *Service) applyPresence(ctx context.Context, m busMsg) {
 func (s *Service) resyncPresence(ctx context.Context) {
 	keys, err := s.cl.PresentWithPrefix(ctx, presencePrefix)
 	if err != nil {
-		s.fault(err)
-		s.log.Warn("resync presence", zap.Error(err))
+		s.faultLog(s.log, err)("resync presence", zap.Error(err))
 		return
 	}
 	present := make(map[string]bool, len(keys))

@@ -52,11 +52,11 @@ func (s *Service) heartbeats(ctx context.Context) {
 func (s *Service) heartbeat(ctx context.Context) {
 	rs, err := s.cl.Heartbeat(ctx, s.self(), s.opts.ReplicaTTL)
 	if err != nil {
-		s.fault(err)
+		logf := s.faultLog(s.log, err)
 		if s.view.Load() == nil {
 			s.view.Store(s.makeView([]cluster.Replica{s.self()}))
 		}
-		s.log.Warn("replica heartbeat", zap.Error(err))
+		logf("replica heartbeat", zap.Error(err))
 		return
 	}
 	v := s.makeView(rs)

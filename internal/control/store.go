@@ -72,6 +72,17 @@ func (s *Service) fault(err error) bool {
 	return true
 }
 
+// faultLog returns how to log a failed store or cluster call: at debug
+// level when it is the lost database, which fault has said once already
+// (a replica without its database would otherwise warn at every
+// heartbeat, challenge and presence change), else as a warning.
+func (s *Service) faultLog(l *zap.Logger, err error) func(string, ...zap.Field) {
+	if s.fault(err) {
+		return l.Debug
+	}
+	return l.Warn
+}
+
 // refused returns the error of a change refused because the database is
 // lost, nil while it is available.
 func (s *Service) refused() error {

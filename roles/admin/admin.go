@@ -210,6 +210,30 @@ func arg(c *cli.Context, what string) (string, error) {
 	return "", cli.Exit(fmt.Sprintf("meshd admin %s %s: one %s please, got %q", c.Lineage()[1].Command.Name, c.Command.Name, what, a), 2)
 }
 
+// dataDirAddress reads control's URL and pin from DIR: the join-token of
+// the server that made the network, or the control-address every replica
+// writes.
+func dataDirAddress(dir string) (jointoken.Token, error) {
+	b, err := os.ReadFile(filepath.Join(dir, control.JoinTokenFile))
+	if errors.Is(err, os.ErrNotExist) {
+		url, pin, aerr := control.ReadAddress(dir)
+		if aerr == nil {
+			return jointoken.Token{ControlURL: url, Pin: pin}, nil
+		}
+		if !errors.Is(aerr, os.ErrNotExist) {
+			return jointoken.Token{}, cli.Exit(fmt.Sprintf("cannot read control's address: %v (pass --control URL)", aerr), 1)
+		}
+	}
+	if err != nil {
+		return jointoken.Token{}, cli.Exit(fmt.Sprintf("cannot read control's address: %v (pass --control URL)", err), 1)
+	}
+	jt, err := jointoken.Decode(string(b))
+	if err != nil {
+		return jointoken.Token{}, cli.Exit(fmt.Sprintf("%s: %v", filepath.Join(dir, control.JoinTokenFile), err), 1)
+	}
+	return jt, nil
+}
+
 // connect builds the session: token, URL and pin from the flags, falling
 // back to --data DIR.
 func newSession(c *cli.Context) (*session, error) {
@@ -229,13 +253,9 @@ func newSession(c *cli.Context) (*session, error) {
 			token = strings.TrimSpace(string(b))
 		}
 		if url == "" || pin == "" {
-			b, err := os.ReadFile(filepath.Join(dir, control.JoinTokenFile))
+			jt, err := dataDirAddress(dir)
 			if err != nil {
-				return nil, cli.Exit(fmt.Sprintf("cannot read control's address: %v (pass --control URL)", err), 1)
-			}
-			jt, err := jointoken.Decode(string(b))
-			if err != nil {
-				return nil, cli.Exit(fmt.Sprintf("%s: %v", filepath.Join(dir, control.JoinTokenFile), err), 1)
+				return nil, err
 			}
 			if url == "" {
 				url = jt.ControlURL
@@ -318,6 +338,10 @@ func apiError(s *session, err error) error {
 		case connect.CodeUnauthenticated:
 			return cli.Exit(safe(ce.Message()), 1)
 		case connect.CodeUnavailable, connect.CodeUnknown, connect.CodeDeadlineExceeded:
+			if strings.Contains(ce.Message(), "store unavailable") {
+				// Control answered: what it lost is its database.
+				return cli.Exit(fmt.Sprintf("control at %s: %s", s.url, safe(ce.Message())), 1)
+			}
 			return cli.Exit(fmt.Sprintf("cannot reach control at %s: %s", s.url, safe(ce.Message())), 1)
 		case connect.CodeInternal:
 			return cli.Exit("control failed: "+safe(ce.Message()), 1)

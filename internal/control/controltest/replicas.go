@@ -52,8 +52,16 @@ func withBoot(b control.Bootstrap) Option { return func(cfg *config) { cfg.boot 
 type FaultyStore struct {
 	*store.Store
 
-	mu   sync.Mutex
-	lost error
+	mu    sync.Mutex
+	lost  error
+	loads int
+}
+
+// Loads is how many times the service loaded a whole account.
+func (f *FaultyStore) Loads() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.loads
 }
 
 var _ control.Store = (*FaultyStore)(nil)
@@ -93,6 +101,9 @@ func (f *FaultyStore) Accounts(ctx context.Context) ([]store.Account, error) {
 }
 
 func (f *FaultyStore) LoadAccount(ctx context.Context, id string) (*store.AccountData, error) {
+	f.mu.Lock()
+	f.loads++
+	f.mu.Unlock()
 	if err := f.check(); err != nil {
 		return nil, err
 	}
