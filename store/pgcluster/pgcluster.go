@@ -5,7 +5,8 @@
 // HA deployment needs PostgreSQL and nothing else. Time always comes from
 // the database's clock (now()), never from a replica's, so replicas with
 // skewed clocks still agree on who is alive and who holds a lease. Only
-// roles/ import it.
+// roles/ and internal/control/controltest (replicas on PostgreSQL in tests)
+// import it.
 //
 // It uses github.com/jackc/pgx/v5 because its connection can wait for
 // notifications (database/sql cannot) and its pool is what the store uses.
@@ -86,6 +87,10 @@ func Open(ctx context.Context, dsn string, log *zap.Logger) (*Cluster, error) {
 	// default of over two hours.
 	dialer := &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 5 * time.Second, Interval: 5 * time.Second, Count: 3}}
 	pcfg.ConnConfig.DialFunc = dialer.DialContext
+	// Idle connections a restarted database closed are found and dropped
+	// within seconds (pgxpool's default: a minute), so fewer calls after a
+	// restart fail once on a dead connection.
+	pcfg.HealthCheckPeriod = 2 * time.Second
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("pgcluster: connect to %s: %w", where, err)
