@@ -226,6 +226,11 @@ func TestPagesRender(t *testing.T) {
 	if r := e.get(t, c, "/static/app.js"); r.status != http.StatusOK {
 		t.Errorf("app.js: %d", r.status)
 	}
+	// The status page lists the replicas (this one at least) and the store.
+	if r := e.get(t, c, "/status"); !strings.Contains(r.body, `id="replicas"`) || !strings.Contains(r.body, "(this one)") ||
+		!strings.Contains(r.body, e.h.URL) || !strings.Contains(r.body, `id="store-state">available`) {
+		t.Errorf("status page without the replicas or the store's state: %.3000s", r.body)
+	}
 }
 
 // Signing in again gives a new session id and ends the old one.
