@@ -114,42 +114,47 @@ func BenchmarkPolicyChangeFanout(b *testing.B) {
 // process, each on its own TLS connection as real agents are, in groups of
 // 50 as in fanoutWorld, so only control's side is measured here.
 func BenchmarkMemoryPerConnectedPeer(b *testing.B) {
-	const n = 1000
 	for b.Loop() {
-		h := controltest.NewHarness(b, 0, controltest.Quiet(), controltest.Patience(2*time.Minute))
-		ctx := context.Background()
-		must[adminv1.DeletePolicyResponse](b)(h.Admin.DeletePolicy(ctx, connect.NewRequest(&adminv1.DeletePolicyRequest{Id: "Default"})))
-		var keys []string
-		for g := range n / 50 {
-			name := fmt.Sprintf("g%d", g)
-			must[adminv1.Group](b)(h.Admin.CreateGroup(ctx, connect.NewRequest(&adminv1.CreateGroupRequest{Name: name})))
-			must[adminv1.Policy](b)(h.Admin.CreatePolicy(ctx, connect.NewRequest(&adminv1.CreatePolicyRequest{Name: name,
-				Sources: []string{name}, Destinations: []string{name}, Bidirectional: true})))
-			k := must[adminv1.SetupKey](b)(h.Admin.CreateSetupKey(ctx, connect.NewRequest(&adminv1.CreateSetupKeyRequest{
-				Name: name, AutoGroups: []string{name}})))
-			keys = append(keys, k.Key)
-		}
-		before := memInUse()
-		p := startAgents(b, h, n, keys)
-		p.waitReady(b)
-		deadline := time.Now().Add(2 * time.Minute)
-		for online := 0; online < n; {
-			peers := must[adminv1.ListPeersResponse](b)(h.Admin.ListPeers(ctx, connect.NewRequest(&adminv1.ListPeersRequest{})))
-			online = 0
-			for _, p := range peers.Peers {
-				if p.Online {
-					online++
-				}
-			}
-			if time.Now().After(deadline) {
-				b.Fatalf("%d of %d peers online", online, n)
-			}
-			time.Sleep(50 * time.Millisecond) // poll
-		}
-		after := memInUse()
-		b.ReportMetric(float64(after-before)/n, "bytes/peer")
-		p.stop()
+		memoryPerPeer(b, controltest.NewHarness(b, 0, controltest.Quiet(), controltest.Patience(2*time.Minute)), 1000)
 	}
+}
+
+// memoryPerPeer connects n agents to h (groups of 50, one policy each) and
+// reports control's memory per connected peer.
+func memoryPerPeer(b *testing.B, h *controltest.Harness, n int) {
+	b.Helper()
+	ctx := context.Background()
+	must[adminv1.DeletePolicyResponse](b)(h.Admin.DeletePolicy(ctx, connect.NewRequest(&adminv1.DeletePolicyRequest{Id: "Default"})))
+	var keys []string
+	for g := range n / 50 {
+		name := fmt.Sprintf("g%d", g)
+		must[adminv1.Group](b)(h.Admin.CreateGroup(ctx, connect.NewRequest(&adminv1.CreateGroupRequest{Name: name})))
+		must[adminv1.Policy](b)(h.Admin.CreatePolicy(ctx, connect.NewRequest(&adminv1.CreatePolicyRequest{Name: name,
+			Sources: []string{name}, Destinations: []string{name}, Bidirectional: true})))
+		k := must[adminv1.SetupKey](b)(h.Admin.CreateSetupKey(ctx, connect.NewRequest(&adminv1.CreateSetupKeyRequest{
+			Name: name, AutoGroups: []string{name}})))
+		keys = append(keys, k.Key)
+	}
+	before := memInUse()
+	p := startAgents(b, h, n, keys)
+	p.waitReady(b)
+	deadline := time.Now().Add(2 * time.Minute)
+	for online := 0; online < n; {
+		peers := must[adminv1.ListPeersResponse](b)(h.Admin.ListPeers(ctx, connect.NewRequest(&adminv1.ListPeersRequest{})))
+		online = 0
+		for _, p := range peers.Peers {
+			if p.Online {
+				online++
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d peers online", online, n)
+		}
+		time.Sleep(50 * time.Millisecond) // poll
+	}
+	after := memInUse()
+	b.ReportMetric(float64(after-before)/float64(n), "bytes/peer")
+	p.stop()
 }
 
 // agentProc is a child process running fake agents (see runAgents).
